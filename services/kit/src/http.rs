@@ -1,0 +1,363 @@
+//! HTTP plumbing every server shares: the JSON error, validated extractors, and the
+//! standard middleware stack and endpoints.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header, request::Parts};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::config::HttpConfig;
+use crate::metrics::{HttpLabels, Metrics, RouteLabels};
+
+/// The error every endpoint returns: a status code and a JSON body
+/// `{"error": "...", "code": "...", "field": "..."}` (`field` only when one field is at fault).
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is malformed (bad JSON, unknown field, wrong type): 400.
+    #[error("{message}")]
+    BadRequest {
+        code: &'static str,
+        message: String,
+        field: Option<String>,
+    },
+    /// The request is well formed but a value is not acceptable: 422.
+    #[error("{message}")]
+    Invalid { field: String, message: String },
+    #[error("{what} `{id}` not found")]
+    NotFound { what: &'static str, id: String },
+    /// The request conflicts with the current state (illegal transition, reused key): 409.
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("request body is larger than the {limit}-byte limit")]
+    PayloadTooLarge { limit: usize },
+    /// A service this one depends on cannot answer: 503.
+    #[error("{message}")]
+    Unavailable {
+        code: &'static str,
+        message: String,
+    },
+    /// Anything unexpected: 500, logged once, details not shown to the client.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: String,
+    code: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+}
+
+impl ApiError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> ApiError {
+        ApiError::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn not_found(what: &'static str, id: impl Into<String>) -> ApiError {
+        ApiError::NotFound { what, id: id.into() }
+    }
+
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::Conflict {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest { code, .. } => code,
+            ApiError::Invalid { .. } => "invalid_field",
+            ApiError::NotFound { .. } => "not_found",
+            ApiError::Conflict { code, .. } => code,
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::Unavailable { code, .. } => code,
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    fn field(&self) -> Option<&str> {
+        match self {
+            ApiError::BadRequest { field, .. } => field.as_deref(),
+            ApiError::Invalid { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        ApiError::Internal(anyhow::Error::new(e).context("database error"))
+    }
+}
+
+impl From<shoplens_contract::InvalidField> for ApiError {
+    fn from(e: shoplens_contract::InvalidField) -> Self {
+        ApiError::invalid(e.field, e.reason)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let message = match &self {
+            ApiError::Internal(e) => {
+                tracing::error!(error = ?e, "internal error");
+                "internal error".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let body = ErrorBody {
+            error: message,
+            code: self.code(),
+            field: self.field(),
+        };
+        (self.status(), Json(body)).into_response()
+    }
+}
+
+/// A JSON body, deserialized strictly: a wrong content type, malformed JSON, a missing,
+/// unknown or mistyped field each give a 400 naming the field; an oversize body a 413.
+pub struct ValidJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ValidJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        if !is_json {
+            return Err(ApiError::BadRequest {
+                code: "unsupported_media_type",
+                message: "expected `Content-Type: application/json`".into(),
+                field: None,
+            });
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| match e.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge {
+                    limit: body_limit_hint(&e.body_text()),
+                },
+                _ => ApiError::BadRequest {
+                    code: "bad_body",
+                    message: e.body_text(),
+                    field: None,
+                },
+            })?;
+        let de = &mut serde_json::Deserializer::from_slice(&bytes);
+        match serde_path_to_error::deserialize(de) {
+            Ok(v) => Ok(ValidJson(v)),
+            Err(err) => {
+                let path = err.path().to_string();
+                let inner = err.into_inner();
+                let (code, field) = if inner.is_syntax() || inner.is_eof() {
+                    ("malformed_json", None)
+                } else {
+                    ("invalid_body", Some(field_name(&path, &inner.to_string())))
+                };
+                Err(ApiError::BadRequest {
+                    code,
+                    message: format!("invalid JSON body: {inner}"),
+                    field,
+                })
+            }
+        }
+    }
+}
+
+fn body_limit_hint(text: &str) -> usize {
+    text.split(|c: char| !c.is_ascii_digit())
+        .find_map(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// serde names a missing or unknown field in the message, not in the path; pick it out.
+fn field_name(path: &str, message: &str) -> String {
+    let quoted = message
+        .split('`')
+        .nth(1)
+        .filter(|_| message.starts_with("missing field") || message.starts_with("unknown field"));
+    match (path, quoted) {
+        (".", Some(f)) => f.to_owned(),
+        (p, Some(f)) => format!("{p}.{f}"),
+        (p, None) => p.to_owned(),
+    }
+}
+
+/// Query parameters, deserialized strictly, with a 400 naming the parameter on error.
+pub struct ValidQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ValidQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(de)
+            .map(ValidQuery)
+            .map_err(|err| {
+                let path = err.path().to_string();
+                let inner = err.into_inner().to_string();
+                ApiError::BadRequest {
+                    code: "invalid_query",
+                    field: Some(field_name(&path, &inner)),
+                    message: format!("invalid query string: {inner}"),
+                }
+            })
+    }
+}
+
+/// Adds the standard endpoints and middleware to a service's routes:
+/// `/health`, `/metrics`, `/openapi.json`, a JSON 404, panics caught as 500s, a body limit,
+/// a request timeout, a concurrency limit, a tracing span and metrics per request.
+pub fn standard_router(
+    routes: Router,
+    openapi: Option<serde_json::Value>,
+    metrics: Arc<Metrics>,
+    config: &HttpConfig,
+) -> Router {
+    let openapi = Arc::new(openapi);
+    let router = routes
+        .route("/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route(
+            "/metrics",
+            get(|State(m): State<Arc<Metrics>>| async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/plain; version=0.0.4"),
+                    )],
+                    m.encode(),
+                )
+            })
+            .with_state(metrics.clone()),
+        )
+        .route(
+            "/openapi.json",
+            get(move || {
+                let openapi = openapi.clone();
+                async move {
+                    match openapi.as_ref() {
+                        Some(doc) => Json(doc.clone()).into_response(),
+                        None => ApiError::not_found("document", "openapi.json").into_response(),
+                    }
+                }
+            }),
+        )
+        .fallback(|uri: axum::http::Uri| async move {
+            ApiError::not_found("route", uri.path().to_owned())
+        });
+    apply_layers(router, metrics, config)
+}
+
+/// The middleware part of [`standard_router`], for servers with their own endpoints.
+pub fn apply_layers(router: Router, metrics: Arc<Metrics>, config: &HttpConfig) -> Router {
+    router
+        .layer(axum::middleware::from_fn_with_state(metrics, record_metrics))
+        .layer(axum::extract::DefaultBodyLimit::max(config.body_limit_bytes))
+        .layer(tower::limit::ConcurrencyLimitLayer::new(config.concurrency_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            Duration::from_millis(config.request_timeout_ms),
+            request_timeout,
+        ))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
+        }))
+        .layer(TraceLayer::new_for_http())
+}
+
+async fn request_timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::Unavailable {
+            code: "timeout",
+            message: format!("request took longer than {} ms", limit.as_millis()),
+        }
+        .into_response(),
+    }
+}
+
+async fn record_metrics(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().to_string();
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    metrics
+        .http_duration
+        .get_or_create(&RouteLabels {
+            route: route.clone(),
+        })
+        .observe(start.elapsed().as_secs_f64());
+    metrics
+        .http_requests
+        .get_or_create(&HttpLabels {
+            method,
+            route,
+            status: resp.status().as_u16(),
+        })
+        .inc();
+    resp
+}
+
+/// Serves `router` on `listener` until `shutdown` is cancelled, then drains in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_missing_and_unknown_fields() {
+        assert_eq!(field_name(".", "missing field `name`"), "name");
+        assert_eq!(field_name("lines[0]", "unknown field `qty`, expected one of"), "lines[0].qty");
+        assert_eq!(field_name("lines[0].quantity", "invalid type: string"), "lines[0].quantity");
+    }
+}

@@ -1,0 +1,25 @@
+//! What every ShopLens domain service shares, so that a service crate holds only its domain.
+//!
+//! - [`config`]: layered configuration (defaults, file, `SHOPLENS_...` environment);
+//! - [`telemetry`]: tracing set-up;
+//! - [`http`]: the JSON error type, validated extractors, middleware and the standard
+//!   endpoints (`/health`, `/metrics`, `/openapi.json`);
+//! - [`db`]: SQLite pools and migrations;
+//! - [`outbox`]: writing events in the state change's transaction, and the relay that
+//!   publishes them;
+//! - [`idempotency`]: replaying the response to a retried write;
+//! - [`service`]: starting and stopping a service;
+//! - [`client`]: calling another service.
+
+pub mod client;
+pub mod config;
+pub mod db;
+pub mod http;
+pub mod idempotency;
+pub mod metrics;
+pub mod outbox;
+pub mod service;
+pub mod telemetry;
+
+pub use http::{ApiError, ValidJson, ValidQuery};
+pub use service::{ServiceContext, ServiceHandle, ServiceSpec};
