@@ -159,7 +159,12 @@ impl EmbeddedLog {
     }
 
     fn topic(&self, name: &str) -> Option<Arc<Topic>> {
-        self.inner.topics.lock().expect("topics lock").get(name).cloned()
+        self.inner
+            .topics
+            .lock()
+            .expect("topics lock")
+            .get(name)
+            .cloned()
     }
 
     fn topic_or_create(&self, name: &str) -> Result<Arc<Topic>> {
@@ -251,13 +256,9 @@ impl Topic {
             positions.push(before.bytes + buf.len() as u64);
             encode(&mut buf, now_ms, &r.key, &r.payload)?;
         }
-        let written = file.write_all(&buf).and_then(|()| {
-            if fsync {
-                file.sync_data()
-            } else {
-                Ok(())
-            }
-        });
+        let written =
+            file.write_all(&buf)
+                .and_then(|()| if fsync { file.sync_data() } else { Ok(()) });
         if let Err(e) = written {
             // Cut off whatever part was written, so the next append starts clean.
             let _ = file.set_len(before.bytes);
@@ -590,7 +591,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let log = open(dir.path());
-            log.publish(&[rec("t", "a", "one"), rec("t", "a", "two")]).await.unwrap();
+            log.publish(&[rec("t", "a", "one"), rec("t", "a", "two")])
+                .await
+                .unwrap();
         }
         // Simulate a crash in the middle of an append: half a record at the end.
         let path = dir.path().join("topics/t.log");

@@ -133,7 +133,10 @@ impl Envelope {
             .event_type
             .parse()
             .map_err(|_| DecodeError::UnknownType(wire.event_type.clone()))?;
-        if !event_type.supported_versions().contains(&wire.schema_version) {
+        if !event_type
+            .supported_versions()
+            .contains(&wire.schema_version)
+        {
             return Err(DecodeError::UnsupportedVersion {
                 event_type: wire.event_type,
                 version: wire.schema_version,
@@ -239,19 +242,29 @@ mod tests {
         assert_eq!(back, env);
         let json: serde_json::Value = serde_json::from_slice(&env.to_json()).unwrap();
         assert_eq!(json["event_type"], "OrderCreated");
-        assert_eq!(json["payload"]["total"], "25.99", "money is a decimal string");
+        assert_eq!(
+            json["payload"]["total"], "25.99",
+            "money is a decimal string"
+        );
     }
 
     fn tamper(f: impl FnOnce(&mut serde_json::Value)) -> DecodeError {
-        let mut json: serde_json::Value = serde_json::from_slice(&order_created().to_json()).unwrap();
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&order_created().to_json()).unwrap();
         f(&mut json);
         Envelope::decode(&serde_json::to_vec(&json).unwrap()).unwrap_err()
     }
 
     #[test]
     fn names_what_is_wrong() {
-        assert_eq!(tamper(|j| j["event_type"] = "Nope".into()).kind(), "unknown_type");
-        assert_eq!(tamper(|j| j["schema_version"] = 9.into()).kind(), "unsupported_version");
+        assert_eq!(
+            tamper(|j| j["event_type"] = "Nope".into()).kind(),
+            "unknown_type"
+        );
+        assert_eq!(
+            tamper(|j| j["schema_version"] = 9.into()).kind(),
+            "unsupported_version"
+        );
         let e = tamper(|j| j["payload"]["lines"][0]["quantity"] = (-1).into());
         assert!(e.to_string().contains("lines[0].quantity"), "{e}");
         let e = tamper(|j| j["payload"]["total"] = "1.00".into());
@@ -266,8 +279,14 @@ mod tests {
         assert!(e.to_string().contains("producer"), "{e}");
         let e = tamper(|j| j["payload"]["lines"][0]["unit_price"] = "1.005".into());
         assert!(e.to_string().contains("decimal places"), "{e}");
-        assert_eq!(Envelope::decode(b"{not json").unwrap_err().kind(), "malformed_json");
-        assert_eq!(Envelope::decode(b"[1,2]").unwrap_err().kind(), "malformed_json");
+        assert_eq!(
+            Envelope::decode(b"{not json").unwrap_err().kind(),
+            "malformed_json"
+        );
+        assert_eq!(
+            Envelope::decode(b"[1,2]").unwrap_err().kind(),
+            "malformed_json"
+        );
     }
 
     #[test]
@@ -279,7 +298,10 @@ mod tests {
             to: OrderStatus::Placed,
         });
         let err = Envelope::decode(&env.to_json()).unwrap_err();
-        assert!(err.to_string().contains("cannot go from Delivered"), "{err}");
+        assert!(
+            err.to_string().contains("cannot go from Delivered"),
+            "{err}"
+        );
     }
 
     proptest::proptest! {

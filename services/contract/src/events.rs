@@ -30,7 +30,11 @@ fn check_id(field: &str, value: &str) -> Check {
     if value.is_empty() {
         return Err(invalid(field, "must not be empty"));
     }
-    if value.len() > 64 || !value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+    if value.len() > 64
+        || !value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
         return Err(invalid(field, "must be 1-64 characters of [A-Za-z0-9_-]"));
     }
     Ok(())
@@ -64,7 +68,10 @@ pub fn check_money(field: &str, value: Decimal) -> Check {
 /// A quantity on an order line: 1..=[`MAX_QUANTITY`].
 pub fn check_quantity(field: &str, value: i32) -> Check {
     if !(1..=MAX_QUANTITY).contains(&value) {
-        return Err(invalid(field, format!("must be between 1 and {MAX_QUANTITY}")));
+        return Err(invalid(
+            field,
+            format!("must be between 1 and {MAX_QUANTITY}"),
+        ));
     }
     Ok(())
 }
@@ -72,7 +79,10 @@ pub fn check_quantity(field: &str, value: i32) -> Check {
 /// An ISO 4217 code: three upper-case letters.
 pub fn check_currency(field: &str, value: &str) -> Check {
     if value.len() != 3 || !value.bytes().all(|b| b.is_ascii_uppercase()) {
-        return Err(invalid(field, "must be a three-letter upper-case ISO 4217 code"));
+        return Err(invalid(
+            field,
+            "must be a three-letter upper-case ISO 4217 code",
+        ));
     }
     Ok(())
 }
@@ -164,7 +174,11 @@ impl OrderStatus {
         use OrderStatus::*;
         matches!(
             (self, next),
-            (Placed, Paid) | (Placed, Cancelled) | (Paid, Shipped) | (Paid, Cancelled) | (Shipped, Delivered)
+            (Placed, Paid)
+                | (Placed, Cancelled)
+                | (Paid, Shipped)
+                | (Paid, Cancelled)
+                | (Shipped, Delivered)
         )
     }
 }
@@ -510,7 +524,10 @@ impl DomainEvent {
                 }
                 check_money("total", e.total)?;
                 if sum != e.total {
-                    return Err(invalid("total", format!("is {} but the lines add up to {sum}", e.total)));
+                    return Err(invalid(
+                        "total",
+                        format!("is {} but the lines add up to {sum}", e.total),
+                    ));
                 }
                 Ok(())
             }

@@ -69,7 +69,11 @@ impl RawTable {
         let opt_money = |name: &str| Field::new(name, MONEY, true);
         let int = |name: &str| Field::new(name, DataType::Int32, false);
         let time = |name: &str| {
-            Field::new(name, DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false)
+            Field::new(
+                name,
+                DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                false,
+            )
         };
         let mut fields = vec![utf8("event_id"), time("occurred_at")];
         fields.extend(match self {

@@ -1,1 +1,273 @@
-//! placeholder
+//! The customer service: registers customers and keeps their contact details.
+//!
+//! Publishes `CustomerRegistered` and `CustomerUpdated`. Answers look-ups by id, one or many
+//! at a time, for the order service and the composer.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use shoplens_bus::EventBus;
+use shoplens_contract::{CustomerRegistered, CustomerUpdated, DomainEvent, Envelope, Service};
+use shoplens_kit::config::ServiceConfig;
+use shoplens_kit::db::fetch_by_ids;
+use shoplens_kit::http::{parse_id, parse_id_list};
+use shoplens_kit::idempotency::IdempotencyKey;
+use shoplens_kit::{ApiError, ServiceContext, ServiceHandle, ServiceSpec, ValidJson, ValidQuery};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+/// Most ids one batch look-up may ask for.
+pub const MAX_BATCH: usize = 100;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema, sqlx::FromRow)]
+pub struct Customer {
+    pub id: String,
+    pub name: String,
+    pub email: String,
+    pub country: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewCustomer {
+    pub name: String,
+    pub email: String,
+    pub country: String,
+}
+
+/// Fields to change; absent fields keep their value.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CustomerPatch {
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub country: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct BatchQuery {
+    /// Comma-separated customer ids (at most 100).
+    pub ids: String,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CustomerBatch {
+    pub customers: Vec<Customer>,
+    /// Requested ids that do not exist.
+    pub missing: Vec<String>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "ShopLens customer service", version = "1"),
+    paths(create_customer, get_customer, update_customer, batch_customers),
+    components(schemas(Customer, NewCustomer, CustomerPatch, CustomerBatch))
+)]
+struct ApiDoc;
+
+/// Starts the service.
+pub async fn start(
+    config: &ServiceConfig,
+    bus: Arc<dyn EventBus>,
+) -> anyhow::Result<ServiceHandle> {
+    let spec = ServiceSpec {
+        service: Service::Customer,
+        migrations: sqlx::migrate!("./migrations"),
+    };
+    shoplens_kit::service::start(spec, config, bus, |ctx| {
+        let openapi = serde_json::to_value(ApiDoc::openapi()).ok();
+        (routes(ctx), openapi)
+    })
+    .await
+}
+
+fn routes(ctx: ServiceContext) -> Router {
+    Router::new()
+        .route(
+            "/api/v1/customers",
+            get(batch_customers).post(create_customer),
+        )
+        .route(
+            "/api/v1/customers/{id}",
+            get(get_customer).patch(update_customer),
+        )
+        .with_state(ctx)
+}
+
+fn validate(id: &str, name: &str, email: &str, country: &str) -> Result<(), ApiError> {
+    DomainEvent::from(CustomerRegistered {
+        customer_id: id.to_owned(),
+        name: name.to_owned(),
+        email: email.to_owned(),
+        country: country.to_owned(),
+    })
+    .validate()?;
+    Ok(())
+}
+
+async fn find(ctx: &ServiceContext, id: &str) -> Result<Option<Customer>, ApiError> {
+    Ok(sqlx::query_as("SELECT * FROM customers WHERE id = ?")
+        .bind(id)
+        .fetch_optional(&ctx.db.reader)
+        .await?)
+}
+
+fn email_taken(e: sqlx::Error) -> ApiError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            ApiError::conflict("email_taken", "a customer with this email already exists")
+        }
+        _ => e.into(),
+    }
+}
+
+/// Registers a customer.
+#[utoipa::path(post, path = "/api/v1/customers", request_body = NewCustomer,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retried request safe")),
+    responses((status = 201, body = Customer), (status = 400), (status = 409), (status = 422)))]
+async fn create_customer(
+    State(ctx): State<ServiceContext>,
+    idem: IdempotencyKey,
+    ValidJson(req): ValidJson<NewCustomer>,
+) -> Result<Response, ApiError> {
+    let id = uuid::Uuid::now_v7().to_string();
+    validate(&id, &req.name, &req.email, &req.country)?;
+    let mut tx = ctx.db.begin().await?;
+    if let Some(replay) = idem.replay(&mut tx, "create_customer", &req).await? {
+        return Ok(replay.into_response());
+    }
+    let now = Utc::now();
+    let customer = Customer {
+        id,
+        name: req.name.trim().to_owned(),
+        email: req.email.trim().to_owned(),
+        country: req.country.trim().to_owned(),
+        created_at: now,
+        updated_at: now,
+    };
+    sqlx::query("INSERT INTO customers (id, name, email, country, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)")
+        .bind(&customer.id)
+        .bind(&customer.name)
+        .bind(&customer.email)
+        .bind(&customer.country)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(email_taken)?;
+    let event = Envelope::at(
+        CustomerRegistered {
+            customer_id: customer.id.clone(),
+            name: customer.name.clone(),
+            email: customer.email.clone(),
+            country: customer.country.clone(),
+        },
+        now,
+    );
+    ctx.outbox.enqueue(&mut tx, &event).await?;
+    idem.store(
+        &mut tx,
+        "create_customer",
+        &req,
+        StatusCode::CREATED,
+        &customer,
+    )
+    .await?;
+    tx.commit().await?;
+    ctx.outbox.wake();
+    Ok((StatusCode::CREATED, Json(customer)).into_response())
+}
+
+/// One customer.
+#[utoipa::path(get, path = "/api/v1/customers/{id}",
+    params(("id" = String, Path, description = "Customer id (UUID)")),
+    responses((status = 200, body = Customer), (status = 400), (status = 404)))]
+async fn get_customer(
+    State(ctx): State<ServiceContext>,
+    Path(id): Path<String>,
+) -> Result<Json<Customer>, ApiError> {
+    parse_id("id", &id)?;
+    find(&ctx, &id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("customer", id))
+}
+
+/// Changes a customer's details.
+#[utoipa::path(patch, path = "/api/v1/customers/{id}", request_body = CustomerPatch,
+    params(("id" = String, Path, description = "Customer id (UUID)")),
+    responses((status = 200, body = Customer), (status = 400), (status = 404), (status = 409), (status = 422)))]
+async fn update_customer(
+    State(ctx): State<ServiceContext>,
+    Path(id): Path<String>,
+    ValidJson(patch): ValidJson<CustomerPatch>,
+) -> Result<Json<Customer>, ApiError> {
+    parse_id("id", &id)?;
+    let mut tx = ctx.db.begin().await?;
+    let current: Option<Customer> = sqlx::query_as("SELECT * FROM customers WHERE id = ?")
+        .bind(&id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let mut customer = current.ok_or_else(|| ApiError::not_found("customer", &id))?;
+    if let Some(name) = patch.name {
+        customer.name = name.trim().to_owned();
+    }
+    if let Some(email) = patch.email {
+        customer.email = email.trim().to_owned();
+    }
+    if let Some(country) = patch.country {
+        customer.country = country.trim().to_owned();
+    }
+    validate(&id, &customer.name, &customer.email, &customer.country)?;
+    customer.updated_at = Utc::now();
+    sqlx::query(
+        "UPDATE customers SET name = ?, email = ?, country = ?, updated_at = ? WHERE id = ?",
+    )
+    .bind(&customer.name)
+    .bind(&customer.email)
+    .bind(&customer.country)
+    .bind(customer.updated_at)
+    .bind(&id)
+    .execute(&mut *tx)
+    .await
+    .map_err(email_taken)?;
+    let event = Envelope::at(
+        CustomerUpdated {
+            customer_id: id.clone(),
+            name: customer.name.clone(),
+            email: customer.email.clone(),
+            country: customer.country.clone(),
+        },
+        customer.updated_at,
+    );
+    ctx.outbox.enqueue(&mut tx, &event).await?;
+    tx.commit().await?;
+    ctx.outbox.wake();
+    Ok(Json(customer))
+}
+
+/// Many customers by id in one call.
+#[utoipa::path(get, path = "/api/v1/customers", params(BatchQuery),
+    responses((status = 200, body = CustomerBatch), (status = 400), (status = 422)))]
+async fn batch_customers(
+    State(ctx): State<ServiceContext>,
+    ValidQuery(q): ValidQuery<BatchQuery>,
+) -> Result<Json<CustomerBatch>, ApiError> {
+    let ids = parse_id_list("ids", &q.ids, MAX_BATCH)?;
+    let ids: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+    let customers: Vec<Customer> =
+        fetch_by_ids(&ctx.db.reader, "SELECT * FROM customers WHERE id IN", &ids).await?;
+    let missing = ids
+        .into_iter()
+        .filter(|id| !customers.iter().any(|c| &c.id == id))
+        .collect();
+    Ok(Json(CustomerBatch { customers, missing }))
+}

@@ -14,7 +14,11 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 pub fn load<T: Serialize + DeserializeOwned + Default>(file: Option<&Path>) -> anyhow::Result<T> {
     let mut figment = Figment::from(Serialized::defaults(T::default()));
     if let Some(file) = file {
-        anyhow::ensure!(file.exists(), "config file {} does not exist", file.display());
+        anyhow::ensure!(
+            file.exists(),
+            "config file {} does not exist",
+            file.display()
+        );
         figment = figment.merge(Toml::file(file));
     }
     figment = figment.merge(Env::prefixed("SHOPLENS_").split("__"));

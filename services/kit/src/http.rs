@@ -45,10 +45,7 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     /// A service this one depends on cannot answer: 503.
     #[error("{message}")]
-    Unavailable {
-        code: &'static str,
-        message: String,
-    },
+    Unavailable { code: &'static str, message: String },
     /// Anything unexpected: 500, logged once, details not shown to the client.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -71,7 +68,10 @@ impl ApiError {
     }
 
     pub fn not_found(what: &'static str, id: impl Into<String>) -> ApiError {
-        ApiError::NotFound { what, id: id.into() }
+        ApiError::NotFound {
+            what,
+            id: id.into(),
+        }
     }
 
     pub fn conflict(code: &'static str, message: impl Into<String>) -> ApiError {
@@ -207,13 +207,13 @@ fn body_limit_hint(text: &str) -> usize {
         .unwrap_or(0)
 }
 
-/// serde names a missing or unknown field in the message, not in the path; pick it out.
+/// serde_path_to_error's path ends at the unknown field itself, but at the parent of a
+/// missing one (whose name is only in the message); return the full path either way.
 fn field_name(path: &str, message: &str) -> String {
-    let quoted = message
-        .split('`')
-        .nth(1)
-        .filter(|_| message.starts_with("missing field") || message.starts_with("unknown field"));
-    match (path, quoted) {
+    let missing = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next());
+    match (path, missing) {
         (".", Some(f)) => f.to_owned(),
         (p, Some(f)) => format!("{p}.{f}"),
         (p, None) => p.to_owned(),
@@ -254,7 +254,10 @@ pub fn standard_router(
 ) -> Router {
     let openapi = Arc::new(openapi);
     let router = routes
-        .route("/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route(
+            "/health",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
         .route(
             "/metrics",
             get(|State(m): State<Arc<Metrics>>| async move {
@@ -289,9 +292,16 @@ pub fn standard_router(
 /// The middleware part of [`standard_router`], for servers with their own endpoints.
 pub fn apply_layers(router: Router, metrics: Arc<Metrics>, config: &HttpConfig) -> Router {
     router
-        .layer(axum::middleware::from_fn_with_state(metrics, record_metrics))
-        .layer(axum::extract::DefaultBodyLimit::max(config.body_limit_bytes))
-        .layer(tower::limit::ConcurrencyLimitLayer::new(config.concurrency_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            record_metrics,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            config.body_limit_bytes,
+        ))
+        .layer(tower::limit::ConcurrencyLimitLayer::new(
+            config.concurrency_limit,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             Duration::from_millis(config.request_timeout_ms),
             request_timeout,
@@ -357,7 +367,51 @@ mod tests {
     #[test]
     fn names_missing_and_unknown_fields() {
         assert_eq!(field_name(".", "missing field `name`"), "name");
-        assert_eq!(field_name("lines[0]", "unknown field `qty`, expected one of"), "lines[0].qty");
-        assert_eq!(field_name("lines[0].quantity", "invalid type: string"), "lines[0].quantity");
+        assert_eq!(
+            field_name("lines[0].qty", "unknown field `qty`, expected one of"),
+            "lines[0].qty"
+        );
+        assert_eq!(
+            field_name("lines[0]", "missing field `quantity`"),
+            "lines[0].quantity"
+        );
+        assert_eq!(
+            field_name("lines[0].quantity", "invalid type: string"),
+            "lines[0].quantity"
+        );
     }
+}
+
+/// Parses an entity id (a UUID, as every service issues them), naming the field on error.
+pub fn parse_id(field: &str, value: &str) -> Result<uuid::Uuid, ApiError> {
+    uuid::Uuid::try_parse(value).map_err(|_| ApiError::BadRequest {
+        code: "invalid_id",
+        message: format!(
+            "`{field}` must be a UUID, got `{}`",
+            value.chars().take(64).collect::<String>()
+        ),
+        field: Some(field.to_owned()),
+    })
+}
+
+/// Parses a comma-separated list of ids (`?ids=a,b,c`), at most `max` of them, without
+/// duplicates.
+pub fn parse_id_list(field: &str, value: &str, max: usize) -> Result<Vec<uuid::Uuid>, ApiError> {
+    let mut ids = Vec::new();
+    for part in value.split(',').filter(|p| !p.is_empty()) {
+        let id = parse_id(field, part)?;
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    if ids.is_empty() {
+        return Err(ApiError::invalid(field, "must list at least one id"));
+    }
+    if ids.len() > max {
+        return Err(ApiError::invalid(
+            field,
+            format!("at most {max} ids per request"),
+        ));
+    }
+    Ok(ids)
 }

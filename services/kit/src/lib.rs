@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod service;
 pub mod telemetry;
+pub mod testing;
 
 pub use http::{ApiError, ValidJson, ValidQuery};
 pub use service::{ServiceContext, ServiceHandle, ServiceSpec};

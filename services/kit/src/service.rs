@@ -1,0 +1,134 @@
+//! Starting a domain service: bind, open and migrate its database, serve its routes with
+//! the standard stack, and run its outbox relay; stopping it gracefully.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use shoplens_bus::EventBus;
+use shoplens_contract::Service;
+use sqlx::migrate::Migrator;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServiceConfig;
+use crate::db::Db;
+use crate::metrics::Metrics;
+use crate::outbox::{Outbox, Relay};
+
+/// What a service crate tells the kit about itself.
+pub struct ServiceSpec {
+    pub service: Service,
+    /// The service's own migrations (`sqlx::migrate!()`), numbered from 100.
+    pub migrations: Migrator,
+}
+
+/// What a service's handlers get.
+#[derive(Clone)]
+pub struct ServiceContext {
+    pub db: Db,
+    pub outbox: Outbox,
+    pub metrics: Arc<Metrics>,
+}
+
+/// A running service.
+pub struct ServiceHandle {
+    pub service: Service,
+    addr: SocketAddr,
+    db: Db,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Starts a service. `routes` builds the service's own routes and (optionally) its OpenAPI
+/// document from the context; the kit adds the standard endpoints and middleware.
+pub async fn start(
+    spec: ServiceSpec,
+    config: &ServiceConfig,
+    bus: Arc<dyn EventBus>,
+    routes: impl FnOnce(ServiceContext) -> (Router, Option<serde_json::Value>),
+) -> anyhow::Result<ServiceHandle> {
+    let name = spec.service.as_str();
+    let db = Db::open(&config.database_url, spec.migrations)
+        .await
+        .with_context(|| format!("failed to open the {name} service's database"))?;
+    let topic = if config.topic.is_empty() {
+        spec.service.default_topic()
+    } else {
+        &config.topic
+    };
+    shoplens_bus::validate_topic(topic)?;
+    let outbox = Outbox::new(topic);
+    let metrics = Metrics::new();
+    let ctx = ServiceContext {
+        db: db.clone(),
+        outbox: outbox.clone(),
+        metrics: metrics.clone(),
+    };
+    let (own_routes, openapi) = routes(ctx);
+    let router = crate::http::standard_router(own_routes, openapi, metrics.clone(), &config.http);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("failed to bind the {name} service to {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let mut tasks = Vec::new();
+    let token = shutdown.clone();
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = crate::http::serve(listener, router, token).await {
+            tracing::error!(error = %e, service = name, "HTTP server failed");
+        }
+    }));
+    if config.relay.enabled {
+        let relay = Relay::new(db.clone(), &outbox, bus, config.relay.clone(), &metrics);
+        tasks.push(tokio::spawn(relay.run(shutdown.clone())));
+    }
+    tracing::info!(service = name, %addr, topic, "service started");
+    Ok(ServiceHandle {
+        service: spec.service,
+        addr,
+        db,
+        shutdown,
+        tasks,
+    })
+}
+
+impl ServiceHandle {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// A token that stops the service when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops accepting requests, lets in-flight ones and the relay's batch finish, closes
+    /// the database.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.wait().await;
+    }
+
+    /// Waits until the service has stopped (after its token was cancelled).
+    pub async fn wait(self) {
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.db.close().await;
+    }
+}
