@@ -1,1 +1,588 @@
-//! placeholder
+//! The order service: places orders and moves them through Placed → Paid → Shipped →
+//! Delivered (or Cancelled).
+//!
+//! Placing an order checks with the customer service that the customer exists and fetches all
+//! products in one batch call, snapshotting their current prices on the order lines. Publishes
+//! `OrderCreated`, `OrderStatusChanged` and, when an order is paid, one `ProductPurchased` per
+//! line.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use shoplens_bus::EventBus;
+use shoplens_contract::{
+    Envelope, OrderCreated, OrderLine as EventLine, OrderStatus, OrderStatusChanged,
+    ProductPurchased, Service, check_quantity,
+};
+use shoplens_kit::client::{ClientError, ServiceClient};
+use shoplens_kit::config::ServiceConfig;
+use shoplens_kit::db::fetch_by_ids;
+use shoplens_kit::http::{parse_id, parse_id_list};
+use shoplens_kit::idempotency::IdempotencyKey;
+use shoplens_kit::{ApiError, ServiceContext, ServiceHandle, ServiceSpec, ValidJson, ValidQuery};
+use sqlx::SqliteConnection;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+/// Most ids one batch look-up may ask for.
+pub const MAX_BATCH: usize = 100;
+/// Most lines on one order.
+pub const MAX_LINES: usize = 50;
+
+/// Where the services the order service depends on live.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Upstreams {
+    /// Base URL of the customer service.
+    pub customer_url: String,
+    /// Base URL of the product service.
+    pub product_url: String,
+    /// Timeout of one call to either, in milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl Default for Upstreams {
+    fn default() -> Self {
+        Upstreams {
+            customer_url: "http://127.0.0.1:8081".into(),
+            product_url: "http://127.0.0.1:8082".into(),
+            timeout_ms: 2_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct Line {
+    pub line_no: i32,
+    pub product_id: String,
+    pub quantity: i32,
+    #[schema(value_type = String)]
+    pub unit_price: Decimal,
+    #[schema(value_type = String)]
+    pub line_total: Decimal,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct Order {
+    pub id: String,
+    pub customer_id: String,
+    #[schema(value_type = String, example = "Placed")]
+    pub status: OrderStatus,
+    pub lines: Vec<Line>,
+    #[schema(value_type = String)]
+    pub total: Decimal,
+    pub currency: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewLine {
+    pub product_id: String,
+    pub quantity: i32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewOrder {
+    pub customer_id: String,
+    pub lines: Vec<NewLine>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatusChange {
+    #[schema(value_type = String, example = "Paid")]
+    pub status: OrderStatus,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct OrdersQuery {
+    /// Comma-separated order ids (at most 100).
+    pub ids: Option<String>,
+    /// A customer's orders, newest first.
+    pub customer_id: Option<String>,
+    /// Page size for `customer_id` (1-100, default 20).
+    pub limit: Option<u32>,
+    /// Cursor for `customer_id`: the `next_cursor` of the previous page.
+    pub before: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct OrderPage {
+    pub orders: Vec<Order>,
+    /// Batch look-ups: requested ids that do not exist.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub missing: Option<Vec<String>>,
+    /// Customer listings: the cursor of the next page, null on the last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<Option<String>>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "ShopLens order service", version = "1"),
+    paths(create_order, get_order, list_orders, change_status),
+    components(schemas(Order, Line, NewOrder, NewLine, StatusChange, OrderPage))
+)]
+struct ApiDoc;
+
+#[derive(Clone)]
+struct AppState {
+    ctx: ServiceContext,
+    customers: ServiceClient,
+    products: ServiceClient,
+}
+
+/// Starts the service.
+pub async fn start(
+    config: &ServiceConfig,
+    upstreams: &Upstreams,
+    bus: Arc<dyn EventBus>,
+) -> anyhow::Result<ServiceHandle> {
+    let spec = ServiceSpec {
+        service: Service::Order,
+        migrations: sqlx::migrate!("./migrations"),
+    };
+    let timeout = Duration::from_millis(upstreams.timeout_ms);
+    let state_parts = (
+        ServiceClient::new("customer service", &upstreams.customer_url, timeout),
+        ServiceClient::new("product service", &upstreams.product_url, timeout),
+    );
+    shoplens_kit::service::start(spec, config, bus, move |ctx| {
+        let state = AppState {
+            ctx,
+            customers: state_parts.0,
+            products: state_parts.1,
+        };
+        let routes = Router::new()
+            .route("/api/v1/orders", get(list_orders).post(create_order))
+            .route("/api/v1/orders/{id}", get(get_order))
+            .route("/api/v1/orders/{id}/status", post(change_status))
+            .with_state(state);
+        (routes, serde_json::to_value(ApiDoc::openapi()).ok())
+    })
+    .await
+}
+
+#[derive(sqlx::FromRow)]
+struct OrderRow {
+    id: String,
+    customer_id: String,
+    status: String,
+    total: String,
+    currency: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct LineRow {
+    order_id: String,
+    line_no: i32,
+    product_id: String,
+    quantity: i32,
+    unit_price: String,
+}
+
+fn decimal(column: &str, text: &str) -> Result<Decimal, ApiError> {
+    text.parse().map_err(|e| {
+        ApiError::Internal(anyhow::anyhow!(
+            "corrupt {column} `{text}` in database: {e}"
+        ))
+    })
+}
+
+/// Assembles orders from their rows, keeping the order of `rows`.
+fn assemble(rows: Vec<OrderRow>, mut lines: Vec<LineRow>) -> Result<Vec<Order>, ApiError> {
+    lines.sort_by(|a, b| (&a.order_id, a.line_no).cmp(&(&b.order_id, b.line_no)));
+    rows.into_iter()
+        .map(|row| {
+            let order_lines = lines
+                .iter()
+                .filter(|l| l.order_id == row.id)
+                .map(|l| {
+                    let unit_price = decimal("unit_price", &l.unit_price)?;
+                    Ok(Line {
+                        line_no: l.line_no,
+                        product_id: l.product_id.clone(),
+                        quantity: l.quantity,
+                        unit_price,
+                        line_total: unit_price * Decimal::from(l.quantity),
+                    })
+                })
+                .collect::<Result<Vec<_>, ApiError>>()?;
+            Ok(Order {
+                status: row
+                    .status
+                    .parse()
+                    .map_err(|e: String| ApiError::Internal(anyhow::anyhow!(e)))?,
+                total: decimal("total", &row.total)?,
+                id: row.id,
+                customer_id: row.customer_id,
+                lines: order_lines,
+                currency: row.currency,
+                created_at: row.created_at,
+                updated_at: row.updated_at,
+            })
+        })
+        .collect()
+}
+
+async fn load(pool: &sqlx::SqlitePool, ids: &[String]) -> Result<Vec<Order>, ApiError> {
+    let rows: Vec<OrderRow> = fetch_by_ids(pool, "SELECT * FROM orders WHERE id IN", ids).await?;
+    let lines: Vec<LineRow> =
+        fetch_by_ids(pool, "SELECT * FROM order_lines WHERE order_id IN", ids).await?;
+    assemble(rows, lines)
+}
+
+async fn load_one_in_tx(tx: &mut SqliteConnection, id: &str) -> Result<Option<Order>, ApiError> {
+    let row: Option<OrderRow> = sqlx::query_as("SELECT * FROM orders WHERE id = ?")
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let lines: Vec<LineRow> = sqlx::query_as("SELECT * FROM order_lines WHERE order_id = ?")
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?;
+    Ok(assemble(vec![row], lines)?.pop())
+}
+
+#[derive(Deserialize)]
+struct ProductInfo {
+    id: String,
+    price: Decimal,
+    currency: String,
+}
+
+#[derive(Deserialize)]
+struct ProductBatch {
+    products: Vec<ProductInfo>,
+    missing: Vec<String>,
+}
+
+fn dependency_down(e: ClientError) -> ApiError {
+    ApiError::Unavailable {
+        code: "dependency_unavailable",
+        message: e.to_string(),
+    }
+}
+
+/// Checks the request's shape before any call to another service.
+fn validate_new_order(req: &NewOrder) -> Result<(), ApiError> {
+    parse_id("customer_id", &req.customer_id)?;
+    if req.lines.is_empty() || req.lines.len() > MAX_LINES {
+        return Err(ApiError::invalid(
+            "lines",
+            format!("must have 1 to {MAX_LINES} lines"),
+        ));
+    }
+    for (i, line) in req.lines.iter().enumerate() {
+        parse_id(&format!("lines[{i}].product_id"), &line.product_id)?;
+        check_quantity(&format!("lines[{i}].quantity"), line.quantity)?;
+        if req.lines[..i]
+            .iter()
+            .any(|l| l.product_id == line.product_id)
+        {
+            return Err(ApiError::invalid(
+                format!("lines[{i}].product_id"),
+                "the same product appears twice; raise its quantity instead",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Places an order.
+#[utoipa::path(post, path = "/api/v1/orders", request_body = NewOrder,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retried request safe")),
+    responses((status = 201, body = Order), (status = 400), (status = 422), (status = 503)))]
+async fn create_order(
+    State(state): State<AppState>,
+    idem: IdempotencyKey,
+    ValidJson(req): ValidJson<NewOrder>,
+) -> Result<Response, ApiError> {
+    validate_new_order(&req)?;
+    // A retry must not depend on the other services being up.
+    {
+        let mut conn = state.ctx.db.reader.acquire().await?;
+        if let Some(replay) = idem.replay(&mut conn, "create_order", &req).await? {
+            return Ok(replay.into_response());
+        }
+    }
+    let product_ids: Vec<&str> = req.lines.iter().map(|l| l.product_id.as_str()).collect();
+    let customer_path = format!("/api/v1/customers/{}", req.customer_id);
+    let products_path = format!("/api/v1/products?ids={}", product_ids.join(","));
+    let (customer, products) = tokio::join!(
+        state
+            .customers
+            .get_json::<serde_json::Value>(&customer_path),
+        state.products.get_json::<ProductBatch>(&products_path)
+    );
+    if customer.map_err(dependency_down)?.is_none() {
+        return Err(ApiError::invalid("customer_id", "no such customer"));
+    }
+    let products = products.map_err(dependency_down)?.ok_or_else(|| {
+        dependency_down(ClientError::Unavailable {
+            service: "product service".into(),
+            reason: "batch look-up answered 404".into(),
+        })
+    })?;
+    let mut lines = Vec::with_capacity(req.lines.len());
+    for (i, line) in req.lines.iter().enumerate() {
+        let field = format!("lines[{i}].product_id");
+        if products.missing.contains(&line.product_id) {
+            return Err(ApiError::invalid(field, "no such product"));
+        }
+        let product = products
+            .products
+            .iter()
+            .find(|p| p.id == line.product_id)
+            .ok_or_else(|| ApiError::invalid(field, "no such product"))?;
+        lines.push(EventLine {
+            line_no: i as i32 + 1,
+            product_id: line.product_id.clone(),
+            quantity: line.quantity,
+            unit_price: product.price,
+        });
+    }
+    let currency = products.products[0].currency.clone();
+    if products.products.iter().any(|p| p.currency != currency) {
+        return Err(ApiError::invalid(
+            "lines",
+            "all products of an order must have one currency",
+        ));
+    }
+    let total: Decimal = lines
+        .iter()
+        .map(|l| l.unit_price * Decimal::from(l.quantity))
+        .sum();
+    let now = Utc::now();
+    let order_id = uuid::Uuid::now_v7().to_string();
+    let created = OrderCreated {
+        order_id: order_id.clone(),
+        customer_id: req.customer_id.clone(),
+        lines,
+        total,
+        currency,
+    };
+    shoplens_contract::DomainEvent::from(created.clone()).validate()?;
+
+    let mut tx = state.ctx.db.begin().await?;
+    if let Some(replay) = idem.replay(&mut tx, "create_order", &req).await? {
+        return Ok(replay.into_response());
+    }
+    sqlx::query(
+        "INSERT INTO orders (id, customer_id, status, total, currency, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&order_id)
+    .bind(&created.customer_id)
+    .bind(OrderStatus::Placed.as_str())
+    .bind(total.to_string())
+    .bind(&created.currency)
+    .bind(now)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    for line in &created.lines {
+        sqlx::query(
+            "INSERT INTO order_lines (order_id, line_no, product_id, quantity, unit_price)
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&order_id)
+        .bind(line.line_no)
+        .bind(&line.product_id)
+        .bind(line.quantity)
+        .bind(line.unit_price.to_string())
+        .execute(&mut *tx)
+        .await?;
+    }
+    let placed = OrderStatusChanged {
+        order_id: order_id.clone(),
+        customer_id: created.customer_id.clone(),
+        from: None,
+        to: OrderStatus::Placed,
+    };
+    state
+        .ctx
+        .outbox
+        .enqueue(&mut tx, &Envelope::at(created, now))
+        .await?;
+    state
+        .ctx
+        .outbox
+        .enqueue(&mut tx, &Envelope::at(placed, now))
+        .await?;
+    let order = load_one_in_tx(&mut tx, &order_id).await?.ok_or_else(|| {
+        ApiError::Internal(anyhow::anyhow!("order vanished inside its transaction"))
+    })?;
+    idem.store(&mut tx, "create_order", &req, StatusCode::CREATED, &order)
+        .await?;
+    tx.commit().await?;
+    state.ctx.outbox.wake();
+    Ok((StatusCode::CREATED, Json(order)).into_response())
+}
+
+/// One order.
+#[utoipa::path(get, path = "/api/v1/orders/{id}",
+    params(("id" = String, Path, description = "Order id (UUID)")),
+    responses((status = 200, body = Order), (status = 400), (status = 404)))]
+async fn get_order(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Order>, ApiError> {
+    parse_id("id", &id)?;
+    load(&state.ctx.db.reader, std::slice::from_ref(&id))
+        .await?
+        .pop()
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("order", id))
+}
+
+/// Many orders by id, or one customer's orders newest first, a page at a time.
+#[utoipa::path(get, path = "/api/v1/orders", params(OrdersQuery),
+    responses((status = 200, body = OrderPage), (status = 400), (status = 422)))]
+async fn list_orders(
+    State(state): State<AppState>,
+    ValidQuery(q): ValidQuery<OrdersQuery>,
+) -> Result<Json<OrderPage>, ApiError> {
+    let pool = &state.ctx.db.reader;
+    match (&q.ids, &q.customer_id) {
+        (Some(ids), None) => {
+            let ids: Vec<String> = parse_id_list("ids", ids, MAX_BATCH)?
+                .iter()
+                .map(|id| id.to_string())
+                .collect();
+            let orders = load(pool, &ids).await?;
+            let missing = ids
+                .into_iter()
+                .filter(|id| !orders.iter().any(|o| &o.id == id))
+                .collect();
+            Ok(Json(OrderPage {
+                orders,
+                missing: Some(missing),
+                next_cursor: None,
+            }))
+        }
+        (None, Some(customer_id)) => {
+            parse_id("customer_id", customer_id)?;
+            let limit = q.limit.unwrap_or(20);
+            if !(1..=100).contains(&limit) {
+                return Err(ApiError::invalid("limit", "must be between 1 and 100"));
+            }
+            if let Some(before) = &q.before {
+                parse_id("before", before)?;
+            }
+            // One more than asked tells whether there is a next page.
+            let mut ids: Vec<String> = sqlx::query_scalar(
+                "SELECT id FROM orders WHERE customer_id = ? AND (? IS NULL OR id < ?)
+                 ORDER BY id DESC LIMIT ?",
+            )
+            .bind(customer_id)
+            .bind(&q.before)
+            .bind(&q.before)
+            .bind(limit + 1)
+            .fetch_all(pool)
+            .await?;
+            let more = ids.len() > limit as usize;
+            ids.truncate(limit as usize);
+            let mut orders = load(pool, &ids).await?;
+            orders.sort_by(|a, b| b.id.cmp(&a.id));
+            let next = more.then(|| ids.last().cloned()).flatten();
+            Ok(Json(OrderPage {
+                orders,
+                missing: None,
+                next_cursor: Some(next),
+            }))
+        }
+        (Some(_), Some(_)) => Err(ApiError::BadRequest {
+            code: "invalid_query",
+            message: "give either `ids` or `customer_id`, not both".into(),
+            field: Some("ids".into()),
+        }),
+        (None, None) => Err(ApiError::BadRequest {
+            code: "invalid_query",
+            message: "give `ids` or `customer_id`".into(),
+            field: Some("customer_id".into()),
+        }),
+    }
+}
+
+/// Moves an order to a new status. Asking for the status it already has changes nothing.
+#[utoipa::path(post, path = "/api/v1/orders/{id}/status", request_body = StatusChange,
+    params(("id" = String, Path, description = "Order id (UUID)")),
+    responses((status = 200, body = Order), (status = 400), (status = 404), (status = 409)))]
+async fn change_status(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ValidJson(req): ValidJson<StatusChange>,
+) -> Result<Json<Order>, ApiError> {
+    parse_id("id", &id)?;
+    let mut tx = state.ctx.db.begin().await?;
+    let order = load_one_in_tx(&mut tx, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("order", &id))?;
+    if order.status == req.status {
+        return Ok(Json(order));
+    }
+    if !order.status.can_become(req.status) {
+        return Err(ApiError::conflict(
+            "illegal_transition",
+            format!("an order cannot go from {} to {}", order.status, req.status),
+        ));
+    }
+    let now = Utc::now();
+    sqlx::query("UPDATE orders SET status = ?, updated_at = ? WHERE id = ?")
+        .bind(req.status.as_str())
+        .bind(now)
+        .bind(&id)
+        .execute(&mut *tx)
+        .await?;
+    let changed = OrderStatusChanged {
+        order_id: id.clone(),
+        customer_id: order.customer_id.clone(),
+        from: Some(order.status),
+        to: req.status,
+    };
+    state
+        .ctx
+        .outbox
+        .enqueue(&mut tx, &Envelope::at(changed, now))
+        .await?;
+    if req.status == OrderStatus::Paid {
+        for line in &order.lines {
+            let purchased = ProductPurchased {
+                order_id: id.clone(),
+                line_no: line.line_no,
+                customer_id: order.customer_id.clone(),
+                product_id: line.product_id.clone(),
+                quantity: line.quantity,
+                unit_price: line.unit_price,
+                revenue: line.line_total,
+                currency: order.currency.clone(),
+            };
+            state
+                .ctx
+                .outbox
+                .enqueue(&mut tx, &Envelope::at(purchased, now))
+                .await?;
+        }
+    }
+    let order = load_one_in_tx(&mut tx, &id).await?.ok_or_else(|| {
+        ApiError::Internal(anyhow::anyhow!("order vanished inside its transaction"))
+    })?;
+    tx.commit().await?;
+    state.ctx.outbox.wake();
+    Ok(Json(order))
+}
