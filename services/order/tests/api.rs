@@ -1,0 +1,339 @@
+//! The order service over real HTTP, against the real customer and product services.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use shoplens_contract::{DomainEvent, Envelope, OrderStatus};
+use shoplens_kit::ServiceHandle;
+use shoplens_kit::testing::TestEnv;
+
+struct Shop {
+    env: TestEnv,
+    http: reqwest::Client,
+    customer: Option<ServiceHandle>,
+    product: ServiceHandle,
+    order: ServiceHandle,
+}
+
+async fn spawn_shop() -> Shop {
+    let env = TestEnv::new();
+    let customer = customer_service::start(&env.service_config("customer"), env.bus())
+        .await
+        .unwrap();
+    let product = product_service::start(&env.service_config("product"), env.bus())
+        .await
+        .unwrap();
+    let upstreams = order_service::Upstreams {
+        customer_url: customer.url(),
+        product_url: product.url(),
+        timeout_ms: 1_000,
+    };
+    let order = order_service::start(&env.service_config("order"), &upstreams, env.bus())
+        .await
+        .unwrap();
+    Shop {
+        env,
+        http: reqwest::Client::new(),
+        customer: Some(customer),
+        product,
+        order,
+    }
+}
+
+impl Shop {
+    async fn send(&self, req: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        let resp = req.send().await.unwrap();
+        (resp.status(), resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn customer(&self, email: &str) -> String {
+        let url = format!("{}/api/v1/customers", self.customer.as_ref().unwrap().url());
+        let body = json!({"name": "Test Customer", "email": email, "country": "NL"});
+        let (status, c) = self.send(self.http.post(url).json(&body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{c}");
+        c["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn product(&self, sku: &str, price: &str) -> String {
+        let url = format!("{}/api/v1/products", self.product.url());
+        let body = json!({"sku": sku, "name": format!("Product {sku}"), "description": "",
+                          "category": "Books", "price": price, "currency": "EUR"});
+        let (status, p) = self.send(self.http.post(url).json(&body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{p}");
+        p["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn place(&self, body: Value, key: Option<&str>) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .post(format!("{}/api/v1/orders", self.order.url()))
+            .json(&body);
+        if let Some(key) = key {
+            req = req.header("Idempotency-Key", key);
+        }
+        self.send(req).await
+    }
+
+    async fn set_status(&self, id: &str, status: &str) -> (StatusCode, Value) {
+        let url = format!("{}/api/v1/orders/{id}/status", self.order.url());
+        self.send(self.http.post(url).json(&json!({"status": status})))
+            .await
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.send(self.http.get(format!("{}{path}", self.order.url())))
+            .await
+    }
+
+    async fn events(&self, n: usize) -> Vec<Envelope> {
+        self.env.events("shop.orders", n).await
+    }
+}
+
+#[tokio::test]
+async fn placing_an_order_snapshots_prices_and_publishes_events() {
+    let shop = spawn_shop().await;
+    let c = shop.customer("a@example.com").await;
+    let p1 = shop.product("A", "12.50").await;
+    let p2 = shop.product("B", "0.99").await;
+    let (status, order) = shop
+        .place(
+            json!({"customer_id": c, "lines": [{"product_id": p1, "quantity": 2}, {"product_id": p2, "quantity": 3}]}),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    assert_eq!(order["status"], "Placed");
+    assert_eq!(order["total"], "27.97");
+    assert_eq!(order["currency"], "EUR");
+    assert_eq!(order["lines"][0]["unit_price"], "12.50");
+    assert_eq!(order["lines"][1]["line_total"], "2.97");
+
+    // A later price change does not touch the order.
+    let url = format!("{}/api/v1/products/{p1}/price", shop.product.url());
+    let (s, _) = shop
+        .send(shop.http.put(url).json(&json!({"price": "20.00"})))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let id = order["id"].as_str().unwrap();
+    let (_, again) = shop.get(&format!("/api/v1/orders/{id}")).await;
+    assert_eq!(again, order);
+
+    let events = shop.events(2).await;
+    assert_eq!(events.len(), 2);
+    match &events[0].payload {
+        DomainEvent::OrderCreated(e) => {
+            assert_eq!(e.order_id, id);
+            assert_eq!(e.total.to_string(), "27.97");
+            assert_eq!(e.lines.len(), 2);
+        }
+        other => panic!("expected OrderCreated, got {other:?}"),
+    }
+    assert!(matches!(&events[1].payload,
+        DomainEvent::OrderStatusChanged(e) if e.from.is_none() && e.to == OrderStatus::Placed));
+}
+
+#[tokio::test]
+async fn the_lifecycle_publishes_status_changes_and_purchases_when_paid() {
+    let shop = spawn_shop().await;
+    let c = shop.customer("b@example.com").await;
+    let p1 = shop.product("A", "10.00").await;
+    let p2 = shop.product("B", "5.25").await;
+    let (_, order) = shop
+        .place(
+            json!({"customer_id": c, "lines": [{"product_id": p1, "quantity": 1}, {"product_id": p2, "quantity": 4}]}),
+            None,
+        )
+        .await;
+    let id = order["id"].as_str().unwrap();
+
+    let (s, err) = shop.set_status(id, "Delivered").await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_eq!(err["code"], "illegal_transition");
+    for next in ["Paid", "Paid", "Shipped", "Delivered"] {
+        let (s, o) = shop.set_status(id, next).await;
+        assert_eq!(s, StatusCode::OK, "{o}");
+        assert_eq!(o["status"], next);
+    }
+    let (s, _) = shop.set_status(id, "Cancelled").await;
+    assert_eq!(s, StatusCode::CONFLICT);
+
+    // Created, Placed, Paid, 2 purchases, Shipped, Delivered; the repeated Paid added nothing.
+    let events = shop.events(7).await;
+    let kinds: Vec<_> = events.iter().map(|e| e.event_type().as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "OrderCreated",
+            "OrderStatusChanged",
+            "OrderStatusChanged",
+            "ProductPurchased",
+            "ProductPurchased",
+            "OrderStatusChanged",
+            "OrderStatusChanged"
+        ]
+    );
+    let revenue: Vec<String> = events
+        .iter()
+        .filter_map(|e| match &e.payload {
+            DomainEvent::ProductPurchased(p) => Some(p.revenue.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(revenue, ["10.00", "21.00"]);
+}
+
+#[tokio::test]
+async fn bad_orders_are_rejected_naming_the_field_and_publish_nothing() {
+    let shop = spawn_shop().await;
+    let c = shop.customer("c@example.com").await;
+    let p = shop.product("A", "1.00").await;
+    let ghost = uuid::Uuid::now_v7().to_string();
+    let cases = [
+        (
+            json!({"customer_id": ghost, "lines": [{"product_id": p, "quantity": 1}]}),
+            422,
+            "customer_id",
+        ),
+        (
+            json!({"customer_id": c, "lines": [{"product_id": p, "quantity": 1}, {"product_id": ghost, "quantity": 1}]}),
+            422,
+            "lines[1].product_id",
+        ),
+        (
+            json!({"customer_id": c, "lines": [{"product_id": p, "quantity": -2}]}),
+            422,
+            "lines[0].quantity",
+        ),
+        (
+            json!({"customer_id": c, "lines": [{"product_id": p, "quantity": 0}]}),
+            422,
+            "lines[0].quantity",
+        ),
+        (json!({"customer_id": c, "lines": []}), 422, "lines"),
+        (
+            json!({"customer_id": c, "lines": [{"product_id": p, "quantity": 1}, {"product_id": p, "quantity": 1}]}),
+            422,
+            "lines[1].product_id",
+        ),
+        (
+            json!({"customer_id": "nope", "lines": [{"product_id": p, "quantity": 1}]}),
+            400,
+            "customer_id",
+        ),
+        (
+            json!({"customer_id": c, "lines": [{"product_id": p, "quantity": 1, "price": "0.01"}]}),
+            400,
+            "lines[0].price",
+        ),
+        (json!({"customer_id": c}), 400, "lines"),
+        (
+            json!({"customer_id": c, "lines": [{"product_id": p, "quantity": "1"}]}),
+            400,
+            "lines[0].quantity",
+        ),
+    ];
+    for (body, status, field) in cases {
+        let (got, err) = shop.place(body.clone(), None).await;
+        assert_eq!(got.as_u16(), status, "{body} -> {err}");
+        assert_eq!(err["field"], field, "{body} -> {err}");
+    }
+    let (s, err) = shop.get("/api/v1/orders/123").await;
+    assert_eq!(
+        (s, err["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("id"))
+    );
+    let (s, _) = shop.get(&format!("/api/v1/orders/{ghost}")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(
+        shop.events(0).await.is_empty(),
+        "rejected orders publish nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_retry_is_answered_from_the_first_attempt_even_when_a_dependency_is_down() {
+    let mut shop = spawn_shop().await;
+    let c = shop.customer("d@example.com").await;
+    let p = shop.product("A", "3.00").await;
+    let body = json!({"customer_id": c, "lines": [{"product_id": p, "quantity": 1}]});
+    let (s1, first) = shop.place(body.clone(), Some("checkout-1")).await;
+    assert_eq!(s1, StatusCode::CREATED);
+
+    shop.customer.take().unwrap().stop().await;
+    let (s2, second) = shop.place(body.clone(), Some("checkout-1")).await;
+    assert_eq!((s2, &second), (StatusCode::CREATED, &first));
+    // Without the key the customer service is needed, and it is down: 503, nothing written.
+    let (s3, err) = shop.place(body, None).await;
+    assert_eq!(s3, StatusCode::SERVICE_UNAVAILABLE, "{err}");
+    assert_eq!(err["code"], "dependency_unavailable");
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(shop.events(2).await.len(), 2, "one order, two events");
+}
+
+#[tokio::test]
+async fn a_customers_orders_come_newest_first_a_page_at_a_time() {
+    let shop = spawn_shop().await;
+    let c = shop.customer("e@example.com").await;
+    let other = shop.customer("f@example.com").await;
+    let p = shop.product("A", "1.00").await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let (_, o) = shop
+            .place(
+                json!({"customer_id": c, "lines": [{"product_id": p, "quantity": 1}]}),
+                None,
+            )
+            .await;
+        ids.push(o["id"].as_str().unwrap().to_owned());
+    }
+    shop.place(
+        json!({"customer_id": other, "lines": [{"product_id": p, "quantity": 1}]}),
+        None,
+    )
+    .await;
+    ids.reverse();
+
+    let (s, page1) = shop
+        .get(&format!("/api/v1/orders?customer_id={c}&limit=3"))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{page1}");
+    let got: Vec<_> = page1["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].clone())
+        .collect();
+    assert_eq!(got, ids[..3]);
+    let cursor = page1["next_cursor"].as_str().unwrap();
+    let (_, page2) = shop
+        .get(&format!(
+            "/api/v1/orders?customer_id={c}&limit=3&before={cursor}"
+        ))
+        .await;
+    let got: Vec<_> = page2["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].clone())
+        .collect();
+    assert_eq!(got, ids[3..]);
+    assert!(page2["next_cursor"].is_null());
+
+    let ghost = uuid::Uuid::now_v7();
+    let (_, batch) = shop
+        .get(&format!("/api/v1/orders?ids={},{ghost}", ids[0]))
+        .await;
+    assert_eq!(batch["orders"][0]["id"], ids[0].as_str());
+    assert_eq!(batch["missing"], json!([ghost.to_string()]));
+
+    let (s, err) = shop
+        .get(&format!("/api/v1/orders?customer_id={c}&limit=1000"))
+        .await;
+    assert_eq!(
+        (s, err["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("limit"))
+    );
+    let (s, err) = shop.get("/api/v1/orders").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{err}");
+}
