@@ -1,1 +1,460 @@
-//! placeholder
+//! The payment service: takes an order's payment through a built-in fake provider, and
+//! captures and refunds payments.
+//!
+//! Publishes `PaymentCompleted`, `PaymentFailed` and `PaymentRefunded`, keyed by payment id.
+//! It does not call the order service: whoever drives checkout records the outcome on the
+//! order.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use shoplens_bus::EventBus;
+use shoplens_contract::{
+    DomainEvent, Envelope, PaymentCompleted, PaymentFailed, PaymentRefunded, Service,
+};
+use shoplens_kit::config::ServiceConfig;
+use shoplens_kit::db::fetch_by_ids;
+use shoplens_kit::http::{parse_id, parse_id_list};
+use shoplens_kit::idempotency::IdempotencyKey;
+use shoplens_kit::{ApiError, ServiceContext, ServiceHandle, ServiceSpec, ValidJson, ValidQuery};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+/// Most orders one look-up may ask for.
+pub const MAX_BATCH: usize = 100;
+/// The accepted payment methods.
+pub const METHODS: [&str; 3] = ["card", "paypal", "bank_transfer"];
+/// Longest refund reason, in characters.
+pub const MAX_REASON: usize = 500;
+/// The fake provider declines this card token.
+pub const TOKEN_DECLINED: &str = "tok_declined";
+/// The fake provider leaves a payment with this card token `Pending` until it is captured.
+pub const TOKEN_PENDING: &str = "tok_pending";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::Type)]
+pub enum PaymentStatus {
+    Pending,
+    Success,
+    Failed,
+    Refunded,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema, sqlx::FromRow)]
+pub struct Payment {
+    pub id: String,
+    pub order_id: String,
+    pub status: PaymentStatus,
+    /// `card`, `paypal` or `bank_transfer`.
+    pub method: String,
+    /// Always with two decimal places (`"42.00"`).
+    #[sqlx(try_from = "MoneyText")]
+    #[schema(value_type = String, example = "42.00")]
+    pub amount: Decimal,
+    pub currency: String,
+    /// Why the provider refused the payment (only when `Failed`).
+    pub failure_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewPayment {
+    /// The order being paid (a UUID).
+    pub order_id: String,
+    /// A JSON string, above zero, with at most two decimal places.
+    #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = String, example = "42.00")]
+    pub amount: Decimal,
+    pub currency: String,
+    /// `card`, `paypal` or `bank_transfer`.
+    pub method: String,
+    /// For the fake provider: `tok_declined` fails, `tok_pending` waits for a capture,
+    /// anything else (or nothing) succeeds. Never stored.
+    pub card_token: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Refund {
+    pub reason: String,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentQuery {
+    /// One order's payments.
+    pub order_id: Option<String>,
+    /// Comma-separated order ids (at most 100).
+    pub order_ids: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PaymentList {
+    /// Newest first.
+    pub payments: Vec<Payment>,
+}
+
+/// Money as SQLite holds it: the decimal's text, so no value is ever rounded through a float.
+#[derive(sqlx::Type)]
+#[sqlx(transparent)]
+struct MoneyText(String);
+
+impl TryFrom<MoneyText> for Decimal {
+    type Error = rust_decimal::Error;
+    fn try_from(text: MoneyText) -> Result<Decimal, Self::Error> {
+        text.0.parse()
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "ShopLens payment service", version = "1"),
+    paths(
+        create_payment,
+        capture_payment,
+        refund_payment,
+        get_payment,
+        list_payments
+    ),
+    components(schemas(Payment, PaymentStatus, NewPayment, Refund, PaymentList))
+)]
+struct ApiDoc;
+
+/// Starts the service.
+pub async fn start(
+    config: &ServiceConfig,
+    bus: Arc<dyn EventBus>,
+) -> anyhow::Result<ServiceHandle> {
+    let spec = ServiceSpec {
+        service: Service::Payment,
+        migrations: sqlx::migrate!("./migrations"),
+    };
+    shoplens_kit::service::start(spec, config, bus, |ctx| {
+        let openapi = serde_json::to_value(ApiDoc::openapi()).ok();
+        (routes(ctx), openapi)
+    })
+    .await
+}
+
+fn routes(ctx: ServiceContext) -> Router {
+    Router::new()
+        .route("/api/v1/payments", get(list_payments).post(create_payment))
+        .route("/api/v1/payments/{id}", get(get_payment))
+        .route("/api/v1/payments/{id}/capture", post(capture_payment))
+        .route("/api/v1/payments/{id}/refund", post(refund_payment))
+        .with_state(ctx)
+}
+
+/// What the built-in fake provider makes of a card token: the status and, if it refused,
+/// why.
+fn fake_provider(card_token: Option<&str>) -> (PaymentStatus, Option<&'static str>) {
+    match card_token {
+        Some(TOKEN_DECLINED) => (PaymentStatus::Failed, Some("card declined")),
+        Some(TOKEN_PENDING) => (PaymentStatus::Pending, None),
+        _ => (PaymentStatus::Success, None),
+    }
+}
+
+/// `PaymentCompleted` for a payment that just succeeded.
+fn completed(p: &Payment) -> DomainEvent {
+    PaymentCompleted {
+        payment_id: p.id.clone(),
+        order_id: p.order_id.clone(),
+        amount: p.amount,
+        currency: p.currency.clone(),
+        method: p.method.clone(),
+    }
+    .into()
+}
+
+/// Checks a new payment and returns its order id in canonical form and its amount with two
+/// decimal places.
+fn validate(id: &str, req: &NewPayment) -> Result<(String, Decimal), ApiError> {
+    let order_id = parse_id("order_id", &req.order_id)?.to_string();
+    DomainEvent::from(PaymentCompleted {
+        payment_id: id.to_owned(),
+        order_id: order_id.clone(),
+        amount: req.amount,
+        currency: req.currency.clone(),
+        method: req.method.clone(),
+    })
+    .validate()?;
+    if req.amount.is_zero() {
+        return Err(ApiError::invalid("amount", "must be greater than zero"));
+    }
+    if !METHODS.contains(&req.method.as_str()) {
+        return Err(ApiError::invalid(
+            "method",
+            format!("must be one of {}", METHODS.join(", ")),
+        ));
+    }
+    let mut amount = req.amount;
+    amount.rescale(2);
+    Ok((order_id, amount))
+}
+
+async fn find(db: &mut sqlx::SqliteConnection, id: &str) -> Result<Payment, ApiError> {
+    sqlx::query_as("SELECT * FROM payments WHERE id = ?")
+        .bind(id)
+        .fetch_optional(db)
+        .await?
+        .ok_or_else(|| ApiError::not_found("payment", id))
+}
+
+/// Takes a payment: the fake provider decides at once whether it succeeded, failed or waits
+/// for a capture.
+#[utoipa::path(post, path = "/api/v1/payments", request_body = NewPayment,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retried request safe")),
+    responses((status = 201, body = Payment), (status = 400), (status = 422)))]
+async fn create_payment(
+    State(ctx): State<ServiceContext>,
+    idem: IdempotencyKey,
+    ValidJson(req): ValidJson<NewPayment>,
+) -> Result<Response, ApiError> {
+    let id = uuid::Uuid::now_v7().to_string();
+    let (order_id, amount) = validate(&id, &req)?;
+    let mut tx = ctx.db.begin().await?;
+    if let Some(replay) = idem.replay(&mut tx, "create_payment", &req).await? {
+        return Ok(replay.into_response());
+    }
+    let (status, failure_reason) = fake_provider(req.card_token.as_deref());
+    let now = Utc::now();
+    let payment = Payment {
+        id,
+        order_id,
+        status,
+        method: req.method.clone(),
+        amount,
+        currency: req.currency.clone(),
+        failure_reason: failure_reason.map(str::to_owned),
+        created_at: now,
+        updated_at: now,
+    };
+    sqlx::query(
+        "INSERT INTO payments (id, order_id, status, method, amount, currency, failure_reason,
+                               created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&payment.id)
+    .bind(&payment.order_id)
+    .bind(payment.status)
+    .bind(&payment.method)
+    .bind(payment.amount.to_string())
+    .bind(&payment.currency)
+    .bind(&payment.failure_reason)
+    .bind(now)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    let event = match payment.status {
+        PaymentStatus::Success => Some(completed(&payment)),
+        PaymentStatus::Failed => Some(DomainEvent::from(PaymentFailed {
+            payment_id: payment.id.clone(),
+            order_id: payment.order_id.clone(),
+            amount: payment.amount,
+            currency: payment.currency.clone(),
+            method: payment.method.clone(),
+            reason: payment.failure_reason.clone().unwrap_or_default(),
+        })),
+        // A pending payment is announced when it is captured.
+        PaymentStatus::Pending | PaymentStatus::Refunded => None,
+    };
+    if let Some(event) = event {
+        ctx.outbox
+            .enqueue(&mut tx, &Envelope::at(event, now))
+            .await?;
+    }
+    idem.store(
+        &mut tx,
+        "create_payment",
+        &req,
+        StatusCode::CREATED,
+        &payment,
+    )
+    .await?;
+    tx.commit().await?;
+    ctx.outbox.wake();
+    Ok((StatusCode::CREATED, Json(payment)).into_response())
+}
+
+/// Moves payment `id` from `from` to `to` and publishes `event` of the changed payment, in
+/// one transaction; 409 `illegal_transition` if the payment is not in `from`.
+async fn transition(
+    ctx: &ServiceContext,
+    id: &str,
+    from: PaymentStatus,
+    to: PaymentStatus,
+    event: impl FnOnce(&Payment) -> DomainEvent,
+) -> Result<Payment, ApiError> {
+    let id = parse_id("id", id)?.to_string();
+    let mut tx = ctx.db.begin().await?;
+    let mut payment = find(&mut tx, &id).await?;
+    if payment.status != from {
+        return Err(ApiError::conflict(
+            "illegal_transition",
+            format!(
+                "a {:?} payment cannot become {to:?} (only a {from:?} one can)",
+                payment.status
+            ),
+        ));
+    }
+    payment.status = to;
+    payment.updated_at = Utc::now();
+    sqlx::query("UPDATE payments SET status = ?, updated_at = ? WHERE id = ?")
+        .bind(payment.status)
+        .bind(payment.updated_at)
+        .bind(&id)
+        .execute(&mut *tx)
+        .await?;
+    let envelope = Envelope::at(event(&payment), payment.updated_at);
+    ctx.outbox.enqueue(&mut tx, &envelope).await?;
+    tx.commit().await?;
+    ctx.outbox.wake();
+    Ok(payment)
+}
+
+/// Captures a `Pending` payment: it becomes `Success`.
+#[utoipa::path(post, path = "/api/v1/payments/{id}/capture",
+    params(("id" = String, Path, description = "Payment id (UUID)")),
+    responses((status = 200, body = Payment), (status = 400), (status = 404), (status = 409)))]
+async fn capture_payment(
+    State(ctx): State<ServiceContext>,
+    Path(id): Path<String>,
+) -> Result<Json<Payment>, ApiError> {
+    let payment = transition(
+        &ctx,
+        &id,
+        PaymentStatus::Pending,
+        PaymentStatus::Success,
+        completed,
+    )
+    .await?;
+    Ok(Json(payment))
+}
+
+/// Refunds a `Success` payment in full: it becomes `Refunded`.
+#[utoipa::path(post, path = "/api/v1/payments/{id}/refund", request_body = Refund,
+    params(("id" = String, Path, description = "Payment id (UUID)")),
+    responses((status = 200, body = Payment), (status = 400), (status = 404), (status = 409), (status = 422)))]
+async fn refund_payment(
+    State(ctx): State<ServiceContext>,
+    Path(id): Path<String>,
+    ValidJson(req): ValidJson<Refund>,
+) -> Result<Json<Payment>, ApiError> {
+    let reason = req.reason.trim().to_owned();
+    if reason.is_empty() {
+        return Err(ApiError::invalid("reason", "must not be blank"));
+    }
+    if reason.chars().count() > MAX_REASON {
+        return Err(ApiError::invalid(
+            "reason",
+            format!("must be at most {MAX_REASON} characters"),
+        ));
+    }
+    let payment = transition(
+        &ctx,
+        &id,
+        PaymentStatus::Success,
+        PaymentStatus::Refunded,
+        |p| {
+            PaymentRefunded {
+                payment_id: p.id.clone(),
+                order_id: p.order_id.clone(),
+                amount: p.amount,
+                currency: p.currency.clone(),
+                reason,
+            }
+            .into()
+        },
+    )
+    .await?;
+    Ok(Json(payment))
+}
+
+/// One payment.
+#[utoipa::path(get, path = "/api/v1/payments/{id}",
+    params(("id" = String, Path, description = "Payment id (UUID)")),
+    responses((status = 200, body = Payment), (status = 400), (status = 404)))]
+async fn get_payment(
+    State(ctx): State<ServiceContext>,
+    Path(id): Path<String>,
+) -> Result<Json<Payment>, ApiError> {
+    let id = parse_id("id", &id)?.to_string();
+    let mut conn = ctx.db.reader.acquire().await?;
+    Ok(Json(find(&mut conn, &id).await?))
+}
+
+/// The order ids a look-up asks for: `order_id` or `order_ids`, exactly one of them.
+fn requested_orders(q: &PaymentQuery) -> Result<Vec<String>, ApiError> {
+    let query_error = |field: &str, message: &str| ApiError::BadRequest {
+        code: "invalid_query",
+        message: message.to_owned(),
+        field: Some(field.to_owned()),
+    };
+    let ids = match (&q.order_id, &q.order_ids) {
+        (Some(id), None) => vec![parse_id("order_id", id)?],
+        (None, Some(ids)) => parse_id_list("order_ids", ids, MAX_BATCH)?,
+        (None, None) => {
+            return Err(query_error(
+                "order_id",
+                "missing query parameter `order_id` (or `order_ids`)",
+            ));
+        }
+        (Some(_), Some(_)) => {
+            return Err(query_error(
+                "order_ids",
+                "give either `order_id` or `order_ids`, not both",
+            ));
+        }
+    };
+    Ok(ids.iter().map(|id| id.to_string()).collect())
+}
+
+/// Every payment attempt of one order (`?order_id=`) or of several (`?order_ids=a,b`),
+/// newest first.
+#[utoipa::path(get, path = "/api/v1/payments", params(PaymentQuery),
+    responses((status = 200, body = PaymentList), (status = 400), (status = 422)))]
+async fn list_payments(
+    State(ctx): State<ServiceContext>,
+    ValidQuery(q): ValidQuery<PaymentQuery>,
+) -> Result<Json<PaymentList>, ApiError> {
+    let order_ids = requested_orders(&q)?;
+    let mut payments: Vec<Payment> = fetch_by_ids(
+        &ctx.db.reader,
+        "SELECT * FROM payments WHERE order_id IN",
+        &order_ids,
+    )
+    .await?;
+    // UUIDv7 ids order payments made within the same instant.
+    payments.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+    Ok(Json(PaymentList { payments }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fake_provider_follows_the_card_token() {
+        assert_eq!(
+            fake_provider(Some("tok_declined")),
+            (PaymentStatus::Failed, Some("card declined"))
+        );
+        assert_eq!(
+            fake_provider(Some("tok_pending")),
+            (PaymentStatus::Pending, None)
+        );
+        assert_eq!(
+            fake_provider(Some("tok_visa")),
+            (PaymentStatus::Success, None)
+        );
+        assert_eq!(fake_provider(None), (PaymentStatus::Success, None));
+    }
+}
