@@ -1,1 +1,359 @@
-//! placeholder
+//! The shipping service: ships an order and follows each shipment until it is delivered.
+//!
+//! Publishes `ShipmentCreated`, `ShipmentLocationUpdated` and `ShipmentDelivered`, keyed by
+//! shipment id. It does not call the order service: whoever drives checkout records the
+//! progress on the order.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use shoplens_bus::EventBus;
+use shoplens_contract::{
+    DomainEvent, Envelope, Service, ShipmentCreated, ShipmentDelivered, ShipmentLocationUpdated,
+};
+use shoplens_kit::config::ServiceConfig;
+use shoplens_kit::db::fetch_by_ids;
+use shoplens_kit::http::{parse_id, parse_id_list};
+use shoplens_kit::idempotency::IdempotencyKey;
+use shoplens_kit::{ApiError, ServiceContext, ServiceHandle, ServiceSpec, ValidJson, ValidQuery};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+/// Most orders one look-up may ask for.
+pub const MAX_BATCH: usize = 100;
+
+/// Where a shipment is in its life: `Created`, then `InTransit` from its first location
+/// update, then `Delivered`, after which it no longer changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::Type)]
+pub enum ShipmentStatus {
+    Created,
+    InTransit,
+    Delivered,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema, sqlx::FromRow)]
+pub struct Shipment {
+    pub id: String,
+    pub order_id: String,
+    pub carrier: String,
+    pub status: ShipmentStatus,
+    /// Where the shipment was last seen.
+    pub location: String,
+    /// When it is expected to arrive.
+    pub eta: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewShipment {
+    /// The order being shipped (a UUID).
+    pub order_id: String,
+    pub carrier: String,
+    /// Where the shipment starts.
+    pub location: String,
+    /// RFC 3339.
+    pub eta: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LocationUpdate {
+    pub location: String,
+    /// A new estimate; absent keeps the current one.
+    pub eta: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Delivery {
+    /// Where it was delivered.
+    pub location: String,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ShipmentQuery {
+    /// One order's shipments.
+    pub order_id: Option<String>,
+    /// Comma-separated order ids (at most 100).
+    pub order_ids: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ShipmentList {
+    /// Newest first.
+    pub shipments: Vec<Shipment>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "ShopLens shipping service", version = "1"),
+    paths(
+        create_shipment,
+        update_location,
+        deliver_shipment,
+        get_shipment,
+        list_shipments
+    ),
+    components(schemas(
+        Shipment,
+        ShipmentStatus,
+        NewShipment,
+        LocationUpdate,
+        Delivery,
+        ShipmentList
+    ))
+)]
+struct ApiDoc;
+
+/// Starts the service.
+pub async fn start(
+    config: &ServiceConfig,
+    bus: Arc<dyn EventBus>,
+) -> anyhow::Result<ServiceHandle> {
+    let spec = ServiceSpec {
+        service: Service::Shipping,
+        migrations: sqlx::migrate!("./migrations"),
+    };
+    shoplens_kit::service::start(spec, config, bus, |ctx| {
+        let openapi = serde_json::to_value(ApiDoc::openapi()).ok();
+        (routes(ctx), openapi)
+    })
+    .await
+}
+
+fn routes(ctx: ServiceContext) -> Router {
+    Router::new()
+        .route(
+            "/api/v1/shipments",
+            get(list_shipments).post(create_shipment),
+        )
+        .route("/api/v1/shipments/{id}", get(get_shipment))
+        .route("/api/v1/shipments/{id}/locations", post(update_location))
+        .route("/api/v1/shipments/{id}/deliver", post(deliver_shipment))
+        .with_state(ctx)
+}
+
+async fn find(db: &mut sqlx::SqliteConnection, id: &str) -> Result<Shipment, ApiError> {
+    sqlx::query_as("SELECT * FROM shipments WHERE id = ?")
+        .bind(id)
+        .fetch_optional(db)
+        .await?
+        .ok_or_else(|| ApiError::not_found("shipment", id))
+}
+
+/// Ships an order.
+#[utoipa::path(post, path = "/api/v1/shipments", request_body = NewShipment,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retried request safe")),
+    responses((status = 201, body = Shipment), (status = 400), (status = 422)))]
+async fn create_shipment(
+    State(ctx): State<ServiceContext>,
+    idem: IdempotencyKey,
+    ValidJson(req): ValidJson<NewShipment>,
+) -> Result<Response, ApiError> {
+    let id = uuid::Uuid::now_v7().to_string();
+    let order_id = parse_id("order_id", &req.order_id)?.to_string();
+    let created = ShipmentCreated {
+        shipment_id: id.clone(),
+        order_id,
+        carrier: req.carrier.trim().to_owned(),
+        location: req.location.trim().to_owned(),
+        eta: req.eta,
+    };
+    DomainEvent::from(created.clone()).validate()?;
+    let mut tx = ctx.db.begin().await?;
+    if let Some(replay) = idem.replay(&mut tx, "create_shipment", &req).await? {
+        return Ok(replay.into_response());
+    }
+    let now = Utc::now();
+    let shipment = Shipment {
+        id,
+        order_id: created.order_id.clone(),
+        carrier: created.carrier.clone(),
+        status: ShipmentStatus::Created,
+        location: created.location.clone(),
+        eta: created.eta,
+        created_at: now,
+        updated_at: now,
+    };
+    sqlx::query(
+        "INSERT INTO shipments (id, order_id, carrier, status, location, eta, created_at,
+                                updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&shipment.id)
+    .bind(&shipment.order_id)
+    .bind(&shipment.carrier)
+    .bind(shipment.status)
+    .bind(&shipment.location)
+    .bind(shipment.eta)
+    .bind(now)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    ctx.outbox
+        .enqueue(&mut tx, &Envelope::at(created, now))
+        .await?;
+    idem.store(
+        &mut tx,
+        "create_shipment",
+        &req,
+        StatusCode::CREATED,
+        &shipment,
+    )
+    .await?;
+    tx.commit().await?;
+    ctx.outbox.wake();
+    Ok((StatusCode::CREATED, Json(shipment)).into_response())
+}
+
+/// Applies `change` to shipment `id` and publishes the event it returns, in one transaction:
+/// 409 `illegal_transition` once the shipment is delivered, 422 if the event's values are
+/// not acceptable.
+async fn advance(
+    ctx: &ServiceContext,
+    id: &str,
+    change: impl FnOnce(&mut Shipment) -> DomainEvent,
+) -> Result<Shipment, ApiError> {
+    let id = parse_id("id", id)?.to_string();
+    let mut tx = ctx.db.begin().await?;
+    let mut shipment = find(&mut tx, &id).await?;
+    if shipment.status == ShipmentStatus::Delivered {
+        return Err(ApiError::conflict(
+            "illegal_transition",
+            "the shipment is already delivered",
+        ));
+    }
+    let event = change(&mut shipment);
+    event.validate()?;
+    shipment.updated_at = Utc::now();
+    sqlx::query(
+        "UPDATE shipments SET status = ?, location = ?, eta = ?, updated_at = ? WHERE id = ?",
+    )
+    .bind(shipment.status)
+    .bind(&shipment.location)
+    .bind(shipment.eta)
+    .bind(shipment.updated_at)
+    .bind(&id)
+    .execute(&mut *tx)
+    .await?;
+    ctx.outbox
+        .enqueue(&mut tx, &Envelope::at(event, shipment.updated_at))
+        .await?;
+    tx.commit().await?;
+    ctx.outbox.wake();
+    Ok(shipment)
+}
+
+/// Records where a shipment is now (and optionally a new ETA): it is `InTransit`.
+#[utoipa::path(post, path = "/api/v1/shipments/{id}/locations", request_body = LocationUpdate,
+    params(("id" = String, Path, description = "Shipment id (UUID)")),
+    responses((status = 200, body = Shipment), (status = 400), (status = 404), (status = 409), (status = 422)))]
+async fn update_location(
+    State(ctx): State<ServiceContext>,
+    Path(id): Path<String>,
+    ValidJson(req): ValidJson<LocationUpdate>,
+) -> Result<Json<Shipment>, ApiError> {
+    let shipment = advance(&ctx, &id, |s| {
+        s.status = ShipmentStatus::InTransit;
+        s.location = req.location.trim().to_owned();
+        s.eta = req.eta.unwrap_or(s.eta);
+        ShipmentLocationUpdated {
+            shipment_id: s.id.clone(),
+            order_id: s.order_id.clone(),
+            location: s.location.clone(),
+            eta: s.eta,
+        }
+        .into()
+    })
+    .await?;
+    Ok(Json(shipment))
+}
+
+/// Records the delivery: the shipment is `Delivered` and changes no more.
+#[utoipa::path(post, path = "/api/v1/shipments/{id}/deliver", request_body = Delivery,
+    params(("id" = String, Path, description = "Shipment id (UUID)")),
+    responses((status = 200, body = Shipment), (status = 400), (status = 404), (status = 409), (status = 422)))]
+async fn deliver_shipment(
+    State(ctx): State<ServiceContext>,
+    Path(id): Path<String>,
+    ValidJson(req): ValidJson<Delivery>,
+) -> Result<Json<Shipment>, ApiError> {
+    let shipment = advance(&ctx, &id, |s| {
+        s.status = ShipmentStatus::Delivered;
+        s.location = req.location.trim().to_owned();
+        ShipmentDelivered {
+            shipment_id: s.id.clone(),
+            order_id: s.order_id.clone(),
+            location: s.location.clone(),
+        }
+        .into()
+    })
+    .await?;
+    Ok(Json(shipment))
+}
+
+/// One shipment.
+#[utoipa::path(get, path = "/api/v1/shipments/{id}",
+    params(("id" = String, Path, description = "Shipment id (UUID)")),
+    responses((status = 200, body = Shipment), (status = 400), (status = 404)))]
+async fn get_shipment(
+    State(ctx): State<ServiceContext>,
+    Path(id): Path<String>,
+) -> Result<Json<Shipment>, ApiError> {
+    let id = parse_id("id", &id)?.to_string();
+    let mut conn = ctx.db.reader.acquire().await?;
+    Ok(Json(find(&mut conn, &id).await?))
+}
+
+/// The order ids a look-up asks for: `order_id` or `order_ids`, exactly one of them.
+fn requested_orders(q: &ShipmentQuery) -> Result<Vec<String>, ApiError> {
+    let query_error = |field: &str, message: &str| ApiError::BadRequest {
+        code: "invalid_query",
+        message: message.to_owned(),
+        field: Some(field.to_owned()),
+    };
+    let ids = match (&q.order_id, &q.order_ids) {
+        (Some(id), None) => vec![parse_id("order_id", id)?],
+        (None, Some(ids)) => parse_id_list("order_ids", ids, MAX_BATCH)?,
+        (None, None) => {
+            return Err(query_error(
+                "order_id",
+                "missing query parameter `order_id` (or `order_ids`)",
+            ));
+        }
+        (Some(_), Some(_)) => {
+            return Err(query_error(
+                "order_ids",
+                "give either `order_id` or `order_ids`, not both",
+            ));
+        }
+    };
+    Ok(ids.iter().map(|id| id.to_string()).collect())
+}
+
+/// The shipments of one order (`?order_id=`) or of several (`?order_ids=a,b`), newest first.
+#[utoipa::path(get, path = "/api/v1/shipments", params(ShipmentQuery),
+    responses((status = 200, body = ShipmentList), (status = 400), (status = 422)))]
+async fn list_shipments(
+    State(ctx): State<ServiceContext>,
+    ValidQuery(q): ValidQuery<ShipmentQuery>,
+) -> Result<Json<ShipmentList>, ApiError> {
+    let order_ids = requested_orders(&q)?;
+    let mut shipments: Vec<Shipment> = fetch_by_ids(
+        &ctx.db.reader,
+        "SELECT * FROM shipments WHERE order_id IN",
+        &order_ids,
+    )
+    .await?;
+    // UUIDv7 ids order shipments made within the same instant.
+    shipments.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+    Ok(Json(ShipmentList { shipments }))
+}
