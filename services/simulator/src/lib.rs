@@ -224,7 +224,8 @@ pub async fn run(
     let semaphore = Arc::new(Semaphore::new(config.concurrency));
     let mut pacer = Pacer::new(config.effective_rate(), tokio::time::Instant::now());
     let mut tasks = JoinSet::new();
-    let mut finished: Vec<(u64, SimReport)> = Vec::new();
+    // Order ids by order number, sorted at the end (lifecycles finish in any order).
+    let mut ids: Vec<(u64, String)> = Vec::new();
     let mut report = SimReport::default();
     tracing::info!(
         seed = config.seed,
@@ -249,7 +250,7 @@ pub async fn run(
             permit = semaphore.clone().acquire_owned() => permit?,
         };
         while let Some(done) = tasks.try_join_next() {
-            collect(done, &mut finished, &mut report);
+            collect(done, &mut ids, &mut report);
         }
         let plan = planner.plan(k);
         let driver = driver.clone();
@@ -264,12 +265,10 @@ pub async fn run(
         }
     }
     while let Some(done) = tasks.join_next().await {
-        collect(done, &mut finished, &mut report);
+        collect(done, &mut ids, &mut report);
     }
-    finished.sort_by_key(|(k, _)| *k);
-    for (_, one) in finished {
-        report.merge(one);
-    }
+    ids.sort_by_key(|(k, _)| *k);
+    report.order_ids = ids.into_iter().map(|(_, id)| id).collect();
     tracing::info!(
         started = k,
         placed = report.orders_placed,
@@ -281,14 +280,17 @@ pub async fn run(
     Ok(report)
 }
 
-/// Files away one finished lifecycle; a panicked one counts as an error.
+/// Adds one finished lifecycle to the report; a panicked one counts as an error.
 fn collect(
     done: Result<(u64, SimReport), tokio::task::JoinError>,
-    finished: &mut Vec<(u64, SimReport)>,
+    ids: &mut Vec<(u64, String)>,
     report: &mut SimReport,
 ) {
     match done {
-        Ok(one) => finished.push(one),
+        Ok((k, mut one)) => {
+            ids.extend(one.order_ids.drain(..).map(|id| (k, id)));
+            report.merge(one);
+        }
         Err(e) => {
             tracing::warn!(error = %e, "an order lifecycle task failed");
             report.errors += 1;
