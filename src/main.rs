@@ -1,1 +1,105 @@
-fn main() {}
+//! `shoplens`: run the whole system (default), or drive it with the shop simulator.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use shoplens::{Config, RunInfo, System};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "ShopLens: live order summaries and fast sales analytics"
+)]
+struct Cli {
+    /// A TOML config file (layered over the defaults, under SHOPLENS_* environment variables).
+    #[arg(long, env = "SHOPLENS_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole system on this machine (the default).
+    Run {
+        /// Do not generate demo traffic.
+        #[arg(long)]
+        no_demo: bool,
+    },
+    /// Drive a running system with the shop simulator and print its report as JSON.
+    Simulate {
+        /// The data directory of the running system (its run-info.json has the URLs).
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Orders to place.
+        #[arg(long, default_value_t = 100)]
+        orders: u64,
+        /// Orders started per second (0 = as fast as possible).
+        #[arg(long, default_value_t = 50.0)]
+        rate: f64,
+        /// Festival-sale burst: many times the rate, concentrated on hot products.
+        #[arg(long)]
+        festival: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut config: Config = shoplens_kit::config::load(cli.config.as_deref())?;
+    shoplens_kit::telemetry::init_tracing(config.log_json);
+    match cli.command.unwrap_or(Command::Run { no_demo: false }) {
+        Command::Run { no_demo } => {
+            if no_demo {
+                config.demo.enabled = false;
+            }
+            let system = System::start(config).await?;
+            print_banner(&system.info);
+            shoplens::shutdown_signal().await;
+            tracing::info!("shutting down");
+            system.stop().await;
+        }
+        Command::Simulate {
+            data_dir,
+            seed,
+            orders,
+            rate,
+            festival,
+        } => {
+            let path = data_dir.join("run-info.json");
+            let info: RunInfo =
+                serde_json::from_slice(&std::fs::read(&path).with_context(|| {
+                    format!("failed to read {}: is the system running?", path.display())
+                })?)?;
+            let mut sim = shop_simulator::SimConfig {
+                seed,
+                orders: Some(orders),
+                rate_per_sec: rate,
+                ..Default::default()
+            };
+            sim.festival.enabled = festival;
+            let urls = info.shop_urls();
+            let catalogue = shop_simulator::seed_catalogue(&urls, &sim).await?;
+            let shutdown = CancellationToken::new();
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                shoplens::shutdown_signal().await;
+                stop.cancel();
+            });
+            let report = shop_simulator::run(&urls, &sim, &catalogue, shutdown).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+    }
+    Ok(())
+}
+
+fn print_banner(info: &RunInfo) {
+    println!(
+        "ShopLens is running (Ctrl-C to stop).\n  customer service  {}\n  product service   {}\n  order service     {}\n  payment service   {}\n  shipping service  {}",
+        info.customer, info.product, info.order, info.payment, info.shipping
+    );
+}

@@ -21,7 +21,8 @@ pub fn load<T: Serialize + DeserializeOwned + Default>(file: Option<&Path>) -> a
         );
         figment = figment.merge(Toml::file(file));
     }
-    figment = figment.merge(Env::prefixed("SHOPLENS_").split("__"));
+    // SHOPLENS_CONFIG names the file itself (a CLI flag), not a setting.
+    figment = figment.merge(Env::prefixed("SHOPLENS_").ignore(&["config"]).split("__"));
     Ok(figment.extract()?)
 }
 

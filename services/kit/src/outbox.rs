@@ -121,8 +121,24 @@ impl Relay {
         }
     }
 
-    /// Publishes until `shutdown`; on shutdown it finishes the batch in hand first.
+    /// Publishes until `shutdown`, then drains what is left (for up to five seconds, while
+    /// the bus accepts it), so a clean stop leaves nothing in the outbox.
     pub async fn run(self, shutdown: CancellationToken) {
+        self.publish_until(&shutdown).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while tokio::time::Instant::now() < deadline {
+            match self.publish_batch().await {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox relay stopped with events still pending; they are published on the next start");
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn publish_until(&self, shutdown: &CancellationToken) {
         let poll = Duration::from_millis(self.config.poll_interval_ms);
         let mut backoff = Duration::from_millis(50);
         let mut last_purge = tokio::time::Instant::now();

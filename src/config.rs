@@ -1,0 +1,110 @@
+//! The configuration of the whole system, layered: built-in defaults (everything on one
+//! machine, embedded event log), an optional TOML file (`--config`), then
+//! `SHOPLENS_SECTION__KEY` environment variables, e.g. `SHOPLENS_ORDER__LISTEN=0.0.0.0:8083`.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use shoplens_kit::config::ServiceConfig;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the service databases and the embedded event log live.
+    pub data_dir: PathBuf,
+    /// Log JSON lines instead of human-readable text.
+    pub log_json: bool,
+    pub bus: BusConfig,
+    pub customer: ServiceConfig,
+    pub product: ServiceConfig,
+    pub order: ServiceConfig,
+    /// Where the order service finds the customer and product services (filled in from the
+    /// services started in the same process).
+    pub order_upstreams: order_service::Upstreams,
+    pub payment: ServiceConfig,
+    pub shipping: ServiceConfig,
+    pub demo: DemoConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BusConfig {
+    /// `fsync` every append to the embedded event log before acknowledging it.
+    pub fsync: bool,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        BusConfig { fsync: true }
+    }
+}
+
+/// Demo traffic the all-in-one process generates so there is something to look at.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DemoConfig {
+    /// Seed a catalogue and keep placing orders with the shop simulator.
+    pub enabled: bool,
+    pub simulator: shop_simulator::SimConfig,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        DemoConfig {
+            enabled: true,
+            simulator: shop_simulator::SimConfig {
+                orders: None,
+                rate_per_sec: 2.0,
+                step_delay_ms: 1_500,
+                ..Default::default()
+            },
+        }
+    }
+}
+
+fn service_on(port: u16) -> ServiceConfig {
+    ServiceConfig {
+        listen: ([127, 0, 0, 1], port).into(),
+        ..Default::default()
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("data"),
+            log_json: false,
+            bus: BusConfig::default(),
+            customer: service_on(8081),
+            product: service_on(8082),
+            order: service_on(8083),
+            order_upstreams: Default::default(),
+            payment: service_on(8084),
+            shipping: service_on(8085),
+            demo: DemoConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Fills in what defaults to a place under `data_dir`: each service's database file.
+    pub fn resolve(mut self) -> Config {
+        let dir = self.data_dir.clone();
+        for (name, svc) in [
+            ("customer", &mut self.customer),
+            ("product", &mut self.product),
+            ("order", &mut self.order),
+            ("payment", &mut self.payment),
+            ("shipping", &mut self.shipping),
+        ] {
+            if svc.database_url == ServiceConfig::default().database_url {
+                svc.database_url = format!("sqlite://{}", dir.join(format!("{name}.db")).display());
+            }
+        }
+        self
+    }
+
+    pub fn log_dir(&self) -> PathBuf {
+        self.data_dir.join("eventlog")
+    }
+}

@@ -1,0 +1,5 @@
+//! End-to-end tests of the `shoplens` binary: the real process, real files, real signals.
+
+mod process;
+mod relay_crash;
+mod run;

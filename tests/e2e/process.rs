@@ -1,0 +1,108 @@
+//! Starting and stopping the real `shoplens` binary on free ports in a scratch directory.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use shoplens::RunInfo;
+
+/// A `shoplens run` process; killed on drop if still running.
+pub struct Shoplens {
+    pub child: Child,
+    pub data_dir: PathBuf,
+}
+
+/// Environment that puts every service on port 0 and the data in `data_dir`.
+pub fn base_env(data_dir: &Path) -> Vec<(String, String)> {
+    let mut env = vec![
+        (
+            "SHOPLENS_DATA_DIR".to_owned(),
+            data_dir.display().to_string(),
+        ),
+        ("SHOPLENS_BUS__FSYNC".to_owned(), "false".to_owned()),
+        ("RUST_LOG".to_owned(), "warn".to_owned()),
+    ];
+    for svc in ["CUSTOMER", "PRODUCT", "ORDER", "PAYMENT", "SHIPPING"] {
+        env.push((format!("SHOPLENS_{svc}__LISTEN"), "127.0.0.1:0".to_owned()));
+    }
+    env
+}
+
+impl Shoplens {
+    pub fn spawn(data_dir: &Path, args: &[&str], extra_env: &[(&str, &str)]) -> Shoplens {
+        let _ = std::fs::remove_file(data_dir.join("run-info.json"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoplens"));
+        cmd.args(args)
+            .envs(base_env(data_dir))
+            .envs(extra_env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        Shoplens {
+            child: cmd.spawn().expect("start shoplens"),
+            data_dir: data_dir.to_owned(),
+        }
+    }
+
+    /// Waits until the process has written its run-info.json.
+    pub fn wait_ready(&mut self) -> RunInfo {
+        let path = self.data_dir.join("run-info.json");
+        let start = Instant::now();
+        loop {
+            if let Ok(bytes) = std::fs::read(&path)
+                && let Ok(info) = serde_json::from_slice::<RunInfo>(&bytes)
+                && info.pid == self.child.id()
+            {
+                return info;
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("shoplens exited before it was ready: {status}");
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "shoplens not ready in 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "shoplens did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Asks for a graceful stop (SIGTERM) and waits for it.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        self.wait_exit(Duration::from_secs(30))
+    }
+}
+
+impl Drop for Shoplens {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Opens a service's SQLite database read-only.
+pub async fn open_db(data_dir: &Path, service: &str) -> sqlx::SqlitePool {
+    let url = format!(
+        "sqlite://{}?mode=ro",
+        data_dir.join(format!("{service}.db")).display()
+    );
+    sqlx::SqlitePool::connect(&url).await.unwrap()
+}
