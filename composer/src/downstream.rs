@@ -1,0 +1,251 @@
+//! Calling the domain services: one pooled keep-alive HTTP client, a timeout per attempt
+//! that never outlives the request's deadline, retries of these idempotent GETs within a
+//! budget, a circuit breaker per service, a metric and a tracing span per call.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use shoplens_contract::Service;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::config::ComposerConfig;
+use crate::metrics::{CallLabels, ComposerMetrics, ServiceLabels};
+use crate::resilience::{CircuitBreaker, RetryBudget};
+
+tokio::task_local! {
+    /// Downstream calls made on behalf of the current composer request.
+    pub static REQUEST_CALLS: Arc<AtomicU64>;
+}
+
+/// Why a section could not be fetched.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    /// The service says the thing does not exist (404).
+    #[error("not found")]
+    NotFound,
+    /// The service is slow, down, failing (5xx) or its circuit is open.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The service answered, but not as its API says (another 4xx, a body we cannot read).
+    #[error("{0}")]
+    Unexpected(String),
+}
+
+enum AttemptError {
+    /// Worth another attempt (refused, timed out, 5xx).
+    Retryable(String),
+    /// The circuit is open: no call was made and none should be.
+    Rejected,
+    Final(FetchError),
+}
+
+struct Endpoint {
+    base: String,
+    breaker: Arc<CircuitBreaker>,
+    budget: RetryBudget,
+}
+
+/// The five services, as the composer calls them. Cheap to share (`Arc`).
+pub struct Downstream {
+    http: reqwest::Client,
+    endpoints: [Endpoint; 5],
+    call_timeout: Duration,
+    max_attempts: u32,
+    backoff: Duration,
+    metrics: Arc<ComposerMetrics>,
+}
+
+fn index(svc: Service) -> usize {
+    match svc {
+        Service::Customer => 0,
+        Service::Product => 1,
+        Service::Order => 2,
+        Service::Payment => 3,
+        Service::Shipping => 4,
+    }
+}
+
+impl Downstream {
+    pub fn new(config: &ComposerConfig, metrics: Arc<ComposerMetrics>) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .tcp_keepalive(Duration::from_secs(30))
+            .connect_timeout(config.call_timeout())
+            .build()?;
+        let urls = &config.services;
+        let endpoint = |svc: Service, base: &str| Endpoint {
+            base: base.trim_end_matches('/').to_owned(),
+            breaker: CircuitBreaker::new(
+                config.breaker.clone(),
+                metrics
+                    .circuit_state
+                    .get_or_create(&ServiceLabels {
+                        service: svc.as_str(),
+                    })
+                    .clone(),
+            ),
+            budget: RetryBudget::new(&config.retry),
+        };
+        Ok(Downstream {
+            http,
+            endpoints: [
+                endpoint(Service::Customer, &urls.customer),
+                endpoint(Service::Product, &urls.product),
+                endpoint(Service::Order, &urls.order),
+                endpoint(Service::Payment, &urls.payment),
+                endpoint(Service::Shipping, &urls.shipping),
+            ],
+            call_timeout: config.call_timeout(),
+            max_attempts: config.retry.max_attempts.max(1),
+            backoff: Duration::from_millis(config.retry.backoff_ms),
+            metrics,
+        })
+    }
+
+    /// GETs `path_and_query` from `svc` and decodes the JSON answer, retrying failures
+    /// while the retry budget and the `deadline` allow.
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        svc: Service,
+        path_and_query: &str,
+        deadline: Instant,
+    ) -> Result<T, FetchError> {
+        let ep = &self.endpoints[index(svc)];
+        let labels = ServiceLabels {
+            service: svc.as_str(),
+        };
+        ep.budget.deposit();
+        let mut attempt = 1;
+        loop {
+            match self.attempt(svc, ep, path_and_query, deadline).await {
+                Ok(v) => return Ok(v),
+                Err(AttemptError::Final(e)) => return Err(e),
+                Err(AttemptError::Rejected) => {
+                    return Err(FetchError::Unavailable(format!(
+                        "{svc} service circuit is open (recent calls failed)"
+                    )));
+                }
+                Err(AttemptError::Retryable(reason)) => {
+                    let reason = format!("{svc} service {reason}");
+                    let time_left = deadline.saturating_duration_since(Instant::now());
+                    if attempt >= self.max_attempts
+                        || time_left <= self.backoff + Duration::from_millis(5)
+                    {
+                        return Err(FetchError::Unavailable(reason));
+                    }
+                    if !ep.budget.try_withdraw() {
+                        self.metrics.retries_denied.get_or_create(&labels).inc();
+                        return Err(FetchError::Unavailable(reason));
+                    }
+                    self.metrics.retries.get_or_create(&labels).inc();
+                    tracing::debug!(service = %svc, attempt, %reason, "retrying");
+                    tokio::time::sleep(self.backoff).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    async fn attempt<T: DeserializeOwned>(
+        &self,
+        svc: Service,
+        ep: &Endpoint,
+        path_and_query: &str,
+        deadline: Instant,
+    ) -> Result<T, AttemptError> {
+        let service = svc.as_str();
+        let Some(permit) = ep.breaker.try_acquire() else {
+            self.metrics
+                .breaker_rejections
+                .get_or_create(&ServiceLabels { service })
+                .inc();
+            return Err(AttemptError::Rejected);
+        };
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(AttemptError::Final(FetchError::Unavailable(format!(
+                "{svc} service not called: request deadline reached"
+            ))));
+        }
+        let limit = self.call_timeout.min(deadline - now);
+        let _ = REQUEST_CALLS.try_with(|c| c.fetch_add(1, Ordering::Relaxed));
+        let url = format!("{}{path_and_query}", ep.base);
+        let span = tracing::info_span!("downstream", service, path = path_and_query);
+        let call = async {
+            let resp = self.http.get(&url).send().await?;
+            let status = resp.status();
+            let body = resp.bytes().await?;
+            Ok::<_, reqwest::Error>((status, body))
+        };
+        let result = tokio::time::timeout(limit, call).instrument(span).await;
+        self.metrics
+            .downstream_duration
+            .get_or_create(&ServiceLabels { service })
+            .observe(now.elapsed().as_secs_f64());
+        let count = |outcome: &'static str| {
+            self.metrics
+                .downstream_calls
+                .get_or_create(&CallLabels { service, outcome })
+                .inc();
+        };
+        match result {
+            Err(_) => {
+                count("error");
+                permit.failure();
+                Err(AttemptError::Retryable(format!(
+                    "timed out after {} ms",
+                    limit.as_millis()
+                )))
+            }
+            Ok(Err(e)) => {
+                count("error");
+                permit.failure();
+                let what = if e.is_connect() {
+                    "refused the connection".to_owned()
+                } else {
+                    format!("call failed: {e}")
+                };
+                Err(AttemptError::Retryable(what))
+            }
+            Ok(Ok((status, body))) => {
+                if status.is_server_error() {
+                    count("error");
+                    permit.failure();
+                    return Err(AttemptError::Retryable(format!("answered {status}")));
+                }
+                permit.success();
+                if status == reqwest::StatusCode::NOT_FOUND {
+                    count("not_found");
+                    return Err(AttemptError::Final(FetchError::NotFound));
+                }
+                if !status.is_success() {
+                    count("unexpected");
+                    return Err(AttemptError::Final(FetchError::Unexpected(format!(
+                        "{svc} service answered {status}: {}",
+                        String::from_utf8_lossy(&body)
+                            .chars()
+                            .take(200)
+                            .collect::<String>()
+                    ))));
+                }
+                match serde_json::from_slice(&body) {
+                    Ok(v) => {
+                        count("ok");
+                        Ok(v)
+                    }
+                    Err(e) => {
+                        count("unexpected");
+                        Err(AttemptError::Final(FetchError::Unexpected(format!(
+                            "{svc} service sent an unreadable answer: {e}"
+                        ))))
+                    }
+                }
+            }
+        }
+    }
+}

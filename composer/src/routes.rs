@@ -1,0 +1,153 @@
+//! The composer's HTTP endpoints: the two JSON APIs and the "My Orders" page.
+//!
+//! Every API request is checked in this order, before any downstream call: the bearer token
+//! (401), then the ids in the path and query (400/422). Only then are services called.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use shoplens_kit::http::parse_id;
+use shoplens_kit::{ApiError, ValidQuery};
+use tracing::Instrument;
+
+use crate::auth::{Role, authenticate};
+use crate::compose::{Composer, MAX_PAGE};
+use crate::downstream::REQUEST_CALLS;
+use crate::metrics::{EndpointLabels, RequestLabels};
+
+/// The "My Orders" page: one self-contained file, no external resources.
+const PAGE: &str = include_str!("page.html");
+
+pub fn routes(composer: Arc<Composer>) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/my-orders", get(page))
+        .route("/api/v1/orders/{order_id}/summary", get(order_summary))
+        .route(
+            "/api/v1/customers/{customer_id}/orders",
+            get(customer_orders),
+        )
+        .with_state(composer)
+}
+
+async fn page() -> Response {
+    (
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        Html(PAGE),
+    )
+        .into_response()
+}
+
+fn caller(composer: &Composer, headers: &HeaderMap) -> Result<Role, ApiError> {
+    Ok(authenticate(&composer.config.auth.secret, headers)?)
+}
+
+fn caller_name(role: &Role) -> &str {
+    match role {
+        Role::Admin => "admin",
+        Role::Customer(id) => id,
+    }
+}
+
+/// Runs one API request with its metrics: count and latency by outcome, downstream calls
+/// made for it, degraded answers.
+async fn measured<T, F>(
+    composer: &Composer,
+    endpoint: &'static str,
+    degraded: impl FnOnce(&T) -> bool,
+    work: F,
+) -> Result<Json<T>, ApiError>
+where
+    F: Future<Output = Result<T, ApiError>>,
+{
+    let start = Instant::now();
+    let calls = Arc::new(AtomicU64::new(0));
+    let result = REQUEST_CALLS.scope(calls.clone(), work).await;
+    let m = &composer.metrics;
+    let labels = EndpointLabels { endpoint };
+    m.request_duration
+        .get_or_create(&labels)
+        .observe(start.elapsed().as_secs_f64());
+    m.calls_per_request
+        .get_or_create(&labels)
+        .observe(calls.load(Ordering::Relaxed) as f64);
+    let outcome = match &result {
+        Ok(v) if degraded(v) => {
+            m.degraded_responses.get_or_create(&labels).inc();
+            "degraded".to_owned()
+        }
+        Ok(_) => "ok".to_owned(),
+        Err(e) => e.status().as_u16().to_string(),
+    };
+    m.requests
+        .get_or_create(&RequestLabels { endpoint, outcome })
+        .inc();
+    result.map(Json)
+}
+
+async fn order_summary(
+    State(composer): State<Arc<Composer>>,
+    headers: HeaderMap,
+    Path(order_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let c = &composer;
+    let span =
+        tracing::info_span!("order_summary", order_id = %order_id, caller = tracing::field::Empty);
+    let work = async {
+        let role = caller(c, &headers)?;
+        tracing::Span::current().record("caller", caller_name(&role));
+        let order_id = parse_id("order_id", &order_id)?.to_string();
+        c.summary(&role, &order_id).await
+    };
+    measured(c, "order_summary", |s| s.degraded, work.instrument(span))
+        .await
+        .map(|j| j.into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    /// Orders per page, 1 to 50 (default 10).
+    limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+async fn customer_orders(
+    State(composer): State<Arc<Composer>>,
+    headers: HeaderMap,
+    Path(customer_id): Path<String>,
+    query: Result<ValidQuery<ListQuery>, ApiError>,
+) -> Result<Response, ApiError> {
+    let c = &composer;
+    let span = tracing::info_span!("customer_orders", customer_id = %customer_id, caller = tracing::field::Empty);
+    let work = async {
+        let role = caller(c, &headers)?;
+        tracing::Span::current().record("caller", caller_name(&role));
+        let customer_id = parse_id("customer_id", &customer_id)?.to_string();
+        let ValidQuery(q) = query?;
+        let limit = q.limit.unwrap_or(10);
+        if !(1..=MAX_PAGE).contains(&limit) {
+            return Err(ApiError::invalid(
+                "limit",
+                format!("must be between 1 and {MAX_PAGE}"),
+            ));
+        }
+        let cursor = match q.cursor.as_deref().filter(|s| !s.is_empty()) {
+            Some(cur) => Some(parse_id("cursor", cur)?.to_string()),
+            None => None,
+        };
+        c.list(&role, &customer_id, limit, cursor.as_deref()).await
+    };
+    measured(c, "customer_orders", |l| l.degraded, work.instrument(span))
+        .await
+        .map(|j| j.into_response())
+}
