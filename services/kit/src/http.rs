@@ -30,7 +30,7 @@ pub enum ApiError {
         field: Option<String>,
     },
     /// The request is well formed but a value is not acceptable: 422.
-    #[error("{message}")]
+    #[error("invalid `{field}`: {message}")]
     Invalid { field: String, message: String },
     #[error("{what} `{id}` not found")]
     NotFound { what: &'static str, id: String },
@@ -360,28 +360,6 @@ pub async fn serve(
         .await
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_missing_and_unknown_fields() {
-        assert_eq!(field_name(".", "missing field `name`"), "name");
-        assert_eq!(
-            field_name("lines[0].qty", "unknown field `qty`, expected one of"),
-            "lines[0].qty"
-        );
-        assert_eq!(
-            field_name("lines[0]", "missing field `quantity`"),
-            "lines[0].quantity"
-        );
-        assert_eq!(
-            field_name("lines[0].quantity", "invalid type: string"),
-            "lines[0].quantity"
-        );
-    }
-}
-
 /// Parses an entity id (a UUID, as every service issues them), naming the field on error.
 pub fn parse_id(field: &str, value: &str) -> Result<uuid::Uuid, ApiError> {
     uuid::Uuid::try_parse(value).map_err(|_| ApiError::BadRequest {
@@ -414,4 +392,26 @@ pub fn parse_id_list(field: &str, value: &str, max: usize) -> Result<Vec<uuid::U
         ));
     }
     Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_missing_and_unknown_fields() {
+        assert_eq!(field_name(".", "missing field `name`"), "name");
+        assert_eq!(
+            field_name("lines[0].qty", "unknown field `qty`, expected one of"),
+            "lines[0].qty"
+        );
+        assert_eq!(
+            field_name("lines[0]", "missing field `quantity`"),
+            "lines[0].quantity"
+        );
+        assert_eq!(
+            field_name("lines[0].quantity", "invalid type: string"),
+            "lines[0].quantity"
+        );
+    }
 }

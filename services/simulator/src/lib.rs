@@ -173,7 +173,8 @@ pub struct SimReport {
     pub orders_delivered: u64,
     /// Orders abandoned because a call failed.
     pub errors: u64,
-    /// Ids of the placed orders, in order number order (not completion order).
+    /// Ids of the placed orders, in order number order (not completion order). Kept only
+    /// for a bounded run (`orders` set), so an endless demo does not grow without limit.
     pub order_ids: Vec<String>,
 }
 
@@ -250,7 +251,7 @@ pub async fn run(
             permit = semaphore.clone().acquire_owned() => permit?,
         };
         while let Some(done) = tasks.try_join_next() {
-            collect(done, &mut ids, &mut report);
+            collect(done, config.orders.is_some(), &mut ids, &mut report);
         }
         let plan = planner.plan(k);
         let driver = driver.clone();
@@ -265,7 +266,7 @@ pub async fn run(
         }
     }
     while let Some(done) = tasks.join_next().await {
-        collect(done, &mut ids, &mut report);
+        collect(done, config.orders.is_some(), &mut ids, &mut report);
     }
     ids.sort_by_key(|(k, _)| *k);
     report.order_ids = ids.into_iter().map(|(_, id)| id).collect();
@@ -283,12 +284,17 @@ pub async fn run(
 /// Adds one finished lifecycle to the report; a panicked one counts as an error.
 fn collect(
     done: Result<(u64, SimReport), tokio::task::JoinError>,
+    keep_ids: bool,
     ids: &mut Vec<(u64, String)>,
     report: &mut SimReport,
 ) {
     match done {
         Ok((k, mut one)) => {
-            ids.extend(one.order_ids.drain(..).map(|id| (k, id)));
+            if keep_ids {
+                ids.extend(one.order_ids.drain(..).map(|id| (k, id)));
+            } else {
+                one.order_ids.clear();
+            }
             report.merge(one);
         }
         Err(e) => {
