@@ -23,6 +23,9 @@ pub struct Config {
     pub order_upstreams: order_service::Upstreams,
     pub payment: ServiceConfig,
     pub shipping: ServiceConfig,
+    /// The Order Summary API; its `services` URLs are filled in from the services started in
+    /// the same process.
+    pub composer: shoplens_composer::ComposerConfig,
     pub demo: DemoConfig,
 }
 
@@ -81,6 +84,10 @@ impl Default for Config {
             order_upstreams: Default::default(),
             payment: service_on(8084),
             shipping: service_on(8085),
+            composer: shoplens_composer::ComposerConfig {
+                listen: ([127, 0, 0, 1], 8080).into(),
+                ..Default::default()
+            },
             demo: DemoConfig::default(),
         }
     }

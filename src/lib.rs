@@ -23,6 +23,8 @@ pub use config::Config;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RunInfo {
     pub pid: u32,
+    /// The Order Summary API and the "My Orders" page.
+    pub composer: String,
     pub customer: String,
     pub product: String,
     pub order: String,
@@ -47,6 +49,7 @@ pub struct System {
     pub info: RunInfo,
     pub log: EmbeddedLog,
     services: Vec<ServiceHandle>,
+    composer: shoplens_composer::ComposerHandle,
     demo: Option<JoinHandle<()>>,
     shutdown: CancellationToken,
 }
@@ -79,8 +82,29 @@ impl System {
         let payment = payment_service::start(&config.payment, bus.clone()).await?;
         let shipping = shipping_service::start(&config.shipping, bus.clone()).await?;
 
+        let mut composer_config = config.composer.clone();
+        composer_config.services = shoplens_composer::ServiceUrls {
+            customer: customer.url(),
+            product: product.url(),
+            order: order.url(),
+            payment: payment.url(),
+            shipping: shipping.url(),
+        };
+        // The composer evicts cached sections when their order, payment or shipment changes.
+        let invalidations: Option<Box<dyn shoplens_bus::EventSource>> =
+            if composer_config.invalidation {
+                Some(Box::new(log.consumer(
+                    "composer-invalidation",
+                    &["shop.orders", "shop.payments", "shop.shipping"],
+                )?))
+            } else {
+                None
+            };
+        let composer = shoplens_composer::start(&composer_config, invalidations).await?;
+
         let info = RunInfo {
             pid: std::process::id(),
+            composer: composer.url(),
             customer: customer.url(),
             product: product.url(),
             order: order.url(),
@@ -92,8 +116,12 @@ impl System {
             let urls = info.shop_urls();
             let sim = config.demo.simulator.clone();
             let token = shutdown.clone();
+            let page = DemoPage {
+                composer_url: info.composer.clone(),
+                secret: composer_config.auth.secret.clone(),
+            };
             tokio::spawn(async move {
-                if let Err(e) = run_demo(urls, sim, token).await {
+                if let Err(e) = run_demo(urls, sim, page, token).await {
                     tracing::warn!(error = %e, "demo traffic stopped");
                 }
             })
@@ -105,6 +133,7 @@ impl System {
             info,
             log,
             services: vec![customer, product, order, payment, shipping],
+            composer,
             demo,
             shutdown,
         })
@@ -117,15 +146,23 @@ impl System {
         if let Some(demo) = self.demo {
             let _ = demo.await;
         }
+        self.composer.stop().await;
         for service in self.services {
             service.stop().await;
         }
     }
 }
 
+/// Where the demo's "My Orders" link points, and the key its token is signed with.
+struct DemoPage {
+    composer_url: String,
+    secret: String,
+}
+
 async fn run_demo(
     urls: shop_simulator::ShopUrls,
     sim: shop_simulator::SimConfig,
+    page: DemoPage,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let catalogue = shop_simulator::seed_catalogue(&urls, &sim).await?;
@@ -134,6 +171,18 @@ async fn run_demo(
         products = catalogue.products.len(),
         "demo catalogue ready; placing orders"
     );
+    // Customer 0 is the most active one under the simulator's Zipf popularity.
+    if let Some(customer) = catalogue.customers.first() {
+        let token = shoplens_composer::auth::issue_token(
+            &page.secret,
+            &shoplens_composer::auth::Role::Customer(customer.clone()),
+            std::time::Duration::from_secs(24 * 3600),
+        );
+        println!(
+            "  My Orders page of the busiest demo customer:\n    {}/my-orders?token={token}",
+            page.composer_url
+        );
+    }
     let report = shop_simulator::run(&urls, &sim, &catalogue, shutdown).await?;
     tracing::info!(?report, "demo traffic finished");
     Ok(())

@@ -45,6 +45,18 @@ enum Command {
         #[arg(long)]
         festival: bool,
     },
+    /// Print a bearer token for the Order Summary API, signed with the configured secret.
+    Token {
+        /// The customer the token identifies.
+        #[arg(long, conflicts_with = "admin", required_unless_present = "admin")]
+        customer: Option<String>,
+        /// A support token that may read any order.
+        #[arg(long)]
+        admin: bool,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl_secs: u64,
+    },
 }
 
 #[tokio::main]
@@ -93,13 +105,28 @@ async fn main() -> anyhow::Result<()> {
             let report = shop_simulator::run(&urls, &sim, &catalogue, shutdown).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
+        Command::Token {
+            customer,
+            admin: _,
+            ttl_secs,
+        } => {
+            let role = match customer {
+                Some(id) => shoplens_composer::auth::Role::Customer(id),
+                None => shoplens_composer::auth::Role::Admin,
+            };
+            let ttl = std::time::Duration::from_secs(ttl_secs);
+            println!(
+                "{}",
+                shoplens_composer::auth::issue_token(&config.composer.auth.secret, &role, ttl)
+            );
+        }
     }
     Ok(())
 }
 
 fn print_banner(info: &RunInfo) {
     println!(
-        "ShopLens is running (Ctrl-C to stop).\n  customer service  {}\n  product service   {}\n  order service     {}\n  payment service   {}\n  shipping service  {}",
-        info.customer, info.product, info.order, info.payment, info.shipping
+        "ShopLens is running (Ctrl-C to stop).\n  order summary API {}\n  customer service  {}\n  product service   {}\n  order service     {}\n  payment service   {}\n  shipping service  {}",
+        info.composer, info.customer, info.product, info.order, info.payment, info.shipping
     );
 }

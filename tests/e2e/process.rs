@@ -22,7 +22,9 @@ pub fn base_env(data_dir: &Path) -> Vec<(String, String)> {
         ("SHOPLENS_BUS__FSYNC".to_owned(), "false".to_owned()),
         ("RUST_LOG".to_owned(), "warn".to_owned()),
     ];
-    for svc in ["CUSTOMER", "PRODUCT", "ORDER", "PAYMENT", "SHIPPING"] {
+    for svc in [
+        "CUSTOMER", "PRODUCT", "ORDER", "PAYMENT", "SHIPPING", "COMPOSER",
+    ] {
         env.push((format!("SHOPLENS_{svc}__LISTEN"), "127.0.0.1:0".to_owned()));
     }
     env
