@@ -1,0 +1,9 @@
+//! The composer against the five real services, in-process, with a real event log; faults
+//! are injected with a small double in front of a service.
+
+mod cache;
+mod faults;
+mod list;
+mod page;
+mod summary;
+mod support;
