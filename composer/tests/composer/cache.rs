@@ -196,3 +196,39 @@ async fn without_invalidation_the_cached_value_lives_out_its_ttl() {
     assert_eq!(body["payment"]["status"], "ok");
     assert_eq!(composer.calls("payment").await, 1.0);
 }
+
+#[tokio::test]
+async fn a_new_order_evicts_the_customers_cached_order_list() {
+    let shop = spawn_shop().await;
+    let mut cfg = config(&shop);
+    cfg.cache.list_ttl_ms = 60_000;
+    let composer = spawn_composer(&shop, cfg, true).await;
+    let s = shop.seed().await;
+    let token = customer_token(&s.customer_id);
+    let path = format!("/api/v1/customers/{}/orders?limit=5", s.customer_id);
+    let (_, body) = composer.get(&path, Some(&token)).await;
+    assert_eq!(body["orders"].as_array().unwrap().len(), 1, "{body}");
+    let (_, body) = composer.get(&path, Some(&token)).await;
+    assert_eq!(body["orders"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        composer.calls("order").await,
+        1.0,
+        "the second page came from the cache"
+    );
+
+    let newer = shop.order(&s.customer_id, &[&s.product_ids[0]], 1).await;
+    let start = Instant::now();
+    loop {
+        let (_, body) = composer.get(&path, Some(&token)).await;
+        let first = body["orders"][0]["order_id"].clone();
+        if first == newer["id"] {
+            assert_eq!(body["orders"].as_array().unwrap().len(), 2);
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "never evicted: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -55,7 +55,9 @@ async fn headless(url: &str, extra: &[String]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_my_orders_page_shows_live_orders_in_a_real_browser() {
     let shop = spawn_shop().await;
-    let composer = spawn_composer(&shop, config(&shop), false).await;
+    let mut cfg = config(&shop);
+    cfg.cache.shipping_ttl_ms = 100;
+    let composer = spawn_composer(&shop, cfg, false).await;
     let s = shop.seed().await;
     let order = shop.set_status(&s.order_id, "Paid").await;
     shop.pay(&order, "tok_ok").await;
@@ -94,6 +96,18 @@ async fn the_my_orders_page_shows_live_orders_in_a_real_browser() {
     )
     .await;
     assert!(std::fs::metadata(&shot).unwrap().len() > 1000);
+
+    // The shipping service fails: the page still shows everything, shipping marked stale.
+    shop.doubles.shipping.set(Mode::Fail);
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let dom = headless(&url, &["--dump-dom".to_owned()]).await;
+    assert!(dom.contains("some information is delayed"), "{dom}");
+    assert!(dom.contains(r#"<div class="sec-stale">stale"#), "{dom}");
+    assert!(
+        dom.contains("At Rotterdam port"),
+        "last known location: {dom}"
+    );
+    assert!(dom.contains("Success · card"), "{dom}");
 
     // Without a token the page says so.
     let dom = headless(
