@@ -90,12 +90,18 @@ impl System {
             payment: payment.url(),
             shipping: shipping.url(),
         };
-        // The composer evicts cached sections when their order, payment or shipment changes.
+        // The composer evicts a cached section as soon as an event says its source changed.
         let invalidations: Option<Box<dyn shoplens_bus::EventSource>> =
             if composer_config.invalidation {
                 Some(Box::new(log.consumer(
                     "composer-invalidation",
-                    &["shop.orders", "shop.payments", "shop.shipping"],
+                    &[
+                        "shop.orders",
+                        "shop.payments",
+                        "shop.shipping",
+                        "shop.customers",
+                        "shop.products",
+                    ],
                 )?))
             } else {
                 None
