@@ -256,9 +256,9 @@ impl Topic {
             positions.push(before.bytes + buf.len() as u64);
             encode(&mut buf, now_ms, &r.key, &r.payload)?;
         }
-        let written =
-            file.write_all(&buf)
-                .and_then(|()| if fsync { file.sync_data() } else { Ok(()) });
+        let written = file
+            .write_all(&buf)
+            .and_then(|()| if fsync { file.sync_data() } else { Ok(()) });
         if let Err(e) = written {
             // Cut off whatever part was written, so the next append starts clean.
             let _ = file.set_len(before.bytes);

@@ -18,7 +18,14 @@ fn every_example_in_the_contract_page_decodes() {
         assert_eq!(Envelope::decode(&env.to_json()).unwrap(), env);
         seen.insert(env.event_type());
     }
-    let missing: Vec<_> = EventType::ALL.iter().filter(|t| !seen.contains(t)).collect();
+    let missing: Vec<_> = EventType::ALL
+        .iter()
+        .filter(|t| !seen.contains(t))
+        .collect();
     // CustomerUpdated shares its example with CustomerRegistered (same payload).
-    assert_eq!(missing, [&EventType::CustomerUpdated], "event types without an example");
+    assert_eq!(
+        missing,
+        [&EventType::CustomerUpdated],
+        "event types without an example"
+    );
 }
