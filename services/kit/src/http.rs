@@ -394,6 +394,38 @@ pub fn parse_id_list(field: &str, value: &str, max: usize) -> Result<Vec<uuid::U
     Ok(ids)
 }
 
+/// The ids a look-up asks for through exactly one of two query parameters: one id
+/// (`order_id=a`) or a comma-separated list (`order_ids=a,b`, at most `max`). Each parameter
+/// is `(name, value)`; errors name the parameter at fault.
+pub fn one_or_many_ids(
+    one: (&str, Option<&str>),
+    many: (&str, Option<&str>),
+    max: usize,
+) -> Result<Vec<String>, ApiError> {
+    let query_error = |field: &str, message: String| ApiError::BadRequest {
+        code: "invalid_query",
+        message,
+        field: Some(field.to_owned()),
+    };
+    let ids = match (one.1, many.1) {
+        (Some(id), None) => vec![parse_id(one.0, id)?],
+        (None, Some(ids)) => parse_id_list(many.0, ids, max)?,
+        (None, None) => {
+            return Err(query_error(
+                one.0,
+                format!("missing query parameter `{}` (or `{}`)", one.0, many.0),
+            ));
+        }
+        (Some(_), Some(_)) => {
+            return Err(query_error(
+                many.0,
+                format!("give either `{}` or `{}`, not both", one.0, many.0),
+            ));
+        }
+    };
+    Ok(ids.iter().map(|id| id.to_string()).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

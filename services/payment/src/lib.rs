@@ -21,7 +21,7 @@ use shoplens_contract::{
 };
 use shoplens_kit::config::ServiceConfig;
 use shoplens_kit::db::fetch_by_ids;
-use shoplens_kit::http::{parse_id, parse_id_list};
+use shoplens_kit::http::{one_or_many_ids, parse_id};
 use shoplens_kit::idempotency::IdempotencyKey;
 use shoplens_kit::{ApiError, ServiceContext, ServiceHandle, ServiceSpec, ValidJson, ValidQuery};
 use utoipa::{IntoParams, OpenApi, ToSchema};
@@ -393,28 +393,11 @@ async fn get_payment(
 
 /// The order ids a look-up asks for: `order_id` or `order_ids`, exactly one of them.
 fn requested_orders(q: &PaymentQuery) -> Result<Vec<String>, ApiError> {
-    let query_error = |field: &str, message: &str| ApiError::BadRequest {
-        code: "invalid_query",
-        message: message.to_owned(),
-        field: Some(field.to_owned()),
-    };
-    let ids = match (&q.order_id, &q.order_ids) {
-        (Some(id), None) => vec![parse_id("order_id", id)?],
-        (None, Some(ids)) => parse_id_list("order_ids", ids, MAX_BATCH)?,
-        (None, None) => {
-            return Err(query_error(
-                "order_id",
-                "missing query parameter `order_id` (or `order_ids`)",
-            ));
-        }
-        (Some(_), Some(_)) => {
-            return Err(query_error(
-                "order_ids",
-                "give either `order_id` or `order_ids`, not both",
-            ));
-        }
-    };
-    Ok(ids.iter().map(|id| id.to_string()).collect())
+    one_or_many_ids(
+        ("order_id", q.order_id.as_deref()),
+        ("order_ids", q.order_ids.as_deref()),
+        MAX_BATCH,
+    )
 }
 
 /// Every payment attempt of one order (`?order_id=`) or of several (`?order_ids=a,b`),
