@@ -1,0 +1,82 @@
+//! What a result was measured on: machine, versions, commit and date, recorded with every
+//! result file so numbers from different machines are never compared unknowingly.
+
+use std::process::Command;
+
+use serde::Serialize;
+
+/// The environment of one benchmark run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Machine {
+    /// Logical CPUs this process may use (`available_parallelism`).
+    pub cores: usize,
+    /// CPU model from `/proc/cpuinfo`, if known.
+    pub cpu_model: Option<String>,
+    /// `MemTotal` from `/proc/meminfo`, in MiB.
+    pub memory_mib: Option<u64>,
+    /// Kernel (`/proc/sys/kernel/osrelease`).
+    pub os: String,
+    /// `rustc --version` at run time (the compiler in PATH).
+    pub rustc: String,
+    /// `git rev-parse --short HEAD`, with `-dirty` when the work tree has changes.
+    pub git_commit: Option<String>,
+    /// Build profile of this binary.
+    pub profile: &'static str,
+    /// When the run started (UTC, RFC 3339).
+    pub date: String,
+}
+
+impl Machine {
+    pub fn detect() -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_owned());
+        let memory_mib = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                m.lines()
+                    .find(|l| l.starts_with("MemTotal:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|kb| kb.parse::<u64>().ok())
+            })
+            .map(|kb| kb / 1024);
+        let os = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| format!("{} {}", std::env::consts::OS, s.trim()))
+            .unwrap_or_else(|_| std::env::consts::OS.to_owned());
+        let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+        let git_commit = run("git", &["-C", repo, "rev-parse", "--short", "HEAD"]).map(|c| {
+            let dirty = run(
+                "git",
+                &["-C", repo, "status", "--porcelain", "--untracked-files=no"],
+            )
+            .is_some_and(|s| !s.is_empty());
+            if dirty { format!("{c}-dirty") } else { c }
+        });
+        Machine {
+            cores: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            cpu_model,
+            memory_mib,
+            os,
+            rustc: run("rustc", &["--version"]).unwrap_or_else(|| "unknown".into()),
+            git_commit,
+            profile: if cfg!(debug_assertions) {
+                "debug"
+            } else {
+                "release"
+            },
+            date: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        }
+    }
+}
+
+fn run(cmd: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(cmd).args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}

@@ -1,0 +1,213 @@
+//! Result files: one machine-readable JSON file per scenario and one human-readable
+//! `RESULTS.md` with a section per scenario (a rerun replaces only its own section).
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context;
+
+use crate::composer::{ComposerResults, Load};
+
+/// Replaces (or appends) the `## {title}` section of `RESULTS.md` in `dir`.
+pub fn write_section(dir: &Path, title: &str, body: &str) -> anyhow::Result<()> {
+    let path = dir.join("RESULTS.md");
+    let old = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        "# ShopLens benchmark results\n\nWritten by `cargo run --release -p shoplens-benches \
+         -- all`; each scenario rewrites its own section.\n"
+            .to_owned()
+    });
+    let heading = format!("## {title}\n");
+    let mut out = String::new();
+    let mut rest = old.as_str();
+    if let Some(at) = rest.find(&heading) {
+        out.push_str(&rest[..at]);
+        rest = &rest[at + heading.len()..];
+        rest = rest.find("\n## ").map_or("", |next| &rest[next + 1..]);
+    } else {
+        out.push_str(rest.trim_end());
+        out.push_str("\n\n");
+        rest = "";
+    }
+    out.push_str(&heading);
+    out.push('\n');
+    out.push_str(body.trim_end());
+    out.push_str("\n\n");
+    out.push_str(rest);
+    std::fs::write(&path, out.trim_end().to_owned() + "\n")
+        .with_context(|| format!("failed to write {}", path.display()))
+}
+
+fn ms(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:.2}")
+    } else {
+        "n/a".into()
+    }
+}
+
+/// Writes `composer.json` and the "Composer" section of `RESULTS.md`.
+pub fn write_composer(dir: &Path, r: &ComposerResults) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
+    let json = dir.join("composer.json");
+    std::fs::write(&json, serde_json::to_vec_pretty(r)?)
+        .with_context(|| format!("failed to write {}", json.display()))?;
+    write_section(dir, "Composer", &composer_markdown(r))
+}
+
+/// The "Composer" section: environment, the medians table, ratios, aims.
+pub fn composer_markdown(r: &ComposerResults) -> String {
+    let m = &r.machine;
+    let o = &r.options;
+    let d = &r.data;
+    let s = &r.summary;
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "Command: `{}`{}",
+        r.command,
+        if o.smoke {
+            " (smoke run: sizes too small for figures)"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(t);
+    let _ = writeln!(
+        t,
+        "- Date {}, commit {}, {} build, {}.",
+        m.date,
+        m.git_commit.as_deref().unwrap_or("unknown"),
+        m.profile,
+        m.rustc
+    );
+    let _ = writeln!(
+        t,
+        "- Machine: {} cores ({}), {} MiB memory, {}; load generator, composer and the five \
+         services share these cores.",
+        m.cores,
+        m.cpu_model.as_deref().unwrap_or("unknown CPU"),
+        m.memory_mib.map_or("unknown".into(), |v| v.to_string()),
+        m.os
+    );
+    let _ = writeln!(
+        t,
+        "- Data: {} customers, {} products, {} orders seeded in {:.1} s; reads pick among \
+         the {} most recent orders (Zipf s = {} by recency); {} orders at the end. \
+         Background writer: {} new orders/s, a lifecycle step every {} ms ({} orders, {} \
+         writes, {} errors).",
+        d.customers,
+        d.products,
+        d.seeded_orders,
+        d.seed_secs,
+        d.read_population,
+        o.zipf_exponent,
+        d.orders_at_end,
+        o.writer_rate_per_sec,
+        o.writer_step.as_millis(),
+        d.writer.orders_placed,
+        d.writer.writes,
+        d.writer.errors
+    );
+    let _ = writeln!(
+        t,
+        "- {} run(s); per run and mode: {:.1} s warm-up + {:.1} s measured, closed loop \
+         ({} workers) and open loop (offered {:.0}% of the no-cache closed-loop throughput); \
+         then the direct calls. Total run time {:.0} s. Medians over runs.",
+        r.runs.len(),
+        o.warmup.as_secs_f64(),
+        o.duration.as_secs_f64(),
+        o.concurrency,
+        o.open_fraction * 100.0,
+        r.total_secs
+    );
+    let _ = writeln!(t);
+    let _ = writeln!(
+        t,
+        "| mode | load | offered load (req/s) | throughput (req/s) | p50 ms | p99 ms | \
+         downstream calls/request | invalidations | errors | degraded |"
+    );
+    let _ = writeln!(t, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for row in &s.rows {
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} | {:.0} | {} | {} | {:.3} | {:.0} | {} | {} |",
+            row.mode.name(),
+            match row.load {
+                Load::Closed => format!("closed, {} workers", o.concurrency),
+                Load::Open => "open (same rate)".into(),
+            },
+            row.offered_rps.map_or("—".into(), |v| format!("{v:.0}")),
+            row.throughput_rps,
+            ms(row.p50_ms),
+            ms(row.p99_ms),
+            row.calls_per_request,
+            row.invalidations,
+            row.errors,
+            row.degraded
+        );
+    }
+    let _ = writeln!(t);
+    let _ = writeln!(
+        t,
+        "- p99(no cache) / p99(cache) at the same offered load: **{:.1}x**; \
+         p99(no cache) / p99(cache + invalidation): **{:.1}x** (median of per-run ratios).",
+        s.p99_ratio_no_cache_over_cache, s.p99_ratio_no_cache_over_cache_invalidation
+    );
+    if let Some(run) = r.runs.first() {
+        let f = &run.fanout;
+        let calls: Vec<String> = ["order", "customer", "products", "payments", "shipments"]
+            .iter()
+            .map(|n| format!("{n} {}", ms(f.calls[n].p50_ms)))
+            .collect();
+        let _ = writeln!(
+            t,
+            "- Fan-out (critical path = two round trips: the order, then customer, products, \
+             payments and shipments concurrently; calls made directly at the same offered \
+             rate): uncached composer p50 {} ms − (order p50 + slowest second-round p50) {} ms \
+             = **{:+.2} ms** overhead (median over runs). Run 1 call p50s (ms): {}; slowest \
+             second-round call: {}; order + whole second round per sample p50 {} ms.",
+            ms(s.fanout_composer_p50_ms),
+            ms(s.fanout_critical_path_p50_ms),
+            s.fanout_overhead_ms,
+            calls.join(", "),
+            f.slowest_second_round_call,
+            ms(f.measured_two_rounds_p50_ms)
+        );
+    }
+    let _ = writeln!(t);
+    let _ = writeln!(t, "Aims:");
+    for aim in &r.aims {
+        let _ = writeln!(
+            t,
+            "- **{}** — {}: {}",
+            if aim.met { "met" } else { "not met" },
+            aim.aim,
+            aim.measured
+        );
+    }
+    let _ = writeln!(t);
+    let _ = writeln!(t, "How it is measured (also in `composer.json`, `notes`):");
+    for note in &r.notes {
+        let _ = writeln!(t, "- {note}");
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_section_is_replaced_and_others_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        write_section(dir.path(), "Composer", "one").unwrap();
+        write_section(dir.path(), "Ingest", "two").unwrap();
+        write_section(dir.path(), "Composer", "three").unwrap();
+        let text = std::fs::read_to_string(dir.path().join("RESULTS.md")).unwrap();
+        assert!(text.starts_with("# ShopLens benchmark results"), "{text}");
+        assert!(text.contains("## Composer\n\nthree\n"), "{text}");
+        assert!(text.contains("## Ingest\n\ntwo\n"), "{text}");
+        assert!(!text.contains("one"), "{text}");
+        assert_eq!(text.matches("## Composer").count(), 1);
+    }
+}
