@@ -162,6 +162,10 @@ pub struct ModeResult {
     pub p99_ms: f64,
     pub max_ms: f64,
     pub mean_ms: f64,
+    /// Latency from the actual send (the open loop's `p50_ms`/`p99_ms` count from the
+    /// scheduled start, which adds the generator's timer delay, up to about 1 ms).
+    pub service_p50_ms: f64,
+    pub service_p99_ms: f64,
     /// `shoplens_composer_downstream_calls_total` delta over the measured window.
     pub downstream_calls: f64,
     pub calls_per_request: f64,
@@ -196,7 +200,7 @@ pub struct Fanout {
     /// p50 of order + second round measured per sample (includes the wait for the slowest
     /// of four, which is more than the slowest single p50).
     pub measured_two_rounds_p50_ms: f64,
-    /// The open-loop no-cache composer p50 of the same run (same offered rate).
+    /// The open-loop no-cache composer p50 (from the send) of the same run, same rate.
     pub composer_no_cache_p50_ms: f64,
     /// `composer_no_cache_p50_ms - critical_path_p50_ms`.
     pub overhead_ms: f64,
@@ -209,10 +213,13 @@ pub struct RunResult {
     pub closed: Vec<ModeResult>,
     pub open: Vec<ModeResult>,
     pub fanout: Fanout,
-    /// Open loop, same offered load: p99(no cache) / p99(cache).
+    /// Open loop, same offered load: p99(no cache) / p99(cache), latency from the send.
     pub p99_ratio_no_cache_over_cache: f64,
-    /// Open loop, same offered load: p99(no cache) / p99(cache + invalidation).
+    /// Open loop, same offered load: p99(no cache) / p99(cache + invalidation), from the send.
     pub p99_ratio_no_cache_over_cache_invalidation: f64,
+    /// The same two ratios with latency from the scheduled start.
+    pub p99_ratio_scheduled_no_cache_over_cache: f64,
+    pub p99_ratio_scheduled_no_cache_over_cache_invalidation: f64,
     pub secs: f64,
 }
 
@@ -225,6 +232,8 @@ pub struct SummaryRow {
     pub throughput_rps: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    pub service_p50_ms: f64,
+    pub service_p99_ms: f64,
     pub calls_per_request: f64,
     pub invalidations: f64,
     pub errors: u64,
@@ -236,6 +245,8 @@ pub struct Summary {
     pub rows: Vec<SummaryRow>,
     pub p99_ratio_no_cache_over_cache: f64,
     pub p99_ratio_no_cache_over_cache_invalidation: f64,
+    pub p99_ratio_scheduled_no_cache_over_cache: f64,
+    pub p99_ratio_scheduled_no_cache_over_cache_invalidation: f64,
     pub fanout_overhead_ms: f64,
     pub fanout_critical_path_p50_ms: f64,
     pub fanout_composer_p50_ms: f64,
@@ -286,7 +297,10 @@ const NOTES: &[&str] = &[
      read set at once.",
     "Closed loop: `concurrency` workers, throughput is what the system sustained. Open loop: \
      one fixed rate for every mode (open_fraction of the no-cache closed-loop throughput of \
-     the same run), latency measured from each request's scheduled start.",
+     the same run). Open-loop p50/p99 count from each request's scheduled start (no \
+     coordinated omission; includes the generator's timer delay, up to about 1 ms); \
+     service p50/p99 count from the actual send. The 10x aim and the fan-out check use the \
+     latter.",
     "Downstream calls/request: delta of shoplens_composer_downstream_calls_total on the \
      composer's /metrics over the measured window, divided by the requests answered in it.",
     "Fan-out: the critical path of an uncached summary is two round trips — the order, then \
@@ -580,6 +594,8 @@ fn mode_result(
         p99_ms: r.latency.quantile_ms(0.99),
         max_ms: r.latency.max_ms(),
         mean_ms: r.latency.mean_ms(),
+        service_p50_ms: r.service.quantile_ms(0.50),
+        service_p99_ms: r.service.quantile_ms(0.99),
         downstream_calls: calls,
         calls_per_request: if r.requests > 0 {
             calls / r.requests as f64
@@ -695,12 +711,16 @@ pub async fn run(opts: &ComposerOptions) -> anyhow::Result<ComposerResults> {
                 open.push(bench.measure(mode, Load::Open, run, rate).await?);
             }
             let fanout = bench
-                .fanout(run, rate, find(&open, Mode::NoCache).p50_ms)
+                .fanout(run, rate, find(&open, Mode::NoCache).service_p50_ms)
                 .await;
-            let p99 = |m| find(&open, m).p99_ms;
+            let p99 = |m| find(&open, m).service_p99_ms;
+            let sched = |m| find(&open, m).p99_ms;
             runs.push(RunResult {
                 run,
                 offered_rps: rate,
+                p99_ratio_scheduled_no_cache_over_cache: sched(Mode::NoCache) / sched(Mode::Cache),
+                p99_ratio_scheduled_no_cache_over_cache_invalidation: sched(Mode::NoCache)
+                    / sched(Mode::CacheInvalidation),
                 p99_ratio_no_cache_over_cache: p99(Mode::NoCache) / p99(Mode::Cache),
                 p99_ratio_no_cache_over_cache_invalidation: p99(Mode::NoCache)
                     / p99(Mode::CacheInvalidation),
@@ -785,6 +805,8 @@ fn summarize(runs: &[RunResult]) -> Summary {
                 throughput_rps: med(|r| r.throughput_rps),
                 p50_ms: med(|r| r.p50_ms),
                 p99_ms: med(|r| r.p99_ms),
+                service_p50_ms: med(|r| r.service_p50_ms),
+                service_p99_ms: med(|r| r.service_p99_ms),
                 calls_per_request: med(|r| r.calls_per_request),
                 invalidations: med(|r| r.invalidations),
                 errors: all.iter().map(|r| r.errors).sum(),
@@ -798,6 +820,12 @@ fn summarize(runs: &[RunResult]) -> Summary {
         p99_ratio_no_cache_over_cache: over(|r| r.p99_ratio_no_cache_over_cache),
         p99_ratio_no_cache_over_cache_invalidation: over(|r| {
             r.p99_ratio_no_cache_over_cache_invalidation
+        }),
+        p99_ratio_scheduled_no_cache_over_cache: over(|r| {
+            r.p99_ratio_scheduled_no_cache_over_cache
+        }),
+        p99_ratio_scheduled_no_cache_over_cache_invalidation: over(|r| {
+            r.p99_ratio_scheduled_no_cache_over_cache_invalidation
         }),
         fanout_overhead_ms: over(|r| r.fanout.overhead_ms),
         fanout_critical_path_p50_ms: over(|r| r.fanout.critical_path_p50_ms),
@@ -823,8 +851,12 @@ fn aims(s: &Summary) -> Vec<Aim> {
         Aim {
             aim: "p99 with cache at least 10x lower than without, at the same offered load",
             measured: format!(
-                "p99(no cache)/p99(cache) = {:.1}x; with invalidation {:.1}x",
-                s.p99_ratio_no_cache_over_cache, s.p99_ratio_no_cache_over_cache_invalidation
+                "p99(no cache)/p99(cache) = {:.1}x, with invalidation {:.1}x (latency from \
+                 the send); from the scheduled start {:.1}x and {:.1}x",
+                s.p99_ratio_no_cache_over_cache,
+                s.p99_ratio_no_cache_over_cache_invalidation,
+                s.p99_ratio_scheduled_no_cache_over_cache,
+                s.p99_ratio_scheduled_no_cache_over_cache_invalidation
             ),
             met: s.p99_ratio_no_cache_over_cache >= 10.0,
         },

@@ -32,13 +32,18 @@ pub struct LoadResult {
     /// Open loop only: requests not sent because too many were already in flight.
     pub dropped: u64,
     pub window_secs: f64,
+    /// From the scheduled start (open loop) or the send (closed loop).
     pub latency: Histogram,
+    /// From the moment the request was actually sent (excludes the load generator's own
+    /// scheduling delay, about a timer tick).
+    pub service: Histogram,
     pub parts: BTreeMap<&'static str, Histogram>,
 }
 
 impl LoadResult {
-    fn add(&mut self, latency: Duration, outcome: Outcome) {
+    fn add(&mut self, latency: Duration, service: Duration, outcome: Outcome) {
         self.requests += 1;
+        self.service.record(service);
         self.errors += u64::from(!outcome.ok);
         self.degraded += u64::from(outcome.degraded);
         self.latency.record(latency);
@@ -53,6 +58,7 @@ impl LoadResult {
         self.degraded += other.degraded;
         self.dropped += other.dropped;
         self.latency.merge(&other.latency);
+        self.service.merge(&other.service);
         for (name, h) in other.parts {
             self.parts.entry(name).or_default().merge(&h);
         }
@@ -120,7 +126,8 @@ where
                 let id = reads.pick(&mut picker);
                 let outcome = request(id).await;
                 if start >= window.measure_from {
-                    result.add(start.elapsed(), outcome);
+                    let took = start.elapsed();
+                    result.add(took, took, outcome);
                 }
             }
             result
@@ -182,10 +189,14 @@ where
         let request = request.clone();
         let result = result.clone();
         in_flight.spawn(async move {
+            let sent = Instant::now();
             let outcome = request(id).await;
             if measured {
-                let latency = due.elapsed();
-                result.lock().expect("result lock").add(latency, outcome);
+                let (latency, service) = (due.elapsed(), sent.elapsed());
+                result
+                    .lock()
+                    .expect("result lock")
+                    .add(latency, service, outcome);
             }
         });
     }
