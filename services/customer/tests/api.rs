@@ -3,50 +3,27 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use shoplens_contract::{DomainEvent, Envelope};
-use shoplens_kit::testing::TestEnv;
+use shoplens_kit::testing::TestService;
 
-struct App {
-    env: TestEnv,
-    url: String,
-    http: reqwest::Client,
-    _handle: shoplens_kit::ServiceHandle,
+struct App(TestService);
+
+impl std::ops::Deref for App {
+    type Target = TestService;
+    fn deref(&self) -> &TestService {
+        &self.0
+    }
 }
 
 async fn spawn_app() -> App {
-    let env = TestEnv::new();
-    let handle = customer_service::start(&env.service_config("customer"), env.bus())
-        .await
-        .unwrap();
-    App {
-        url: handle.url(),
-        env,
-        http: reqwest::Client::new(),
-        _handle: handle,
-    }
+    App(TestService::start("customer", |config, bus| async move {
+        customer_service::start(&config, bus).await
+    })
+    .await)
 }
 
 impl App {
-    async fn post(&self, body: &str, key: Option<&str>) -> (StatusCode, Value) {
-        let mut req = self
-            .http
-            .post(format!("{}/api/v1/customers", self.url))
-            .header("content-type", "application/json")
-            .body(body.to_owned());
-        if let Some(key) = key {
-            req = req.header("Idempotency-Key", key);
-        }
-        let resp = req.send().await.unwrap();
-        (resp.status(), resp.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.url))
-            .send()
-            .await
-            .unwrap();
-        (resp.status(), resp.json().await.unwrap_or(Value::Null))
+    async fn register(&self, body: &str, key: Option<&str>) -> (StatusCode, Value) {
+        self.post("/api/v1/customers", body, key).await
     }
 
     async fn events(&self, n: usize) -> Vec<Envelope> {
@@ -59,7 +36,7 @@ const ADA: &str = r#"{"name":"Ada Lovelace","email":"ada@example.com","country":
 #[tokio::test]
 async fn registering_a_customer_stores_it_and_publishes_the_event() {
     let app = spawn_app().await;
-    let (status, created) = app.post(ADA, None).await;
+    let (status, created) = app.register(ADA, None).await;
     assert_eq!(status, StatusCode::CREATED);
     let id = created["id"].as_str().unwrap();
     let (status, fetched) = app.get(&format!("/api/v1/customers/{id}")).await;
@@ -80,12 +57,12 @@ async fn registering_a_customer_stores_it_and_publishes_the_event() {
 #[tokio::test]
 async fn a_retried_registration_with_the_same_key_happens_once() {
     let app = spawn_app().await;
-    let (s1, first) = app.post(ADA, Some("k-1")).await;
-    let (s2, second) = app.post(ADA, Some("k-1")).await;
+    let (s1, first) = app.register(ADA, Some("k-1")).await;
+    let (s2, second) = app.register(ADA, Some("k-1")).await;
     assert_eq!((s1, s2), (StatusCode::CREATED, StatusCode::CREATED));
     assert_eq!(first, second);
     let other = r#"{"name":"Grace","email":"grace@example.com","country":"US"}"#;
-    let (status, err) = app.post(other, Some("k-1")).await;
+    let (status, err) = app.register(other, Some("k-1")).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(err["field"], "Idempotency-Key");
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -129,7 +106,7 @@ async fn bad_input_gets_a_json_error_naming_the_field() {
         ),
     ];
     for (body, status, field, code) in cases {
-        let (got, err) = app.post(body, None).await;
+        let (got, err) = app.register(body, None).await;
         assert_eq!(got, status, "{body} -> {err}");
         assert_eq!(err["code"], code, "{body} -> {err}");
         assert_eq!(err["field"].as_str(), field, "{body} -> {err}");
@@ -138,7 +115,7 @@ async fn bad_input_gets_a_json_error_naming_the_field() {
         r#"{{"name":"{}","email":"a@b.c","country":"GB"}}"#,
         "x".repeat(100_000)
     );
-    let (status, err) = app.post(&huge, None).await;
+    let (status, err) = app.register(&huge, None).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{err}");
     assert_eq!(err["code"], "payload_too_large");
 
@@ -150,9 +127,9 @@ async fn bad_input_gets_a_json_error_naming_the_field() {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
-    let (_, dup) = app.post(ADA, None).await;
+    let (_, dup) = app.register(ADA, None).await;
     assert!(dup["id"].is_string());
-    let (status, err) = app.post(ADA, None).await;
+    let (status, err) = app.register(ADA, None).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(err["code"], "email_taken");
     assert_eq!(
@@ -165,9 +142,9 @@ async fn bad_input_gets_a_json_error_naming_the_field() {
 #[tokio::test]
 async fn batch_lookup_and_update() {
     let app = spawn_app().await;
-    let (_, a) = app.post(ADA, None).await;
+    let (_, a) = app.register(ADA, None).await;
     let (_, b) = app
-        .post(
+        .register(
             r#"{"name":"Grace Hopper","email":"grace@example.com","country":"US"}"#,
             None,
         )

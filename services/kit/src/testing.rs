@@ -1,12 +1,18 @@
 //! Helpers for tests that start real services: a temporary directory with a real embedded
-//! event log, a config pointing at a fresh database in it, and a reader of published events.
+//! event log, a config pointing at a fresh database in it, a reader of published events, and
+//! [`TestService`]: one real service plus a JSON client for it.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde_json::Value;
 
 use shoplens_bus::{EmbeddedLog, EmbeddedLogConfig, EventSource};
 use shoplens_contract::Envelope;
 
+use crate::ServiceHandle;
 use crate::config::ServiceConfig;
 
 /// A scratch directory holding an embedded log and service databases; removed on drop.
@@ -75,5 +81,77 @@ impl TestEnv {
 impl Default for TestEnv {
     fn default() -> Self {
         TestEnv::new()
+    }
+}
+
+/// One real service started on port 0 in its own [`TestEnv`], with a JSON client for it.
+pub struct TestService {
+    pub env: TestEnv,
+    pub url: String,
+    pub http: reqwest::Client,
+    pub handle: ServiceHandle,
+}
+
+impl TestService {
+    /// Starts a service named `name` (its database is `NAME.db`) with `start`, e.g.
+    /// `|config, bus| async move { payment_service::start(&config, bus).await }`.
+    pub async fn start<F, Fut>(name: &str, start: F) -> TestService
+    where
+        F: FnOnce(ServiceConfig, Arc<dyn shoplens_bus::EventBus>) -> Fut,
+        Fut: Future<Output = anyhow::Result<ServiceHandle>>,
+    {
+        let env = TestEnv::new();
+        let handle = start(env.service_config(name), env.bus())
+            .await
+            .expect("start the service");
+        TestService {
+            url: handle.url(),
+            env,
+            http: reqwest::Client::new(),
+            handle,
+        }
+    }
+
+    /// Sends `req`; the status and the JSON body (`Null` when the body is not JSON).
+    pub async fn send(&self, req: RequestBuilder) -> (StatusCode, Value) {
+        let resp = req.send().await.expect("send the request");
+        (resp.status(), resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.send(self.http.get(format!("{}{path}", self.url)))
+            .await
+    }
+
+    /// Sends `body` as-is with a JSON content type (so tests can send malformed JSON), and
+    /// an `Idempotency-Key` when `key` is given.
+    pub async fn send_json(
+        &self,
+        method: Method,
+        path: &str,
+        body: &str,
+        key: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        if let Some(key) = key {
+            req = req.header(crate::idempotency::HEADER, key);
+        }
+        self.send(req).await
+    }
+
+    pub async fn post(&self, path: &str, body: &str, key: Option<&str>) -> (StatusCode, Value) {
+        self.send_json(Method::POST, path, body, key).await
+    }
+
+    /// How many rows `table` of the service's database holds.
+    pub async fn count_rows(&self, table: &str) -> i64 {
+        sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(&self.handle.db().reader)
+            .await
+            .expect("count rows")
     }
 }

@@ -3,70 +3,38 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use shoplens_contract::{DomainEvent, Envelope};
-use shoplens_kit::testing::TestEnv;
+use shoplens_kit::testing::TestService;
 
-struct App {
-    env: TestEnv,
-    url: String,
-    http: reqwest::Client,
-    handle: shoplens_kit::ServiceHandle,
+struct App(TestService);
+
+impl std::ops::Deref for App {
+    type Target = TestService;
+    fn deref(&self) -> &TestService {
+        &self.0
+    }
 }
 
 async fn spawn_app() -> App {
-    let env = TestEnv::new();
-    let handle = payment_service::start(&env.service_config("payment"), env.bus())
-        .await
-        .unwrap();
-    App {
-        url: handle.url(),
-        env,
-        http: reqwest::Client::new(),
-        handle,
-    }
+    App(TestService::start("payment", |config, bus| async move {
+        payment_service::start(&config, bus).await
+    })
+    .await)
 }
 
 impl App {
-    async fn post_to(&self, path: &str, body: &str, key: Option<&str>) -> (StatusCode, Value) {
-        let mut req = self
-            .http
-            .post(format!("{}{path}", self.url))
-            .header("content-type", "application/json")
-            .body(body.to_owned());
-        if let Some(key) = key {
-            req = req.header("Idempotency-Key", key);
-        }
-        let resp = req.send().await.unwrap();
-        (resp.status(), resp.json().await.unwrap_or(Value::Null))
-    }
-
     async fn pay(&self, body: &str, key: Option<&str>) -> (StatusCode, Value) {
-        self.post_to("/api/v1/payments", body, key).await
+        self.post("/api/v1/payments", body, key).await
     }
 
     async fn capture(&self, id: &str) -> (StatusCode, Value) {
-        let resp = self
-            .http
-            .post(format!("{}/api/v1/payments/{id}/capture", self.url))
-            .send()
-            .await
-            .unwrap();
-        (resp.status(), resp.json().await.unwrap_or(Value::Null))
+        let url = format!("{}/api/v1/payments/{id}/capture", self.url);
+        self.send(self.http.post(url)).await
     }
 
     async fn refund(&self, id: &str) -> (StatusCode, Value) {
         let path = format!("/api/v1/payments/{id}/refund");
-        self.post_to(&path, r#"{"reason":"customer changed their mind"}"#, None)
+        self.post(&path, r#"{"reason":"customer changed their mind"}"#, None)
             .await
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.url))
-            .send()
-            .await
-            .unwrap();
-        (resp.status(), resp.json().await.unwrap_or(Value::Null))
     }
 
     async fn events(&self, n: usize) -> Vec<Envelope> {
@@ -74,10 +42,7 @@ impl App {
     }
 
     async fn rows(&self) -> i64 {
-        sqlx::query_scalar("SELECT COUNT(*) FROM payments")
-            .fetch_one(&self.handle.db().reader)
-            .await
-            .unwrap()
+        self.count_rows("payments").await
     }
 }
 
@@ -249,10 +214,10 @@ async fn bad_input_gets_a_json_error_naming_the_field() {
     );
     assert_eq!(err["code"], "illegal_transition");
     let path = format!("/api/v1/payments/{id}/refund");
-    let (status, err) = app.post_to(&path, r#"{"reason":"  "}"#, None).await;
+    let (status, err) = app.post(&path, r#"{"reason":"  "}"#, None).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(err["field"], "reason");
-    let (status, err) = app.post_to(&path, "{}", None).await;
+    let (status, err) = app.post(&path, "{}", None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(err["field"], "reason");
 

@@ -1,64 +1,34 @@
 //! The product service over real HTTP, with a real database and event log.
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use shoplens_contract::{DomainEvent, Envelope};
-use shoplens_kit::testing::TestEnv;
+use shoplens_kit::testing::TestService;
 
-struct App {
-    env: TestEnv,
-    url: String,
-    http: reqwest::Client,
-    handle: shoplens_kit::ServiceHandle,
+struct App(TestService);
+
+impl std::ops::Deref for App {
+    type Target = TestService;
+    fn deref(&self) -> &TestService {
+        &self.0
+    }
 }
 
 async fn spawn_app() -> App {
-    let env = TestEnv::new();
-    let handle = product_service::start(&env.service_config("product"), env.bus())
-        .await
-        .unwrap();
-    App {
-        url: handle.url(),
-        env,
-        http: reqwest::Client::new(),
-        handle,
-    }
+    App(TestService::start("product", |config, bus| async move {
+        product_service::start(&config, bus).await
+    })
+    .await)
 }
 
 impl App {
-    async fn send(&self, req: reqwest::RequestBuilder, body: &str) -> (StatusCode, Value) {
-        let resp = req
-            .header("content-type", "application/json")
-            .body(body.to_owned())
-            .send()
-            .await
-            .unwrap();
-        (resp.status(), resp.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn post(&self, body: &str, key: Option<&str>) -> (StatusCode, Value) {
-        let mut req = self.http.post(format!("{}/api/v1/products", self.url));
-        if let Some(key) = key {
-            req = req.header("Idempotency-Key", key);
-        }
-        self.send(req, body).await
+    async fn create(&self, body: &str, key: Option<&str>) -> (StatusCode, Value) {
+        self.post("/api/v1/products", body, key).await
     }
 
     async fn put_price(&self, id: &str, body: &str) -> (StatusCode, Value) {
-        let req = self
-            .http
-            .put(format!("{}/api/v1/products/{id}/price", self.url));
-        self.send(req, body).await
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.url))
-            .send()
-            .await
-            .unwrap();
-        (resp.status(), resp.json().await.unwrap_or(Value::Null))
+        let path = format!("/api/v1/products/{id}/price");
+        self.send_json(Method::PUT, &path, body, None).await
     }
 
     async fn events(&self, n: usize) -> Vec<Envelope> {
@@ -66,10 +36,7 @@ impl App {
     }
 
     async fn rows(&self) -> i64 {
-        sqlx::query_scalar("SELECT COUNT(*) FROM products")
-            .fetch_one(&self.handle.db().reader)
-            .await
-            .unwrap()
+        self.count_rows("products").await
     }
 }
 
@@ -86,7 +53,7 @@ fn product(sku: &str, price: &str) -> String {
 #[tokio::test]
 async fn creating_a_product_stores_it_and_publishes_the_event() {
     let app = spawn_app().await;
-    let (status, created) = app.post(LAMP, None).await;
+    let (status, created) = app.create(LAMP, None).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     assert_eq!(
         created["price"], "19.90",
@@ -118,11 +85,11 @@ async fn creating_a_product_stores_it_and_publishes_the_event() {
 #[tokio::test]
 async fn a_retried_creation_with_the_same_key_happens_once() {
     let app = spawn_app().await;
-    let (s1, first) = app.post(LAMP, Some("k-1")).await;
-    let (s2, second) = app.post(LAMP, Some("k-1")).await;
+    let (s1, first) = app.create(LAMP, Some("k-1")).await;
+    let (s2, second) = app.create(LAMP, Some("k-1")).await;
     assert_eq!((s1, s2), (StatusCode::CREATED, StatusCode::CREATED));
     assert_eq!(first, second);
-    let (status, err) = app.post(&product("MUG-1", "3.00"), Some("k-1")).await;
+    let (status, err) = app.create(&product("MUG-1", "3.00"), Some("k-1")).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(err["field"], "Idempotency-Key");
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -203,7 +170,7 @@ async fn bad_input_gets_a_json_error_naming_the_field() {
         ),
     ];
     for (body, status, field, code) in cases {
-        let (got, err) = app.post(&body, None).await;
+        let (got, err) = app.create(&body, None).await;
         assert_eq!(got, status, "{body} -> {err}");
         assert_eq!(err["code"], code, "{body} -> {err}");
         assert_eq!(err["field"].as_str(), field, "{body} -> {err}");
@@ -221,8 +188,8 @@ async fn bad_input_gets_a_json_error_naming_the_field() {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
-    let (_, lamp) = app.post(LAMP, None).await;
-    let (status, err) = app.post(LAMP, None).await;
+    let (_, lamp) = app.create(LAMP, None).await;
+    let (status, err) = app.create(LAMP, None).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(err["code"], "sku_taken");
     let id = lamp["id"].as_str().unwrap();
@@ -243,7 +210,7 @@ async fn bad_input_gets_a_json_error_naming_the_field() {
 #[tokio::test]
 async fn a_price_change_publishes_old_and_new_price_only_when_it_changes() {
     let app = spawn_app().await;
-    let (_, lamp) = app.post(LAMP, None).await;
+    let (_, lamp) = app.create(LAMP, None).await;
     let id = lamp["id"].as_str().unwrap();
 
     let (status, same) = app.put_price(id, r#"{"price":"19.90"}"#).await;
@@ -287,8 +254,8 @@ async fn a_price_change_publishes_old_and_new_price_only_when_it_changes() {
 #[tokio::test]
 async fn batch_lookup_reports_missing_ids() {
     let app = spawn_app().await;
-    let (_, a) = app.post(LAMP, None).await;
-    let (_, b) = app.post(&product("MUG-1", "3"), None).await;
+    let (_, a) = app.create(LAMP, None).await;
+    let (_, b) = app.create(&product("MUG-1", "3"), None).await;
     assert_eq!(b["image_url"], "https://img.example.com/mug.png");
     assert_eq!(b["price"], "3.00");
     let ghost = uuid::Uuid::now_v7().to_string();

@@ -3,42 +3,25 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use shoplens_contract::{DomainEvent, Envelope};
-use shoplens_kit::testing::TestEnv;
+use shoplens_kit::testing::TestService;
 
-struct App {
-    env: TestEnv,
-    url: String,
-    http: reqwest::Client,
-    handle: shoplens_kit::ServiceHandle,
+struct App(TestService);
+
+impl std::ops::Deref for App {
+    type Target = TestService;
+    fn deref(&self) -> &TestService {
+        &self.0
+    }
 }
 
 async fn spawn_app() -> App {
-    let env = TestEnv::new();
-    let handle = shipping_service::start(&env.service_config("shipping"), env.bus())
-        .await
-        .unwrap();
-    App {
-        url: handle.url(),
-        env,
-        http: reqwest::Client::new(),
-        handle,
-    }
+    App(TestService::start("shipping", |config, bus| async move {
+        shipping_service::start(&config, bus).await
+    })
+    .await)
 }
 
 impl App {
-    async fn post(&self, path: &str, body: &str, key: Option<&str>) -> (StatusCode, Value) {
-        let mut req = self
-            .http
-            .post(format!("{}{path}", self.url))
-            .header("content-type", "application/json")
-            .body(body.to_owned());
-        if let Some(key) = key {
-            req = req.header("Idempotency-Key", key);
-        }
-        let resp = req.send().await.unwrap();
-        (resp.status(), resp.json().await.unwrap_or(Value::Null))
-    }
-
     async fn ship(&self, body: &str, key: Option<&str>) -> (StatusCode, Value) {
         self.post("/api/v1/shipments", body, key).await
     }
@@ -53,25 +36,12 @@ impl App {
             .await
     }
 
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.url))
-            .send()
-            .await
-            .unwrap();
-        (resp.status(), resp.json().await.unwrap_or(Value::Null))
-    }
-
     async fn events(&self, n: usize) -> Vec<Envelope> {
         self.env.events("shop.shipping", n).await
     }
 
     async fn rows(&self) -> i64 {
-        sqlx::query_scalar("SELECT COUNT(*) FROM shipments")
-            .fetch_one(&self.handle.db().reader)
-            .await
-            .unwrap()
+        self.count_rows("shipments").await
     }
 }
 
