@@ -1,0 +1,124 @@
+//! The read model's tables beyond the raw event tables: the pre-aggregated tables the
+//! dashboard reads, the dead-letter table and the freshness log, as Arrow schemas.
+//!
+//! Both sinks hold exactly these tables with exactly these meanings; ClickHouse keeps the
+//! aggregates with materialized views (`sql/`), the embedded store with
+//! [`crate::aggregate`]. A parity test checks they agree.
+//!
+//! What the aggregates count (all days are UTC calendar days of the event's `occurred_at`):
+//! - `orders_placed`: `OrderCreated` events;
+//! - `orders_paid`: `OrderStatusChanged` events with `to_status = 'Paid'`;
+//! - `items_sold`, `units`: the `quantity` of `ProductPurchased` events;
+//! - `revenue`: the `revenue` of `ProductPurchased` events (gross: refunds are not
+//!   subtracted; they are in `payment_events`);
+//! - `order_lines`: `ProductPurchased` events.
+//!
+//! Revenue is summed across currencies as is: the shop sells in one currency.
+
+use std::sync::Arc;
+
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use shoplens_contract::tables::MONEY;
+
+/// A pre-aggregated table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AggTable {
+    /// Per day: orders placed and paid, items sold, revenue.
+    DailySales,
+    /// Per day and product: units, revenue, order lines.
+    ProductSalesDaily,
+    /// Per day and customer: orders paid, revenue (for top customers).
+    CustomerSpendDaily,
+    /// Per month (its first day): as `DailySales`.
+    MonthlySales,
+    /// Per year: as `DailySales`.
+    YearlySales,
+}
+
+impl AggTable {
+    pub const ALL: [AggTable; 5] = [
+        AggTable::DailySales,
+        AggTable::ProductSalesDaily,
+        AggTable::CustomerSpendDaily,
+        AggTable::MonthlySales,
+        AggTable::YearlySales,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AggTable::DailySales => "daily_sales",
+            AggTable::ProductSalesDaily => "product_sales_daily",
+            AggTable::CustomerSpendDaily => "customer_spend_daily",
+            AggTable::MonthlySales => "monthly_sales",
+            AggTable::YearlySales => "yearly_sales",
+        }
+    }
+
+    /// How many leading columns form the key; the rest are sums.
+    pub fn key_columns(self) -> usize {
+        match self {
+            AggTable::ProductSalesDaily | AggTable::CustomerSpendDaily => 2,
+            _ => 1,
+        }
+    }
+
+    pub fn schema(self) -> SchemaRef {
+        let count = |name: &str| Field::new(name, DataType::UInt64, false);
+        let money = |name: &str| Field::new(name, MONEY, false);
+        let day = Field::new("day", DataType::Date32, false);
+        let sales = || {
+            vec![
+                count("orders_placed"),
+                count("orders_paid"),
+                count("items_sold"),
+                money("revenue"),
+            ]
+        };
+        let fields = match self {
+            AggTable::DailySales => [vec![day], sales()].concat(),
+            AggTable::ProductSalesDaily => vec![
+                day,
+                Field::new("product_id", DataType::Utf8, false),
+                count("units"),
+                money("revenue"),
+                count("order_lines"),
+            ],
+            AggTable::CustomerSpendDaily => vec![
+                day,
+                Field::new("customer_id", DataType::Utf8, false),
+                count("orders_paid"),
+                money("revenue"),
+            ],
+            AggTable::MonthlySales => {
+                [vec![Field::new("month", DataType::Date32, false)], sales()].concat()
+            }
+            AggTable::YearlySales => {
+                [vec![Field::new("year", DataType::Int32, false)], sales()].concat()
+            }
+        };
+        Arc::new(Schema::new(fields))
+    }
+}
+
+pub const DEAD_LETTERS: &str = "dead_letters";
+
+/// One row per dead-lettered event; see [`crate::sink::DeadLetter`].
+pub fn dead_letters_schema() -> SchemaRef {
+    let utf8 = |name: &str, nullable| Field::new(name, DataType::Utf8, nullable);
+    Arc::new(Schema::new(vec![
+        utf8("topic", false),
+        Field::new("partition", DataType::Int32, false),
+        Field::new("offset", DataType::UInt64, false),
+        utf8("key", false),
+        utf8("event_id", true),
+        utf8("event_type", true),
+        utf8("reason_kind", false),
+        utf8("reason", false),
+        utf8("payload", false),
+        Field::new(
+            "received_at",
+            DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            false,
+        ),
+    ]))
+}

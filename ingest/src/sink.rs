@@ -1,0 +1,116 @@
+//! What a read-model sink is: the one interface both back ends (ClickHouse and the embedded
+//! Parquet store) implement, and the batch the worker hands them.
+//!
+//! Exactly-once *effect* rests on two rules every sink keeps:
+//! - `apply` is idempotent by event id: a row whose `event_id` the sink already holds is
+//!   skipped, so replaying after a crash, a relay duplicate or a rebalance never counts an
+//!   event twice (the pre-aggregated tables only ever see rows that were new);
+//! - `apply` returns `Ok` only once the batch is durably stored; the worker commits its bus
+//!   position only after that, so a crash loses nothing.
+
+use arrow_array::RecordBatch;
+use async_trait::async_trait;
+use bytes::Bytes;
+use shoplens_bus::Position;
+use shoplens_contract::tables::RawTable;
+
+/// One flush of the worker.
+#[derive(Debug, Clone, Default)]
+pub struct IngestBatch {
+    /// Valid events, one Arrow batch per raw table (schema: [`RawTable::schema`]), rows in
+    /// the order they were consumed. No event id appears twice within an `IngestBatch`.
+    pub tables: Vec<(RawTable, RecordBatch)>,
+    /// Events that failed decoding or validation, or were parked behind one that did.
+    pub dead_letters: Vec<DeadLetter>,
+    /// Where the worker resumes once this batch is stored (next offsets).
+    pub positions: Vec<Position>,
+}
+
+impl IngestBatch {
+    pub fn row_count(&self) -> usize {
+        self.tables.iter().map(|(_, b)| b.num_rows()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.row_count() == 0 && self.dead_letters.is_empty()
+    }
+}
+
+/// An event the worker could not apply, kept with its bytes and the reason.
+/// Identified by its bus coordinates (`topic`, `partition`, `offset`): a sink stores each
+/// coordinate once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: u64,
+    /// The bus key: the aggregate id. Parking works per (`topic`, `key`).
+    pub key: String,
+    /// Set when the envelope could be read far enough.
+    pub event_id: Option<String>,
+    pub event_type: Option<String>,
+    /// A short machine-readable kind: `malformed_json`, `invalid_field`, `unknown_type`,
+    /// `unsupported_version`, `parked`.
+    pub reason_kind: String,
+    /// A human-readable reason naming the field where there is one.
+    pub reason: String,
+    pub payload: Bytes,
+    /// When the worker dead-lettered it (ms since the Unix epoch).
+    pub received_at_ms: i64,
+}
+
+/// What one `apply` did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Rows stored in raw tables (and so counted by the aggregates).
+    pub rows_written: usize,
+    /// Rows skipped because the sink already held their event id.
+    pub duplicates_skipped: usize,
+    /// Dead letters stored (ones already stored are not counted).
+    pub dead_letters_written: usize,
+}
+
+/// How fresh the read model is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Freshness {
+    /// The newest `occurred_at` of any event in the read model (ms since the Unix epoch).
+    pub as_of_ms: Option<i64>,
+    /// When the newest data became visible to queries (ms since the Unix epoch).
+    pub visible_at_ms: Option<i64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The store cannot be reached or refused the write; the worker backs off and retries.
+    #[error("sink unavailable: {0}")]
+    Unavailable(String),
+    /// The store holds something this version cannot read; retrying will not help.
+    #[error("sink is corrupt or incompatible: {0}")]
+    Corrupt(String),
+    #[error("sink I/O failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type SinkResult<T> = std::result::Result<T, SinkError>;
+
+/// A read-model store the worker writes to.
+#[async_trait]
+pub trait Sink: Send + Sync + 'static {
+    /// Stores the batch idempotently (see the module docs) and returns once it is durable
+    /// and visible to queries.
+    async fn apply(&self, batch: &IngestBatch) -> SinkResult<ApplyReport>;
+
+    /// The (`topic`, `key`) pairs parked by earlier dead letters, so a restarted worker
+    /// keeps parking later events of those aggregates.
+    async fn parked_keys(&self) -> SinkResult<Vec<(String, String)>>;
+
+    /// The freshness watermark of what is stored.
+    async fn freshness(&self) -> SinkResult<Freshness>;
+
+    /// Positions the sink stored with its data, if it keeps them; the worker seeks there on
+    /// start. Sinks that do not keep positions return an empty list (the bus's committed
+    /// offsets plus event-id idempotence are enough).
+    async fn stored_positions(&self) -> SinkResult<Vec<Position>> {
+        Ok(Vec::new())
+    }
+}
