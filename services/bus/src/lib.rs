@@ -2,9 +2,12 @@
 //!
 //! [`EventBus`] is the producing side, [`EventSource`] the consuming side. Both move opaque
 //! bytes keyed by an aggregate id; the contract crate says what the bytes mean.
-//! [`EmbeddedLog`] is the default implementation: a durable, append-only log per topic on
-//! local disk with committed consumer offsets, for running everything on one machine with no
-//! servers. The Kafka implementation lives beside it once the event pipeline needs it.
+//! Two implementations:
+//! - [`EmbeddedLog`] (the default): a durable, append-only log per topic on local disk with
+//!   committed consumer offsets, for running everything in one process with no servers;
+//! - [`KafkaBus`] and [`KafkaSource`] (module `kafka`): a Kafka cluster, for deployments with
+//!   several processes. Topics are created with [`ensure_topics`], never by the broker on
+//!   first use.
 //!
 //! Guarantees every implementation gives:
 //! - `publish` returns `Ok` only once every record is durably stored (the relay marks outbox
@@ -13,6 +16,7 @@
 //! - delivery is at least once: a consumer that did not commit sees records again.
 
 mod embedded;
+mod kafka;
 
 use std::time::Duration;
 
@@ -20,6 +24,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 pub use embedded::{EmbeddedConsumer, EmbeddedLog, EmbeddedLogConfig};
+#[doc(hidden)]
+pub use kafka::test_brokers;
+pub use kafka::{KafkaBus, KafkaConfig, KafkaSource, ensure_topics};
 
 /// A record to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +50,9 @@ pub struct ConsumedRecord {
 }
 
 /// A consumer position: the next offset to read in one topic partition.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct Position {
     pub topic: String,
     pub partition: i32,
@@ -62,6 +71,9 @@ pub enum BusError {
     Unavailable(String),
     #[error("invalid topic name `{0}`")]
     InvalidTopic(String),
+    /// A seek on a partition this consumer-group member does not own (now).
+    #[error("partition {topic}/{partition} is not assigned to this consumer")]
+    NotAssigned { topic: String, partition: i32 },
 }
 
 pub type Result<T, E = BusError> = std::result::Result<T, E>;
