@@ -1,0 +1,135 @@
+//! Reading and writing one segment: an immutable Parquet file holding rows of one table in
+//! that table's Arrow schema. Files are written once under a name never reused and only
+//! become part of the store when a manifest lists them.
+
+use std::fs::{self, File};
+use std::path::Path;
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+
+use crate::sink::{SinkError, SinkResult};
+
+/// Rows per Parquet row group; large enough for scans, small enough for bounded memory.
+const ROW_GROUP_ROWS: usize = 128 * 1024;
+
+fn io(e: impl std::fmt::Display) -> SinkError {
+    SinkError::Io(std::io::Error::other(e.to_string()))
+}
+
+/// Writes `batches` (all in `schema`) as one Parquet file at `path`, synced to disk when
+/// `fsync`; returns the file's size in bytes. The directory entry is not synced here: the
+/// caller syncs each directory once per commit.
+pub(super) fn write(
+    path: &Path,
+    schema: &SchemaRef,
+    batches: &[&RecordBatch],
+    fsync: bool,
+) -> SinkResult<u64> {
+    let file = File::create(path)?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .build();
+    let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(io)?;
+    for batch in batches {
+        writer.write(batch).map_err(io)?;
+    }
+    let file = writer.into_inner().map_err(io)?;
+    if fsync {
+        file.sync_all()?;
+    }
+    Ok(file.metadata()?.len())
+}
+
+/// Reads the columns `columns` (indices into `schema`; all when `None`) of the segment at
+/// `path`, checking that the file holds exactly `schema`'s fields. A missing or unreadable
+/// file, or one of another schema, is [`SinkError::Corrupt`]: the manifest lists it.
+pub(super) fn read(
+    path: &Path,
+    schema: &SchemaRef,
+    columns: Option<&[usize]>,
+) -> SinkResult<Vec<RecordBatch>> {
+    let corrupt = |e: &dyn std::fmt::Display| {
+        SinkError::Corrupt(format!("segment {} cannot be read: {e}", path.display()))
+    };
+    let file = File::open(path).map_err(|e| corrupt(&e))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| corrupt(&e))?;
+    if builder.schema().fields() != schema.fields() {
+        return Err(corrupt(&format!(
+            "it holds columns {:?}, expected {:?}",
+            builder.schema().fields(),
+            schema.fields()
+        )));
+    }
+    let builder = match columns {
+        Some(columns) => {
+            let mask = ProjectionMask::roots(builder.parquet_schema(), columns.iter().copied());
+            builder.with_projection(mask)
+        }
+        None => builder,
+    };
+    let reader = builder
+        .with_batch_size(ROW_GROUP_ROWS)
+        .build()
+        .map_err(|e| corrupt(&e))?;
+    reader
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| corrupt(&e))
+}
+
+/// Removes a file, treating "already gone" as done.
+pub(super) fn remove(path: &Path) -> std::io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::{Int32Array, StringArray};
+    use arrow_schema::{DataType, Field, Schema};
+
+    use super::*;
+
+    #[test]
+    fn a_segment_reads_back_whole_or_projected_and_other_schemas_are_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Utf8, false),
+            Field::new("b", DataType::Int32, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(vec!["x", "y"])),
+                Arc::new(Int32Array::from(vec![Some(1), None])),
+            ],
+        )
+        .unwrap();
+        let path = dir.path().join("1.parquet");
+        let bytes = write(&path, &schema, &[&batch, &batch], true).unwrap();
+        assert_eq!(bytes, fs::metadata(&path).unwrap().len());
+        let back = read(&path, &schema, None).unwrap();
+        assert_eq!(back, vec![arrow_select::concat::concat_batches(&schema, [&batch, &batch]).unwrap()]);
+        let ids = read(&path, &schema, Some(&[0])).unwrap();
+        assert_eq!(ids[0].num_columns(), 1);
+        assert_eq!(ids[0].num_rows(), 4);
+
+        let other = Arc::new(Schema::new(vec![Field::new("a", DataType::Utf8, false)]));
+        assert!(matches!(read(&path, &other, None), Err(SinkError::Corrupt(_))));
+        fs::write(&path, b"not parquet").unwrap();
+        assert!(matches!(read(&path, &schema, None), Err(SinkError::Corrupt(_))));
+        remove(&path).unwrap();
+        remove(&path).unwrap();
+        assert!(matches!(read(&path, &schema, None), Err(SinkError::Corrupt(_))));
+    }
+}

@@ -1,0 +1,743 @@
+//! One generation of the embedded store: Parquet segments per table, committed by the
+//! manifest, with the aggregates in memory and exact dedup by event id.
+//!
+//! An `apply` writes new files only (one per raw table with new rows, one delta per
+//! aggregate table that changed, one for new dead letters) and then replaces the manifest;
+//! a crash at any point leaves the last manifest's store, and opening deletes files the
+//! manifest does not list. Compaction merges small files into bigger ones in its own commit
+//! and deletes the replaced files only after a grace period (a reader may be scanning them).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::TimestampMillisecondType;
+use arrow_array::{Array, BooleanArray, RecordBatch};
+use async_trait::async_trait;
+use shoplens_bus::Position;
+use shoplens_contract::tables::RawTable;
+
+use super::EmbeddedConfig;
+use super::dedup::{IdIndex, format_id, parse_id};
+use super::letters;
+use super::manifest::{Manifest, Segment, TableId, sync_dir};
+use super::segment;
+use crate::aggregate::Aggregates;
+use crate::model::{AggTable, dead_letters_schema};
+use crate::sink::{ApplyReport, DeadLetter, Freshness, Sink, SinkError, SinkResult};
+
+/// One live Parquet file of a [`Snapshot`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveFile {
+    /// Absolute path.
+    pub path: PathBuf,
+    pub rows: u64,
+    pub bytes: u64,
+}
+
+/// The files that make up one committed state of a generation, for readers that scan them
+/// (the analytics server registers them with DataFusion). Files stay on disk for at least
+/// the configured grace period after a later commit replaced them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Every raw table (all seven present), its files in the table's [`RawTable::schema`].
+    pub raw: HashMap<RawTable, Vec<LiveFile>>,
+    /// Every aggregate table, its files in [`AggTable::schema`]. These are *deltas*: a key
+    /// may appear in several files and its sums add up (`GROUP BY` key, `SUM` the rest);
+    /// [`Sink::aggregate`] returns the merged table.
+    pub aggregates: BTreeMap<AggTable, Vec<LiveFile>>,
+    /// Dead letters, in [`dead_letters_schema`].
+    pub dead_letters: Vec<LiveFile>,
+    pub freshness: Freshness,
+}
+
+/// What readers see; replaced (manifest) or extended (aggregates, parked keys) under a short
+/// write lock at the end of each commit.
+struct View {
+    manifest: Arc<Manifest>,
+    aggregates: Aggregates,
+    parked: BTreeSet<(String, String)>,
+}
+
+/// What only the one running `apply` touches.
+struct Writer {
+    manifest: Manifest,
+    ids: IdIndex,
+    /// The largest event id stored per raw table: a larger id is new without any lookup.
+    max_id: HashMap<RawTable, u128>,
+    letters: HashSet<(String, i32, u64)>,
+    /// Files replaced by compaction, deleted once the grace period has passed.
+    retired: Vec<(PathBuf, Instant)>,
+    /// A manifest replacement failed half-way: what is on disk is unknown until reopened.
+    poisoned: bool,
+}
+
+struct Inner {
+    root: PathBuf,
+    config: EmbeddedConfig,
+    generation: u32,
+    writer: Arc<tokio::sync::Mutex<Writer>>,
+    view: RwLock<View>,
+    fail_before_commit: AtomicBool,
+}
+
+/// The [`Sink`] of one generation of the embedded store. Cheap to share: the worker and the
+/// readers hold the same `Arc` (see [`super::EmbeddedStore`]).
+pub struct EmbeddedSink {
+    inner: Arc<Inner>,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn corrupt(what: impl std::fmt::Display) -> SinkError {
+    SinkError::Corrupt(what.to_string())
+}
+
+/// Runs blocking file work off the async threads.
+pub(super) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> SinkResult<T> + Send + 'static,
+) -> SinkResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| SinkError::Io(std::io::Error::other(format!("blocking task failed: {e}"))))?
+}
+
+fn schema_of(table: TableId) -> arrow_schema::SchemaRef {
+    match table {
+        TableId::Raw(t) => t.schema(),
+        TableId::Agg(t) => t.schema(),
+        TableId::DeadLetters => dead_letters_schema(),
+    }
+}
+
+impl EmbeddedSink {
+    /// Opens (creating if missing) the generation stored under `root`: deletes files the
+    /// manifest does not list, restores the aggregates from their segments and the dead
+    /// letters' coordinates; raw tables are not read.
+    pub(super) fn open_blocking(
+        root: PathBuf,
+        config: EmbeddedConfig,
+        generation: u32,
+    ) -> SinkResult<EmbeddedSink> {
+        fs::create_dir_all(&root)?;
+        for table in TableId::all() {
+            fs::create_dir_all(root.join(table.dir()))?;
+        }
+        let manifest = match Manifest::load(&root)? {
+            Some(m) => m,
+            None => {
+                let m = Manifest::default();
+                m.store(&root, config.fsync)?;
+                m
+            }
+        };
+        Manifest::remove_leftover_tmp(&root)?;
+        let listed: HashSet<&str> = manifest.all_segments().map(|(_, s)| s.file.as_str()).collect();
+        for table in TableId::all() {
+            for entry in fs::read_dir(root.join(table.dir()))? {
+                let entry = entry?;
+                if !entry.file_type()?.is_file() {
+                    continue;
+                }
+                let rel = format!("{}/{}", table.dir(), entry.file_name().to_string_lossy());
+                if !listed.contains(rel.as_str()) {
+                    segment::remove(&entry.path())?;
+                }
+            }
+        }
+
+        let mut max_id = HashMap::new();
+        for table in RawTable::ALL {
+            for seg in manifest.segments(TableId::Raw(table)) {
+                if !root.join(&seg.file).is_file() {
+                    return Err(corrupt(format!("segment {} is missing", seg.file)));
+                }
+                let (_, hi) = range_of(seg)?
+                    .ok_or_else(|| corrupt(format!("raw segment {} has no id range", seg.file)))?;
+                let max = max_id.entry(table).or_insert(hi);
+                *max = (*max).max(hi);
+            }
+        }
+        let mut aggregates = Aggregates::new();
+        for table in AggTable::ALL {
+            for seg in manifest.segments(TableId::Agg(table)) {
+                for batch in segment::read(&root.join(&seg.file), &table.schema(), None)? {
+                    aggregates
+                        .merge_record_batch(table, &batch)
+                        .map_err(|e| corrupt(format!("segment {}: {e}", seg.file)))?;
+                }
+            }
+        }
+        let mut letters = HashSet::new();
+        let mut parked = BTreeSet::new();
+        for seg in manifest.segments(TableId::DeadLetters) {
+            let path = root.join(&seg.file);
+            for batch in segment::read(&path, &dead_letters_schema(), Some(&[0, 1, 2, 3]))? {
+                for (topic, partition, offset, key) in letters::coordinates(&batch)? {
+                    letters.insert((topic.clone(), partition, offset));
+                    parked.insert((topic, key));
+                }
+            }
+        }
+        if config.fsync {
+            for table in TableId::all() {
+                sync_dir(&root.join(table.dir()))?;
+            }
+        }
+        let writer = Writer {
+            manifest: manifest.clone(),
+            ids: IdIndex::new(config.dedup_cache_ids),
+            max_id,
+            letters,
+            retired: Vec::new(),
+            poisoned: false,
+        };
+        Ok(EmbeddedSink {
+            inner: Arc::new(Inner {
+                root,
+                config,
+                generation,
+                writer: Arc::new(tokio::sync::Mutex::new(writer)),
+                view: RwLock::new(View {
+                    manifest: Arc::new(manifest),
+                    aggregates,
+                    parked,
+                }),
+                fail_before_commit: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The generation this sink stores.
+    pub fn generation(&self) -> u32 {
+        self.inner.generation
+    }
+
+    /// The generation's directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// The live files of every table as of the last commit, for readers that scan them.
+    pub fn snapshot(&self) -> Snapshot {
+        let manifest = self.manifest();
+        let files = |t: TableId| {
+            manifest
+                .segments(t)
+                .iter()
+                .map(|s| LiveFile {
+                    path: self.inner.root.join(&s.file),
+                    rows: s.rows,
+                    bytes: s.bytes,
+                })
+                .collect::<Vec<_>>()
+        };
+        Snapshot {
+            raw: RawTable::ALL.into_iter().map(|t| (t, files(TableId::Raw(t)))).collect(),
+            aggregates: AggTable::ALL.into_iter().map(|t| (t, files(TableId::Agg(t)))).collect(),
+            dead_letters: files(TableId::DeadLetters),
+            freshness: manifest.freshness,
+        }
+    }
+
+    /// Makes the next `apply` write its files and then fail without replacing the manifest,
+    /// as a crash between the two would. For tests.
+    #[doc(hidden)]
+    pub fn fail_next_commit(&self) {
+        self.inner.fail_before_commit.store(true, Ordering::SeqCst);
+    }
+
+    fn manifest(&self) -> Arc<Manifest> {
+        self.read_view(|v| v.manifest.clone())
+    }
+
+    fn read_view<T>(&self, f: impl FnOnce(&View) -> T) -> T {
+        let view = self.inner.view.read().unwrap_or_else(|e| e.into_inner());
+        f(&view)
+    }
+}
+
+/// A raw segment's id range as numbers.
+fn range_of(seg: &Segment) -> SinkResult<Option<(u128, u128)>> {
+    let Some((lo, hi)) = &seg.id_range else {
+        return Ok(None);
+    };
+    match (parse_id(lo), parse_id(hi)) {
+        (Some(lo), Some(hi)) => Ok(Some((lo, hi))),
+        _ => Err(corrupt(format!("segment {} has a bad id range", seg.file))),
+    }
+}
+
+/// The ids of a batch's `event_id` column (its first), as numbers.
+fn ids_of(table: RawTable, batch: &RecordBatch) -> SinkResult<Vec<u128>> {
+    let col = batch
+        .column(0)
+        .as_string_opt::<i32>()
+        .ok_or_else(|| corrupt(format!("table `{}`: event_id is not text", table.name())))?;
+    let mut ids = Vec::with_capacity(col.len());
+    for i in 0..col.len() {
+        let id = col.value(i);
+        ids.push(parse_id(id).ok_or_else(|| {
+            corrupt(format!("table `{}`: event_id `{id}` is not a UUID", table.name()))
+        })?);
+    }
+    Ok(ids)
+}
+
+fn segment_name(table: TableId, number: u64) -> String {
+    format!("{}/{number:08}.parquet", table.dir())
+}
+
+impl Inner {
+    /// Reads the ids of a stored raw segment.
+    fn read_ids(&self, table: RawTable, seg: &Segment) -> SinkResult<Vec<u128>> {
+        let mut ids = Vec::with_capacity(seg.rows as usize);
+        for batch in segment::read(&self.root.join(&seg.file), &table.schema(), Some(&[0]))? {
+            ids.extend(ids_of(table, &batch)?);
+        }
+        Ok(ids)
+    }
+
+    /// Which rows of a batch are new: not held by the store. Exact over all history.
+    fn new_rows(&self, w: &mut Writer, table: RawTable, ids: &[u128]) -> SinkResult<Vec<bool>> {
+        let max = w.max_id.get(&table).copied();
+        let mut keep = vec![true; ids.len()];
+        // Ids not above the table's max and not resident: they need a look into segments.
+        let mut unknown: Vec<usize> = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            if max.is_none_or(|m| *id > m) {
+                continue;
+            }
+            if w.ids.contains(table, *id) {
+                keep[i] = false;
+            } else {
+                unknown.push(i);
+            }
+        }
+        if unknown.is_empty() {
+            return Ok(keep);
+        }
+        let segments: Vec<Segment> = w
+            .manifest
+            .segments(TableId::Raw(table))
+            .iter()
+            .filter(|s| !w.ids.is_resident(&s.file))
+            .cloned()
+            .collect();
+        for seg in segments {
+            let Some((lo, hi)) = range_of(&seg)? else {
+                continue;
+            };
+            if !unknown.iter().any(|&i| lo <= ids[i] && ids[i] <= hi) {
+                continue;
+            }
+            let mut stored = self.read_ids(table, &seg)?;
+            stored.sort_unstable();
+            unknown.retain(|&i| {
+                let held = stored.binary_search(&ids[i]).is_ok();
+                if held {
+                    keep[i] = false;
+                }
+                !held
+            });
+            w.ids.insert(table, seg.file.clone(), stored);
+            if unknown.is_empty() {
+                break;
+            }
+        }
+        Ok(keep)
+    }
+
+    fn apply_blocking(
+        &self,
+        w: &mut Writer,
+        batch: &crate::sink::IngestBatch,
+    ) -> SinkResult<ApplyReport> {
+        if w.poisoned {
+            return Err(SinkError::Unavailable(
+                "an earlier commit failed half-way; reopen the store".into(),
+            ));
+        }
+        self.delete_retired(w);
+        let fsync = self.config.fsync;
+        let mut next = w.manifest.clone();
+        let mut report = ApplyReport::default();
+        let mut written: Vec<PathBuf> = Vec::new();
+        let mut dirs: BTreeSet<String> = BTreeSet::new();
+        let mut fresh_tables: Vec<(RawTable, RecordBatch)> = Vec::new();
+        let mut resident: Vec<(RawTable, String, Vec<u128>)> = Vec::new();
+        let mut as_of = next.freshness.as_of_ms;
+
+        let result = (|| -> SinkResult<Aggregates> {
+            for (table, rows) in &batch.tables {
+                let table = *table;
+                if rows.schema().fields() != table.schema().fields() {
+                    return Err(corrupt(format!(
+                        "a batch for `{}` does not have the table's schema",
+                        table.name()
+                    )));
+                }
+                if rows.num_rows() == 0 {
+                    continue;
+                }
+                let ids = ids_of(table, rows)?;
+                let keep = self.new_rows(w, table, &ids)?;
+                let new_count = keep.iter().filter(|k| **k).count();
+                report.duplicates_skipped += rows.num_rows() - new_count;
+                if new_count == 0 {
+                    continue;
+                }
+                let (fresh, fresh_ids) = if new_count == rows.num_rows() {
+                    (rows.clone(), ids)
+                } else {
+                    let mask = BooleanArray::from(keep.clone());
+                    let fresh = arrow_select::filter::filter_record_batch(rows, &mask)
+                        .map_err(|e| corrupt(format!("filtering `{}`: {e}", table.name())))?;
+                    let fresh_ids = ids.iter().zip(&keep).filter(|(_, k)| **k).map(|(id, _)| *id);
+                    (fresh, fresh_ids.collect())
+                };
+                report.rows_written += new_count;
+                let at = fresh
+                    .column(1)
+                    .as_primitive_opt::<TimestampMillisecondType>()
+                    .ok_or_else(|| corrupt("occurred_at is not a timestamp"))?;
+                if let Some(max) = arrow_arith_max(at) {
+                    as_of = Some(as_of.map_or(max, |a| a.max(max)));
+                }
+                let id = TableId::Raw(table);
+                let file = segment_name(id, next.next_segment);
+                next.next_segment += 1;
+                let path = self.root.join(&file);
+                written.push(path.clone());
+                let bytes = segment::write(&path, &table.schema(), &[&fresh], fsync)?;
+                dirs.insert(id.dir());
+                let lo = fresh_ids.iter().copied().min().unwrap_or(0);
+                let hi = fresh_ids.iter().copied().max().unwrap_or(0);
+                next.segments_mut(id).push(Segment {
+                    file: file.clone(),
+                    rows: new_count as u64,
+                    bytes,
+                    id_range: Some((format_id(lo), format_id(hi))),
+                    level: 0,
+                });
+                resident.push((table, file, fresh_ids));
+                fresh_tables.push((table, fresh));
+            }
+
+            let delta = Aggregates::from_raw(fresh_tables.iter().map(|(t, b)| (*t, b)))
+                .map_err(|e| corrupt(format!("aggregating: {e}")))?;
+            for table in AggTable::ALL {
+                if delta.len(table) == 0 {
+                    continue;
+                }
+                let id = TableId::Agg(table);
+                let file = segment_name(id, next.next_segment);
+                next.next_segment += 1;
+                let path = self.root.join(&file);
+                written.push(path.clone());
+                let rows = delta.to_record_batch(table);
+                let bytes = segment::write(&path, &table.schema(), &[&rows], fsync)?;
+                dirs.insert(id.dir());
+                next.segments_mut(id).push(Segment {
+                    file,
+                    rows: rows.num_rows() as u64,
+                    bytes,
+                    id_range: None,
+                    level: 0,
+                });
+            }
+
+            let mut seen = HashSet::new();
+            let new_letters: Vec<&DeadLetter> = batch
+                .dead_letters
+                .iter()
+                .filter(|l| {
+                    let key = (l.topic.clone(), l.partition, l.offset);
+                    !w.letters.contains(&key) && seen.insert(key)
+                })
+                .collect();
+            if !new_letters.is_empty() {
+                let id = TableId::DeadLetters;
+                let file = segment_name(id, next.next_segment);
+                next.next_segment += 1;
+                let path = self.root.join(&file);
+                written.push(path.clone());
+                let rows = letters::to_batch(&new_letters);
+                let bytes = segment::write(&path, &dead_letters_schema(), &[&rows], fsync)?;
+                dirs.insert(id.dir());
+                next.segments_mut(id).push(Segment {
+                    file,
+                    rows: rows.num_rows() as u64,
+                    bytes,
+                    id_range: None,
+                    level: 0,
+                });
+                report.dead_letters_written = new_letters.len();
+            }
+            Ok(delta)
+        })();
+        let delta = match result {
+            Ok(delta) => delta,
+            Err(e) => {
+                remove_quietly(&written);
+                return Err(e);
+            }
+        };
+
+        let positions_changed = next.merge_positions(&batch.positions);
+        let advanced = as_of > next.freshness.as_of_ms;
+        if written.is_empty() && !positions_changed {
+            return Ok(report);
+        }
+        if advanced {
+            next.freshness = Freshness {
+                as_of_ms: as_of,
+                visible_at_ms: Some(now_ms()),
+            };
+        }
+        if fsync {
+            for dir in &dirs {
+                sync_dir(&self.root.join(dir))?;
+            }
+        }
+        if self.fail_before_commit.swap(false, Ordering::SeqCst) {
+            return Err(SinkError::Io(std::io::Error::other(
+                "injected failure before the manifest was replaced",
+            )));
+        }
+        if let Err(e) = next.store(&self.root, fsync) {
+            w.poisoned = true;
+            return Err(e);
+        }
+
+        // Committed: bring memory in step.
+        for (table, file, ids) in resident {
+            if let Some(hi) = ids.iter().copied().max() {
+                let max = w.max_id.entry(table).or_insert(hi);
+                *max = (*max).max(hi);
+            }
+            w.ids.insert(table, file, ids);
+        }
+        let mut parked = Vec::new();
+        for l in &batch.dead_letters {
+            if w.letters.insert((l.topic.clone(), l.partition, l.offset)) {
+                parked.push((l.topic.clone(), l.key.clone()));
+            }
+        }
+        w.manifest = next;
+        {
+            let mut view = self.inner_view_write();
+            view.manifest = Arc::new(w.manifest.clone());
+            view.aggregates.merge(&delta);
+            view.parked.extend(parked);
+        }
+        if let Err(e) = self.compact(w) {
+            tracing::warn!(error = %e, generation = self.generation, "compaction failed; will retry");
+        }
+        Ok(report)
+    }
+
+    fn inner_view_write(&self) -> std::sync::RwLockWriteGuard<'_, View> {
+        self.view.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Merges small files into bigger ones where a table has many, in its own commit.
+    fn compact(&self, w: &mut Writer) -> SinkResult<()> {
+        let fan_in = self.config.compact_fan_in.max(2);
+        let mut next = w.manifest.clone();
+        let mut replaced: Vec<String> = Vec::new();
+        let mut written: Vec<PathBuf> = Vec::new();
+        let mut merged_ids: Vec<(RawTable, String, Vec<u128>)> = Vec::new();
+        let mut dirs = BTreeSet::new();
+        let result = (|| -> SinkResult<()> {
+            for table in TableId::all() {
+                if let TableId::Agg(agg) = table {
+                    // Aggregates: all deltas become one snapshot of the state.
+                    if next.segments(table).len() < self.config.aggregate_snapshot_after.max(2) {
+                        continue;
+                    }
+                    let rows = self.view.read().unwrap_or_else(|e| e.into_inner()).aggregates.to_record_batch(agg);
+                    let file = segment_name(table, next.next_segment);
+                    next.next_segment += 1;
+                    let path = self.root.join(&file);
+                    written.push(path.clone());
+                    let bytes = segment::write(&path, &agg.schema(), &[&rows], self.config.fsync)?;
+                    dirs.insert(table.dir());
+                    let old = std::mem::replace(
+                        next.segments_mut(table),
+                        vec![Segment {
+                            file,
+                            rows: rows.num_rows() as u64,
+                            bytes,
+                            id_range: None,
+                            level: 1,
+                        }],
+                    );
+                    replaced.extend(old.into_iter().map(|s| s.file));
+                    continue;
+                }
+                // Raw tables and dead letters: merge `fan_in` files of one level.
+                let mut by_level: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+                for (i, s) in next.segments(table).iter().enumerate() {
+                    if s.rows < self.config.compact_max_rows {
+                        by_level.entry(s.level).or_default().push(i);
+                    }
+                }
+                let Some((level, picked)) =
+                    by_level.into_iter().find(|(_, idx)| idx.len() >= fan_in)
+                else {
+                    continue;
+                };
+                let picked: Vec<usize> = picked.into_iter().take(fan_in).collect();
+                let schema = schema_of(table);
+                let sources: Vec<Segment> =
+                    picked.iter().map(|&i| next.segments(table)[i].clone()).collect();
+                let mut batches = Vec::new();
+                for s in &sources {
+                    batches.extend(segment::read(&self.root.join(&s.file), &schema, None)?);
+                }
+                let file = segment_name(table, next.next_segment);
+                next.next_segment += 1;
+                let path = self.root.join(&file);
+                written.push(path.clone());
+                let refs: Vec<&RecordBatch> = batches.iter().collect();
+                let bytes = segment::write(&path, &schema, &refs, self.config.fsync)?;
+                dirs.insert(table.dir());
+                let mut id_range = None;
+                if let TableId::Raw(raw) = table {
+                    let mut ids = Vec::new();
+                    for b in &batches {
+                        ids.extend(ids_of(raw, b)?);
+                    }
+                    let lo = ids.iter().copied().min().unwrap_or(0);
+                    let hi = ids.iter().copied().max().unwrap_or(0);
+                    id_range = Some((format_id(lo), format_id(hi)));
+                    merged_ids.push((raw, file.clone(), ids));
+                }
+                let merged = Segment {
+                    file,
+                    rows: sources.iter().map(|s| s.rows).sum(),
+                    bytes,
+                    id_range,
+                    level: level + 1,
+                };
+                let segs = next.segments_mut(table);
+                let first = picked[0];
+                for &i in picked.iter().rev() {
+                    segs.remove(i);
+                }
+                segs.insert(first, merged);
+                replaced.extend(sources.into_iter().map(|s| s.file));
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            remove_quietly(&written);
+            return Err(e);
+        }
+        if written.is_empty() {
+            return Ok(());
+        }
+        if self.config.fsync {
+            for dir in &dirs {
+                sync_dir(&self.root.join(dir))?;
+            }
+        }
+        if let Err(e) = next.store(&self.root, self.config.fsync) {
+            w.poisoned = true;
+            return Err(e);
+        }
+        let now = Instant::now();
+        for file in &replaced {
+            w.ids.remove(file);
+            w.retired.push((self.root.join(file), now));
+        }
+        for (table, file, ids) in merged_ids {
+            w.ids.insert(table, file, ids);
+        }
+        w.manifest = next;
+        self.inner_view_write().manifest = Arc::new(w.manifest.clone());
+        Ok(())
+    }
+
+    /// Deletes retired files whose grace period has passed (the rest go at the next open).
+    fn delete_retired(&self, w: &mut Writer) {
+        let grace = Duration::from_secs(self.config.retired_grace_secs);
+        w.retired.retain(|(path, at)| {
+            if at.elapsed() < grace {
+                return true;
+            }
+            if let Err(e) = segment::remove(path) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot delete a retired segment");
+            }
+            false
+        });
+    }
+}
+
+fn arrow_arith_max(at: &arrow_array::TimestampMillisecondArray) -> Option<i64> {
+    at.iter().flatten().max()
+}
+
+fn remove_quietly(files: &[PathBuf]) {
+    for f in files {
+        let _ = segment::remove(f);
+    }
+}
+
+#[async_trait]
+impl Sink for EmbeddedSink {
+    async fn apply(&self, batch: &crate::sink::IngestBatch) -> SinkResult<ApplyReport> {
+        if batch.is_empty() && batch.positions.is_empty() {
+            return Ok(ApplyReport::default());
+        }
+        let mut writer = self.inner.writer.clone().lock_owned().await;
+        let inner = self.inner.clone();
+        let batch = batch.clone();
+        blocking(move || inner.apply_blocking(&mut writer, &batch)).await
+    }
+
+    async fn parked_keys(&self) -> SinkResult<Vec<(String, String)>> {
+        Ok(self.read_view(|v| v.parked.iter().cloned().collect()))
+    }
+
+    async fn freshness(&self) -> SinkResult<Freshness> {
+        Ok(self.manifest().freshness)
+    }
+
+    async fn stored_positions(&self) -> SinkResult<Vec<Position>> {
+        Ok(self.manifest().positions())
+    }
+
+    async fn aggregate(&self, table: AggTable) -> SinkResult<RecordBatch> {
+        Ok(self.read_view(|v| v.aggregates.to_record_batch(table)))
+    }
+
+    async fn raw_row_count(&self, table: RawTable) -> SinkResult<u64> {
+        Ok(self.manifest().segments(TableId::Raw(table)).iter().map(|s| s.rows).sum())
+    }
+
+    async fn dead_letters(&self) -> SinkResult<Vec<DeadLetter>> {
+        let manifest = self.manifest();
+        let root = self.inner.root.clone();
+        blocking(move || {
+            let mut all = Vec::new();
+            for seg in manifest.segments(TableId::DeadLetters) {
+                for batch in segment::read(&root.join(&seg.file), &dead_letters_schema(), None)? {
+                    all.extend(letters::from_batch(&batch)?);
+                }
+            }
+            all.sort_by(|a, b| {
+                (&a.topic, a.partition, a.offset).cmp(&(&b.topic, b.partition, b.offset))
+            });
+            Ok(all)
+        })
+        .await
+    }
+}
