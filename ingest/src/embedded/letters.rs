@@ -31,8 +31,12 @@ pub(super) fn to_batch(letters: &[&DeadLetter]) -> RecordBatch {
     }
     let columns: Vec<ArrayRef> = vec![
         text(&|l| Some(&l.topic)),
-        Arc::new(Int32Array::from_iter_values(letters.iter().map(|l| l.partition))),
-        Arc::new(UInt64Array::from_iter_values(letters.iter().map(|l| l.offset))),
+        Arc::new(Int32Array::from_iter_values(
+            letters.iter().map(|l| l.partition),
+        )),
+        Arc::new(UInt64Array::from_iter_values(
+            letters.iter().map(|l| l.offset),
+        )),
         text(&|l| Some(&l.key)),
         text(&|l| l.event_id.as_deref()),
         text(&|l| l.event_type.as_deref()),
@@ -93,13 +97,15 @@ pub(super) fn from_batch(batch: &RecordBatch) -> SinkResult<Vec<DeadLetter>> {
             .and_then(|c| c.as_string_opt::<i32>())
             .ok_or_else(|| corrupt("text column"))
     };
-    let (event_id, event_type, kind, reason, payload) = (text(4)?, text(5)?, text(6)?, text(7)?, text(8)?);
+    let (event_id, event_type, kind, reason, payload) =
+        (text(4)?, text(5)?, text(6)?, text(7)?, text(8)?);
     let received = batch
         .columns()
         .get(9)
         .and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>())
         .ok_or_else(|| corrupt("received_at"))?;
-    let opt = |a: &arrow_array::StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_owned());
+    let opt =
+        |a: &arrow_array::StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_owned());
     Ok(coords
         .into_iter()
         .enumerate()

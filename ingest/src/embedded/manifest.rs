@@ -166,9 +166,8 @@ impl Manifest {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| {
-            SinkError::Corrupt(format!("{} cannot be read: {e}", path.display()))
-        })?;
+        let manifest: Manifest = serde_json::from_slice(&bytes)
+            .map_err(|e| SinkError::Corrupt(format!("{} cannot be read: {e}", path.display())))?;
         if manifest.format != FORMAT {
             return Err(SinkError::Corrupt(format!(
                 "{} has format {}, this version reads format {FORMAT}",
@@ -193,8 +192,7 @@ impl Manifest {
     /// one, never a mix.
     pub(super) fn store(&self, root: &Path, fsync: bool) -> SinkResult<()> {
         let tmp = root.join(MANIFEST_TMP);
-        let json = serde_json::to_vec(self)
-            .map_err(|e| SinkError::Io(std::io::Error::other(e)))?;
+        let json = serde_json::to_vec(self).map_err(|e| SinkError::Io(std::io::Error::other(e)))?;
         let mut file = File::create(&tmp)?;
         file.write_all(&json)?;
         if fsync {
@@ -259,13 +257,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(Manifest::load(dir.path()).unwrap(), None);
         let mut m = Manifest::default();
-        m.segments_mut(TableId::Raw(RawTable::Orders)).push(Segment {
-            file: "raw/orders/1.parquet".into(),
-            rows: 3,
-            bytes: 100,
-            id_range: Some(("a".into(), "b".into())),
-            level: 1,
-        });
+        m.segments_mut(TableId::Raw(RawTable::Orders))
+            .push(Segment {
+                file: "raw/orders/1.parquet".into(),
+                rows: 3,
+                bytes: 100,
+                id_range: Some(("a".into(), "b".into())),
+                level: 1,
+            });
         m.next_segment = 2;
         m.store(dir.path(), true).unwrap();
         assert_eq!(Manifest::load(dir.path()).unwrap(), Some(m.clone()));

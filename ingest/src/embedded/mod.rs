@@ -121,8 +121,9 @@ impl EmbeddedStore {
         }
         let root = self.generation_dir(generation);
         let config = self.config.clone();
-        let sink =
-            Arc::new(blocking(move || EmbeddedSink::open_blocking(root, config, generation)).await?);
+        let sink = Arc::new(
+            blocking(move || EmbeddedSink::open_blocking(root, config, generation)).await?,
+        );
         self.registry().insert(generation, Arc::downgrade(&sink));
         Ok(sink)
     }
@@ -139,7 +140,10 @@ fn read_live(dir: &Path) -> SinkResult<Option<u32>> {
     let path = dir.join(LIVE);
     match fs::read_to_string(&path) {
         Ok(text) => text.trim().parse().map(Some).map_err(|_| {
-            SinkError::Corrupt(format!("{} does not hold a generation number", path.display()))
+            SinkError::Corrupt(format!(
+                "{} does not hold a generation number",
+                path.display()
+            ))
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e.into()),

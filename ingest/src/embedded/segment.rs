@@ -119,17 +119,29 @@ mod tests {
         let bytes = write(&path, &schema, &[&batch, &batch], true).unwrap();
         assert_eq!(bytes, fs::metadata(&path).unwrap().len());
         let back = read(&path, &schema, None).unwrap();
-        assert_eq!(back, vec![arrow_select::concat::concat_batches(&schema, [&batch, &batch]).unwrap()]);
+        assert_eq!(
+            back,
+            vec![arrow_select::concat::concat_batches(&schema, [&batch, &batch]).unwrap()]
+        );
         let ids = read(&path, &schema, Some(&[0])).unwrap();
         assert_eq!(ids[0].num_columns(), 1);
         assert_eq!(ids[0].num_rows(), 4);
 
         let other = Arc::new(Schema::new(vec![Field::new("a", DataType::Utf8, false)]));
-        assert!(matches!(read(&path, &other, None), Err(SinkError::Corrupt(_))));
+        assert!(matches!(
+            read(&path, &other, None),
+            Err(SinkError::Corrupt(_))
+        ));
         fs::write(&path, b"not parquet").unwrap();
-        assert!(matches!(read(&path, &schema, None), Err(SinkError::Corrupt(_))));
+        assert!(matches!(
+            read(&path, &schema, None),
+            Err(SinkError::Corrupt(_))
+        ));
         remove(&path).unwrap();
         remove(&path).unwrap();
-        assert!(matches!(read(&path, &schema, None), Err(SinkError::Corrupt(_))));
+        assert!(matches!(
+            read(&path, &schema, None),
+            Err(SinkError::Corrupt(_))
+        ));
     }
 }

@@ -138,7 +138,10 @@ impl EmbeddedSink {
             }
         };
         Manifest::remove_leftover_tmp(&root)?;
-        let listed: HashSet<&str> = manifest.all_segments().map(|(_, s)| s.file.as_str()).collect();
+        let listed: HashSet<&str> = manifest
+            .all_segments()
+            .map(|(_, s)| s.file.as_str())
+            .collect();
         for table in TableId::all() {
             for entry in fs::read_dir(root.join(table.dir()))? {
                 let entry = entry?;
@@ -239,8 +242,14 @@ impl EmbeddedSink {
                 .collect::<Vec<_>>()
         };
         Snapshot {
-            raw: RawTable::ALL.into_iter().map(|t| (t, files(TableId::Raw(t)))).collect(),
-            aggregates: AggTable::ALL.into_iter().map(|t| (t, files(TableId::Agg(t)))).collect(),
+            raw: RawTable::ALL
+                .into_iter()
+                .map(|t| (t, files(TableId::Raw(t))))
+                .collect(),
+            aggregates: AggTable::ALL
+                .into_iter()
+                .map(|t| (t, files(TableId::Agg(t))))
+                .collect(),
             dead_letters: files(TableId::DeadLetters),
             freshness: manifest.freshness,
         }
@@ -284,7 +293,10 @@ fn ids_of(table: RawTable, batch: &RecordBatch) -> SinkResult<Vec<u128>> {
     for i in 0..col.len() {
         let id = col.value(i);
         ids.push(parse_id(id).ok_or_else(|| {
-            corrupt(format!("table `{}`: event_id `{id}` is not a UUID", table.name()))
+            corrupt(format!(
+                "table `{}`: event_id `{id}` is not a UUID",
+                table.name()
+            ))
         })?);
     }
     Ok(ids)
@@ -399,7 +411,11 @@ impl Inner {
                     let mask = BooleanArray::from(keep.clone());
                     let fresh = arrow_select::filter::filter_record_batch(rows, &mask)
                         .map_err(|e| corrupt(format!("filtering `{}`: {e}", table.name())))?;
-                    let fresh_ids = ids.iter().zip(&keep).filter(|(_, k)| **k).map(|(id, _)| *id);
+                    let fresh_ids = ids
+                        .iter()
+                        .zip(&keep)
+                        .filter(|(_, k)| **k)
+                        .map(|(id, _)| *id);
                     (fresh, fresh_ids.collect())
                 };
                 report.rows_written += new_count;
@@ -540,6 +556,7 @@ impl Inner {
         if let Err(e) = self.compact(w) {
             tracing::warn!(error = %e, generation = self.generation, "compaction failed; will retry");
         }
+        self.delete_retired(w);
         Ok(report)
     }
 
@@ -562,7 +579,12 @@ impl Inner {
                     if next.segments(table).len() < self.config.aggregate_snapshot_after.max(2) {
                         continue;
                     }
-                    let rows = self.view.read().unwrap_or_else(|e| e.into_inner()).aggregates.to_record_batch(agg);
+                    let rows = self
+                        .view
+                        .read()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .aggregates
+                        .to_record_batch(agg);
                     let file = segment_name(table, next.next_segment);
                     next.next_segment += 1;
                     let path = self.root.join(&file);
@@ -596,8 +618,10 @@ impl Inner {
                 };
                 let picked: Vec<usize> = picked.into_iter().take(fan_in).collect();
                 let schema = schema_of(table);
-                let sources: Vec<Segment> =
-                    picked.iter().map(|&i| next.segments(table)[i].clone()).collect();
+                let sources: Vec<Segment> = picked
+                    .iter()
+                    .map(|&i| next.segments(table)[i].clone())
+                    .collect();
                 let mut batches = Vec::new();
                 for s in &sources {
                     batches.extend(segment::read(&self.root.join(&s.file), &schema, None)?);
@@ -720,7 +744,12 @@ impl Sink for EmbeddedSink {
     }
 
     async fn raw_row_count(&self, table: RawTable) -> SinkResult<u64> {
-        Ok(self.manifest().segments(TableId::Raw(table)).iter().map(|s| s.rows).sum())
+        Ok(self
+            .manifest()
+            .segments(TableId::Raw(table))
+            .iter()
+            .map(|s| s.rows)
+            .sum())
     }
 
     async fn dead_letters(&self) -> SinkResult<Vec<DeadLetter>> {

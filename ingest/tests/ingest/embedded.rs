@@ -81,11 +81,14 @@ fn shop_events(orders: usize, tag: &str) -> Vec<Envelope> {
         let at: DateTime<Utc> = start + step * k as i32;
         let order_id = format!("{tag}o{k}");
         let customer_id = format!("{tag}c{}", k % 5);
-        let lines = [(format!("{tag}p{}", k % 4), 1 + (k % 3) as i32, money("9.99")), (
-            format!("{tag}p{}", (k + 1) % 4),
-            2,
-            money("0.50"),
-        )];
+        let lines = [
+            (
+                format!("{tag}p{}", k % 4),
+                1 + (k % 3) as i32,
+                money("9.99"),
+            ),
+            (format!("{tag}p{}", (k + 1) % 4), 2, money("0.50")),
+        ];
         out.push(Envelope::at(
             OrderCreated {
                 order_id: order_id.clone(),
@@ -100,7 +103,10 @@ fn shop_events(orders: usize, tag: &str) -> Vec<Envelope> {
                         unit_price: *price,
                     })
                     .collect(),
-                total: lines.iter().map(|(_, q, p)| *p * rust_decimal::Decimal::from(*q)).sum(),
+                total: lines
+                    .iter()
+                    .map(|(_, q, p)| *p * rust_decimal::Decimal::from(*q))
+                    .sum(),
                 currency: "EUR".into(),
             },
             at,
@@ -206,7 +212,12 @@ async fn assert_holds(sink: &dyn Sink, events: &[Envelope]) {
     let expected = reference(events);
     for table in AggTable::ALL {
         let got: RecordBatch = sink.aggregate(table).await.expect("aggregate");
-        assert_eq!(got, expected.to_record_batch(table), "table {}", table.name());
+        assert_eq!(
+            got,
+            expected.to_record_batch(table),
+            "table {}",
+            table.name()
+        );
     }
     for table in RawTable::ALL {
         assert_eq!(
@@ -235,12 +246,24 @@ fn read_every_file(dir: &Path) -> (usize, Vec<(String, u64)>) {
                 continue;
             }
             files += 1;
-            let table = path.parent().unwrap().file_name().unwrap().to_str().unwrap().to_owned();
+            let table = path
+                .parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_owned();
             let schema = RawTable::ALL
                 .into_iter()
                 .find(|t| t.name() == table)
                 .map(|t| t.schema())
-                .or_else(|| AggTable::ALL.into_iter().find(|t| t.name() == table).map(|t| t.schema()))
+                .or_else(|| {
+                    AggTable::ALL
+                        .into_iter()
+                        .find(|t| t.name() == table)
+                        .map(|t| t.schema())
+                })
                 .unwrap_or_else(dead_letters_schema);
             let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).unwrap())
                 .unwrap()
@@ -269,7 +292,10 @@ async fn the_read_model_equals_the_reference_and_survives_reopening() {
     let mut written = 0;
     for (i, chunk) in events.chunks(97).enumerate() {
         let report = sink
-            .apply(&batch(chunk, vec![pos("shop.orders", 0, (i as u64 + 1) * 97)]))
+            .apply(&batch(
+                chunk,
+                vec![pos("shop.orders", 0, (i as u64 + 1) * 97)],
+            ))
             .await
             .unwrap();
         assert_eq!(report.duplicates_skipped, 0);
@@ -280,7 +306,13 @@ async fn the_read_model_equals_the_reference_and_survives_reopening() {
     // Two years, several months, many days.
     let yearly = sink.aggregate(AggTable::YearlySales).await.unwrap();
     assert_eq!(yearly.num_rows(), 2);
-    assert!(sink.aggregate(AggTable::MonthlySales).await.unwrap().num_rows() >= 12);
+    assert!(
+        sink.aggregate(AggTable::MonthlySales)
+            .await
+            .unwrap()
+            .num_rows()
+            >= 12
+    );
 
     // The snapshot lists every live file; each is readable with its table's schema.
     let snapshot = sink.snapshot();
@@ -290,8 +322,11 @@ async fn the_read_model_equals_the_reference_and_survives_reopening() {
     let (files, raw_rows) = read_every_file(sink.dir());
     assert_eq!(files, listed);
     for table in RawTable::ALL {
-        let on_disk: u64 =
-            raw_rows.iter().filter(|(t, _)| t == table.name()).map(|(_, r)| r).sum();
+        let on_disk: u64 = raw_rows
+            .iter()
+            .filter(|(t, _)| t == table.name())
+            .map(|(_, r)| r)
+            .sum();
         let in_snapshot: u64 = snapshot.raw[&table].iter().map(|f| f.rows).sum();
         assert_eq!(on_disk, rows_of(&events, table), "{}", table.name());
         assert_eq!(in_snapshot, on_disk);
@@ -305,8 +340,18 @@ async fn the_read_model_equals_the_reference_and_survives_reopening() {
     assert_holds(sink.as_ref(), &events).await;
     assert_eq!(sink.freshness().await.unwrap(), freshness);
     assert_eq!(sink.stored_positions().await.unwrap(), positions);
-    assert_eq!(positions, vec![pos("shop.orders", 0, 97 * (events.len() as u64).div_ceil(97))]);
-    let max_at = events.iter().map(|e| e.occurred_at.timestamp_millis()).max();
+    assert_eq!(
+        positions,
+        vec![pos(
+            "shop.orders",
+            0,
+            97 * (events.len() as u64).div_ceil(97)
+        )]
+    );
+    let max_at = events
+        .iter()
+        .map(|e| e.occurred_at.timestamp_millis())
+        .max();
     assert_eq!(freshness.as_of_ms, max_at);
     assert!(freshness.visible_at_ms.is_some());
 }
@@ -358,13 +403,21 @@ async fn every_event_counts_once_across_batches_reopening_and_compaction() {
     let mut replay: Vec<Envelope> = old.iter().step_by(7).cloned().collect();
     replay.extend(new.iter().step_by(5).cloned());
     let report = sink.apply(&batch(&replay, vec![])).await.unwrap();
-    assert_eq!((report.rows_written, report.duplicates_skipped), (0, replay.len()));
+    assert_eq!(
+        (report.rows_written, report.duplicates_skipped),
+        (0, replay.len())
+    );
     let report = sink.apply(&batch(&events, vec![])).await.unwrap();
-    assert_eq!((report.rows_written, report.duplicates_skipped), (0, events.len()));
+    assert_eq!(
+        (report.rows_written, report.duplicates_skipped),
+        (0, events.len())
+    );
     assert_holds(sink.as_ref(), &events).await;
 
     // Replaced files were deleted (grace 0, at the next apply); only listed files remain.
-    sink.apply(&batch(&shop_events(1, "late"), vec![])).await.unwrap();
+    sink.apply(&batch(&shop_events(1, "late"), vec![]))
+        .await
+        .unwrap();
     let snapshot = sink.snapshot();
     let listed: usize = snapshot.raw.values().map(Vec::len).sum::<usize>()
         + snapshot.aggregates.values().map(Vec::len).sum::<usize>()
@@ -397,7 +450,10 @@ async fn dead_letters_are_stored_once_and_park_their_keys() {
     let config = config(dir.path());
     let (store, sink) = open(&config, 1).await;
     let first = IngestBatch {
-        dead_letters: vec![letter("shop.orders", 5, "o1"), letter("shop.orders", 6, "o1")],
+        dead_letters: vec![
+            letter("shop.orders", 5, "o1"),
+            letter("shop.orders", 6, "o1"),
+        ],
         ..IngestBatch::default()
     };
     assert_eq!(sink.apply(&first).await.unwrap().dead_letters_written, 2);
@@ -405,7 +461,10 @@ async fn dead_letters_are_stored_once_and_park_their_keys() {
     drop((store, sink));
     let (_store, sink) = open(&config, 1).await;
     let second = IngestBatch {
-        dead_letters: vec![letter("shop.orders", 6, "o1"), letter("shop.customers", 1, "c9")],
+        dead_letters: vec![
+            letter("shop.orders", 6, "o1"),
+            letter("shop.customers", 1, "c9"),
+        ],
         ..IngestBatch::default()
     };
     assert_eq!(sink.apply(&second).await.unwrap().dead_letters_written, 1);
@@ -433,24 +492,37 @@ async fn positions_keep_the_max_and_survive_reopening() {
     let (store, sink) = open(&config, 1).await;
     assert_eq!(sink.freshness().await.unwrap(), Default::default());
     let events = shop_events(3, "f");
-    sink.apply(&batch(&events, vec![pos("shop.orders", 0, 10), pos("shop.orders", 1, 4)]))
-        .await
-        .unwrap();
+    sink.apply(&batch(
+        &events,
+        vec![pos("shop.orders", 0, 10), pos("shop.orders", 1, 4)],
+    ))
+    .await
+    .unwrap();
     // Positions alone (no rows) are stored too; a lower offset does not move back.
-    sink.apply(&batch(&[], vec![pos("shop.orders", 0, 7), pos("shop.payments", 0, 3)]))
-        .await
-        .unwrap();
+    sink.apply(&batch(
+        &[],
+        vec![pos("shop.orders", 0, 7), pos("shop.payments", 0, 3)],
+    ))
+    .await
+    .unwrap();
     let freshness = sink.freshness().await.unwrap();
     drop((store, sink));
     let (_store, sink) = open(&config, 1).await;
     assert_eq!(
         sink.stored_positions().await.unwrap(),
-        vec![pos("shop.orders", 0, 10), pos("shop.orders", 1, 4), pos("shop.payments", 0, 3)]
+        vec![
+            pos("shop.orders", 0, 10),
+            pos("shop.orders", 1, 4),
+            pos("shop.payments", 0, 3)
+        ]
     );
     assert_eq!(sink.freshness().await.unwrap(), freshness);
     assert_eq!(
         freshness.as_of_ms,
-        events.iter().map(|e| e.occurred_at.timestamp_millis()).max()
+        events
+            .iter()
+            .map(|e| e.occurred_at.timestamp_millis())
+            .max()
     );
     // Re-applying older events does not move as_of or visible_at.
     sink.apply(&batch(&events[..2], vec![])).await.unwrap();
@@ -484,7 +556,9 @@ async fn a_crash_before_the_manifest_is_replaced_leaves_the_previous_state() {
     let before = shop_events(10, "x");
     let after = shop_events(10, "y");
     let (store, sink) = open(&config, 1).await;
-    sink.apply(&batch(&before, vec![pos("shop.orders", 0, 1)])).await.unwrap();
+    sink.apply(&batch(&before, vec![pos("shop.orders", 0, 1)]))
+        .await
+        .unwrap();
     let files_before = files_under(sink.dir());
     let freshness = sink.freshness().await.unwrap();
 
@@ -494,7 +568,10 @@ async fn a_crash_before_the_manifest_is_replaced_leaves_the_previous_state() {
         ..batch(&after, vec![pos("shop.orders", 0, 2)])
     };
     assert!(sink.apply(&crashed).await.is_err());
-    assert!(files_under(sink.dir()).len() > files_before.len(), "the files were written");
+    assert!(
+        files_under(sink.dir()).len() > files_before.len(),
+        "the files were written"
+    );
     assert_holds(sink.as_ref(), &before).await;
     let gen_dir = sink.dir().to_path_buf();
     drop((store, sink));
@@ -502,7 +579,10 @@ async fn a_crash_before_the_manifest_is_replaced_leaves_the_previous_state() {
     let (_store, sink) = open(&config, 1).await;
     assert_eq!(files_under(&gen_dir), files_before);
     assert_holds(sink.as_ref(), &before).await;
-    assert_eq!(sink.stored_positions().await.unwrap(), vec![pos("shop.orders", 0, 1)]);
+    assert_eq!(
+        sink.stored_positions().await.unwrap(),
+        vec![pos("shop.orders", 0, 1)]
+    );
     assert_eq!(sink.freshness().await.unwrap(), freshness);
     assert!(sink.dead_letters().await.unwrap().is_empty());
     // The batch applies normally afterwards, its events counted once.
@@ -532,10 +612,16 @@ async fn generations_are_independent_and_one_is_live() {
     assert_holds(two.as_ref(), &[]).await;
     assert_eq!(store.generations().await.unwrap(), vec![1, 2]);
 
-    assert!(store.set_live(3).await.is_err(), "generation 3 does not exist");
+    assert!(
+        store.set_live(3).await.is_err(),
+        "generation 3 does not exist"
+    );
     store.set_live(1).await.unwrap();
     assert_eq!(store.live().await.unwrap(), Some(1));
-    assert!(store.drop_generation(1).await.is_err(), "the live one stays");
+    assert!(
+        store.drop_generation(1).await.is_err(),
+        "the live one stays"
+    );
     store.set_live(2).await.unwrap();
     drop((one, one_again));
     store.drop_generation(1).await.unwrap();
@@ -554,7 +640,9 @@ async fn a_corrupt_or_unknown_manifest_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path());
     let (store, sink) = open(&config, 1).await;
-    sink.apply(&batch(&shop_events(2, "z"), vec![])).await.unwrap();
+    sink.apply(&batch(&shop_events(2, "z"), vec![]))
+        .await
+        .unwrap();
     let manifest = sink.dir().join("manifest.json");
     drop((store, sink));
     let good = std::fs::read_to_string(&manifest).unwrap();
@@ -579,7 +667,10 @@ async fn a_corrupt_or_unknown_manifest_is_an_error() {
         std::fs::remove_file(f.unwrap().path()).unwrap();
     }
     let store = EmbeddedStore::open(config.clone()).unwrap();
-    assert!(matches!(store.open_generation(1).await, Err(SinkError::Corrupt(_))));
+    assert!(matches!(
+        store.open_generation(1).await,
+        Err(SinkError::Corrupt(_))
+    ));
     // And a LIVE pointer that is not a number.
     std::fs::write(config.dir.join("LIVE"), "two").unwrap();
     assert!(matches!(store.live().await, Err(SinkError::Corrupt(_))));
