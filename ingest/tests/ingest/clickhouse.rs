@@ -287,7 +287,7 @@ fn dead_letter(offset: u64, key: &str, payload: &[u8]) -> DeadLetter {
         partition: 1,
         offset,
         key: key.into(),
-        event_id: (offset % 2 == 0).then(|| format!("id-{offset}")),
+        event_id: offset.is_multiple_of(2).then(|| format!("id-{offset}")),
         event_type: None,
         reason_kind: "malformed_json".into(),
         reason: format!("bad bytes at offset {offset}"),
