@@ -5,42 +5,105 @@
 #   source scripts/servers.sh && start_servers
 #
 # Exports SHOPLENS_TEST_CLICKHOUSE_URL and SHOPLENS_TEST_KAFKA_BROKERS, and stops both
-# servers when the calling shell exits (stop_servers).
+# servers when the calling shell exits (stop_servers, installed as the EXIT trap; a caller
+# with its own EXIT trap calls stop_servers from it). A server that does not start makes
+# start_servers fail with that server's log on stderr. ClickHouse alone:
+#
+#   source scripts/servers.sh && SERVERS_DIR=$(mktemp -d) && start_clickhouse
+#
+# Needs python3 (ports, readiness checks), clickhouse-server (apt) and the tansu binary
+# (scripts/ensure-tansu.sh builds and caches it; set TANSU_BIN to use another one).
 set -euo pipefail
 
-SERVERS_DIR=""
+SERVERS_DIR="${SERVERS_DIR:-}"
 CH_PID=""
 TANSU_PID=""
+SERVERS_SCRIPTS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# How many times a server is started on fresh ports when it does not come up (e.g. a port
+# picked free was taken by someone else before the server bound it).
+SERVER_START_ATTEMPTS="${SERVER_START_ATTEMPTS:-3}"
 
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+# True when something accepts TCP connections on 127.0.0.1:$1.
+port_open() {
+    python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()' "$1" \
+        >/dev/null 2>&1
+}
+
+# True when the HTTP URL $1 answers 200.
+http_ok() {
+    python3 -c 'import sys,urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' "$1" \
+        >/dev/null 2>&1
+}
+
 ensure_clickhouse() {
     if ! command -v clickhouse-server >/dev/null; then
         echo "installing clickhouse-server and clickhouse-client (apt)" >&2
-        apt-get install -y clickhouse-server clickhouse-client >/dev/null 2>&1 \
-            || { apt-get update >/dev/null && apt-get install -y clickhouse-server clickhouse-client >/dev/null; }
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq >/dev/null
+        apt-get install -y -qq clickhouse-server clickhouse-client >/dev/null
     fi
 }
 
-wait_for() {
-    local what="$1" check="$2"
-    for _ in $(seq 1 200); do
-        if eval "$check" >/dev/null 2>&1; then return 0; fi
+# wait_ready NAME PID SECONDS CHECK...: waits until CHECK succeeds while PID lives. Returns 1
+# at once when PID exits (e.g. its port was taken), or after SECONDS.
+wait_ready() {
+    local name="$1" pid="$2" seconds="$3"
+    shift 3
+    local deadline=$((SECONDS + seconds))
+    while ((SECONDS < deadline)); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "$name (pid $pid) exited during start-up" >&2
+            return 1
+        fi
+        if "$@"; then
+            # Still ours? A server that failed to bind exits right after a check that
+            # reached someone else's socket.
+            sleep 0.2
+            if kill -0 "$pid" 2>/dev/null; then return 0; fi
+            echo "$name (pid $pid) exited during start-up" >&2
+            return 1
+        fi
         sleep 0.05
     done
-    echo "$what did not become ready; its log:" >&2
-    cat "$SERVERS_DIR/$what.log" >&2 || true
+    echo "$name did not become ready within ${seconds}s" >&2
     return 1
+}
+
+# Prints a server's logs to stderr (on a failed start).
+show_logs() {
+    local f
+    for f in "$@"; do
+        if [[ -s "$f" ]]; then
+            echo "---- $f (last 60 lines) ----" >&2
+            tail -n 60 "$f" >&2
+        fi
+    done
+}
+
+stop_pid() {
+    local pid="$1" i
+    [[ -n "$pid" ]] || return 0
+    kill "$pid" 2>/dev/null || return 0
+    for i in $(seq 1 100); do
+        kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+        sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
 }
 
 start_clickhouse() {
     ensure_clickhouse
-    local dir="$SERVERS_DIR/clickhouse" http tcp interserver
-    mkdir -p "$dir/data" "$dir/tmp" "$dir/user_files" "$dir/format_schemas"
-    http=$(free_port); tcp=$(free_port); interserver=$(free_port)
-    cat > "$dir/users.xml" <<XML
+    local dir="$SERVERS_DIR/clickhouse" attempt http tcp interserver
+    for attempt in $(seq 1 "$SERVER_START_ATTEMPTS"); do
+        rm -rf "$dir"
+        mkdir -p "$dir/data" "$dir/tmp" "$dir/user_files" "$dir/format_schemas"
+        http=$(free_port); tcp=$(free_port); interserver=$(free_port)
+        cat > "$dir/users.xml" <<XML
 <?xml version="1.0"?>
 <yandex>
   <profiles><default><max_memory_usage>4000000000</max_memory_usage></default></profiles>
@@ -49,7 +112,7 @@ start_clickhouse() {
   <quotas><default></default></quotas>
 </yandex>
 XML
-    cat > "$dir/config.xml" <<XML
+        cat > "$dir/config.xml" <<XML
 <?xml version="1.0"?>
 <yandex>
   <logger><level>warning</level><log>$dir/server.log</log><errorlog>$dir/error.log</errorlog><console>0</console></logger>
@@ -69,36 +132,63 @@ XML
   <max_concurrent_queries>100</max_concurrent_queries>
 </yandex>
 XML
-    clickhouse-server --config-file="$dir/config.xml" > "$SERVERS_DIR/clickhouse.log" 2>&1 &
-    CH_PID=$!
-    export SHOPLENS_TEST_CLICKHOUSE_URL="http://127.0.0.1:$http"
-    wait_for clickhouse "curl -sf $SHOPLENS_TEST_CLICKHOUSE_URL/ping"
+        clickhouse-server --config-file="$dir/config.xml" > "$SERVERS_DIR/clickhouse.log" 2>&1 &
+        CH_PID=$!
+        if wait_ready clickhouse "$CH_PID" 60 http_ok "http://127.0.0.1:$http/ping"; then
+            export SHOPLENS_TEST_CLICKHOUSE_URL="http://127.0.0.1:$http"
+            return 0
+        fi
+        show_logs "$SERVERS_DIR/clickhouse.log" "$dir/error.log"
+        stop_pid "$CH_PID"
+        CH_PID=""
+        echo "ClickHouse start attempt $attempt of $SERVER_START_ATTEMPTS failed" >&2
+    done
+    return 1
 }
 
 start_kafka() {
-    local tansu port
-    tansu=$("$(dirname "${BASH_SOURCE[0]}")/ensure-tansu.sh")
-    port=$(free_port)
-    mkdir -p "$SERVERS_DIR/tansu"
-    "$tansu" broker --listener-url "tcp://127.0.0.1:$port" \
-        --advertised-listener-url "tcp://127.0.0.1:$port" \
-        --storage-engine "sqlite://$SERVERS_DIR/tansu/broker.db" > "$SERVERS_DIR/tansu.log" 2>&1 &
-    TANSU_PID=$!
-    export SHOPLENS_TEST_KAFKA_BROKERS="127.0.0.1:$port"
-    wait_for tansu "python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", $port), 1)'"
+    local tansu="${TANSU_BIN:-}" attempt port
+    if [[ -z "$tansu" ]]; then
+        tansu=$("$SERVERS_SCRIPTS/ensure-tansu.sh") || return 1
+    fi
+    tansu=$(realpath "$tansu") || return 1
+    for attempt in $(seq 1 "$SERVER_START_ATTEMPTS"); do
+        rm -rf "$SERVERS_DIR/tansu"
+        mkdir -p "$SERVERS_DIR/tansu"
+        port=$(free_port)
+        # Run in its own directory: tansu reads `sqlite:///abs/path` as a relative path.
+        (cd "$SERVERS_DIR/tansu" && exec "$tansu" broker \
+            --listener-url "tcp://127.0.0.1:$port" \
+            --advertised-listener-url "tcp://127.0.0.1:$port" \
+            --storage-engine "sqlite://broker.db") > "$SERVERS_DIR/tansu.log" 2>&1 &
+        TANSU_PID=$!
+        if wait_ready tansu "$TANSU_PID" 30 port_open "$port"; then
+            export SHOPLENS_TEST_KAFKA_BROKERS="127.0.0.1:$port"
+            return 0
+        fi
+        show_logs "$SERVERS_DIR/tansu.log"
+        stop_pid "$TANSU_PID"
+        TANSU_PID=""
+        echo "tansu start attempt $attempt of $SERVER_START_ATTEMPTS failed" >&2
+    done
+    return 1
 }
 
 stop_servers() {
-    [[ -n "$CH_PID" ]] && kill "$CH_PID" 2>/dev/null || true
-    [[ -n "$TANSU_PID" ]] && kill "$TANSU_PID" 2>/dev/null || true
-    wait 2>/dev/null || true
-    [[ -n "$SERVERS_DIR" ]] && rm -rf "$SERVERS_DIR"
+    stop_pid "$CH_PID"
+    stop_pid "$TANSU_PID"
+    CH_PID=""
+    TANSU_PID=""
+    if [[ -n "$SERVERS_DIR" ]]; then
+        rm -rf "$SERVERS_DIR"
+        SERVERS_DIR=""
+    fi
 }
 
 start_servers() {
     SERVERS_DIR=$(mktemp -d -t shoplens-servers.XXXXXX)
     trap stop_servers EXIT
-    start_clickhouse
-    start_kafka
+    start_clickhouse || { echo "ClickHouse did not start" >&2; return 1; }
+    start_kafka || { echo "the tansu Kafka broker did not start" >&2; return 1; }
     echo "ClickHouse at $SHOPLENS_TEST_CLICKHOUSE_URL, Kafka broker at $SHOPLENS_TEST_KAFKA_BROKERS (logs in $SERVERS_DIR)" >&2
 }

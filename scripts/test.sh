@@ -1,19 +1,32 @@
 #!/usr/bin/env bash
-# Runs every check and test of ShopLens on a fresh Debian 12 machine with Rust installed:
-# installs what the tests need (apt), builds, then runs formatting, lints and all tests.
-# Servers the tests talk to are started by the tests/this script on 127.0.0.1 only.
+# Runs every check and test of ShopLens on a fresh Debian 12 machine with Rust installed (as
+# root, or as a user who may run apt-get): installs what the tests need (apt), builds the
+# tansu Kafka broker once (cached by version under ~/.cache/shoplens), starts ClickHouse and
+# tansu on 127.0.0.1 with their own ports and temp dirs, then runs formatting, lints and all
+# tests with cargo-nextest. The servers are stopped when the script exits, however it exits.
+#
+# Every test sees SHOPLENS_TEST_CLICKHOUSE_URL and SHOPLENS_TEST_KAFKA_BROKERS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-log() { printf '\n==> %s\n' "$*"; }
+log() { printf '\n==> %s (%s)\n' "$*" "$(date -u +%H:%M:%S)"; }
 
 # Build products are cached between runs on the same machine; a fresh machine just builds.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/shoplens/target}"
 export CARGO_TERM_COLOR=never
 export RUST_BACKTRACE=1
+CACHE="${SHOPLENS_CACHE:-$HOME/.cache/shoplens}"
+mkdir -p "$CACHE"
 
 need_apt=()
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v clickhouse-server >/dev/null 2>&1 || need_apt+=(clickhouse-server)
+command -v clickhouse-client >/dev/null 2>&1 || need_apt+=(clickhouse-client)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+command -v flock >/dev/null 2>&1 || need_apt+=(util-linux)
+# rdkafka builds its bundled librdkafka with the C compiler and make.
+command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
+command -v make >/dev/null 2>&1 || need_apt+=(make)
 if [ ${#need_apt[@]} -gt 0 ]; then
     log "installing apt packages: ${need_apt[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -21,9 +34,30 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
+# The tansu broker: cached after the first build. A first build (~10 min on 2 cores) runs in
+# the background, at a lower priority, while the workspace builds.
+TANSU_BUILD_PID=""
+TANSU_BUILD_LOG="$CACHE/tansu-build.log"
+TANSU_BIN_FILE=$(mktemp)
+cleanup() {
+    local status=$?
+    if [[ -n "$TANSU_BUILD_PID" ]]; then
+        # Its own process group (setsid): stops cargo and the compilers with it.
+        kill -- "-$TANSU_BUILD_PID" 2>/dev/null || true
+        wait "$TANSU_BUILD_PID" 2>/dev/null || true
+    fi
+    if declare -F stop_servers >/dev/null; then stop_servers; fi
+    rm -f "$TANSU_BIN_FILE"
+    exit "$status"
+}
+trap cleanup EXIT
+log "tansu Kafka broker (build log: $TANSU_BUILD_LOG)"
+setsid nice -n 10 ./scripts/ensure-tansu.sh >"$TANSU_BIN_FILE" 2>"$TANSU_BUILD_LOG" &
+TANSU_BUILD_PID=$!
+
 if ! cargo nextest --version >/dev/null 2>&1; then
     log "installing cargo-nextest"
-    cargo install --locked cargo-nextest
+    env -u CARGO_TARGET_DIR cargo install --locked cargo-nextest
 fi
 
 log "cargo fmt --check"
@@ -35,5 +69,23 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 log "building"
 cargo build --workspace --all-targets --locked
 
+log "waiting for the tansu build"
+if ! wait "$TANSU_BUILD_PID"; then
+    TANSU_BUILD_PID=""
+    echo "building tansu failed; the end of its log ($TANSU_BUILD_LOG):" >&2
+    tail -n 60 "$TANSU_BUILD_LOG" >&2
+    exit 1
+fi
+TANSU_BUILD_PID=""
+TANSU_BIN=$(tail -n 1 "$TANSU_BIN_FILE")
+export TANSU_BIN
+
+log "starting ClickHouse and the Kafka broker"
+# shellcheck source=scripts/servers.sh
+source scripts/servers.sh
+start_servers
+trap cleanup EXIT # start_servers installed its own trap; cleanup stops the servers too
+
 log "tests"
 cargo nextest run --workspace --locked --no-fail-fast --failure-output final
+log "all checks and tests passed"
