@@ -6,5 +6,16 @@
 //! ([`embedded`]). The read model is the raw tables plus the pre-aggregated tables of
 //! [`model`]. ARCHITECTURE.md explains the exactly-once design.
 
+pub mod aggregate;
+pub mod api;
+pub mod clickhouse;
+pub mod client;
+pub mod embedded;
+pub mod metrics;
 pub mod model;
+pub mod rows;
 pub mod sink;
+pub mod startup;
+pub mod supervisor;
+pub mod synthetic;
+pub mod worker;

@@ -8,11 +8,15 @@
 //! - `apply` returns `Ok` only once the batch is durably stored; the worker commits its bus
 //!   position only after that, so a crash loses nothing.
 
+use std::sync::Arc;
+
 use arrow_array::RecordBatch;
 use async_trait::async_trait;
 use bytes::Bytes;
 use shoplens_bus::Position;
 use shoplens_contract::tables::RawTable;
+
+use crate::model::AggTable;
 
 /// One flush of the worker.
 #[derive(Debug, Clone, Default)]
@@ -113,4 +117,41 @@ pub trait Sink: Send + Sync + 'static {
     async fn stored_positions(&self) -> SinkResult<Vec<Position>> {
         Ok(Vec::new())
     }
+
+    // Reading back: for parity tests, the rebuild's checks and the analytics server.
+
+    /// The whole pre-aggregated table, fully merged (one row per key), sorted by key, in
+    /// the schema [`AggTable::schema`]. Both sinks return identical batches for the same
+    /// events.
+    async fn aggregate(&self, table: AggTable) -> SinkResult<RecordBatch>;
+
+    /// Rows stored in a raw table.
+    async fn raw_row_count(&self, table: RawTable) -> SinkResult<u64>;
+
+    /// Every stored dead letter, ordered by (`topic`, `partition`, `offset`).
+    async fn dead_letters(&self) -> SinkResult<Vec<DeadLetter>>;
+}
+
+/// The generations of a read model on one back end, and which one is live.
+///
+/// A generation is a complete, independent copy of the read model (raw tables,
+/// aggregates, dead letters, stored positions). A rebuild fills a new generation beside the
+/// live one and then switches readers to it with [`ReadModelStore::set_live`], so
+/// dashboards never go blank; the old one is dropped afterwards.
+#[async_trait]
+pub trait ReadModelStore: Send + Sync + 'static {
+    /// Opens (creating if missing, with all tables) one generation.
+    async fn open(&self, generation: u32) -> SinkResult<Arc<dyn Sink>>;
+
+    /// The live generation, `None` before the first one was made live.
+    async fn live(&self) -> SinkResult<Option<u32>>;
+
+    /// Makes `generation` the live one, atomically for readers.
+    async fn set_live(&self, generation: u32) -> SinkResult<()>;
+
+    /// Every generation that exists, ascending.
+    async fn generations(&self) -> SinkResult<Vec<u32>>;
+
+    /// Deletes a generation that is not live.
+    async fn drop_generation(&self, generation: u32) -> SinkResult<()>;
 }

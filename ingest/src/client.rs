@@ -1,0 +1,99 @@
+//! The operator's side of a rebuild: asks a running ingest process to rebuild its read model
+//! (blue/green) and shows progress until the new generation is live.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::supervisor::RebuildStatus;
+
+/// Starts a rebuild on the ingest API at `url` (or follows the one already running) and
+/// reports progress on `out` until it has switched; an error if it failed.
+pub async fn rebuild(url: &str, out: &mut (dyn Write + Send)) -> anyhow::Result<RebuildStatus> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let url = url.trim_end_matches('/');
+    let resp = http
+        .post(format!("{url}/api/v1/rebuild"))
+        .send()
+        .await
+        .with_context(|| format!("failed to reach the ingest API at {url}"))?;
+    match resp.status().as_u16() {
+        202 => {}
+        409 => writeln!(out, "a rebuild is already running; following it")?,
+        status => {
+            let body = resp.text().await.unwrap_or_default();
+            anyhow::bail!("the ingest API refused the rebuild ({status}): {body}");
+        }
+    }
+    loop {
+        let status: RebuildStatus = http
+            .get(format!("{url}/api/v1/rebuild"))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await
+            .context("failed to read the rebuild status")?;
+        write!(out, "\r{}", progress_line(&status))?;
+        out.flush()?;
+        match status.state.as_str() {
+            "switched" => {
+                writeln!(
+                    out,
+                    "\ngeneration {} is live (replaced generation {})",
+                    status.generation, status.replacing
+                )?;
+                return Ok(status);
+            }
+            "failed" => {
+                writeln!(out)?;
+                anyhow::bail!(
+                    "the rebuild failed: {}",
+                    status.error.as_deref().unwrap_or("unknown error")
+                );
+            }
+            _ => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+}
+
+/// `[#########           ] 45%  45000/100000 events  generation 2`
+pub fn progress_line(s: &RebuildStatus) -> String {
+    const WIDTH: u64 = 30;
+    let target = s.target.max(s.applied).max(1);
+    let filled = (s.applied * WIDTH / target).min(WIDTH);
+    let percent = s.applied * 100 / target;
+    format!(
+        "[{}{}] {percent:>3}%  {}/{} events  generation {}",
+        "#".repeat(filled as usize),
+        " ".repeat((WIDTH - filled) as usize),
+        s.applied,
+        s.target,
+        s.generation
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_line_shows_the_share_applied() {
+        let s = RebuildStatus {
+            generation: 2,
+            replacing: 1,
+            state: "running".into(),
+            applied: 50,
+            target: 200,
+            started_at_ms: 0,
+            finished_at_ms: None,
+            error: None,
+        };
+        let line = progress_line(&s);
+        assert!(line.starts_with("[#######       "), "{line}");
+        assert!(line.contains(" 25%  50/200 events  generation 2"), "{line}");
+    }
+}

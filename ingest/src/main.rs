@@ -1,0 +1,77 @@
+//! `shoplens-ingest`: the ingest worker as its own process, for deployments where the
+//! services publish to Kafka (the all-in-one `shoplens` process runs the same worker on its
+//! embedded log). Also the operator's `rebuild` command.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use serde::{Deserialize, Serialize};
+use shoplens_bus::KafkaConfig;
+use shoplens_ingest::startup::{IngestConfig, ReadModelConfig, kafka_sources, open_store, start};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "ShopLens ingest worker: Kafka events into the read model"
+)]
+struct Cli {
+    /// A TOML config file (layered over the defaults, under SHOPLENS_* environment variables).
+    #[arg(long, env = "SHOPLENS_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Consume the services' topics into the read model (the default).
+    Run,
+    /// Rebuild the read model of a running worker from the retained log, beside the live
+    /// one, and switch to it when it has caught up; shows progress. Exit code 0 once the
+    /// new generation is live, 1 if the rebuild failed.
+    Rebuild {
+        /// The worker's API.
+        #[arg(long, default_value = "http://127.0.0.1:8090")]
+        url: String,
+    },
+}
+
+/// Everything the process reads from its config layers.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ProcessConfig {
+    /// Log JSON lines instead of human-readable text.
+    log_json: bool,
+    ingest: IngestConfig,
+    /// The Kafka cluster the services publish to.
+    kafka: KafkaConfig,
+    read_model: ReadModelConfig,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config: ProcessConfig = shoplens_kit::config::load(cli.config.as_deref())?;
+    shoplens_kit::telemetry::init_tracing(config.log_json);
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => {
+            let store = open_store(&config.read_model)
+                .await
+                .context("failed to open the read model")?;
+            let sources = kafka_sources(config.kafka.clone(), config.ingest.topics());
+            let handle = start(&config.ingest, store, sources)
+                .await
+                .context("failed to start the ingest worker")?;
+            tracing::info!(api = handle.url(), "ingest worker running");
+            shoplens_kit::shutdown_signal().await;
+            tracing::info!("shutting down: applying what is buffered");
+            handle.stop().await;
+        }
+        Command::Rebuild { url } => {
+            let mut err = std::io::stderr();
+            shoplens_ingest::client::rebuild(&url, &mut err).await?;
+        }
+    }
+    Ok(())
+}

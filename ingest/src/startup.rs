@@ -1,0 +1,212 @@
+//! Starting an ingest process: its configuration, its bus consumers (embedded log or
+//! Kafka), and its HTTP server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use shoplens_bus::{EmbeddedLog, EventSource, KafkaConfig, KafkaSource};
+use shoplens_contract::Service;
+use shoplens_kit::config::HttpConfig;
+use shoplens_kit::metrics::Metrics;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::clickhouse::{ClickHouseConfig, ClickHouseStore};
+use crate::embedded::{EmbeddedConfig, EmbeddedStore};
+use crate::metrics::IngestMetrics;
+use crate::sink::{ReadModelStore, SinkResult};
+use crate::supervisor::{Ingest, IngestError, SourceFactory, SupervisorConfig};
+use crate::worker::WorkerConfig;
+
+/// The ingest process's configuration (the sink and the bus are chosen by the caller: the
+/// launcher passes its embedded log, the standalone binary its Kafka settings).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Where the ingest API (status, freshness, dead letters, rebuild, `/metrics`) listens.
+    pub listen: SocketAddr,
+    /// Consumer-group prefix; generation `g` of the read model reads as `{group}.g{g}`.
+    pub group: String,
+    /// The topics to project (empty: the five services' default topics).
+    pub topics: Vec<String>,
+    pub worker: WorkerConfig,
+    /// How long an old read-model generation is kept after a rebuild switched away from
+    /// it, for queries still running on it.
+    pub drop_old_generation_after_ms: u64,
+    pub http: HttpConfig,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            listen: ([127, 0, 0, 1], 8090).into(),
+            group: "shoplens-ingest".into(),
+            topics: Vec::new(),
+            worker: WorkerConfig::default(),
+            drop_old_generation_after_ms: 30_000,
+            http: HttpConfig::default(),
+        }
+    }
+}
+
+impl IngestConfig {
+    /// The topics to consume: the configured ones, or every service's default topic.
+    pub fn topics(&self) -> Vec<String> {
+        if self.topics.is_empty() {
+            Service::ALL
+                .iter()
+                .map(|s| s.default_topic().to_owned())
+                .collect()
+        } else {
+            self.topics.clone()
+        }
+    }
+}
+
+/// Which store holds the read model.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadModelKind {
+    /// Parquet files on this machine, queried in-process with DataFusion (no servers).
+    #[default]
+    Embedded,
+    /// A ClickHouse server (materialized views keep the aggregates).
+    Clickhouse,
+}
+
+/// The read model's store and its settings (only the chosen kind's settings are used).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReadModelConfig {
+    /// `embedded` (default) or `clickhouse`.
+    pub kind: ReadModelKind,
+    pub embedded: EmbeddedConfig,
+    pub clickhouse: ClickHouseConfig,
+}
+
+/// Opens the configured store (creating its databases or directories when missing).
+pub async fn open_store(config: &ReadModelConfig) -> SinkResult<Arc<dyn ReadModelStore>> {
+    Ok(match config.kind {
+        ReadModelKind::Embedded => Arc::new(EmbeddedStore::open(config.embedded.clone())?),
+        ReadModelKind::Clickhouse => Arc::new(ClickHouseStore::connect(&config.clickhouse).await?),
+    })
+}
+
+/// Consumers of the embedded log.
+pub fn embedded_sources(log: EmbeddedLog, topics: Vec<String>) -> SourceFactory {
+    Arc::new(move |group: String| {
+        let log = log.clone();
+        let topics = topics.clone();
+        Box::pin(async move {
+            let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+            let consumer = log.consumer(&group, &names)?;
+            Ok(Box::new(consumer) as Box<dyn EventSource>)
+        })
+    })
+}
+
+/// Kafka consumer-group members.
+pub fn kafka_sources(kafka: KafkaConfig, topics: Vec<String>) -> SourceFactory {
+    Arc::new(move |group: String| {
+        let kafka = kafka.clone();
+        let topics = topics.clone();
+        Box::pin(async move {
+            let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+            let source = KafkaSource::subscribe(&kafka, &group, &names).await?;
+            Ok(Box::new(source) as Box<dyn EventSource>)
+        })
+    })
+}
+
+/// A running ingest process: the workers and the API.
+pub struct IngestHandle {
+    addr: SocketAddr,
+    ingest: Ingest,
+    server: JoinHandle<std::io::Result<()>>,
+    shutdown: CancellationToken,
+}
+
+impl IngestHandle {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn ingest(&self) -> &Ingest {
+        &self.ingest
+    }
+
+    /// Stops the API, then the workers (each applies what it holds first).
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.server.await;
+        self.ingest.stop().await;
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Starts the workers on `store` and `sources`, and the API on `config.listen` (port 0
+/// picks a free port).
+pub async fn start(
+    config: &IngestConfig,
+    store: Arc<dyn ReadModelStore>,
+    sources: SourceFactory,
+) -> Result<IngestHandle, StartError> {
+    let metrics = Metrics::new();
+    let ingest_metrics = IngestMetrics::register(&metrics);
+    let ingest = Ingest::start(
+        store,
+        sources,
+        SupervisorConfig {
+            group: config.group.clone(),
+            worker: config.worker.clone(),
+            drop_old_after: Duration::from_millis(config.drop_old_generation_after_ms),
+        },
+        ingest_metrics,
+    )
+    .await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Listen {
+        addr: config.listen,
+        source,
+    })?;
+    let router = shoplens_kit::http::standard_router(
+        crate::api::routes(ingest.clone()),
+        None,
+        metrics,
+        &config.http,
+    );
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(shoplens_kit::http::serve(
+        listener,
+        router,
+        shutdown.clone(),
+    ));
+    tracing::info!(%addr, "ingest API started");
+    Ok(IngestHandle {
+        addr,
+        ingest,
+        server,
+        shutdown,
+    })
+}

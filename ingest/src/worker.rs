@@ -1,0 +1,697 @@
+//! The ingest loop: poll the bus, decode and validate, park, batch, apply to the sink, and
+//! only then commit the bus position.
+//!
+//! Guarantees (with a sink that keeps the rules of [`crate::sink`]):
+//! - nothing is lost: a bus position is committed only after the sink has durably stored
+//!   everything before it, and a failed apply is retried (with back-off, without polling
+//!   more) until it succeeds or the worker is stopped;
+//! - nothing is counted twice: records below the position the sink stored are skipped, and
+//!   the sink skips event ids it already holds (relay duplicates, replays after a crash or a
+//!   rebalance);
+//! - one bad record never stops a partition: it becomes a dead letter with its reason, and
+//!   later events of the same aggregate (same topic and key) are parked behind it as dead
+//!   letters too, so they cannot silently overtake it;
+//! - memory is bounded: at most `batch_max_events` events are buffered, and the worker does
+//!   not poll while the sink refuses a batch (backpressure).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use shoplens_bus::{ConsumedRecord, EventSource, Position};
+use shoplens_contract::Envelope;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::metrics::{IngestMetrics, ReasonLabels, TableLabels};
+use crate::rows::TableRows;
+use crate::sink::{DeadLetter, Freshness, IngestBatch, Sink, SinkError};
+
+/// How the worker batches and retries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    /// Flush a batch once it holds this many events (also the most events buffered).
+    pub batch_max_events: usize,
+    /// Flush a batch at most this long after its first event arrived.
+    pub batch_max_delay_ms: u64,
+    /// First back-off after a failed apply; doubles up to `retry_max_ms`.
+    pub retry_initial_ms: u64,
+    /// Longest back-off between apply attempts while the sink is down.
+    pub retry_max_ms: u64,
+    /// How often the worker samples the bus's end offsets for the lag figure.
+    pub lag_interval_ms: u64,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            batch_max_events: 10_000,
+            batch_max_delay_ms: 250,
+            retry_initial_ms: 100,
+            retry_max_ms: 5_000,
+            lag_interval_ms: 1_000,
+        }
+    }
+}
+
+/// What a worker has done, shared with the HTTP API and the rebuild supervisor.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct WorkerStatus {
+    /// The read-model generation this worker writes.
+    pub generation: u32,
+    /// Next offset per (topic, partition) stored in the sink.
+    pub positions: Vec<Position>,
+    /// Events on the bus beyond `positions`, at the last sample (`None` before one).
+    pub lag_events: Option<u64>,
+    pub freshness: Freshness,
+    pub events_consumed: u64,
+    pub rows_written: u64,
+    pub duplicates_skipped: u64,
+    pub dead_letters: u64,
+    pub batches: u64,
+    /// Whether the last apply attempt succeeded.
+    pub sink_up: bool,
+    pub last_error: Option<String>,
+    pub running: bool,
+}
+
+impl WorkerStatus {
+    /// Events applied so far according to the stored positions (next offsets summed).
+    pub fn applied_offsets(&self) -> u64 {
+        self.positions.iter().map(|p| p.next_offset).sum()
+    }
+}
+
+pub type SharedStatus = Arc<Mutex<WorkerStatus>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("the read model cannot be used: {0}")]
+    Sink(#[from] SinkError),
+}
+
+/// One worker: one bus consumer-group member writing one read-model generation.
+pub struct Worker {
+    source: Box<dyn EventSource>,
+    sink: Arc<dyn Sink>,
+    config: WorkerConfig,
+    metrics: Arc<IngestMetrics>,
+    status: SharedStatus,
+    /// Whether this worker's figures go to the freshness and lag gauges (the live one).
+    report_gauges: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Worker {
+    pub fn new(
+        generation: u32,
+        source: Box<dyn EventSource>,
+        sink: Arc<dyn Sink>,
+        config: WorkerConfig,
+        metrics: Arc<IngestMetrics>,
+    ) -> Worker {
+        let status = WorkerStatus {
+            generation,
+            ..Default::default()
+        };
+        Worker {
+            source,
+            sink,
+            config,
+            metrics,
+            status: Arc::new(Mutex::new(status)),
+            report_gauges: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        }
+    }
+
+    pub fn status(&self) -> SharedStatus {
+        self.status.clone()
+    }
+
+    /// A switch for whether this worker sets the live gauges (a rebuild does not until it
+    /// becomes live).
+    pub fn gauge_switch(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.report_gauges.clone()
+    }
+
+    /// Runs until `shutdown`, then flushes what it holds (waiting for the sink, bounded by
+    /// the retry loop, which a second cancellation does not interrupt: stopping never loses
+    /// buffered events, they are simply read again on restart if the apply did not finish).
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), WorkerError> {
+        self.set_status(|s| s.running = true);
+        let result = self.run_inner(&shutdown).await;
+        self.set_status(|s| {
+            s.running = false;
+            if let Err(e) = &result {
+                s.last_error = Some(e.to_string());
+            }
+        });
+        result
+    }
+
+    async fn run_inner(&mut self, shutdown: &CancellationToken) -> Result<(), WorkerError> {
+        let Some(start) = self.load_start_state(shutdown).await? else {
+            return Ok(());
+        };
+        let mut state = start;
+        let mut next_lag_sample = Instant::now();
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let wait = match state.first_at {
+                Some(first) => {
+                    let deadline = first + Duration::from_millis(self.config.batch_max_delay_ms);
+                    deadline.saturating_duration_since(Instant::now())
+                }
+                None => Duration::from_millis(self.config.batch_max_delay_ms.max(50)),
+            };
+            let room = self
+                .config
+                .batch_max_events
+                .saturating_sub(state.buffered());
+            let polled = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                polled = self.source.poll(room.max(1), wait) => polled,
+            };
+            match polled {
+                Ok(records) => {
+                    self.metrics.events_consumed.inc_by(records.len() as u64);
+                    self.set_status(|s| s.events_consumed += records.len() as u64);
+                    for record in records {
+                        state.take(record);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot poll the bus; retrying");
+                    self.set_status(|s| s.last_error = Some(format!("bus: {e}")));
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_millis(self.config.retry_initial_ms)) => {}
+                    }
+                }
+            }
+            let due = state.first_at.is_some_and(|first| {
+                first.elapsed() >= Duration::from_millis(self.config.batch_max_delay_ms)
+            });
+            if state.buffered() >= self.config.batch_max_events || due {
+                self.flush(&mut state, shutdown).await?;
+            }
+            if Instant::now() >= next_lag_sample {
+                self.sample_lag(&state).await;
+                next_lag_sample =
+                    Instant::now() + Duration::from_millis(self.config.lag_interval_ms);
+            }
+        }
+        // Drain: what is buffered is applied before the worker stops.
+        self.flush(&mut state, &CancellationToken::new()).await?;
+        if let Err(e) = self.source.commit(&state.stored_positions()).await {
+            tracing::warn!(error = %e, "cannot commit bus positions on stop");
+        }
+        Ok(())
+    }
+
+    /// Reads what the sink remembers: parked aggregates and stored positions. Retries while
+    /// the sink is down; `None` if stopped meanwhile.
+    async fn load_start_state(
+        &mut self,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<BatchState>, WorkerError> {
+        let mut backoff = Backoff::new(&self.config);
+        loop {
+            let loaded = async {
+                let parked = self.sink.parked_keys().await?;
+                let stored = self.sink.stored_positions().await?;
+                let freshness = self.sink.freshness().await?;
+                Ok::<_, SinkError>((parked, stored, freshness))
+            }
+            .await;
+            match loaded {
+                Ok((parked, stored, freshness)) => {
+                    for p in &stored {
+                        // Where the bus can seek now (the embedded log), start there; Kafka
+                        // members join their group later, so records below the stored
+                        // position are also skipped as they arrive.
+                        if let Err(e) = self.source.seek(p) {
+                            tracing::debug!(error = %e, topic = p.topic, partition = p.partition, "seek deferred");
+                        }
+                    }
+                    let state = BatchState::new(parked.into_iter().collect(), &stored);
+                    self.set_status(|s| {
+                        s.positions = stored;
+                        s.freshness = freshness;
+                        s.sink_up = true;
+                    });
+                    self.update_gauges(freshness);
+                    return Ok(Some(state));
+                }
+                Err(SinkError::Corrupt(e)) => return Err(SinkError::Corrupt(e).into()),
+                Err(e) => {
+                    self.sink_failed(&e);
+                    if !backoff.wait(shutdown).await {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies the buffered batch, retrying while the sink is unavailable, then commits.
+    async fn flush(
+        &mut self,
+        state: &mut BatchState,
+        shutdown: &CancellationToken,
+    ) -> Result<(), WorkerError> {
+        if state.positions.is_empty() {
+            state.first_at = None;
+            return Ok(());
+        }
+        let batch_duplicates = std::mem::take(&mut state.batch_duplicates);
+        let batch = state.finish();
+        let events = batch.row_count() + batch.dead_letters.len() + batch_duplicates;
+        let span = tracing::debug_span!("apply", events, rows = batch.row_count());
+        let mut backoff = Backoff::new(&self.config);
+        let mut report = loop {
+            let started = std::time::Instant::now();
+            match self.sink.apply(&batch).instrument(span.clone()).await {
+                Ok(report) => {
+                    self.metrics
+                        .apply_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    break report;
+                }
+                Err(SinkError::Corrupt(e)) => return Err(SinkError::Corrupt(e).into()),
+                Err(e) => {
+                    self.sink_failed(&e);
+                    if !backoff.wait(shutdown).await {
+                        // Stopped while the sink is down: nothing was committed, so the
+                        // batch is read again on restart.
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        state.applied(&batch.positions);
+        report.duplicates_skipped += batch_duplicates;
+        self.metrics.batches.inc();
+        self.metrics.batch_events.observe(events as f64);
+        self.metrics
+            .duplicates_skipped
+            .inc_by(report.duplicates_skipped as u64);
+        for table_rows in per_table_new_rows(&batch, report.rows_written) {
+            self.metrics
+                .rows_written
+                .get_or_create(&TableLabels {
+                    table: table_rows.0.to_owned(),
+                })
+                .inc_by(table_rows.1);
+        }
+        for dl in &batch.dead_letters {
+            self.metrics
+                .dead_letters
+                .get_or_create(&ReasonLabels {
+                    reason: dl.reason_kind.clone(),
+                })
+                .inc();
+        }
+        let freshness = match self.sink.freshness().await {
+            Ok(f) => Some(f),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the freshness watermark");
+                None
+            }
+        };
+        let positions = state.stored_positions();
+        self.set_status(|s| {
+            s.positions = positions.clone();
+            s.rows_written += report.rows_written as u64;
+            s.duplicates_skipped += report.duplicates_skipped as u64;
+            s.dead_letters += report.dead_letters_written as u64;
+            s.batches += 1;
+            s.sink_up = true;
+            s.last_error = None;
+            if let Some(f) = freshness {
+                s.freshness = f;
+            }
+        });
+        if let Some(f) = freshness {
+            self.update_gauges(f);
+        }
+        // The sink holds the data and its positions; committing to the bus only saves
+        // re-reading. A failed commit is harmless (the records are skipped when re-read).
+        if let Err(e) = self.source.commit(&batch.positions).await {
+            tracing::warn!(error = %e, "cannot commit bus positions; they are re-read and skipped");
+        }
+        Ok(())
+    }
+
+    async fn sample_lag(&mut self, state: &BatchState) {
+        let ends =
+            match tokio::time::timeout(Duration::from_secs(2), self.source.end_offsets()).await {
+                Ok(Ok(ends)) => ends,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "cannot read end offsets");
+                    return;
+                }
+                Err(_) => return,
+            };
+        let lag: u64 = ends
+            .iter()
+            .map(|end| {
+                let at = state
+                    .stored
+                    .get(&(end.topic.clone(), end.partition))
+                    .copied()
+                    .unwrap_or(0);
+                end.next_offset.saturating_sub(at)
+            })
+            .sum();
+        self.set_status(|s| s.lag_events = Some(lag));
+        if self
+            .report_gauges
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            self.metrics.lag_events.set(lag as i64);
+        }
+    }
+
+    fn sink_failed(&self, e: &SinkError) {
+        tracing::warn!(error = %e, "the read-model sink refused a request; backing off");
+        self.metrics.sink_failures.inc();
+        self.set_status(|s| {
+            s.sink_up = false;
+            s.last_error = Some(e.to_string());
+        });
+    }
+
+    fn update_gauges(&self, f: Freshness) {
+        if self
+            .report_gauges
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            self.metrics.freshness_as_of_ms.set(f.as_of_ms.unwrap_or(0));
+            self.metrics
+                .freshness_visible_at_ms
+                .set(f.visible_at_ms.unwrap_or(0));
+        }
+    }
+
+    fn set_status(&self, f: impl FnOnce(&mut WorkerStatus)) {
+        f(&mut self.status.lock().expect("status lock"));
+    }
+}
+
+/// New rows per table of an applied batch, for the metric. The sink reports only a total,
+/// so the split assumes duplicates are spread like the rows (exact when none were skipped).
+fn per_table_new_rows(batch: &IngestBatch, written: usize) -> Vec<(&'static str, u64)> {
+    let total = batch.row_count();
+    if total == 0 {
+        return Vec::new();
+    }
+    batch
+        .tables
+        .iter()
+        .map(|(t, b)| {
+            let share = if written == total {
+                b.num_rows() as u64
+            } else {
+                (b.num_rows() as u128 * written as u128 / total as u128) as u64
+            };
+            (t.name(), share)
+        })
+        .collect()
+}
+
+/// The batch being built, and what the worker knows about positions and parking.
+struct BatchState {
+    rows: TableRows,
+    dead_letters: Vec<DeadLetter>,
+    /// Event ids in this batch (an `IngestBatch` holds each id once).
+    ids: HashSet<uuid::Uuid>,
+    /// Next offsets of what this batch covers.
+    positions: HashMap<(String, i32), u64>,
+    /// Next offsets the sink has stored: records below are already applied.
+    stored: HashMap<(String, i32), u64>,
+    /// Aggregates (topic, key) with a dead-lettered event: later events are parked.
+    parked: HashSet<(String, String)>,
+    first_at: Option<Instant>,
+    /// Events dropped because the same id came earlier in this batch.
+    batch_duplicates: usize,
+}
+
+impl BatchState {
+    fn new(parked: HashSet<(String, String)>, stored: &[Position]) -> BatchState {
+        BatchState {
+            rows: TableRows::new(),
+            dead_letters: Vec::new(),
+            ids: HashSet::new(),
+            positions: HashMap::new(),
+            stored: stored
+                .iter()
+                .map(|p| ((p.topic.clone(), p.partition), p.next_offset))
+                .collect(),
+            parked,
+            first_at: None,
+            batch_duplicates: 0,
+        }
+    }
+
+    fn buffered(&self) -> usize {
+        self.rows.len() + self.dead_letters.len()
+    }
+
+    /// Takes one consumed record into the batch (or skips it).
+    fn take(&mut self, record: ConsumedRecord) {
+        let partition = (record.topic.clone(), record.partition);
+        let floor = self
+            .positions
+            .get(&partition)
+            .or_else(|| self.stored.get(&partition))
+            .copied()
+            .unwrap_or(0);
+        if record.offset < floor {
+            // Already applied (a replay after a restart or a rebalance).
+            return;
+        }
+        self.positions.insert(partition, record.offset + 1);
+        self.first_at.get_or_insert_with(Instant::now);
+        let parked_key = (record.topic.clone(), record.key.clone());
+        match Envelope::decode(&record.payload) {
+            Err(e) => {
+                self.parked.insert(parked_key);
+                self.dead_letters
+                    .push(dead_letter(record, None, e.kind(), e.to_string()));
+            }
+            Ok(env) => {
+                if self.parked.contains(&parked_key) {
+                    let reason = format!(
+                        "an earlier event of aggregate `{}` on topic {} was dead-lettered; later \
+                         events of it are parked so they cannot overtake it",
+                        record.key, record.topic
+                    );
+                    self.dead_letters
+                        .push(dead_letter(record, Some(&env), "parked", reason));
+                } else if self.ids.insert(env.event_id) {
+                    self.rows.push(&env);
+                } else {
+                    // The same event twice in one batch (a relay duplicate): the first
+                    // copy stands.
+                    self.batch_duplicates += 1;
+                }
+            }
+        }
+    }
+
+    /// The batch to apply; the builders start over.
+    fn finish(&mut self) -> IngestBatch {
+        let mut positions: Vec<Position> = self
+            .positions
+            .iter()
+            .map(|((topic, partition), next)| Position {
+                topic: topic.clone(),
+                partition: *partition,
+                next_offset: *next,
+            })
+            .collect();
+        positions.sort();
+        self.ids.clear();
+        self.first_at = None;
+        IngestBatch {
+            tables: self.rows.finish(),
+            dead_letters: std::mem::take(&mut self.dead_letters),
+            positions,
+        }
+    }
+
+    /// Records that the sink stored everything up to `positions`.
+    fn applied(&mut self, positions: &[Position]) {
+        for p in positions {
+            self.stored
+                .insert((p.topic.clone(), p.partition), p.next_offset);
+        }
+        self.positions.clear();
+    }
+
+    fn stored_positions(&self) -> Vec<Position> {
+        let mut out: Vec<Position> = self
+            .stored
+            .iter()
+            .map(|((topic, partition), next)| Position {
+                topic: topic.clone(),
+                partition: *partition,
+                next_offset: *next,
+            })
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+fn dead_letter(
+    record: ConsumedRecord,
+    env: Option<&Envelope>,
+    kind: &str,
+    reason: String,
+) -> DeadLetter {
+    // Even an undecodable event may name itself: keep its id and type when they parse.
+    let (event_id, event_type) = match env {
+        Some(env) => (
+            Some(env.event_id.to_string()),
+            Some(env.event_type().as_str().to_owned()),
+        ),
+        None => peek_identity(&record.payload),
+    };
+    DeadLetter {
+        topic: record.topic,
+        partition: record.partition,
+        offset: record.offset,
+        key: record.key,
+        event_id,
+        event_type,
+        reason_kind: kind.to_owned(),
+        reason,
+        payload: record.payload,
+        received_at_ms: chrono::Utc::now().timestamp_millis(),
+    }
+}
+
+/// `event_id` and `event_type` of a JSON object that failed validation, when present.
+fn peek_identity(payload: &[u8]) -> (Option<String>, Option<String>) {
+    #[derive(Deserialize)]
+    struct Identity {
+        event_id: Option<serde_json::Value>,
+        event_type: Option<serde_json::Value>,
+    }
+    let text = |v: Option<serde_json::Value>| match v {
+        Some(serde_json::Value::String(s)) if s.len() <= 200 => Some(s),
+        _ => None,
+    };
+    match serde_json::from_slice::<Identity>(payload) {
+        Ok(i) => (text(i.event_id), text(i.event_type)),
+        Err(_) => (None, None),
+    }
+}
+
+/// Exponential back-off between attempts, cut short by shutdown.
+struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    fn new(config: &WorkerConfig) -> Backoff {
+        Backoff {
+            next: Duration::from_millis(config.retry_initial_ms.max(1)),
+            max: Duration::from_millis(config.retry_max_ms.max(config.retry_initial_ms)),
+        }
+    }
+
+    /// Sleeps the next interval; `false` if `shutdown` fired first.
+    async fn wait(&mut self, shutdown: &CancellationToken) -> bool {
+        let sleep = self.next;
+        self.next = (self.next * 2).min(self.max);
+        tokio::select! {
+            _ = shutdown.cancelled() => false,
+            _ = tokio::time::sleep(sleep) => true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use shoplens_contract::{OrderStatus, OrderStatusChanged};
+
+    use super::*;
+
+    fn record(offset: u64, key: &str, payload: Vec<u8>) -> ConsumedRecord {
+        ConsumedRecord {
+            topic: "shop.orders".into(),
+            partition: 0,
+            offset,
+            key: key.into(),
+            payload: Bytes::from(payload),
+            timestamp_ms: 0,
+        }
+    }
+
+    fn paid(order: &str) -> Envelope {
+        Envelope::new(OrderStatusChanged {
+            order_id: order.into(),
+            customer_id: "c1".into(),
+            from: Some(OrderStatus::Placed),
+            to: OrderStatus::Paid,
+        })
+    }
+
+    #[test]
+    fn bad_records_are_dead_lettered_and_park_their_aggregate_only() {
+        let mut state = BatchState::new(HashSet::new(), &[]);
+        state.take(record(0, "o1", b"{not json".to_vec()));
+        state.take(record(1, "o1", paid("o1").to_json()));
+        state.take(record(2, "o2", paid("o2").to_json()));
+        let batch = state.finish();
+        assert_eq!(batch.row_count(), 1);
+        let kinds: Vec<_> = batch
+            .dead_letters
+            .iter()
+            .map(|d| (d.offset, d.reason_kind.as_str()))
+            .collect();
+        assert_eq!(kinds, vec![(0, "malformed_json"), (1, "parked")]);
+        assert_eq!(batch.positions[0].next_offset, 3);
+    }
+
+    #[test]
+    fn records_below_the_stored_position_and_repeated_ids_are_skipped() {
+        let stored = [Position {
+            topic: "shop.orders".into(),
+            partition: 0,
+            next_offset: 2,
+        }];
+        let mut state = BatchState::new(HashSet::new(), &stored);
+        let e = paid("o1");
+        state.take(record(0, "o1", paid("o1").to_json()));
+        state.take(record(1, "o1", paid("o1").to_json()));
+        state.take(record(2, "o1", e.to_json()));
+        state.take(record(3, "o1", e.to_json()));
+        let batch = state.finish();
+        assert_eq!(batch.row_count(), 1);
+        assert_eq!(batch.positions[0].next_offset, 4);
+    }
+
+    #[test]
+    fn a_dead_letter_keeps_the_identity_it_can_read() {
+        let mut bad: serde_json::Value = serde_json::from_slice(&paid("o1").to_json()).unwrap();
+        bad["payload"]["to"] = serde_json::json!("Teleported");
+        let id = bad["event_id"].as_str().unwrap().to_owned();
+        let mut state = BatchState::new(HashSet::new(), &[]);
+        state.take(record(0, "o1", serde_json::to_vec(&bad).unwrap()));
+        let batch = state.finish();
+        let dl = &batch.dead_letters[0];
+        assert_eq!(dl.event_id.as_deref(), Some(id.as_str()));
+        assert_eq!(dl.event_type.as_deref(), Some("OrderStatusChanged"));
+        assert_eq!(dl.reason_kind, "invalid_field");
+    }
+}

@@ -1,0 +1,370 @@
+//! The ingest process end to end on the embedded log and the embedded store: exactly-once
+//! effect under duplicates, poison messages, crashes, sink outages, and blue/green rebuild.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use shoplens_bus::{BusRecord, EventBus};
+use shoplens_contract::tables::RawTable;
+use shoplens_ingest::model::AggTable;
+use shoplens_ingest::sink::{
+    ApplyReport, DeadLetter, Freshness, IngestBatch, ReadModelStore, Sink, SinkError, SinkResult,
+};
+use shoplens_ingest::startup::{IngestConfig, IngestHandle, embedded_sources, start};
+use shoplens_ingest::synthetic::{StreamSpec, shop_events};
+
+use crate::support::*;
+
+fn config() -> IngestConfig {
+    let mut c = IngestConfig {
+        listen: ([127, 0, 0, 1], 0).into(),
+        drop_old_generation_after_ms: 200,
+        ..Default::default()
+    };
+    c.worker.batch_max_events = 700;
+    c.worker.batch_max_delay_ms = 20;
+    c.worker.retry_initial_ms = 10;
+    c.worker.retry_max_ms = 50;
+    c.worker.lag_interval_ms = 50;
+    c
+}
+
+async fn start_embedded(
+    log: &shoplens_bus::EmbeddedLog,
+    store: Arc<dyn ReadModelStore>,
+) -> IngestHandle {
+    let topics = TOPICS.iter().map(|t| t.to_string()).collect();
+    start(&config(), store, embedded_sources(log.clone(), topics))
+        .await
+        .expect("start ingest")
+}
+
+fn spec(seed: u64, orders: u32) -> StreamSpec {
+    StreamSpec {
+        seed,
+        orders,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn every_event_counts_once_despite_duplicates_and_poison() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path());
+    let events = shop_events(&spec(1, 300));
+    publish(&log, &events).await;
+    // A relay crash re-publishes a batch: the same events again, later in the log.
+    publish(&log, &events[100..400]).await;
+    // A poison message for order o00000003, then a valid later event of that order.
+    let poison = BusRecord {
+        topic: "shop.orders".into(),
+        key: "o00000003".into(),
+        payload: b"{\"event_id\": 12".to_vec().into(),
+    };
+    log.publish(&[poison]).await.unwrap();
+    let later = events
+        .iter()
+        .find(|e| e.aggregate_id == "o00000003")
+        .unwrap();
+    log.publish(&[shoplens_ingest::synthetic::to_record(later)])
+        .await
+        .unwrap();
+
+    let store = embedded_store(dir.path());
+    let handle = start_embedded(&log, store).await;
+    wait_caught_up(&handle, &log, &TOPICS).await;
+    let (_, sink) = handle.ingest().live();
+    // The duplicate of `later` is parked, not counted: the totals are the stream's.
+    assert_read_model(&sink, &events).await;
+    let dead = sink.dead_letters().await.unwrap();
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    assert_eq!(dead[0].reason_kind, "malformed_json");
+    assert!(
+        dead[0].reason.contains("malformed JSON"),
+        "{}",
+        dead[0].reason
+    );
+    assert_eq!(dead[1].reason_kind, "parked");
+    assert_eq!(dead[1].event_id, Some(later.event_id.to_string()));
+    assert_eq!(
+        sink.parked_keys().await.unwrap(),
+        vec![("shop.orders".to_string(), "o00000003".to_string())]
+    );
+    let status = handle.ingest().status();
+    assert_eq!(status.live.duplicates_skipped, 300);
+    assert_eq!(status.live.dead_letters, 2);
+
+    // The API tells how fresh the model is: the newest event time.
+    let newest = events.iter().map(|e| e.occurred_at).max().unwrap();
+    let fresh: serde_json::Value = reqwest::get(format!("{}/api/v1/freshness", handle.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(fresh["as_of_ms"], newest.timestamp_millis());
+    let dl: serde_json::Value = reqwest::get(format!("{}/api/v1/dead-letters", handle.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(dl["total"], 2);
+    assert_eq!(dl["items"][0]["payload"], "{\"event_id\": 12");
+    let bad = reqwest::get(format!("{}/api/v1/dead-letters?limit=0", handle.url()))
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 422);
+    let body: serde_json::Value = bad.json().await.unwrap();
+    assert_eq!(body["field"], "limit");
+    let metrics = reqwest::get(format!("{}/metrics", handle.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("shoplens_ingest_duplicates_skipped_total 300"),
+        "{metrics}"
+    );
+    handle.stop().await;
+}
+
+/// Runs an ingest process on its own runtime and kills it without any clean-up, as a
+/// crash would: tasks stop at whatever await point they are at.
+fn crash_after(dir: &std::path::Path, log: &shoplens_bus::EmbeddedLog, delay: Duration) -> u64 {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let applied = runtime.block_on(async {
+        let handle = start_embedded(log, embedded_store(dir)).await;
+        tokio::time::sleep(delay).await;
+        let applied = handle.ingest().status().live.applied_offsets();
+        std::mem::forget(handle);
+        applied
+    });
+    runtime.shutdown_background();
+    applied
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_again_and_again_ends_with_exact_totals() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path());
+    let events = shop_events(&spec(2, 3_000));
+    publish(&log, &events).await;
+    let total: u64 = TOPICS.iter().map(|t| log.end_offset(t)).sum();
+    let mut progress = Vec::new();
+    for delay_ms in [15, 40, 5, 60] {
+        let dir = dir.path().to_owned();
+        let log2 = log.clone();
+        let applied = tokio::task::spawn_blocking(move || {
+            crash_after(&dir, &log2, Duration::from_millis(delay_ms))
+        })
+        .await
+        .unwrap();
+        progress.push(applied);
+    }
+    assert!(
+        progress.iter().any(|p| *p > 0 && *p < total),
+        "some crash happened mid-stream: {progress:?} of {total}"
+    );
+    let handle = start_embedded(&log, embedded_store(dir.path())).await;
+    wait_caught_up(&handle, &log, &TOPICS).await;
+    let (_, sink) = handle.ingest().live();
+    assert_read_model(&sink, &events).await;
+    handle.stop().await;
+}
+
+/// A store whose sinks refuse every write while `down` is set: an outage of the read-model
+/// store (the ClickHouse tests stop a real server; this one covers the embedded side).
+struct Flaky {
+    inner: Arc<dyn ReadModelStore>,
+    down: Arc<AtomicBool>,
+}
+
+struct FlakySink {
+    inner: Arc<dyn Sink>,
+    down: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl ReadModelStore for Flaky {
+    async fn open(&self, generation: u32) -> SinkResult<Arc<dyn Sink>> {
+        Ok(Arc::new(FlakySink {
+            inner: self.inner.open(generation).await?,
+            down: self.down.clone(),
+        }))
+    }
+    async fn live(&self) -> SinkResult<Option<u32>> {
+        self.inner.live().await
+    }
+    async fn set_live(&self, generation: u32) -> SinkResult<()> {
+        self.inner.set_live(generation).await
+    }
+    async fn generations(&self) -> SinkResult<Vec<u32>> {
+        self.inner.generations().await
+    }
+    async fn drop_generation(&self, generation: u32) -> SinkResult<()> {
+        self.inner.drop_generation(generation).await
+    }
+}
+
+#[async_trait]
+impl Sink for FlakySink {
+    async fn apply(&self, batch: &IngestBatch) -> SinkResult<ApplyReport> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(SinkError::Unavailable("store is down (test)".into()));
+        }
+        self.inner.apply(batch).await
+    }
+    async fn parked_keys(&self) -> SinkResult<Vec<(String, String)>> {
+        self.inner.parked_keys().await
+    }
+    async fn freshness(&self) -> SinkResult<Freshness> {
+        self.inner.freshness().await
+    }
+    async fn stored_positions(&self) -> SinkResult<Vec<shoplens_bus::Position>> {
+        self.inner.stored_positions().await
+    }
+    async fn aggregate(&self, table: AggTable) -> SinkResult<arrow_array::RecordBatch> {
+        self.inner.aggregate(table).await
+    }
+    async fn raw_row_count(&self, table: RawTable) -> SinkResult<u64> {
+        self.inner.raw_row_count(table).await
+    }
+    async fn dead_letters(&self) -> SinkResult<Vec<DeadLetter>> {
+        self.inner.dead_letters().await
+    }
+}
+
+#[tokio::test]
+async fn a_sink_outage_holds_the_worker_back_and_it_catches_up_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path());
+    let down = Arc::new(AtomicBool::new(false));
+    let store = Arc::new(Flaky {
+        inner: embedded_store(dir.path()),
+        down: down.clone(),
+    });
+    let handle = start_embedded(&log, store).await;
+    let first = shop_events(&spec(3, 100));
+    publish(&log, &first).await;
+    wait_caught_up(&handle, &log, &TOPICS).await;
+
+    down.store(true, Ordering::SeqCst);
+    let second = shop_events(&spec(4, 400));
+    publish(&log, &second).await;
+    let start = Instant::now();
+    while handle.ingest().status().live.sink_up {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "worker never saw the outage"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (_, sink) = handle.ingest().live();
+    let before = sink.raw_row_count(RawTable::Orders).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sink.raw_row_count(RawTable::Orders).await.unwrap(), before);
+    let status = handle.ingest().status();
+    assert!(status.live.last_error.unwrap().contains("store is down"));
+
+    down.store(false, Ordering::SeqCst);
+    wait_caught_up(&handle, &log, &TOPICS).await;
+    let all: Vec<_> = first.iter().chain(&second).cloned().collect();
+    assert_read_model(&sink, &all).await;
+    handle.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_fills_a_new_generation_and_switches_without_going_blank() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path());
+    let first = shop_events(&spec(5, 1_500));
+    publish(&log, &first).await;
+    let handle = start_embedded(&log, embedded_store(dir.path())).await;
+    wait_caught_up(&handle, &log, &TOPICS).await;
+    let (old_generation, _) = handle.ingest().live();
+
+    // More events keep arriving while the rebuild runs.
+    let second = shop_events(&spec(6, 1_500));
+    let writer = {
+        let log = log.clone();
+        let second = second.clone();
+        tokio::spawn(async move {
+            for chunk in second.chunks(300) {
+                publish(&log, chunk).await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/v1/rebuild", handle.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let again = reqwest::Client::new()
+        .post(format!("{}/api/v1/rebuild", handle.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 409, "one rebuild at a time");
+
+    // Readers always see a complete model: never fewer orders than before the rebuild.
+    let floor = first
+        .iter()
+        .filter(|e| e.event_type() == shoplens_contract::EventType::OrderCreated)
+        .count() as u64;
+    let start = Instant::now();
+    loop {
+        let (_, sink) = handle.ingest().live();
+        let orders = sink.raw_row_count(RawTable::Orders).await.unwrap();
+        assert!(
+            orders >= floor,
+            "the live model went back to {orders} orders"
+        );
+        let status = handle.ingest().status();
+        if status
+            .rebuild
+            .as_ref()
+            .is_some_and(|r| r.state == "switched")
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "rebuild did not finish: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    writer.await.unwrap();
+    let (generation, sink) = handle.ingest().live();
+    assert_eq!(generation, old_generation + 1);
+    wait_caught_up(&handle, &log, &TOPICS).await;
+    let all: Vec<_> = first.iter().chain(&second).cloned().collect();
+    assert_read_model(&sink, &all).await;
+
+    // The old generation is dropped after its grace period.
+    let store = handle.ingest().store();
+    let start = Instant::now();
+    while store.generations().await.unwrap() != vec![generation] {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "old generation kept"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(store.live().await.unwrap(), Some(generation));
+    handle.stop().await;
+
+    // A restart keeps serving the rebuilt generation.
+    let handle = start_embedded(&log, embedded_store(dir.path())).await;
+    assert_eq!(handle.ingest().live().0, generation);
+    handle.stop().await;
+}
