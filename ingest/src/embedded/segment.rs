@@ -31,20 +31,41 @@ pub(super) fn write(
     batches: &[&RecordBatch],
     fsync: bool,
 ) -> SinkResult<u64> {
-    let file = File::create(path)?;
-    let props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .build();
-    let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(io)?;
+    let mut writer = SegmentWriter::create(path, schema)?;
     for batch in batches {
-        writer.write(batch).map_err(io)?;
+        writer.write(batch)?;
     }
-    let file = writer.into_inner().map_err(io)?;
-    if fsync {
-        file.sync_all()?;
+    writer.finish(fsync)
+}
+
+/// A segment being written batch by batch (compaction streams its sources through one).
+pub(super) struct SegmentWriter {
+    writer: ArrowWriter<File>,
+}
+
+impl SegmentWriter {
+    pub(super) fn create(path: &Path, schema: &SchemaRef) -> SinkResult<SegmentWriter> {
+        let file = File::create(path)?;
+        let props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            .build();
+        let writer = ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(io)?;
+        Ok(SegmentWriter { writer })
     }
-    Ok(file.metadata()?.len())
+
+    pub(super) fn write(&mut self, batch: &RecordBatch) -> SinkResult<()> {
+        self.writer.write(batch).map_err(io)
+    }
+
+    /// Closes the file (synced when `fsync`) and returns its size in bytes.
+    pub(super) fn finish(self, fsync: bool) -> SinkResult<u64> {
+        let file = self.writer.into_inner().map_err(io)?;
+        if fsync {
+            file.sync_all()?;
+        }
+        Ok(file.metadata()?.len())
+    }
 }
 
 /// Reads the columns `columns` (indices into `schema`; all when `None`) of the segment at
@@ -55,6 +76,22 @@ pub(super) fn read(
     schema: &SchemaRef,
     columns: Option<&[usize]>,
 ) -> SinkResult<Vec<RecordBatch>> {
+    let mut out = Vec::new();
+    for_each(path, schema, columns, |b| {
+        out.push(b);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// As [`read`], handing over one batch (at most a row group) at a time, so memory stays
+/// bounded however big the file is.
+pub(super) fn for_each(
+    path: &Path,
+    schema: &SchemaRef,
+    columns: Option<&[usize]>,
+    mut f: impl FnMut(RecordBatch) -> SinkResult<()>,
+) -> SinkResult<()> {
     let corrupt = |e: &dyn std::fmt::Display| {
         SinkError::Corrupt(format!("segment {} cannot be read: {e}", path.display()))
     };
@@ -78,9 +115,10 @@ pub(super) fn read(
         .with_batch_size(ROW_GROUP_ROWS)
         .build()
         .map_err(|e| corrupt(&e))?;
-    reader
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| corrupt(&e))
+    for batch in reader {
+        f(batch.map_err(|e| corrupt(&e))?)?;
+    }
+    Ok(())
 }
 
 /// Removes a file, treating "already gone" as done.

@@ -604,45 +604,60 @@ impl Inner {
                     replaced.extend(old.into_iter().map(|s| s.file));
                     continue;
                 }
-                // Raw tables and dead letters: merge `fan_in` files of one level.
-                let mut by_level: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+                // Raw tables and dead letters: merge `fan_in` files of one level, as long as
+                // the result stays within `compact_max_rows`.
+                let max_rows = self.config.compact_max_rows;
+                let mut by_level: BTreeMap<u32, (Vec<usize>, u64)> = BTreeMap::new();
                 for (i, s) in next.segments(table).iter().enumerate() {
-                    if s.rows < self.config.compact_max_rows {
-                        by_level.entry(s.level).or_default().push(i);
+                    let (picked, rows) = by_level.entry(s.level).or_default();
+                    if picked.len() < fan_in && *rows + s.rows <= max_rows {
+                        picked.push(i);
+                        *rows += s.rows;
                     }
                 }
-                let Some((level, picked)) =
-                    by_level.into_iter().find(|(_, idx)| idx.len() >= fan_in)
+                let Some((level, (picked, _))) = by_level
+                    .into_iter()
+                    .find(|(_, (picked, _))| picked.len() >= fan_in)
                 else {
                     continue;
                 };
-                let picked: Vec<usize> = picked.into_iter().take(fan_in).collect();
                 let schema = schema_of(table);
                 let sources: Vec<Segment> = picked
                     .iter()
                     .map(|&i| next.segments(table)[i].clone())
                     .collect();
-                let mut batches = Vec::new();
-                for s in &sources {
-                    batches.extend(segment::read(&self.root.join(&s.file), &schema, None)?);
-                }
                 let file = segment_name(table, next.next_segment);
                 next.next_segment += 1;
                 let path = self.root.join(&file);
                 written.push(path.clone());
-                let refs: Vec<&RecordBatch> = batches.iter().collect();
-                let bytes = segment::write(&path, &schema, &refs, self.config.fsync)?;
+                // The merged file's ids stay in memory only if all of its sources' were.
+                let keep_ids = sources.iter().all(|s| w.ids.is_resident(&s.file));
+                let mut ids = Vec::new();
+                let mut out = segment::SegmentWriter::create(&path, &schema)?;
+                for s in &sources {
+                    segment::for_each(&self.root.join(&s.file), &schema, None, |b| {
+                        if let (TableId::Raw(raw), true) = (table, keep_ids) {
+                            ids.extend(ids_of(raw, &b)?);
+                        }
+                        out.write(&b)
+                    })?;
+                }
+                let bytes = out.finish(self.config.fsync)?;
                 dirs.insert(table.dir());
                 let mut id_range = None;
                 if let TableId::Raw(raw) = table {
-                    let mut ids = Vec::new();
-                    for b in &batches {
-                        ids.extend(ids_of(raw, b)?);
+                    let mut lo = u128::MAX;
+                    let mut hi = 0;
+                    for s in &sources {
+                        if let Some((l, h)) = range_of(s)? {
+                            lo = lo.min(l);
+                            hi = hi.max(h);
+                        }
                     }
-                    let lo = ids.iter().copied().min().unwrap_or(0);
-                    let hi = ids.iter().copied().max().unwrap_or(0);
                     id_range = Some((format_id(lo), format_id(hi)));
-                    merged_ids.push((raw, file.clone(), ids));
+                    if keep_ids {
+                        merged_ids.push((raw, file.clone(), std::mem::take(&mut ids)));
+                    }
                 }
                 let merged = Segment {
                     file,
