@@ -474,29 +474,32 @@ impl EventSource for KafkaSource {
     }
 
     /// High watermarks of the partitions currently assigned to this member (none before it
-    /// has joined its group). Meant for lag metrics only: brokers may report them late.
+    /// has joined its group), asked for all partitions at once (one round trip each).
+    /// Meant for lag metrics only: brokers may report them late.
     async fn end_offsets(&mut self) -> Result<Vec<Position>> {
-        let assigned = self.assignment();
-        let consumer = self.consumer().clone();
-        tokio::task::spawn_blocking(move || {
-            assigned
-                .into_iter()
-                .map(|(topic, partition)| {
-                    let (_low, high) = consumer
-                        .fetch_watermarks(&topic, partition, REQUEST_TIMEOUT)
-                        .map_err(|e| {
-                            unavailable(&format!("cannot read the end of {topic}/{partition}"), e)
-                        })?;
-                    Ok(Position {
-                        topic,
-                        partition,
-                        next_offset: u64::try_from(high).unwrap_or(0),
-                    })
+        let requests = self.assignment().into_iter().map(|(topic, partition)| {
+            let consumer = self.consumer().clone();
+            tokio::task::spawn_blocking(move || {
+                let (_low, high) = consumer
+                    .fetch_watermarks(&topic, partition, REQUEST_TIMEOUT)
+                    .map_err(|e| {
+                        unavailable(&format!("cannot read the end of {topic}/{partition}"), e)
+                    })?;
+                Ok(Position {
+                    topic,
+                    partition,
+                    next_offset: u64::try_from(high).unwrap_or(0),
                 })
-                .collect()
-        })
-        .await
-        .map_err(|e| BusError::Unavailable(format!("end offsets task failed: {e}")))?
+            })
+        });
+        futures::future::join_all(requests)
+            .await
+            .into_iter()
+            .map(|joined| {
+                joined
+                    .map_err(|e| BusError::Unavailable(format!("end offsets task failed: {e}")))?
+            })
+            .collect()
     }
 }
 

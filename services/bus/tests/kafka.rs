@@ -367,3 +367,121 @@ fn partition_count_or_none(topic: &str) -> Option<usize> {
         .find(|t| t.name() == topic && t.error().is_none())
         .map(|t| t.partitions().len())
 }
+
+/// Polls both members in turn until `count` records arrived in total (panicking after
+/// [`READ_DEADLINE`]), then a while longer to catch any record beyond `count`.
+async fn read_from_both(
+    a: &mut KafkaSource,
+    b: &mut KafkaSource,
+    count: usize,
+) -> (Vec<ConsumedRecord>, Vec<ConsumedRecord>) {
+    let start = Instant::now();
+    let (mut from_a, mut from_b) = (Vec::new(), Vec::new());
+    let wait = Duration::from_millis(100);
+    while from_a.len() + from_b.len() < count {
+        assert!(
+            start.elapsed() < READ_DEADLINE,
+            "only {} of {count} records arrived within {READ_DEADLINE:?}",
+            from_a.len() + from_b.len()
+        );
+        from_a.extend(a.poll(1_000, wait).await.expect("poll a"));
+        from_b.extend(b.poll(1_000, wait).await.expect("poll b"));
+    }
+    for _ in 0..5 {
+        from_a.extend(a.poll(1_000, wait).await.expect("poll a"));
+        from_b.extend(b.poll(1_000, wait).await.expect("poll b"));
+    }
+    assert_eq!(
+        from_a.len() + from_b.len(),
+        count,
+        "records beyond the {count} expected"
+    );
+    (from_a, from_b)
+}
+
+/// The end of what `records` hold, per partition: the positions to commit after them.
+fn ends(records: &[ConsumedRecord]) -> Vec<Position> {
+    let mut ends: BTreeMap<(String, i32), u64> = BTreeMap::new();
+    for r in records {
+        let end = ends.entry((r.topic.clone(), r.partition)).or_default();
+        *end = (*end).max(r.offset + 1);
+    }
+    ends.into_iter()
+        .map(|((topic, partition), next_offset)| Position {
+            topic,
+            partition,
+            next_offset,
+        })
+        .collect()
+}
+
+fn ids(records: &[ConsumedRecord]) -> BTreeSet<(i32, u64)> {
+    records.iter().map(|r| (r.partition, r.offset)).collect()
+}
+
+/// A second member joining splits the partitions (nothing committed is read again); when a
+/// member leaves without committing, the other takes its partitions over and reads them
+/// again from their last commit: at least once, never lost.
+#[tokio::test]
+async fn members_share_partitions_and_take_over_from_the_last_commit() {
+    let config = config();
+    let topic = unique("shared");
+    let group = unique("group");
+    let bus = KafkaBus::connect(&config, &[&topic])
+        .await
+        .expect("connect");
+    bus.publish(&keyed_records(&topic, 1_500, 30))
+        .await
+        .expect("publish");
+    let mut a = KafkaSource::subscribe(&config, &group, &[&topic])
+        .await
+        .expect("subscribe a");
+    let before = read_exactly(&mut a, 1_500).await;
+    a.commit(&ends(&before)).await.expect("commit a");
+
+    let mut b = KafkaSource::subscribe(&config, &group, &[&topic])
+        .await
+        .expect("subscribe b");
+    let deadline = Instant::now() + READ_DEADLINE;
+    while a.assignment().is_empty() || b.assignment().is_empty() {
+        assert!(Instant::now() < deadline, "no rebalance to two members");
+        a.poll(1_000, Duration::from_millis(100))
+            .await
+            .expect("poll a");
+        b.poll(1_000, Duration::from_millis(100))
+            .await
+            .expect("poll b");
+    }
+    let (a_parts, b_parts) = (a.assignment(), b.assignment());
+    assert_eq!(
+        a_parts.len() + b_parts.len(),
+        3,
+        "a {a_parts:?}, b {b_parts:?}"
+    );
+
+    // New records go to whoever owns their partition; nothing committed comes again.
+    bus.publish(&keyed_records(&topic, 1_500, 30))
+        .await
+        .expect("publish more");
+    let (from_a, from_b) = read_from_both(&mut a, &mut b, 1_500).await;
+    for r in &from_a {
+        assert!(a_parts.contains(&(r.topic.clone(), r.partition)), "{r:?}");
+    }
+    for r in &from_b {
+        assert!(b_parts.contains(&(r.topic.clone(), r.partition)), "{r:?}");
+    }
+    let mut all = ids(&from_a);
+    all.extend(ids(&from_b));
+    assert_eq!(all.len(), 1_500, "no record twice");
+    assert!(
+        all.is_disjoint(&ids(&before)),
+        "committed records read again"
+    );
+
+    // b commits; a leaves without committing: b reads exactly a's uncommitted records again.
+    b.commit(&ends(&from_b)).await.expect("commit b");
+    a.close().await;
+    let again = read_exactly(&mut b, from_a.len()).await;
+    assert_eq!(ids(&again), ids(&from_a));
+    b.close().await;
+}
