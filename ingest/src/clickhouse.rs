@@ -802,11 +802,21 @@ impl Sink for ClickHouseSink {
         let mut report = ApplyReport::default();
         let mut newest: Option<i64> = None;
         let mut inserts: Vec<(String, Vec<u8>)> = Vec::new();
-        for (table, rows) in &batch.tables {
-            if rows.num_rows() == 0 {
-                continue;
-            }
-            let new = self.new_rows(*table, rows).await?;
+        // Which rows and dead letters are new: all look-ups at once.
+        let tables: Vec<&(RawTable, RecordBatch)> = batch
+            .tables
+            .iter()
+            .filter(|(_, rows)| rows.num_rows() > 0)
+            .collect();
+        let (new_rows, letters) = tokio::try_join!(
+            futures::future::try_join_all(
+                tables
+                    .iter()
+                    .map(|(table, rows)| self.new_rows(*table, rows))
+            ),
+            self.new_dead_letters(&batch.dead_letters),
+        )?;
+        for ((table, rows), new) in tables.into_iter().zip(new_rows) {
             report.duplicates_skipped += rows.num_rows() - new.len();
             report.rows_written += new.len();
             if new.is_empty() {
@@ -820,7 +830,6 @@ impl Sink for ClickHouseSink {
                 encode_rows(*table, rows, &new)?,
             ));
         }
-        let letters = self.new_dead_letters(&batch.dead_letters).await?;
         report.dead_letters_written = letters.len();
         if !letters.is_empty() {
             let mut out = RowBinary::default();
@@ -837,7 +846,12 @@ impl Sink for ClickHouseSink {
         )
         .await?;
 
-        if !batch.positions.is_empty() {
+        // Only now, with the data acknowledged: the positions (a restarted worker seeks there)
+        // and the freshness watermark, at once.
+        let positions = async {
+            if batch.positions.is_empty() {
+                return Ok(());
+            }
             let mut out = RowBinary::default();
             let applied_at = now_ms();
             for p in &batch.positions {
@@ -848,10 +862,12 @@ impl Sink for ClickHouseSink {
             }
             self.conn
                 .insert(&format!("{}.positions", self.db), out.0)
-                .await?;
-        }
-
-        if let Some(newest) = newest {
+                .await
+        };
+        let freshness = async {
+            let Some(newest) = newest else {
+                return Ok(());
+            };
             let mut as_of = self.as_of.lock().await;
             let current = match *as_of {
                 Some(current) => current,
@@ -868,7 +884,9 @@ impl Sink for ClickHouseSink {
             } else {
                 *as_of = Some(current);
             }
-        }
+            Ok(())
+        };
+        tokio::try_join!(positions, freshness)?;
         Ok(report)
     }
 
