@@ -6,6 +6,7 @@
 //! ```text
 //! LIVE                          the live generation's number (replaced atomically)
 //! gen-0001/manifest.json        the commit point: live files per table, positions, freshness
+//! gen-0001/LOCK                 locked while a sink of the generation is open
 //! gen-0001/raw/<table>/N.parquet           raw event rows (RawTable::schema)
 //! gen-0001/agg/<table>/N.parquet           aggregate deltas or snapshots (AggTable::schema)
 //! gen-0001/dead_letters/N.parquet          dead letters (model::dead_letters_schema)
@@ -89,8 +90,10 @@ pub struct EmbeddedStore {
 impl EmbeddedStore {
     /// Creates the store's directory if missing. Generations are opened with
     /// [`ReadModelStore::open`] or [`EmbeddedStore::open_generation`].
-    pub fn open(config: EmbeddedConfig) -> SinkResult<EmbeddedStore> {
+    pub fn open(mut config: EmbeddedConfig) -> SinkResult<EmbeddedStore> {
         fs::create_dir_all(&config.dir)?;
+        // Absolute, so the files a snapshot names stay valid whatever the reader's directory.
+        config.dir = std::path::absolute(&config.dir)?;
         manifest_tmp_cleanup(&config.dir)?;
         Ok(EmbeddedStore {
             config,

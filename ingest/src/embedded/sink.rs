@@ -83,6 +83,8 @@ struct Inner {
     writer: Arc<tokio::sync::Mutex<Writer>>,
     view: RwLock<View>,
     fail_before_commit: AtomicBool,
+    /// Holds the generation's `LOCK` file locked while this sink lives.
+    _lock: fs::File,
 }
 
 /// The [`Sink`] of one generation of the embedded store. Cheap to share: the worker and the
@@ -90,6 +92,9 @@ struct Inner {
 pub struct EmbeddedSink {
     inner: Arc<Inner>,
 }
+
+/// The lock file that marks a generation as owned by an open sink.
+const LOCK: &str = "LOCK";
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -126,6 +131,23 @@ impl EmbeddedSink {
         generation: u32,
     ) -> SinkResult<EmbeddedSink> {
         fs::create_dir_all(&root)?;
+        // One owner per generation: a second process (or a second open of a generation that
+        // is still in use) would write segments the first one's manifest does not know.
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(root.join(LOCK))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(SinkError::Unavailable(format!(
+                    "generation {generation} at {} is open elsewhere",
+                    root.display()
+                )));
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(e.into()),
+        }
         for table in TableId::all() {
             fs::create_dir_all(root.join(table.dir()))?;
         }
@@ -213,6 +235,7 @@ impl EmbeddedSink {
                     parked,
                 }),
                 fail_before_commit: AtomicBool::new(false),
+                _lock: lock,
             }),
         })
     }

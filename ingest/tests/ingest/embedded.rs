@@ -606,6 +606,12 @@ async fn generations_are_independent_and_one_is_live() {
     // The same generation opened again is the same sink.
     let one_again = store.open(1).await.unwrap();
     assert!(Arc::ptr_eq(&one, &one_again));
+    // Another store on the same directory (as another process would be) cannot open it.
+    let other = EmbeddedStore::open(config.clone()).unwrap();
+    assert!(matches!(
+        other.open(1).await.map(|_| ()),
+        Err(SinkError::Unavailable(_))
+    ));
     let events = shop_events(4, "g");
     one.apply(&batch(&events, vec![])).await.unwrap();
     assert_holds(one.as_ref(), &events).await;
@@ -674,4 +680,44 @@ async fn a_corrupt_or_unknown_manifest_is_an_error() {
     // And a LIVE pointer that is not a number.
     std::fs::write(config.dir.join("LIVE"), "two").unwrap();
     assert!(matches!(store.live().await, Err(SinkError::Corrupt(_))));
+}
+
+/// Throughput of `apply` with batches of 10,000 events (run in release:
+/// `cargo test --release -p shoplens-ingest --test ingest embedded::throughput -- --ignored
+/// --nocapture`). Prints events/s; asserts only that every event was stored once.
+#[tokio::test]
+#[ignore = "a measurement, not a check; run in release"]
+async fn throughput() {
+    let dir = tempfile::tempdir().unwrap();
+    let fsync = std::env::var("SHOPLENS_BENCH_FSYNC").is_ok_and(|v| v == "1");
+    let config = EmbeddedConfig {
+        fsync,
+        ..config(dir.path())
+    };
+    let (_store, sink) = open(&config, 1).await;
+    let events = shop_events(40_000, "t");
+    let batches: Vec<IngestBatch> = events
+        .chunks(10_000)
+        .enumerate()
+        .map(|(i, c)| batch(c, vec![pos("shop.orders", 0, i as u64)]))
+        .collect();
+    let started = std::time::Instant::now();
+    let mut written = 0;
+    for b in &batches {
+        written += sink.apply(b).await.unwrap().rows_written;
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(written, events.len());
+    // Replaying everything: the dedup path.
+    let started_dup = std::time::Instant::now();
+    for b in &batches {
+        assert_eq!(sink.apply(b).await.unwrap().rows_written, 0);
+    }
+    let dup = started_dup.elapsed();
+    eprintln!(
+        "embedded apply (fsync {fsync}): {} events in {elapsed:?} = {:.0} events/s; replay {:.0} events/s",
+        events.len(),
+        events.len() as f64 / elapsed.as_secs_f64(),
+        events.len() as f64 / dup.as_secs_f64(),
+    );
 }
