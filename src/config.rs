@@ -26,19 +26,41 @@ pub struct Config {
     /// The Order Summary API; its `services` URLs are filled in from the services started in
     /// the same process.
     pub composer: shoplens_composer::ComposerConfig,
+    /// The ingest worker (bus -> read model) and its API.
+    pub ingest: shoplens_ingest::startup::IngestConfig,
+    /// Where the read model lives: embedded Parquet files (default, under `data_dir`) or
+    /// ClickHouse.
+    pub read_model: shoplens_ingest::startup::ReadModelConfig,
     pub demo: DemoConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct BusConfig {
+    /// `embedded` (default: a durable log under `data_dir`, one process) or `kafka`.
+    pub kind: BusKind,
     /// `fsync` every append to the embedded event log before acknowledging it.
     pub fsync: bool,
+    /// The Kafka cluster, when `kind = "kafka"`.
+    pub kafka: shoplens_bus::KafkaConfig,
+}
+
+/// Which event bus the services publish to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BusKind {
+    #[default]
+    Embedded,
+    Kafka,
 }
 
 impl Default for BusConfig {
     fn default() -> Self {
-        BusConfig { fsync: true }
+        BusConfig {
+            kind: BusKind::Embedded,
+            fsync: true,
+            kafka: Default::default(),
+        }
     }
 }
 
@@ -88,15 +110,22 @@ impl Default for Config {
                 listen: ([127, 0, 0, 1], 8080).into(),
                 ..Default::default()
             },
+            ingest: Default::default(),
+            read_model: Default::default(),
             demo: DemoConfig::default(),
         }
     }
 }
 
 impl Config {
-    /// Fills in what defaults to a place under `data_dir`: each service's database file.
+    /// Fills in what defaults to a place under `data_dir`: each service's database file and
+    /// the embedded read model.
     pub fn resolve(mut self) -> Config {
         let dir = self.data_dir.clone();
+        let default_read_model = shoplens_ingest::startup::ReadModelConfig::default();
+        if self.read_model.embedded.dir == default_read_model.embedded.dir {
+            self.read_model.embedded.dir = dir.join("readmodel");
+        }
         for (name, svc) in [
             ("customer", &mut self.customer),
             ("product", &mut self.product),
@@ -109,6 +138,27 @@ impl Config {
             }
         }
         self
+    }
+
+    /// Every topic the services publish to (their configured or default topics).
+    pub fn topics(&self) -> Vec<String> {
+        use shoplens_contract::Service;
+        [
+            (&self.customer, Service::Customer),
+            (&self.product, Service::Product),
+            (&self.order, Service::Order),
+            (&self.payment, Service::Payment),
+            (&self.shipping, Service::Shipping),
+        ]
+        .into_iter()
+        .map(|(svc, service)| {
+            if svc.topic.is_empty() {
+                service.default_topic().to_owned()
+            } else {
+                svc.topic.clone()
+            }
+        })
+        .collect()
     }
 
     pub fn log_dir(&self) -> PathBuf {

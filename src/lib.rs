@@ -12,12 +12,13 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
-use shoplens_bus::{EmbeddedLog, EmbeddedLogConfig, EventBus};
+use shoplens_bus::{EmbeddedLog, EmbeddedLogConfig, EventBus, KafkaBus};
+use shoplens_ingest::startup::{IngestHandle, embedded_sources, kafka_sources};
 use shoplens_kit::ServiceHandle;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use config::Config;
+pub use config::{BusKind, Config};
 
 /// Where a running system answers; written to `DATA_DIR/run-info.json`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -30,6 +31,8 @@ pub struct RunInfo {
     pub order: String,
     pub payment: String,
     pub shipping: String,
+    /// The ingest worker's API: status, freshness, dead letters, rebuild, metrics.
+    pub ingest: String,
 }
 
 impl RunInfo {
@@ -44,12 +47,15 @@ impl RunInfo {
     }
 }
 
-/// The whole system running in this process.
+/// The whole system running in this process: the five services, the composer and the
+/// ingest worker, on the embedded log and read model or on Kafka and ClickHouse.
 pub struct System {
     pub info: RunInfo,
-    pub log: EmbeddedLog,
+    /// The embedded event log (`None` when the services publish to Kafka).
+    pub log: Option<EmbeddedLog>,
     services: Vec<ServiceHandle>,
     composer: shoplens_composer::ComposerHandle,
+    pub ingest: IngestHandle,
     demo: Option<JoinHandle<()>>,
     shutdown: CancellationToken,
 }
@@ -64,12 +70,30 @@ impl System {
                 config.data_dir.display()
             )
         })?;
-        let log = EmbeddedLog::open(EmbeddedLogConfig {
-            dir: config.log_dir(),
-            fsync: config.bus.fsync,
-        })
-        .context("failed to open the embedded event log")?;
-        let bus: Arc<dyn EventBus> = Arc::new(log.clone());
+        let topics = config.topics();
+        let (bus, log): (Arc<dyn EventBus>, Option<EmbeddedLog>) = match config.bus.kind {
+            BusKind::Embedded => {
+                let log = EmbeddedLog::open(EmbeddedLogConfig {
+                    dir: config.log_dir(),
+                    fsync: config.bus.fsync,
+                })
+                .context("failed to open the embedded event log")?;
+                (Arc::new(log.clone()), Some(log))
+            }
+            BusKind::Kafka => {
+                let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+                let bus = KafkaBus::connect(&config.bus.kafka, &names)
+                    .await
+                    .context("failed to connect to Kafka")?;
+                (Arc::new(bus), None)
+            }
+        };
+        // Readers of the bus (the composer's invalidation, the ingest worker) get their
+        // consumers from here, whichever bus it is.
+        let sources = match &log {
+            Some(log) => embedded_sources(log.clone(), topics.clone()),
+            None => kafka_sources(config.bus.kafka.clone(), topics.clone()),
+        };
 
         let customer = customer_service::start(&config.customer, bus.clone()).await?;
         let product = product_service::start(&config.product, bus.clone()).await?;
@@ -93,20 +117,18 @@ impl System {
         // The composer evicts a cached section as soon as an event says its source changed.
         let invalidations: Option<Box<dyn shoplens_bus::EventSource>> =
             if composer_config.invalidation {
-                Some(Box::new(log.consumer(
-                    "composer-invalidation",
-                    &[
-                        "shop.orders",
-                        "shop.payments",
-                        "shop.shipping",
-                        "shop.customers",
-                        "shop.products",
-                    ],
-                )?))
+                Some(sources("composer-invalidation".to_owned()).await?)
             } else {
                 None
             };
         let composer = shoplens_composer::start(&composer_config, invalidations).await?;
+
+        let store = shoplens_ingest::startup::open_store(&config.read_model)
+            .await
+            .context("failed to open the read model")?;
+        let ingest = shoplens_ingest::startup::start(&config.ingest, store, sources)
+            .await
+            .context("failed to start the ingest worker")?;
 
         let info = RunInfo {
             pid: std::process::id(),
@@ -116,6 +138,7 @@ impl System {
             order: order.url(),
             payment: payment.url(),
             shipping: shipping.url(),
+            ingest: ingest.url(),
         };
         let shutdown = CancellationToken::new();
         let demo = config.demo.enabled.then(|| {
@@ -140,6 +163,7 @@ impl System {
             log,
             services: vec![customer, product, order, payment, shipping],
             composer,
+            ingest,
             demo,
             shutdown,
         })
@@ -156,6 +180,8 @@ impl System {
         for service in self.services {
             service.stop().await;
         }
+        // Last, so it applies what the relays published while draining.
+        self.ingest.stop().await;
     }
 }
 
@@ -194,24 +220,4 @@ async fn run_demo(
     Ok(())
 }
 
-/// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
-    }
-}
+pub use shoplens_kit::shutdown_signal;

@@ -45,6 +45,14 @@ enum Command {
         #[arg(long)]
         festival: bool,
     },
+    /// Rebuild the read model of the running system from its event log, beside the live one
+    /// (dashboards keep answering), switching when it has caught up; shows progress. Exit
+    /// code 0 once the new read model is live.
+    Rebuild {
+        /// The data directory of the running system (its run-info.json has the URLs).
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+    },
     /// Print a bearer token for the Order Summary API, signed with the configured secret.
     Token {
         /// The customer the token identifies.
@@ -75,6 +83,11 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("shutting down");
             system.stop().await;
         }
+        Command::Rebuild { data_dir } => {
+            let info = read_run_info(&data_dir)?;
+            let mut err = std::io::stderr();
+            shoplens_ingest::client::rebuild(&info.ingest, &mut err).await?;
+        }
         Command::Simulate {
             data_dir,
             seed,
@@ -82,11 +95,7 @@ async fn main() -> anyhow::Result<()> {
             rate,
             festival,
         } => {
-            let path = data_dir.join("run-info.json");
-            let info: RunInfo =
-                serde_json::from_slice(&std::fs::read(&path).with_context(|| {
-                    format!("failed to read {}: is the system running?", path.display())
-                })?)?;
+            let info = read_run_info(&data_dir)?;
             let mut sim = shop_simulator::SimConfig {
                 seed,
                 orders: Some(orders),
@@ -124,9 +133,23 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where a running system answers, from its data directory.
+fn read_run_info(data_dir: &std::path::Path) -> anyhow::Result<RunInfo> {
+    let path = data_dir.join("run-info.json");
+    let bytes = std::fs::read(&path)
+        .with_context(|| format!("failed to read {}: is the system running?", path.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("failed to parse {}", path.display()))
+}
+
 fn print_banner(info: &RunInfo) {
     println!(
-        "ShopLens is running (Ctrl-C to stop).\n  order summary API {}\n  customer service  {}\n  product service   {}\n  order service     {}\n  payment service   {}\n  shipping service  {}",
-        info.composer, info.customer, info.product, info.order, info.payment, info.shipping
+        "ShopLens is running (Ctrl-C to stop).\n  order summary API {}\n  customer service  {}\n  product service   {}\n  order service     {}\n  payment service   {}\n  shipping service  {}\n  ingest worker     {}",
+        info.composer,
+        info.customer,
+        info.product,
+        info.order,
+        info.payment,
+        info.shipping,
+        info.ingest
     );
 }

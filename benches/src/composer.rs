@@ -384,7 +384,12 @@ async fn start_composer(
     config.auth.secret = SECRET.into();
     config.cache.enabled = mode != Mode::NoCache;
     let events: Option<Box<dyn shoplens_bus::EventSource>> = if config.invalidation {
-        Some(Box::new(shop.system.log.consumer(
+        let log = shop
+            .system
+            .log
+            .as_ref()
+            .context("the composer benchmark runs on the embedded log")?;
+        Some(Box::new(log.consumer(
             &format!("composer-invalidation-{}-{tag}", mode.label()),
             &["shop.orders", "shop.payments", "shop.shipping"],
         )?))

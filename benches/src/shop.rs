@@ -78,6 +78,7 @@ impl Shop {
             svc.listen = any_port;
         }
         config.composer.listen = any_port;
+        config.ingest.listen = any_port;
         let system = shoplens::System::start(config)
             .await
             .context("failed to start the shop")?;

@@ -23,7 +23,7 @@ pub fn base_env(data_dir: &Path) -> Vec<(String, String)> {
         ("RUST_LOG".to_owned(), "warn".to_owned()),
     ];
     for svc in [
-        "CUSTOMER", "PRODUCT", "ORDER", "PAYMENT", "SHIPPING", "COMPOSER",
+        "CUSTOMER", "PRODUCT", "ORDER", "PAYMENT", "SHIPPING", "COMPOSER", "INGEST",
     ] {
         env.push((format!("SHOPLENS_{svc}__LISTEN"), "127.0.0.1:0".to_owned()));
     }

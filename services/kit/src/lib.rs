@@ -23,4 +23,4 @@ pub mod telemetry;
 pub mod testing;
 
 pub use http::{ApiError, ValidJson, ValidQuery};
-pub use service::{ServiceContext, ServiceHandle, ServiceSpec};
+pub use service::{ServiceContext, ServiceHandle, ServiceSpec, shutdown_signal};
