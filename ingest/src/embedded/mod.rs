@@ -50,7 +50,8 @@ pub struct EmbeddedConfig {
     /// Files with at least this many rows are not merged any further.
     pub compact_max_rows: u64,
     /// How many delta files an aggregate table collects before they are replaced by one
-    /// snapshot of the whole table.
+    /// snapshot of the whole table (later only once the deltas hold as many rows as the
+    /// last snapshot, and at the latest at 16 times this many files).
     pub aggregate_snapshot_after: usize,
     /// At most this many event ids (of whole recent files) are kept in memory for dedup;
     /// older ids are looked up in the files whose id range covers them.

@@ -598,8 +598,19 @@ impl Inner {
         let result = (|| -> SinkResult<()> {
             for table in TableId::all() {
                 if let TableId::Agg(agg) = table {
-                    // Aggregates: all deltas become one snapshot of the state.
-                    if next.segments(table).len() < self.config.aggregate_snapshot_after.max(2) {
+                    // Aggregates: all deltas become one snapshot of the state, once there
+                    // are many and they hold at least as many rows as the last snapshot (so
+                    // rewriting a big table is paid for by as many delta rows), or at the
+                    // latest when there are 16 times as many.
+                    let segs = next.segments(table);
+                    let after = self.config.aggregate_snapshot_after.max(2);
+                    let snapshot_rows: u64 =
+                        segs.iter().filter(|s| s.level > 0).map(|s| s.rows).sum();
+                    let delta_rows: u64 =
+                        segs.iter().filter(|s| s.level == 0).map(|s| s.rows).sum();
+                    if segs.len() < after
+                        || (delta_rows < snapshot_rows && segs.len() < after.saturating_mul(16))
+                    {
                         continue;
                     }
                     let rows = self

@@ -399,7 +399,10 @@ async fn every_event_counts_once_across_batches_reopening_and_compaction() {
     let snapshot = sink.snapshot();
     let orders = &snapshot.raw[&RawTable::Orders];
     assert!(orders.len() < 4, "raw files were compacted: {orders:?}");
-    assert!(snapshot.aggregates[&AggTable::DailySales].len() < 3);
+    // Every apply above wrote a daily_sales delta; snapshots replaced most of them.
+    let applies = old.len().div_ceil(40) + 1 + (new.len() - 30).div_ceil(20);
+    let daily = snapshot.aggregates[&AggTable::DailySales].len();
+    assert!(daily < applies / 2, "{daily} files after {applies} applies");
     let mut replay: Vec<Envelope> = old.iter().step_by(7).cloned().collect();
     replay.extend(new.iter().step_by(5).cloned());
     let report = sink.apply(&batch(&replay, vec![])).await.unwrap();
