@@ -6,7 +6,6 @@
 //! ```text
 //! LIVE                          the live generation's number (replaced atomically)
 //! gen-0001/manifest.json        the commit point: live files per table, positions, freshness
-//! gen-0001/LOCK                 locked while a sink of the generation is open
 //! gen-0001/raw/<table>/N.parquet           raw event rows (RawTable::schema)
 //! gen-0001/agg/<table>/N.parquet           aggregate deltas or snapshots (AggTable::schema)
 //! gen-0001/dead_letters/N.parquet          dead letters (model::dead_letters_schema)

@@ -74,6 +74,8 @@ struct Writer {
     retired: Vec<(PathBuf, Instant)>,
     /// A manifest replacement failed half-way: what is on disk is unknown until reopened.
     poisoned: bool,
+    /// Random, per open: part of every file name this writer creates.
+    tag: String,
 }
 
 struct Inner {
@@ -83,8 +85,6 @@ struct Inner {
     writer: Arc<tokio::sync::Mutex<Writer>>,
     view: RwLock<View>,
     fail_before_commit: AtomicBool,
-    /// Holds the generation's `LOCK` file locked while this sink lives.
-    _lock: fs::File,
 }
 
 /// The [`Sink`] of one generation of the embedded store. Cheap to share: the worker and the
@@ -92,9 +92,6 @@ struct Inner {
 pub struct EmbeddedSink {
     inner: Arc<Inner>,
 }
-
-/// The lock file that marks a generation as owned by an open sink.
-const LOCK: &str = "LOCK";
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -131,23 +128,6 @@ impl EmbeddedSink {
         generation: u32,
     ) -> SinkResult<EmbeddedSink> {
         fs::create_dir_all(&root)?;
-        // One owner per generation: a second process (or a second open of a generation that
-        // is still in use) would write segments the first one's manifest does not know.
-        let lock = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(root.join(LOCK))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                return Err(SinkError::Unavailable(format!(
-                    "generation {generation} at {} is open elsewhere",
-                    root.display()
-                )));
-            }
-            Err(fs::TryLockError::Error(e)) => return Err(e.into()),
-        }
         for table in TableId::all() {
             fs::create_dir_all(root.join(table.dir()))?;
         }
@@ -222,6 +202,7 @@ impl EmbeddedSink {
             letters,
             retired: Vec::new(),
             poisoned: false,
+            tag: format!("{:08x}", uuid::Uuid::now_v7().as_u128() as u32),
         };
         Ok(EmbeddedSink {
             inner: Arc::new(Inner {
@@ -235,7 +216,6 @@ impl EmbeddedSink {
                     parked,
                 }),
                 fail_before_commit: AtomicBool::new(false),
-                _lock: lock,
             }),
         })
     }
@@ -325,8 +305,11 @@ fn ids_of(table: RawTable, batch: &RecordBatch) -> SinkResult<Vec<u128>> {
     Ok(ids)
 }
 
-fn segment_name(table: TableId, number: u64) -> String {
-    format!("{}/{number:08}.parquet", table.dir())
+/// A segment's file name: the manifest's counter, plus a tag of the sink that wrote it, so
+/// that a writer that outlived its process's "crash" (a blocking task still running) and the
+/// sink that reopened the generation never write the same file name.
+fn segment_name(table: TableId, number: u64, tag: &str) -> String {
+    format!("{}/{number:08}-{tag}.parquet", table.dir())
 }
 
 impl Inner {
@@ -450,7 +433,7 @@ impl Inner {
                     as_of = Some(as_of.map_or(max, |a| a.max(max)));
                 }
                 let id = TableId::Raw(table);
-                let file = segment_name(id, next.next_segment);
+                let file = segment_name(id, next.next_segment, &w.tag);
                 next.next_segment += 1;
                 let path = self.root.join(&file);
                 written.push(path.clone());
@@ -476,7 +459,7 @@ impl Inner {
                     continue;
                 }
                 let id = TableId::Agg(table);
-                let file = segment_name(id, next.next_segment);
+                let file = segment_name(id, next.next_segment, &w.tag);
                 next.next_segment += 1;
                 let path = self.root.join(&file);
                 written.push(path.clone());
@@ -503,7 +486,7 @@ impl Inner {
                 .collect();
             if !new_letters.is_empty() {
                 let id = TableId::DeadLetters;
-                let file = segment_name(id, next.next_segment);
+                let file = segment_name(id, next.next_segment, &w.tag);
                 next.next_segment += 1;
                 let path = self.root.join(&file);
                 written.push(path.clone());
@@ -619,7 +602,7 @@ impl Inner {
                         .unwrap_or_else(|e| e.into_inner())
                         .aggregates
                         .to_record_batch(agg);
-                    let file = segment_name(table, next.next_segment);
+                    let file = segment_name(table, next.next_segment, &w.tag);
                     next.next_segment += 1;
                     let path = self.root.join(&file);
                     written.push(path.clone());
@@ -660,7 +643,7 @@ impl Inner {
                     .iter()
                     .map(|&i| next.segments(table)[i].clone())
                     .collect();
-                let file = segment_name(table, next.next_segment);
+                let file = segment_name(table, next.next_segment, &w.tag);
                 next.next_segment += 1;
                 let path = self.root.join(&file);
                 written.push(path.clone());
