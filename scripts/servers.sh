@@ -13,7 +13,9 @@
 #
 # Needs python3 (ports, readiness checks), clickhouse-server (apt) and the tansu binary
 # (scripts/ensure-tansu.sh builds and caches it; set TANSU_BIN to use another one).
-set -euo pipefail
+#
+# Sourcing changes no shell option of the caller (no `set -e`): every function checks its
+# own steps and returns non-zero when a server is not up.
 
 SERVERS_DIR="${SERVERS_DIR:-}"
 CH_PID=""
@@ -42,9 +44,9 @@ http_ok() {
 ensure_clickhouse() {
     if ! command -v clickhouse-server >/dev/null; then
         echo "installing clickhouse-server and clickhouse-client (apt)" >&2
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq >/dev/null
-        apt-get install -y -qq clickhouse-server clickhouse-client >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null \
+            && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clickhouse-server \
+                clickhouse-client >/dev/null
     fi
 }
 
@@ -97,12 +99,13 @@ stop_pid() {
 }
 
 start_clickhouse() {
-    ensure_clickhouse
+    [[ -n "$SERVERS_DIR" ]] || { echo "start_clickhouse: set SERVERS_DIR first" >&2; return 1; }
+    ensure_clickhouse || return 1
     local dir="$SERVERS_DIR/clickhouse" attempt http tcp interserver
     for attempt in $(seq 1 "$SERVER_START_ATTEMPTS"); do
         rm -rf "$dir"
-        mkdir -p "$dir/data" "$dir/tmp" "$dir/user_files" "$dir/format_schemas"
-        http=$(free_port); tcp=$(free_port); interserver=$(free_port)
+        mkdir -p "$dir/data" "$dir/tmp" "$dir/user_files" "$dir/format_schemas" || return 1
+        http=$(free_port) && tcp=$(free_port) && interserver=$(free_port) || return 1
         cat > "$dir/users.xml" <<XML
 <?xml version="1.0"?>
 <yandex>
@@ -147,6 +150,7 @@ XML
 }
 
 start_kafka() {
+    [[ -n "$SERVERS_DIR" ]] || { echo "start_kafka: set SERVERS_DIR first" >&2; return 1; }
     local tansu="${TANSU_BIN:-}" attempt port
     if [[ -z "$tansu" ]]; then
         tansu=$("$SERVERS_SCRIPTS/ensure-tansu.sh") || return 1
@@ -154,8 +158,8 @@ start_kafka() {
     tansu=$(realpath "$tansu") || return 1
     for attempt in $(seq 1 "$SERVER_START_ATTEMPTS"); do
         rm -rf "$SERVERS_DIR/tansu"
-        mkdir -p "$SERVERS_DIR/tansu"
-        port=$(free_port)
+        mkdir -p "$SERVERS_DIR/tansu" || return 1
+        port=$(free_port) || return 1
         # Run in its own directory: tansu reads `sqlite:///abs/path` as a relative path.
         (cd "$SERVERS_DIR/tansu" && exec "$tansu" broker \
             --listener-url "tcp://127.0.0.1:$port" \
@@ -186,7 +190,7 @@ stop_servers() {
 }
 
 start_servers() {
-    SERVERS_DIR=$(mktemp -d -t shoplens-servers.XXXXXX)
+    SERVERS_DIR=$(mktemp -d -t shoplens-servers.XXXXXX) || return 1
     trap stop_servers EXIT
     start_clickhouse || { echo "ClickHouse did not start" >&2; return 1; }
     start_kafka || { echo "the tansu Kafka broker did not start" >&2; return 1; }
