@@ -14,14 +14,23 @@
 //! failed is retried whole by the worker; whatever reached ClickHouse the first time is then
 //! found and skipped.
 //!
-//! The one known gap: ClickHouse writes the raw part first and then pushes the block to each
-//! view in turn, so a server crash (or a view's failure) after the raw part was committed but
-//! before every view's insert finished leaves the raw rows stored and some aggregate rows
-//! missing; the retry then skips those rows as duplicates and the aggregates stay short.
-//! (ClickHouse documents the same for retried inserts: views can end up out of sync.) Not
-//! closed here; the repair is cheap because the aggregates are a pure function of the raw
-//! tables: rebuild into a new generation (`ReadModelStore`), or recompute the affected keys
-//! from the raw tables and insert the difference.
+//! The one known gap of that design: ClickHouse writes the raw part first and then pushes the
+//! block to each view in turn, so a server crash (or a view's failure, or a client timeout
+//! while the server carries on) after the raw part was committed but before every view's
+//! insert finished leaves the raw rows stored and some aggregate rows missing; the retry
+//! would skip those rows as duplicates and the aggregates would stay short. (ClickHouse
+//! documents the same for retried inserts: views can end up out of sync.)
+//!
+//! Closed cheaply with an apply journal (`sql/0003_apply_journal.sql`): an apply with raw
+//! rows writes `(apply_id, done = 0)` beside its look-ups (no added latency) and
+//! `(apply_id, done = 1)` once every raw insert was acknowledged. If an apply fails in
+//! between (this process remembers it), or a sink starts and finds an apply id without its
+//! done row (a crashed worker), the sink first waits until no insert into its database is
+//! still running on the server and then recomputes each aggregate from the raw tables, using
+//! the views' own `SELECT`s read from the migrations, and inserts per key the difference to
+//! what is stored ([`ClickHouseSink::repair_aggregates`]). That costs one scan of the raw
+//! tables, only after a failure; a repair that finds nothing to correct inserts nothing.
+//! It relies on one writer per generation, which the dedup needs anyway.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -57,6 +66,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0002_read_model",
         include_str!("../../sql/0002_read_model.sql"),
+    ),
+    (
+        "0003_apply_journal",
+        include_str!("../../sql/0003_apply_journal.sql"),
     ),
 ];
 
@@ -180,6 +193,23 @@ impl Conn {
     }
 }
 
+/// The materialized views of the migrations as (target table, SELECT) for database `db`:
+/// what each view adds to its target for the rows of one insert, so run over a whole raw
+/// table it gives that table's whole contribution.
+fn view_selects(db: &str) -> Vec<(String, String)> {
+    MIGRATIONS
+        .iter()
+        .flat_map(|(_, text)| migration_statements(text, db))
+        .filter(|st| st.starts_with("CREATE MATERIALIZED VIEW"))
+        .filter_map(|st| {
+            let (head, select) = st.split_once("\nAS ")?;
+            let target = head.lines().find_map(|l| l.trim().strip_prefix("TO "))?;
+            let target = target.trim().rsplit('.').next()?.to_owned();
+            Some((target, select.to_owned()))
+        })
+        .collect()
+}
+
 /// Whether a name is safe to splice into SQL as a database name.
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
@@ -276,6 +306,7 @@ impl ClickHouseStore {
             conn: self.conn.clone(),
             db,
             as_of: Mutex::new(None),
+            repair_pending: Mutex::new(None),
         })
     }
 }
@@ -660,6 +691,9 @@ pub struct ClickHouseSink {
     /// The freshness watermark as stored, once read: `apply` writes a freshness row only
     /// when it advances. `None` until loaded.
     as_of: Mutex<Option<Option<i64>>>,
+    /// Whether an apply may have left the aggregates short (see the module docs). `None`
+    /// until the journal was read.
+    repair_pending: Mutex<Option<bool>>,
 }
 
 impl fmt::Debug for ClickHouseSink {
@@ -758,6 +792,163 @@ impl ClickHouseSink {
             .collect())
     }
 
+    async fn journal(&self, apply_id: &str, done: u8) -> SinkResult<()> {
+        let mut row = RowBinary::default();
+        row.str(apply_id);
+        row.0.push(done);
+        row.i64(now_ms());
+        self.conn
+            .insert(&format!("{}.apply_journal", self.db), row.0)
+            .await
+    }
+
+    /// Repairs the aggregates if the journal holds an apply that never finished, then marks
+    /// those applies done.
+    async fn repair_if_journal_says_so(&self) -> SinkResult<()> {
+        let sql = format!(
+            "SELECT apply_id FROM {}.apply_journal GROUP BY apply_id HAVING max(done) = 0",
+            self.db
+        );
+        let unfinished = self
+            .conn
+            .run(&sql, self.conn.client.query(&sql).fetch_all::<String>())
+            .await?;
+        if unfinished.is_empty() {
+            return Ok(());
+        }
+        let fixed = self.repair_aggregates().await?;
+        tracing::warn!(
+            database = %self.db,
+            unfinished_applies = unfinished.len(),
+            corrected_rows = fixed,
+            "repaired aggregates after an interrupted apply"
+        );
+        for id in unfinished {
+            self.journal(&id, 1).await?;
+        }
+        Ok(())
+    }
+
+    /// Makes every aggregate table equal to what its materialized views give over the whole
+    /// raw tables, by inserting per key the difference (truth minus stored sums; counts wrap
+    /// modulo 2^64, which `sum` undoes). Returns the number of correction rows. Must not run
+    /// beside an apply (the sink's own applies wait for it); refuses while an insert into
+    /// this database is still running on the server (e.g. one whose client timed out).
+    pub async fn repair_aggregates(&self) -> SinkResult<u64> {
+        let sql = "SELECT count() FROM system.processes WHERE startsWith(query, ?)";
+        let prefix = format!("INSERT INTO {}.", self.db);
+        let running = self
+            .conn
+            .run(
+                sql,
+                self.conn
+                    .client
+                    .query(sql)
+                    .bind(prefix.as_str())
+                    .fetch_one::<u64>(),
+            )
+            .await?;
+        if running > 0 {
+            return Err(SinkError::Unavailable(format!(
+                "{running} inserts into {} still running; repair later",
+                self.db
+            )));
+        }
+        let views = view_selects(&self.db);
+        let mut corrected = 0;
+        for table in AggTable::ALL {
+            let selects: Vec<&str> = views
+                .iter()
+                .filter(|(target, _)| target == table.name())
+                .map(|(_, select)| select.as_str())
+                .collect();
+            // The table's columns: the model's (money is Decimal, the rest UInt64 sums after
+            // the keys) plus `contributions`.
+            let schema = table.schema();
+            let mut columns: Vec<(String, String)> = schema
+                .fields()
+                .iter()
+                .map(|f| {
+                    let ty = if *f.data_type() == MONEY {
+                        "Decimal"
+                    } else {
+                        "UInt64"
+                    };
+                    (f.name().clone(), ty.to_owned())
+                })
+                .collect();
+            columns.push(("contributions".into(), "UInt64".into()));
+            if selects.is_empty() {
+                return Err(corrupt(format!(
+                    "no views feed aggregate `{}`",
+                    table.name()
+                )));
+            }
+            let (keys, sums) = columns.split_at(table.key_columns());
+            let keys: Vec<&str> = keys.iter().map(|(n, _)| n.as_str()).collect();
+            let keys = keys.join(", ");
+            let truth_sums: Vec<String> = sums
+                .iter()
+                .map(|(n, _)| format!("sum({n}) AS truth_{n}"))
+                .collect();
+            let stored_sums: Vec<String> = sums
+                .iter()
+                .map(|(n, _)| format!("sum({n}) AS stored_{n}"))
+                .collect();
+            let differences: Vec<String> = sums
+                .iter()
+                .map(|(n, ty)| {
+                    if ty.starts_with("Decimal") {
+                        format!("truth_{n} - stored_{n}")
+                    } else {
+                        format!("toUInt64(truth_{n} - stored_{n})")
+                    }
+                })
+                .collect();
+            let differs: Vec<String> = sums
+                .iter()
+                .map(|(n, _)| format!("truth_{n} != stored_{n}"))
+                .collect();
+            let names: Vec<&str> = sums.iter().map(|(n, _)| n.as_str()).collect();
+            let db = &self.db;
+            let name = table.name();
+            let insert = format!(
+                "INSERT INTO {db}.{name} ({keys}, {names}) \
+                 SELECT {keys}, {differences} FROM \
+                 (SELECT {keys}, {truth_sums} FROM ({union}) GROUP BY {keys}) \
+                 ALL FULL OUTER JOIN \
+                 (SELECT {keys}, {stored_sums} FROM {db}.{name} GROUP BY {keys}) \
+                 USING ({keys}) WHERE {differs}",
+                names = names.join(", "),
+                differences = differences.join(", "),
+                truth_sums = truth_sums.join(", "),
+                stored_sums = stored_sums.join(", "),
+                union = selects.join(" UNION ALL "),
+                differs = differs.join(" OR "),
+            );
+            let count = format!(
+                "SELECT count() FROM \
+                 (SELECT {keys}, {truth_sums} FROM ({union}) GROUP BY {keys}) \
+                 ALL FULL OUTER JOIN \
+                 (SELECT {keys}, {stored_sums} FROM {db}.{name} GROUP BY {keys}) \
+                 USING ({keys}) WHERE {differs}",
+                truth_sums = truth_sums.join(", "),
+                stored_sums = stored_sums.join(", "),
+                union = selects.join(" UNION ALL "),
+                differs = differs.join(" OR "),
+            );
+            let rows = self
+                .conn
+                .run(&count, self.conn.client.query(&count).fetch_one::<u64>())
+                .await?;
+            if rows > 0 {
+                self.conn.execute(&insert).await?;
+                corrected += rows;
+            }
+        }
+        Ok(corrected)
+    }
+
     async fn stored_as_of(&self) -> SinkResult<Option<i64>> {
         Ok(self.freshness().await?.as_of_ms)
     }
@@ -802,19 +993,35 @@ impl Sink for ClickHouseSink {
         let mut report = ApplyReport::default();
         let mut newest: Option<i64> = None;
         let mut inserts: Vec<(String, Vec<u8>)> = Vec::new();
+        // Held for the whole apply: a repair never runs beside raw inserts.
+        let mut repair_pending = self.repair_pending.lock().await;
+        if repair_pending.is_none() || *repair_pending == Some(true) {
+            *repair_pending = Some(true);
+            self.repair_if_journal_says_so().await?;
+            *repair_pending = Some(false);
+        }
+        let apply_id = uuid::Uuid::now_v7().to_string();
         // Which rows and dead letters are new: all look-ups at once.
         let tables: Vec<&(RawTable, RecordBatch)> = batch
             .tables
             .iter()
             .filter(|(_, rows)| rows.num_rows() > 0)
             .collect();
-        let (new_rows, letters) = tokio::try_join!(
+        let writes_raw = !tables.is_empty();
+        let (new_rows, letters, ()) = tokio::try_join!(
             futures::future::try_join_all(
                 tables
                     .iter()
                     .map(|(table, rows)| self.new_rows(*table, rows))
             ),
             self.new_dead_letters(&batch.dead_letters),
+            async {
+                if writes_raw {
+                    self.journal(&apply_id, 0).await
+                } else {
+                    Ok(())
+                }
+            },
         )?;
         for ((table, rows), new) in tables.into_iter().zip(new_rows) {
             report.duplicates_skipped += rows.num_rows() - new.len();
@@ -839,12 +1046,20 @@ impl Sink for ClickHouseSink {
             inserts.push((format!("{}.{DEAD_LETTERS}", self.db), out.0));
         }
         // One INSERT per table, concurrently; a retry after any failure is idempotent.
+        if writes_raw {
+            // From here until the done mark, a failure may leave the views behind.
+            *repair_pending = Some(true);
+        }
         futures::future::try_join_all(
             inserts
                 .into_iter()
                 .map(|(table, rows)| async move { self.conn.insert(&table, rows).await }),
         )
         .await?;
+        if writes_raw {
+            self.journal(&apply_id, 1).await?;
+            *repair_pending = Some(false);
+        }
 
         // Only now, with the data acknowledged: the positions (a restarted worker seeks there)
         // and the freshness watermark, at once.
@@ -1125,6 +1340,27 @@ mod tests {
                 })
                 .collect();
             assert_eq!(columns, expected, "{}", table.name());
+        }
+    }
+
+    #[test]
+    fn every_aggregate_is_fed_by_the_views_the_model_defines() {
+        let views = view_selects("d");
+        let count = |t: AggTable| {
+            views
+                .iter()
+                .filter(|(target, _)| target == t.name())
+                .count()
+        };
+        assert_eq!(views.len(), 12);
+        assert_eq!(count(AggTable::DailySales), 3);
+        assert_eq!(count(AggTable::MonthlySales), 3);
+        assert_eq!(count(AggTable::YearlySales), 3);
+        assert_eq!(count(AggTable::ProductSalesDaily), 1);
+        assert_eq!(count(AggTable::CustomerSpendDaily), 2);
+        for (_, select) in &views {
+            assert!(select.starts_with("SELECT"), "{select}");
+            assert!(select.contains("FROM d."), "{select}");
         }
     }
 
