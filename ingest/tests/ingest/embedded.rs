@@ -479,6 +479,9 @@ async fn dead_letters_are_stored_once_and_park_their_keys() {
             letter("shop.orders", 6, "o1"),
         ]
     );
+    // Two files (one per apply that stored some), readable with the dead-letter schema.
+    assert_eq!(sink.snapshot().dead_letters.len(), 2);
+    assert_eq!(read_every_file(sink.dir()).0, 2);
     assert_eq!(
         sink.parked_keys().await.unwrap(),
         vec![
@@ -717,4 +720,33 @@ async fn throughput() {
         events.len() as f64 / elapsed.as_secs_f64(),
         events.len() as f64 / dup.as_secs_f64(),
     );
+}
+
+#[tokio::test]
+async fn new_ids_inside_stored_id_ranges_are_new_and_stored_ones_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = EmbeddedConfig {
+        dedup_cache_ids: 5,
+        ..config(dir.path())
+    };
+    let events = shop_events(60, "i");
+    let (even, odd): (Vec<(usize, &Envelope)>, Vec<(usize, &Envelope)>) =
+        events.iter().enumerate().partition(|(i, _)| i % 2 == 0);
+    let even: Vec<Envelope> = even.into_iter().map(|(_, e)| e.clone()).collect();
+    let odd: Vec<Envelope> = odd.into_iter().map(|(_, e)| e.clone()).collect();
+    let (store, sink) = open(&config, 1).await;
+    for chunk in even.chunks(30) {
+        sink.apply(&batch(chunk, vec![])).await.unwrap();
+    }
+    drop((store, sink));
+    // Every odd id lies inside the range of a stored file but is not in it.
+    let (_store, sink) = open(&config, 1).await;
+    let mut mixed = odd.clone();
+    mixed.extend(even.iter().step_by(3).cloned());
+    let report = sink.apply(&batch(&mixed, vec![])).await.unwrap();
+    assert_eq!(
+        (report.rows_written, report.duplicates_skipped),
+        (odd.len(), even.len().div_ceil(3))
+    );
+    assert_holds(sink.as_ref(), &events).await;
 }
