@@ -730,10 +730,8 @@ async fn new_ids_inside_stored_id_ranges_are_new_and_stored_ones_are_not() {
         ..config(dir.path())
     };
     let events = shop_events(60, "i");
-    let (even, odd): (Vec<(usize, &Envelope)>, Vec<(usize, &Envelope)>) =
-        events.iter().enumerate().partition(|(i, _)| i % 2 == 0);
-    let even: Vec<Envelope> = even.into_iter().map(|(_, e)| e.clone()).collect();
-    let odd: Vec<Envelope> = odd.into_iter().map(|(_, e)| e.clone()).collect();
+    let even: Vec<Envelope> = events.iter().step_by(2).cloned().collect();
+    let odd: Vec<Envelope> = events.iter().skip(1).step_by(2).cloned().collect();
     let (store, sink) = open(&config, 1).await;
     for chunk in even.chunks(30) {
         sink.apply(&batch(chunk, vec![])).await.unwrap();
