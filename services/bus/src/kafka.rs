@@ -221,13 +221,16 @@ impl EventBus for KafkaBus {
         if records.is_empty() {
             return Ok(());
         }
+        // Checked before anything is enqueued, so a bad name stores nothing.
+        for r in records {
+            crate::validate_topic(&r.topic)?;
+        }
         let producer = self.producer()?;
         // Enqueue everything first (the producer batches them), then wait for every
         // delivery report. Records are enqueued in order and the producer is idempotent, so
         // one key's records are stored in order even when the producer retries.
         let mut deliveries = Vec::with_capacity(records.len());
         for r in records {
-            crate::validate_topic(&r.topic)?;
             let mut record = FutureRecord::to(&r.topic)
                 .key(r.key.as_str())
                 .payload(r.payload.as_ref());
