@@ -21,8 +21,14 @@ pub fn load<T: Serialize + DeserializeOwned + Default>(file: Option<&Path>) -> a
         );
         figment = figment.merge(Toml::file(file));
     }
-    // SHOPLENS_CONFIG names the file itself (a CLI flag), not a setting.
-    figment = figment.merge(Env::prefixed("SHOPLENS_").ignore(&["config"]).split("__"));
+    // SHOPLENS_CONFIG names the file itself (a CLI flag), not a setting; SHOPLENS_TEST_*
+    // tell the test suite where its servers are.
+    figment = figment.merge(
+        Env::prefixed("SHOPLENS_")
+            .ignore(&["config"])
+            .filter(|key| !key.as_str().to_ascii_lowercase().starts_with("test_"))
+            .split("__"),
+    );
     Ok(figment.extract()?)
 }
 
