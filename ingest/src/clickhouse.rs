@@ -1056,13 +1056,9 @@ impl Sink for ClickHouseSink {
                 .map(|(table, rows)| async move { self.conn.insert(&table, rows).await }),
         )
         .await?;
-        if writes_raw {
-            self.journal(&apply_id, 1).await?;
-            *repair_pending = Some(false);
-        }
 
-        // Only now, with the data acknowledged: the positions (a restarted worker seeks there)
-        // and the freshness watermark, at once.
+        // Only now, with the data acknowledged: the positions (a restarted worker seeks there),
+        // the freshness watermark and the journal's done mark, at once.
         let positions = async {
             if batch.positions.is_empty() {
                 return Ok(());
@@ -1101,7 +1097,15 @@ impl Sink for ClickHouseSink {
             }
             Ok(())
         };
-        tokio::try_join!(positions, freshness)?;
+        let done = async {
+            if writes_raw {
+                self.journal(&apply_id, 1).await
+            } else {
+                Ok(())
+            }
+        };
+        tokio::try_join!(positions, freshness, done)?;
+        *repair_pending = Some(false);
         Ok(report)
     }
 
