@@ -6,12 +6,13 @@
 //! ```text
 //! LIVE                          the live generation's number (replaced atomically)
 //! gen-0001/manifest.json        the commit point: live files per table, positions, freshness
-//! gen-0001/raw/<table>/N.parquet           raw event rows (RawTable::schema)
-//! gen-0001/agg/<table>/N.parquet           aggregate deltas or snapshots (AggTable::schema)
-//! gen-0001/dead_letters/N.parquet          dead letters (model::dead_letters_schema)
+//! gen-0001/raw/<table>/N-tag.parquet       raw event rows (RawTable::schema)
+//! gen-0001/agg/<table>/N-tag.parquet       aggregate deltas or snapshots (AggTable::schema)
+//! gen-0001/dead_letters/N-tag.parquet      dead letters (model::dead_letters_schema)
 //! ```
-//! A file is part of the store only while the manifest lists it; see [`sink`] for the commit
-//! protocol, dedup and compaction.
+//! (`N`: the manifest's file counter, 8 digits; `tag`: random per open sink.) A file is part
+//! of the store only while the manifest lists it; `sink.rs` describes the commit protocol,
+//! dedup and compaction.
 
 mod dedup;
 mod letters;
