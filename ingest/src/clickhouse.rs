@@ -835,24 +835,34 @@ impl ClickHouseSink {
     /// beside an apply (the sink's own applies wait for it); refuses while an insert into
     /// this database is still running on the server (e.g. one whose client timed out).
     pub async fn repair_aggregates(&self) -> SinkResult<u64> {
+        // An insert whose client gave up (a timeout, or a sibling insert of the same apply
+        // that failed) may still be running on the server: wait for it, within the request
+        // timeout, so the repair never races it.
         let sql = "SELECT count() FROM system.processes WHERE startsWith(query, ?)";
         let prefix = format!("INSERT INTO {}.", self.db);
-        let running = self
-            .conn
-            .run(
-                sql,
-                self.conn
-                    .client
-                    .query(sql)
-                    .bind(prefix.as_str())
-                    .fetch_one::<u64>(),
-            )
-            .await?;
-        if running > 0 {
-            return Err(SinkError::Unavailable(format!(
-                "{running} inserts into {} still running; repair later",
-                self.db
-            )));
+        let deadline = tokio::time::Instant::now() + self.conn.timeout;
+        loop {
+            let running = self
+                .conn
+                .run(
+                    sql,
+                    self.conn
+                        .client
+                        .query(sql)
+                        .bind(prefix.as_str())
+                        .fetch_one::<u64>(),
+                )
+                .await?;
+            if running == 0 {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(SinkError::Unavailable(format!(
+                    "{running} inserts into {} still running; repair later",
+                    self.db
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let views = view_selects(&self.db);
         let mut corrected = 0;
