@@ -1036,12 +1036,13 @@ impl Sink for ClickHouseSink {
         for ((table, rows), new) in tables.into_iter().zip(new_rows) {
             report.duplicates_skipped += rows.num_rows() - new.len();
             report.rows_written += new.len();
+            // Every row of the batch is stored once this apply succeeds, duplicates included:
+            // so a retry whose rows all went in the first time still advances the watermark.
+            let at: &TimestampMillisecondArray = typed(rows.column(1), "occurred_at")?;
+            newest = newest.max(at.iter().flatten().max());
             if new.is_empty() {
                 continue;
             }
-            let at: &TimestampMillisecondArray = typed(rows.column(1), "occurred_at")?;
-            let max = new.iter().map(|&i| at.value(i)).max();
-            newest = newest.max(max);
             inserts.push((
                 format!("{}.{}", self.db, table.name()),
                 encode_rows(*table, rows, &new)?,

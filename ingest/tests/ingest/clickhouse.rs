@@ -667,4 +667,9 @@ async fn a_view_that_fails_after_the_raw_insert_is_repaired_on_retry() {
     assert_eq!(report.rows_written + report.duplicates_skipped, b.len());
     assert!(report.duplicates_skipped > 0, "{report:?}");
     assert_read_model(&sink, &events).await;
+    let newest = events
+        .iter()
+        .map(|e| e.occurred_at.timestamp_millis())
+        .max();
+    assert_eq!(sink.freshness().await.unwrap().as_of_ms, newest);
 }
