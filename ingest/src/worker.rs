@@ -357,6 +357,11 @@ impl Worker {
                 }
                 Err(_) => return,
             };
+        if ends.is_empty() {
+            // A Kafka member before its group join owns no partitions yet: lag unknown.
+            self.set_status(|s| s.lag_events = None);
+            return;
+        }
         let lag: u64 = ends
             .iter()
             .map(|end| {

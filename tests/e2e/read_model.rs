@@ -174,3 +174,144 @@ async fn a_killed_system_resumes_with_exact_totals() {
     assert!(shop.terminate().success());
     assert_read_model_matches_log(data).await;
 }
+
+/// Every event on Kafka topics `topics` (read by a new consumer group from the start).
+async fn events_on_kafka(kafka: &shoplens_bus::KafkaConfig, topics: &[String]) -> Vec<Envelope> {
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let group = format!("e2e-verify-{}", uuid::Uuid::now_v7().simple());
+    let mut source = shoplens_bus::KafkaSource::subscribe(kafka, &group, &names)
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let mut quiet_since = Instant::now();
+    let start = Instant::now();
+    // The group join takes a few seconds; after that, 3 s without records means the end.
+    while out.is_empty() || quiet_since.elapsed() < Duration::from_secs(3) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "Kafka read stalled"
+        );
+        let records = source
+            .poll(10_000, Duration::from_millis(200))
+            .await
+            .unwrap();
+        if !records.is_empty() {
+            quiet_since = Instant::now();
+        }
+        out.extend(
+            records
+                .iter()
+                .map(|r| Envelope::decode(&r.payload).expect("valid event")),
+        );
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_events_reach_clickhouse_through_kafka() {
+    let brokers = shoplens_bus::test_brokers();
+    let clickhouse_url = std::env::var("SHOPLENS_TEST_CLICKHOUSE_URL")
+        .expect("SHOPLENS_TEST_CLICKHOUSE_URL is set by scripts/test.sh");
+    let run = uuid::Uuid::now_v7().simple().to_string();
+    let database = format!("e2e_{run}");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let mut env = demo_env("10", "0");
+    let topic = |service: &str| format!("e2e{run}.shop.{service}");
+    let topics: Vec<String> = ["customers", "products", "orders", "payments", "shipping"]
+        .iter()
+        .map(|s| topic(s))
+        .collect();
+    for (svc, t) in ["CUSTOMER", "PRODUCT", "ORDER", "PAYMENT", "SHIPPING"]
+        .iter()
+        .zip(&topics)
+    {
+        env.push((
+            Box::leak(format!("SHOPLENS_{svc}__TOPIC").into_boxed_str()),
+            t.clone(),
+        ));
+    }
+    env.extend([
+        ("SHOPLENS_BUS__KIND", "kafka".to_owned()),
+        ("SHOPLENS_BUS__KAFKA__BROKERS", brokers.clone()),
+        ("SHOPLENS_BUS__KAFKA__SESSION_TIMEOUT_MS", "6000".to_owned()),
+        ("SHOPLENS_READ_MODEL__KIND", "clickhouse".to_owned()),
+        (
+            "SHOPLENS_READ_MODEL__CLICKHOUSE__URL",
+            clickhouse_url.clone(),
+        ),
+        (
+            "SHOPLENS_READ_MODEL__CLICKHOUSE__DATABASE",
+            database.clone(),
+        ),
+    ]);
+    let mut shop = Shoplens::spawn(data, &[], &env_refs(&env));
+    let info = shop.wait_ready();
+    wait_orders_finished(data, 10).await;
+    // Wait until the worker has applied what the relays published (no lag in two samples
+    // taken more than a lag interval apart), then stop cleanly.
+    let start = Instant::now();
+    let mut caught_up_since: Option<Instant> = None;
+    loop {
+        let status: serde_json::Value = reqwest::get(format!("{}/api/v1/status", info.ingest))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if status["live"]["lag_events"] == 0 {
+            let since = *caught_up_since.get_or_insert_with(Instant::now);
+            if since.elapsed() > Duration::from_millis(1_500) {
+                break;
+            }
+        } else {
+            caught_up_since = None;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "ingest lags: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(shop.terminate().success());
+
+    let kafka = shoplens_bus::KafkaConfig {
+        brokers,
+        session_timeout_ms: 6_000,
+        ..Default::default()
+    };
+    let events = events_on_kafka(&kafka, &topics).await;
+    let expected = Aggregates::of_events(&events);
+    let store = open_store(&ReadModelConfig {
+        kind: shoplens_ingest::startup::ReadModelKind::Clickhouse,
+        clickhouse: shoplens_ingest::clickhouse::ClickHouseConfig {
+            url: clickhouse_url,
+            database,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let sink = store
+        .open(store.live().await.unwrap().unwrap())
+        .await
+        .unwrap();
+    let db = open_db(data, "order").await;
+    let orders: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(
+        sink.raw_row_count(RawTable::Orders).await.unwrap(),
+        orders as u64
+    );
+    for table in AggTable::ALL {
+        assert_eq!(
+            sink.aggregate(table).await.unwrap(),
+            expected.to_record_batch(table),
+            "{}",
+            table.name()
+        );
+    }
+}
