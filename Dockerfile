@@ -1,13 +1,15 @@
-# Multi-stage build of the `shoplens` binary (all services, composer and operator commands).
+# Multi-stage build of the ShopLens binaries: `shoplens` (all services, the composer, the
+# embedded deployment and operator commands) and `shoplens-ingest` (the ingest worker).
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p shoplens && cp target/release/shoplens /usr/local/bin/shoplens
+RUN cargo build --release --locked -p shoplens -p shoplens-ingest \
+    && cp target/release/shoplens target/release/shoplens-ingest /usr/local/bin/
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \
     && rm -rf /var/lib/apt/lists/*
-COPY --from=build /usr/local/bin/shoplens /usr/local/bin/shoplens
+COPY --from=build /usr/local/bin/shoplens /usr/local/bin/shoplens-ingest /usr/local/bin/
 ENV SHOPLENS_DATA_DIR=/data
 VOLUME /data
 ENTRYPOINT ["shoplens"]

@@ -31,8 +31,10 @@ pub struct RunInfo {
     pub order: String,
     pub payment: String,
     pub shipping: String,
-    /// The ingest worker's API: status, freshness, dead letters, rebuild, metrics.
-    pub ingest: String,
+    /// The ingest worker's API (status, freshness, dead letters, rebuild, metrics), when it
+    /// runs in this process.
+    #[serde(default)]
+    pub ingest: Option<String>,
 }
 
 impl RunInfo {
@@ -55,7 +57,8 @@ pub struct System {
     pub log: Option<EmbeddedLog>,
     services: Vec<ServiceHandle>,
     composer: shoplens_composer::ComposerHandle,
-    pub ingest: IngestHandle,
+    /// The ingest worker, unless it runs as its own process (`ingest.enabled = false`).
+    pub ingest: Option<IngestHandle>,
     demo: Option<JoinHandle<()>>,
     shutdown: CancellationToken,
 }
@@ -123,12 +126,17 @@ impl System {
             };
         let composer = shoplens_composer::start(&composer_config, invalidations).await?;
 
-        let store = shoplens_ingest::startup::open_store(&config.read_model)
-            .await
-            .context("failed to open the read model")?;
-        let ingest = shoplens_ingest::startup::start(&config.ingest, store, sources)
-            .await
-            .context("failed to start the ingest worker")?;
+        let ingest = if config.ingest.enabled {
+            let store = shoplens_ingest::startup::open_store(&config.read_model)
+                .await
+                .context("failed to open the read model")?;
+            let handle = shoplens_ingest::startup::start(&config.ingest, store, sources)
+                .await
+                .context("failed to start the ingest worker")?;
+            Some(handle)
+        } else {
+            None
+        };
 
         let info = RunInfo {
             pid: std::process::id(),
@@ -138,7 +146,7 @@ impl System {
             order: order.url(),
             payment: payment.url(),
             shipping: shipping.url(),
-            ingest: ingest.url(),
+            ingest: ingest.as_ref().map(IngestHandle::url),
         };
         let shutdown = CancellationToken::new();
         let demo = config.demo.enabled.then(|| {
@@ -181,7 +189,9 @@ impl System {
             service.stop().await;
         }
         // Last, so it applies what the relays published while draining.
-        self.ingest.stop().await;
+        if let Some(ingest) = self.ingest {
+            ingest.stop().await;
+        }
     }
 }
 

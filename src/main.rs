@@ -86,7 +86,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Rebuild { data_dir } => {
             let info = read_run_info(&data_dir)?;
             let mut err = std::io::stderr();
-            shoplens_ingest::client::rebuild(&info.ingest, &mut err).await?;
+            let url = info.ingest.context(
+                "the ingest worker does not run in this process; use `shoplens-ingest rebuild --url`",
+            )?;
+            shoplens_ingest::client::rebuild(&url, &mut err).await?;
         }
         Command::Simulate {
             data_dir,
@@ -143,7 +146,7 @@ fn read_run_info(data_dir: &std::path::Path) -> anyhow::Result<RunInfo> {
 
 fn print_banner(info: &RunInfo) {
     println!(
-        "ShopLens is running (Ctrl-C to stop).\n  order summary API {}\n  customer service  {}\n  product service   {}\n  order service     {}\n  payment service   {}\n  shipping service  {}\n  ingest worker     {}",
+        "ShopLens is running (Ctrl-C to stop).\n  order summary API {}\n  customer service  {}\n  product service   {}\n  order service     {}\n  payment service   {}\n  shipping service  {}\n  ingest worker API {}",
         info.composer,
         info.customer,
         info.product,
@@ -151,5 +154,7 @@ fn print_banner(info: &RunInfo) {
         info.payment,
         info.shipping,
         info.ingest
+            .as_deref()
+            .unwrap_or("(runs as its own process)")
     );
 }

@@ -25,6 +25,9 @@ use crate::worker::WorkerConfig;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngestConfig {
+    /// Run the worker in the all-in-one `shoplens` process (turn off when it runs as its
+    /// own `shoplens-ingest` process; the standalone binary ignores this).
+    pub enabled: bool,
     /// Where the ingest API (status, freshness, dead letters, rebuild, `/metrics`) listens.
     pub listen: SocketAddr,
     /// Consumer-group prefix; generation `g` of the read model reads as `{group}.g{g}`.
@@ -41,6 +44,7 @@ pub struct IngestConfig {
 impl Default for IngestConfig {
     fn default() -> Self {
         IngestConfig {
+            enabled: true,
             listen: ([127, 0, 0, 1], 8090).into(),
             group: "shoplens-ingest".into(),
             topics: Vec::new(),

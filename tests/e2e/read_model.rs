@@ -126,13 +126,29 @@ async fn services_events_reach_the_embedded_read_model_exactly() {
     wait_orders_finished(data, 15).await;
 
     // The ingest API answers while the system runs.
-    let status: serde_json::Value = reqwest::get(format!("{}/api/v1/status", info.ingest))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: serde_json::Value =
+        reqwest::get(format!("{}/api/v1/status", info.ingest.as_deref().unwrap()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
     assert_eq!(status["live_generation"], 1);
+
+    // The operator rebuilds the read model from the log, blue/green, with progress.
+    let rebuild = std::process::Command::new(env!("CARGO_BIN_EXE_shoplens"))
+        .args(["rebuild", "--data-dir"])
+        .arg(data)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let progress = String::from_utf8_lossy(&rebuild.stderr);
+    assert!(rebuild.status.success(), "{progress}");
+    assert!(progress.contains("100%"), "{progress}");
+    assert!(
+        progress.contains("generation 2 is live (replaced generation 1)"),
+        "{progress}"
+    );
     assert!(shop.terminate().success(), "graceful shutdown exits 0");
 
     let expected = assert_read_model_matches_log(data).await;
@@ -253,12 +269,13 @@ async fn services_events_reach_clickhouse_through_kafka() {
     let start = Instant::now();
     let mut caught_up_since: Option<Instant> = None;
     loop {
-        let status: serde_json::Value = reqwest::get(format!("{}/api/v1/status", info.ingest))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let status: serde_json::Value =
+            reqwest::get(format!("{}/api/v1/status", info.ingest.as_deref().unwrap()))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
         if status["live"]["lag_events"] == 0 {
             let since = *caught_up_since.get_or_insert_with(Instant::now);
             if since.elapsed() > Duration::from_millis(1_500) {
