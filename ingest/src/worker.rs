@@ -27,7 +27,7 @@ use tracing::Instrument;
 
 use crate::metrics::{IngestMetrics, ReasonLabels, TableLabels};
 use crate::rows::TableRows;
-use crate::sink::{DeadLetter, Freshness, IngestBatch, Sink, SinkError};
+use crate::sink::{ApplyReport, DeadLetter, Freshness, IngestBatch, Sink, SinkError};
 
 /// How the worker batches and retries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,7 +100,8 @@ pub struct Worker {
     config: WorkerConfig,
     metrics: Arc<IngestMetrics>,
     status: SharedStatus,
-    /// Whether this worker's figures go to the freshness and lag gauges (the live one).
+    /// Whether this worker writes the live generation: only that one's figures go to the
+    /// process's metrics (a rebuild's progress is in the rebuild status instead).
     report_gauges: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -178,7 +179,9 @@ impl Worker {
             };
             match polled {
                 Ok(records) => {
-                    self.metrics.events_consumed.inc_by(records.len() as u64);
+                    if self.is_live() {
+                        self.metrics.events_consumed.inc_by(records.len() as u64);
+                    }
                     self.set_status(|s| s.events_consumed += records.len() as u64);
                     for record in records {
                         state.take(record);
@@ -277,9 +280,11 @@ impl Worker {
             let started = std::time::Instant::now();
             match self.sink.apply(&batch).instrument(span.clone()).await {
                 Ok(report) => {
-                    self.metrics
-                        .apply_seconds
-                        .observe(started.elapsed().as_secs_f64());
+                    if self.is_live() {
+                        self.metrics
+                            .apply_seconds
+                            .observe(started.elapsed().as_secs_f64());
+                    }
                     break report;
                 }
                 Err(SinkError::Corrupt(e)) => return Err(SinkError::Corrupt(e).into()),
@@ -295,26 +300,8 @@ impl Worker {
         };
         state.applied(&batch.positions);
         report.duplicates_skipped += batch_duplicates;
-        self.metrics.batches.inc();
-        self.metrics.batch_events.observe(events as f64);
-        self.metrics
-            .duplicates_skipped
-            .inc_by(report.duplicates_skipped as u64);
-        for table_rows in per_table_new_rows(&batch, report.rows_written) {
-            self.metrics
-                .rows_written
-                .get_or_create(&TableLabels {
-                    table: table_rows.0.to_owned(),
-                })
-                .inc_by(table_rows.1);
-        }
-        for dl in &batch.dead_letters {
-            self.metrics
-                .dead_letters
-                .get_or_create(&ReasonLabels {
-                    reason: dl.reason_kind.clone(),
-                })
-                .inc();
+        if self.is_live() {
+            self.count_batch(&batch, &report, events);
         }
         let freshness = match self.sink.freshness().await {
             Ok(f) => Some(f),
@@ -384,7 +371,9 @@ impl Worker {
 
     fn sink_failed(&self, e: &SinkError) {
         tracing::warn!(error = %e, "the read-model sink refused a request; backing off");
-        self.metrics.sink_failures.inc();
+        if self.is_live() {
+            self.metrics.sink_failures.inc();
+        }
         self.set_status(|s| {
             s.sink_up = false;
             s.last_error = Some(e.to_string());
@@ -400,6 +389,36 @@ impl Worker {
             self.metrics
                 .freshness_visible_at_ms
                 .set(f.visible_at_ms.unwrap_or(0));
+        }
+    }
+
+    fn is_live(&self) -> bool {
+        self.report_gauges
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Adds an applied batch to the process's counters.
+    fn count_batch(&self, batch: &IngestBatch, report: &ApplyReport, events: usize) {
+        self.metrics.batches.inc();
+        self.metrics.batch_events.observe(events as f64);
+        self.metrics
+            .duplicates_skipped
+            .inc_by(report.duplicates_skipped as u64);
+        for (table, rows) in per_table_new_rows(batch, report.rows_written) {
+            self.metrics
+                .rows_written
+                .get_or_create(&TableLabels {
+                    table: table.to_owned(),
+                })
+                .inc_by(rows);
+        }
+        for dl in &batch.dead_letters {
+            self.metrics
+                .dead_letters
+                .get_or_create(&ReasonLabels {
+                    reason: dl.reason_kind.clone(),
+                })
+                .inc();
         }
     }
 
