@@ -130,9 +130,10 @@ impl System {
             let store = shoplens_ingest::startup::open_store(&config.read_model)
                 .await
                 .context("failed to open the read model")?;
-            let handle = shoplens_ingest::startup::start(&config.ingest, store, sources)
-                .await
-                .context("failed to start the ingest worker")?;
+            let handle =
+                shoplens_ingest::startup::start_on(&config.ingest, store, sources, Some(bus))
+                    .await
+                    .context("failed to start the ingest worker")?;
             Some(handle)
         } else {
             None

@@ -7,8 +7,12 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use serde::{Deserialize, Serialize};
-use shoplens_bus::KafkaConfig;
-use shoplens_ingest::startup::{IngestConfig, ReadModelConfig, kafka_sources, open_store, start};
+use std::sync::Arc;
+
+use shoplens_bus::{EventBus, KafkaBus, KafkaConfig};
+use shoplens_ingest::startup::{
+    IngestConfig, ReadModelConfig, kafka_sources, open_store, start_on,
+};
 
 #[derive(Parser)]
 #[command(
@@ -60,7 +64,16 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .context("failed to open the read model")?;
             let sources = kafka_sources(config.kafka.clone(), config.ingest.topics());
-            let handle = start(&config.ingest, store, sources)
+            let dead_letters = &config.ingest.dead_letter_topic;
+            let bus: Option<Arc<dyn EventBus>> = if dead_letters.is_empty() {
+                None
+            } else {
+                let bus = KafkaBus::connect(&config.kafka, &[dead_letters])
+                    .await
+                    .context("failed to connect to Kafka")?;
+                Some(Arc::new(bus))
+            };
+            let handle = start_on(&config.ingest, store, sources, bus)
                 .await
                 .context("failed to start the ingest worker")?;
             tracing::info!(api = handle.url(), "ingest worker running");

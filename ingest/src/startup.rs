@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use shoplens_bus::{EmbeddedLog, EventSource, KafkaConfig, KafkaSource};
+use shoplens_bus::{EmbeddedLog, EventBus, EventSource, KafkaConfig, KafkaSource};
 use shoplens_contract::Service;
 use shoplens_kit::config::HttpConfig;
 use shoplens_kit::metrics::Metrics;
@@ -18,7 +18,7 @@ use crate::embedded::{EmbeddedConfig, EmbeddedStore};
 use crate::metrics::IngestMetrics;
 use crate::sink::{ReadModelStore, SinkResult};
 use crate::supervisor::{Ingest, IngestError, SourceFactory, SupervisorConfig};
-use crate::worker::WorkerConfig;
+use crate::worker::{DeadLetterTopic, WorkerConfig};
 
 /// The ingest process's configuration (the sink and the bus are chosen by the caller: the
 /// launcher passes its embedded log, the standalone binary its Kafka settings).
@@ -34,6 +34,9 @@ pub struct IngestConfig {
     pub group: String,
     /// The topics to project (empty: the five services' default topics).
     pub topics: Vec<String>,
+    /// Every dead letter is also published to this topic (empty: not published; the
+    /// read model's dead-letter table has them all the same).
+    pub dead_letter_topic: String,
     pub worker: WorkerConfig,
     /// How long an old read-model generation is kept after a rebuild switched away from
     /// it, for queries still running on it.
@@ -48,6 +51,7 @@ impl Default for IngestConfig {
             listen: ([127, 0, 0, 1], 8090).into(),
             group: "shoplens-ingest".into(),
             topics: Vec::new(),
+            dead_letter_topic: "shop.dead-letters".into(),
             worker: WorkerConfig::default(),
             drop_old_generation_after_ms: 30_000,
             http: HttpConfig::default(),
@@ -157,6 +161,8 @@ impl IngestHandle {
 pub enum StartError {
     #[error(transparent)]
     Ingest(#[from] IngestError),
+    #[error("bad dead-letter topic: {0}")]
+    DeadLetterTopic(#[from] shoplens_bus::BusError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -165,12 +171,33 @@ pub enum StartError {
 }
 
 /// Starts the workers on `store` and `sources`, and the API on `config.listen` (port 0
-/// picks a free port).
+/// picks a free port). Dead letters go to the store only; see [`start_on`].
 pub async fn start(
     config: &IngestConfig,
     store: Arc<dyn ReadModelStore>,
     sources: SourceFactory,
 ) -> Result<IngestHandle, StartError> {
+    start_on(config, store, sources, None).await
+}
+
+/// As [`start`], and dead letters are also published through `bus` to
+/// `config.dead_letter_topic` (unless that is empty).
+pub async fn start_on(
+    config: &IngestConfig,
+    store: Arc<dyn ReadModelStore>,
+    sources: SourceFactory,
+    bus: Option<Arc<dyn EventBus>>,
+) -> Result<IngestHandle, StartError> {
+    let dead_letter_topic = match bus {
+        Some(bus) if !config.dead_letter_topic.is_empty() => {
+            shoplens_bus::validate_topic(&config.dead_letter_topic)?;
+            Some(DeadLetterTopic {
+                bus,
+                topic: config.dead_letter_topic.clone(),
+            })
+        }
+        _ => None,
+    };
     let metrics = Metrics::new();
     let ingest_metrics = IngestMetrics::register(&metrics);
     let ingest = Ingest::start(
@@ -180,6 +207,7 @@ pub async fn start(
             group: config.group.clone(),
             worker: config.worker.clone(),
             drop_old_after: Duration::from_millis(config.drop_old_generation_after_ms),
+            dead_letter_topic,
         },
         ingest_metrics,
     )

@@ -20,20 +20,24 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::IngestMetrics;
 use crate::sink::{Freshness, ReadModelStore, Sink, SinkError};
-use crate::worker::{SharedStatus, Worker, WorkerConfig, WorkerError, WorkerStatus};
+use crate::worker::{
+    DeadLetterTopic, SharedStatus, Worker, WorkerConfig, WorkerError, WorkerStatus,
+};
 
 /// Makes a bus consumer for a consumer group (a new group starts at the earliest record).
 pub type SourceFactory =
     Arc<dyn Fn(String) -> BoxFuture<'static, Result<Box<dyn EventSource>, BusError>> + Send + Sync>;
 
 /// What the supervisor needs besides the store and the bus.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SupervisorConfig {
     /// Consumer-group prefix: generation `g` reads as group `{group}.g{g}`.
     pub group: String,
     pub worker: WorkerConfig,
     /// How long an old generation is kept after a switch, for readers still on it.
     pub drop_old_after: Duration,
+    /// Where the live worker also publishes dead letters.
+    pub dead_letter_topic: Option<DeadLetterTopic>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -374,7 +378,8 @@ async fn spawn_worker(
         sink.clone(),
         config.worker.clone(),
         metrics.clone(),
-    );
+    )
+    .with_dead_letter_topic(config.dead_letter_topic.clone());
     let gauges = worker.gauge_switch();
     gauges.store(live, Ordering::Relaxed);
     let status = worker.status();

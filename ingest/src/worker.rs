@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use shoplens_bus::{ConsumedRecord, EventSource, Position};
+use shoplens_bus::{BusRecord, ConsumedRecord, EventBus, EventSource, Position};
 use shoplens_contract::Envelope;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -103,6 +103,41 @@ pub struct Worker {
     /// Whether this worker writes the live generation: only that one's figures go to the
     /// process's metrics (a rebuild's progress is in the rebuild status instead).
     report_gauges: Arc<std::sync::atomic::AtomicBool>,
+    /// Where dead letters are also published (besides the sink's dead-letter table).
+    dead_letter_topic: Option<DeadLetterTopic>,
+}
+
+/// A bus topic that receives a copy of every dead letter, for tools that watch the bus.
+#[derive(Clone)]
+pub struct DeadLetterTopic {
+    pub bus: Arc<dyn EventBus>,
+    pub topic: String,
+}
+
+impl DeadLetterTopic {
+    /// The bus record of a dead letter: JSON with its coordinates, reason and the original
+    /// bytes (as text), keyed like the original.
+    pub fn record(&self, d: &DeadLetter) -> BusRecord {
+        let body = serde_json::json!({
+            "topic": d.topic,
+            "partition": d.partition,
+            "offset": d.offset,
+            "key": d.key,
+            "event_id": d.event_id,
+            "event_type": d.event_type,
+            "reason_kind": d.reason_kind,
+            "reason": d.reason,
+            "payload": String::from_utf8_lossy(&d.payload),
+            "received_at_ms": d.received_at_ms,
+        });
+        BusRecord {
+            topic: self.topic.clone(),
+            key: d.key.clone(),
+            payload: serde_json::to_vec(&body)
+                .expect("JSON values always serialize")
+                .into(),
+        }
+    }
 }
 
 impl Worker {
@@ -124,7 +159,15 @@ impl Worker {
             metrics,
             status: Arc::new(Mutex::new(status)),
             report_gauges: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            dead_letter_topic: None,
         }
+    }
+
+    /// Also publishes dead letters to `topic` (only while this worker is the live one, so a
+    /// rebuild does not publish them again).
+    pub fn with_dead_letter_topic(mut self, topic: Option<DeadLetterTopic>) -> Worker {
+        self.dead_letter_topic = topic;
+        self
     }
 
     pub fn status(&self) -> SharedStatus {
@@ -298,6 +341,14 @@ impl Worker {
                 }
             }
         };
+        if !self
+            .publish_dead_letters(&batch.dead_letters, shutdown)
+            .await
+        {
+            // Stopped while the bus is down: nothing committed, so read again on restart
+            // (the sink skips what it already holds).
+            return Ok(());
+        }
         state.applied(&batch.positions);
         report.duplicates_skipped += batch_duplicates;
         if self.is_live() {
@@ -332,6 +383,35 @@ impl Worker {
             tracing::warn!(error = %e, "cannot commit bus positions; they are re-read and skipped");
         }
         Ok(())
+    }
+
+    /// Publishes dead letters to the dead-letter topic, retrying while the bus refuses;
+    /// `false` if stopped first. At least once: a replay may publish one again.
+    async fn publish_dead_letters(
+        &mut self,
+        letters: &[DeadLetter],
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let Some(dlq) = &self.dead_letter_topic else {
+            return true;
+        };
+        if letters.is_empty() || !self.is_live() {
+            return true;
+        }
+        let records: Vec<BusRecord> = letters.iter().map(|d| dlq.record(d)).collect();
+        let mut backoff = Backoff::new(&self.config);
+        loop {
+            match dlq.bus.publish(&records).await {
+                Ok(()) => return true,
+                Err(e) => {
+                    tracing::warn!(error = %e, topic = dlq.topic, "cannot publish dead letters; retrying");
+                    self.set_status(|s| s.last_error = Some(format!("dead-letter topic: {e}")));
+                    if !backoff.wait(shutdown).await {
+                        return false;
+                    }
+                }
+            }
+        }
     }
 
     async fn sample_lag(&mut self, state: &BatchState) {

@@ -6,13 +6,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use shoplens_bus::{BusRecord, EventBus};
+use shoplens_bus::{BusRecord, EventBus, EventSource};
 use shoplens_contract::tables::RawTable;
 use shoplens_ingest::model::AggTable;
 use shoplens_ingest::sink::{
     ApplyReport, DeadLetter, Freshness, IngestBatch, ReadModelStore, Sink, SinkError, SinkResult,
 };
-use shoplens_ingest::startup::{IngestConfig, IngestHandle, embedded_sources, start};
+use shoplens_ingest::startup::{IngestConfig, IngestHandle, embedded_sources, start, start_on};
 use shoplens_ingest::synthetic::{StreamSpec, shop_events};
 
 use crate::support::*;
@@ -73,7 +73,15 @@ async fn every_event_counts_once_despite_duplicates_and_poison() {
         .unwrap();
 
     let store = embedded_store(dir.path());
-    let handle = start_embedded(&log, store).await;
+    let topics = TOPICS.iter().map(|t| t.to_string()).collect();
+    let handle = start_on(
+        &config(),
+        store,
+        embedded_sources(log.clone(), topics),
+        Some(Arc::new(log.clone())),
+    )
+    .await
+    .unwrap();
     wait_caught_up(&handle, &log, &TOPICS).await;
     let (_, sink) = handle.ingest().live();
     // The duplicate of `later` is parked, not counted: the totals are the stream's.
@@ -92,6 +100,19 @@ async fn every_event_counts_once_despite_duplicates_and_poison() {
         sink.parked_keys().await.unwrap(),
         vec![("shop.orders".to_string(), "o00000003".to_string())]
     );
+    // A copy of each dead letter is on the dead-letter topic, with its reason.
+    let mut dlq = log.consumer("dlq-reader", &["shop.dead-letters"]).unwrap();
+    let copies = dlq.poll(10, Duration::from_secs(1)).await.unwrap();
+    let kinds: Vec<String> = copies
+        .iter()
+        .map(|r| {
+            let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+            assert_eq!(r.key, "o00000003");
+            v["reason_kind"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(kinds, vec!["malformed_json", "parked"]);
+
     let status = handle.ingest().status();
     assert_eq!(status.live.duplicates_skipped, 300);
     assert_eq!(status.live.dead_letters, 2);
