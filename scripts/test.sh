@@ -23,6 +23,7 @@ command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v clickhouse-server >/dev/null 2>&1 || need_apt+=(clickhouse-server)
 command -v clickhouse-client >/dev/null 2>&1 || need_apt+=(clickhouse-client)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
 command -v flock >/dev/null 2>&1 || need_apt+=(util-linux)
 # rdkafka builds its bundled librdkafka with the C compiler and make.
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
@@ -32,6 +33,14 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# The outside Kafka client the interoperability tests drive (Python confluent-kafka wheel,
+# with its own current librdkafka).
+if ! python3 -c 'import confluent_kafka' >/dev/null 2>&1; then
+    log "installing the Python confluent-kafka client (pip)"
+    python3 -m pip install -q confluent-kafka 2>/dev/null \
+        || python3 -m pip install -q --break-system-packages confluent-kafka
 fi
 
 # The tansu broker: cached after the first build. A first build (~10 min on 2 cores) runs in
