@@ -29,6 +29,9 @@ use crate::metrics::{IngestMetrics, ReasonLabels, TableLabels};
 use crate::rows::TableRows;
 use crate::sink::{ApplyReport, DeadLetter, Freshness, IngestBatch, Sink, SinkError};
 
+/// How long a stopping worker keeps retrying to apply what it holds.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How the worker batches and retries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -180,9 +183,9 @@ impl Worker {
         self.report_gauges.clone()
     }
 
-    /// Runs until `shutdown`, then flushes what it holds (waiting for the sink, bounded by
-    /// the retry loop, which a second cancellation does not interrupt: stopping never loses
-    /// buffered events, they are simply read again on restart if the apply did not finish).
+    /// Runs until `shutdown`, then applies what it holds (retrying for a few seconds if
+    /// the sink is down). Stopping never loses buffered events: what was not applied was not
+    /// committed either, and is read again on restart.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), WorkerError> {
         self.set_status(|s| s.running = true);
         let result = self.run_inner(&shutdown).await;
@@ -251,8 +254,18 @@ impl Worker {
                     Instant::now() + Duration::from_millis(self.config.lag_interval_ms);
             }
         }
-        // Drain: what is buffered is applied before the worker stops.
-        self.flush(&mut state, &CancellationToken::new()).await?;
+        // Drain: what is buffered is applied before the worker stops, while the sink takes
+        // it within DRAIN_TIMEOUT; after that the batch is simply read again on restart.
+        let drain = CancellationToken::new();
+        let deadline = {
+            let drain = drain.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(DRAIN_TIMEOUT).await;
+                drain.cancel();
+            })
+        };
+        self.flush(&mut state, &drain).await?;
+        deadline.abort();
         if let Err(e) = self.source.commit(&state.stored_positions()).await {
             tracing::warn!(error = %e, "cannot commit bus positions on stop");
         }

@@ -389,3 +389,42 @@ async fn a_rebuild_fills_a_new_generation_and_switches_without_going_blank() {
     assert_eq!(handle.ingest().live().0, generation);
     handle.stop().await;
 }
+
+#[tokio::test]
+async fn stopping_while_the_sink_is_down_gives_up_in_time_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path());
+    let down = Arc::new(AtomicBool::new(true));
+    let store = Arc::new(Flaky {
+        inner: embedded_store(dir.path()),
+        down: down.clone(),
+    });
+    let handle = start_embedded(&log, store).await;
+    let events = shop_events(&spec(8, 50));
+    publish(&log, &events).await;
+    let start = Instant::now();
+    while handle.ingest().status().live.sink_up
+        || handle.ingest().status().live.events_consumed == 0
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "worker never tried"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stopping = Instant::now();
+    handle.stop().await;
+    assert!(
+        stopping.elapsed() < Duration::from_secs(8),
+        "stop took {:?}",
+        stopping.elapsed()
+    );
+
+    // Nothing was applied, nothing committed: a restart reads it all again.
+    down.store(false, Ordering::SeqCst);
+    let handle = start_embedded(&log, embedded_store(dir.path())).await;
+    wait_caught_up(&handle, &log, &TOPICS).await;
+    let (_, sink) = handle.ingest().live();
+    assert_read_model(&sink, &events).await;
+    handle.stop().await;
+}
