@@ -53,6 +53,9 @@ pub struct KafkaConfig {
     pub partitions: i32,
     /// Replication factor of the topics this process creates at startup.
     pub replication_factor: i32,
+    /// `retention.ms` of the topics this process creates: -1 (the default) keeps events
+    /// forever, which a complete read-model rebuild from the log needs.
+    pub topic_retention_ms: i64,
     /// A consumer-group member that sends no heartbeat for this long is considered dead and
     /// its partitions are reassigned. Joining a group takes a good part of it.
     pub session_timeout_ms: u32,
@@ -69,6 +72,7 @@ impl Default for KafkaConfig {
             brokers: "127.0.0.1:9092".into(),
             partitions: 3,
             replication_factor: 1,
+            topic_retention_ms: -1,
             session_timeout_ms: 10_000,
             client_id: "shoplens".into(),
             properties: BTreeMap::new(),
@@ -113,8 +117,9 @@ impl KafkaConfig {
     }
 }
 
-/// Creates those of `topics` that do not exist yet, with the configured partition count and
-/// replication factor. A topic that already exists (whatever its partition count) is fine.
+/// Creates those of `topics` that do not exist yet, with the configured partition count,
+/// replication factor and retention. A topic that already exists (whatever its settings) is
+/// fine.
 pub async fn ensure_topics(config: &KafkaConfig, topics: &[&str]) -> Result<()> {
     for t in topics {
         crate::validate_topic(t)?;
@@ -126,6 +131,7 @@ pub async fn ensure_topics(config: &KafkaConfig, topics: &[&str]) -> Result<()> 
         .client_config(&[])
         .create_with_context(BusContext::new("admin", None))
         .map_err(|e| unavailable("cannot create a Kafka admin client", e))?;
+    let retention = config.topic_retention_ms.to_string();
     let new_topics: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|t| {
@@ -134,6 +140,7 @@ pub async fn ensure_topics(config: &KafkaConfig, topics: &[&str]) -> Result<()> 
                 config.partitions,
                 TopicReplication::Fixed(config.replication_factor),
             )
+            .set("retention.ms", &retention)
         })
         .collect();
     let options = AdminOptions::new()
