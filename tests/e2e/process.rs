@@ -108,3 +108,27 @@ pub async fn open_db(data_dir: &Path, service: &str) -> sqlx::SqlitePool {
     );
     sqlx::SqlitePool::connect(&url).await.unwrap()
 }
+
+/// Waits until `orders` orders of the order service reached a final state (delivered or
+/// cancelled).
+pub async fn wait_orders_finished(data: &std::path::Path, orders: i64) {
+    let db = open_db(data, "order").await;
+    let start = Instant::now();
+    loop {
+        let finished: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM orders WHERE status IN ('Delivered', 'Cancelled')",
+        )
+        .fetch_one(&db)
+        .await
+        .unwrap();
+        if finished >= orders {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "demo orders did not finish: {finished}/{orders}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    db.close().await;
+}

@@ -10,7 +10,7 @@ use shoplens_ingest::aggregate::Aggregates;
 use shoplens_ingest::model::AggTable;
 use shoplens_ingest::startup::{ReadModelConfig, open_store};
 
-use crate::process::{Shoplens, open_db};
+use crate::process::{Shoplens, open_db, wait_orders_finished};
 
 const TOPICS: [&str; 5] = [
     "shop.customers",
@@ -90,26 +90,18 @@ async fn assert_read_model_matches_log(data: &std::path::Path) -> Aggregates {
     expected
 }
 
-async fn wait_orders_finished(data: &std::path::Path, orders: i64) {
-    let db = open_db(data, "order").await;
-    let start = Instant::now();
-    loop {
-        let finished: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM orders WHERE status IN ('Delivered', 'Cancelled')",
-        )
-        .fetch_one(&db)
+/// The running system's ingest status (`GET /api/v1/status`).
+async fn ingest_status(info: &shoplens::RunInfo) -> serde_json::Value {
+    let url = info
+        .ingest
+        .as_deref()
+        .expect("the ingest worker runs in-process");
+    reqwest::get(format!("{url}/api/v1/status"))
         .await
-        .unwrap();
-        if finished >= orders {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(90),
-            "demo orders did not finish: {finished}/{orders}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    db.close().await;
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 fn env_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
@@ -126,13 +118,7 @@ async fn services_events_reach_the_embedded_read_model_exactly() {
     wait_orders_finished(data, 15).await;
 
     // The ingest API answers while the system runs.
-    let status: serde_json::Value =
-        reqwest::get(format!("{}/api/v1/status", info.ingest.as_deref().unwrap()))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    let status = ingest_status(&info).await;
     assert_eq!(status["live_generation"], 1);
 
     // The operator rebuilds the read model from the log, blue/green, with progress.
@@ -269,13 +255,7 @@ async fn services_events_reach_clickhouse_through_kafka() {
     let start = Instant::now();
     let mut caught_up_since: Option<Instant> = None;
     loop {
-        let status: serde_json::Value =
-            reqwest::get(format!("{}/api/v1/status", info.ingest.as_deref().unwrap()))
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+        let status = ingest_status(&info).await;
         if status["live"]["lag_events"] == 0 {
             let since = *caught_up_since.get_or_insert_with(Instant::now);
             if since.elapsed() > Duration::from_millis(1_500) {

@@ -1,10 +1,7 @@
 //! The README's run command: the whole system comes up with demo data and stops cleanly.
-
-use std::time::{Duration, Instant};
-
 use shoplens_bus::{EmbeddedLog, EmbeddedLogConfig};
 
-use crate::process::{Shoplens, open_db};
+use crate::process::{Shoplens, open_db, wait_orders_finished};
 
 #[tokio::test]
 async fn the_system_comes_up_with_demo_traffic_and_stops_cleanly() {
@@ -32,25 +29,8 @@ async fn the_system_comes_up_with_demo_traffic_and_stops_cleanly() {
         let resp = reqwest::get(format!("{url}/health")).await.unwrap();
         assert_eq!(resp.status(), 200, "{url}");
     }
+    wait_orders_finished(data, 12).await;
     let db = open_db(data, "order").await;
-    let start = Instant::now();
-    loop {
-        // Every demo order reaches a final state: delivered or cancelled.
-        let finished: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM orders WHERE status IN ('Delivered', 'Cancelled')",
-        )
-        .fetch_one(&db)
-        .await
-        .unwrap();
-        if finished >= 12 {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "demo orders did not finish: {finished}/12"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let orders: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders")
         .fetch_one(&db)
         .await
