@@ -1,4 +1,5 @@
 //! The README's run command: the whole system comes up with demo data and stops cleanly.
+
 use shoplens_bus::{EmbeddedLog, EmbeddedLogConfig};
 
 use crate::process::{Shoplens, open_db, wait_orders_finished};
