@@ -5,11 +5,14 @@
 //! Run: `cargo run --release -p shoplens-benches -- all` (or a single scenario, e.g.
 //! `composer --runs 3 --duration-secs 5`; `--smoke` for a quick check of the harness).
 //!
-//! Scenarios: [`composer`] (Order Summary: no cache / cache / cache + invalidation).
+//! Scenarios: [`composer`] (Order Summary: no cache / cache / cache + invalidation) and
+//! [`ingest`] (the event pipeline: throughput, freshness and worker memory per read model).
 
 pub mod composer;
 pub mod histogram;
+pub mod ingest;
 pub mod load;
 pub mod machine;
 pub mod results;
+pub mod servers;
 pub mod shop;

@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use shoplens_benches::composer::{self, ComposerOptions};
+use shoplens_benches::ingest::{self, Backend, IngestOptions};
 
 #[derive(Parser)]
 #[command(
@@ -20,8 +21,17 @@ struct Cli {
 enum Command {
     /// Order Summary API: no cache / cache / cache + invalidation, and the fan-out check.
     Composer(ComposerArgs),
-    /// Every scenario with its defaults (for now: composer).
+    /// The event pipeline: events/s, freshness lag and worker memory, per read model.
+    Ingest(IngestArgs),
+    /// Every scenario with its defaults (composer, then ingest on both back ends).
     All(ComposerArgs),
+    /// The ingest worker alone, as `shoplens-ingest` starts it (the ingest scenario runs it
+    /// as a child process to measure its memory).
+    #[command(hide = true)]
+    IngestWorker {
+        #[arg(long)]
+        spec: PathBuf,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -72,6 +82,81 @@ impl ComposerArgs {
     }
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum BackendArg {
+    Embedded,
+    Clickhouse,
+    Both,
+}
+
+#[derive(Args, Clone)]
+struct IngestArgs {
+    /// Which read model (and bus): embedded log -> Parquet store, Kafka -> ClickHouse, or
+    /// both. The clickhouse back end starts its own ClickHouse and tansu broker unless
+    /// SHOPLENS_TEST_CLICKHOUSE_URL / SHOPLENS_TEST_KAFKA_BROKERS name running ones.
+    #[arg(long, value_enum, default_value = "both")]
+    backend: BackendArg,
+    /// Events in the throughput backlog (default 1,000,000).
+    #[arg(long)]
+    events: Option<u64>,
+    /// Events in the backlog the worker-memory measurement drains (default 2,000,000).
+    #[arg(long)]
+    backlog: Option<u64>,
+    /// Drains of the throughput backlog; medians are reported (default 3).
+    #[arg(long)]
+    runs: Option<usize>,
+    /// Seconds of steady load for the freshness measurement (default 20).
+    #[arg(long)]
+    freshness_secs: Option<f64>,
+    /// The embedded store's fsync (default true, the product default).
+    #[arg(long)]
+    store_fsync: Option<bool>,
+    /// Tiny sizes: checks the harness, not for figures.
+    #[arg(long)]
+    smoke: bool,
+    /// Directory for the results files.
+    #[arg(long, env = "SHOPLENS_BENCH_OUT")]
+    out: Option<PathBuf>,
+}
+
+impl IngestArgs {
+    fn options(&self) -> anyhow::Result<IngestOptions> {
+        let exe = std::env::current_exe()?;
+        let mut o = if self.smoke {
+            IngestOptions::smoke(IngestOptions::default().out, exe)
+        } else {
+            IngestOptions {
+                worker_exe: exe,
+                ..IngestOptions::default()
+            }
+        };
+        o.backends = match self.backend {
+            BackendArg::Embedded => vec![Backend::Embedded],
+            BackendArg::Clickhouse => vec![Backend::Clickhouse],
+            BackendArg::Both => vec![Backend::Embedded, Backend::Clickhouse],
+        };
+        if let Some(v) = self.events {
+            o.events = v;
+        }
+        if let Some(v) = self.backlog {
+            o.backlog = v;
+        }
+        if let Some(v) = self.runs {
+            o.runs = v;
+        }
+        if let Some(v) = self.freshness_secs {
+            o.freshness_duration = Duration::from_secs_f64(v);
+        }
+        if let Some(v) = self.store_fsync {
+            o.store_fsync = v;
+        }
+        if let Some(v) = &self.out {
+            o.out = v.clone();
+        }
+        Ok(o)
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // The benchmark's progress, and only warnings of the system under test (unless
@@ -83,10 +168,38 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let (Command::Composer(args) | Command::All(args)) = cli.command;
+    match cli.command {
+        Command::Composer(args) => run_composer(&args).await,
+        Command::Ingest(args) => run_ingest(&args.options()?).await,
+        Command::All(args) => {
+            run_composer(&args).await?;
+            let ingest_args = IngestArgs {
+                backend: BackendArg::Both,
+                events: None,
+                backlog: None,
+                runs: None,
+                freshness_secs: None,
+                store_fsync: None,
+                smoke: args.smoke,
+                out: args.out.clone(),
+            };
+            run_ingest(&ingest_args.options()?).await
+        }
+        Command::IngestWorker { spec } => ingest::run_child(&spec).await,
+    }
+}
+
+async fn run_composer(args: &ComposerArgs) -> anyhow::Result<()> {
     let opts = args.options();
     let results = composer::run(&opts).await?;
     eprintln!("{}", shoplens_benches::results::composer_markdown(&results));
     eprintln!("wrote {}", opts.out.join("composer.json").display());
+    Ok(())
+}
+
+async fn run_ingest(opts: &IngestOptions) -> anyhow::Result<()> {
+    let results = ingest::run(opts).await?;
+    eprintln!("{}", shoplens_benches::results::ingest_markdown(&results));
+    eprintln!("wrote {}", opts.out.join("ingest.json").display());
     Ok(())
 }

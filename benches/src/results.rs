@@ -7,6 +7,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use crate::composer::{ComposerResults, Load};
+use crate::ingest::IngestResults;
 
 /// Replaces (or appends) the `## {title}` section of `RESULTS.md` in `dir`.
 pub fn write_section(dir: &Path, title: &str, body: &str) -> anyhow::Result<()> {
@@ -194,6 +195,225 @@ pub fn composer_markdown(r: &ComposerResults) -> String {
     }
     let _ = writeln!(t);
     let _ = writeln!(t, "How it is measured (also in `composer.json`, `notes`):");
+    for note in &r.notes {
+        let _ = writeln!(t, "- {note}");
+    }
+    t
+}
+
+/// Writes `ingest.json` and the "Ingest" section of `RESULTS.md`.
+pub fn write_ingest(dir: &Path, r: &IngestResults) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
+    let json = dir.join("ingest.json");
+    std::fs::write(&json, serde_json::to_vec_pretty(r)?)
+        .with_context(|| format!("failed to write {}", json.display()))?;
+    write_section(dir, "Ingest", &ingest_markdown(r))
+}
+
+fn rate(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:.0}")
+    } else {
+        "n/a".into()
+    }
+}
+
+/// The "Ingest" section: environment, throughput, bus rates, freshness, memory, aims.
+pub fn ingest_markdown(r: &IngestResults) -> String {
+    let m = &r.machine;
+    let o = &r.options;
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "Command: `{}`{}",
+        r.command,
+        if o.smoke {
+            " (smoke run: sizes too small for figures)"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(t);
+    let _ = writeln!(
+        t,
+        "- Date {}, commit {}, {} build, {}.",
+        m.date,
+        m.git_commit.as_deref().unwrap_or("unknown"),
+        m.profile,
+        m.rustc
+    );
+    let _ = writeln!(
+        t,
+        "- Machine: {} cores ({}), {} MiB memory, {}; bench, worker, broker and ClickHouse \
+         share these cores.",
+        m.cores,
+        m.cpu_model.as_deref().unwrap_or("unknown CPU"),
+        m.memory_mib.map_or("unknown".into(), |v| v.to_string()),
+        m.os
+    );
+    let crates: Vec<String> = r
+        .versions
+        .crates
+        .iter()
+        .map(|(n, v)| format!("{n} {v}"))
+        .collect();
+    let _ = writeln!(
+        t,
+        "- Versions: ClickHouse {}; broker {}; crates {}.",
+        r.versions.clickhouse_server.as_deref().unwrap_or("not run"),
+        r.versions.broker.as_deref().unwrap_or("not run"),
+        crates.join(", ")
+    );
+    for b in &r.backends {
+        let _ = writeln!(t, "- {}: {}.", b.backend.name(), b.setup);
+    }
+    let _ = writeln!(
+        t,
+        "- Data: {} events per throughput backlog ({} run(s), medians), memory backlog {} \
+         events, freshness at {:.0} events/s for {:.0} s (+{:.1} s warm-up). Total run time \
+         {:.0} s. Load average (1 min) at start {} and end {} (other work on the machine \
+         shares the cores).",
+        o.events,
+        o.runs,
+        o.backlog,
+        o.freshness_rate,
+        o.freshness_duration.as_secs_f64(),
+        o.freshness_warmup.as_secs_f64(),
+        r.total_secs,
+        r.load_average_start.as_deref().unwrap_or("unknown"),
+        r.load_average_end.as_deref().unwrap_or("unknown")
+    );
+    let _ = writeln!(t);
+    let _ = writeln!(t, "Throughput (backlog drained from start to all visible):");
+    let _ = writeln!(t);
+    let _ = writeln!(
+        t,
+        "| backend | events | payload MiB | batch (events / ms) | worker runtime | events/s | \
+         events/s after first batch | CPU s per drain | events per CPU-s | batches | \
+         store MiB |"
+    );
+    let _ = writeln!(t, "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|");
+    for b in &r.backends {
+        let th = &b.throughput;
+        let first = th.runs.first();
+        let _ = writeln!(
+            t,
+            "| {} | {} | {:.1} | {} / {} | {} | **{}** | {} | {:.1} | {} | {} | {} |",
+            b.backend.name(),
+            th.events,
+            th.payload_bytes as f64 / 1_048_576.0,
+            th.batch_max_events,
+            th.batch_max_delay_ms,
+            th.runtime,
+            rate(th.median_events_per_sec),
+            rate(th.median_steady_events_per_sec),
+            th.median_cpu_secs,
+            rate(th.median_events_per_cpu_sec),
+            first.map_or(0, |r| r.batches),
+            first
+                .and_then(|r| r.store_bytes)
+                .map_or("—".into(), |b| format!("{:.1}", b as f64 / 1_048_576.0))
+        );
+    }
+    let _ = writeln!(t);
+    let per_run: Vec<String> = r
+        .backends
+        .iter()
+        .map(|b| {
+            let runs: Vec<String> = b
+                .throughput
+                .runs
+                .iter()
+                .map(|x| rate(x.events_per_sec))
+                .collect();
+            format!("{} {}", b.backend.name(), runs.join(" / "))
+        })
+        .collect();
+    let _ = writeln!(t, "- Per run (events/s): {}.", per_run.join("; "));
+    for b in &r.backends {
+        let bus = &b.bus;
+        let _ = writeln!(
+            t,
+            "- {} bus: publish {} events/s ({:.1} s for the backlog){}.",
+            b.backend.name(),
+            rate(bus.produce_events_per_sec),
+            bus.produce_secs,
+            match (bus.consume_events_per_sec, bus.consume_secs) {
+                (Some(c), Some(s)) => format!(
+                    "; a bare consumer reads {} events/s ({s:.1} s after its first record)",
+                    rate(c)
+                ),
+                _ => String::new(),
+            }
+        );
+    }
+    let _ = writeln!(t);
+    let _ = writeln!(
+        t,
+        "Freshness (per applied batch: visible_at − occurred_at of its newest event):"
+    );
+    let _ = writeln!(t);
+    let _ = writeln!(
+        t,
+        "| backend | target events/s | achieved events/s | batch (events / ms) | batches \
+         sampled | p50 ms | p99 ms | max ms | oldest event p50 / p99 ms |"
+    );
+    let _ = writeln!(t, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for b in &r.backends {
+        let f = &b.freshness;
+        let _ = writeln!(
+            t,
+            "| {} | {:.0} | {:.0} | {} / {} | {} | {} | **{}** | {} | {} / {} |",
+            b.backend.name(),
+            f.target_rate,
+            f.achieved_rate,
+            f.batch_max_events,
+            f.batch_max_delay_ms,
+            f.samples,
+            rate(f.p50_ms),
+            rate(f.p99_ms),
+            rate(f.max_ms),
+            rate(f.oldest_event_p50_ms),
+            rate(f.oldest_event_p99_ms)
+        );
+    }
+    let _ = writeln!(t);
+    let _ = writeln!(t, "Worker memory (the worker alone in a child process):");
+    let _ = writeln!(t);
+    let _ = writeln!(
+        t,
+        "| backend | backlog events | batch events | drain s | events/s | peak RSS (VmHWM) MiB \
+         | max sampled RSS MiB | RSS after drain MiB |"
+    );
+    let _ = writeln!(t, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    for b in &r.backends {
+        let mm = &b.memory;
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} | {:.1} | {} | **{:.1}** | {:.1} | {:.1} |",
+            b.backend.name(),
+            mm.backlog_events,
+            mm.batch_max_events,
+            mm.drain_secs,
+            rate(mm.events_per_sec),
+            mm.peak_rss_mib,
+            mm.max_sampled_rss_mib,
+            mm.rss_after_drain_mib
+        );
+    }
+    let _ = writeln!(t);
+    let _ = writeln!(t, "Aims:");
+    for aim in &r.aims {
+        let _ = writeln!(
+            t,
+            "- **{}** — {}: {}",
+            if aim.met { "met" } else { "not met" },
+            aim.aim,
+            aim.measured
+        );
+    }
+    let _ = writeln!(t);
+    let _ = writeln!(t, "How it is measured (also in `ingest.json`, `notes`):");
     for note in &r.notes {
         let _ = writeln!(t, "- {note}");
     }

@@ -57,3 +57,57 @@ async fn smoke_run_writes_sane_results() {
     assert!(fanout["critical_path_p50_ms"].as_f64().unwrap() > 0.0);
     assert_eq!(json["aims"].as_array().unwrap().len(), 3);
 }
+
+/// The ingest scenario on the embedded back end at tiny sizes: every measurement ran and
+/// wrote sane, non-zero figures (no timing assertions).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_smoke_run_writes_sane_results() {
+    use shoplens_benches::ingest::{self, IngestOptions};
+
+    let dir = tempfile::tempdir().unwrap();
+    let opts = IngestOptions::smoke(
+        dir.path().to_path_buf(),
+        env!("CARGO_BIN_EXE_shoplens-bench").into(),
+    );
+    ingest::run(&opts).await.expect("ingest smoke run");
+
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("ingest.json")).unwrap()).unwrap();
+    let md = std::fs::read_to_string(dir.path().join("RESULTS.md")).unwrap();
+    assert!(md.contains("## Ingest"), "{md}");
+    assert!(md.contains("| embedded | 20000 |"), "{md}");
+
+    assert!(json["machine"]["cores"].as_u64().unwrap() >= 1);
+    let backends = json["backends"].as_array().unwrap();
+    assert_eq!(backends.len(), 1);
+    let b = &backends[0];
+    assert_eq!(b["backend"], "embedded");
+    let t = &b["throughput"];
+    assert_eq!(t["events"].as_u64().unwrap(), 20_000);
+    assert!(t["payload_bytes"].as_u64().unwrap() > 20_000);
+    let runs = t["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1);
+    let run = &runs[0];
+    assert!(run["events_per_sec"].as_f64().unwrap() > 0.0);
+    assert!(run["cpu_secs"].as_f64().unwrap() > 0.0);
+    assert!(run["batches"].as_u64().unwrap() >= 2, "{run}");
+    // Every generated event is valid and new: all of them became rows.
+    assert_eq!(run["rows_written"].as_u64().unwrap(), 20_000, "{run}");
+    assert_eq!(run["dead_letters"].as_u64().unwrap(), 0);
+    assert!(run["store_bytes"].as_u64().unwrap() > 0);
+    assert!(b["bus"]["produce_events_per_sec"].as_f64().unwrap() > 0.0);
+
+    let f = &b["freshness"];
+    assert!(f["events_published"].as_u64().unwrap() > 0);
+    assert!(f["samples"].as_u64().unwrap() >= 1, "{f}");
+    let (p50, p99) = (f["p50_ms"].as_f64().unwrap(), f["p99_ms"].as_f64().unwrap());
+    assert!(p50 >= 0.0 && p50 <= p99, "{f}");
+
+    let m = &b["memory"];
+    assert_eq!(m["backlog_events"].as_u64().unwrap(), 20_000);
+    let peak = m["peak_rss_mib"].as_f64().unwrap();
+    assert!(peak > 1.0, "{m}");
+    assert!(m["rss_after_drain_mib"].as_f64().unwrap() <= peak, "{m}");
+    // Throughput, freshness and memory aims.
+    assert_eq!(json["aims"].as_array().unwrap().len(), 3);
+}

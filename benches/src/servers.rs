@@ -1,0 +1,237 @@
+//! The servers the Kafka -> ClickHouse benchmark needs: the ones the environment names
+//! (`SHOPLENS_TEST_CLICKHOUSE_URL`, `SHOPLENS_TEST_KAFKA_BROKERS`), or a ClickHouse server
+//! and a tansu broker of the benchmark's own, on free 127.0.0.1 ports in a temp dir, stopped
+//! (and their files removed) when [`Servers`] is dropped.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// Running ClickHouse and Kafka-protocol servers.
+pub struct Servers {
+    pub clickhouse_url: String,
+    pub kafka_brokers: String,
+    /// `SELECT version()` of the ClickHouse server.
+    pub clickhouse_version: String,
+    /// The broker: `tansu --version` when started here, else "external".
+    pub broker_version: String,
+    /// Whether this process started the servers (and stops them).
+    pub started_here: bool,
+    children: Vec<Child>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The tansu binary: `TANSU_BIN`, or the one `scripts/ensure-tansu.sh` caches.
+fn tansu_bin() -> anyhow::Result<PathBuf> {
+    if let Ok(p) = std::env::var("TANSU_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let cache = std::env::var("SHOPLENS_CACHE")
+        .map(PathBuf::from)
+        .or_else(|_| std::env::var("HOME").map(|h| PathBuf::from(h).join(".cache/shoplens")))?;
+    let bin = cache.join("tansu-0.6.0/bin/tansu");
+    if !bin.exists() {
+        bail!(
+            "no tansu broker at {}: run scripts/ensure-tansu.sh (or set TANSU_BIN, or \
+             SHOPLENS_TEST_KAFKA_BROKERS)",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+impl Servers {
+    /// The environment's servers where named, otherwise servers of this process's own.
+    pub async fn from_env_or_start() -> anyhow::Result<Servers> {
+        let dir = tempfile::Builder::new()
+            .prefix("shoplens-bench-servers")
+            .tempdir()?;
+        let mut children = Vec::new();
+        let mut started_here = false;
+        let clickhouse_url = match std::env::var("SHOPLENS_TEST_CLICKHOUSE_URL") {
+            Ok(url) => url,
+            Err(_) => {
+                started_here = true;
+                let (child, url) = start_clickhouse(&dir.path().join("clickhouse")).await?;
+                children.push(child);
+                url
+            }
+        };
+        let (kafka_brokers, broker_version) = match std::env::var("SHOPLENS_TEST_KAFKA_BROKERS") {
+            Ok(b) => (b, "external".to_owned()),
+            Err(_) => {
+                started_here = true;
+                let bin = tansu_bin()?;
+                let version = Command::new(&bin)
+                    .arg("--version")
+                    .output()
+                    .ok()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+                    .filter(|v| !v.is_empty())
+                    .unwrap_or_else(|| "tansu (unknown version)".into());
+                let (child, brokers) = start_tansu(&bin, &dir.path().join("tansu")).await?;
+                children.push(child);
+                (brokers, format!("{version}, sqlite storage engine"))
+            }
+        };
+        let mut servers = Servers {
+            clickhouse_url,
+            kafka_brokers,
+            clickhouse_version: String::new(),
+            broker_version,
+            started_here,
+            children,
+            _dir: Some(dir),
+        };
+        servers.clickhouse_version = reqwest::Client::new()
+            .post(&servers.clickhouse_url)
+            .body("SELECT version()")
+            .send()
+            .await
+            .context("ClickHouse does not answer")?
+            .text()
+            .await?
+            .trim()
+            .to_owned();
+        Ok(servers)
+    }
+
+    /// Stops the servers this process started (SIGKILL; their data is thrown away).
+    pub fn stop(&mut self) {
+        for mut c in self.children.drain(..) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn start_clickhouse(dir: &Path) -> anyhow::Result<(Child, String)> {
+    let mut last = None;
+    for _attempt in 0..3 {
+        let _ = std::fs::remove_dir_all(dir);
+        for sub in ["data", "tmp", "user_files", "format_schemas"] {
+            std::fs::create_dir_all(dir.join(sub))?;
+        }
+        let (http, tcp, interserver) = (free_port()?, free_port()?, free_port()?);
+        std::fs::write(
+            dir.join("users.xml"),
+            r#"<?xml version="1.0"?>
+<yandex>
+  <profiles><default><max_memory_usage>4000000000</max_memory_usage></default></profiles>
+  <users><default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
+    <profile>default</profile><quota>default</quota></default></users>
+  <quotas><default></default></quotas>
+</yandex>
+"#,
+        )?;
+        let d = dir.display();
+        std::fs::write(
+            dir.join("config.xml"),
+            format!(
+                r#"<?xml version="1.0"?>
+<yandex>
+  <logger><level>warning</level><log>{d}/server.log</log><errorlog>{d}/error.log</errorlog><console>0</console></logger>
+  <listen_host>127.0.0.1</listen_host>
+  <http_port>{http}</http_port>
+  <tcp_port>{tcp}</tcp_port>
+  <interserver_http_port>{interserver}</interserver_http_port>
+  <path>{d}/data/</path>
+  <tmp_path>{d}/tmp/</tmp_path>
+  <user_files_path>{d}/user_files/</user_files_path>
+  <format_schema_path>{d}/format_schemas/</format_schema_path>
+  <users_config>{d}/users.xml</users_config>
+  <default_profile>default</default_profile>
+  <default_database>default</default_database>
+  <timezone>UTC</timezone>
+  <mark_cache_size>536870912</mark_cache_size>
+  <max_concurrent_queries>100</max_concurrent_queries>
+</yandex>
+"#
+            ),
+        )?;
+        let mut child = Command::new("clickhouse-server")
+            .arg(format!(
+                "--config-file={}",
+                dir.join("config.xml").display()
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start clickhouse-server (apt-get install clickhouse-server)")?;
+        let url = format!("http://127.0.0.1:{http}");
+        let ping = format!("{url}/ping");
+        let client = reqwest::Client::new();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(60) {
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            if let Ok(r) = client.get(&ping).send().await
+                && r.status().is_success()
+            {
+                return Ok((child, url));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        last = Some(format!("see {}/error.log", dir.display()));
+    }
+    bail!("ClickHouse did not start: {}", last.unwrap_or_default())
+}
+
+async fn start_tansu(bin: &Path, dir: &Path) -> anyhow::Result<(Child, String)> {
+    for _attempt in 0..3 {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir)?;
+        let port = free_port()?;
+        let listener = format!("tcp://127.0.0.1:{port}");
+        let log = std::fs::File::create(dir.join("tansu.log"))?;
+        // Run in its own directory: tansu reads `sqlite:///abs/path` as a relative path.
+        let mut child = Command::new(bin)
+            .current_dir(dir)
+            .args(["broker", "--listener-url", &listener])
+            .args(["--advertised-listener-url", &listener])
+            .args(["--storage-engine", "sqlite://broker.db"])
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(30) {
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if child.try_wait()?.is_none() {
+                    return Ok((child, format!("127.0.0.1:{port}")));
+                }
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    bail!(
+        "the tansu broker did not start; see {}/tansu.log",
+        dir.display()
+    )
+}
