@@ -271,7 +271,7 @@ pub fn ingest_markdown(r: &IngestResults) -> String {
         t,
         "- Data: {} events per throughput backlog ({} run(s), medians), memory backlog {} \
          events, freshness at {:.0} events/s for {:.0} s (+{:.1} s warm-up). Total run time \
-         {:.0} s. Load average (1 min) at start {} and end {} (other work on the machine \
+         {:.0} s. Load average (1, 5, 15 min) at start {} and end {} (other work on the machine \
          shares the cores).",
         o.events,
         o.runs,
