@@ -89,6 +89,8 @@ pub struct IngestOptions {
     pub publish_chunk: usize,
     /// Consumer-group session timeout (a Kafka member's first join takes about half).
     pub kafka_session_timeout_ms: u32,
+    /// Extra librdkafka properties for every Kafka client (`KafkaConfig::properties`).
+    pub kafka_properties: std::collections::BTreeMap<String, String>,
     pub smoke: bool,
     /// Directory for `ingest.json` and `RESULTS.md`.
     pub out: PathBuf,
@@ -116,6 +118,7 @@ impl Default for IngestOptions {
             clickhouse_worker,
             publish_chunk: 5_000,
             kafka_session_timeout_ms: 6_000,
+            kafka_properties: Default::default(),
             smoke: false,
             out: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/results")),
             worker_exe: std::env::current_exe().unwrap_or_else(|_| "shoplens-bench".into()),
@@ -170,6 +173,24 @@ pub struct DrainRun {
     pub dead_letters: u64,
     /// Size of the read model on disk after the drain (embedded only).
     pub store_bytes: Option<u64>,
+    /// Time the sink spent in successful applies (the worker's
+    /// `ingest_apply_duration_seconds` sum); the rest of the drain is polling, decoding and
+    /// batching (and waiting for the bus).
+    pub apply_secs: f64,
+    /// `apply_secs / secs`.
+    pub apply_share: f64,
+}
+
+/// The ClickHouse sink fed from the embedded log instead of the broker: what the worker and
+/// sink reach when the bus is not the bottleneck.
+#[derive(Clone, Debug, Serialize)]
+pub struct SinkCeiling {
+    pub setup: &'static str,
+    pub events: u64,
+    pub secs: f64,
+    pub events_per_sec: f64,
+    pub apply_secs: f64,
+    pub batches: u64,
 }
 
 /// The throughput measurement of one back end.
@@ -187,6 +208,7 @@ pub struct Throughput {
     pub median_steady_events_per_sec: f64,
     pub median_events_per_cpu_sec: f64,
     pub median_cpu_secs: f64,
+    pub median_apply_share: f64,
 }
 
 /// What the bus itself does with the same events.
@@ -246,6 +268,8 @@ pub struct BackendResult {
     pub setup: String,
     pub bus: BusRates,
     pub throughput: Throughput,
+    /// ClickHouse only: the same drain from the embedded log (one run).
+    pub sink_ceiling: Option<SinkCeiling>,
     pub freshness: FreshnessResult,
     pub memory: MemoryResult,
 }
@@ -310,6 +334,13 @@ pub const NOTES: &[&str] = &[
      broker's produce rate is measured while filling the topics (KafkaBus::publish, \
      idempotent producer, acks=all); its consume rate with a bare KafkaSource (a new group) \
      polling the same records without decoding or applying them.",
+    "Apply share: the worker's ingest_apply_duration_seconds sum (read from its /metrics \
+     right after the drain) over the drain time. The worker does not poll or decode while an \
+     apply runs, so the rest is its own polling, decoding and batching (and waiting for the \
+     bus).",
+    "Sink ceiling (ClickHouse): the same number of events fed from an embedded log instead \
+     of the broker, drained once into a new ClickHouse database: what worker and sink reach \
+     when the broker is not the bottleneck.",
     "Freshness: a publisher task sends events every 10 ms to keep the target rate, each with \
      occurred_at = now (ms); the worker is already running and owns its partitions. Every \
      change of the worker's freshness watermark (one per applied batch) is a sample: \
@@ -542,6 +573,21 @@ async fn wait_drained(
     }
 }
 
+/// Seconds the worker of `handle` has spent in successful applies, from its `/metrics`.
+async fn apply_secs(handle: &IngestHandle) -> f64 {
+    let text = async {
+        reqwest::get(format!("{}/metrics", handle.url()))
+            .await?
+            .text()
+            .await
+    }
+    .await;
+    match text {
+        Ok(t) => crate::composer::sum_metric(&t, "shoplens_ingest_apply_duration_seconds_sum"),
+        Err(_) => f64::NAN,
+    }
+}
+
 fn drain_timeout(events: u64) -> Duration {
     Duration::from_secs(120 + events / 5_000)
 }
@@ -552,6 +598,7 @@ fn drain_run(
     (secs, first_secs, first_applied, status): (f64, f64, u64, WorkerStatus),
     cpu_secs: f64,
     store_bytes: Option<u64>,
+    apply_secs: f64,
 ) -> DrainRun {
     let steady_secs = secs - first_secs;
     DrainRun {
@@ -571,6 +618,8 @@ fn drain_run(
         rows_written: status.rows_written,
         dead_letters: status.dead_letters,
         store_bytes,
+        apply_secs,
+        apply_share: apply_secs / secs,
     }
 }
 
@@ -593,6 +642,7 @@ fn throughput(
         median_steady_events_per_sec: med(|r| r.steady_events_per_sec),
         median_events_per_cpu_sec: med(|r| r.events_per_cpu_sec),
         median_cpu_secs: med(|r| r.cpu_secs),
+        median_apply_share: med(|r| r.apply_share),
         runs,
     }
 }
@@ -861,26 +911,37 @@ async fn run_embedded(opts: &IngestOptions) -> anyhow::Result<BackendResult> {
         let target = opts.events;
         let store_dir2 = store_dir.clone();
         // The worker on a runtime of one thread, driven from a thread of its own.
-        type Drained = ((f64, f64, u64, WorkerStatus), f64);
-        let (drained, cpu) = tokio::task::spawn_blocking(move || -> anyhow::Result<Drained> {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            rt.block_on(async move {
-                let cpu0 = process_cpu_secs();
-                let started = Instant::now();
-                let store: Arc<dyn ReadModelStore> = Arc::new(EmbeddedStore::open(
-                    embedded_store_config(&store_dir2, fsync),
-                )?);
-                let handle = start(&config, store, embedded_sources(log, config.topics())).await?;
-                let drained = wait_drained(&handle, started, target, drain_timeout(target)).await;
-                let cpu = process_cpu_secs() - cpu0;
-                handle.stop().await;
-                Ok::<_, anyhow::Error>((drained?, cpu))
+        type Drained = ((f64, f64, u64, WorkerStatus), f64, f64);
+        let (drained, cpu, apply) =
+            tokio::task::spawn_blocking(move || -> anyhow::Result<Drained> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async move {
+                    let cpu0 = process_cpu_secs();
+                    let started = Instant::now();
+                    let store: Arc<dyn ReadModelStore> = Arc::new(EmbeddedStore::open(
+                        embedded_store_config(&store_dir2, fsync),
+                    )?);
+                    let handle =
+                        start(&config, store, embedded_sources(log, config.topics())).await?;
+                    let drained =
+                        wait_drained(&handle, started, target, drain_timeout(target)).await;
+                    let cpu = process_cpu_secs() - cpu0;
+                    let apply = apply_secs(&handle).await;
+                    handle.stop().await;
+                    Ok::<_, anyhow::Error>((drained?, cpu, apply))
+                })
             })
-        })
-        .await??;
-        let r = drain_run(run, opts.events, drained, cpu, Some(dir_bytes(&store_dir)));
+            .await??;
+        let r = drain_run(
+            run,
+            opts.events,
+            drained,
+            cpu,
+            Some(dir_bytes(&store_dir)),
+            apply,
+        );
         tracing::info!(
             run,
             events_per_sec = r.events_per_sec as u64,
@@ -965,6 +1026,7 @@ async fn run_embedded(opts: &IngestOptions) -> anyhow::Result<BackendResult> {
         ),
         bus,
         throughput,
+        sink_ceiling: None,
         freshness,
         memory,
     })
@@ -977,6 +1039,7 @@ async fn run_clickhouse(opts: &IngestOptions, servers: &Servers) -> anyhow::Resu
     let kafka = KafkaConfig {
         brokers: servers.kafka_brokers.clone(),
         session_timeout_ms: opts.kafka_session_timeout_ms,
+        properties: opts.kafka_properties.clone(),
         ..Default::default()
     };
     let prefix = unique("bench");
@@ -1036,8 +1099,9 @@ async fn run_clickhouse(opts: &IngestOptions, servers: &Servers) -> anyhow::Resu
         let handle = start(&config, store, kafka_sources(kafka.clone(), topics.clone())).await?;
         let drained = wait_drained(&handle, started, opts.events, drain_timeout(opts.events)).await;
         let cpu = process_cpu_secs() - cpu0;
+        let apply = apply_secs(&handle).await;
         handle.stop().await;
-        let r = drain_run(run, opts.events, drained?, cpu, None);
+        let r = drain_run(run, opts.events, drained?, cpu, None, apply);
         tracing::info!(
             run,
             events_per_sec = r.events_per_sec as u64,
@@ -1052,6 +1116,49 @@ async fn run_clickhouse(opts: &IngestOptions, servers: &Servers) -> anyhow::Resu
         payload_bytes,
         "tokio multi-thread runtime (2 worker threads), as in shoplens-ingest",
         runs,
+    );
+
+    tracing::info!("embedded log -> clickhouse: the sink without the broker");
+    let ceiling_log = EmbeddedLog::open(EmbeddedLogConfig {
+        dir: scratch.path().join("eventlog"),
+        fsync: false,
+    })?;
+    fill(
+        &ceiling_log,
+        &mut EventGen::new(1),
+        "",
+        opts.events,
+        opts.publish_chunk,
+    )
+    .await?;
+    let sink_ceiling = {
+        let config = ingest_config("ceiling", &self::topics(""), &opts.clickhouse_worker);
+        let started = Instant::now();
+        let store: Arc<dyn ReadModelStore> =
+            Arc::new(ClickHouseStore::connect(&ch_config(&unique("ceiling"))).await?);
+        let handle = start(
+            &config,
+            store,
+            embedded_sources(ceiling_log.clone(), config.topics()),
+        )
+        .await?;
+        let drained = wait_drained(&handle, started, opts.events, drain_timeout(opts.events)).await;
+        let apply = apply_secs(&handle).await;
+        handle.stop().await;
+        let (secs, _, _, status) = drained?;
+        SinkCeiling {
+            setup: "embedded log (fsync off) -> worker (multi-thread runtime) -> ClickHouse",
+            events: opts.events,
+            secs,
+            events_per_sec: opts.events as f64 / secs,
+            apply_secs: apply,
+            batches: status.batches,
+        }
+    };
+    drop(ceiling_log);
+    tracing::info!(
+        events_per_sec = sink_ceiling.events_per_sec as u64,
+        "embedded log -> clickhouse: drained"
     );
 
     tracing::info!("kafka -> clickhouse: freshness at a steady load");
@@ -1114,6 +1221,7 @@ async fn run_clickhouse(opts: &IngestOptions, servers: &Servers) -> anyhow::Resu
         ),
         bus: bus_rates,
         throughput,
+        sink_ceiling: Some(sink_ceiling),
         freshness,
         memory,
     })
@@ -1157,9 +1265,20 @@ fn command_line(opts: &IngestOptions) -> String {
     }
     format!(
         "cargo run --release -p shoplens-benches -- ingest --backend {backend} --events {} \
-         --backlog {} --runs {}",
-        opts.events, opts.backlog, opts.runs
-    )
+         --backlog {} --runs {} --freshness-secs {} --store-fsync {} --embedded-batch {} \
+         --clickhouse-batch {}",
+        opts.events,
+        opts.backlog,
+        opts.runs,
+        opts.freshness_duration.as_secs_f64(),
+        opts.store_fsync,
+        opts.embedded_worker.batch_max_events,
+        opts.clickhouse_worker.batch_max_events
+    ) + &opts
+        .kafka_properties
+        .iter()
+        .map(|(k, v)| format!(" --kafka-property {k}={v}"))
+        .collect::<String>()
 }
 
 fn aims(backends: &[BackendResult]) -> Vec<Aim> {

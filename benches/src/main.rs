@@ -111,6 +111,16 @@ struct IngestArgs {
     /// The embedded store's fsync (default true, the product default).
     #[arg(long)]
     store_fsync: Option<bool>,
+    /// The worker's batch_max_events on the embedded path (default 10,000).
+    #[arg(long)]
+    embedded_batch: Option<usize>,
+    /// The worker's batch_max_events on the ClickHouse path (default 20,000).
+    #[arg(long)]
+    clickhouse_batch: Option<usize>,
+    /// An extra librdkafka property for the Kafka clients (`kafka.properties` of the
+    /// config), e.g. `max.partition.fetch.bytes=8388608`; repeatable.
+    #[arg(long = "kafka-property", value_name = "KEY=VALUE")]
+    kafka_properties: Vec<String>,
     /// Tiny sizes: checks the harness, not for figures.
     #[arg(long)]
     smoke: bool,
@@ -150,6 +160,18 @@ impl IngestArgs {
         if let Some(v) = self.store_fsync {
             o.store_fsync = v;
         }
+        for p in &self.kafka_properties {
+            let (k, v) = p
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("--kafka-property {p}: expected KEY=VALUE"))?;
+            o.kafka_properties.insert(k.to_owned(), v.to_owned());
+        }
+        if let Some(v) = self.embedded_batch {
+            o.embedded_worker.batch_max_events = v;
+        }
+        if let Some(v) = self.clickhouse_batch {
+            o.clickhouse_worker.batch_max_events = v;
+        }
         if let Some(v) = &self.out {
             o.out = v.clone();
         }
@@ -180,6 +202,9 @@ async fn main() -> anyhow::Result<()> {
                 runs: None,
                 freshness_secs: None,
                 store_fsync: None,
+                embedded_batch: None,
+                clickhouse_batch: None,
+                kafka_properties: Vec::new(),
                 smoke: args.smoke,
                 out: args.out.clone(),
             };

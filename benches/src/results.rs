@@ -331,6 +331,17 @@ pub fn ingest_markdown(r: &IngestResults) -> String {
         .collect();
     let _ = writeln!(t, "- Per run (events/s): {}.", per_run.join("; "));
     for b in &r.backends {
+        let th = &b.throughput;
+        let _ = writeln!(
+            t,
+            "- {}: the sink's applies took {:.0}% of the drain time (median); the worker's \
+             CPU time per drain was {:.0}% of its wall time.",
+            b.backend.name(),
+            th.median_apply_share * 100.0,
+            th.runs.first().map_or(f64::NAN, |r| r.cpu_secs / r.secs) * 100.0
+        );
+    }
+    for b in &r.backends {
         let bus = &b.bus;
         let _ = writeln!(
             t,
@@ -346,6 +357,22 @@ pub fn ingest_markdown(r: &IngestResults) -> String {
                 _ => String::new(),
             }
         );
+        if let (Some(c), Some(consume)) = (&b.sink_ceiling, bus.consume_events_per_sec) {
+            let _ = writeln!(
+                t,
+                "- {}: the worker drained at {:.0}% of the rate a bare consumer reads from the \
+                 broker. Without the broker ({}): {} events/s ({} events in {:.1} s, {} \
+                 batches, applies {:.1} s).",
+                b.backend.name(),
+                b.throughput.median_events_per_sec / consume * 100.0,
+                c.setup,
+                rate(c.events_per_sec),
+                c.events,
+                c.secs,
+                c.batches,
+                c.apply_secs
+            );
+        }
     }
     let _ = writeln!(t);
     let _ = writeln!(
