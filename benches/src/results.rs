@@ -210,6 +210,20 @@ pub fn write_ingest(dir: &Path, r: &IngestResults) -> anyhow::Result<()> {
     write_section(dir, "Ingest", &ingest_markdown(r))
 }
 
+fn median_of(mut v: Vec<f64>) -> f64 {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
 fn rate(v: f64) -> String {
     if v.is_finite() {
         format!("{v:.0}")
@@ -334,11 +348,12 @@ pub fn ingest_markdown(r: &IngestResults) -> String {
         let th = &b.throughput;
         let _ = writeln!(
             t,
-            "- {}: the sink's applies took {:.0}% of the drain time (median); the worker's \
-             CPU time per drain was {:.0}% of its wall time.",
+            "- {}: the sink's applies took {:.0}% of the drain time; the bench process (the \
+             worker, the rest of it idle) used CPU for {:.0}% of the drain's wall time \
+             (medians over runs).",
             b.backend.name(),
             th.median_apply_share * 100.0,
-            th.runs.first().map_or(f64::NAN, |r| r.cpu_secs / r.secs) * 100.0
+            median_of(th.runs.iter().map(|r| r.cpu_secs / r.secs).collect()) * 100.0
         );
     }
     for b in &r.backends {
