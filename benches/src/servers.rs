@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use shoplens_ingest::local_clickhouse;
 
 /// Running ClickHouse and Kafka-protocol servers.
 pub struct Servers {
@@ -122,51 +123,17 @@ async fn start_clickhouse(dir: &Path) -> anyhow::Result<(Child, String)> {
     let mut last = None;
     for _attempt in 0..3 {
         let _ = std::fs::remove_dir_all(dir);
-        for sub in ["data", "tmp", "user_files", "format_schemas"] {
-            std::fs::create_dir_all(dir.join(sub))?;
-        }
         let (http, tcp, interserver) = (free_port()?, free_port()?, free_port()?);
-        std::fs::write(
-            dir.join("users.xml"),
-            r#"<?xml version="1.0"?>
-<yandex>
-  <profiles><default><max_memory_usage>4000000000</max_memory_usage></default></profiles>
-  <users><default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
-    <profile>default</profile><quota>default</quota></default></users>
-  <quotas><default></default></quotas>
-</yandex>
-"#,
-        )?;
-        let d = dir.display();
-        std::fs::write(
-            dir.join("config.xml"),
-            format!(
-                r#"<?xml version="1.0"?>
-<yandex>
-  <logger><level>warning</level><log>{d}/server.log</log><errorlog>{d}/error.log</errorlog><console>0</console></logger>
-  <listen_host>127.0.0.1</listen_host>
-  <http_port>{http}</http_port>
-  <tcp_port>{tcp}</tcp_port>
-  <interserver_http_port>{interserver}</interserver_http_port>
-  <path>{d}/data/</path>
-  <tmp_path>{d}/tmp/</tmp_path>
-  <user_files_path>{d}/user_files/</user_files_path>
-  <format_schema_path>{d}/format_schemas/</format_schema_path>
-  <users_config>{d}/users.xml</users_config>
-  <default_profile>default</default_profile>
-  <default_database>default</default_database>
-  <timezone>UTC</timezone>
-  <mark_cache_size>536870912</mark_cache_size>
-  <max_concurrent_queries>100</max_concurrent_queries>
-</yandex>
-"#
-            ),
+        let config = local_clickhouse::write_config(
+            dir,
+            local_clickhouse::Ports {
+                http,
+                tcp,
+                interserver,
+            },
         )?;
         let mut child = Command::new("clickhouse-server")
-            .arg(format!(
-                "--config-file={}",
-                dir.join("config.xml").display()
-            ))
+            .arg(format!("--config-file={}", config.display()))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -11,6 +11,8 @@ pub mod api;
 pub mod clickhouse;
 pub mod client;
 pub mod embedded;
+#[doc(hidden)]
+pub mod local_clickhouse;
 pub mod metrics;
 pub mod model;
 pub mod rows;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use shoplens_bus::KafkaConfig;
 use shoplens_ingest::clickhouse::ClickHouseConfig;
+use shoplens_ingest::local_clickhouse;
 
 /// The shared ClickHouse server. Panics when the test script did not start one, so a run
 /// without it fails instead of silently skipping.
@@ -64,43 +65,13 @@ impl PrivateClickHouse {
         let http_port = free_port();
         let tcp_port = free_port();
         let interserver = free_port();
-        std::fs::create_dir_all(dir.join("data")).unwrap();
-        std::fs::create_dir_all(dir.join("tmp")).unwrap();
-        std::fs::create_dir_all(dir.join("user_files")).unwrap();
-        std::fs::write(
-            dir.join("users.xml"),
-            r#"<?xml version="1.0"?>
-<yandex>
-  <profiles><default><max_memory_usage>2000000000</max_memory_usage></default></profiles>
-  <users><default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
-    <profile>default</profile><quota>default</quota></default></users>
-  <quotas><default></default></quotas>
-</yandex>
-"#,
-        )
-        .unwrap();
-        let d = dir.display();
-        std::fs::write(
-            dir.join("config.xml"),
-            format!(
-                r#"<?xml version="1.0"?>
-<yandex>
-  <logger><level>warning</level><log>{d}/server.log</log><errorlog>{d}/error.log</errorlog><console>0</console></logger>
-  <listen_host>127.0.0.1</listen_host>
-  <http_port>{http_port}</http_port>
-  <tcp_port>{tcp_port}</tcp_port>
-  <interserver_http_port>{interserver}</interserver_http_port>
-  <path>{d}/data/</path>
-  <tmp_path>{d}/tmp/</tmp_path>
-  <user_files_path>{d}/user_files/</user_files_path>
-  <users_config>{d}/users.xml</users_config>
-  <default_profile>default</default_profile>
-  <default_database>default</default_database>
-  <timezone>UTC</timezone>
-  <mark_cache_size>268435456</mark_cache_size>
-</yandex>
-"#
-            ),
+        local_clickhouse::write_config(
+            dir,
+            local_clickhouse::Ports {
+                http: http_port,
+                tcp: tcp_port,
+                interserver,
+            },
         )
         .unwrap();
         let mut server = PrivateClickHouse {
