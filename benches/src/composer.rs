@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use crate::histogram::Histogram;
 use crate::load::{LoadResult, Outcome, Window, closed_loop, open_loop};
 use crate::machine::Machine;
+use crate::results::median;
 use crate::shop::{Shop, ShopSize, WriterReport, spawn_writer};
 
 /// The token secret of the benchmark's composers.
@@ -310,20 +311,6 @@ const NOTES: &[&str] = &[
     "Each measurement uses a fresh composer (cold cache) and a warm-up that is not measured; \
      the five services, their data and the event log are shared by all runs.",
 ];
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.retain(|x| x.is_finite());
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
 
 /// Counters read from a composer's `/metrics`.
 #[derive(Clone, Copy, Debug, Default)]

@@ -42,6 +42,7 @@ use shoplens_ingest::worker::{WorkerConfig, WorkerStatus};
 use tokio::time::Instant;
 
 use crate::machine::Machine;
+use crate::results::median;
 use crate::servers::Servers;
 
 /// The read-model back ends (and their buses) the scenario measures.
@@ -351,20 +352,6 @@ pub const NOTES: &[&str] = &[
      does, on a default multi-thread runtime) draining the backlog from a new group; VmHWM \
      is read from /proc/PID/status once everything is applied, VmRSS sampled every 50 ms.",
 ];
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.retain(|x| x.is_finite());
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
 
 /// Nearest-rank quantile of `v` (sorted in place).
 fn quantile(v: &mut [f64], q: f64) -> f64 {

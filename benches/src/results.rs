@@ -210,7 +210,8 @@ pub fn write_ingest(dir: &Path, r: &IngestResults) -> anyhow::Result<()> {
     write_section(dir, "Ingest", &ingest_markdown(r))
 }
 
-fn median_of(mut v: Vec<f64>) -> f64 {
+/// The median of the finite values (NaN when there are none).
+pub fn median(mut v: Vec<f64>) -> f64 {
     v.retain(|x| x.is_finite());
     if v.is_empty() {
         return f64::NAN;
@@ -353,7 +354,7 @@ pub fn ingest_markdown(r: &IngestResults) -> String {
              (medians over runs).",
             b.backend.name(),
             th.median_apply_share * 100.0,
-            median_of(th.runs.iter().map(|r| r.cpu_secs / r.secs).collect()) * 100.0
+            median(th.runs.iter().map(|r| r.cpu_secs / r.secs).collect()) * 100.0
         );
     }
     for b in &r.backends {
