@@ -80,7 +80,8 @@ struct Running {
     generation: u32,
     sink: Arc<dyn Sink>,
     status: SharedStatus,
-    gauges: Arc<AtomicBool>,
+    /// Whether this worker writes the live generation (see `Worker::live_switch`).
+    live: Arc<AtomicBool>,
     stop: CancellationToken,
     task: JoinHandle<Result<(), WorkerError>>,
 }
@@ -265,7 +266,7 @@ impl Ingest {
                 let old = {
                     let mut state = i.state.lock().expect("state lock");
                     let new = state.rebuild.take().expect("rebuild present");
-                    new.gauges.store(true, Ordering::Relaxed);
+                    new.live.store(true, Ordering::Relaxed);
                     let old = std::mem::replace(&mut state.live, new);
                     if let Some(s) = &mut state.rebuild_status {
                         s.state = "switched".into();
@@ -281,7 +282,7 @@ impl Ingest {
                     replaced = old.generation,
                     "the rebuilt read model is live"
                 );
-                old.gauges.store(false, Ordering::Relaxed);
+                old.live.store(false, Ordering::Relaxed);
                 old.stop.cancel();
                 let _ = old.task.await;
                 tokio::select! {
@@ -380,8 +381,8 @@ async fn spawn_worker(
         metrics.clone(),
     )
     .with_dead_letter_topic(config.dead_letter_topic.clone());
-    let gauges = worker.gauge_switch();
-    gauges.store(live, Ordering::Relaxed);
+    let live_switch = worker.live_switch();
+    live_switch.store(live, Ordering::Relaxed);
     let status = worker.status();
     let stop = CancellationToken::new();
     let token = stop.clone();
@@ -396,7 +397,7 @@ async fn spawn_worker(
         generation,
         sink,
         status,
-        gauges,
+        live: live_switch,
         stop,
         task,
     })

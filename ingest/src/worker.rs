@@ -105,7 +105,7 @@ pub struct Worker {
     status: SharedStatus,
     /// Whether this worker writes the live generation: only that one's figures go to the
     /// process's metrics (a rebuild's progress is in the rebuild status instead).
-    report_gauges: Arc<std::sync::atomic::AtomicBool>,
+    live: Arc<std::sync::atomic::AtomicBool>,
     /// Where dead letters are also published (besides the sink's dead-letter table).
     dead_letter_topic: Option<DeadLetterTopic>,
 }
@@ -161,7 +161,7 @@ impl Worker {
             config,
             metrics,
             status: Arc::new(Mutex::new(status)),
-            report_gauges: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            live: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             dead_letter_topic: None,
         }
     }
@@ -177,10 +177,10 @@ impl Worker {
         self.status.clone()
     }
 
-    /// A switch for whether this worker sets the live gauges (a rebuild does not until it
-    /// becomes live).
-    pub fn gauge_switch(&self) -> Arc<std::sync::atomic::AtomicBool> {
-        self.report_gauges.clone()
+    /// The switch that says whether this worker writes the live generation (a rebuild's
+    /// worker is switched on when it becomes live).
+    pub fn live_switch(&self) -> Arc<std::sync::atomic::AtomicBool> {
+        self.live.clone()
     }
 
     /// Runs until `shutdown`, then applies what it holds (retrying for a few seconds if
@@ -454,10 +454,7 @@ impl Worker {
             })
             .sum();
         self.set_status(|s| s.lag_events = Some(lag));
-        if self
-            .report_gauges
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
+        if self.is_live() {
             self.metrics.lag_events.set(lag as i64);
         }
     }
@@ -474,10 +471,7 @@ impl Worker {
     }
 
     fn update_gauges(&self, f: Freshness) {
-        if self
-            .report_gauges
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
+        if self.is_live() {
             self.metrics.freshness_as_of_ms.set(f.as_of_ms.unwrap_or(0));
             self.metrics
                 .freshness_visible_at_ms
@@ -486,8 +480,7 @@ impl Worker {
     }
 
     fn is_live(&self) -> bool {
-        self.report_gauges
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.live.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Adds an applied batch to the process's counters.
