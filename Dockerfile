@@ -1,15 +1,18 @@
 # Multi-stage build of the ShopLens binaries: `shoplens` (all services, the composer, the
-# embedded deployment and operator commands) and `shoplens-ingest` (the ingest worker).
+# embedded deployment and operator commands), `shoplens-ingest` (the ingest worker) and
+# `shoplens-analytics` (the analytics server).
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p shoplens -p shoplens-ingest \
-    && cp target/release/shoplens target/release/shoplens-ingest /usr/local/bin/
+RUN cargo build --release --locked -p shoplens -p shoplens-ingest -p shoplens-analytics \
+    && cp target/release/shoplens target/release/shoplens-ingest \
+          target/release/shoplens-analytics /usr/local/bin/
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \
     && rm -rf /var/lib/apt/lists/*
-COPY --from=build /usr/local/bin/shoplens /usr/local/bin/shoplens-ingest /usr/local/bin/
+COPY --from=build /usr/local/bin/shoplens /usr/local/bin/shoplens-ingest \
+     /usr/local/bin/shoplens-analytics /usr/local/bin/
 ENV SHOPLENS_DATA_DIR=/data
 VOLUME /data
 ENTRYPOINT ["shoplens"]

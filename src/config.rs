@@ -31,6 +31,8 @@ pub struct Config {
     /// Where the read model lives: embedded Parquet files (default, under `data_dir`) or
     /// ClickHouse.
     pub read_model: shoplens_ingest::startup::ReadModelConfig,
+    /// The analytics server (dashboard, SQL endpoints, exports) over the read model.
+    pub analytics: shoplens_analytics::AnalyticsConfig,
     pub demo: DemoConfig,
 }
 
@@ -112,6 +114,7 @@ impl Default for Config {
             },
             ingest: Default::default(),
             read_model: Default::default(),
+            analytics: Default::default(),
             demo: DemoConfig::default(),
         }
     }

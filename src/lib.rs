@@ -35,6 +35,12 @@ pub struct RunInfo {
     /// runs in this process.
     #[serde(default)]
     pub ingest: Option<String>,
+    /// The analytics server: sales dashboard (`/dashboard`), SQL and export API.
+    #[serde(default)]
+    pub analytics: Option<String>,
+    /// The analytics server's Postgres wire protocol endpoint (`host:port`).
+    #[serde(default)]
+    pub analytics_sql: Option<String>,
 }
 
 impl RunInfo {
@@ -59,6 +65,8 @@ pub struct System {
     composer: shoplens_composer::ComposerHandle,
     /// The ingest worker, unless it runs as its own process (`ingest.enabled = false`).
     pub ingest: Option<IngestHandle>,
+    /// The analytics server, unless disabled (`analytics.enabled = false`).
+    pub analytics: Option<shoplens_analytics::AnalyticsHandle>,
     demo: Option<JoinHandle<()>>,
     shutdown: CancellationToken,
 }
@@ -139,6 +147,25 @@ impl System {
             None
         };
 
+        let analytics = if config.analytics.enabled {
+            let mut engine =
+                shoplens_analytics::startup::engine(&config.read_model, &config.analytics.query)
+                    .await
+                    .context("failed to open the read model for the analytics server")?;
+            // In one process the worker knows how many events it has not applied yet.
+            if let Some(handle) = &ingest {
+                let ingest = handle.ingest().clone();
+                engine = engine.with_lag_source(Arc::new(move || ingest.status().live.lag_events));
+            }
+            Some(
+                shoplens_analytics::start(&config.analytics, engine)
+                    .await
+                    .context("failed to start the analytics server")?,
+            )
+        } else {
+            None
+        };
+
         let info = RunInfo {
             pid: std::process::id(),
             composer: composer.url(),
@@ -148,6 +175,11 @@ impl System {
             payment: payment.url(),
             shipping: shipping.url(),
             ingest: ingest.as_ref().map(IngestHandle::url),
+            analytics: analytics.as_ref().map(|a| a.url()),
+            analytics_sql: analytics
+                .as_ref()
+                .and_then(|a| a.pg_addr())
+                .map(|a| a.to_string()),
         };
         let shutdown = CancellationToken::new();
         let demo = config.demo.enabled.then(|| {
@@ -173,6 +205,7 @@ impl System {
             services: vec![customer, product, order, payment, shipping],
             composer,
             ingest,
+            analytics,
             demo,
             shutdown,
         })
@@ -186,6 +219,9 @@ impl System {
             let _ = demo.await;
         }
         self.composer.stop().await;
+        if let Some(analytics) = self.analytics {
+            analytics.stop().await;
+        }
         for service in self.services {
             service.stop().await;
         }

@@ -53,6 +53,10 @@ enum Command {
         #[arg(long, default_value = "data")]
         data_dir: PathBuf,
     },
+    /// Export a named report or an ad-hoc query from the read model into a CSV or Parquet
+    /// file (reads the configured read model directly; no server needed). Exit code 0 when
+    /// the file is complete, 1 when the export failed, 2 for a bad request.
+    Export(shoplens_analytics::cli::ExportArgs),
     /// Print a bearer token for the Order Summary API, signed with the configured secret.
     Token {
         /// The customer the token identifies.
@@ -117,6 +121,13 @@ async fn main() -> anyhow::Result<()> {
             let report = shop_simulator::run(&urls, &sim, &catalogue, shutdown).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
+        Command::Export(args) => {
+            let config = config.resolve();
+            let code =
+                shoplens_analytics::cli::run(&config.read_model, &config.analytics.query, &args)
+                    .await;
+            std::process::exit(code as i32);
+        }
         Command::Token {
             customer,
             admin: _,
@@ -146,7 +157,7 @@ fn read_run_info(data_dir: &std::path::Path) -> anyhow::Result<RunInfo> {
 
 fn print_banner(info: &RunInfo) {
     println!(
-        "ShopLens is running (Ctrl-C to stop).\n  order summary API {}\n  customer service  {}\n  product service   {}\n  order service     {}\n  payment service   {}\n  shipping service  {}\n  ingest worker API {}",
+        "ShopLens is running (Ctrl-C to stop).\n  order summary API {}\n  customer service  {}\n  product service   {}\n  order service     {}\n  payment service   {}\n  shipping service  {}\n  ingest worker API {}\n  sales dashboard   {}\n  SQL for BI tools  {}",
         info.composer,
         info.customer,
         info.product,
@@ -155,6 +166,16 @@ fn print_banner(info: &RunInfo) {
         info.shipping,
         info.ingest
             .as_deref()
-            .unwrap_or("(runs as its own process)")
+            .unwrap_or("(runs as its own process)"),
+        info.analytics
+            .as_deref()
+            .map_or("(disabled)".to_owned(), |u| format!("{u}/dashboard")),
+        info.analytics_sql
+            .as_deref()
+            .map_or("(disabled)".to_owned(), |a| format!(
+                "postgres://shoplens@{a}/shoplens (psql -h {} -p {} -U shoplens shoplens)",
+                a.rsplit_once(':').map_or(a, |x| x.0),
+                a.rsplit_once(':').map_or("5433", |x| x.1)
+            )),
     );
 }

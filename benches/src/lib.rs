@@ -5,9 +5,12 @@
 //! Run: `cargo run --release -p shoplens-benches -- all` (or a single scenario, e.g.
 //! `composer --runs 3 --duration-secs 5`; `--smoke` for a quick check of the harness).
 //!
-//! Scenarios: [`composer`] (Order Summary: no cache / cache / cache + invalidation) and
-//! [`ingest`] (the event pipeline: throughput, freshness and worker memory per read model).
+//! Scenarios: [`composer`] (Order Summary: no cache / cache / cache + invalidation),
+//! [`ingest`] (the event pipeline: throughput, freshness and worker memory per read model) and
+//! [`analytics`] (dashboard latency against raw scans as the data grows, export throughput
+//! and memory, per read model).
 
+pub mod analytics;
 pub mod composer;
 pub mod histogram;
 pub mod ingest;

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use shoplens_benches::analytics::{self, AnalyticsOptions};
 use shoplens_benches::composer::{self, ComposerOptions};
 use shoplens_benches::ingest::{self, Backend, IngestOptions};
 
@@ -23,12 +24,23 @@ enum Command {
     Composer(ComposerArgs),
     /// The event pipeline: events/s, freshness lag and worker memory, per read model.
     Ingest(IngestArgs),
-    /// Every scenario with its defaults (composer, then ingest on both back ends).
+    /// The analytics server: dashboard latency against raw scans as the data grows, export
+    /// throughput and memory, per read model.
+    Analytics(AnalyticsArgs),
+    /// Every scenario with its defaults (composer, then ingest and analytics on both back
+    /// ends).
     All(ComposerArgs),
     /// The ingest worker alone, as `shoplens-ingest` starts it (the ingest scenario runs it
     /// as a child process to measure its memory).
     #[command(hide = true)]
     IngestWorker {
+        #[arg(long)]
+        spec: PathBuf,
+    },
+    /// One report export, as the `export` command runs it (the analytics scenario runs it as
+    /// a child process to measure its memory).
+    #[command(hide = true)]
+    AnalyticsExport {
         #[arg(long)]
         spec: PathBuf,
     },
@@ -179,6 +191,78 @@ impl IngestArgs {
     }
 }
 
+#[derive(Args, Clone)]
+struct AnalyticsArgs {
+    /// Which read model: the embedded Parquet store, ClickHouse, or both. ClickHouse: the
+    /// server SHOPLENS_TEST_CLICKHOUSE_URL names, else one started here.
+    #[arg(long, value_enum, default_value = "both")]
+    backend: BackendArg,
+    /// Simulated events per data size, comma-separated (default 1000000,10000000).
+    #[arg(long, value_delimiter = ',')]
+    sizes: Option<Vec<u64>>,
+    /// Timed requests per dashboard view and run (default 200).
+    #[arg(long)]
+    queries: Option<usize>,
+    /// Timed raw-scan queries per question and run (default 20).
+    #[arg(long)]
+    raw_queries: Option<usize>,
+    /// Measurement rounds; medians are reported (default 3).
+    #[arg(long)]
+    runs: Option<usize>,
+    /// Exports per format and size (default 3).
+    #[arg(long)]
+    export_runs: Option<usize>,
+    /// Tiny sizes: checks the harness, not for figures.
+    #[arg(long)]
+    smoke: bool,
+    /// Directory for the results files.
+    #[arg(long, env = "SHOPLENS_BENCH_OUT")]
+    out: Option<PathBuf>,
+}
+
+impl AnalyticsArgs {
+    fn options(&self) -> anyhow::Result<AnalyticsOptions> {
+        let exe = std::env::current_exe()?;
+        let mut o = if self.smoke {
+            AnalyticsOptions::smoke(AnalyticsOptions::default().out, exe)
+        } else {
+            AnalyticsOptions {
+                exe,
+                ..AnalyticsOptions::default()
+            }
+        };
+        o.backends = match self.backend {
+            BackendArg::Embedded => vec![Backend::Embedded],
+            BackendArg::Clickhouse => vec![Backend::Clickhouse],
+            BackendArg::Both => vec![Backend::Embedded, Backend::Clickhouse],
+        };
+        if let Some(v) = &self.sizes {
+            if v.is_empty() || v.contains(&0) {
+                anyhow::bail!("--sizes: give one or more positive event counts");
+            }
+            o.sizes = v.clone();
+        }
+        if let Some(v) = self.queries {
+            o.queries = v.max(1);
+            o.min_queries = o.min_queries.min(o.queries);
+        }
+        if let Some(v) = self.raw_queries {
+            o.raw_queries = v.max(1);
+            o.raw_min_queries = o.raw_min_queries.min(o.raw_queries);
+        }
+        if let Some(v) = self.runs {
+            o.runs = v.max(1);
+        }
+        if let Some(v) = self.export_runs {
+            o.export_runs = v.max(1);
+        }
+        if let Some(v) = &self.out {
+            o.out = v.clone();
+        }
+        Ok(o)
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // The benchmark's progress, and only warnings of the system under test (unless
@@ -208,9 +292,22 @@ async fn main() -> anyhow::Result<()> {
                 smoke: args.smoke,
                 out: args.out.clone(),
             };
-            run_ingest(&ingest_args.options()?).await
+            run_ingest(&ingest_args.options()?).await?;
+            let analytics_args = AnalyticsArgs {
+                backend: BackendArg::Both,
+                sizes: None,
+                queries: None,
+                raw_queries: None,
+                runs: None,
+                export_runs: None,
+                smoke: args.smoke,
+                out: args.out.clone(),
+            };
+            run_analytics(&analytics_args.options()?).await
         }
+        Command::Analytics(args) => run_analytics(&args.options()?).await,
         Command::IngestWorker { spec } => ingest::run_child(&spec).await,
+        Command::AnalyticsExport { spec } => analytics::run_export_child(&spec).await,
     }
 }
 
@@ -226,5 +323,15 @@ async fn run_ingest(opts: &IngestOptions) -> anyhow::Result<()> {
     let results = ingest::run(opts).await?;
     eprintln!("{}", shoplens_benches::results::ingest_markdown(&results));
     eprintln!("wrote {}", opts.out.join("ingest.json").display());
+    Ok(())
+}
+
+async fn run_analytics(opts: &AnalyticsOptions) -> anyhow::Result<()> {
+    let results = analytics::run(opts).await?;
+    eprintln!(
+        "{}",
+        shoplens_benches::results::analytics_markdown(&results)
+    );
+    eprintln!("wrote {}", opts.out.join("analytics.json").display());
     Ok(())
 }

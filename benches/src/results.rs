@@ -6,6 +6,7 @@ use std::path::Path;
 
 use anyhow::Context;
 
+use crate::analytics::{AnalyticsResults, events_label};
 use crate::composer::{ComposerResults, Load};
 use crate::ingest::IngestResults;
 
@@ -457,6 +458,292 @@ pub fn ingest_markdown(r: &IngestResults) -> String {
     }
     let _ = writeln!(t);
     let _ = writeln!(t, "How it is measured (also in `ingest.json`, `notes`):");
+    for note in &r.notes {
+        let _ = writeln!(t, "- {note}");
+    }
+    t
+}
+
+/// Writes `analytics.json` and the "Analytics" section of `RESULTS.md`.
+pub fn write_analytics(dir: &Path, r: &AnalyticsResults) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
+    let json = dir.join("analytics.json");
+    std::fs::write(&json, serde_json::to_vec_pretty(r)?)
+        .with_context(|| format!("failed to write {}", json.display()))?;
+    write_section(dir, "Analytics", &analytics_markdown(r))
+}
+
+/// The "Analytics" section: environment, data, dashboard against raw scans, growth,
+/// exports, aims.
+pub fn analytics_markdown(r: &AnalyticsResults) -> String {
+    let m = &r.machine;
+    let o = &r.options;
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "Command: `{}`{}",
+        r.command,
+        if o.smoke {
+            " (smoke run: sizes too small for figures)"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(t);
+    let _ = writeln!(
+        t,
+        "- Date {}, commit {}, {} build, {}.",
+        m.date,
+        m.git_commit.as_deref().unwrap_or("unknown"),
+        m.profile,
+        m.rustc
+    );
+    let _ = writeln!(
+        t,
+        "- Machine: {} cores ({}), {} MiB memory, {}; the benchmark client, the analytics \
+         server{} share these cores.",
+        m.cores,
+        m.cpu_model.as_deref().unwrap_or("unknown CPU"),
+        m.memory_mib.map_or("unknown".into(), |v| v.to_string()),
+        m.os,
+        if r.versions.clickhouse_server.is_some() {
+            " and ClickHouse"
+        } else {
+            ""
+        }
+    );
+    let crates: Vec<String> = r
+        .versions
+        .crates
+        .iter()
+        .map(|(n, v)| format!("{n} {v}"))
+        .collect();
+    let _ = writeln!(
+        t,
+        "- Versions: ClickHouse {}; crates {}.",
+        r.versions.clickhouse_server.as_deref().unwrap_or("not run"),
+        crates.join(", ")
+    );
+    for d in &r.data {
+        let _ = writeln!(
+            t,
+            "- Data {}: {} events ({} orders, {} customers, {} products) from {} to {} ({} \
+             days), generated and turned into Arrow batches in {:.1} s.",
+            events_label(d.events),
+            d.events,
+            d.orders,
+            d.customers,
+            d.products,
+            d.first_day,
+            d.last_day,
+            d.days,
+            d.prepare_secs
+        );
+    }
+    let _ = writeln!(
+        t,
+        "- {} run(s) per size and back end; per run and question: dashboard {} warm-up + up to \
+         {} timed requests ({:.0} s budget, at least {}), raw scan 1 warm-up + up to {} timed \
+         ({:.0} s budget, at least {}). Medians over runs. Export: {} run(s) per format. Total \
+         run time {:.0} s. Load average (1, 5, 15 min) at start {} and end {}.",
+        o.runs,
+        o.warmup,
+        o.queries,
+        o.query_budget.as_secs_f64(),
+        o.min_queries,
+        o.raw_queries,
+        o.raw_budget.as_secs_f64(),
+        o.raw_min_queries,
+        o.export_runs,
+        r.total_secs,
+        r.load_average_start.as_deref().unwrap_or("unknown"),
+        r.load_average_end.as_deref().unwrap_or("unknown")
+    );
+    let _ = writeln!(t);
+    let _ = writeln!(t, "Data loaded (straight to the sink, one pass per size):");
+    let _ = writeln!(t);
+    let _ = writeln!(
+        t,
+        "| backend | events | orders rows | product_purchases rows | product_sales_daily rows | \
+         customer_spend_daily rows | daily_sales rows | load s | load events/s | store MiB |"
+    );
+    let _ = writeln!(t, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for s in &r.results {
+        let rows = |name: &str| {
+            s.table_rows
+                .get(name)
+                .map_or("n/a".into(), |v| v.to_string())
+        };
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} | {} | {} | {} | {} | {:.1} | {} | {} |",
+            s.backend.name(),
+            s.events,
+            rows("orders"),
+            rows("product_purchases"),
+            rows("product_sales_daily"),
+            rows("customer_spend_daily"),
+            rows("daily_sales"),
+            s.load_secs,
+            rate(s.load_events_per_sec),
+            s.store_bytes
+                .map_or("n/a".into(), |b| format!("{:.1}", b as f64 / 1_048_576.0))
+        );
+    }
+    let _ = writeln!(t);
+    let _ = writeln!(
+        t,
+        "Dashboard (pre-aggregated tables, GET /api/v1/dashboard/...) against the same question \
+         scanning the raw events (POST /api/v1/sql), one client, closed loop; ms, medians over \
+         runs of per-run quantiles:"
+    );
+    let _ = writeln!(t);
+    let _ = writeln!(
+        t,
+        "| backend | events | question | dashboard p50 | dashboard p99 | requests | raw p50 | \
+         raw p99 | raw requests | raw / dashboard (p50) | same answer |"
+    );
+    let _ = writeln!(t, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|");
+    for s in &r.results {
+        for q in &s.questions {
+            let errors = |n: u64| {
+                if n == 0 {
+                    String::new()
+                } else {
+                    format!(" ({n} failed)")
+                }
+            };
+            let _ = writeln!(
+                t,
+                "| {} | {} | {} | {} | **{}** | {}{} | {} | {} | {}{} | {:.0}x | {} |",
+                s.backend.name(),
+                events_label(s.events),
+                q.question.name,
+                ms(q.dashboard.p50_ms),
+                ms(q.dashboard.p99_ms),
+                q.dashboard.requests,
+                errors(q.dashboard.errors),
+                ms(q.raw.p50_ms),
+                ms(q.raw.p99_ms),
+                q.raw.requests,
+                errors(q.raw.errors),
+                q.raw_over_dashboard_p50,
+                match q.answers_agree {
+                    Some(true) => "yes",
+                    Some(false) => "**no**",
+                    None => "n/a",
+                }
+            );
+        }
+    }
+    let failures: Vec<String> = r
+        .results
+        .iter()
+        .flat_map(|s| {
+            s.questions.iter().flat_map(move |q| {
+                [("dashboard", &q.dashboard), ("raw", &q.raw)]
+                    .into_iter()
+                    .filter_map(move |(way, l)| {
+                        l.first_error.as_ref().map(|e| {
+                            format!(
+                                "{} {} {} ({way}): {}",
+                                s.backend.name(),
+                                events_label(s.events),
+                                q.question.name,
+                                e.chars().take(300).collect::<String>()
+                            )
+                        })
+                    })
+            })
+        })
+        .collect();
+    if !failures.is_empty() {
+        let _ = writeln!(t);
+        let _ = writeln!(t, "Failed requests (first error of each):");
+        for f in failures {
+            let _ = writeln!(t, "- {f}");
+        }
+    }
+    if !r.growth.is_empty() {
+        let _ = writeln!(t);
+        let _ = writeln!(
+            t,
+            "Growth with the data (same invocation; ratio = value at the larger size / value \
+             at the smaller):"
+        );
+        let _ = writeln!(t);
+        let _ = writeln!(
+            t,
+            "| backend | question | events | dashboard p99 ms | dashboard p99 ratio | \
+             dashboard p50 ratio | raw p99 ratio |"
+        );
+        let _ = writeln!(t, "|---|---|---|---:|---:|---:|---:|");
+        for g in &r.growth {
+            let _ = writeln!(
+                t,
+                "| {} | {} | {} -> {} | {} -> {} | **{:.2}x** | {:.2}x | {:.2}x |",
+                g.backend.name(),
+                g.question,
+                events_label(g.from_events),
+                events_label(g.to_events),
+                ms(g.dashboard_p99_from_ms),
+                ms(g.dashboard_p99_to_ms),
+                g.dashboard_p99_ratio,
+                g.dashboard_p50_ratio,
+                g.raw_p99_ratio
+            );
+        }
+    }
+    let _ = writeln!(t);
+    let _ = writeln!(
+        t,
+        "Export (`shoplens_analytics::cli::export` of `{}` over the whole span, in a child \
+         process; medians over runs, peak = largest VmHWM):",
+        o.export_report
+    );
+    let _ = writeln!(t);
+    let _ = writeln!(
+        t,
+        "| backend | events | format | rows | export s | rows/s | process wall s | peak RSS \
+         (VmHWM) MiB | max sampled RSS MiB | file MiB |"
+    );
+    let _ = writeln!(t, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+    for s in &r.results {
+        for e in &s.exports {
+            let sampled = e
+                .runs
+                .iter()
+                .map(|x| x.max_sampled_rss_mib)
+                .fold(0.0, f64::max);
+            let _ = writeln!(
+                t,
+                "| {} | {} | {} | {} | {:.2} | **{}** | {:.2} | **{:.1}** | {:.1} | {:.1} |",
+                s.backend.name(),
+                events_label(s.events),
+                e.format,
+                e.rows,
+                e.median_export_secs,
+                rate(e.median_rows_per_sec),
+                e.median_wall_secs,
+                e.peak_rss_mib,
+                sampled,
+                e.file_mib
+            );
+        }
+    }
+    let _ = writeln!(t);
+    let _ = writeln!(t, "Aims:");
+    for aim in &r.aims {
+        let _ = writeln!(
+            t,
+            "- **{}** — {}: {}",
+            if aim.met { "met" } else { "not met" },
+            aim.aim,
+            aim.measured
+        );
+    }
+    let _ = writeln!(t);
+    let _ = writeln!(t, "How it is measured (also in `analytics.json`, `notes`):");
     for note in &r.notes {
         let _ = writeln!(t, "- {note}");
     }

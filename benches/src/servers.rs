@@ -91,16 +91,35 @@ impl Servers {
             children,
             _dir: Some(dir),
         };
-        servers.clickhouse_version = reqwest::Client::new()
-            .post(&servers.clickhouse_url)
-            .body("SELECT version()")
-            .send()
-            .await
-            .context("ClickHouse does not answer")?
-            .text()
-            .await?
-            .trim()
-            .to_owned();
+        servers.clickhouse_version = clickhouse_version(&servers.clickhouse_url).await?;
+        Ok(servers)
+    }
+
+    /// A ClickHouse server only (no broker): the one `SHOPLENS_TEST_CLICKHOUSE_URL` names,
+    /// otherwise one of this process's own. `kafka_brokers` is empty.
+    pub async fn clickhouse_from_env_or_start() -> anyhow::Result<Servers> {
+        let dir = tempfile::Builder::new()
+            .prefix("shoplens-bench-servers")
+            .tempdir()?;
+        let mut children = Vec::new();
+        let clickhouse_url = match std::env::var("SHOPLENS_TEST_CLICKHOUSE_URL") {
+            Ok(url) => url,
+            Err(_) => {
+                let (child, url) = start_clickhouse(&dir.path().join("clickhouse")).await?;
+                children.push(child);
+                url
+            }
+        };
+        let mut servers = Servers {
+            clickhouse_url,
+            kafka_brokers: String::new(),
+            clickhouse_version: String::new(),
+            broker_version: "not started".into(),
+            started_here: !children.is_empty(),
+            children,
+            _dir: Some(dir),
+        };
+        servers.clickhouse_version = clickhouse_version(&servers.clickhouse_url).await?;
         Ok(servers)
     }
 
@@ -117,6 +136,20 @@ impl Drop for Servers {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// `SELECT version()` of the ClickHouse server at `url`.
+async fn clickhouse_version(url: &str) -> anyhow::Result<String> {
+    Ok(reqwest::Client::new()
+        .post(url)
+        .body("SELECT version()")
+        .send()
+        .await
+        .context("ClickHouse does not answer")?
+        .text()
+        .await?
+        .trim()
+        .to_owned())
 }
 
 async fn start_clickhouse(dir: &Path) -> anyhow::Result<(Child, String)> {

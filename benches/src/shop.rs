@@ -79,6 +79,8 @@ impl Shop {
         }
         config.composer.listen = any_port;
         config.ingest.listen = any_port;
+        config.analytics.listen = any_port;
+        config.analytics.sql.listen = any_port;
         let system = shoplens::System::start(config)
             .await
             .context("failed to start the shop")?;

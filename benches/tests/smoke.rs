@@ -111,3 +111,80 @@ async fn ingest_smoke_run_writes_sane_results() {
     // Throughput, freshness and memory aims.
     assert_eq!(json["aims"].as_array().unwrap().len(), 3);
 }
+
+/// The analytics scenario at tiny sizes on the embedded back end (and on ClickHouse when
+/// `SHOPLENS_TEST_CLICKHOUSE_URL` names a server): every question was asked both ways with
+/// the same answer, every export ran in its child process, and the files hold figures (no
+/// timing assertions).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analytics_smoke_run_writes_sane_results() {
+    use shoplens_benches::analytics::{self, AnalyticsOptions, Backend};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = AnalyticsOptions::smoke(
+        dir.path().to_path_buf(),
+        env!("CARGO_BIN_EXE_shoplens-bench").into(),
+    );
+    if std::env::var("SHOPLENS_TEST_CLICKHOUSE_URL").is_ok() {
+        opts.backends.push(Backend::Clickhouse);
+    }
+    analytics::run(&opts).await.expect("analytics smoke run");
+
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("analytics.json")).unwrap()).unwrap();
+    let md = std::fs::read_to_string(dir.path().join("RESULTS.md")).unwrap();
+    assert!(md.contains("## Analytics"), "{md}");
+    assert!(md.contains("| embedded | 20k | daily 30d |"), "{md}");
+
+    assert!(json["machine"]["cores"].as_u64().unwrap() >= 1);
+    let data = json["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2);
+    for d in data {
+        assert!(d["orders"].as_u64().unwrap() > 0, "{d}");
+        assert!(d["days"].as_u64().unwrap() >= 700, "{d}");
+    }
+    let backends = opts.backends.len();
+    let results = json["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2 * backends);
+    for r in results {
+        let which = format!("{} {}", r["backend"], r["events"]);
+        let purchases = r["table_rows"]["product_purchases"].as_u64().unwrap();
+        assert!(purchases > 0, "{which}");
+        assert!(
+            r["table_rows"]["daily_sales"].as_u64().unwrap() > 0,
+            "{which}"
+        );
+        assert!(r["load_secs"].as_f64().unwrap() > 0.0, "{which}");
+        let questions = r["questions"].as_array().unwrap();
+        assert_eq!(questions.len(), 8, "{which}");
+        for q in questions {
+            let name = format!("{which} {}", q["question"]["name"]);
+            let d = &q["dashboard"];
+            assert_eq!(d["errors"].as_u64().unwrap(), 0, "{name}: {d}");
+            assert_eq!(d["requests"].as_u64().unwrap(), 5, "{name}");
+            let (p50, p99) = (d["p50_ms"].as_f64().unwrap(), d["p99_ms"].as_f64().unwrap());
+            assert!(p50 > 0.0 && p50 <= p99, "{name}: {d}");
+            let raw = &q["raw"];
+            assert_eq!(raw["errors"].as_u64().unwrap(), 0, "{name}: {raw}");
+            assert_eq!(raw["requests"].as_u64().unwrap(), 2, "{name}");
+            assert!(raw["p50_ms"].as_f64().unwrap() > 0.0, "{name}: {raw}");
+            // The raw scan asks the same question: the same answer.
+            assert_eq!(q["answers_agree"], true, "{name}: {q}");
+        }
+        let exports = r["exports"].as_array().unwrap();
+        assert_eq!(exports.len(), 2, "{which}");
+        for e in exports {
+            // The report covers the whole span: every purchase is a row.
+            assert_eq!(e["rows"].as_u64().unwrap(), purchases, "{which}: {e}");
+            assert!(
+                e["median_rows_per_sec"].as_f64().unwrap() > 0.0,
+                "{which}: {e}"
+            );
+            assert!(e["peak_rss_mib"].as_f64().unwrap() > 1.0, "{which}: {e}");
+            assert!(e["file_mib"].as_f64().unwrap() > 0.0, "{which}: {e}");
+        }
+    }
+    assert_eq!(json["growth"].as_array().unwrap().len(), 8 * backends);
+    // Latency, flatness, export rate and export memory, per back end.
+    assert_eq!(json["aims"].as_array().unwrap().len(), 4 * backends);
+}

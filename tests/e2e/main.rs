@@ -1,5 +1,6 @@
 //! End-to-end tests of the `shoplens` binary: the real process, real files, real signals.
 
+mod analytics;
 mod process;
 mod read_model;
 mod relay_crash;

@@ -27,6 +27,10 @@ pub fn base_env(data_dir: &Path) -> Vec<(String, String)> {
     ] {
         env.push((format!("SHOPLENS_{svc}__LISTEN"), "127.0.0.1:0".to_owned()));
     }
+    // The analytics server's HTTP and Postgres endpoints.
+    for key in ["ANALYTICS__LISTEN", "ANALYTICS__SQL__LISTEN"] {
+        env.push((format!("SHOPLENS_{key}"), "127.0.0.1:0".to_owned()));
+    }
     env
 }
 

@@ -133,6 +133,24 @@ impl EmbeddedStore {
     }
 }
 
+/// The live generation's committed files, read without opening a writer, so a reader in
+/// this or another process (the analytics server, the export command) never disturbs the
+/// worker: the manifest is replaced atomically, and files it stops listing stay on disk for
+/// `retired_grace_secs`. `None` until a generation has been made live.
+pub fn read_live_snapshot(dir: &Path) -> SinkResult<Option<Snapshot>> {
+    let Some(generation) = read_live(dir)? else {
+        return Ok(None);
+    };
+    let root = std::path::absolute(dir.join(format!("gen-{generation:04}")))?;
+    match manifest::Manifest::load(&root)? {
+        Some(m) => Ok(Some(Snapshot::of(&root, generation, &m))),
+        None => Err(SinkError::Corrupt(format!(
+            "generation {generation} is live but {} has no manifest",
+            root.display()
+        ))),
+    }
+}
+
 fn manifest_tmp_cleanup(dir: &Path) -> std::io::Result<()> {
     match fs::remove_file(dir.join(LIVE_TMP)) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),

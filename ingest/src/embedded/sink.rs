@@ -44,6 +44,8 @@ pub struct LiveFile {
 /// the configured grace period after a later commit replaced them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
+    /// The generation these files belong to.
+    pub generation: u32,
     /// Every raw table (all seven present), its files in the table's [`RawTable::schema`].
     pub raw: HashMap<RawTable, Vec<LiveFile>>,
     /// Every aggregate table, its files in [`AggTable::schema`]. These are *deltas*: a key
@@ -53,6 +55,36 @@ pub struct Snapshot {
     /// Dead letters, in [`dead_letters_schema`].
     pub dead_letters: Vec<LiveFile>,
     pub freshness: Freshness,
+}
+
+impl Snapshot {
+    /// The files `manifest` lists, under the generation directory `root`.
+    pub(super) fn of(root: &Path, generation: u32, manifest: &Manifest) -> Snapshot {
+        let files = |t: TableId| {
+            manifest
+                .segments(t)
+                .iter()
+                .map(|s| LiveFile {
+                    path: root.join(&s.file),
+                    rows: s.rows,
+                    bytes: s.bytes,
+                })
+                .collect::<Vec<_>>()
+        };
+        Snapshot {
+            generation,
+            raw: RawTable::ALL
+                .into_iter()
+                .map(|t| (t, files(TableId::Raw(t))))
+                .collect(),
+            aggregates: AggTable::ALL
+                .into_iter()
+                .map(|t| (t, files(TableId::Agg(t))))
+                .collect(),
+            dead_letters: files(TableId::DeadLetters),
+            freshness: manifest.freshness,
+        }
+    }
 }
 
 /// What readers see; replaced (manifest) or extended (aggregates, parked keys) under a short
@@ -232,30 +264,7 @@ impl EmbeddedSink {
 
     /// The live files of every table as of the last commit, for readers that scan them.
     pub fn snapshot(&self) -> Snapshot {
-        let manifest = self.manifest();
-        let files = |t: TableId| {
-            manifest
-                .segments(t)
-                .iter()
-                .map(|s| LiveFile {
-                    path: self.inner.root.join(&s.file),
-                    rows: s.rows,
-                    bytes: s.bytes,
-                })
-                .collect::<Vec<_>>()
-        };
-        Snapshot {
-            raw: RawTable::ALL
-                .into_iter()
-                .map(|t| (t, files(TableId::Raw(t))))
-                .collect(),
-            aggregates: AggTable::ALL
-                .into_iter()
-                .map(|t| (t, files(TableId::Agg(t))))
-                .collect(),
-            dead_letters: files(TableId::DeadLetters),
-            freshness: manifest.freshness,
-        }
+        Snapshot::of(&self.inner.root, self.generation(), &self.manifest())
     }
 
     /// Makes the next `apply` write its files and then fail without replacing the manifest,

@@ -1,0 +1,565 @@
+//! The analytics HTTP API: the dashboard page and its JSON views, `POST /api/v1/sql`, the
+//! table catalogue, and report exports. `/health` and `/metrics` come from the kit.
+
+use std::time::Instant;
+
+use arrow_array::RecordBatch;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use datafusion::arrow::ipc::writer::StreamWriter;
+use futures::TryStreamExt;
+use serde::{Deserialize, Serialize};
+use shoplens_ingest::api::FreshnessReport;
+use shoplens_kit::http::{ApiError, ValidQuery};
+
+use crate::dashboard::{self, BadParam, Dashboard, DateRange, Period};
+use crate::engine::{Engine, QueryError};
+use crate::export::{self, Encoder, ExportFormat, REPORTS};
+use crate::metrics::AnalyticsMetrics;
+use crate::read_model::Table;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub dashboard: Dashboard,
+    pub refresh_ms: u64,
+    pub metrics: AnalyticsMetrics,
+}
+
+impl AppState {
+    fn engine(&self) -> &Engine {
+        self.dashboard.engine()
+    }
+}
+
+pub fn routes(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/dashboard") }))
+        .route("/dashboard", get(page))
+        .route("/api/v1/freshness", get(freshness))
+        .route("/api/v1/dashboard/daily", get(daily))
+        .route("/api/v1/dashboard/top-products", get(top_products))
+        .route("/api/v1/dashboard/top-customers", get(top_customers))
+        .route("/api/v1/dashboard/trends", get(trends))
+        .route("/api/v1/tables", get(tables))
+        .route("/api/v1/sql", post(sql))
+        .route("/api/v1/reports", get(reports))
+        .route("/api/v1/reports/{file}", get(report_file))
+        .route("/api/v1/export", post(export_sql))
+        .with_state(state)
+}
+
+const PAGE: &str = include_str!("dashboard.html");
+
+async fn page(State(state): State<AppState>) -> Html<String> {
+    Html(PAGE.replace("__REFRESH_MS__", &state.refresh_ms.to_string()))
+}
+
+/// A query error as the API's JSON error, naming `field` where the caller's input is at
+/// fault.
+pub fn api_error(field: &str, e: QueryError) -> ApiError {
+    use crate::guard::GuardError;
+    let bad = |code: &'static str, message: String| ApiError::BadRequest {
+        code,
+        message,
+        field: Some(field.to_owned()),
+    };
+    match e {
+        QueryError::Forbidden(m) => bad("forbidden_statement", m),
+        QueryError::Invalid(m) => bad("invalid_sql", m),
+        QueryError::Limit(g @ GuardError::TooManyRows(_)) => bad("too_many_rows", g.to_string()),
+        QueryError::Limit(g @ GuardError::Timeout(_)) => ApiError::Unavailable {
+            code: "query_timeout",
+            message: g.to_string(),
+        },
+        QueryError::Memory(m) => bad("memory_limit", format!("query needs too much memory: {m}")),
+        QueryError::ReadModel(e) => ApiError::Unavailable {
+            code: "read_model_unavailable",
+            message: e.to_string(),
+        },
+        QueryError::Internal(m) => ApiError::Internal(anyhow::anyhow!(m)),
+    }
+}
+
+fn param_error(e: BadParam) -> ApiError {
+    ApiError::invalid(e.field, e.message)
+}
+
+async fn current_freshness(state: &AppState) -> Result<FreshnessReport, ApiError> {
+    state
+        .engine()
+        .freshness()
+        .await
+        .map_err(|e| api_error("freshness", e))
+}
+
+async fn freshness(State(state): State<AppState>) -> Result<Json<FreshnessReport>, ApiError> {
+    Ok(Json(current_freshness(&state).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RangeQuery {
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<usize>,
+    category: Option<String>,
+    period: Option<String>,
+}
+
+impl RangeQuery {
+    fn range(&self, freshness: &FreshnessReport) -> Result<DateRange, ApiError> {
+        DateRange::parse(
+            self.from.as_deref(),
+            self.to.as_deref(),
+            Dashboard::default_to(freshness),
+        )
+        .map_err(param_error)
+    }
+}
+
+/// Times a dashboard view and counts its outcome.
+async fn observe<T: Serialize>(
+    state: &AppState,
+    view: &'static str,
+    answer: impl Future<Output = Result<T, ApiError>>,
+) -> Result<Json<T>, ApiError> {
+    let start = Instant::now();
+    let result = answer.await;
+    state.metrics.observe(view, result.is_ok(), start.elapsed());
+    result.map(Json)
+}
+
+async fn daily(
+    State(state): State<AppState>,
+    ValidQuery(q): ValidQuery<RangeQuery>,
+) -> Result<Json<dashboard::Answer<dashboard::DailyRow>>, ApiError> {
+    observe(&state, "daily", async {
+        let f = current_freshness(&state).await?;
+        let range = q.range(&f)?;
+        state
+            .dashboard
+            .daily(f, range)
+            .await
+            .map_err(|e| api_error("query", e))
+    })
+    .await
+}
+
+async fn top_products(
+    State(state): State<AppState>,
+    ValidQuery(q): ValidQuery<RangeQuery>,
+) -> Result<Json<dashboard::Answer<dashboard::ProductRow>>, ApiError> {
+    observe(&state, "top_products", async {
+        let limit = dashboard::parse_limit(q.limit).map_err(param_error)?;
+        let category = dashboard::parse_category(q.category.as_deref()).map_err(param_error)?;
+        let f = current_freshness(&state).await?;
+        let range = q.range(&f)?;
+        state
+            .dashboard
+            .top_products(f, range, limit, category.as_deref())
+            .await
+            .map_err(|e| api_error("query", e))
+    })
+    .await
+}
+
+async fn top_customers(
+    State(state): State<AppState>,
+    ValidQuery(q): ValidQuery<RangeQuery>,
+) -> Result<Json<dashboard::Answer<dashboard::CustomerRow>>, ApiError> {
+    observe(&state, "top_customers", async {
+        let limit = dashboard::parse_limit(q.limit).map_err(param_error)?;
+        let f = current_freshness(&state).await?;
+        let range = q.range(&f)?;
+        state
+            .dashboard
+            .top_customers(f, range, limit)
+            .await
+            .map_err(|e| api_error("query", e))
+    })
+    .await
+}
+
+async fn trends(
+    State(state): State<AppState>,
+    ValidQuery(q): ValidQuery<RangeQuery>,
+) -> Result<Json<dashboard::Answer<dashboard::TrendRow>>, ApiError> {
+    observe(&state, "trends", async {
+        let period = Period::parse(q.period.as_deref()).map_err(param_error)?;
+        let f = current_freshness(&state).await?;
+        let range = q.range(&f)?;
+        state
+            .dashboard
+            .trends(f, range, period)
+            .await
+            .map_err(|e| api_error("query", e))
+    })
+    .await
+}
+
+#[derive(Serialize)]
+struct TableInfo {
+    name: String,
+    kind: &'static str,
+    columns: Vec<ColumnInfo>,
+}
+
+#[derive(Serialize)]
+struct ColumnInfo {
+    name: String,
+    #[serde(rename = "type")]
+    data_type: String,
+    nullable: bool,
+}
+
+/// The tables and views the SQL endpoints expose, with their columns.
+async fn tables(State(state): State<AppState>) -> Result<Json<Vec<TableInfo>>, ApiError> {
+    let mut out: Vec<TableInfo> = Table::all()
+        .into_iter()
+        .map(|t| TableInfo {
+            name: t.name().to_owned(),
+            kind: match t {
+                Table::Raw(_) => "raw events",
+                Table::Agg(_) => "pre-aggregated (one row per key)",
+                Table::DeadLetters => "dead letters",
+            },
+            columns: columns(&t.schema()),
+        })
+        .collect();
+    let ctx = state.engine().interactive_context();
+    for view in ["products", "customers"] {
+        let provider = ctx
+            .table_provider(view)
+            .await
+            .map_err(|e| ApiError::Internal(e.into()))?;
+        out.push(TableInfo {
+            name: view.to_owned(),
+            kind: "dimension (current state, from the raw events)",
+            columns: columns(&provider.schema()),
+        });
+    }
+    Ok(Json(out))
+}
+
+fn columns(schema: &arrow_schema::Schema) -> Vec<ColumnInfo> {
+    schema
+        .fields()
+        .iter()
+        .map(|f| ColumnInfo {
+            name: f.name().clone(),
+            data_type: f.data_type().to_string(),
+            nullable: f.is_nullable(),
+        })
+        .collect()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SqlBody {
+    sql: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FormatQuery {
+    format: Option<String>,
+}
+
+/// The result formats of `POST /api/v1/sql`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SqlFormat {
+    Json,
+    Csv,
+    Arrow,
+    Parquet,
+}
+
+const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
+
+fn sql_format(query: Option<&str>, headers: &HeaderMap) -> Result<SqlFormat, ApiError> {
+    if let Some(f) = query {
+        return match f {
+            "json" => Ok(SqlFormat::Json),
+            "csv" => Ok(SqlFormat::Csv),
+            "arrow" => Ok(SqlFormat::Arrow),
+            "parquet" => Ok(SqlFormat::Parquet),
+            other => Err(ApiError::invalid(
+                "format",
+                format!(
+                    "must be json, csv, arrow or parquet, got `{}`",
+                    other.chars().take(20).collect::<String>()
+                ),
+            )),
+        };
+    }
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    Ok(if accept.contains("text/csv") {
+        SqlFormat::Csv
+    } else if accept.contains(ARROW_STREAM) || accept.contains("application/vnd.apache.arrow") {
+        SqlFormat::Arrow
+    } else if accept.contains("parquet") {
+        SqlFormat::Parquet
+    } else {
+        SqlFormat::Json
+    })
+}
+
+/// The SQL text of a request body: JSON `{"sql": "..."}` or the text itself.
+fn sql_text(headers: &HeaderMap, body: &Bytes) -> Result<String, ApiError> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let sql = if is_json {
+        serde_json::from_slice::<SqlBody>(body)
+            .map_err(|e| ApiError::BadRequest {
+                code: "invalid_body",
+                message: format!("expected {{\"sql\": \"SELECT ...\"}}: {e}"),
+                field: Some("sql".into()),
+            })?
+            .sql
+    } else {
+        String::from_utf8(body.to_vec()).map_err(|_| ApiError::invalid("sql", "must be UTF-8"))?
+    };
+    if sql.trim().is_empty() {
+        return Err(ApiError::invalid("sql", "must not be empty"));
+    }
+    Ok(sql)
+}
+
+fn freshness_headers(f: &FreshnessReport) -> Vec<(&'static str, HeaderValue)> {
+    let mut out = vec![("x-shoplens-generation", HeaderValue::from(f.generation))];
+    if let Some(as_of) = f
+        .as_of
+        .as_deref()
+        .and_then(|s| HeaderValue::from_str(s).ok())
+    {
+        out.push(("x-shoplens-as-of", as_of));
+    }
+    if let Some(lag) = f.lag_ms {
+        out.push(("x-shoplens-lag-ms", HeaderValue::from(lag)));
+    }
+    out
+}
+
+fn with_headers(mut resp: Response, headers: Vec<(&'static str, HeaderValue)>) -> Response {
+    for (k, v) in headers {
+        resp.headers_mut().insert(k, v);
+    }
+    resp
+}
+
+/// `POST /api/v1/sql`: one read-only query; the answer in the chosen format, with the
+/// read model's freshness (in the JSON body, and as `X-ShopLens-*` headers in every format).
+async fn sql(
+    State(state): State<AppState>,
+    ValidQuery(q): ValidQuery<FormatQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let format = sql_format(q.format.as_deref(), &headers)?;
+    let text = sql_text(&headers, &body)?;
+    let start = Instant::now();
+    let result = run_sql(&state, &text, format).await;
+    state
+        .metrics
+        .observe("sql", result.is_ok(), start.elapsed());
+    result
+}
+
+async fn run_sql(state: &AppState, text: &str, format: SqlFormat) -> Result<Response, ApiError> {
+    let freshness = current_freshness(state).await?;
+    let stream = state
+        .engine()
+        .query(text)
+        .await
+        .map_err(|e| api_error("sql", e))?;
+    let schema = stream.schema();
+    let batches: Vec<RecordBatch> = stream
+        .try_collect()
+        .await
+        .map_err(|e| api_error("sql", e.into()))?;
+    let headers = freshness_headers(&freshness);
+    let (content_type, bytes) = match format {
+        SqlFormat::Json => (
+            "application/json",
+            json_body(&schema, &batches, &freshness)?,
+        ),
+        SqlFormat::Csv | SqlFormat::Parquet => {
+            let f = if format == SqlFormat::Csv {
+                ExportFormat::Csv
+            } else {
+                ExportFormat::Parquet
+            };
+            let mut enc = Encoder::new(f, schema.clone()).map_err(ApiError::Internal)?;
+            let mut out = Vec::new();
+            for b in &batches {
+                out.extend(enc.write(b).map_err(ApiError::Internal)?);
+            }
+            out.extend(enc.finish().map_err(ApiError::Internal)?);
+            (f.content_type(), out)
+        }
+        SqlFormat::Arrow => {
+            let mut out = Vec::new();
+            let mut w = StreamWriter::try_new(&mut out, &schema)
+                .map_err(|e| ApiError::Internal(e.into()))?;
+            for b in &batches {
+                w.write(b).map_err(|e| ApiError::Internal(e.into()))?;
+            }
+            w.finish().map_err(|e| ApiError::Internal(e.into()))?;
+            drop(w);
+            (ARROW_STREAM, out)
+        }
+    };
+    let resp = ([(header::CONTENT_TYPE, content_type)], bytes).into_response();
+    Ok(with_headers(resp, headers))
+}
+
+/// `{"columns": [...], "rows": [{...}], "row_count": N, "freshness": {...}}`.
+fn json_body(
+    schema: &arrow_schema::SchemaRef,
+    batches: &[RecordBatch],
+    freshness: &FreshnessReport,
+) -> Result<Vec<u8>, ApiError> {
+    let internal = |e: datafusion::arrow::error::ArrowError| ApiError::Internal(e.into());
+    let mut rows = Vec::new();
+    {
+        let mut w = datafusion::arrow::json::ArrayWriter::new(&mut rows);
+        for b in batches {
+            w.write(b).map_err(internal)?;
+        }
+        w.finish().map_err(internal)?;
+    }
+    if rows.is_empty() {
+        rows = b"[]".to_vec();
+    }
+    let row_count: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    let head = serde_json::json!({
+        "columns": columns(schema),
+        "row_count": row_count,
+        "freshness": freshness,
+    });
+    let mut out = serde_json::to_vec(&head).map_err(|e| ApiError::Internal(e.into()))?;
+    out.pop(); // the closing brace
+    out.extend_from_slice(b",\"rows\":");
+    out.extend(rows);
+    out.push(b'}');
+    Ok(out)
+}
+
+#[derive(Serialize)]
+struct ReportInfo {
+    name: &'static str,
+    description: &'static str,
+    csv: String,
+    parquet: String,
+}
+
+async fn reports() -> Json<Vec<ReportInfo>> {
+    Json(
+        REPORTS
+            .iter()
+            .map(|r| ReportInfo {
+                name: r.name,
+                description: r.description,
+                csv: format!("/api/v1/reports/{}.csv?from=&to=", r.name),
+                parquet: format!("/api/v1/reports/{}.parquet?from=&to=", r.name),
+            })
+            .collect(),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReportQuery {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// `GET /api/v1/reports/{name}.{csv|parquet}?from=&to=`: streamed.
+async fn report_file(
+    State(state): State<AppState>,
+    Path(file): Path<String>,
+    ValidQuery(q): ValidQuery<ReportQuery>,
+) -> Result<Response, ApiError> {
+    let (name, ext) = file.rsplit_once('.').ok_or_else(|| {
+        ApiError::invalid("format", "name the file as REPORT.csv or REPORT.parquet")
+    })?;
+    let format = ExportFormat::parse("format", ext).map_err(param_error)?;
+    let report = export::report(name).map_err(|e| ApiError::NotFound {
+        what: "report",
+        id: format!("{name} ({})", e.message),
+    })?;
+    let freshness = current_freshness(&state).await?;
+    let range = DateRange::parse(
+        q.from.as_deref(),
+        q.to.as_deref(),
+        Dashboard::default_to(&freshness),
+    )
+    .map_err(param_error)?;
+    let filename = format!(
+        "{}_{}_{}.{}",
+        report.name,
+        range.from,
+        range.to,
+        format.extension()
+    );
+    stream_export(
+        &state,
+        &report.sql(&range),
+        format,
+        &filename,
+        &freshness,
+        "report",
+    )
+    .await
+}
+
+/// `POST /api/v1/export?format=csv|parquet` with a query: an ad-hoc report, streamed.
+async fn export_sql(
+    State(state): State<AppState>,
+    ValidQuery(q): ValidQuery<FormatQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let format =
+        ExportFormat::parse("format", q.format.as_deref().unwrap_or("csv")).map_err(param_error)?;
+    let text = sql_text(&headers, &body)?;
+    let freshness = current_freshness(&state).await?;
+    let filename = format!("export.{}", format.extension());
+    stream_export(&state, &text, format, &filename, &freshness, "sql").await
+}
+
+async fn stream_export(
+    state: &AppState,
+    sql: &str,
+    format: ExportFormat,
+    filename: &str,
+    freshness: &FreshnessReport,
+    field: &str,
+) -> Result<Response, ApiError> {
+    let stream = state
+        .engine()
+        .export(sql)
+        .await
+        .map_err(|e| api_error(field, e))?;
+    state.metrics.exports.inc();
+    let body = Body::from_stream(export::encode_stream(stream, format));
+    let mut resp = (StatusCode::OK, body).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")) {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(with_headers(resp, freshness_headers(freshness)))
+}

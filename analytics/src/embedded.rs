@@ -1,0 +1,324 @@
+//! The embedded back end: DataFusion over the embedded store's committed Parquet files.
+//!
+//! Reads only what the live generation's manifest lists (through
+//! [`shoplens_ingest::embedded::read_live_snapshot`]), never opens the store for writing,
+//! so it runs beside the worker in the same process or in another one. Raw tables and dead
+//! letters are scanned from their files (with Parquet pruning); an aggregate table is its
+//! delta files merged into one row per key, kept in memory until the files change, and
+//! merged incrementally while new deltas are only appended.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use async_trait::async_trait;
+use datafusion::arrow::compute::cast;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::datasource::{MemTable, TableType};
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use shoplens_ingest::aggregate::Aggregates;
+use shoplens_ingest::embedded::{LiveFile, Snapshot, read_live_snapshot};
+use shoplens_ingest::model::AggTable;
+use shoplens_ingest::sink::Freshness;
+
+use crate::read_model::{REVENUE_SUM, ReadModel, ReadModelError, Table};
+
+/// The embedded read model under `dir` (the store's directory, `data/readmodel` by default).
+#[derive(Clone)]
+pub struct EmbeddedReadModel {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    /// The last snapshot read, with the identity of the files it was read from.
+    snapshot: Mutex<Option<(SnapshotKey, Arc<Snapshot>)>>,
+    /// Per aggregate table: the delta files merged so far, their merged state, and that
+    /// state as the batch queries scan.
+    merged: tokio::sync::Mutex<HashMap<AggTable, Merged>>,
+}
+
+struct Merged {
+    files: Vec<PathBuf>,
+    state: Aggregates,
+    batch: RecordBatch,
+}
+
+/// Identifies one version of `LIVE` and of the manifest it points to: both are replaced by
+/// rename, so a new version has a new inode or modification time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SnapshotKey {
+    live: FileStamp,
+    manifest: Option<FileStamp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileStamp {
+    ino: u64,
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
+fn stamp(path: &Path) -> std::io::Result<Option<FileStamp>> {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(path) {
+        Ok(m) => Ok(Some(FileStamp {
+            ino: m.ino(),
+            len: m.len(),
+            modified: m.modified().ok(),
+        })),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn unavailable(e: impl fmt::Display) -> ReadModelError {
+    ReadModelError::Unavailable(e.to_string())
+}
+
+impl EmbeddedReadModel {
+    /// Reads the store under `dir`; nothing is opened until the first query.
+    pub fn new(dir: impl Into<PathBuf>) -> EmbeddedReadModel {
+        EmbeddedReadModel {
+            inner: Arc::new(Inner {
+                dir: dir.into(),
+                snapshot: Mutex::new(None),
+                merged: tokio::sync::Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+}
+
+impl Inner {
+    /// The live generation's files now; `None` before a generation is live.
+    fn snapshot(&self) -> Result<Option<Arc<Snapshot>>, ReadModelError> {
+        let Some(live) = stamp(&self.dir.join("LIVE")).map_err(unavailable)? else {
+            return Ok(None);
+        };
+        let generation = std::fs::read_to_string(self.dir.join("LIVE"))
+            .map_err(unavailable)?
+            .trim()
+            .parse::<u32>()
+            .map_err(|_| ReadModelError::Corrupt("LIVE does not hold a generation".into()))?;
+        let manifest = stamp(
+            &self
+                .dir
+                .join(format!("gen-{generation:04}"))
+                .join("manifest.json"),
+        )
+        .map_err(unavailable)?;
+        let key = SnapshotKey { live, manifest };
+        let mut cached = self.snapshot.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((k, snap)) = cached.as_ref()
+            && *k == key
+        {
+            return Ok(Some(snap.clone()));
+        }
+        let Some(snap) = read_live_snapshot(&self.dir)? else {
+            return Ok(None);
+        };
+        let snap = Arc::new(snap);
+        *cached = Some((key, snap.clone()));
+        Ok(Some(snap))
+    }
+
+    /// `table` merged to one row per key, as of `snapshot`.
+    async fn merged(&self, table: AggTable, snapshot: &Snapshot) -> DfResult<RecordBatch> {
+        let files: Vec<PathBuf> = snapshot
+            .aggregates
+            .get(&table)
+            .map(|f| f.iter().map(|f| f.path.clone()).collect())
+            .unwrap_or_default();
+        let mut all = self.merged.lock().await;
+        let entry = all.remove(&table);
+        let (mut state, done) = match entry {
+            Some(m) if m.files == files => {
+                let batch = m.batch.clone();
+                all.insert(table, m);
+                return Ok(batch);
+            }
+            // Only new deltas appended: merge just those.
+            Some(m) if files.starts_with(&m.files) => {
+                let done = m.files.len();
+                (m.state, done)
+            }
+            // Compacted (or a new generation): start over.
+            _ => (Aggregates::new(), 0),
+        };
+        let new_files = files[done..].to_vec();
+        state = tokio::task::spawn_blocking(move || -> DfResult<Aggregates> {
+            for path in &new_files {
+                for batch in read_parquet(path)? {
+                    state
+                        .merge_record_batch(table, &batch)
+                        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                }
+            }
+            Ok(state)
+        })
+        .await
+        .map_err(|e| DataFusionError::External(Box::new(e)))??;
+        let batch = widen_revenue(table, state.to_record_batch(table))?;
+        all.insert(
+            table,
+            Merged {
+                files,
+                state,
+                batch: batch.clone(),
+            },
+        );
+        Ok(batch)
+    }
+}
+
+fn read_parquet(path: &Path) -> DfResult<Vec<RecordBatch>> {
+    let file = File::open(path)?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
+    Ok(reader.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// The merged batch in [`Table::schema`]: revenue as [`REVENUE_SUM`].
+fn widen_revenue(table: AggTable, batch: RecordBatch) -> DfResult<RecordBatch> {
+    let schema = Table::Agg(table).schema();
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| {
+            if f.data_type() == &REVENUE_SUM {
+                cast(c, &REVENUE_SUM)
+            } else {
+                Ok(c.clone())
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+#[async_trait]
+impl ReadModel for EmbeddedReadModel {
+    fn kind(&self) -> &'static str {
+        "embedded"
+    }
+
+    fn provider(&self, table: Table) -> Arc<dyn TableProvider> {
+        Arc::new(EmbeddedTable {
+            model: self.inner.clone(),
+            table,
+            schema: table.schema(),
+        })
+    }
+
+    async fn freshness(&self) -> Result<(u32, Freshness), ReadModelError> {
+        let inner = self.inner.clone();
+        let snapshot = tokio::task::spawn_blocking(move || inner.snapshot())
+            .await
+            .map_err(unavailable)??;
+        Ok(snapshot
+            .map(|s| (s.generation, s.freshness))
+            .unwrap_or_default())
+    }
+}
+
+/// One table of the embedded read model; resolves the live files at every scan.
+struct EmbeddedTable {
+    model: Arc<Inner>,
+    table: Table,
+    schema: SchemaRef,
+}
+
+impl fmt::Debug for EmbeddedTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EmbeddedTable({})", self.table.name())
+    }
+}
+
+impl EmbeddedTable {
+    fn files<'a>(&self, snapshot: &'a Snapshot) -> &'a [LiveFile] {
+        match self.table {
+            Table::Raw(t) => snapshot.raw.get(&t).map_or(&[], Vec::as_slice),
+            Table::DeadLetters => &snapshot.dead_letters,
+            Table::Agg(_) => &[],
+        }
+    }
+}
+
+#[async_trait]
+impl TableProvider for EmbeddedTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        // Raw files prune row groups with the filters; DataFusion still applies them.
+        let support = match self.table {
+            Table::Agg(_) => TableProviderFilterPushDown::Unsupported,
+            _ => TableProviderFilterPushDown::Inexact,
+        };
+        Ok(vec![support; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let model = self.model.clone();
+        let snapshot = tokio::task::spawn_blocking(move || model.snapshot())
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))??;
+        let empty = || -> DfResult<Arc<dyn ExecutionPlan>> {
+            let schema = match projection {
+                Some(p) => Arc::new(self.schema.project(p)?),
+                None => self.schema.clone(),
+            };
+            Ok(Arc::new(EmptyExec::new(schema)))
+        };
+        let Some(snapshot) = snapshot else {
+            return empty();
+        };
+        if let Table::Agg(t) = self.table {
+            let batch = self.model.merged(t, &snapshot).await?;
+            let mem = MemTable::try_new(self.schema.clone(), vec![vec![batch]])?;
+            return mem.scan(state, projection, filters, limit).await;
+        }
+        let files = self.files(&snapshot);
+        if files.is_empty() {
+            return empty();
+        }
+        let urls = files
+            .iter()
+            .map(|f| ListingTableUrl::parse(f.path.to_string_lossy()))
+            .collect::<DfResult<Vec<_>>>()?;
+        let options =
+            ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+        let config = ListingTableConfig::new_with_multi_paths(urls)
+            .with_listing_options(options)
+            .with_schema(self.schema.clone());
+        ListingTable::try_new(config)?
+            .scan(state, projection, filters, limit)
+            .await
+    }
+}

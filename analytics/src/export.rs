@@ -1,0 +1,371 @@
+//! Report export: named reports and ad-hoc queries as CSV or Parquet, streamed batch by
+//! batch so memory stays bounded whatever the size (the export session spills to disk;
+//! Parquet row groups are kept small).
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use arrow_array::RecordBatch;
+use bytes::Bytes;
+use datafusion::arrow::csv::WriterBuilder;
+use datafusion::execution::SendableRecordBatchStream;
+use futures::StreamExt;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use serde::Serialize;
+
+use crate::dashboard::{BadParam, DateRange};
+
+/// Rows per Parquet row group: what the writer holds in memory at most.
+const ROW_GROUP_ROWS: usize = 64 * 1024;
+
+/// A file format of an export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportFormat {
+    Csv,
+    Parquet,
+}
+
+impl ExportFormat {
+    pub fn parse(field: &'static str, s: &str) -> Result<ExportFormat, BadParam> {
+        match s {
+            "csv" => Ok(ExportFormat::Csv),
+            "parquet" => Ok(ExportFormat::Parquet),
+            other => Err(BadParam {
+                field,
+                message: format!(
+                    "must be `csv` or `parquet`, got `{}`",
+                    other.chars().take(20).collect::<String>()
+                ),
+            }),
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            ExportFormat::Csv => "text/csv; charset=utf-8",
+            ExportFormat::Parquet => "application/vnd.apache.parquet",
+        }
+    }
+
+    pub fn extension(self) -> &'static str {
+        match self {
+            ExportFormat::Csv => "csv",
+            ExportFormat::Parquet => "parquet",
+        }
+    }
+}
+
+/// A named report: a query over a date range.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Report {
+    pub name: &'static str,
+    pub description: &'static str,
+    #[serde(skip)]
+    sql: fn(&DateRange) -> String,
+}
+
+impl Report {
+    /// The report's SQL for `range`.
+    pub fn sql(&self, range: &DateRange) -> String {
+        (self.sql)(range)
+    }
+}
+
+fn days(range: &DateRange, column: &str) -> String {
+    format!(
+        "{column} BETWEEN DATE '{}' AND DATE '{}'",
+        range.from, range.to
+    )
+}
+
+/// Raw rows of the range: `occurred_at` on a day of the range (UTC).
+fn times(range: &DateRange, column: &str) -> String {
+    let end = range.to.succ_opt().unwrap_or(range.to);
+    format!(
+        "{column} >= TIMESTAMP '{}T00:00:00Z' AND {column} < TIMESTAMP '{end}T00:00:00Z'",
+        range.from
+    )
+}
+
+/// Every named report.
+pub const REPORTS: &[Report] = &[
+    Report {
+        name: "daily_sales",
+        description: "Orders placed and paid, items sold and revenue per day",
+        sql: |r| {
+            format!(
+                "SELECT day, orders_placed, orders_paid, items_sold, revenue FROM daily_sales \
+                 WHERE {} ORDER BY day",
+                days(r, "day")
+            )
+        },
+    },
+    Report {
+        name: "top_products",
+        description: "Units, revenue and order lines per product over the range, by revenue",
+        sql: |r| {
+            format!(
+                "SELECT s.product_id, p.sku, p.name, p.category, SUM(s.units) AS units, \
+                        SUM(s.revenue) AS revenue, SUM(s.order_lines) AS order_lines \
+                 FROM product_sales_daily s LEFT JOIN products p ON s.product_id = p.product_id \
+                 WHERE {} GROUP BY s.product_id, p.sku, p.name, p.category \
+                 ORDER BY revenue DESC, s.product_id",
+                days(r, "s.day")
+            )
+        },
+    },
+    Report {
+        name: "top_customers",
+        description: "Paid orders and revenue per customer over the range, by revenue",
+        sql: |r| {
+            format!(
+                "SELECT s.customer_id, c.name, c.email, c.country, \
+                        SUM(s.orders_paid) AS orders_paid, SUM(s.revenue) AS revenue \
+                 FROM customer_spend_daily s LEFT JOIN customers c ON s.customer_id = c.customer_id \
+                 WHERE {} GROUP BY s.customer_id, c.name, c.email, c.country \
+                 ORDER BY revenue DESC, s.customer_id",
+                days(r, "s.day")
+            )
+        },
+    },
+    Report {
+        name: "monthly_sales",
+        description: "Orders, items and revenue per month overlapping the range",
+        sql: |r| {
+            format!(
+                "SELECT month, orders_placed, orders_paid, items_sold, revenue, \
+                        CASE WHEN orders_paid = 0 THEN NULL \
+                             ELSE CAST(revenue / orders_paid AS DECIMAL(38, 2)) END \
+                          AS average_order_value \
+                 FROM monthly_sales \
+                 WHERE month BETWEEN date_trunc('month', DATE '{}') AND DATE '{}' ORDER BY month",
+                r.from, r.to
+            )
+        },
+    },
+    Report {
+        name: "yearly_sales",
+        description: "Orders, items and revenue per year overlapping the range",
+        sql: |r| {
+            use chrono::Datelike;
+            format!(
+                "SELECT year, orders_placed, orders_paid, items_sold, revenue, \
+                        CASE WHEN orders_paid = 0 THEN NULL \
+                             ELSE CAST(revenue / orders_paid AS DECIMAL(38, 2)) END \
+                          AS average_order_value \
+                 FROM yearly_sales WHERE year BETWEEN {} AND {} ORDER BY year",
+                r.from.year(),
+                r.to.year()
+            )
+        },
+    },
+    Report {
+        name: "orders_detail",
+        description: "Every order placed in the range (one row per order, as placed)",
+        sql: |r| {
+            format!(
+                "SELECT order_id, customer_id, occurred_at AS placed_at, line_count, item_count, \
+                        total, currency, event_id FROM orders WHERE {}",
+                times(r, "occurred_at")
+            )
+        },
+    },
+    Report {
+        name: "product_sales_detail",
+        description: "Every product sold in the range (one row per paid order line)",
+        sql: |r| {
+            format!(
+                "SELECT order_id, line_no, customer_id, product_id, quantity, unit_price, \
+                        revenue, currency, occurred_at AS paid_at, event_id \
+                 FROM product_purchases WHERE {}",
+                times(r, "occurred_at")
+            )
+        },
+    },
+];
+
+/// The named report, or an error naming `report` and listing the known ones.
+pub fn report(name: &str) -> Result<&'static Report, BadParam> {
+    REPORTS
+        .iter()
+        .find(|r| r.name == name)
+        .ok_or_else(|| BadParam {
+            field: "report",
+            message: format!(
+                "unknown report `{}`; known: {}",
+                name.chars().take(40).collect::<String>(),
+                REPORTS
+                    .iter()
+                    .map(|r| r.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })
+}
+
+/// A `Write` whose bytes are taken out after every batch.
+#[derive(Clone, Default)]
+struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+impl Buffer {
+    fn take(&self) -> Vec<u8> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl Write for Buffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Encodes batches into one file's bytes, chunk by chunk.
+pub struct Encoder {
+    buffer: Buffer,
+    inner: EncoderKind,
+    rows: u64,
+}
+
+enum EncoderKind {
+    Csv(Box<datafusion::arrow::csv::Writer<Buffer>>),
+    Parquet(Box<ArrowWriter<Buffer>>),
+}
+
+impl Encoder {
+    pub fn new(format: ExportFormat, schema: arrow_schema::SchemaRef) -> anyhow::Result<Encoder> {
+        let buffer = Buffer::default();
+        let inner = match format {
+            ExportFormat::Csv => EncoderKind::Csv(Box::new(
+                WriterBuilder::new()
+                    .with_header(true)
+                    .with_timestamp_tz_format("%Y-%m-%dT%H:%M:%S%.3fZ".to_owned())
+                    .build(buffer.clone()),
+            )),
+            ExportFormat::Parquet => {
+                let props = WriterProperties::builder()
+                    .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+                    .set_compression(Compression::ZSTD(ZstdLevel::default()))
+                    .build();
+                EncoderKind::Parquet(Box::new(ArrowWriter::try_new(
+                    buffer.clone(),
+                    schema,
+                    Some(props),
+                )?))
+            }
+        };
+        Ok(Encoder {
+            buffer,
+            inner,
+            rows: 0,
+        })
+    }
+
+    /// Encodes one batch; returns the bytes ready so far (may be empty for Parquet until a
+    /// row group is full).
+    pub fn write(&mut self, batch: &RecordBatch) -> anyhow::Result<Vec<u8>> {
+        match &mut self.inner {
+            EncoderKind::Csv(w) => w.write(batch)?,
+            EncoderKind::Parquet(w) => w.write(batch)?,
+        }
+        self.rows += batch.num_rows() as u64;
+        Ok(self.buffer.take())
+    }
+
+    /// Finishes the file; returns its last bytes.
+    pub fn finish(self) -> anyhow::Result<Vec<u8>> {
+        match self.inner {
+            EncoderKind::Csv(w) => drop(w.into_inner()),
+            EncoderKind::Parquet(w) => {
+                w.close()?;
+            }
+        }
+        Ok(self.buffer.take())
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+}
+
+/// The stream's rows as a file's bytes, chunk by chunk; an error ends the stream (the
+/// HTTP response is then cut off, so a client never mistakes it for a whole file).
+pub fn encode_stream(
+    mut stream: SendableRecordBatchStream,
+    format: ExportFormat,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    tokio::spawn(async move {
+        let result: anyhow::Result<()> = async {
+            let mut encoder = Encoder::new(format, stream.schema())?;
+            while let Some(batch) = stream.next().await {
+                let bytes = encoder.write(&batch?)?;
+                if !bytes.is_empty() && tx.send(Ok(Bytes::from(bytes))).await.is_err() {
+                    return Ok(()); // the client went away
+                }
+            }
+            let bytes = encoder.finish()?;
+            let _ = tx.send(Ok(Bytes::from(bytes))).await;
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "export failed mid-stream");
+            let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+        }
+    });
+    tokio_stream_from(rx)
+}
+
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures::Stream<Item = T> + Send + 'static {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// Writes the stream's rows to `out`, calling `progress` with the rows so far after every
+/// batch; returns the row count.
+pub async fn write_stream(
+    mut stream: SendableRecordBatchStream,
+    format: ExportFormat,
+    out: &mut (dyn Write + Send),
+    mut progress: impl FnMut(u64),
+) -> anyhow::Result<u64> {
+    let mut encoder = Encoder::new(format, stream.schema())?;
+    while let Some(batch) = stream.next().await {
+        let bytes = encoder.write(&batch?)?;
+        out.write_all(&bytes)?;
+        progress(encoder.rows());
+    }
+    let rows = encoder.rows();
+    out.write_all(&encoder.finish()?)?;
+    out.flush()?;
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_are_found_by_name_and_unknown_ones_named() {
+        assert_eq!(report("daily_sales").unwrap().name, "daily_sales");
+        let e = report("nope").unwrap_err();
+        assert_eq!(e.field, "report");
+        assert!(e.message.contains("orders_detail"), "{}", e.message);
+        assert_eq!(
+            ExportFormat::parse("format", "xlsx").unwrap_err().field,
+            "format"
+        );
+    }
+}

@@ -1,0 +1,74 @@
+//! `shoplens-analytics`: the analytics server as its own process, for deployments where the
+//! read model is in ClickHouse (the all-in-one `shoplens` process runs the same server),
+//! and the `export` command for batch jobs.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use serde::{Deserialize, Serialize};
+use shoplens_analytics::AnalyticsConfig;
+use shoplens_analytics::cli::ExportArgs;
+use shoplens_ingest::startup::ReadModelConfig;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "ShopLens analytics: sales dashboard, SQL for BI tools, report exports"
+)]
+struct Cli {
+    /// A TOML config file (layered over the defaults, under SHOPLENS_* environment variables).
+    #[arg(long, env = "SHOPLENS_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the dashboard, the SQL endpoints and exports (the default).
+    Serve,
+    /// Export a named report or an ad-hoc query into a CSV or Parquet file. Exit code 0
+    /// when the file is complete, 1 when the export failed, 2 for a bad request.
+    Export(ExportArgs),
+}
+
+/// Everything the process reads from its config layers.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ProcessConfig {
+    /// Log JSON lines instead of human-readable text.
+    log_json: bool,
+    /// The read model to serve (the one the ingest worker writes).
+    read_model: ReadModelConfig,
+    analytics: AnalyticsConfig,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config: ProcessConfig = shoplens_kit::config::load(cli.config.as_deref())?;
+    shoplens_kit::telemetry::init_tracing(config.log_json);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let engine =
+                shoplens_analytics::startup::engine(&config.read_model, &config.analytics.query)
+                    .await
+                    .context("failed to open the read model")?;
+            let handle = shoplens_analytics::start(&config.analytics, engine)
+                .await
+                .context("failed to start the analytics server")?;
+            tracing::info!(url = handle.url(), sql = ?handle.pg_addr(), "analytics server running");
+            shoplens_kit::shutdown_signal().await;
+            tracing::info!("shutting down");
+            handle.stop().await;
+        }
+        Command::Export(args) => {
+            let code =
+                shoplens_analytics::cli::run(&config.read_model, &config.analytics.query, &args)
+                    .await;
+            std::process::exit(code as i32);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,8 @@
+//! Integration tests of the analytics server: real servers on port 0, a real embedded read
+//! model in a temporary directory, the real ClickHouse at `SHOPLENS_TEST_CLICKHOUSE_URL`.
+
+mod api;
+mod clickhouse;
+mod page;
+mod pg;
+mod support;

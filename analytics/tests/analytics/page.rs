@@ -1,0 +1,497 @@
+//! The sales dashboard page in a real headless Chromium: the numbers it shows against the
+//! JSON API and the events behind them, its freshness badge, a bad range, the filters, and a
+//! screenshot for people.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+use serde_json::Value;
+use shoplens_contract::{DomainEvent, Envelope};
+
+use crate::support::{self, TestApp};
+
+/// Where `scripts/test.sh` installs Chromium. The tests fail, never skip, without it.
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// The range the tests look at: within the synthetic stream (2025-11-24 .. 2026-01-23).
+const FROM: &str = "2025-11-24";
+const TO: &str = "2026-01-22";
+
+fn chromium() -> &'static str {
+    assert!(
+        Path::new(CHROMIUM).exists(),
+        "Chromium is not installed at {CHROMIUM}: the dashboard page test needs a headless \
+         browser (`apt-get update && apt-get install -y chromium`, as scripts/test.sh does)"
+    );
+    CHROMIUM
+}
+
+/// Loads `url` in headless Chromium (local time zone UTC, so clock times are predictable)
+/// with `extra` flags, lets the page run for 5 s of virtual time, and returns its stdout.
+async fn headless(url: &str, extra: &[String]) -> String {
+    let profile = tempfile::tempdir().expect("a Chromium profile dir");
+    let mut cmd = tokio::process::Command::new(chromium());
+    cmd.env("TZ", "UTC")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--hide-scrollbars",
+            "--virtual-time-budget=5000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(extra)
+        .arg(url)
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+        .await
+        .expect("Chromium finished within 120 s")
+        .expect("Chromium ran");
+    assert!(
+        out.status.success(),
+        "Chromium failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The page's DOM after it ran, without the text of its script (which spells the tags it
+/// makes).
+async fn dump_dom(url: &str) -> String {
+    let dom = headless(url, &["--dump-dom".to_owned()]).await;
+    assert!(dom.contains("<body"), "Chromium printed no DOM: {dom}");
+    let mut out = String::with_capacity(dom.len());
+    let mut rest = dom.as_str();
+    while let Some(start) = rest.find("<script") {
+        out.push_str(&rest[..start]);
+        let end = rest[start..]
+            .find("</script>")
+            .expect("a closed script element");
+        rest = &rest[start + end + "</script>".len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The attributes of every `<name ...>` start tag of `dom`, in document order.
+fn tags(dom: &str, name: &str) -> Vec<BTreeMap<String, String>> {
+    let open = format!("<{name}");
+    let mut out = Vec::new();
+    let mut rest = dom;
+    while let Some(at) = rest.find(&open) {
+        rest = &rest[at + open.len()..];
+        if !rest.starts_with([' ', '>', '\n', '\t', '/']) {
+            continue; // a longer tag name
+        }
+        let mut attrs = BTreeMap::new();
+        let mut s = rest.trim_start();
+        loop {
+            s = s.trim_start();
+            if s.is_empty() || s.starts_with('>') || s.starts_with("/>") {
+                break;
+            }
+            let key_end = s
+                .find(|c: char| c == '=' || c == '>' || c.is_whitespace())
+                .unwrap_or(s.len());
+            let key = s[..key_end].to_owned();
+            s = &s[key_end..];
+            let value = if let Some(v) = s.strip_prefix("=\"") {
+                let end = v.find('"').expect("a closed attribute value");
+                s = &v[end + 1..];
+                unescape(&v[..end])
+            } else {
+                String::new()
+            };
+            attrs.insert(key, value);
+        }
+        out.push(attrs);
+    }
+    out
+}
+
+/// The attributes of the `<name>` tags that have attribute `having`.
+fn tags_with(dom: &str, name: &str, having: &str) -> Vec<BTreeMap<String, String>> {
+    tags(dom, name)
+        .into_iter()
+        .filter(|t| t.contains_key(having))
+        .collect()
+}
+
+/// The text directly inside the element with `id` (up to its first child tag).
+fn text_of(dom: &str, id: &str) -> String {
+    let marker = format!("id=\"{id}\"");
+    let at = dom
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no element #{id} in the DOM: {dom}"));
+    let after = &dom[at..];
+    let start = after.find('>').expect("the end of the start tag") + 1;
+    let end = after[start..].find('<').map_or(after.len(), |e| start + e);
+    unescape(&after[start..end])
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("&quot;", "\"")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&nbsp;", "\u{a0}")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&")
+}
+
+fn escape_text(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+fn attr<'a>(tag: &'a BTreeMap<String, String>, name: &str) -> &'a str {
+    tag.get(name)
+        .map(String::as_str)
+        .unwrap_or_else(|| panic!("no `{name}` in {tag:?}"))
+}
+
+fn dec(v: &Value) -> Decimal {
+    v.as_str()
+        .unwrap_or_else(|| panic!("money must be a decimal string, got {v}"))
+        .parse()
+        .expect("a decimal")
+}
+
+fn rows(answer: &Value) -> &Vec<Value> {
+    answer["rows"].as_array().expect("rows")
+}
+
+async fn ok_json(app: &TestApp, path: &str) -> Value {
+    let (status, body) = app.get_json(path).await;
+    assert_eq!(status, 200, "{path}: {body}");
+    body
+}
+
+/// What the events themselves say about `from..=to` (UTC days): orders placed and revenue.
+fn from_events(events: &[Envelope], from: &str, to: &str) -> (u64, Decimal) {
+    let day = |s| NaiveDate::parse_from_str(s, "%Y-%m-%d").expect("a date");
+    let range = day(from)..=day(to);
+    let mut orders = 0;
+    let mut revenue = Decimal::ZERO;
+    for e in events
+        .iter()
+        .filter(|e| range.contains(&e.occurred_at.date_naive()))
+    {
+        match &e.payload {
+            DomainEvent::OrderCreated(_) => orders += 1,
+            DomainEvent::ProductPurchased(p) => revenue += p.revenue,
+            _ => {}
+        }
+    }
+    (orders, revenue)
+}
+
+/// `target/screenshots/` of the workspace.
+fn screenshot_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
+    std::fs::create_dir_all(&dir).expect("create target/screenshots");
+    dir.canonicalize().expect("the screenshot dir")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_the_apis_numbers_in_a_real_browser() {
+    let events = support::events();
+    let (_dir, engine) = support::embedded_engine(&events).await;
+    let app = support::spawn_app(engine).await;
+    let range = format!("from={FROM}&to={TO}");
+    let daily = ok_json(&app, &format!("/api/v1/dashboard/daily?{range}")).await;
+    let products = ok_json(
+        &app,
+        &format!("/api/v1/dashboard/top-products?{range}&limit=10"),
+    )
+    .await;
+    let customers = ok_json(
+        &app,
+        &format!("/api/v1/dashboard/top-customers?{range}&limit=10"),
+    )
+    .await;
+    let trends = ok_json(
+        &app,
+        &format!("/api/v1/dashboard/trends?{range}&period=month"),
+    )
+    .await;
+
+    let url = format!("{}/dashboard?{range}", app.url);
+    let dom = dump_dom(&url).await;
+    assert!(
+        dom.contains(r#"data-loaded="true""#),
+        "all four views rendered: {dom}"
+    );
+    assert_eq!(text_of(&dom, "error"), "", "no error shown");
+    // The inputs show the range asked for.
+    let inputs = tags(&dom, "input");
+    let input = |id: &str| {
+        inputs
+            .iter()
+            .find(|t| t.get("id").map(String::as_str) == Some(id))
+            .unwrap_or_else(|| panic!("no input #{id}"))
+            .clone()
+    };
+    assert_eq!(input("from").get("type").map(String::as_str), Some("date"));
+    assert_eq!(input("to").get("type").map(String::as_str), Some("date"));
+
+    // Freshness: "data as of HH:MM:SS, N.N s behind", the newest event's time (UTC here).
+    let f = &daily["freshness"];
+    let as_of = chrono::DateTime::parse_from_rfc3339(f["as_of"].as_str().expect("as_of"))
+        .expect("as_of is RFC 3339");
+    let badge = text_of(&dom, "freshness");
+    let prefix = format!("data as of {}, ", as_of.format("%H:%M:%S"));
+    assert!(
+        badge.starts_with(&prefix),
+        "badge `{badge}`, want `{prefix}…`"
+    );
+    let lag: f64 = badge[prefix.len()..]
+        .split(" s behind")
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no `N.N s behind` in the badge `{badge}`"));
+    let api_lag = f["lag_ms"].as_f64().expect("lag_ms") / 1000.0;
+    assert!(
+        lag >= api_lag - 0.1 && lag <= api_lag + 600.0,
+        "badge lag {lag} s, API lag {api_lag} s (measured before the page loaded)"
+    );
+
+    // Total orders: the page's sum, the API's sum and the events agree.
+    let (event_orders, event_revenue) = from_events(&events, FROM, TO);
+    let api_orders: u64 = rows(&daily)
+        .iter()
+        .map(|r| r["orders_placed"].as_u64().expect("orders_placed"))
+        .sum();
+    assert!(api_orders > 100, "the range holds most of the 200 orders");
+    assert_eq!(api_orders, event_orders, "API against the events");
+    assert_eq!(text_of(&dom, "total-orders"), api_orders.to_string());
+    // One point a day on the orders line, each with that day's count.
+    let points = tags_with(&dom, "circle", "data-orders");
+    assert_eq!(points.len(), rows(&daily).len(), "one point per day");
+    assert_eq!(points.len(), 60);
+    for (p, r) in points.iter().zip(rows(&daily)) {
+        assert_eq!(attr(p, "data-day"), r["day"].as_str().unwrap());
+        assert_eq!(attr(p, "data-orders"), r["orders_placed"].to_string());
+    }
+
+    // Total revenue, exactly.
+    let api_revenue: Decimal = rows(&daily).iter().map(|r| dec(&r["revenue"])).sum();
+    assert_eq!(api_revenue, event_revenue, "API against the events");
+    assert!(api_revenue > Decimal::ZERO);
+    assert_eq!(text_of(&dom, "total-revenue"), format!("{api_revenue:.2}"));
+
+    // Ten product bars, in the API's order, with its revenue.
+    let bars = tags_with(&dom, "rect", "data-product-id");
+    let api_products = rows(&products);
+    assert_eq!(api_products.len(), 10);
+    let shown: Vec<(&str, &str)> = bars
+        .iter()
+        .map(|b| (attr(b, "data-product-id"), attr(b, "data-revenue")))
+        .collect();
+    let want: Vec<(&str, &str)> = api_products
+        .iter()
+        .map(|r| {
+            (
+                r["product_id"].as_str().unwrap(),
+                r["revenue"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(shown, want, "product bars");
+    // Longer bars for more revenue.
+    let width = |b: &BTreeMap<String, String>| attr(b, "width").parse::<f64>().unwrap();
+    assert!(width(&bars[0]) > width(&bars[9]), "{bars:?}");
+
+    // The customer table, in the API's order.
+    let shown: Vec<String> = tags_with(&dom, "tr", "data-customer-id")
+        .iter()
+        .map(|t| attr(t, "data-customer-id").to_owned())
+        .collect();
+    let want: Vec<String> = rows(&customers)
+        .iter()
+        .map(|r| r["customer_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(want.len(), 10);
+    assert_eq!(shown, want, "customer rows");
+
+    // The monthly trend: the API's months in the chart, newest first in the table, with
+    // the period-over-period change.
+    let api_months: Vec<&str> = rows(&trends)
+        .iter()
+        .map(|r| r["period"].as_str().unwrap())
+        .collect();
+    assert_eq!(api_months, ["2025-11", "2025-12", "2026-01"]);
+    let chart: Vec<String> = tags_with(&dom, "rect", "data-period")
+        .iter()
+        .map(|t| attr(t, "data-period").to_owned())
+        .collect();
+    assert_eq!(chart, api_months, "trend bars");
+    let table: Vec<String> = tags_with(&dom, "tr", "data-period")
+        .iter()
+        .map(|t| attr(t, "data-period").to_owned())
+        .collect();
+    let newest_first: Vec<&str> = api_months.iter().rev().copied().collect();
+    assert_eq!(table, newest_first, "trend table rows");
+    let changes: Vec<Option<f64>> = tags_with(&dom, "td", "data-change")
+        .iter()
+        .map(|t| attr(t, "data-change").parse().ok())
+        .collect();
+    let want: Vec<Option<f64>> = rows(&trends)
+        .iter()
+        .rev()
+        .flat_map(|r| {
+            [
+                r["revenue_change_pct"].as_f64(),
+                r["average_order_value_change_pct"].as_f64(),
+            ]
+        })
+        .collect();
+    assert_eq!(changes, want, "revenue and AOV changes, newest month first");
+    assert!(changes.iter().any(Option::is_some), "December has a change");
+    let dec_row = &rows(&trends)[1];
+    let pct = dec_row["revenue_change_pct"].as_f64().unwrap();
+    let arrow = if pct > 0.0 { "▲" } else { "▼" };
+    assert!(
+        dom.contains(&format!("{arrow} {:.1}%", pct.abs())),
+        "December's revenue change {pct} shown with an arrow: {dom}"
+    );
+
+    // A screenshot, for people.
+    let shot = screenshot_dir().join("dashboard.png");
+    let _ = std::fs::remove_file(&shot);
+    headless(
+        &url,
+        &[
+            format!("--screenshot={}", shot.display()),
+            "--window-size=1280,900".to_owned(),
+        ],
+    )
+    .await;
+    let png = std::fs::read(&shot).expect("Chromium wrote the screenshot");
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG file");
+    assert!(
+        png.len() > 10 * 1024,
+        "a real page, not a blank one: {} bytes",
+        png.len()
+    );
+    eprintln!("dashboard screenshot: {}", shot.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_bad_ranges_and_applies_its_filters() {
+    let (_dir, engine) = support::embedded_engine(&support::events()).await;
+    let app = support::spawn_app(engine).await;
+
+    // `from` after `to`: the server's message, shown; nothing claims to be loaded.
+    let bad = format!("from={TO}&to={FROM}");
+    let (status, body) = app
+        .get_json(&format!("/api/v1/dashboard/daily?{bad}"))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    let message = body["error"].as_str().expect("an error message");
+    assert!(message.contains("must not be after"), "{message}");
+    let dom = dump_dom(&format!("{}/dashboard?{bad}", app.url)).await;
+    assert_eq!(text_of(&dom, "error"), message, "{dom}");
+    assert!(dom.contains(&escape_text(message)));
+    assert!(dom.contains(r#"data-loaded="false""#), "{dom}");
+    assert!(dom.contains(r#"data-state="error""#), "{dom}");
+    assert!(
+        tags_with(&dom, "rect", "data-product-id").is_empty(),
+        "no bars for a bad range"
+    );
+
+    // A category and yearly trends, from the address.
+    let range = format!("from={FROM}&to={TO}");
+    let products = ok_json(
+        &app,
+        &format!("/api/v1/dashboard/top-products?{range}&limit=10&category=Books"),
+    )
+    .await;
+    let years = ok_json(
+        &app,
+        &format!("/api/v1/dashboard/trends?{range}&period=year"),
+    )
+    .await;
+    let dom = dump_dom(&format!(
+        "{}/dashboard?{range}&category=Books&period=year",
+        app.url
+    ))
+    .await;
+    assert!(dom.contains(r#"data-loaded="true""#), "{dom}");
+    let bars = tags_with(&dom, "rect", "data-product-id");
+    let want: Vec<&str> = rows(&products)
+        .iter()
+        .map(|r| {
+            assert_eq!(r["category"], "Books");
+            r["product_id"].as_str().unwrap()
+        })
+        .collect();
+    assert!(!want.is_empty() && want.len() < 10, "{want:?}");
+    let shown: Vec<&str> = bars.iter().map(|b| attr(b, "data-product-id")).collect();
+    assert_eq!(shown, want, "only the category's products");
+    let shown: Vec<String> = tags_with(&dom, "rect", "data-period")
+        .iter()
+        .map(|t| attr(t, "data-period").to_owned())
+        .collect();
+    let want: Vec<&str> = rows(&years)
+        .iter()
+        .map(|r| r["period"].as_str().unwrap())
+        .collect();
+    assert_eq!(want, ["2025", "2026"]);
+    assert_eq!(shown, want, "yearly trend bars");
+    let toggle = tags(&dom, "button")
+        .into_iter()
+        .find(|t| t.get("id").map(String::as_str) == Some("period-year"))
+        .expect("the year toggle");
+    assert_eq!(
+        attr(&toggle, "aria-pressed"),
+        "true",
+        "the year toggle is on"
+    );
+}
+
+#[tokio::test]
+async fn the_dashboard_page_is_self_contained() {
+    let (_dir, engine) = support::embedded_engine(&support::events()).await;
+    let app = support::spawn_app(engine).await;
+    let resp = app
+        .client
+        .get(format!("{}/dashboard", app.url))
+        .send()
+        .await
+        .expect("GET /dashboard");
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let html = resp.text().await.unwrap();
+    assert!(html.contains("/api/v1/dashboard/daily"));
+    assert!(html.contains("<svg"), "inline SVG charts");
+    assert!(
+        !html.contains("__REFRESH_MS__"),
+        "the refresh interval is filled in"
+    );
+    assert!(
+        html.contains(r#"Number("1000")"#),
+        "the configured refresh interval (1000 ms in tests)"
+    );
+    for external in ["http://", "https://", "<link", " src=", "@import", "url("] {
+        assert!(
+            !html.contains(external),
+            "no external resources: `{external}`"
+        );
+    }
+}

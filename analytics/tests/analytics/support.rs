@@ -1,0 +1,195 @@
+//! Shared test helpers: a read model filled with a synthetic shop stream, an engine over
+//! it, and the analytics server on port 0.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use shoplens_analytics::config::{AnalyticsConfig, PgConfig};
+use shoplens_analytics::embedded::EmbeddedReadModel;
+use shoplens_analytics::{AnalyticsHandle, Engine, QueryConfig};
+use shoplens_contract::Envelope;
+use shoplens_ingest::embedded::{EmbeddedConfig, EmbeddedStore};
+use shoplens_ingest::rows::to_batches;
+use shoplens_ingest::sink::{IngestBatch, ReadModelStore, Sink};
+use shoplens_ingest::synthetic::{StreamSpec, shop_events};
+use tempfile::TempDir;
+
+/// The password test servers' Postgres endpoint accepts (user `shoplens`).
+pub const PG_USER: &str = "shoplens";
+pub const PG_PASSWORD: &str = "test-pass-1";
+
+/// The default synthetic stream: 200 orders over 60 days from 2025-11-24, crossing a month
+/// and a year boundary.
+pub fn events() -> Vec<Envelope> {
+    shop_events(&StreamSpec::default())
+}
+
+/// Applies `events` to `sink` in batches of `chunk` (as the worker would).
+pub async fn apply(sink: &Arc<dyn Sink>, events: &[Envelope], chunk: usize) {
+    for part in events.chunks(chunk.max(1)) {
+        sink.apply(&IngestBatch {
+            tables: to_batches(part),
+            ..IngestBatch::default()
+        })
+        .await
+        .expect("apply a batch");
+    }
+}
+
+/// An embedded read model in a fresh directory holding `events` (generation 1, live).
+pub async fn embedded_store(events: &[Envelope]) -> TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = EmbeddedStore::open(EmbeddedConfig {
+        dir: dir.path().join("readmodel"),
+        fsync: false,
+        ..EmbeddedConfig::default()
+    })
+    .expect("open the embedded store");
+    let sink = store.open(1).await.expect("open generation 1");
+    // Several applies, so aggregates are several delta files.
+    apply(&sink, events, 97).await;
+    store.set_live(1).await.expect("make generation 1 live");
+    dir
+}
+
+pub fn query_config() -> QueryConfig {
+    QueryConfig {
+        max_rows: 10_000,
+        ..QueryConfig::default()
+    }
+}
+
+/// An engine over an embedded read model holding `events`.
+pub async fn embedded_engine(events: &[Envelope]) -> (TempDir, Engine) {
+    let dir = embedded_store(events).await;
+    let engine = embedded_engine_at(&dir, &query_config()).await;
+    (dir, engine)
+}
+
+pub async fn embedded_engine_at(dir: &TempDir, config: &QueryConfig) -> Engine {
+    let model = Arc::new(EmbeddedReadModel::new(dir.path().join("readmodel")));
+    Engine::new(model, config).await.expect("engine")
+}
+
+/// A running analytics server (HTTP and Postgres on port 0).
+pub struct TestApp {
+    pub handle: AnalyticsHandle,
+    pub url: String,
+    pub pg_port: u16,
+    pub client: reqwest::Client,
+}
+
+pub fn app_config() -> AnalyticsConfig {
+    AnalyticsConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        sql: PgConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            user: PG_USER.into(),
+            password: PG_PASSWORD.into(),
+            ..PgConfig::default()
+        },
+        dashboard_refresh_ms: 1_000,
+        ..AnalyticsConfig::default()
+    }
+}
+
+pub async fn spawn_app(engine: Engine) -> TestApp {
+    spawn_app_with(engine, &app_config()).await
+}
+
+pub async fn spawn_app_with(engine: Engine, config: &AnalyticsConfig) -> TestApp {
+    let handle = shoplens_analytics::start(config, engine)
+        .await
+        .expect("start the analytics server");
+    TestApp {
+        url: handle.url(),
+        pg_port: handle.pg_addr().map_or(0, |a| a.port()),
+        handle,
+        client: reqwest::Client::new(),
+    }
+}
+
+impl TestApp {
+    pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let resp = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .expect("GET");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.expect("a JSON body"))
+    }
+
+    /// `POST /api/v1/sql` with a JSON body; the status and the raw response.
+    pub async fn sql(&self, sql: &str, format: &str) -> reqwest::Response {
+        self.client
+            .post(format!("{}/api/v1/sql?format={format}", self.url))
+            .json(&serde_json::json!({ "sql": sql }))
+            .send()
+            .await
+            .expect("POST /api/v1/sql")
+    }
+}
+
+/// The ClickHouse server of the tests (`SHOPLENS_TEST_CLICKHOUSE_URL`).
+pub fn clickhouse_url() -> String {
+    std::env::var("SHOPLENS_TEST_CLICKHOUSE_URL").unwrap_or_else(|_| {
+        panic!(
+            "SHOPLENS_TEST_CLICKHOUSE_URL is not set: run the tests through ./scripts/test.sh, \
+             which starts ClickHouse"
+        )
+    })
+}
+
+/// A ClickHouse config whose database base name no other test (or run) uses.
+pub fn clickhouse_config(test: &str) -> shoplens_ingest::clickhouse::ClickHouseConfig {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    shoplens_ingest::clickhouse::ClickHouseConfig {
+        url: clickhouse_url(),
+        database: format!(
+            "t_an_{test}_{}_{nanos}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ),
+        request_timeout_ms: 20_000,
+        ..Default::default()
+    }
+}
+
+/// A ClickHouse read model holding `events` (generation 1, live), written by the ingest
+/// store as the worker would; its config.
+pub async fn clickhouse_store(
+    test: &str,
+    events: &[Envelope],
+) -> shoplens_ingest::clickhouse::ClickHouseConfig {
+    let config = clickhouse_config(test);
+    let store = shoplens_ingest::clickhouse::ClickHouseStore::connect(&config)
+        .await
+        .expect("connect to ClickHouse");
+    let sink = store.open(1).await.expect("open generation 1");
+    apply(&sink, events, 97).await;
+    store.set_live(1).await.expect("make generation 1 live");
+    config
+}
+
+/// An engine over a ClickHouse read model holding `events`.
+pub async fn clickhouse_engine(
+    test: &str,
+    events: &[Envelope],
+) -> (shoplens_ingest::clickhouse::ClickHouseConfig, Engine) {
+    let config = clickhouse_store(test, events).await;
+    let model = shoplens_analytics::clickhouse::ClickHouseReadModel::connect(&config)
+        .await
+        .expect("read ClickHouse");
+    let engine = Engine::new(Arc::new(model), &query_config())
+        .await
+        .expect("engine");
+    (config, engine)
+}
