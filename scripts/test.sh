@@ -20,6 +20,8 @@ mkdir -p "$CACHE"
 
 need_apt=()
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+# psql drives the analytics server's Postgres endpoint in its tests.
+command -v psql >/dev/null 2>&1 || need_apt+=(postgresql-client)
 command -v clickhouse-server >/dev/null 2>&1 || need_apt+=(clickhouse-server)
 command -v clickhouse-client >/dev/null 2>&1 || need_apt+=(clickhouse-client)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)

@@ -86,7 +86,6 @@ pub struct ClickHouseReadModel {
 impl fmt::Debug for ClickHouseReadModel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClickHouseReadModel")
-            .field("url", &self.inner.url)
             .field("database", &self.inner.base)
             .finish_non_exhaustive()
     }
@@ -183,13 +182,20 @@ impl ClickHouseReadModel {
                 live: Mutex::new(None),
             }),
         };
+        let mut shown = url.clone();
+        let _ = shown.set_password(None);
         match model.inner.live().await {
-            Ok(generation) => {
-                tracing::info!(url = %model.inner.url, database = %base, ?generation, "reading the ClickHouse read model");
-            }
-            Err(e) => {
-                tracing::warn!(url = %model.inner.url, error = %e, "ClickHouse not readable yet; queries fail until it is");
-            }
+            Ok(generation) => tracing::info!(
+                url = %shown,
+                database = %base,
+                ?generation,
+                "reading the ClickHouse read model"
+            ),
+            Err(e) => tracing::warn!(
+                url = %shown,
+                error = %e,
+                "ClickHouse not readable yet; queries fail until it is"
+            ),
         }
         Ok(model)
     }
@@ -250,7 +256,10 @@ impl Inner {
             Ok(text) => {
                 let fields: Vec<&str> = text.trim_end_matches('\n').split('\t').collect();
                 let parsed = match fields.as_slice() {
-                    [generation, count] => generation.parse::<u32>().ok().zip(count.parse::<u64>().ok()),
+                    [generation, count] => generation
+                        .parse::<u32>()
+                        .ok()
+                        .zip(count.parse::<u64>().ok()),
                     _ => None,
                 };
                 let (generation, count) = parsed
@@ -347,7 +356,10 @@ enum Kind {
     /// covers literals outside `Date`'s range.
     Date,
     /// `Decimal(p, s)`: `wide` when p > 18 (`Decimal128` rather than `Decimal64`).
-    Decimal { wide: bool, scale: i8 },
+    Decimal {
+        wide: bool,
+        scale: i8,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -447,7 +459,9 @@ impl Layout {
             Kind::Int32 | Kind::Date => DataType::Int32,
             Kind::UInt64 => DataType::UInt64,
             Kind::Millis => DataType::Int64,
-            Kind::Decimal { wide, scale } => DataType::Decimal128(if wide { 38 } else { 18 }, scale),
+            Kind::Decimal { wide, scale } => {
+                DataType::Decimal128(if wide { 38 } else { 18 }, scale)
+            }
         };
         Field::new(alias(i), ty, c.nullable)
     }
@@ -838,7 +852,11 @@ fn build_scan(
                 select(&projection, &alias)
             } else {
                 // Plain aliases: `c1 AS c1` would be a cyclic alias to ClickHouse.
-                projection.iter().map(|&i| alias(i)).collect::<Vec<_>>().join(", ")
+                projection
+                    .iter()
+                    .map(|&i| alias(i))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             };
             format!(
                 "SELECT {outer} FROM (SELECT {} FROM {from}{}{group}){}{limit}",
@@ -1238,7 +1256,10 @@ mod tests {
     use shoplens_ingest::model::AggTable;
 
     fn ms(v: i64) -> Expr {
-        lit(ScalarValue::TimestampMillisecond(Some(v), Some("UTC".into())))
+        lit(ScalarValue::TimestampMillisecond(
+            Some(v),
+            Some("UTC".into()),
+        ))
     }
 
     fn money(cents: i128) -> Expr {
@@ -1348,11 +1369,7 @@ mod tests {
     fn nullable_columns_are_guarded_so_null_never_passes() {
         // 18.16 says `NULL NOT IN (..)` is 1; DataFusion says NULL. Guarded, both drop it.
         assert_eq!(
-            base(
-                PAYMENTS,
-                &col("method").in_list(vec![lit("card")], true)
-            )
-            .unwrap(),
+            base(PAYMENTS, &col("method").in_list(vec![lit("card")], true)).unwrap(),
             "(isNotNull(`method`) AND ifNull(NOT (`method` IN ('card')), 0))"
         );
         // NOT of AND: FALSE of either side.
@@ -1360,7 +1377,9 @@ mod tests {
             base(
                 PAYMENTS,
                 &Expr::Not(Box::new(
-                    col("method").eq(lit("card")).and(col("status").eq(lit("Failed")))
+                    col("method")
+                        .eq(lit("card"))
+                        .and(col("status").eq(lit("Failed")))
                 ))
             )
             .unwrap(),
@@ -1368,8 +1387,13 @@ mod tests {
              (NOT (`status` = 'Failed')))"
         );
         assert_eq!(
-            base(PAYMENTS, &col("reason").is_null().or(col("amount").gt(money(0)))).unwrap(),
-            "(isNull(`reason`) OR (isNotNull(`amount`) AND ifNull(`amount` > toDecimal64('0.00', 2), 0)))"
+            base(
+                PAYMENTS,
+                &col("reason").is_null().or(col("amount").gt(money(0)))
+            )
+            .unwrap(),
+            "(isNull(`reason`) OR \
+             (isNotNull(`amount`) AND ifNull(`amount` > toDecimal64('0.00', 2), 0)))"
         );
         assert_eq!(
             base(PAYMENTS, &Expr::Not(Box::new(col("reason").is_not_null()))).unwrap(),
@@ -1412,7 +1436,10 @@ mod tests {
             ORDERS,
             "shop_g2",
             Some(&[2, 6]),
-            &[col("customer_id").eq(lit("c1")), col("total").gt(money(100))],
+            &[
+                col("customer_id").eq(lit("c1")),
+                col("total").gt(money(100)),
+            ],
             Some(5),
         )
         .unwrap();
@@ -1423,7 +1450,10 @@ mod tests {
              FORMAT JSONEachRow"
         );
         let all = scan_sql(ORDERS, "d", None, &[], None).unwrap();
-        assert!(all.starts_with("SELECT `event_id` AS c0, `occurred_at` AS c1,"), "{all}");
+        assert!(
+            all.starts_with("SELECT `event_id` AS c0, `occurred_at` AS c1,"),
+            "{all}"
+        );
         assert!(!all.contains("WHERE") && !all.contains("LIMIT"), "{all}");
         assert_eq!(
             scan_sql(ORDERS, "d", Some(&[]), &[], Some(3)).unwrap(),
@@ -1469,8 +1499,14 @@ mod tests {
              GROUP BY `day`, `product_id` HAVING sum(`contributions`) != 0) \
              WHERE ((c2 > 2) OR (c0 = 3)) FORMAT JSONEachRow"
         );
-        let count = scan_sql(products, "d", Some(&[]), &[col("units").gt(lit(2u64))], None)
-            .unwrap();
+        let count = scan_sql(
+            products,
+            "d",
+            Some(&[]),
+            &[col("units").gt(lit(2u64))],
+            None,
+        )
+        .unwrap();
         assert_eq!(
             count,
             "SELECT count() AS n FROM (SELECT 1 AS c FROM (SELECT sum(`units`) AS c2 \
@@ -1506,7 +1542,10 @@ mod tests {
             .build_decoder()
             .unwrap();
         decoder
-            .decode(b"{\"c0\":20454,\"c1\":\"18446744073709551615\",\"c2\":0,\"c3\":3,\"c4\":12345678901234567890123.45}\n")
+            .decode(
+                b"{\"c0\":20454,\"c1\":\"18446744073709551615\",\"c2\":0,\"c3\":3,\
+                  \"c4\":12345678901234567890123.45}\n",
+            )
             .unwrap();
         let batch = daily.convert(decoder.flush().unwrap().unwrap()).unwrap();
         assert_eq!(batch.schema(), Table::Agg(AggTable::DailySales).schema());
@@ -1515,7 +1554,10 @@ mod tests {
             .to_string();
         assert!(rendered.contains("2026-01-01"), "{rendered}");
         assert!(rendered.contains("18446744073709551615"), "{rendered}");
-        assert!(rendered.contains("12345678901234567890123.45"), "{rendered}");
+        assert!(
+            rendered.contains("12345678901234567890123.45"),
+            "{rendered}"
+        );
 
         // A field nobody asked for (an exception object) is an error, not a row.
         let mut decoder = ReaderBuilder::new(daily.wire.clone())

@@ -177,7 +177,11 @@ pub enum Period {
 
 impl Period {
     pub fn parse(s: Option<&str>) -> Result<Period, BadParam> {
-        match s.map(str::trim).filter(|s| !s.is_empty()).unwrap_or("month") {
+        match s
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .unwrap_or("month")
+        {
             "month" => Ok(Period::Month),
             "year" => Ok(Period::Year),
             other => Err(bad(

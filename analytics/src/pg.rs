@@ -270,9 +270,7 @@ impl PgWireServerHandlers for ConnectionHandlers {
         Arc::new(ErrorReporter)
     }
 
-    fn cancel_handler(
-        &self,
-    ) -> Arc<impl datafusion_postgres::pgwire::api::cancel::CancelHandler> {
+    fn cancel_handler(&self) -> Arc<impl datafusion_postgres::pgwire::api::cancel::CancelHandler> {
         self.shared.cancel.clone()
     }
 }
@@ -288,9 +286,7 @@ impl PgWireServerHandlers for RefusingHandlers {
         Arc::new(TooManyClients)
     }
 
-    fn cancel_handler(
-        &self,
-    ) -> Arc<impl datafusion_postgres::pgwire::api::cancel::CancelHandler> {
+    fn cancel_handler(&self) -> Arc<impl datafusion_postgres::pgwire::api::cancel::CancelHandler> {
         self.cancel.clone()
     }
 }
@@ -585,9 +581,8 @@ fn route_set(set: &Set) -> PgWireResult<Route> {
                 "42501".to_owned(),
                 format!("permission denied to set parameter \"{name}\""),
             );
-            info.detail = Some(
-                "engine settings are shared by every user of the analytics server".to_owned(),
-            );
+            info.detail =
+                Some("engine settings are shared by every user of the analytics server".to_owned());
             Err(PgWireError::UserError(Box::new(info)))
         } else {
             Ok(())
@@ -683,7 +678,12 @@ async fn plan_read_only(ctx: &SessionContext, statement: &Statement) -> PgWireRe
         .map_err(engine_error)?;
     read_only_options().verify_plan(&plan).map_err(|e| {
         tracing::debug!(error = %e.strip_backtrace(), "refused a query plan that writes");
-        read_only_error(&format!("{} that writes", statement_kind(statement)))
+        let kind = statement_kind(statement);
+        read_only_error(&if kind == "SELECT" {
+            "SELECT INTO".to_owned()
+        } else {
+            format!("{kind} that writes")
+        })
     })?;
     Ok(plan)
 }
@@ -1080,7 +1080,10 @@ mod tests {
             ("SET search_path = public", Route::Answer),
             ("SET extra_float_digits = 3", Route::Builtin),
             ("SET client_min_messages = warning", Route::Answer),
-            ("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY", Route::Answer),
+            (
+                "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+                Route::Answer,
+            ),
             ("RESET ALL", Route::Answer),
             ("SHOW server_version", Route::Answer),
             ("SHOW TRANSACTION ISOLATION LEVEL", Route::Answer),
@@ -1127,7 +1130,10 @@ mod tests {
 
     #[test]
     fn refusals_name_the_statement_kind_not_its_text() {
-        assert_eq!(statement_kind(&parse("insert into orders values (1)")), "INSERT");
+        assert_eq!(
+            statement_kind(&parse("insert into orders values (1)")),
+            "INSERT"
+        );
         assert_eq!(statement_kind(&parse("DROP TABLE orders")), "DROP TABLE");
         assert_eq!(
             statement_kind(&parse("CREATE OR REPLACE VIEW v AS SELECT 1")),

@@ -11,19 +11,20 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::util::pretty::pretty_format_batches;
-use datafusion::logical_expr::{TableProviderFilterPushDown, col, lit};
 use datafusion::common::ScalarValue;
+use datafusion::logical_expr::{TableProviderFilterPushDown, col, lit};
+use datafusion::prelude::{SessionConfig, SessionContext};
 use rust_decimal::Decimal;
 use shoplens_analytics::clickhouse::{ClickHouseReadModel, LIVE_TTL};
 use shoplens_analytics::{Engine, QueryError, ReadModel, ReadModelError, Table};
 use shoplens_contract::tables::RawTable;
 use shoplens_contract::{
-    CustomerRegistered, CustomerUpdated, Envelope, OrderStatus, OrderStatusChanged,
-    PaymentFailed, PaymentRefunded, ProductPriceChanged, ShipmentDelivered,
-    ShipmentLocationUpdated,
+    CustomerRegistered, CustomerUpdated, Envelope, OrderStatus, OrderStatusChanged, PaymentFailed,
+    PaymentRefunded, ProductPriceChanged, ShipmentDelivered, ShipmentLocationUpdated,
 };
 use shoplens_ingest::clickhouse::{ClickHouseConfig, ClickHouseStore};
 use shoplens_ingest::embedded::{EmbeddedConfig, EmbeddedStore};
+use shoplens_ingest::model::AggTable;
 use shoplens_ingest::sink::{DeadLetter, Freshness, IngestBatch, ReadModelStore, Sink};
 use tempfile::TempDir;
 
@@ -80,7 +81,8 @@ const PARITY: &[(&str, usize)] = &[
     ),
     (
         "SELECT * FROM customer_spend_daily \
-         WHERE orders_paid >= 1 AND day < DATE '2026-01-01' AND customer_id IN ('c00001', 'c00002', 'c00003') \
+         WHERE orders_paid >= 1 AND day < DATE '2026-01-01' \
+           AND customer_id IN ('c00001', 'c00002', 'c00003') \
          ORDER BY day, customer_id",
         1,
     ),
@@ -342,7 +344,11 @@ fn dead_letters() -> Vec<DeadLetter> {
         received_at_ms: 1_765_000_000_000 + offset as i64,
     };
     vec![
-        letter(1, b"{\"order_id\": \"o1\"", Some("0199aaaa-0000-7000-8000-000000000001")),
+        letter(
+            1,
+            b"{\"order_id\": \"o1\"",
+            Some("0199aaaa-0000-7000-8000-000000000001"),
+        ),
         letter(2, b"\xff\xfe not utf-8 \x80", None),
         letter(3, b"caf\xc3\xa9 \\ 'quoted'", None),
     ]
@@ -415,9 +421,10 @@ async fn rows(engine: &Engine, sql: &str) -> RecordBatch {
         .collect(sql)
         .await
         .unwrap_or_else(|e| panic!("{} failed on {sql}: {e}", engine.back_end()));
-    let schema = batches.first().map(|b| b.schema()).unwrap_or_else(|| {
-        panic!("{} returned no batch at all for {sql}", engine.back_end())
-    });
+    let schema = batches
+        .first()
+        .map(|b| b.schema())
+        .unwrap_or_else(|| panic!("{} returned no batch at all for {sql}", engine.back_end()));
     concat_batches(&schema, &batches).expect("concat")
 }
 
@@ -454,11 +461,7 @@ async fn both_back_ends_give_identical_answers() {
             expected.num_rows(),
             text(&expected)
         );
-        assert_eq!(
-            actual.schema(),
-            expected.schema(),
-            "{sql}: schemas differ"
-        );
+        assert_eq!(actual.schema(), expected.schema(), "{sql}: schemas differ");
         assert!(
             actual == expected,
             "{sql}: answers differ\nembedded:\n{}\nclickhouse:\n{}",
@@ -482,7 +485,10 @@ async fn both_back_ends_give_identical_answers() {
     )
     .await;
     let payloads = text(&letters);
-    assert!(payloads.contains("\u{FFFD}\u{FFFD} not utf-8 \u{FFFD}"), "{payloads}");
+    assert!(
+        payloads.contains("\u{FFFD}\u{FFFD} not utf-8 \u{FFFD}"),
+        "{payloads}"
+    );
     assert!(payloads.contains("café \\ 'quoted'"), "{payloads}");
     let quoted = rows(
         &clickhouse,
@@ -535,8 +541,7 @@ async fn filters_and_limits_are_evaluated_by_clickhouse() {
 
     // A filter ClickHouse may answer differently stays in DataFusion, and so does the limit.
     let explained =
-        plan("SELECT customer_id FROM customer_events WHERE name LIKE 'Customer 1%' LIMIT 2")
-            .await;
+        plan("SELECT customer_id FROM customer_events WHERE name LIKE 'Customer 1%' LIMIT 2").await;
     assert!(explained.contains("FilterExec"), "{explained}");
     assert!(
         explained.contains(&format!(
@@ -609,10 +614,7 @@ async fn before_a_generation_is_live_tables_are_empty() {
     let model = reader(&config).await;
     let engine = engine_over(model.clone()).await;
     assert_eq!(count(&engine, "SELECT count(*) FROM orders").await, 0);
-    assert_eq!(
-        count(&engine, "SELECT count(*) FROM daily_sales").await,
-        0
-    );
+    assert_eq!(count(&engine, "SELECT count(*) FROM daily_sales").await, 0);
     assert_eq!(model.freshness().await.expect("freshness").0, 0);
     store.set_live(1).await.expect("make generation 1 live");
     tokio::time::sleep(LIVE_TTL + Duration::from_millis(100)).await;
@@ -635,10 +637,7 @@ async fn clickhouse_down_is_an_unavailable_error() {
     };
     let model = reader(&config).await;
     assert!(
-        matches!(
-            model.freshness().await,
-            Err(ReadModelError::Unavailable(_))
-        ),
+        matches!(model.freshness().await, Err(ReadModelError::Unavailable(_))),
         "freshness of an unreachable ClickHouse"
     );
     let engine = engine_over(model).await;
@@ -667,7 +666,10 @@ async fn freshness_is_the_sinks() {
     let model = reader(&config).await;
     let (generation, freshness) = model.freshness().await.expect("freshness");
     assert_eq!(generation, 1);
-    assert_eq!(freshness, sink.freshness().await.expect("the sink's freshness"));
+    assert_eq!(
+        freshness,
+        sink.freshness().await.expect("the sink's freshness")
+    );
     let newest = events
         .iter()
         .map(|e| e.occurred_at.timestamp_millis())
@@ -701,21 +703,59 @@ async fn a_blue_green_switch_is_seen_without_a_restart() {
         orders_in_half
     );
     assert_eq!(
-        count(&engine, "SELECT CAST(sum(orders_placed) AS BIGINT) FROM daily_sales").await,
+        count(
+            &engine,
+            "SELECT CAST(sum(orders_placed) AS BIGINT) FROM daily_sales"
+        )
+        .await,
         orders_in_half
     );
     assert_eq!(model.freshness().await.expect("freshness").0, 2);
 }
 
 #[tokio::test]
-#[ignore]
-async fn print_plans() {
-    let events = all_events();
-    let (config, _store, _sink) = clickhouse_store("plans", &events, &dead_letters()).await;
-    let engine = engine_over(reader(&config).await).await;
-    for (sql, _) in PARITY {
-        let plan = text(&rows(&engine, &format!("EXPLAIN {sql}")).await);
-        let lines: Vec<&str> = plan.lines().filter(|l| l.contains("ClickHouseExec") || l.contains("FilterExec")).collect();
-        println!("=== {sql}\n{}", lines.join("\n"));
+async fn answers_stream_in_batches_of_the_session_size() {
+    let events = support::events();
+    let (config, _store, _sink) = clickhouse_store("batches", &events, &[]).await;
+    let model = reader(&config).await;
+    let ctx = SessionContext::new_with_config(SessionConfig::new().with_batch_size(7));
+    for table in [
+        Table::Raw(RawTable::Orders),
+        Table::Agg(AggTable::DailySales),
+    ] {
+        ctx.register_table(table.name(), model.provider(table))
+            .expect("register");
     }
+    let batches = ctx
+        .sql("SELECT * FROM orders")
+        .await
+        .expect("plan")
+        .collect()
+        .await
+        .expect("rows");
+    assert!(batches.iter().all(|b| b.num_rows() <= 7));
+    assert_eq!(
+        batches.iter().map(RecordBatch::num_rows).sum::<usize>(),
+        200
+    );
+    assert!(batches.len() >= 200 / 7, "{} batches", batches.len());
+    assert!(
+        batches
+            .iter()
+            .all(|b| b.schema() == Table::Raw(RawTable::Orders).schema())
+    );
+
+    let daily = ctx
+        .sql("SELECT * FROM daily_sales")
+        .await
+        .expect("plan")
+        .collect()
+        .await
+        .expect("rows");
+    assert!(daily.len() > 1, "{} batches", daily.len());
+    assert!(
+        daily
+            .iter()
+            .all(|b| b.schema() == Table::Agg(AggTable::DailySales).schema())
+    );
 }

@@ -53,7 +53,10 @@ async fn psql_as(port: u16, user: &str, password: &str, script: &str) -> Output 
         .spawn()
         .expect("run psql (apt-get install postgresql-client)");
     let mut stdin = child.stdin.take().expect("psql stdin");
-    stdin.write_all(script.as_bytes()).await.expect("write the script");
+    stdin
+        .write_all(script.as_bytes())
+        .await
+        .expect("write the script");
     drop(stdin);
     tokio::time::timeout(PSQL_DEADLINE, child.wait_with_output())
         .await
@@ -180,7 +183,12 @@ async fn psql_describes_the_tables() {
             (cols.first() == Some(&"public")).then(|| cols[1].to_owned())
         })
         .collect();
-    for table in ["daily_sales", "orders", "product_sales_daily", "dead_letters"] {
+    for table in [
+        "daily_sales",
+        "orders",
+        "product_sales_daily",
+        "dead_letters",
+    ] {
         assert!(tables.iter().any(|t| t == table), "{table} in {tables:?}");
     }
     assert!(!tables.iter().any(|t| t.starts_with("pg_")), "{tables:?}");
@@ -191,14 +199,20 @@ async fn psql_describes_the_tables() {
         .filter_map(|l| l.split('|').next().map(str::to_owned))
         .collect();
     for column in ["order_id", "customer_id", "total"] {
-        assert!(columns.iter().any(|c| c == column), "{column} in {columns:?}");
+        assert!(
+            columns.iter().any(|c| c == column),
+            "{column} in {columns:?}"
+        );
     }
 
     // The dimension views are there too.
     let out = psql(&app, "\\dv\n").await;
     let listed = lines(&out).join("\n");
     for view in ["products", "customers"] {
-        assert!(listed.contains(&format!("public|{view}|view|")), "{view} in {listed}");
+        assert!(
+            listed.contains(&format!("public|{view}|view|")),
+            "{view} in {listed}"
+        );
     }
 }
 
@@ -244,16 +258,25 @@ async fn extended_protocol_binds_parameters_and_returns_binary_rows() {
     let customer = &orders[0].customer_id;
     let want = orders.iter().filter(|o| &o.customer_id == customer).count() as i64;
     let got: i64 = client
-        .query_one("SELECT count(*) FROM orders WHERE customer_id = $1", &[customer])
+        .query_one(
+            "SELECT count(*) FROM orders WHERE customer_id = $1",
+            &[customer],
+        )
         .await
         .unwrap()
         .get(0);
     assert_eq!(got, want);
     let threshold = Decimal::from(100);
     let want = orders.iter().filter(|o| o.total > threshold).count() as i64;
-    assert!(0 < want && want < orders.len() as i64, "the threshold splits");
+    assert!(
+        0 < want && want < orders.len() as i64,
+        "the threshold splits"
+    );
     let got: i64 = client
-        .query_one("SELECT count(*) FROM orders WHERE total > $1", &[&threshold])
+        .query_one(
+            "SELECT count(*) FROM orders WHERE total > $1",
+            &[&threshold],
+        )
         .await
         .unwrap()
         .get(0);
@@ -310,12 +333,13 @@ async fn extended_protocol_refuses_writes_and_reports_limits() {
         "COPY orders TO '/tmp/shoplens-pg-test'",
         "SELECT 1 AS a INTO copied",
     ] {
-        let e = client
-            .execute(statement, &[])
-            .await
-            .expect_err(statement);
+        let e = client.execute(statement, &[]).await.expect_err(statement);
         let (code, message) = db_error(&e);
-        assert_eq!(code, SqlState::READ_ONLY_SQL_TRANSACTION, "{statement}: {message}");
+        assert_eq!(
+            code,
+            SqlState::READ_ONLY_SQL_TRANSACTION,
+            "{statement}: {message}"
+        );
         assert!(message.contains("read-only"), "{statement}: {message}");
     }
     let e = client
@@ -361,7 +385,9 @@ async fn a_wrong_password_or_user_is_refused_and_the_server_keeps_serving() {
         assert_eq!(out.status.code(), Some(2), "{user}: {}", stderr(&out));
         let err = stderr(&out);
         assert!(
-            err.contains(&format!("password authentication failed for user \"{user}\"")),
+            err.contains(&format!(
+                "password authentication failed for user \"{user}\""
+            )),
             "{user}: {err}"
         );
         assert!(stdout(&out).is_empty());
@@ -390,7 +416,10 @@ async fn writes_and_file_access_are_refused() {
         "SELECT 1 AS a INTO copied",
     ] {
         let err = sql_error(&psql(&app, &format!("{statement};\n")).await);
-        assert!(err.contains("read-only"), "{statement} refused as a write: {err}");
+        assert!(
+            err.contains("read-only"),
+            "{statement} refused as a write: {err}"
+        );
     }
     // Refused, though not necessarily by the gate: the file readers are not reachable.
     for statement in [
@@ -439,8 +468,18 @@ async fn an_error_mid_session_leaves_the_connection_usable() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(stdout(&out).lines().last(), Some("alive"), "{}", stderr(&out));
-    assert_eq!(stderr(&out).matches("ERROR:").count(), 4, "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).lines().last(),
+        Some("alive"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        stderr(&out).matches("ERROR:").count(),
+        4,
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[tokio::test]
@@ -450,7 +489,11 @@ async fn more_rows_than_the_limit_is_a_clean_error() {
     let err = sql_error(&psql(&app, "SELECT * FROM generate_series(1, 100000);\n").await);
     assert!(err.contains(&format!("more than {max} rows")), "{err}");
     // At the limit is fine.
-    let out = psql(&app, &format!("SELECT count(*) FROM generate_series(1, {max});\n")).await;
+    let out = psql(
+        &app,
+        &format!("SELECT count(*) FROM generate_series(1, {max});\n"),
+    )
+    .await;
     assert_eq!(lines(&out), [max.to_string()]);
 }
 
@@ -542,12 +585,4 @@ async fn after_shutdown_no_new_connection_is_accepted() {
     let out = psql_as(port, support::PG_USER, support::PG_PASSWORD, "SELECT 1;\n").await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stdout(&out).is_empty());
-}
-
-#[tokio::test(flavor = "multi_thread")]
-#[ignore]
-async fn manual_server_tmp() {
-    let (_dir, app, _events) = app().await;
-    std::fs::write("/tmp/pgport", app.pg_port.to_string()).unwrap();
-    tokio::time::sleep(Duration::from_secs(1200)).await;
 }
