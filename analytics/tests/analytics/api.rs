@@ -328,6 +328,8 @@ async fn bad_and_forbidden_sql_get_clear_errors_and_the_server_keeps_serving() {
             "forbidden_statement",
         ),
         ("COPY orders TO '/tmp/orders.csv'", "forbidden_statement"),
+        // A query whose plan creates a table.
+        ("SELECT 1 AS a INTO t", "forbidden_statement"),
         ("SELECT * FROM '/etc/passwd'", "invalid_sql"),
         ("SELECT * FROM read_csv('/etc/passwd')", "invalid_sql"),
         (

@@ -759,3 +759,41 @@ async fn answers_stream_in_batches_of_the_session_size() {
             .all(|b| b.schema() == Table::Agg(AggTable::DailySales).schema())
     );
 }
+
+/// The dashboard API itself, over HTTP, answers the same on both back ends (all but the
+/// back end's name and the wall-clock parts of freshness).
+#[tokio::test]
+async fn the_dashboard_answers_identically_on_both_back_ends() {
+    let events = support::events();
+    let (_dir, embedded) = support::embedded_engine(&events).await;
+    let (_config, clickhouse) = support::clickhouse_engine("dash_parity", &events).await;
+    let embedded = support::spawn_app(embedded).await;
+    let clickhouse = support::spawn_app(clickhouse).await;
+    let range = "from=2025-11-20&to=2026-01-31";
+    for view in [
+        format!("daily?{range}"),
+        format!("top-products?{range}&limit=15"),
+        format!("top-products?{range}&category=Books"),
+        format!("top-customers?{range}&limit=20"),
+        format!("trends?{range}&period=month"),
+        format!("trends?{range}&period=year"),
+    ] {
+        let path = format!("/api/v1/dashboard/{view}");
+        let (status_e, mut e) = embedded.get_json(&path).await;
+        let (status_c, mut c) = clickhouse.get_json(&path).await;
+        assert_eq!((status_e, status_c), (200, 200), "{view}: {e} {c}");
+        assert!(!e["rows"].as_array().unwrap().is_empty(), "{view}");
+        assert_eq!(e["back_end"], "embedded");
+        assert_eq!(c["back_end"], "clickhouse");
+        assert_eq!(
+            e["freshness"]["as_of_ms"], c["freshness"]["as_of_ms"],
+            "{view}"
+        );
+        for answer in [&mut e, &mut c] {
+            let obj = answer.as_object_mut().unwrap();
+            obj.remove("back_end");
+            obj.remove("freshness");
+        }
+        assert_eq!(e, c, "{view}");
+    }
+}
