@@ -154,7 +154,10 @@ async fn every_event_counts_once_despite_duplicates_and_poison() {
 }
 
 /// Runs an ingest process on its own runtime and kills it without any clean-up, as a
-/// crash would: tasks stop at whatever await point they are at.
+/// crash would: tasks stop at whatever await point they are at. File work already handed
+/// to a blocking thread finishes first (a real crash would stop it too, but here it would
+/// go on beside the next process and write into a store that process has already opened,
+/// which a real crash cannot do).
 fn crash_after(dir: &std::path::Path, log: &shoplens_bus::EmbeddedLog, delay: Duration) -> u64 {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -168,7 +171,7 @@ fn crash_after(dir: &std::path::Path, log: &shoplens_bus::EmbeddedLog, delay: Du
         std::mem::forget(handle);
         applied
     });
-    runtime.shutdown_background();
+    runtime.shutdown_timeout(Duration::from_secs(30));
     applied
 }
 
