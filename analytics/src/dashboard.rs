@@ -306,18 +306,30 @@ impl Dashboard {
         limit: usize,
         category: Option<&str>,
     ) -> Result<Answer<ProductRow>, QueryError> {
-        let category = category
-            .map(|c| format!("AND p.category = {}", literal(c)))
-            .unwrap_or_default();
-        let sql = format!(
-            "SELECT s.product_id, p.name, p.category, SUM(s.units) AS units, \
-                    SUM(s.revenue) AS revenue, SUM(s.order_lines) AS order_lines \
-             FROM product_sales_daily s LEFT JOIN products p ON s.product_id = p.product_id \
-             WHERE {} {category} \
-             GROUP BY s.product_id, p.name, p.category \
-             ORDER BY revenue DESC, s.product_id LIMIT {limit}",
-            range.sql("s.day")
-        );
+        // Rank on the aggregate table alone and join the names of the top `limit` only
+        // (the dimension join is the expensive part); a category filter needs the join
+        // first.
+        let range_sql = range.sql("s.day");
+        let sql = match category {
+            None => format!(
+                "WITH top AS (SELECT product_id, SUM(units) AS units, SUM(revenue) AS revenue, \
+                                     SUM(order_lines) AS order_lines \
+                              FROM product_sales_daily s WHERE {range_sql} \
+                              GROUP BY product_id ORDER BY revenue DESC, product_id LIMIT {limit}) \
+                 SELECT t.product_id, p.name, p.category, t.units, t.revenue, t.order_lines \
+                 FROM top t LEFT JOIN products p ON t.product_id = p.product_id \
+                 ORDER BY t.revenue DESC, t.product_id"
+            ),
+            Some(c) => format!(
+                "SELECT s.product_id, p.name, p.category, SUM(s.units) AS units, \
+                        SUM(s.revenue) AS revenue, SUM(s.order_lines) AS order_lines \
+                 FROM product_sales_daily s JOIN products p ON s.product_id = p.product_id \
+                 WHERE {range_sql} AND p.category = {} \
+                 GROUP BY s.product_id, p.name, p.category \
+                 ORDER BY revenue DESC, s.product_id LIMIT {limit}",
+                literal(c)
+            ),
+        };
         let batches = self.engine.collect(&sql).await?;
         let mut rows = Vec::new();
         for b in &batches {
@@ -344,13 +356,15 @@ impl Dashboard {
         range: DateRange,
         limit: usize,
     ) -> Result<Answer<CustomerRow>, QueryError> {
+        // Rank on the aggregate table alone, then join the names of the top `limit` only.
         let sql = format!(
-            "SELECT s.customer_id, c.name, c.country, SUM(s.orders_paid) AS orders_paid, \
-                    SUM(s.revenue) AS revenue \
-             FROM customer_spend_daily s LEFT JOIN customers c ON s.customer_id = c.customer_id \
-             WHERE {} \
-             GROUP BY s.customer_id, c.name, c.country \
-             ORDER BY revenue DESC, s.customer_id LIMIT {limit}",
+            "WITH top AS (SELECT customer_id, SUM(orders_paid) AS orders_paid, \
+                                 SUM(revenue) AS revenue \
+                          FROM customer_spend_daily s WHERE {} \
+                          GROUP BY customer_id ORDER BY revenue DESC, customer_id LIMIT {limit}) \
+             SELECT t.customer_id, c.name, c.country, t.orders_paid, t.revenue \
+             FROM top t LEFT JOIN customers c ON t.customer_id = c.customer_id \
+             ORDER BY t.revenue DESC, t.customer_id",
             range.sql("s.day")
         );
         let batches = self.engine.collect(&sql).await?;
