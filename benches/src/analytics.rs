@@ -71,6 +71,8 @@ pub struct AnalyticsOptions {
     /// First day of the data, and how long it spans.
     pub start: NaiveDate,
     pub span_days: i64,
+    /// ClickHouse is measured only at sizes up to this many events (`None`: all sizes).
+    pub clickhouse_max_events: Option<u64>,
     /// Events per `Sink::apply` when loading.
     pub load_batch: usize,
     /// The named report exported, over the whole span.
@@ -105,6 +107,7 @@ impl Default for AnalyticsOptions {
             products: 1_000,
             start: NaiveDate::from_ymd_opt(2024, 1, 1).unwrap_or_default(),
             span_days: 730,
+            clickhouse_max_events: None,
             load_batch: 100_000,
             export_report: "product_sales_detail".into(),
             export_runs: 3,
@@ -202,7 +205,10 @@ pub struct RunLatency {
     pub run: usize,
     /// Timed requests that succeeded.
     pub requests: u64,
+    /// Timed requests that failed (not in the quantiles).
     pub errors: u64,
+    /// Warm-up requests that failed (all of them failing skips the timed requests).
+    pub warmup_errors: u64,
     /// Time the timed requests took together.
     pub secs: f64,
     pub p50_ms: f64,
@@ -291,6 +297,9 @@ pub struct SizeResult {
     pub table_rows: BTreeMap<String, u64>,
     pub questions: Vec<QuestionResult>,
     pub exports: Vec<ExportResult>,
+    /// This benchmark process's `VmHWM` after the questions (loading and reading the sizes
+    /// so far included): whether the size fits in memory.
+    pub bench_peak_rss_mib: Option<f64>,
 }
 
 /// How one question's latency grew from one size to the next larger one.
@@ -334,6 +343,9 @@ pub struct AnalyticsResults {
     pub data: Vec<DataInfo>,
     pub results: Vec<SizeResult>,
     pub growth: Vec<Growth>,
+    /// Sizes and back ends not measured, and why (too large, or failed: "as large as
+    /// fits").
+    pub skipped: Vec<String>,
     pub aims: Vec<Aim>,
     pub notes: Vec<&'static str>,
     pub total_secs: f64,
@@ -514,12 +526,13 @@ async fn clickhouse(url: &str, sql: &str) -> anyhow::Result<String> {
 /// Fills a new read model per back end with `events` events.
 async fn load(
     opts: &AnalyticsOptions,
+    backends: &[Backend],
     events: u64,
     servers: Option<&Servers>,
     dir: &Path,
 ) -> anyhow::Result<(DataInfo, Vec<Loaded>)> {
     let mut targets = Vec::new();
-    for &backend in &opts.backends {
+    for &backend in backends {
         let (store, read_model): (Arc<dyn ReadModelStore>, ReadModelConfig) = match backend {
             Backend::Embedded => {
                 let embedded = EmbeddedConfig {
@@ -568,44 +581,20 @@ async fn load(
         });
     }
 
-    let mut generator = DataGen::new(opts, events);
-    let mut left = events;
-    let mut prepare_secs = 0.0;
-    let mut orders = 0u64;
-    let mut first: Option<DateTime<Utc>> = None;
-    let mut last: Option<DateTime<Utc>> = None;
-    let mut progress = Instant::now();
-    while left > 0 {
-        let t = Instant::now();
-        let chunk = generator.take(left.min(opts.load_batch as u64) as usize);
-        for e in &chunk {
-            if e.event_type() == EventType::OrderCreated {
-                orders += 1;
+    let filled = fill(opts, events, &mut targets).await;
+    let (prepare_secs, orders, first, last) = match filled {
+        Ok(x) => x,
+        Err(e) => {
+            let stores: Vec<(Backend, ReadModelConfig)> = targets
+                .into_iter()
+                .map(|t| (t.backend, t.read_model))
+                .collect();
+            for (backend, read_model) in &stores {
+                drop_read_model(*backend, read_model).await;
             }
-            first = Some(first.map_or(e.occurred_at, |f| f.min(e.occurred_at)));
-            last = Some(last.map_or(e.occurred_at, |l| l.max(e.occurred_at)));
+            return Err(e);
         }
-        let tables = to_batches(&chunk);
-        prepare_secs += t.elapsed().as_secs_f64();
-        left -= chunk.len() as u64;
-        drop(chunk);
-        for target in &mut targets {
-            let t = Instant::now();
-            target
-                .sink
-                .apply(&IngestBatch {
-                    tables: tables.clone(),
-                    ..IngestBatch::default()
-                })
-                .await
-                .with_context(|| format!("{}: apply failed", target.backend.name()))?;
-            target.apply_secs += t.elapsed().as_secs_f64();
-        }
-        if progress.elapsed() > Duration::from_secs(15) {
-            progress = Instant::now();
-            tracing::info!(events, loaded = events - left, "loading");
-        }
-    }
+    };
     let mut loaded = Vec::new();
     for target in targets {
         target
@@ -640,8 +629,6 @@ async fn load(
             store_bytes,
         });
     }
-    let first = first.unwrap_or_default().date_naive();
-    let last = last.unwrap_or_default().date_naive();
     let data = DataInfo {
         events,
         orders,
@@ -653,6 +640,59 @@ async fn load(
         prepare_secs,
     };
     Ok((data, loaded))
+}
+
+/// Generates `events` events and applies them to every target; returns (prepare secs,
+/// orders, first day, last day).
+async fn fill(
+    opts: &AnalyticsOptions,
+    events: u64,
+    targets: &mut [Target],
+) -> anyhow::Result<(f64, u64, NaiveDate, NaiveDate)> {
+    let mut generator = DataGen::new(opts, events);
+    let mut left = events;
+    let mut prepare_secs = 0.0;
+    let mut orders = 0u64;
+    let mut first: Option<DateTime<Utc>> = None;
+    let mut last: Option<DateTime<Utc>> = None;
+    let mut progress = Instant::now();
+    while left > 0 {
+        let t = Instant::now();
+        let chunk = generator.take(left.min(opts.load_batch as u64) as usize);
+        for e in &chunk {
+            if e.event_type() == EventType::OrderCreated {
+                orders += 1;
+            }
+            first = Some(first.map_or(e.occurred_at, |f| f.min(e.occurred_at)));
+            last = Some(last.map_or(e.occurred_at, |l| l.max(e.occurred_at)));
+        }
+        let tables = to_batches(&chunk);
+        prepare_secs += t.elapsed().as_secs_f64();
+        left -= chunk.len() as u64;
+        drop(chunk);
+        for target in targets.iter_mut() {
+            let t = Instant::now();
+            target
+                .sink
+                .apply(&IngestBatch {
+                    tables: tables.clone(),
+                    ..IngestBatch::default()
+                })
+                .await
+                .with_context(|| format!("{}: apply failed", target.backend.name()))?;
+            target.apply_secs += t.elapsed().as_secs_f64();
+        }
+        if progress.elapsed() > Duration::from_secs(15) {
+            progress = Instant::now();
+            tracing::info!(events, loaded = events - left, "loading");
+        }
+    }
+    Ok((
+        prepare_secs,
+        orders,
+        first.unwrap_or_default().date_naive(),
+        last.unwrap_or_default().date_naive(),
+    ))
 }
 
 /// Bytes of the active parts of the live generation's database.
@@ -670,14 +710,14 @@ async fn clickhouse_bytes(config: &ClickHouseConfig) -> Option<u64> {
     None
 }
 
-/// Drops what `loaded` stored (the data of the larger sizes is gigabytes).
-async fn drop_read_model(loaded: &Loaded) {
-    match loaded.backend {
+/// Drops a read model the benchmark stored (the data of the larger sizes is gigabytes).
+async fn drop_read_model(backend: Backend, read_model: &ReadModelConfig) {
+    match backend {
         Backend::Embedded => {
-            let _ = std::fs::remove_dir_all(&loaded.read_model.embedded.dir);
+            let _ = std::fs::remove_dir_all(&read_model.embedded.dir);
         }
         Backend::Clickhouse => {
-            let c = &loaded.read_model.clickhouse;
+            let c = &read_model.clickhouse;
             for db in [format!("{}_g1", c.database), format!("{}_meta", c.database)] {
                 if let Err(e) = clickhouse(&c.url, &format!("DROP DATABASE IF EXISTS {db}")).await {
                     tracing::warn!(error = %e, "could not drop a benchmark database");
@@ -826,7 +866,8 @@ struct Plan {
 }
 
 /// Times `plan.max` calls (fewer once the budget is spent) after `plan.warmup` untimed
-/// ones; a failed warm-up skips the timed calls (the question fails every time).
+/// ones; if every warm-up call failed, or the first three timed ones, the question is not
+/// asked further in this run.
 async fn measure(
     client: &reqwest::Client,
     base: &str,
@@ -836,19 +877,25 @@ async fn measure(
     first_error: &mut Option<String>,
 ) -> (RunLatency, Histogram) {
     let mut hist = Histogram::default();
-    let mut errors = 0u64;
-    let mut warm = true;
+    let mut warmup_errors = 0u64;
     for _ in 0..plan.warmup {
         if let Err(e) = send(client, base, call).await {
             first_error.get_or_insert(e);
-            warm = false;
-            errors += 1;
-            break;
+            warmup_errors += 1;
         }
     }
+    // A question that fails every time (a time limit) is not asked again and again; one
+    // that fails now and then is measured, its failures counted.
+    let hopeless = plan.warmup > 0 && warmup_errors == plan.warmup as u64;
+    let mut errors = 0u64;
     let started = Instant::now();
     let mut done = 0usize;
-    while warm && done < plan.max && !(done >= plan.min && started.elapsed() >= plan.budget) {
+    loop {
+        let spent = done >= plan.min && started.elapsed() >= plan.budget;
+        let failing = errors >= 3 && hist.count() == 0;
+        if hopeless || done >= plan.max || spent || failing {
+            break;
+        }
         let t = Instant::now();
         match send(client, base, call).await {
             Ok(_) => hist.record(t.elapsed()),
@@ -865,6 +912,7 @@ async fn measure(
         run,
         requests: hist.count(),
         errors,
+        warmup_errors,
         secs: started.elapsed().as_secs_f64(),
         p50_ms: q(hist.quantile_ms(0.5)),
         p99_ms: q(hist.quantile_ms(0.99)),
@@ -1054,6 +1102,7 @@ async fn measure_size(
         );
     }
     handle.stop().await;
+    let bench_peak_rss_mib = proc_status_mib("self", "VmHWM:");
 
     let results: Vec<QuestionResult> = questions
         .into_iter()
@@ -1092,6 +1141,7 @@ async fn measure_size(
         table_rows,
         questions: results,
         exports,
+        bench_peak_rss_mib,
     })
 }
 
@@ -1283,14 +1333,14 @@ fn growth(results: &[SizeResult], backends: &[Backend]) -> Vec<Growth> {
 
 /// `1000000` as `1M`, `20000` as `20k`.
 pub fn events_label(n: u64) -> String {
-    if n >= 1_000_000 && n % 100_000 == 0 {
+    if n >= 1_000_000 && n.is_multiple_of(100_000) {
         let m = n as f64 / 1e6;
-        if n % 1_000_000 == 0 {
+        if n.is_multiple_of(1_000_000) {
             format!("{m:.0}M")
         } else {
             format!("{m:.1}M")
         }
-    } else if n >= 1_000 && n % 1_000 == 0 {
+    } else if n >= 1_000 && n.is_multiple_of(1_000) {
         format!("{}k", n / 1_000)
     } else {
         n.to_string()
@@ -1305,29 +1355,52 @@ fn aims(results: &[SizeResult], growth: &[Growth], backends: &[Backend]) -> Vec<
             continue;
         }
         let name = backend.name();
-        // Worst dashboard p99 per size (a failed view counts as not met).
+        // Worst dashboard p99 per size; a failed request counts as not met.
         let mut per_size = Vec::new();
         let mut met = true;
         for r in &mine {
             let worst = r
                 .questions
                 .iter()
-                .map(|q| {
-                    (
-                        q.dashboard.p99_ms,
-                        q.question.name.as_str(),
-                        q.dashboard.errors,
-                    )
-                })
-                .max_by(|a, b| a.0.total_cmp(&b.0));
-            if let Some((p99, q, _)) = worst {
-                per_size.push(format!("{}: {p99:.2} ms ({q})", events_label(r.events)));
-                met &= p99 < 10.0;
-            }
-            met &= r
+                .filter(|q| q.dashboard.p99_ms.is_finite())
+                .max_by(|a, b| a.dashboard.p99_ms.total_cmp(&b.dashboard.p99_ms));
+            let failed: u64 = r
                 .questions
                 .iter()
-                .all(|q| q.dashboard.errors == 0 && q.dashboard.p99_ms.is_finite());
+                .map(|q| {
+                    q.dashboard.errors
+                        + q.dashboard
+                            .runs
+                            .iter()
+                            .map(|x| x.warmup_errors)
+                            .sum::<u64>()
+                })
+                .sum();
+            let unmeasured: Vec<&str> = r
+                .questions
+                .iter()
+                .filter(|q| !q.dashboard.p99_ms.is_finite())
+                .map(|q| q.question.name.as_str())
+                .collect();
+            let mut line = match worst {
+                Some(q) => format!(
+                    "{}: {:.2} ms ({})",
+                    events_label(r.events),
+                    q.dashboard.p99_ms,
+                    q.question.name
+                ),
+                None => format!("{}: nothing measured", events_label(r.events)),
+            };
+            if failed > 0 {
+                line.push_str(&format!(", {failed} dashboard requests failed"));
+            }
+            if !unmeasured.is_empty() {
+                line.push_str(&format!(", no figure for {}", unmeasured.join(", ")));
+            }
+            per_size.push(line);
+            met &= worst.is_some_and(|q| q.dashboard.p99_ms < 10.0)
+                && failed == 0
+                && unmeasured.is_empty();
         }
         aims.push(Aim {
             aim: format!("{name}: dashboard p99 under 10 ms (every view, every size)"),
@@ -1486,7 +1559,10 @@ fn command_line(opts: &AnalyticsOptions) -> String {
         opts.queries,
         opts.raw_queries,
         opts.runs
-    )
+    ) + &opts
+        .clickhouse_max_events
+        .map(|m| format!(" --clickhouse-max-events {m}"))
+        .unwrap_or_default()
 }
 
 /// Runs the analytics scenario and writes `analytics.json` and the "Analytics" section of
@@ -1513,38 +1589,131 @@ pub async fn run(opts: &AnalyticsOptions) -> anyhow::Result<AnalyticsResults> {
     sizes.dedup();
     let mut data = Vec::new();
     let mut results = Vec::new();
+    let mut skipped = Vec::new();
+    // A back end that fails at one size is not tried at larger ones ("as large as fits").
+    let mut active = opts.backends.clone();
     for &events in &sizes {
+        let mut backends = Vec::new();
+        for &b in &active {
+            match (b, opts.clickhouse_max_events) {
+                (Backend::Clickhouse, Some(max)) if events > max => skipped.push(format!(
+                    "clickhouse at {}: above --clickhouse-max-events {max}",
+                    events_label(events)
+                )),
+                _ => backends.push(b),
+            }
+        }
+        if backends.is_empty() {
+            continue;
+        }
         tracing::info!(events, "analytics: loading");
-        let (info, loaded) = load(opts, events, servers.as_ref(), scratch.path()).await?;
+        let (info, loaded) =
+            match load(opts, &backends, events, servers.as_ref(), scratch.path()).await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(
+                        events,
+                        error = format!("{e:#}"),
+                        "analytics: loading failed"
+                    );
+                    skipped.push(format!(
+                        "{} at {}: loading failed: {e:#}",
+                        backends
+                            .iter()
+                            .map(|b| b.name())
+                            .collect::<Vec<_>>()
+                            .join(" and "),
+                        events_label(events)
+                    ));
+                    active.retain(|b| !backends.contains(b));
+                    continue;
+                }
+            };
         for l in &loaded {
             tracing::info!(backend = l.backend.name(), events, "analytics: measuring");
             let r = measure_size(opts, &info, l, scratch.path()).await;
-            drop_read_model(l).await;
-            results.push(r?);
+            drop_read_model(l.backend, &l.read_model).await;
+            match r {
+                Ok(r) => results.push(r),
+                Err(e) => {
+                    tracing::warn!(events, error = format!("{e:#}"), "analytics: failed");
+                    skipped.push(format!(
+                        "{} at {}: failed: {e:#}",
+                        l.backend.name(),
+                        events_label(events)
+                    ));
+                    active.retain(|b| *b != l.backend);
+                }
+            }
         }
         data.push(info);
+        // What is measured so far is on disk, whatever happens at the larger sizes.
+        let partial = assemble(
+            opts,
+            &machine,
+            &versions,
+            &data,
+            &results,
+            &skipped,
+            started,
+            &load_average_start,
+        );
+        crate::results::write_analytics(&opts.out, &partial)?;
     }
     if let Some(mut s) = servers {
         s.stop();
     }
-    let growth = growth(&results, &opts.backends);
-    let results = AnalyticsResults {
+    let results = assemble(
+        opts,
+        &machine,
+        &versions,
+        &data,
+        &results,
+        &skipped,
+        started,
+        &load_average_start,
+    );
+    crate::results::write_analytics(&opts.out, &results)?;
+    for &b in &opts.backends {
+        if !results.results.iter().any(|r| r.backend == b) {
+            bail!(
+                "{}: nothing was measured: {}",
+                b.name(),
+                results.skipped.join("; ")
+            );
+        }
+    }
+    Ok(results)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn assemble(
+    opts: &AnalyticsOptions,
+    machine: &Machine,
+    versions: &Versions,
+    data: &[DataInfo],
+    results: &[SizeResult],
+    skipped: &[String],
+    started: Instant,
+    load_average_start: &Option<String>,
+) -> AnalyticsResults {
+    let growth = growth(results, &opts.backends);
+    AnalyticsResults {
         scenario: "analytics",
         command: command_line(opts),
-        machine,
-        versions,
+        machine: machine.clone(),
+        versions: versions.clone(),
         options: opts.clone(),
-        aims: aims(&results, &growth, &opts.backends),
-        data,
-        results,
+        aims: aims(results, &growth, &opts.backends),
+        data: data.to_vec(),
+        results: results.to_vec(),
         growth,
+        skipped: skipped.to_vec(),
         notes: NOTES.to_vec(),
         total_secs: started.elapsed().as_secs_f64(),
-        load_average_start,
+        load_average_start: load_average_start.clone(),
         load_average_end: load_average(),
-    };
-    crate::results::write_analytics(&opts.out, &results)?;
-    Ok(results)
+    }
 }
 
 #[cfg(test)]
@@ -1593,7 +1762,7 @@ mod tests {
         let daily = qs.iter().find(|q| q.name == "daily 1y").unwrap();
         assert_eq!(
             daily.dashboard,
-            "/api/v1/dashboard/daily?from=2025-01-01&to=2025-12-30"
+            "/api/v1/dashboard/daily?from=2024-12-31&to=2025-12-30"
         );
         assert_eq!(events_label(10_000_000), "10M");
         assert_eq!(events_label(20_000), "20k");

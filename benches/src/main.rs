@@ -212,6 +212,10 @@ struct AnalyticsArgs {
     /// Exports per format and size (default 3).
     #[arg(long)]
     export_runs: Option<usize>,
+    /// Measure ClickHouse only at sizes up to this many events (larger sizes: embedded
+    /// only).
+    #[arg(long)]
+    clickhouse_max_events: Option<u64>,
     /// Tiny sizes: checks the harness, not for figures.
     #[arg(long)]
     smoke: bool,
@@ -255,6 +259,9 @@ impl AnalyticsArgs {
         }
         if let Some(v) = self.export_runs {
             o.export_runs = v.max(1);
+        }
+        if let Some(v) = self.clickhouse_max_events {
+            o.clickhouse_max_events = Some(v);
         }
         if let Some(v) = &self.out {
             o.out = v.clone();
@@ -300,6 +307,7 @@ async fn main() -> anyhow::Result<()> {
                 raw_queries: None,
                 runs: None,
                 export_runs: None,
+                clickhouse_max_events: None,
                 smoke: args.smoke,
                 out: args.out.clone(),
             };

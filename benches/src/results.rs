@@ -559,15 +559,19 @@ pub fn analytics_markdown(r: &AnalyticsResults) -> String {
         r.load_average_start.as_deref().unwrap_or("unknown"),
         r.load_average_end.as_deref().unwrap_or("unknown")
     );
+    for skip in &r.skipped {
+        let _ = writeln!(t, "- Not measured: {skip}.");
+    }
     let _ = writeln!(t);
     let _ = writeln!(t, "Data loaded (straight to the sink, one pass per size):");
     let _ = writeln!(t);
     let _ = writeln!(
         t,
         "| backend | events | orders rows | product_purchases rows | product_sales_daily rows | \
-         customer_spend_daily rows | daily_sales rows | load s | load events/s | store MiB |"
+         customer_spend_daily rows | daily_sales rows | load s | load events/s | store MiB | \
+         bench process peak RSS MiB |"
     );
-    let _ = writeln!(t, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(t, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for s in &r.results {
         let rows = |name: &str| {
             s.table_rows
@@ -576,7 +580,7 @@ pub fn analytics_markdown(r: &AnalyticsResults) -> String {
         };
         let _ = writeln!(
             t,
-            "| {} | {} | {} | {} | {} | {} | {} | {:.1} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {:.1} | {} | {} | {} |",
             s.backend.name(),
             s.events,
             rows("orders"),
@@ -587,7 +591,9 @@ pub fn analytics_markdown(r: &AnalyticsResults) -> String {
             s.load_secs,
             rate(s.load_events_per_sec),
             s.store_bytes
-                .map_or("n/a".into(), |b| format!("{:.1}", b as f64 / 1_048_576.0))
+                .map_or("n/a".into(), |b| format!("{:.1}", b as f64 / 1_048_576.0)),
+            s.bench_peak_rss_mib
+                .map_or("n/a".into(), |v| format!("{v:.0}"))
         );
     }
     let _ = writeln!(t);
@@ -606,11 +612,12 @@ pub fn analytics_markdown(r: &AnalyticsResults) -> String {
     let _ = writeln!(t, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|");
     for s in &r.results {
         for q in &s.questions {
-            let errors = |n: u64| {
-                if n == 0 {
-                    String::new()
-                } else {
-                    format!(" ({n} failed)")
+            let errors = |l: &crate::analytics::Latency| {
+                let warmup: u64 = l.runs.iter().map(|r| r.warmup_errors).sum();
+                match (l.errors, warmup) {
+                    (0, 0) => String::new(),
+                    (n, 0) => format!(" ({n} failed)"),
+                    (n, w) => format!(" ({n} failed, {w} warm-up failed)"),
                 }
             };
             let _ = writeln!(
@@ -622,11 +629,11 @@ pub fn analytics_markdown(r: &AnalyticsResults) -> String {
                 ms(q.dashboard.p50_ms),
                 ms(q.dashboard.p99_ms),
                 q.dashboard.requests,
-                errors(q.dashboard.errors),
+                errors(&q.dashboard),
                 ms(q.raw.p50_ms),
                 ms(q.raw.p99_ms),
                 q.raw.requests,
-                errors(q.raw.errors),
+                errors(&q.raw),
                 q.raw_over_dashboard_p50,
                 match q.answers_agree {
                     Some(true) => "yes",
