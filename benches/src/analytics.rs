@@ -530,7 +530,7 @@ async fn load(
     events: u64,
     servers: Option<&Servers>,
     dir: &Path,
-) -> anyhow::Result<(DataInfo, Vec<Loaded>)> {
+) -> anyhow::Result<(DataInfo, Vec<Loaded>, Vec<(Backend, String)>)> {
     let mut targets = Vec::new();
     for &backend in backends {
         let (store, read_model): (Arc<dyn ReadModelStore>, ReadModelConfig) = match backend {
@@ -581,7 +581,8 @@ async fn load(
         });
     }
 
-    let filled = fill(opts, events, &mut targets).await;
+    let mut failed = Vec::new();
+    let filled = fill(opts, events, &mut targets, &mut failed).await;
     let (prepare_secs, orders, first, last) = match filled {
         Ok(x) => x,
         Err(e) => {
@@ -639,15 +640,17 @@ async fn load(
         days: (last - first).num_days() + 1,
         prepare_secs,
     };
-    Ok((data, loaded))
+    Ok((data, loaded, failed))
 }
 
-/// Generates `events` events and applies them to every target; returns (prepare secs,
-/// orders, first day, last day).
+/// Generates `events` events and applies them to every target; a target whose apply fails
+/// is dropped (its data removed) and named in `failed`. Returns (prepare secs, orders, first
+/// day, last day); fails only when every target failed.
 async fn fill(
     opts: &AnalyticsOptions,
     events: u64,
-    targets: &mut [Target],
+    targets: &mut Vec<Target>,
+    failed: &mut Vec<(Backend, String)>,
 ) -> anyhow::Result<(f64, u64, NaiveDate, NaiveDate)> {
     let mut generator = DataGen::new(opts, events);
     let mut left = events;
@@ -670,17 +673,41 @@ async fn fill(
         prepare_secs += t.elapsed().as_secs_f64();
         left -= chunk.len() as u64;
         drop(chunk);
-        for target in targets.iter_mut() {
+        let mut i = 0;
+        while i < targets.len() {
+            let target = &mut targets[i];
             let t = Instant::now();
-            target
+            let applied = target
                 .sink
                 .apply(&IngestBatch {
                     tables: tables.clone(),
                     ..IngestBatch::default()
                 })
-                .await
-                .with_context(|| format!("{}: apply failed", target.backend.name()))?;
+                .await;
             target.apply_secs += t.elapsed().as_secs_f64();
+            match applied {
+                Ok(_) => i += 1,
+                // One back end failing does not stop the others.
+                Err(e) => {
+                    let target = targets.remove(i);
+                    let error = format!("apply failed: {e}");
+                    tracing::warn!(backend = target.backend.name(), events, error, "loading");
+                    failed.push((target.backend, error));
+                    let (backend, read_model) = (target.backend, target.read_model.clone());
+                    drop(target);
+                    drop_read_model(backend, &read_model).await;
+                }
+            }
+        }
+        if targets.is_empty() {
+            bail!(
+                "every back end failed: {}",
+                failed
+                    .iter()
+                    .map(|(b, e)| format!("{}: {e}", b.name()))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
         }
         if progress.elapsed() > Duration::from_secs(15) {
             progress = Instant::now();
@@ -1607,7 +1634,7 @@ pub async fn run(opts: &AnalyticsOptions) -> anyhow::Result<AnalyticsResults> {
             continue;
         }
         tracing::info!(events, "analytics: loading");
-        let (info, loaded) =
+        let (info, loaded, failed) =
             match load(opts, &backends, events, servers.as_ref(), scratch.path()).await {
                 Ok(x) => x,
                 Err(e) => {
@@ -1629,6 +1656,14 @@ pub async fn run(opts: &AnalyticsOptions) -> anyhow::Result<AnalyticsResults> {
                     continue;
                 }
             };
+        for (backend, error) in failed {
+            skipped.push(format!(
+                "{} at {}: loading failed: {error}",
+                backend.name(),
+                events_label(events)
+            ));
+            active.retain(|b| *b != backend);
+        }
         for l in &loaded {
             tracing::info!(backend = l.backend.name(), events, "analytics: measuring");
             let r = measure_size(opts, &info, l, scratch.path()).await;

@@ -617,6 +617,7 @@ pub fn analytics_markdown(r: &AnalyticsResults) -> String {
                 match (l.errors, warmup) {
                     (0, 0) => String::new(),
                     (n, 0) => format!(" ({n} failed)"),
+                    (0, w) => format!(" ({w} warm-up failed)"),
                     (n, w) => format!(" ({n} failed, {w} warm-up failed)"),
                 }
             };
