@@ -13,56 +13,14 @@ use shoplens_contract::{DomainEvent, Envelope};
 
 use crate::support::{self, TestApp};
 
-/// Where `scripts/test.sh` installs Chromium. The tests fail, never skip, without it.
-const CHROMIUM: &str = "/usr/bin/chromium";
-
 /// The range the tests look at: within the synthetic stream (2025-11-24 .. 2026-01-23).
 const FROM: &str = "2025-11-24";
 const TO: &str = "2026-01-22";
 
-fn chromium() -> &'static str {
-    assert!(
-        Path::new(CHROMIUM).exists(),
-        "Chromium is not installed at {CHROMIUM}: the dashboard page test needs a headless \
-         browser (`apt-get update && apt-get install -y chromium`, as scripts/test.sh does)"
-    );
-    CHROMIUM
-}
-
-/// Loads `url` in headless Chromium (local time zone UTC, so clock times are predictable)
-/// with `extra` flags, lets the page run for 5 s of virtual time, and returns its stdout.
+/// Loads `url` in headless Chromium (see [`shoplens_kit::testing::headless_chromium`]: local
+/// time zone UTC, 5 s of virtual time) and returns its stdout.
 async fn headless(url: &str, extra: &[String]) -> String {
-    let profile = tempfile::tempdir().expect("a Chromium profile dir");
-    let mut cmd = tokio::process::Command::new(chromium());
-    cmd.env("TZ", "UTC")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-            "--hide-scrollbars",
-            "--virtual-time-budget=5000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(extra)
-        .arg(url)
-        .kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
-        .await
-        .expect("Chromium finished within 120 s")
-        .expect("Chromium ran");
-    assert!(
-        out.status.success(),
-        "Chromium failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    shoplens_kit::testing::headless_chromium(url, extra, Duration::from_secs(120)).await
 }
 
 /// The page's DOM after it ran, without the text of its script (which spells the tags it

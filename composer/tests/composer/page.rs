@@ -4,52 +4,9 @@ use std::time::Duration;
 
 use crate::support::*;
 
-/// The Chromium binary; the test fails (never skips) without one.
-fn chromium() -> String {
-    for candidate in ["chromium", "chromium-browser", "google-chrome"] {
-        let found = std::process::Command::new("which")
-            .arg(candidate)
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if found {
-            return candidate.to_owned();
-        }
-    }
-    panic!(
-        "Chromium is not installed: this test needs a headless browser \
-         (`apt-get update && apt-get install -y chromium`)"
-    );
-}
-
+/// The page in headless Chromium (see [`shoplens_kit::testing::headless_chromium`]).
 async fn headless(url: &str, extra: &[String]) -> String {
-    let profile = tempfile::tempdir().unwrap();
-    let mut cmd = tokio::process::Command::new(chromium());
-    cmd.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        "--virtual-time-budget=5000",
-    ])
-    .arg(format!("--user-data-dir={}", profile.path().display()))
-    .args(extra)
-    .arg(url)
-    .kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(90), cmd.output())
-        .await
-        .expect("chromium finished within 90 s")
-        .expect("chromium ran");
-    assert!(
-        out.status.success(),
-        "chromium failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    shoplens_kit::testing::headless_chromium(url, extra, Duration::from_secs(90)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -155,3 +155,60 @@ impl TestService {
             .expect("count rows")
     }
 }
+
+/// Loads `url` in a real headless Chromium with `extra` flags (`--dump-dom`,
+/// `--screenshot=...`), lets the page run for 5 s of virtual time, and returns what Chromium
+/// printed. The local time zone is UTC, so clock times on a page are predictable. Panics
+/// (the test fails, never skips) when no Chromium is installed, when it fails, or when it
+/// takes longer than `limit`.
+pub async fn headless_chromium(url: &str, extra: &[String], limit: Duration) -> String {
+    let profile = tempfile::tempdir().expect("a Chromium profile dir");
+    let mut cmd = tokio::process::Command::new(chromium());
+    cmd.env("TZ", "UTC")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            // Without these Chromium keeps trying the network, which this machine refuses.
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--hide-scrollbars",
+            "--virtual-time-budget=5000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(extra)
+        .arg(url)
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(limit, cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("Chromium did not finish within {limit:?}"))
+        .expect("Chromium ran");
+    assert!(
+        out.status.success(),
+        "Chromium failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The Chromium binary on `PATH` (`scripts/test.sh` installs Debian's `chromium`).
+fn chromium() -> String {
+    for candidate in ["chromium", "chromium-browser", "google-chrome"] {
+        let found = std::process::Command::new("which")
+            .arg(candidate)
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if found {
+            return candidate.to_owned();
+        }
+    }
+    panic!(
+        "Chromium is not installed: the page tests need a headless browser \
+         (`apt-get update && apt-get install -y chromium`, as scripts/test.sh does)"
+    );
+}
