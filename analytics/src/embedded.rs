@@ -1,7 +1,7 @@
 //! The embedded back end: DataFusion over the embedded store's committed Parquet files.
 //!
 //! Reads only what the live generation's manifest lists (through
-//! [`shoplens_ingest::embedded::read_live_snapshot`]), never opens the store for writing,
+//! [`shoplens_ingest::embedded::read_snapshot`]), never opens the store for writing,
 //! so it runs beside the worker in the same process or in another one. Raw tables and dead
 //! letters are scanned from their files (with Parquet pruning); an aggregate table is its
 //! delta files merged into one row per key, kept in memory until the files change, and
@@ -30,7 +30,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use shoplens_ingest::aggregate::Aggregates;
-use shoplens_ingest::embedded::{LiveFile, Snapshot, read_live_snapshot};
+use shoplens_ingest::embedded::{LiveFile, Snapshot, live_manifest, read_snapshot};
 use shoplens_ingest::model::AggTable;
 use shoplens_ingest::sink::Freshness;
 
@@ -57,11 +57,11 @@ struct Merged {
     batch: RecordBatch,
 }
 
-/// Identifies one version of `LIVE` and of the manifest it points to: both are replaced by
-/// rename, so a new version has a new inode or modification time.
+/// Identifies one version of the live generation's manifest: it is replaced by a rename,
+/// so a new version has a new inode or modification time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct SnapshotKey {
-    live: FileStamp,
+    generation: u32,
     manifest: Option<FileStamp>,
 }
 
@@ -105,32 +105,20 @@ impl EmbeddedReadModel {
 impl Inner {
     /// The live generation's files now; `None` before a generation is live.
     fn snapshot(&self) -> Result<Option<Arc<Snapshot>>, ReadModelError> {
-        let Some(live) = stamp(&self.dir.join("LIVE")).map_err(unavailable)? else {
+        let Some((generation, manifest)) = live_manifest(&self.dir)? else {
             return Ok(None);
         };
-        let generation = std::fs::read_to_string(self.dir.join("LIVE"))
-            .map_err(unavailable)?
-            .trim()
-            .parse::<u32>()
-            .map_err(|_| ReadModelError::Corrupt("LIVE does not hold a generation".into()))?;
-        let manifest = stamp(
-            &self
-                .dir
-                .join(format!("gen-{generation:04}"))
-                .join("manifest.json"),
-        )
-        .map_err(unavailable)?;
-        let key = SnapshotKey { live, manifest };
+        let key = SnapshotKey {
+            generation,
+            manifest: stamp(&manifest).map_err(unavailable)?,
+        };
         let mut cached = self.snapshot.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((k, snap)) = cached.as_ref()
             && *k == key
         {
             return Ok(Some(snap.clone()));
         }
-        let Some(snap) = read_live_snapshot(&self.dir)? else {
-            return Ok(None);
-        };
-        let snap = Arc::new(snap);
+        let snap = Arc::new(read_snapshot(&self.dir, generation)?);
         *cached = Some((key, snap.clone()));
         Ok(Some(snap))
     }

@@ -109,7 +109,7 @@ impl EmbeddedStore {
     }
 
     fn generation_dir(&self, generation: u32) -> PathBuf {
-        self.config.dir.join(format!("gen-{generation:04}"))
+        generation_dir(&self.config.dir, generation)
     }
 
     fn registry(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Weak<EmbeddedSink>>> {
@@ -133,19 +133,34 @@ impl EmbeddedStore {
     }
 }
 
-/// The live generation's committed files, read without opening a writer, so a reader in
-/// this or another process (the analytics server, the export command) never disturbs the
-/// worker: the manifest is replaced atomically, and files it stops listing stay on disk for
-/// `retired_grace_secs`. `None` until a generation has been made live.
-pub fn read_live_snapshot(dir: &Path) -> SinkResult<Option<Snapshot>> {
-    let Some(generation) = read_live(dir)? else {
-        return Ok(None);
-    };
-    let root = std::path::absolute(dir.join(format!("gen-{generation:04}")))?;
+/// The directory of generation `generation` under the store's directory `dir`.
+fn generation_dir(dir: &Path, generation: u32) -> PathBuf {
+    dir.join(format!("gen-{generation:04}"))
+}
+
+/// The live generation under `dir` and the path of its manifest; `None` until a generation
+/// has been made live. Cheap (it reads `LIVE` only): the manifest is replaced by a rename, so
+/// a reader can tell from the file's identity whether [`read_snapshot`] would give anything
+/// new.
+pub fn live_manifest(dir: &Path) -> SinkResult<Option<(u32, PathBuf)>> {
+    Ok(read_live(dir)?.map(|generation| {
+        (
+            generation,
+            generation_dir(dir, generation).join(manifest::MANIFEST),
+        )
+    }))
+}
+
+/// The committed files of generation `generation` under `dir`, read without opening a
+/// writer, so a reader in this or another process (the analytics server, the export
+/// command) never disturbs the worker: the manifest is replaced atomically, and files it
+/// stops listing stay on disk for `retired_grace_secs`.
+pub fn read_snapshot(dir: &Path, generation: u32) -> SinkResult<Snapshot> {
+    let root = std::path::absolute(generation_dir(dir, generation))?;
     match manifest::Manifest::load(&root)? {
-        Some(m) => Ok(Some(Snapshot::of(&root, generation, &m))),
+        Some(m) => Ok(Snapshot::of(&root, generation, &m)),
         None => Err(SinkError::Corrupt(format!(
-            "generation {generation} is live but {} has no manifest",
+            "generation {generation} has no manifest in {}",
             root.display()
         ))),
     }
