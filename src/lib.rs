@@ -38,7 +38,8 @@ pub struct RunInfo {
     /// The analytics server: sales dashboard (`/dashboard`), SQL and export API.
     #[serde(default)]
     pub analytics: Option<String>,
-    /// The analytics server's Postgres wire protocol endpoint (`host:port`).
+    /// The analytics server's Postgres wire protocol endpoint, as a connection URL
+    /// (`postgres://USER@HOST:PORT/shoplens`, which `psql` takes as it is).
     #[serde(default)]
     pub analytics_sql: Option<String>,
 }
@@ -176,10 +177,13 @@ impl System {
             shipping: shipping.url(),
             ingest: ingest.as_ref().map(IngestHandle::url),
             analytics: analytics.as_ref().map(|a| a.url()),
-            analytics_sql: analytics
-                .as_ref()
-                .and_then(|a| a.pg_addr())
-                .map(|a| a.to_string()),
+            analytics_sql: analytics.as_ref().and_then(|a| a.pg_addr()).map(|a| {
+                format!(
+                    "postgres://{}@{a}/{}",
+                    config.analytics.sql.user,
+                    shoplens_analytics::engine::CATALOG
+                )
+            }),
         };
         let shutdown = CancellationToken::new();
         let demo = config.demo.enabled.then(|| {

@@ -170,12 +170,6 @@ fn print_banner(info: &RunInfo) {
         info.analytics
             .as_deref()
             .map_or("(disabled)".to_owned(), |u| format!("{u}/dashboard")),
-        info.analytics_sql
-            .as_deref()
-            .map_or("(disabled)".to_owned(), |a| format!(
-                "postgres://shoplens@{a}/shoplens (psql -h {} -p {} -U shoplens shoplens)",
-                a.rsplit_once(':').map_or(a, |x| x.0),
-                a.rsplit_once(':').map_or("5433", |x| x.1)
-            )),
+        info.analytics_sql.as_deref().unwrap_or("(disabled)"),
     );
 }

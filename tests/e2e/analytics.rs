@@ -26,7 +26,14 @@ async fn demo_orders_reach_the_dashboard_the_sql_endpoint_and_an_export() {
     );
     let info = shop.wait_ready();
     let analytics = info.analytics.clone().expect("the analytics server runs");
-    assert!(info.analytics_sql.is_some(), "the Postgres endpoint runs");
+    let sql_url = info
+        .analytics_sql
+        .clone()
+        .expect("the Postgres endpoint runs");
+    assert!(
+        sql_url.starts_with("postgres://shoplens@127.0.0.1:") && sql_url.ends_with("/shoplens"),
+        "{sql_url}"
+    );
     wait_orders_finished(data, 10).await;
     let db = open_db(data, "order").await;
     let paid: i64 = sqlx::query_scalar(
