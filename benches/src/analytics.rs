@@ -40,7 +40,7 @@ use tokio::time::Instant;
 
 use crate::histogram::Histogram;
 pub use crate::ingest::Backend;
-use crate::machine::Machine;
+use crate::machine::{Machine, crate_versions};
 use crate::results::median;
 use crate::servers::Servers;
 
@@ -1539,37 +1539,8 @@ fn aims(results: &[SizeResult], growth: &[Growth], backends: &[Backend]) -> Vec<
     aims
 }
 
-/// Crate versions from the workspace's Cargo.lock.
-fn crate_versions() -> Vec<(String, String)> {
-    let lock = include_str!("../../Cargo.lock");
-    let wanted = [
-        "datafusion",
-        "arrow-array",
-        "parquet",
-        "axum",
-        "reqwest",
-        "tokio",
-    ];
-    let mut out = Vec::new();
-    let mut name: Option<&str> = None;
-    for line in lock.lines() {
-        if let Some(n) = line.strip_prefix("name = ") {
-            name = Some(n.trim_matches('"'));
-        } else if let (Some(v), Some(n)) = (line.strip_prefix("version = "), name.take())
-            && wanted.contains(&n)
-        {
-            out.push((n.to_owned(), v.trim_matches('"').to_owned()));
-        }
-    }
-    out
-}
-
 fn command_line(opts: &AnalyticsOptions) -> String {
-    let backend = match opts.backends.as_slice() {
-        [Backend::Embedded] => "embedded",
-        [Backend::Clickhouse] => "clickhouse",
-        _ => "both",
-    };
+    let backend = Backend::flag(&opts.backends);
     if opts.smoke {
         return format!(
             "cargo run --release -p shoplens-benches -- analytics --backend {backend} --smoke"
@@ -1599,7 +1570,14 @@ pub async fn run(opts: &AnalyticsOptions) -> anyhow::Result<AnalyticsResults> {
     let load_average_start = load_average();
     let machine = Machine::detect();
     let mut versions = Versions {
-        crates: crate_versions(),
+        crates: crate_versions(&[
+            "datafusion",
+            "arrow-array",
+            "parquet",
+            "axum",
+            "reqwest",
+            "tokio",
+        ]),
         ..Default::default()
     };
     let mut servers = None;

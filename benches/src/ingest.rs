@@ -41,7 +41,7 @@ use shoplens_ingest::synthetic::{StreamSpec, shop_events, to_record};
 use shoplens_ingest::worker::{WorkerConfig, WorkerStatus};
 use tokio::time::Instant;
 
-use crate::machine::Machine;
+use crate::machine::{Machine, crate_versions};
 use crate::results::median;
 use crate::servers::Servers;
 
@@ -60,6 +60,14 @@ impl Backend {
         match self {
             Backend::Embedded => "embedded",
             Backend::Clickhouse => "clickhouse",
+        }
+    }
+
+    /// The `--backend` value that selects `backends`.
+    pub fn flag(backends: &[Backend]) -> &'static str {
+        match backends {
+            [b] => b.name(),
+            _ => "both",
         }
     }
 }
@@ -1214,37 +1222,8 @@ async fn run_clickhouse(opts: &IngestOptions, servers: &Servers) -> anyhow::Resu
     })
 }
 
-/// Crate versions from the workspace's Cargo.lock.
-fn crate_versions() -> Vec<(String, String)> {
-    let lock = include_str!("../../Cargo.lock");
-    let wanted = [
-        "rdkafka",
-        "rdkafka-sys",
-        "clickhouse",
-        "parquet",
-        "arrow-array",
-        "tokio",
-    ];
-    let mut out = Vec::new();
-    let mut name: Option<&str> = None;
-    for line in lock.lines() {
-        if let Some(n) = line.strip_prefix("name = ") {
-            name = Some(n.trim_matches('"'));
-        } else if let (Some(v), Some(n)) = (line.strip_prefix("version = "), name.take())
-            && wanted.contains(&n)
-        {
-            out.push((n.to_owned(), v.trim_matches('"').to_owned()));
-        }
-    }
-    out
-}
-
 fn command_line(opts: &IngestOptions) -> String {
-    let backend = match opts.backends.as_slice() {
-        [Backend::Embedded] => "embedded",
-        [Backend::Clickhouse] => "clickhouse",
-        _ => "both",
-    };
+    let backend = Backend::flag(&opts.backends);
     if opts.smoke {
         return format!(
             "cargo run --release -p shoplens-benches -- ingest --backend {backend} --smoke"
@@ -1339,7 +1318,14 @@ pub async fn run(opts: &IngestOptions) -> anyhow::Result<IngestResults> {
     let load_average_start = load_average();
     let machine = Machine::detect();
     let mut versions = Versions {
-        crates: crate_versions(),
+        crates: crate_versions(&[
+            "rdkafka",
+            "rdkafka-sys",
+            "clickhouse",
+            "parquet",
+            "arrow-array",
+            "tokio",
+        ]),
         ..Default::default()
     };
     let mut backends = Vec::new();
@@ -1405,7 +1391,7 @@ mod tests {
 
     #[test]
     fn lock_file_versions_are_found() {
-        let v = crate_versions();
+        let v = crate_versions(&["rdkafka-sys", "tokio"]);
         assert!(v.iter().any(|(n, _)| n == "rdkafka-sys"), "{v:?}");
         assert!(v.iter().any(|(n, _)| n == "tokio"), "{v:?}");
     }

@@ -80,3 +80,20 @@ fn run(cmd: &str, args: &[&str]) -> Option<String> {
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
+
+/// The versions of the `wanted` crates in the workspace's Cargo.lock, in lock-file order.
+pub fn crate_versions(wanted: &[&str]) -> Vec<(String, String)> {
+    let lock = include_str!("../../Cargo.lock");
+    let mut out = Vec::new();
+    let mut name: Option<&str> = None;
+    for line in lock.lines() {
+        if let Some(n) = line.strip_prefix("name = ") {
+            name = Some(n.trim_matches('"'));
+        } else if let (Some(v), Some(n)) = (line.strip_prefix("version = "), name.take())
+            && wanted.contains(&n)
+        {
+            out.push((n.to_owned(), v.trim_matches('"').to_owned()));
+        }
+    }
+    out
+}

@@ -47,13 +47,25 @@ fn ms(v: f64) -> String {
     }
 }
 
+/// Writes `<stem>.json` (the machine-readable results) and the `title` section of
+/// `RESULTS.md` in `dir`.
+fn write_scenario(
+    dir: &Path,
+    stem: &str,
+    title: &str,
+    results: &impl serde::Serialize,
+    markdown: &str,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
+    let json = dir.join(format!("{stem}.json"));
+    std::fs::write(&json, serde_json::to_vec_pretty(results)?)
+        .with_context(|| format!("failed to write {}", json.display()))?;
+    write_section(dir, title, markdown)
+}
+
 /// Writes `composer.json` and the "Composer" section of `RESULTS.md`.
 pub fn write_composer(dir: &Path, r: &ComposerResults) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
-    let json = dir.join("composer.json");
-    std::fs::write(&json, serde_json::to_vec_pretty(r)?)
-        .with_context(|| format!("failed to write {}", json.display()))?;
-    write_section(dir, "Composer", &composer_markdown(r))
+    write_scenario(dir, "composer", "Composer", r, &composer_markdown(r))
 }
 
 /// The "Composer" section: environment, the medians table, ratios, aims.
@@ -204,11 +216,7 @@ pub fn composer_markdown(r: &ComposerResults) -> String {
 
 /// Writes `ingest.json` and the "Ingest" section of `RESULTS.md`.
 pub fn write_ingest(dir: &Path, r: &IngestResults) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
-    let json = dir.join("ingest.json");
-    std::fs::write(&json, serde_json::to_vec_pretty(r)?)
-        .with_context(|| format!("failed to write {}", json.display()))?;
-    write_section(dir, "Ingest", &ingest_markdown(r))
+    write_scenario(dir, "ingest", "Ingest", r, &ingest_markdown(r))
 }
 
 /// The median of the finite values (NaN when there are none).
@@ -466,11 +474,7 @@ pub fn ingest_markdown(r: &IngestResults) -> String {
 
 /// Writes `analytics.json` and the "Analytics" section of `RESULTS.md`.
 pub fn write_analytics(dir: &Path, r: &AnalyticsResults) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
-    let json = dir.join("analytics.json");
-    std::fs::write(&json, serde_json::to_vec_pretty(r)?)
-        .with_context(|| format!("failed to write {}", json.display()))?;
-    write_section(dir, "Analytics", &analytics_markdown(r))
+    write_scenario(dir, "analytics", "Analytics", r, &analytics_markdown(r))
 }
 
 /// The "Analytics" section: environment, data, dashboard against raw scans, growth,
