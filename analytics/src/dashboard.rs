@@ -92,7 +92,8 @@ impl DateRange {
         Ok(DateRange { from, to })
     }
 
-    fn sql(&self, column: &str) -> String {
+    /// `column BETWEEN DATE 'from' AND DATE 'to'`, for a `DATE` column.
+    pub fn sql(&self, column: &str) -> String {
         format!(
             "{column} BETWEEN DATE '{}' AND DATE '{}'",
             self.from.format("%Y-%m-%d"),
@@ -236,12 +237,7 @@ impl Dashboard {
             .date_naive()
     }
 
-    async fn answer<T>(
-        &self,
-        freshness: FreshnessReport,
-        range: DateRange,
-        rows: Vec<T>,
-    ) -> Answer<T> {
+    fn answer<T>(&self, freshness: FreshnessReport, range: DateRange, rows: Vec<T>) -> Answer<T> {
         Answer {
             freshness,
             back_end: self.engine.back_end(),
@@ -294,7 +290,7 @@ impl Dashboard {
                 })
             })
             .collect();
-        Ok(self.answer(freshness, range, rows).await)
+        Ok(self.answer(freshness, range, rows))
     }
 
     /// The `limit` products with the most revenue in the range (ties by id), optionally of
@@ -346,7 +342,7 @@ impl Dashboard {
                 });
             }
         }
-        Ok(self.answer(freshness, range, rows).await)
+        Ok(self.answer(freshness, range, rows))
     }
 
     /// The `limit` customers who spent the most in the range (paid orders; ties by id).
@@ -382,7 +378,7 @@ impl Dashboard {
                 });
             }
         }
-        Ok(self.answer(freshness, range, rows).await)
+        Ok(self.answer(freshness, range, rows))
     }
 
     /// Every month (or year) overlapping the range, zero-filled, each with its change
@@ -452,7 +448,7 @@ impl Dashboard {
             prev = (placed, paid, items, revenue);
             start = next(period, start);
         }
-        Ok(self.answer(freshness, range, rows).await)
+        Ok(self.answer(freshness, range, rows))
     }
 }
 

@@ -89,10 +89,7 @@ impl From<DataFusionError> for QueryError {
         if let DataFusionError::External(inner) = e.find_root()
             && let Some(rm) = inner.downcast_ref::<ReadModelError>()
         {
-            return QueryError::ReadModel(match rm {
-                ReadModelError::Unavailable(m) => ReadModelError::Unavailable(m.clone()),
-                ReadModelError::Corrupt(m) => ReadModelError::Corrupt(m.clone()),
-            });
+            return QueryError::ReadModel(rm.clone());
         }
         match e.find_root() {
             DataFusionError::SQL(..)

@@ -74,13 +74,6 @@ impl Report {
     }
 }
 
-fn days(range: &DateRange, column: &str) -> String {
-    format!(
-        "{column} BETWEEN DATE '{}' AND DATE '{}'",
-        range.from, range.to
-    )
-}
-
 /// Raw rows of the range: `occurred_at` on a day of the range (UTC).
 fn times(range: &DateRange, column: &str) -> String {
     let end = range.to.succ_opt().unwrap_or(range.to);
@@ -99,7 +92,7 @@ pub const REPORTS: &[Report] = &[
             format!(
                 "SELECT day, orders_placed, orders_paid, items_sold, revenue FROM daily_sales \
                  WHERE {} ORDER BY day",
-                days(r, "day")
+                r.sql("day")
             )
         },
     },
@@ -113,7 +106,7 @@ pub const REPORTS: &[Report] = &[
                  FROM product_sales_daily s LEFT JOIN products p ON s.product_id = p.product_id \
                  WHERE {} GROUP BY s.product_id, p.sku, p.name, p.category \
                  ORDER BY revenue DESC, s.product_id",
-                days(r, "s.day")
+                r.sql("s.day")
             )
         },
     },
@@ -127,7 +120,7 @@ pub const REPORTS: &[Report] = &[
                  FROM customer_spend_daily s LEFT JOIN customers c ON s.customer_id = c.customer_id \
                  WHERE {} GROUP BY s.customer_id, c.name, c.email, c.country \
                  ORDER BY revenue DESC, s.customer_id",
-                days(r, "s.day")
+                r.sql("s.day")
             )
         },
     },

@@ -89,7 +89,7 @@ pub trait ReadModel: Send + Sync + 'static {
     async fn freshness(&self) -> Result<(u32, Freshness), ReadModelError>;
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ReadModelError {
     /// The store cannot be reached (ClickHouse down) or refused the read.
     #[error("read model unavailable: {0}")]
