@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use shoplens_ingest::api::FreshnessReport;
 use shoplens_kit::http::{ApiError, ValidQuery};
 
-use crate::dashboard::{self, BadParam, Dashboard, DateRange, Period};
+use crate::dashboard::{self, BadParam, Dashboard, DateRange};
 use crate::engine::{Engine, QueryError};
 use crate::export::{self, Encoder, ExportFormat, REPORTS};
 use crate::metrics::AnalyticsMetrics;
@@ -189,7 +189,7 @@ async fn trends(
     ValidQuery(q): ValidQuery<RangeQuery>,
 ) -> Result<Json<dashboard::Answer<dashboard::TrendRow>>, ApiError> {
     observe(&state, "trends", async {
-        let period = Period::parse(q.period.as_deref()).map_err(param_error)?;
+        let period = dashboard::parse_period(q.period.as_deref()).map_err(param_error)?;
         let f = current_freshness(&state).await?;
         let range = q.range(&f)?;
         state

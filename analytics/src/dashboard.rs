@@ -9,117 +9,24 @@ use std::collections::BTreeMap;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Date32Type, Decimal128Type, Int32Type, UInt64Type};
 use arrow_array::{Array, RecordBatch};
-use chrono::{Datelike, Months, NaiveDate};
+use chrono::{Datelike, NaiveDate};
 use rust_decimal::Decimal;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use shoplens_contract::sales::bad;
+pub use shoplens_contract::sales::{
+    BadParam, DEFAULT_RANGE_DAYS, DateRange, MAX_RANGE_DAYS, MAX_TOP, parse_category, parse_limit,
+};
+pub use shoplens_contract::sales::{
+    CustomerRow, DailyRow, Period, ProductRow, TrendRow, ZERO_MONEY,
+};
+use shoplens_contract::sales::{Sums, trend_rows};
 use shoplens_ingest::api::FreshnessReport;
 
 use crate::engine::{Engine, QueryError};
 
-/// The longest date range one request may ask for.
-pub const MAX_RANGE_DAYS: i64 = 3_660;
-/// The largest "top N".
-pub const MAX_TOP: usize = 1_000;
-/// Days shown when no range is given (ending on the newest data's day).
-pub const DEFAULT_RANGE_DAYS: i64 = 30;
-
-/// A checked, inclusive date range.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct DateRange {
-    pub from: NaiveDate,
-    pub to: NaiveDate,
-}
-
-/// A bad request parameter, naming it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid `{field}`: {message}")]
-pub struct BadParam {
-    pub field: &'static str,
-    pub message: String,
-}
-
-fn bad(field: &'static str, message: impl Into<String>) -> BadParam {
-    BadParam {
-        field,
-        message: message.into(),
-    }
-}
-
-impl DateRange {
-    /// Parses `from`/`to` (`YYYY-MM-DD`, inclusive). A missing `to` is the newest data's
-    /// day (`default_to`), a missing `from` [`DEFAULT_RANGE_DAYS`] before `to`.
-    pub fn parse(
-        from: Option<&str>,
-        to: Option<&str>,
-        default_to: NaiveDate,
-    ) -> Result<DateRange, BadParam> {
-        let date = |field: &'static str, s: &str| {
-            NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").map_err(|_| {
-                bad(
-                    field,
-                    format!(
-                        "must be a date like 2026-01-31, got `{}`",
-                        s.chars().take(40).collect::<String>()
-                    ),
-                )
-            })
-        };
-        // An empty parameter (`?from=&to=`) is an absent one.
-        let (from, to) = (
-            from.filter(|s| !s.trim().is_empty()),
-            to.filter(|s| !s.trim().is_empty()),
-        );
-        let to = match to {
-            Some(s) => date("to", s)?,
-            None => default_to,
-        };
-        let from = match from {
-            Some(s) => date("from", s)?,
-            None => to - chrono::Duration::days(DEFAULT_RANGE_DAYS - 1),
-        };
-        if from > to {
-            return Err(bad("from", format!("must not be after `to` ({to})")));
-        }
-        if (to - from).num_days() >= MAX_RANGE_DAYS {
-            return Err(bad(
-                "from",
-                format!("the range may span at most {MAX_RANGE_DAYS} days"),
-            ));
-        }
-        if from.year() < 1970 || to.year() > 9999 {
-            return Err(bad("from", "dates must lie between 1970 and 9999"));
-        }
-        Ok(DateRange { from, to })
-    }
-
-    /// `column BETWEEN DATE 'from' AND DATE 'to'`, for a `DATE` column.
-    pub fn sql(&self, column: &str) -> String {
-        format!(
-            "{column} BETWEEN DATE '{}' AND DATE '{}'",
-            self.from.format("%Y-%m-%d"),
-            self.to.format("%Y-%m-%d")
-        )
-    }
-}
-
-/// Checks a top-N `limit` (default 10).
-pub fn parse_limit(limit: Option<usize>) -> Result<usize, BadParam> {
-    let limit = limit.unwrap_or(10);
-    if !(1..=MAX_TOP).contains(&limit) {
-        return Err(bad("limit", format!("must be between 1 and {MAX_TOP}")));
-    }
-    Ok(limit)
-}
-
-/// Checks a category filter: printable, at most 100 characters.
-pub fn parse_category(category: Option<&str>) -> Result<Option<String>, BadParam> {
-    match category.map(str::trim) {
-        None | Some("") => Ok(None),
-        Some(c) if c.chars().count() > 100 || c.chars().any(char::is_control) => {
-            Err(bad("category", "must be at most 100 printable characters"))
-        }
-        Some(c) => Ok(Some(c.to_owned())),
-    }
+/// Checks a trend `period` (`month`, the default, or `year`).
+pub fn parse_period(period: Option<&str>) -> Result<Period, BadParam> {
+    Period::parse(period).map_err(|message| bad("period", message))
 }
 
 /// A SQL string literal.
@@ -135,82 +42,6 @@ pub struct Answer<T> {
     pub from: NaiveDate,
     pub to: NaiveDate,
     pub rows: Vec<T>,
-}
-
-/// One day of sales. Money is a decimal string.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DailyRow {
-    pub day: NaiveDate,
-    pub orders_placed: u64,
-    pub orders_paid: u64,
-    pub items_sold: u64,
-    pub revenue: Decimal,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ProductRow {
-    pub rank: usize,
-    pub product_id: String,
-    pub name: Option<String>,
-    pub category: Option<String>,
-    pub units: u64,
-    pub revenue: Decimal,
-    pub order_lines: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CustomerRow {
-    pub rank: usize,
-    pub customer_id: String,
-    pub name: Option<String>,
-    pub country: Option<String>,
-    pub orders_paid: u64,
-    pub revenue: Decimal,
-}
-
-/// Monthly or yearly.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Period {
-    Month,
-    Year,
-}
-
-impl Period {
-    pub fn parse(s: Option<&str>) -> Result<Period, BadParam> {
-        match s
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .unwrap_or("month")
-        {
-            "month" => Ok(Period::Month),
-            "year" => Ok(Period::Year),
-            other => Err(bad(
-                "period",
-                format!(
-                    "must be `month` or `year`, got `{}`",
-                    other.chars().take(20).collect::<String>()
-                ),
-            )),
-        }
-    }
-}
-
-/// One month or year, with the change against the period before it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrendRow {
-    /// `2026-01` for a month, `2026` for a year.
-    pub period: String,
-    pub orders_placed: u64,
-    pub orders_paid: u64,
-    pub items_sold: u64,
-    pub revenue: Decimal,
-    /// Revenue per paid order (0 without paid orders), rounded to cents.
-    pub average_order_value: Decimal,
-    /// Percent change against the previous period; `null` where that had nothing.
-    pub orders_paid_change_pct: Option<f64>,
-    pub revenue_change_pct: Option<f64>,
-    pub average_order_value_change_pct: Option<f64>,
 }
 
 /// The dashboard's queries over one engine.
@@ -389,11 +220,8 @@ impl Dashboard {
         range: DateRange,
         period: Period,
     ) -> Result<Answer<TrendRow>, QueryError> {
-        let (first, last) = match period {
-            Period::Month => (month_start(range.from), month_start(range.to)),
-            Period::Year => (year_start(range.from), year_start(range.to)),
-        };
-        let before = previous(period, first);
+        let (first, last) = (period.start(range.from), period.start(range.to));
+        let before = period.previous(first);
         let sql = match period {
             Period::Month => format!(
                 "SELECT month, orders_placed, orders_paid, items_sold, revenue FROM monthly_sales \
@@ -407,7 +235,7 @@ impl Dashboard {
             ),
         };
         let batches = self.engine.collect(&sql).await?;
-        let mut sums: BTreeMap<NaiveDate, (u64, u64, u64, Decimal)> = BTreeMap::new();
+        let mut sums = BTreeMap::new();
         for b in &batches {
             let c = Columns(b);
             for i in 0..b.num_rows() {
@@ -419,81 +247,18 @@ impl Dashboard {
                 };
                 sums.insert(
                     start,
-                    (c.u64(1, i), c.u64(2, i), c.u64(3, i), c.money(4, i)),
+                    Sums {
+                        orders_placed: c.u64(1, i),
+                        orders_paid: c.u64(2, i),
+                        items_sold: c.u64(3, i),
+                        revenue: c.money(4, i),
+                    },
                 );
             }
         }
-        let zero = (0, 0, 0, ZERO_MONEY);
-        let mut rows = Vec::new();
-        let mut prev = *sums.get(&before).unwrap_or(&zero);
-        let mut start = first;
-        while start <= last {
-            let (placed, paid, items, revenue) = *sums.get(&start).unwrap_or(&zero);
-            let aov = average(revenue, paid);
-            let prev_aov = average(prev.3, prev.1);
-            rows.push(TrendRow {
-                period: match period {
-                    Period::Month => start.format("%Y-%m").to_string(),
-                    Period::Year => start.format("%Y").to_string(),
-                },
-                orders_placed: placed,
-                orders_paid: paid,
-                items_sold: items,
-                revenue,
-                average_order_value: aov,
-                orders_paid_change_pct: change(Decimal::from(paid), Decimal::from(prev.1)),
-                revenue_change_pct: change(revenue, prev.3),
-                average_order_value_change_pct: change(aov, prev_aov),
-            });
-            prev = (placed, paid, items, revenue);
-            start = next(period, start);
-        }
+        let rows = trend_rows(period, range.from, range.to, &sums);
         Ok(self.answer(freshness, range, rows))
     }
-}
-
-fn month_start(d: NaiveDate) -> NaiveDate {
-    d.with_day(1).unwrap_or(d)
-}
-
-fn year_start(d: NaiveDate) -> NaiveDate {
-    NaiveDate::from_ymd_opt(d.year(), 1, 1).unwrap_or(d)
-}
-
-fn previous(period: Period, start: NaiveDate) -> NaiveDate {
-    match period {
-        Period::Month => start.checked_sub_months(Months::new(1)).unwrap_or(start),
-        Period::Year => start.checked_sub_months(Months::new(12)).unwrap_or(start),
-    }
-}
-
-fn next(period: Period, start: NaiveDate) -> NaiveDate {
-    match period {
-        Period::Month => start.checked_add_months(Months::new(1)),
-        Period::Year => start.checked_add_months(Months::new(12)),
-    }
-    .unwrap_or(NaiveDate::MAX)
-}
-
-/// Zero with two decimals, so it prints as money (`0.00`).
-const ZERO_MONEY: Decimal = Decimal::from_parts(0, 0, 0, false, 2);
-
-fn average(revenue: Decimal, orders: u64) -> Decimal {
-    if orders == 0 {
-        return ZERO_MONEY;
-    }
-    let mut avg = (revenue / Decimal::from(orders)).round_dp(2);
-    avg.rescale(2);
-    avg
-}
-
-/// Percent change from `before` to `now`, one decimal; `None` when `before` is zero.
-fn change(now: Decimal, before: Decimal) -> Option<f64> {
-    if before.is_zero() {
-        return None;
-    }
-    let pct = ((now - before) / before * Decimal::from(100)).round_dp(1);
-    pct.to_string().parse().ok()
 }
 
 /// Typed access to the columns of a result the dashboard's own SQL produced.
@@ -607,18 +372,7 @@ mod tests {
             parse_category(Some("a\u{0}b")).unwrap_err().field,
             "category"
         );
-        assert_eq!(Period::parse(None), Ok(Period::Month));
-        assert_eq!(Period::parse(Some("week")).unwrap_err().field, "period");
-    }
-
-    #[test]
-    fn changes_and_averages() {
-        assert_eq!(change(Decimal::from(150), Decimal::from(100)), Some(50.0));
-        assert_eq!(change(Decimal::from(1), Decimal::ZERO), None);
-        assert_eq!(average(Decimal::new(1000, 2), 3), Decimal::new(333, 2));
-        assert_eq!(average(Decimal::ONE, 0).to_string(), "0.00");
-        assert_eq!(average(Decimal::from(10), 5).to_string(), "2.00");
-        assert_eq!(previous(Period::Month, d("2026-01-01")), d("2025-12-01"));
-        assert_eq!(next(Period::Year, d("2025-01-01")), d("2026-01-01"));
+        assert_eq!(parse_period(None), Ok(Period::Month));
+        assert_eq!(parse_period(Some("week")).unwrap_err().field, "period");
     }
 }

@@ -29,6 +29,9 @@ pub struct ComposerConfig {
     /// Longest time a whole request may take, in milliseconds; when it is up the composer
     /// answers with what it has (degraded) rather than wait.
     pub deadline_ms: u64,
+    /// Longest time a live sales computation (`/api/v1/sales/*`, which pages through every
+    /// order) may take, in milliseconds; keep it under `http.request_timeout_ms`.
+    pub sales_deadline_ms: u64,
     /// The short-TTL cache of downstream answers.
     pub cache: CacheConfig,
     /// Evict cache entries when events say the data changed. Only effective when
@@ -49,6 +52,7 @@ impl Default for ComposerConfig {
             http: HttpConfig::default(),
             call_timeout_ms: 300,
             deadline_ms: 800,
+            sales_deadline_ms: 9_000,
             cache: CacheConfig::default(),
             invalidation: true,
             retry: RetryConfig::default(),
@@ -70,6 +74,10 @@ impl ComposerConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.call_timeout_ms > 0, "call_timeout_ms must be positive");
         anyhow::ensure!(self.deadline_ms > 0, "deadline_ms must be positive");
+        anyhow::ensure!(
+            self.sales_deadline_ms > 0,
+            "sales_deadline_ms must be positive"
+        );
         anyhow::ensure!(
             self.retry.max_attempts >= 1,
             "retry.max_attempts must be at least 1"

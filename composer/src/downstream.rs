@@ -115,6 +115,19 @@ impl Downstream {
         path_and_query: &str,
         deadline: Instant,
     ) -> Result<T, FetchError> {
+        self.get_within(svc, path_and_query, deadline, Some(self.call_timeout))
+            .await
+    }
+
+    /// [`Downstream::get`] with another per-attempt timeout; `None`: each attempt may take
+    /// until the deadline (long reads, like a page of the all-orders scan).
+    pub async fn get_within<T: DeserializeOwned>(
+        &self,
+        svc: Service,
+        path_and_query: &str,
+        deadline: Instant,
+        call_timeout: Option<Duration>,
+    ) -> Result<T, FetchError> {
         let ep = &self.endpoints[index(svc)];
         let labels = ServiceLabels {
             service: svc.as_str(),
@@ -122,7 +135,10 @@ impl Downstream {
         ep.budget.deposit();
         let mut attempt = 1;
         loop {
-            match self.attempt(svc, ep, path_and_query, deadline).await {
+            match self
+                .attempt(svc, ep, path_and_query, deadline, call_timeout)
+                .await
+            {
                 Ok(v) => return Ok(v),
                 Err(AttemptError::Final(e)) => return Err(e),
                 Err(AttemptError::Rejected) => {
@@ -157,6 +173,7 @@ impl Downstream {
         ep: &Endpoint,
         path_and_query: &str,
         deadline: Instant,
+        call_timeout: Option<Duration>,
     ) -> Result<T, AttemptError> {
         let service = svc.as_str();
         let Some(permit) = ep.breaker.try_acquire() else {
@@ -172,7 +189,7 @@ impl Downstream {
                 "{svc} service not called: request deadline reached"
             ))));
         }
-        let limit = self.call_timeout.min(deadline - now);
+        let limit = call_timeout.map_or(deadline - now, |t| t.min(deadline - now));
         let _ = REQUEST_CALLS.try_with(|c| c.fetch_add(1, Ordering::Relaxed));
         let url = format!("{}{path_and_query}", ep.base);
         let span = tracing::info_span!("downstream", service, path = path_and_query);

@@ -65,6 +65,7 @@ pub mod metrics;
 pub mod model;
 pub mod resilience;
 mod routes;
+pub mod sales;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -35,6 +35,8 @@ pub fn routes(composer: Arc<Composer>) -> Router {
             "/api/v1/customers/{customer_id}/orders",
             get(customer_orders),
         )
+        .route("/api/v1/sales/dashboard", get(sales_dashboard))
+        .route("/api/v1/sales/ledger", get(sales_ledger))
         .with_state(composer)
 }
 
@@ -148,6 +150,104 @@ async fn customer_orders(
         c.list(&role, &customer_id, limit, cursor.as_deref()).await
     };
     measured(c, "customer_orders", |l| l.degraded, work.instrument(span))
+        .await
+        .map(|j| j.into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SalesParams {
+    /// First day, `YYYY-MM-DD` (default: 29 days before `to`).
+    from: Option<String>,
+    /// Last day, inclusive (default: today, UTC).
+    to: Option<String>,
+    /// Top-N size, 1 to 1,000 (default 10).
+    limit: Option<usize>,
+    /// Only products of this category in the top products.
+    category: Option<String>,
+    /// Trend periods: `month` (default) or `year`.
+    period: Option<String>,
+}
+
+fn param_error(e: shoplens_contract::sales::BadParam) -> ApiError {
+    ApiError::invalid(e.field, e.message)
+}
+
+/// Live sales figures are a business view over every customer's orders: admins only.
+fn require_admin(c: &Composer, headers: &HeaderMap) -> Result<(), ApiError> {
+    match caller(c, headers)? {
+        Role::Admin => Ok(()),
+        Role::Customer(_) => Err(ApiError::Forbidden(
+            "live sales figures are for admin tokens only".into(),
+        )),
+    }
+}
+
+fn sales_range(q: &SalesParams) -> Result<shoplens_contract::sales::DateRange, ApiError> {
+    shoplens_contract::sales::DateRange::parse(
+        q.from.as_deref(),
+        q.to.as_deref(),
+        chrono::Utc::now().date_naive(),
+    )
+    .map_err(param_error)
+}
+
+/// The sales dashboard's four views computed live from the services (every order paged
+/// through at request time): the API-composition answer the read model is measured against.
+async fn sales_dashboard(
+    State(composer): State<Arc<Composer>>,
+    headers: HeaderMap,
+    query: Result<ValidQuery<SalesParams>, ApiError>,
+) -> Result<Response, ApiError> {
+    let c = &composer;
+    let work = async {
+        require_admin(c, &headers)?;
+        let ValidQuery(q) = query?;
+        let sales = crate::sales::SalesQuery {
+            range: sales_range(&q)?,
+            limit: shoplens_contract::sales::parse_limit(q.limit).map_err(param_error)?,
+            category: shoplens_contract::sales::parse_category(q.category.as_deref())
+                .map_err(param_error)?,
+            period: shoplens_contract::sales::Period::parse(q.period.as_deref())
+                .map_err(|m| ApiError::invalid("period", m))?,
+        };
+        let ms = c.config.sales_deadline_ms;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(ms);
+        Ok(crate::sales::dashboard(&c.downstream, &sales, deadline, ms).await?)
+    };
+    let span = tracing::info_span!("sales_dashboard");
+    measured(c, "sales_dashboard", |_| false, work.instrument(span))
+        .await
+        .map(|j| j.into_response())
+}
+
+/// Per-day, per-product and per-customer sums of a range from the services' own data, for
+/// reconciling the read model (`limit`, `category` and `period` do not apply).
+async fn sales_ledger(
+    State(composer): State<Arc<Composer>>,
+    headers: HeaderMap,
+    query: Result<ValidQuery<SalesParams>, ApiError>,
+) -> Result<Response, ApiError> {
+    let c = &composer;
+    let work = async {
+        require_admin(c, &headers)?;
+        let ValidQuery(q) = query?;
+        for (field, given) in [
+            ("limit", q.limit.is_some()),
+            ("category", q.category.is_some()),
+            ("period", q.period.is_some()),
+        ] {
+            if given {
+                return Err(ApiError::invalid(field, "does not apply to the ledger"));
+            }
+        }
+        let range = sales_range(&q)?;
+        let ms = c.config.sales_deadline_ms;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(ms);
+        Ok(crate::sales::ledger_report(&c.downstream, &range, deadline, ms).await?)
+    };
+    let span = tracing::info_span!("sales_ledger");
+    measured(c, "sales_ledger", |_| false, work.instrument(span))
         .await
         .map(|j| j.into_response())
 }

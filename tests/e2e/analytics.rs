@@ -141,3 +141,163 @@ async fn demo_orders_reach_the_dashboard_the_sql_endpoint_and_an_export() {
     }
     assert!(!std::path::Path::new("x.csv").exists());
 }
+
+/// The read model's dashboard (CQRS) and the composer's live computation from the services
+/// (API composition) are two answers to one question: once the read model has caught up,
+/// every figure of every view is the same.
+#[tokio::test]
+async fn the_read_model_and_the_live_composition_give_the_same_dashboard() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let mut shop = Shoplens::spawn(
+        data,
+        &[],
+        &[
+            ("SHOPLENS_DEMO__SIMULATOR__ORDERS", "40"),
+            ("SHOPLENS_DEMO__SIMULATOR__RATE_PER_SEC", "0"),
+            ("SHOPLENS_DEMO__SIMULATOR__STEP_DELAY_MS", "0"),
+            ("SHOPLENS_DEMO__SIMULATOR__CUSTOMERS", "12"),
+            ("SHOPLENS_DEMO__SIMULATOR__PRODUCTS", "9"),
+        ],
+    );
+    let info = shop.wait_ready();
+    let analytics = info.analytics.clone().expect("the analytics server runs");
+    wait_orders_finished(data, 40).await;
+    let token = Command::new(env!("CARGO_BIN_EXE_shoplens"))
+        .args(["token", "--admin"])
+        .envs(base_env(data))
+        .output()
+        .expect("run shoplens token");
+    let token = String::from_utf8(token.stdout).unwrap().trim().to_owned();
+
+    let client = reqwest::Client::new();
+    let get = |url: String, auth: bool| {
+        let mut req = client.get(url);
+        if auth {
+            req = req.bearer_auth(&token);
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status();
+            let body: Value = resp.json().await.unwrap();
+            assert_eq!(status, 200, "{body}");
+            body
+        }
+    };
+    // A range around today (the demo's orders are placed and paid now), a top-N larger than
+    // the shop, and both trend periods.
+    let today = chrono::Utc::now().date_naive();
+    let range = format!(
+        "from={}&to={}",
+        today - chrono::Duration::days(40),
+        today + chrono::Duration::days(1)
+    );
+    let live_url = |period: &str, extra: &str| {
+        format!(
+            "{}/api/v1/sales/dashboard?{range}&limit=50&period={period}{extra}",
+            info.composer
+        )
+    };
+    let live = get(live_url("month", ""), true).await;
+    assert_eq!(live["orders_scanned"], 40, "{live}");
+    assert_eq!(live["names_complete"], true);
+    let placed: u64 = live["daily"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["orders_placed"].as_u64().unwrap())
+        .sum();
+    assert_eq!(placed, 40);
+
+    let views = [
+        ("daily", "daily", ""),
+        ("top-products", "top_products", "&limit=50"),
+        ("top-customers", "top_customers", "&limit=50"),
+        ("trends", "trends", "&period=month"),
+    ];
+    let start = Instant::now();
+    loop {
+        let mut differ = Vec::new();
+        for (path, key, extra) in views {
+            let cqrs = get(
+                format!("{analytics}/api/v1/dashboard/{path}?{range}{extra}"),
+                false,
+            )
+            .await;
+            if cqrs["rows"] != live[key] {
+                differ.push(format!("{key}: cqrs {} live {}", cqrs["rows"], live[key]));
+            }
+        }
+        if differ.is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the read model did not come to the live figures: {differ:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Yearly trends and a category filter agree too.
+    let category = live["top_products"][0]["category"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let live = get(live_url("year", &format!("&category={category}")), true).await;
+    for (path, key, extra) in [
+        ("trends", "trends", "&period=year".to_owned()),
+        (
+            "top-products",
+            "top_products",
+            format!("&limit=50&category={category}"),
+        ),
+    ] {
+        let cqrs = get(
+            format!("{analytics}/api/v1/dashboard/{path}?{range}{extra}"),
+            false,
+        )
+        .await;
+        assert_eq!(cqrs["rows"], live[key], "{key}");
+    }
+    assert!(
+        live["top_products"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["category"] == category.as_str())
+    );
+
+    // Business figures need an admin; bad parameters name the field.
+    let resp = client.get(live_url("month", "")).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    let resp = client
+        .get(live_url("week", ""))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 422);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["field"], "period", "{body}");
+
+    // The ledger (per day, product and customer) sums to the same totals.
+    let ledger = get(
+        format!("{}/api/v1/sales/ledger?{range}", info.composer),
+        true,
+    )
+    .await;
+    assert_eq!(ledger["orders_scanned"], 40);
+    let units: u64 = ledger["products"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|p| p["units"].as_u64().unwrap())
+        .sum();
+    let items: u64 = ledger["daily"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["items_sold"].as_u64().unwrap())
+        .sum();
+    assert_eq!(units, items);
+    assert!(shop.terminate().success());
+}

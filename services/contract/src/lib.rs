@@ -11,6 +11,7 @@
 
 mod envelope;
 mod events;
+pub mod sales;
 pub mod tables;
 
 pub use envelope::{DecodeError, Envelope};

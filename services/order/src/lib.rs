@@ -35,6 +35,8 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 pub const MAX_BATCH: usize = 100;
 /// Most lines on one order.
 pub const MAX_LINES: usize = 50;
+/// Largest page of the all-orders listing (`?all=true`).
+pub const MAX_SCAN_PAGE: u32 = 1_000;
 
 /// Where the services the order service depends on live.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -81,6 +83,9 @@ pub struct Order {
     pub currency: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// When it became Paid (the instant its sales count on); absent until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paid_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -115,6 +120,11 @@ pub struct OrdersQuery {
     pub limit: Option<u32>,
     /// Cursor for `customer_id`: the `next_cursor` of the previous page.
     pub before: Option<String>,
+    /// `true`: every order, oldest first, a page at a time (reports and reconciliation
+    /// page through the whole shop this way).
+    pub all: Option<bool>,
+    /// Cursor for `all`: the `next_cursor` of the previous page.
+    pub after: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -123,7 +133,7 @@ pub struct OrderPage {
     /// Batch look-ups: requested ids that do not exist.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub missing: Option<Vec<String>>,
-    /// Customer listings: the cursor of the next page, null on the last.
+    /// Customer and all-orders listings: the cursor of the next page, null on the last.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<Option<String>>,
 }
@@ -183,6 +193,7 @@ struct OrderRow {
     currency: String,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    paid_at: Option<DateTime<Utc>>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -233,6 +244,7 @@ fn assemble(rows: Vec<OrderRow>, mut lines: Vec<LineRow>) -> Result<Vec<Order>, 
                 currency: row.currency,
                 created_at: row.created_at,
                 updated_at: row.updated_at,
+                paid_at: row.paid_at,
             })
         })
         .collect()
@@ -450,7 +462,8 @@ async fn get_order(
         .ok_or_else(|| ApiError::not_found("order", id))
 }
 
-/// Many orders by id, or one customer's orders newest first, a page at a time.
+/// Many orders by id, one customer's orders newest first, or every order oldest first (a
+/// page at a time).
 #[utoipa::path(get, path = "/api/v1/orders", params(OrdersQuery),
     responses((status = 200, body = OrderPage), (status = 400), (status = 422)))]
 async fn list_orders(
@@ -458,8 +471,21 @@ async fn list_orders(
     ValidQuery(q): ValidQuery<OrdersQuery>,
 ) -> Result<Json<OrderPage>, ApiError> {
     let pool = &state.ctx.db.reader;
-    match (&q.ids, &q.customer_id) {
-        (Some(ids), None) => {
+    let all = q.all.unwrap_or(false);
+    if q.after.is_some() && !all {
+        return Err(ApiError::invalid(
+            "after",
+            "is the cursor of `all=true` listings",
+        ));
+    }
+    if q.before.is_some() && q.customer_id.is_none() {
+        return Err(ApiError::invalid(
+            "before",
+            "is the cursor of `customer_id` listings",
+        ));
+    }
+    match (&q.ids, &q.customer_id, all) {
+        (Some(ids), None, false) => {
             let ids: Vec<String> = parse_id_list("ids", ids, MAX_BATCH)?
                 .iter()
                 .map(|id| id.to_string())
@@ -475,17 +501,14 @@ async fn list_orders(
                 next_cursor: None,
             }))
         }
-        (None, Some(customer_id)) => {
+        (None, Some(customer_id), false) => {
             parse_id("customer_id", customer_id)?;
-            let limit = q.limit.unwrap_or(20);
-            if !(1..=100).contains(&limit) {
-                return Err(ApiError::invalid("limit", "must be between 1 and 100"));
-            }
+            let limit = page_limit(q.limit, 20, 100)?;
             if let Some(before) = &q.before {
                 parse_id("before", before)?;
             }
             // One more than asked tells whether there is a next page.
-            let mut ids: Vec<String> = sqlx::query_scalar(
+            let ids: Vec<String> = sqlx::query_scalar(
                 "SELECT id FROM orders WHERE customer_id = ? AND (? IS NULL OR id < ?)
                  ORDER BY id DESC LIMIT ?",
             )
@@ -495,28 +518,71 @@ async fn list_orders(
             .bind(limit + 1)
             .fetch_all(pool)
             .await?;
-            let more = ids.len() > limit as usize;
-            ids.truncate(limit as usize);
+            let (ids, next) = split_page(ids, limit);
             let mut orders = load(pool, &ids).await?;
             orders.sort_by(|a, b| b.id.cmp(&a.id));
-            let next = more.then(|| ids.last().cloned()).flatten();
             Ok(Json(OrderPage {
                 orders,
                 missing: None,
                 next_cursor: Some(next),
             }))
         }
-        (Some(_), Some(_)) => Err(ApiError::BadRequest {
+        (None, None, true) => {
+            let limit = page_limit(q.limit, 100, MAX_SCAN_PAGE)?;
+            if let Some(after) = &q.after {
+                parse_id("after", after)?;
+            }
+            // Ids are UUIDv7: id order is creation order, and an order placed while a
+            // reader pages lands after its cursor, never before it.
+            let ids: Vec<String> = sqlx::query_scalar(
+                "SELECT id FROM orders WHERE (? IS NULL OR id > ?) ORDER BY id LIMIT ?",
+            )
+            .bind(&q.after)
+            .bind(&q.after)
+            .bind(limit + 1)
+            .fetch_all(pool)
+            .await?;
+            let (ids, next) = split_page(ids, limit);
+            let mut orders = load(pool, &ids).await?;
+            orders.sort_by(|a, b| a.id.cmp(&b.id));
+            Ok(Json(OrderPage {
+                orders,
+                missing: None,
+                next_cursor: Some(next),
+            }))
+        }
+        (None, None, false) => Err(ApiError::BadRequest {
             code: "invalid_query",
-            message: "give either `ids` or `customer_id`, not both".into(),
-            field: Some("ids".into()),
-        }),
-        (None, None) => Err(ApiError::BadRequest {
-            code: "invalid_query",
-            message: "give `ids` or `customer_id`".into(),
+            message: "give `ids`, `customer_id` or `all=true`".into(),
             field: Some("customer_id".into()),
         }),
+        _ => Err(ApiError::BadRequest {
+            code: "invalid_query",
+            message: "give one of `ids`, `customer_id` and `all=true`".into(),
+            field: Some("ids".into()),
+        }),
     }
+}
+
+/// Checks a page size (`1..=max`, `default` when absent).
+fn page_limit(limit: Option<u32>, default: u32, max: u32) -> Result<u32, ApiError> {
+    let limit = limit.unwrap_or(default);
+    if !(1..=max).contains(&limit) {
+        return Err(ApiError::invalid(
+            "limit",
+            format!("must be between 1 and {max}"),
+        ));
+    }
+    Ok(limit)
+}
+
+/// Cuts a look-up of `limit + 1` ids to the page, and the next page's cursor (the page's
+/// last id) if there was one more.
+fn split_page(mut ids: Vec<String>, limit: u32) -> (Vec<String>, Option<String>) {
+    let more = ids.len() > limit as usize;
+    ids.truncate(limit as usize);
+    let next = more.then(|| ids.last().cloned()).flatten();
+    (ids, next)
 }
 
 /// Moves an order to a new status. Asking for the status it already has changes nothing.
@@ -543,12 +609,17 @@ async fn change_status(
         ));
     }
     let now = Utc::now();
-    sqlx::query("UPDATE orders SET status = ?, updated_at = ? WHERE id = ?")
-        .bind(req.status.as_str())
-        .bind(now)
-        .bind(&id)
-        .execute(&mut *tx)
-        .await?;
+    // `paid_at` is the instant of the Paid events below: the order's sales count on its day.
+    let paid_at = (req.status == OrderStatus::Paid).then_some(now);
+    sqlx::query(
+        "UPDATE orders SET status = ?, updated_at = ?, paid_at = COALESCE(?, paid_at) WHERE id = ?",
+    )
+    .bind(req.status.as_str())
+    .bind(now)
+    .bind(paid_at)
+    .bind(&id)
+    .execute(&mut *tx)
+    .await?;
     let changed = OrderStatusChanged {
         order_id: id.clone(),
         customer_id: order.customer_id.clone(),

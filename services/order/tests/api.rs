@@ -337,3 +337,70 @@ async fn a_customers_orders_come_newest_first_a_page_at_a_time() {
     let (s, err) = shop.get("/api/v1/orders").await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{err}");
 }
+
+#[tokio::test]
+async fn every_order_comes_oldest_first_a_page_at_a_time_with_its_paid_time() {
+    let shop = spawn_shop().await;
+    let c = shop.customer("g@example.com").await;
+    let other = shop.customer("h@example.com").await;
+    let p = shop.product("A", "2.50").await;
+    let mut ids = Vec::new();
+    for customer in [&c, &other, &c, &other, &c] {
+        let (_, o) = shop
+            .place(
+                json!({"customer_id": customer, "lines": [{"product_id": p, "quantity": 2}]}),
+                None,
+            )
+            .await;
+        ids.push(o["id"].as_str().unwrap().to_owned());
+    }
+    let (_, paid) = shop.set_status(&ids[1], "Paid").await;
+    let paid_at = paid["paid_at"]
+        .as_str()
+        .expect("paid_at once Paid")
+        .to_owned();
+    // Later steps keep the instant the order was paid.
+    let (_, shipped) = shop.set_status(&ids[1], "Shipped").await;
+    assert_eq!(shipped["paid_at"], paid_at.as_str());
+
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let after = cursor
+            .as_ref()
+            .map(|c| format!("&after={c}"))
+            .unwrap_or_default();
+        let (s, page) = shop
+            .get(&format!("/api/v1/orders?all=true&limit=2{after}"))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{page}");
+        pages += 1;
+        for o in page["orders"].as_array().unwrap() {
+            seen.push(o["id"].as_str().unwrap().to_owned());
+            let is_paid = o["id"] == ids[1].as_str();
+            assert_eq!(o["paid_at"].is_string(), is_paid, "{o}");
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids, "every order once, oldest first");
+    assert_eq!(pages, 3);
+
+    for (query, field) in [
+        ("all=true&limit=0", "limit"),
+        ("all=true&limit=1001", "limit"),
+        ("all=true&after=nope", "after"),
+        ("after=0190a0b0-0000-7000-8000-000000000000", "after"),
+    ] {
+        let (s, err) = shop.get(&format!("/api/v1/orders?{query}")).await;
+        assert!(s.is_client_error(), "{query}: {s} {err}");
+        assert_eq!(err["field"], field, "{query}: {err}");
+    }
+    let (s, err) = shop
+        .get(&format!("/api/v1/orders?all=true&customer_id={c}"))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{err}");
+}
