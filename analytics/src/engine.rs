@@ -98,10 +98,10 @@ impl From<DataFusionError> for QueryError {
             | DataFusionError::NotImplemented(_) => QueryError::Invalid(e.strip_backtrace()),
             DataFusionError::ResourcesExhausted(m) => QueryError::Memory(m.clone()),
             // Errors evaluating the user's expressions (division by zero, bad casts).
-            DataFusionError::Execution(m) | DataFusionError::ArrowError(_, Some(m)) => {
-                QueryError::Invalid(m.clone())
-            }
-            DataFusionError::ArrowError(a, None) => QueryError::Invalid(a.to_string()),
+            DataFusionError::Execution(m) if !m.trim().is_empty() => QueryError::Invalid(m.clone()),
+            // The second field is context (a backtrace), not the message.
+            DataFusionError::ArrowError(a, _) => QueryError::Invalid(a.to_string()),
+            DataFusionError::Execution(_) => QueryError::Invalid(e.strip_backtrace()),
             _ => QueryError::Internal(e.strip_backtrace()),
         }
     }

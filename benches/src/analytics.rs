@@ -113,7 +113,7 @@ impl Default for AnalyticsOptions {
             export_runs: 3,
             query_timeout_ms: 120_000,
             smoke: false,
-            out: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/results")),
+            out: PathBuf::from(env!("CARGO_MANIFEST_DIR")),
             exe: std::env::current_exe().unwrap_or_else(|_| "shoplens-bench".into()),
         }
     }

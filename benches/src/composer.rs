@@ -80,7 +80,7 @@ impl Default for ComposerOptions {
             writer_step: Duration::from_millis(200),
             zipf_exponent: 1.1,
             smoke: false,
-            out: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/results")),
+            out: PathBuf::from(env!("CARGO_MANIFEST_DIR")),
         }
     }
 }

@@ -41,7 +41,7 @@ use shoplens_ingest::synthetic::{StreamSpec, shop_events, to_record};
 use shoplens_ingest::worker::{WorkerConfig, WorkerStatus};
 use tokio::time::Instant;
 
-use crate::machine::{Machine, crate_versions};
+use crate::machine::{Machine, crate_versions, process_cpu_secs};
 use crate::results::median;
 use crate::servers::Servers;
 
@@ -129,7 +129,7 @@ impl Default for IngestOptions {
             kafka_session_timeout_ms: 6_000,
             kafka_properties: Default::default(),
             smoke: false,
-            out: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/results")),
+            out: PathBuf::from(env!("CARGO_MANIFEST_DIR")),
             worker_exe: std::env::current_exe().unwrap_or_else(|_| "shoplens-bench".into()),
         }
     }
@@ -369,24 +369,6 @@ fn quantile(v: &mut [f64], q: f64) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
     v[rank - 1]
-}
-
-/// CPU seconds (user + system) this process has used, from `/proc/self/stat` (USER_HZ 100).
-fn process_cpu_secs() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return f64::NAN;
-    };
-    // Fields after the command name (which is in parentheses and may hold spaces).
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-        return f64::NAN;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
-    match (ticks(11), ticks(12)) {
-        (Some(u), Some(s)) => (u + s) / 100.0,
-        _ => f64::NAN,
-    }
 }
 
 /// A `/proc/PID/status` figure in MiB (`VmHWM`, `VmRSS`).

@@ -1,16 +1,20 @@
 //! ShopLens benchmarks: scenarios that start the real system in this process, drive it the
-//! way clients do, and write what they measured to `benches/results/` (a JSON file per
-//! scenario and a section of `RESULTS.md`). Performance claims live here, not in timed tests.
+//! way clients do, and write what they measured: `benches/RESULTS.md` (a section per
+//! scenario, the comparison first) and `benches/results/` (a JSON file per scenario, charts).
+//! Performance claims live here, not in timed tests.
 //!
 //! Run: `cargo run --release -p shoplens-benches -- all` (or a single scenario, e.g.
 //! `composer --runs 3 --duration-secs 5`; `--smoke` for a quick check of the harness).
 //!
-//! Scenarios: [`composer`] (Order Summary: no cache / cache / cache + invalidation),
+//! Scenarios: [`compare`] (the API Composer against CQRS on both requirements: order
+//! tracking and the sales dashboard, with staleness, load curves and growth), [`composer`] (Order Summary: no cache / cache / cache + invalidation),
 //! [`ingest`] (the event pipeline: throughput, freshness and worker memory per read model) and
 //! [`analytics`] (dashboard latency against raw scans as the data grows, export throughput
 //! and memory, per read model).
 
 pub mod analytics;
+pub mod chart;
+pub mod compare;
 pub mod composer;
 pub mod histogram;
 pub mod ingest;

@@ -5,13 +5,14 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use shoplens_benches::analytics::{self, AnalyticsOptions};
+use shoplens_benches::compare::{self, CompareOptions};
 use shoplens_benches::composer::{self, ComposerOptions};
 use shoplens_benches::ingest::{self, Backend, IngestOptions};
 
 #[derive(Parser)]
 #[command(
     name = "shoplens-bench",
-    about = "ShopLens benchmarks (write results to benches/results)"
+    about = "ShopLens benchmarks (write benches/RESULTS.md and benches/results/)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -20,6 +21,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The comparison: API Composer vs CQRS on order tracking and the sales dashboard
+    /// (latency, throughput, CPU, staleness, load curves, growth with the shop).
+    Compare(CompareArgs),
     /// Order Summary API: no cache / cache / cache + invalidation, and the fan-out check.
     Composer(ComposerArgs),
     /// The event pipeline: events/s, freshness lag and worker memory, per read model.
@@ -27,8 +31,8 @@ enum Command {
     /// The analytics server: dashboard latency against raw scans as the data grows, export
     /// throughput and memory, per read model.
     Analytics(AnalyticsArgs),
-    /// Every scenario with its defaults (composer, then ingest and analytics on both back
-    /// ends).
+    /// Every scenario with its defaults (the comparison, composer, then ingest and
+    /// analytics on both back ends).
     All(ComposerArgs),
     /// The ingest worker alone, as `shoplens-ingest` starts it (the ingest scenario runs it
     /// as a child process to measure its memory).
@@ -91,6 +95,73 @@ impl ComposerArgs {
             o.out = v.clone();
         }
         o
+    }
+}
+
+#[derive(Args, Clone)]
+struct CompareArgs {
+    /// The read side: the embedded log and Parquet read model, or Kafka and ClickHouse
+    /// (the server SHOPLENS_TEST_CLICKHOUSE_URL / SHOPLENS_TEST_KAFKA_BROKERS name, else
+    /// ones started here).
+    #[arg(long, value_enum, default_value = "embedded")]
+    backend: SingleBackend,
+    /// Orders in the shop at each size, comma-separated, ascending (default 1000,5000).
+    #[arg(long, value_delimiter = ',')]
+    orders: Option<Vec<usize>>,
+    /// Measurement rounds per size; medians are reported (default 3).
+    #[arg(long)]
+    runs: Option<usize>,
+    /// Measured seconds per path and round (default 4).
+    #[arg(long)]
+    duration_secs: Option<f64>,
+    /// Status changes timed per round for staleness (default 20).
+    #[arg(long)]
+    staleness_samples: Option<usize>,
+    /// Tiny sizes, one short run: checks the harness, not for figures.
+    #[arg(long)]
+    smoke: bool,
+    /// Directory for RESULTS.md (results/ under it gets the JSON and charts).
+    #[arg(long, env = "SHOPLENS_BENCH_OUT")]
+    out: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SingleBackend {
+    Embedded,
+    Clickhouse,
+}
+
+impl CompareArgs {
+    fn options(&self) -> anyhow::Result<CompareOptions> {
+        let mut o = if self.smoke {
+            CompareOptions::smoke(CompareOptions::default().out)
+        } else {
+            CompareOptions::default()
+        };
+        o.backend = match self.backend {
+            SingleBackend::Embedded => Backend::Embedded,
+            SingleBackend::Clickhouse => Backend::Clickhouse,
+        };
+        if let Some(v) = &self.orders {
+            if v.is_empty() || v.contains(&0) {
+                anyhow::bail!("--orders: give one or more positive order counts");
+            }
+            o.sizes = v.clone();
+        }
+        if let Some(v) = self.runs {
+            o.runs = v.max(1);
+        }
+        if let Some(v) = self.duration_secs {
+            anyhow::ensure!(v > 0.0, "--duration-secs must be positive");
+            o.duration = Duration::from_secs_f64(v);
+        }
+        if let Some(v) = self.staleness_samples {
+            o.staleness_samples = v;
+        }
+        if let Some(v) = &self.out {
+            o.out = v.clone();
+        }
+        Ok(o)
     }
 }
 
@@ -284,7 +355,18 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Composer(args) => run_composer(&args).await,
         Command::Ingest(args) => run_ingest(&args.options()?).await,
+        Command::Compare(args) => run_compare(&args.options()?).await,
         Command::All(args) => {
+            let compare_args = CompareArgs {
+                backend: SingleBackend::Embedded,
+                orders: None,
+                runs: None,
+                duration_secs: None,
+                staleness_samples: None,
+                smoke: args.smoke,
+                out: args.out.clone(),
+            };
+            run_compare(&compare_args.options()?).await?;
             run_composer(&args).await?;
             let ingest_args = IngestArgs {
                 backend: BackendArg::Both,
@@ -319,18 +401,35 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+async fn run_compare(opts: &CompareOptions) -> anyhow::Result<()> {
+    let results = compare::run(opts).await?;
+    eprintln!("{}", shoplens_benches::results::compare_markdown(&results));
+    eprintln!("wrote {}", opts.out.join("RESULTS.md").display());
+    Ok(())
+}
+
 async fn run_composer(args: &ComposerArgs) -> anyhow::Result<()> {
     let opts = args.options();
     let results = composer::run(&opts).await?;
     eprintln!("{}", shoplens_benches::results::composer_markdown(&results));
-    eprintln!("wrote {}", opts.out.join("composer.json").display());
+    eprintln!(
+        "wrote {}",
+        shoplens_benches::results::data_dir(&opts.out)
+            .join("composer.json")
+            .display()
+    );
     Ok(())
 }
 
 async fn run_ingest(opts: &IngestOptions) -> anyhow::Result<()> {
     let results = ingest::run(opts).await?;
     eprintln!("{}", shoplens_benches::results::ingest_markdown(&results));
-    eprintln!("wrote {}", opts.out.join("ingest.json").display());
+    eprintln!(
+        "wrote {}",
+        shoplens_benches::results::data_dir(&opts.out)
+            .join("ingest.json")
+            .display()
+    );
     Ok(())
 }
 
@@ -340,6 +439,11 @@ async fn run_analytics(opts: &AnalyticsOptions) -> anyhow::Result<()> {
         "{}",
         shoplens_benches::results::analytics_markdown(&results)
     );
-    eprintln!("wrote {}", opts.out.join("analytics.json").display());
+    eprintln!(
+        "wrote {}",
+        shoplens_benches::results::data_dir(&opts.out)
+            .join("analytics.json")
+            .display()
+    );
     Ok(())
 }

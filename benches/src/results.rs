@@ -7,8 +7,13 @@ use std::path::Path;
 use anyhow::Context;
 
 use crate::analytics::{AnalyticsResults, events_label};
+use crate::chart::{Chart, Series};
+use crate::compare::{CompareResults, PathSummary, ReadPath, curve_medians};
 use crate::composer::{ComposerResults, Load};
 use crate::ingest::IngestResults;
+
+/// The title of the comparison section, the first of `RESULTS.md`.
+pub const COMPARISON: &str = "Comparison: API Composer vs CQRS";
 
 /// Replaces (or appends) the `## {title}` section of `RESULTS.md` in `dir`.
 pub fn write_section(dir: &Path, title: &str, body: &str) -> anyhow::Result<()> {
@@ -25,6 +30,12 @@ pub fn write_section(dir: &Path, title: &str, body: &str) -> anyhow::Result<()> 
         out.push_str(&rest[..at]);
         rest = &rest[at + heading.len()..];
         rest = rest.find("\n## ").map_or("", |next| &rest[next + 1..]);
+    } else if title == COMPARISON
+        && let Some(first) = rest.find("\n## ")
+    {
+        // The comparison leads the file: it is what the other sections explain.
+        out.push_str(&rest[..first + 1]);
+        rest = &rest[first + 1..];
     } else {
         out.push_str(rest.trim_end());
         out.push_str("\n\n");
@@ -47,7 +58,13 @@ fn ms(v: f64) -> String {
     }
 }
 
-/// Writes `<stem>.json` (the machine-readable results) and the `title` section of
+/// Where the machine-readable results and charts go: `results/` under the output directory
+/// (whose `RESULTS.md` holds the tables).
+pub fn data_dir(dir: &Path) -> std::path::PathBuf {
+    dir.join("results")
+}
+
+/// Writes `results/<stem>.json` (the machine-readable results) and the `title` section of
 /// `RESULTS.md` in `dir`.
 fn write_scenario(
     dir: &Path,
@@ -56,8 +73,10 @@ fn write_scenario(
     results: &impl serde::Serialize,
     markdown: &str,
 ) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
-    let json = dir.join(format!("{stem}.json"));
+    let data = data_dir(dir);
+    std::fs::create_dir_all(&data)
+        .with_context(|| format!("failed to create {}", data.display()))?;
+    let json = data.join(format!("{stem}.json"));
     std::fs::write(&json, serde_json::to_vec_pretty(results)?)
         .with_context(|| format!("failed to write {}", json.display()))?;
     write_section(dir, title, markdown)
@@ -207,7 +226,10 @@ pub fn composer_markdown(r: &ComposerResults) -> String {
         );
     }
     let _ = writeln!(t);
-    let _ = writeln!(t, "How it is measured (also in `composer.json`, `notes`):");
+    let _ = writeln!(
+        t,
+        "How it is measured (also in `results/composer.json`, `notes`):"
+    );
     for note in &r.notes {
         let _ = writeln!(t, "- {note}");
     }
@@ -465,7 +487,10 @@ pub fn ingest_markdown(r: &IngestResults) -> String {
         );
     }
     let _ = writeln!(t);
-    let _ = writeln!(t, "How it is measured (also in `ingest.json`, `notes`):");
+    let _ = writeln!(
+        t,
+        "How it is measured (also in `results/ingest.json`, `notes`):"
+    );
     for note in &r.notes {
         let _ = writeln!(t, "- {note}");
     }
@@ -755,7 +780,10 @@ pub fn analytics_markdown(r: &AnalyticsResults) -> String {
         );
     }
     let _ = writeln!(t);
-    let _ = writeln!(t, "How it is measured (also in `analytics.json`, `notes`):");
+    let _ = writeln!(
+        t,
+        "How it is measured (also in `results/analytics.json`, `notes`):"
+    );
     for note in &r.notes {
         let _ = writeln!(t, "- {note}");
     }
@@ -779,4 +807,402 @@ mod tests {
         assert!(!text.contains("one"), "{text}");
         assert_eq!(text.matches("## Composer").count(), 1);
     }
+}
+
+fn fmt_ms(v: f64) -> String {
+    if !v.is_finite() {
+        "n/a".into()
+    } else if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn fmt_x(v: f64) -> String {
+    if !v.is_finite() {
+        "n/a".into()
+    } else if v >= 10.0 {
+        format!("{v:.0}x")
+    } else {
+        format!("{v:.1}x")
+    }
+}
+
+/// Writes `results/compare.json`, the charts and the comparison section of `RESULTS.md`.
+pub fn write_compare(dir: &Path, r: &CompareResults) -> anyhow::Result<()> {
+    let data = data_dir(dir);
+    std::fs::create_dir_all(&data)
+        .with_context(|| format!("failed to create {}", data.display()))?;
+    for (name, chart) in compare_charts(r) {
+        let path = data.join(name);
+        std::fs::write(&path, chart.svg())
+            .with_context(|| format!("failed to write {}", path.display()))?;
+    }
+    write_scenario(dir, "compare", COMPARISON, r, &compare_markdown(r))
+}
+
+/// The charts of the comparison: p99 against offered load per path, and how latency grows
+/// with the shop.
+pub fn compare_charts(r: &CompareResults) -> Vec<(&'static str, Chart)> {
+    let curve = |tracking: bool| Chart {
+        title: if tracking {
+            "Order tracking: p99 latency as offered load rises".into()
+        } else {
+            "Sales dashboard: p99 latency as offered load rises".into()
+        },
+        x_label: "offered load (requests/s)".into(),
+        y_label: "p99 latency (ms, log scale)".into(),
+        log_x: false,
+        log_y: true,
+        series: ReadPath::ALL
+            .iter()
+            .filter(|p| {
+                matches!(p, ReadPath::TrackingComposer | ReadPath::TrackingCqrs) == tracking
+            })
+            .map(|&p| Series {
+                name: p.label().into(),
+                points: curve_medians(&r.curves, p, "curve")
+                    .into_iter()
+                    .map(|(offered, _, _, p99)| (offered, p99))
+                    .collect(),
+            })
+            .collect(),
+    };
+    let growth = Chart {
+        title: "Latency p50 as the shop grows".into(),
+        x_label: "orders in the shop (log scale)".into(),
+        y_label: "p50 latency (ms, log scale)".into(),
+        log_x: true,
+        log_y: true,
+        series: ReadPath::ALL
+            .iter()
+            .map(|&p| Series {
+                name: p.label().into(),
+                points: r
+                    .sizes
+                    .iter()
+                    .filter_map(|s| {
+                        let row = s.summary.iter().find(|x| x.path == p)?;
+                        Some((s.orders as f64, row.p50_ms))
+                    })
+                    .collect(),
+            })
+            .collect(),
+    };
+    vec![
+        ("compare-tracking-load.svg", curve(true)),
+        ("compare-dashboard-load.svg", curve(false)),
+        ("compare-growth.svg", growth),
+    ]
+}
+
+pub fn compare_markdown(r: &CompareResults) -> String {
+    let mut t = String::new();
+    let m = &r.machine;
+    let o = &r.options;
+    let _ = writeln!(t, "Command: `{}`\n", r.command);
+    let _ = writeln!(
+        t,
+        "- Date {}, commit {}, {} build, {}.",
+        m.date,
+        m.git_commit.as_deref().unwrap_or("unknown"),
+        m.profile,
+        m.rustc
+    );
+    let _ = writeln!(
+        t,
+        "- Machine: {} cores ({}), {} MiB memory, linux {}; the load generator and the whole \
+         system (five services, composer, ingest, analytics{}) share these cores.",
+        m.cores,
+        m.cpu_model.as_deref().unwrap_or("unknown CPU"),
+        m.memory_mib.unwrap_or(0),
+        m.os,
+        match (&r.versions.clickhouse, &r.versions.broker) {
+            (Some(ch), Some(b)) => format!(", ClickHouse {ch}, broker {b}"),
+            _ => String::new(),
+        }
+    );
+    let crates: Vec<String> = r
+        .versions
+        .crates
+        .iter()
+        .map(|(n, v)| format!("{n} {v}"))
+        .collect();
+    let _ = writeln!(t, "- Versions: {}.", crates.join(", "));
+    let _ = writeln!(
+        t,
+        "- Back end: {} ({}). Shop: {} customers, {} products; sizes {} orders. {} run(s) per \
+         size, {:.1} s warm-up + {:.1} s measured per path; total run time {:.0} s.",
+        o.backend.name(),
+        match o.backend {
+            crate::ingest::Backend::Embedded => "embedded event log -> embedded Parquet read model",
+            crate::ingest::Backend::Clickhouse => "Kafka (tansu) -> ClickHouse read model",
+        },
+        o.customers,
+        o.products,
+        r.sizes
+            .iter()
+            .map(|s| format!("{} ({} events)", s.orders, s.events))
+            .collect::<Vec<_>>()
+            .join(", "),
+        o.runs,
+        o.warmup.as_secs_f64(),
+        o.duration.as_secs_f64(),
+        r.total_secs
+    );
+    let Some(big) = r.sizes.last() else {
+        return t;
+    };
+    let row = |p: ReadPath| big.summary.iter().find(|x| x.path == p);
+    let cell = |p: ReadPath, f: &dyn Fn(&PathSummary) -> String| row(p).map_or("n/a".into(), f);
+    let lat = |s: &PathSummary| format!("{} / {} ms", fmt_ms(s.p50_ms), fmt_ms(s.p99_ms));
+    let thr = |s: &PathSummary| format!("{:.0} req/s", s.throughput_rps);
+    let cpu = |s: &PathSummary| format!("{} ms", fmt_ms(s.cpu_ms_per_request));
+    // The highest offered load each path served (goodput >= 95% of offered, no errors).
+    let sustained = |p: ReadPath| {
+        curve_medians(&r.curves, p, "curve")
+            .into_iter()
+            .filter(|(offered, goodput, _, _)| *goodput >= 0.95 * offered)
+            .map(|(offered, _, _, p99)| (offered, p99))
+            .last()
+    };
+    let scal = |p: ReadPath| match sustained(p) {
+        Some((offered, p99)) => format!("{offered:.0} req/s (p99 {} ms)", fmt_ms(p99)),
+        None => "n/a".into(),
+    };
+    let _ = writeln!(
+        t,
+        "\n### The table, measured ({} orders, {} events)\n",
+        big.orders, big.events
+    );
+    let _ = writeln!(t, "| requirement | measure | API Composer | CQRS | ratio |");
+    let _ = writeln!(t, "|---|---|---:|---:|---:|");
+    let (tc, tq, dq, dc) = (
+        ReadPath::TrackingComposer,
+        ReadPath::TrackingCqrs,
+        ReadPath::DashboardCqrs,
+        ReadPath::DashboardComposer,
+    );
+    let _ = writeln!(
+        t,
+        "| order tracking | latency p50 / p99 | {} | {} | CQRS/composer p50 {} |",
+        cell(tc, &lat),
+        cell(tq, &lat),
+        fmt_x(big.tracking_p50_ratio)
+    );
+    let _ = writeln!(
+        t,
+        "| order tracking | throughput, closed loop ({} workers) | {} | {} | |",
+        o.tracking_concurrency,
+        cell(tc, &thr),
+        cell(tq, &thr)
+    );
+    let _ = writeln!(
+        t,
+        "| order tracking | CPU per request | {} | {} | |",
+        cell(tc, &cpu),
+        cell(tq, &cpu)
+    );
+    let _ = writeln!(
+        t,
+        "| order tracking | staleness after a status change, p50 / p99 | **live**: {} / {} ms | \
+         **eventually consistent**: {} / {} ms | |",
+        fmt_ms(big.staleness_composer_p50_ms),
+        fmt_ms(big.staleness_composer_p99_ms),
+        fmt_ms(big.staleness_cqrs_p50_ms),
+        fmt_ms(big.staleness_cqrs_p99_ms)
+    );
+    let _ = writeln!(
+        t,
+        "| order tracking | highest offered load served | {} | {} | |",
+        scal(tc),
+        scal(tq)
+    );
+    let _ = writeln!(
+        t,
+        "| sales dashboard | latency p50 / p99 | {} | {} | composer/CQRS p50 **{}** |",
+        cell(dc, &lat),
+        cell(dq, &lat),
+        fmt_x(big.dashboard_p50_ratio)
+    );
+    let _ = writeln!(
+        t,
+        "| sales dashboard | throughput, closed loop ({} workers) | {} | {} | |",
+        o.dashboard_concurrency,
+        cell(dc, &thr),
+        cell(dq, &thr)
+    );
+    let _ = writeln!(
+        t,
+        "| sales dashboard | CPU per request | {} | {} | composer/CQRS **{}** |",
+        cell(dc, &cpu),
+        cell(dq, &cpu),
+        fmt_x(big.dashboard_cpu_ratio)
+    );
+    let _ = writeln!(
+        t,
+        "| sales dashboard | highest offered load served | {} | {} | |",
+        scal(dc),
+        scal(dq)
+    );
+    let _ = writeln!(
+        t,
+        "| sales dashboard | same numbers | {} | | |",
+        if big.same_numbers {
+            "yes: every row of the four views equal"
+        } else {
+            "**no** (see the log)"
+        }
+    );
+    let first = &r.sizes[0];
+    let growth = |p: ReadPath| {
+        let a = first.summary.iter().find(|x| x.path == p)?;
+        let b = big.summary.iter().find(|x| x.path == p)?;
+        Some(b.p50_ms / a.p50_ms)
+    };
+    let g = |p: ReadPath| growth(p).map_or("n/a".into(), fmt_x);
+    if r.sizes.len() > 1 {
+        let _ = writeln!(
+            t,
+            "| growth {}x orders ({} -> {}) | p50 grows | tracking {}, dashboard {} | tracking \
+             {}, dashboard {} | |",
+            big.orders / first.orders.max(1),
+            first.orders,
+            big.orders,
+            g(tc),
+            g(dc),
+            g(tq),
+            g(dq)
+        );
+    }
+    let _ = writeln!(
+        t,
+        "\nThe seed's comparison table against these figures: *query performance* — the \
+         composer's dashboard is {} slower at the median than the read model's and costs {} \
+         the CPU per request, and it grows with the whole order history while the read model's \
+         does not; for tracking a single order the two are within {} of each other. *Data \
+         freshness* — the composer is live (its cache is evicted by the change's event, \
+         p50 {} ms), the read model eventually consistent (p50 {} ms). *Scalability* — see the \
+         load curves below.",
+        fmt_x(big.dashboard_p50_ratio),
+        fmt_x(big.dashboard_cpu_ratio),
+        fmt_x(if big.tracking_p50_ratio >= 1.0 {
+            big.tracking_p50_ratio
+        } else {
+            1.0 / big.tracking_p50_ratio
+        }),
+        fmt_ms(big.staleness_composer_p50_ms),
+        fmt_ms(big.staleness_cqrs_p50_ms)
+    );
+
+    let _ = writeln!(t, "\n### Growth (medians over runs)\n");
+    let _ = writeln!(
+        t,
+        "| orders | events | seeded in s | read model caught up in s | tracking composer p50/p99 \
+         ms | tracking CQRS p50/p99 ms | dashboard CQRS p50/p99 ms | dashboard composer p50/p99 \
+         ms | dashboard CPU ms composer / CQRS | same numbers |"
+    );
+    let _ = writeln!(t, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    for s in &r.sizes {
+        let f = |p: ReadPath| {
+            s.summary
+                .iter()
+                .find(|x| x.path == p)
+                .map_or("n/a".into(), |x| {
+                    format!("{} / {}", fmt_ms(x.p50_ms), fmt_ms(x.p99_ms))
+                })
+        };
+        let c = |p: ReadPath| {
+            s.summary
+                .iter()
+                .find(|x| x.path == p)
+                .map_or("n/a".into(), |x| fmt_ms(x.cpu_ms_per_request))
+        };
+        let _ = writeln!(
+            t,
+            "| {} | {} | {:.1} | {:.1} | {} | {} | {} | {} | {} / {} | {} |",
+            s.orders,
+            s.events,
+            s.seed_secs,
+            s.catch_up_secs,
+            f(tc),
+            f(tq),
+            f(dq),
+            f(dc),
+            c(dc),
+            c(dq),
+            if s.same_numbers { "yes" } else { "**no**" }
+        );
+    }
+    let errors: Vec<String> = r
+        .sizes
+        .iter()
+        .flat_map(|s| s.summary.iter().map(move |x| (s.orders, x.path, x.errors)))
+        .filter(|(_, _, e)| *e > 0)
+        .map(|(orders, p, e)| format!("{} at {orders} orders: {e}", p.label()))
+        .collect();
+    let _ = writeln!(
+        t,
+        "\nErrors in the closed loops (all sizes and runs): {}.",
+        if errors.is_empty() {
+            "none".to_owned()
+        } else {
+            errors.join("; ")
+        }
+    );
+
+    let _ = writeln!(
+        t,
+        "\n### Scalability at {} orders (open loop, latency from the scheduled start)\n",
+        big.orders
+    );
+    let _ = writeln!(
+        t,
+        "![order tracking](results/compare-tracking-load.svg) \
+         ![sales dashboard](results/compare-dashboard-load.svg)\n"
+    );
+    let _ = writeln!(
+        t,
+        "| path | phase | fraction of closed-loop max | offered req/s | served req/s | p50 ms | \
+         p99 ms |"
+    );
+    let _ = writeln!(t, "|---|---|---:|---:|---:|---:|---:|");
+    for p in ReadPath::ALL {
+        for phase in ["curve", "burst-base", "burst-peak", "burst-after"] {
+            let fractions: Vec<f64> = {
+                let mut v: Vec<f64> = r
+                    .curves
+                    .iter()
+                    .filter(|c| c.path == p && c.phase == phase)
+                    .map(|c| c.fraction)
+                    .collect();
+                v.sort_by(f64::total_cmp);
+                v.dedup();
+                v
+            };
+            for (f, (offered, goodput, p50, p99)) in
+                fractions.iter().zip(curve_medians(&r.curves, p, phase))
+            {
+                let _ = writeln!(
+                    t,
+                    "| {} | {phase} | {f:.2} | {offered:.0} | {goodput:.0} | {} | {} |",
+                    p.label(),
+                    fmt_ms(p50),
+                    fmt_ms(p99)
+                );
+            }
+        }
+    }
+    let _ = writeln!(t, "\n![growth](results/compare-growth.svg)\n");
+    let _ = writeln!(
+        t,
+        "How it is measured (also in `results/compare.json`, `notes`):"
+    );
+    for n in &r.notes {
+        let _ = writeln!(t, "- {n}");
+    }
+    t
 }

@@ -60,6 +60,15 @@ impl Shop {
     /// Starts the five services and the embedded log (no demo, ports 0, no fsync) in a
     /// temporary directory and seeds them.
     pub async fn start(size: &ShopSize) -> anyhow::Result<Shop> {
+        Shop::start_with(size, |_| {}).await
+    }
+
+    /// [`Shop::start`] with the configuration changed by `configure` first (another bus or
+    /// read model, a known signing secret).
+    pub async fn start_with(
+        size: &ShopSize,
+        configure: impl FnOnce(&mut shoplens::Config),
+    ) -> anyhow::Result<Shop> {
         let dir = tempfile::tempdir().context("failed to create a scratch directory")?;
         let mut config = shoplens::Config {
             data_dir: dir.path().to_path_buf(),
@@ -81,6 +90,7 @@ impl Shop {
         config.ingest.listen = any_port;
         config.analytics.listen = any_port;
         config.analytics.sql.listen = any_port;
+        configure(&mut config);
         let system = shoplens::System::start(config)
             .await
             .context("failed to start the shop")?;
@@ -109,6 +119,25 @@ impl Shop {
             seed_secs,
             _dir: dir,
         })
+    }
+
+    /// Seeds `more` orders on top of what is there (the same catalogue, a new seed so they
+    /// are new orders); they join the read set.
+    pub async fn grow(&mut self, size: &ShopSize, more: usize, seed: u64) -> anyhow::Result<f64> {
+        let sim = SimConfig {
+            seed,
+            orders: Some(more as u64),
+            ..seed_config(size)
+        };
+        let started = std::time::Instant::now();
+        let report =
+            shop_simulator::run(&self.urls, &sim, &self.catalogue, CancellationToken::new())
+                .await
+                .context("failed to seed orders")?;
+        for id in report.order_ids {
+            self.reads.push(id);
+        }
+        Ok(started.elapsed().as_secs_f64())
     }
 
     pub async fn stop(self) {
@@ -152,6 +181,11 @@ impl ReadSet {
 
     pub fn len(&self) -> usize {
         self.ids.read().expect("read set lock").len()
+    }
+
+    /// Every order id so far, oldest first.
+    pub fn ids(&self) -> Vec<String> {
+        self.ids.read().expect("read set lock").clone()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -9,11 +9,12 @@ async fn smoke_run_writes_sane_results() {
     let opts = ComposerOptions::smoke(dir.path().to_path_buf());
     composer::run(&opts).await.expect("smoke run");
     if let Ok(keep) = std::env::var("SMOKE_KEEP") {
-        std::fs::copy(dir.path().join("composer.json"), keep).unwrap();
+        std::fs::copy(dir.path().join("results/composer.json"), keep).unwrap();
     }
 
     let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("composer.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(dir.path().join("results/composer.json")).unwrap())
+            .unwrap();
     let md = std::fs::read_to_string(dir.path().join("RESULTS.md")).unwrap();
     assert!(md.contains("## Composer"), "{md}");
     assert!(md.contains("| no-cache |"), "{md}");
@@ -72,7 +73,8 @@ async fn ingest_smoke_run_writes_sane_results() {
     ingest::run(&opts).await.expect("ingest smoke run");
 
     let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("ingest.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(dir.path().join("results/ingest.json")).unwrap())
+            .unwrap();
     let md = std::fs::read_to_string(dir.path().join("RESULTS.md")).unwrap();
     assert!(md.contains("## Ingest"), "{md}");
     assert!(md.contains("| embedded | 20000 |"), "{md}");
@@ -131,7 +133,8 @@ async fn analytics_smoke_run_writes_sane_results() {
     analytics::run(&opts).await.expect("analytics smoke run");
 
     let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("analytics.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(dir.path().join("results/analytics.json")).unwrap())
+            .unwrap();
     let md = std::fs::read_to_string(dir.path().join("RESULTS.md")).unwrap();
     assert!(md.contains("## Analytics"), "{md}");
     assert!(md.contains("| embedded | 20k | daily 30d |"), "{md}");
@@ -187,4 +190,53 @@ async fn analytics_smoke_run_writes_sane_results() {
     assert_eq!(json["growth"].as_array().unwrap().len(), 8 * backends);
     // Latency, flatness, export rate and export memory, per back end.
     assert_eq!(json["aims"].as_array().unwrap().len(), 4 * backends);
+}
+
+/// The comparison's harness end to end at tiny sizes: every path answered, both dashboards
+/// agreed, staleness was measured for both paths, the table and charts were written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_smoke_run_writes_the_table_and_charts() {
+    use shoplens_benches::compare::{self, CompareOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let opts = CompareOptions::smoke(dir.path().to_path_buf());
+    compare::run(&opts).await.expect("smoke run");
+
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("results/compare.json")).unwrap())
+            .unwrap();
+    let md = std::fs::read_to_string(dir.path().join("RESULTS.md")).unwrap();
+    assert!(md.contains("## Comparison: API Composer vs CQRS"), "{md}");
+    assert!(
+        md.contains("| sales dashboard | same numbers | yes"),
+        "{md}"
+    );
+    let sizes = json["sizes"].as_array().unwrap();
+    assert_eq!(sizes.len(), 2);
+    assert!(sizes[1]["events"].as_u64().unwrap() > sizes[0]["events"].as_u64().unwrap());
+    for size in sizes {
+        assert_eq!(size["same_numbers"], true, "{size}");
+        for path in size["summary"].as_array().unwrap() {
+            assert!(path["throughput_rps"].as_f64().unwrap() > 0.0, "{path}");
+            assert_eq!(path["errors"], 0, "{path}");
+            let (p50, p99) = (
+                path["p50_ms"].as_f64().unwrap(),
+                path["p99_ms"].as_f64().unwrap(),
+            );
+            assert!(p50 > 0.0 && p50 <= p99, "{path}");
+        }
+        let round = &size["rounds"][0];
+        let samples = |k: &str| round["staleness"][k].as_array().unwrap().len();
+        assert_eq!(samples("composer_ms") + samples("cqrs_ms"), 6, "{round}");
+    }
+    let curves = json["curves"].as_array().unwrap();
+    // Four paths, two load steps and three burst phases each.
+    assert_eq!(curves.len(), 4 * 5);
+    for chart in [
+        "compare-tracking-load.svg",
+        "compare-dashboard-load.svg",
+        "compare-growth.svg",
+    ] {
+        let svg = std::fs::read_to_string(dir.path().join("results").join(chart)).unwrap();
+        assert!(svg.contains("<polyline"), "{chart}");
+    }
 }
