@@ -3,5 +3,6 @@
 mod analytics;
 mod process;
 mod read_model;
+mod reconcile;
 mod relay_crash;
 mod run;
