@@ -119,8 +119,10 @@ async fn reconcile_matches_then_names_the_keys_of_a_corrupted_read_model() {
     let (product, customer) = (line.product_id.clone(), line.customer_id.clone());
     let day = purchase.occurred_at.date_naive().to_string();
     {
-        let mut config = ReadModelConfig::default();
-        config.kind = ReadModelKind::Embedded;
+        let mut config = ReadModelConfig {
+            kind: ReadModelKind::Embedded,
+            ..ReadModelConfig::default()
+        };
         config.embedded.dir = data.join("readmodel");
         let store = shoplens_ingest::startup::open_store(&config).await.unwrap();
         let generation = store.live().await.unwrap().expect("a live generation");
