@@ -329,9 +329,9 @@ async fn the_broker_and_clickhouse_stopped_under_load_lose_nothing() {
     // Down for at least `outage`, and until the worker has found the store down (an apply
     // failed); a worker that never tries within 30 s is not consuming.
     let start = Instant::now();
-    let (mut saw_sink_down, mut status) = (false, None);
+    let mut saw_sink_down = false;
     while start.elapsed() < outage || !saw_sink_down {
-        status = rig.worker.status().await;
+        let status = rig.worker.status().await;
         if let Some(s) = &status {
             saw_sink_down |= s["live"]["sink_up"] == false;
         }
