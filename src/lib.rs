@@ -148,6 +148,15 @@ impl System {
             None
         };
 
+        // Reconciliation compares the read model with this process's composer's ledger.
+        let mut analytics_config = config.analytics.clone();
+        let reconcile = &mut analytics_config.reconcile;
+        if reconcile.composer_url.is_empty() {
+            reconcile.composer_url = composer.url();
+        }
+        if reconcile.composer_token.is_empty() && reconcile.composer_secret.is_empty() {
+            reconcile.composer_secret = composer_config.auth.secret.clone();
+        }
         let analytics = if config.analytics.enabled {
             let mut engine =
                 shoplens_analytics::startup::engine(&config.read_model, &config.analytics.query)
@@ -159,7 +168,7 @@ impl System {
                 engine = engine.with_lag_source(Arc::new(move || ingest.status().live.lag_events));
             }
             Some(
-                shoplens_analytics::start(&config.analytics, engine)
+                shoplens_analytics::start(&analytics_config, engine)
                     .await
                     .context("failed to start the analytics server")?,
             )

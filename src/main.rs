@@ -57,6 +57,30 @@ enum Command {
     /// file (reads the configured read model directly; no server needed). Exit code 0 when
     /// the file is complete, 1 when the export failed, 2 for a bad request.
     Export(shoplens_analytics::cli::ExportArgs),
+    /// Compare the read model of a running system with the services' own figures (orders,
+    /// items and revenue per day, product and customer) and print the differences. Exit
+    /// code 0 when they match, 1 when they differ, 2 when the check could not be made.
+    Reconcile {
+        /// The data directory of the running system (its run-info.json has the URLs).
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+        /// The analytics server to ask (default: the running system's, from run-info.json).
+        #[arg(long)]
+        analytics: Option<String>,
+        /// First day (YYYY-MM-DD, inclusive); default: 30 days before `--to`.
+        #[arg(long)]
+        from: Option<String>,
+        /// Last day (YYYY-MM-DD, inclusive); default: today (UTC).
+        #[arg(long)]
+        to: Option<String>,
+        /// While there are differences, re-check every second for up to this long (the
+        /// read model is eventually consistent); 0 checks once.
+        #[arg(long, default_value_t = 0)]
+        settle_secs: u64,
+        /// Print the whole report as JSON instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a bearer token for the Order Summary API, signed with the configured secret.
     Token {
         /// The customer the token identifies.
@@ -120,6 +144,46 @@ async fn main() -> anyhow::Result<()> {
             });
             let report = shop_simulator::run(&urls, &sim, &catalogue, shutdown).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Command::Reconcile {
+            data_dir,
+            analytics,
+            from,
+            to,
+            settle_secs,
+            json,
+        } => {
+            use shoplens_analytics::reconcile::{ExitCode, fetch_settled};
+            let result = async {
+                let url = match analytics {
+                    Some(url) => url,
+                    None => read_run_info(&data_dir)?
+                        .analytics
+                        .context("the running system has no analytics server; give --analytics")?,
+                };
+                let settle = std::time::Duration::from_secs(settle_secs);
+                fetch_settled(&url, from.as_deref(), to.as_deref(), settle).await
+            }
+            .await;
+            let code = match result {
+                Ok(report) => {
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&report)?);
+                    } else {
+                        print!("{}", report.summary(20));
+                    }
+                    if report.matches {
+                        ExitCode::Match
+                    } else {
+                        ExitCode::Differences
+                    }
+                }
+                Err(e) => {
+                    eprintln!("reconcile: {e:#}");
+                    ExitCode::Error
+                }
+            };
+            std::process::exit(code as i32);
         }
         Command::Export(args) => {
             let config = config.resolve();

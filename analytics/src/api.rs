@@ -21,12 +21,15 @@ use crate::engine::{Engine, QueryError};
 use crate::export::{self, Encoder, ExportFormat, REPORTS};
 use crate::metrics::AnalyticsMetrics;
 use crate::read_model::Table;
+use crate::reconcile::{ReconcileError, ReconcileReport, Reconciler};
 
 #[derive(Clone)]
 pub struct AppState {
     pub dashboard: Dashboard,
     pub refresh_ms: u64,
     pub metrics: AnalyticsMetrics,
+    /// `None` when reconciliation is not configured.
+    pub reconciler: Option<Reconciler>,
 }
 
 impl AppState {
@@ -49,6 +52,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/api/v1/reports", get(reports))
         .route("/api/v1/reports/{file}", get(report_file))
         .route("/api/v1/export", post(export_sql))
+        .route("/api/v1/reconcile", get(reconcile))
         .with_state(state)
 }
 
@@ -197,6 +201,55 @@ async fn trends(
             .trends(f, range, period)
             .await
             .map_err(|e| api_error("query", e))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReconcileQuery {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// `GET /api/v1/reconcile?from&to`: the read model against the services' own figures per
+/// day, product and customer (default range: the 30 days up to today, UTC).
+async fn reconcile(
+    State(state): State<AppState>,
+    ValidQuery(q): ValidQuery<ReconcileQuery>,
+) -> Result<Json<ReconcileReport>, ApiError> {
+    observe(&state, "reconcile", async {
+        let reconciler = state.reconciler.as_ref().ok_or(ApiError::Unavailable {
+            code: "reconcile_not_configured",
+            message: ReconcileError::NotConfigured.to_string(),
+        })?;
+        let today = chrono::Utc::now().date_naive();
+        let range =
+            DateRange::parse(q.from.as_deref(), q.to.as_deref(), today).map_err(param_error)?;
+        let report = reconciler
+            .reconcile(state.engine(), range)
+            .await
+            .map_err(|e| match e {
+                ReconcileError::ReadModel(e) => api_error("query", e),
+                e @ ReconcileError::SourceOfTruth(_) => ApiError::Unavailable {
+                    code: "source_of_truth_unavailable",
+                    message: e.to_string(),
+                },
+                e @ ReconcileError::NotConfigured => ApiError::Unavailable {
+                    code: "reconcile_not_configured",
+                    message: e.to_string(),
+                },
+            })?;
+        if !report.matches {
+            tracing::warn!(
+                from = %report.from,
+                to = %report.to,
+                differences = report.difference_count,
+                lag_events = ?report.read_model.lag_events,
+                "reconciliation found differences"
+            );
+        }
+        Ok(report)
     })
     .await
 }

@@ -24,6 +24,8 @@ pub struct AnalyticsConfig {
     pub query: QueryConfig,
     /// How often the dashboard page refreshes itself (ms).
     pub dashboard_refresh_ms: u64,
+    /// Reconciliation against the services' own figures (`GET /api/v1/reconcile`).
+    pub reconcile: ReconcileConfig,
 }
 
 impl Default for AnalyticsConfig {
@@ -38,7 +40,61 @@ impl Default for AnalyticsConfig {
             sql: PgConfig::default(),
             query: QueryConfig::default(),
             dashboard_refresh_ms: 5_000,
+            reconcile: ReconcileConfig::default(),
         }
+    }
+}
+
+/// Where reconciliation gets the source of truth: the composer's ledger
+/// (`/api/v1/sales/ledger`, admin only), which sums the services' own data. The all-in-one
+/// `shoplens` process fills in its composer's URL and signing secret.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconcileConfig {
+    /// The composer's base URL; empty: reconciliation is not configured (503).
+    pub composer_url: String,
+    /// An admin bearer token for the composer (`shoplens token --admin`). A secret: never
+    /// logged. Used when set; otherwise tokens are signed with `composer_secret`.
+    pub composer_token: String,
+    /// The composer's token-signing secret (`composer.auth.secret`), to sign a short-lived
+    /// admin token per request. A secret: never logged.
+    pub composer_secret: String,
+    /// How long fetching the ledger may take (ms); the composer has its own deadline.
+    pub timeout_ms: u64,
+    /// Differences listed in a report at most (all are counted).
+    pub max_differences: usize,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        ReconcileConfig {
+            composer_url: String::new(),
+            composer_token: String::new(),
+            composer_secret: String::new(),
+            timeout_ms: 12_000,
+            max_differences: 1_000,
+        }
+    }
+}
+
+impl ReconcileConfig {
+    /// Whether a reconciliation can run: a composer and a way to authenticate to it.
+    pub fn is_configured(&self) -> bool {
+        let has_credentials = !self.composer_token.is_empty() || !self.composer_secret.is_empty();
+        !self.composer_url.is_empty() && has_credentials
+    }
+}
+
+impl std::fmt::Debug for ReconcileConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redact = |s: &str| if s.is_empty() { "" } else { "***" };
+        f.debug_struct("ReconcileConfig")
+            .field("composer_url", &self.composer_url)
+            .field("composer_token", &redact(&self.composer_token))
+            .field("composer_secret", &redact(&self.composer_secret))
+            .field("timeout_ms", &self.timeout_ms)
+            .field("max_differences", &self.max_differences)
+            .finish()
     }
 }
 
@@ -97,5 +153,26 @@ mod tests {
         let shown = format!("{config:?}");
         assert!(!shown.contains("s3cret"), "{shown}");
         assert!(shown.contains(r#"password: "***""#), "{shown}");
+    }
+
+    #[test]
+    fn reconcile_secrets_are_never_printed() {
+        let config = ReconcileConfig {
+            composer_url: "http://127.0.0.1:8080".into(),
+            composer_token: "tok-s3cret".into(),
+            composer_secret: "sign-s3cret".into(),
+            ..ReconcileConfig::default()
+        };
+        let shown = format!(
+            "{:?}",
+            AnalyticsConfig {
+                reconcile: config.clone(),
+                ..AnalyticsConfig::default()
+            }
+        );
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("http://127.0.0.1:8080"), "{shown}");
+        assert!(config.is_configured());
+        assert!(!ReconcileConfig::default().is_configured());
     }
 }

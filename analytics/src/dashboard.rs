@@ -262,10 +262,10 @@ impl Dashboard {
 }
 
 /// Typed access to the columns of a result the dashboard's own SQL produced.
-struct Columns<'a>(&'a RecordBatch);
+pub(crate) struct Columns<'a>(pub(crate) &'a RecordBatch);
 
 impl Columns<'_> {
-    fn u64(&self, col: usize, row: usize) -> u64 {
+    pub(crate) fn u64(&self, col: usize, row: usize) -> u64 {
         let a = self.0.column(col);
         if a.is_null(row) {
             return 0;
@@ -281,7 +281,7 @@ impl Columns<'_> {
             .map_or(0, |a| a.value(row))
     }
 
-    fn date(&self, col: usize, row: usize) -> NaiveDate {
+    pub(crate) fn date(&self, col: usize, row: usize) -> NaiveDate {
         self.0
             .column(col)
             .as_primitive_opt::<Date32Type>()
@@ -289,7 +289,7 @@ impl Columns<'_> {
             .unwrap_or(NaiveDate::MIN)
     }
 
-    fn money(&self, col: usize, row: usize) -> Decimal {
+    pub(crate) fn money(&self, col: usize, row: usize) -> Decimal {
         let a = self.0.column(col);
         if a.is_null(row) {
             return ZERO_MONEY;
@@ -303,7 +303,7 @@ impl Columns<'_> {
         }
     }
 
-    fn string(&self, col: usize, row: usize) -> Option<String> {
+    pub(crate) fn string(&self, col: usize, row: usize) -> Option<String> {
         let a = self.0.column(col);
         if a.is_null(row) {
             return None;

@@ -17,9 +17,10 @@ pub mod guard;
 pub mod metrics;
 pub mod pg;
 pub mod read_model;
+pub mod reconcile;
 pub mod startup;
 
-pub use config::{AnalyticsConfig, PgConfig};
+pub use config::{AnalyticsConfig, PgConfig, ReconcileConfig};
 pub use engine::{Engine, QueryConfig, QueryError};
 pub use read_model::{ReadModel, ReadModelError, Table};
 pub use startup::{AnalyticsHandle, start};

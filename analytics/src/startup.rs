@@ -99,6 +99,7 @@ pub async fn start(
         dashboard: Dashboard::new(engine.clone()),
         refresh_ms: config.dashboard_refresh_ms,
         metrics: AnalyticsMetrics::register(&metrics),
+        reconciler: crate::reconcile::Reconciler::new(&config.reconcile),
     };
     let router = shoplens_kit::http::standard_router(routes(state), None, metrics, &config.http);
     let (listener, addr) = bind(config.listen).await?;

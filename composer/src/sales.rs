@@ -22,6 +22,7 @@ use shoplens_contract::Service;
 use shoplens_contract::sales::{
     CustomerRow, DailyRow, DateRange, Period, ProductRow, Sums, TrendRow, trend_rows,
 };
+pub use shoplens_contract::sales::{CustomerSums, LedgerReport, ProductSums};
 use shoplens_kit::ApiError;
 use tokio::time::Instant;
 
@@ -54,21 +55,6 @@ struct ScanOrder {
 struct ScanPage {
     orders: Vec<ScanOrder>,
     next_cursor: Option<String>,
-}
-
-/// One product's sales in a range.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ProductSums {
-    pub units: u64,
-    pub revenue: Decimal,
-    pub order_lines: u64,
-}
-
-/// One customer's paid orders in a range.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct CustomerSums {
-    pub orders_paid: u64,
-    pub revenue: Decimal,
 }
 
 /// The sums of every order of the shop that falls in a range, by day, product and customer
@@ -404,19 +390,6 @@ pub async fn dashboard(
         top_customers,
         trends: trend_rows(q.period, range.from, range.to, &periods),
     })
-}
-
-/// The per-key figures of a range, for reconciliation: every day with sales, every product
-/// sold and every customer who paid, with the services' own sums.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LedgerReport {
-    pub computed_at: DateTime<Utc>,
-    pub from: NaiveDate,
-    pub to: NaiveDate,
-    pub orders_scanned: u64,
-    pub daily: Vec<DailyRow>,
-    pub products: BTreeMap<String, ProductSums>,
-    pub customers: BTreeMap<String, CustomerSums>,
 }
 
 /// The ledger of `range` as a report.

@@ -1,7 +1,10 @@
 //! End-to-end tests of the `shoplens` binary: the real process, real files, real signals.
 
 mod analytics;
+mod faults;
 mod process;
 mod read_model;
+mod reconcile;
 mod relay_crash;
 mod run;
+mod servers;

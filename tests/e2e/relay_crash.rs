@@ -121,3 +121,81 @@ async fn a_relay_crash_between_publish_and_mark_loses_no_event() {
     }
     assert_eq!(first_copies, outbox);
 }
+
+/// The order service's relay dies between publishing a batch and marking it, in the middle
+/// of a shop's worth of orders: the batch goes out twice, the read model drops the copies,
+/// and reconciliation finds every total exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_crash_mid_sales_leaves_the_read_model_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+
+    // 1. Orders placed, paid and shipped with the order relay off: their events wait.
+    let mut shop = Shoplens::spawn(
+        data,
+        &[],
+        &[
+            ("SHOPLENS_ORDER__RELAY__ENABLED", "false"),
+            ("SHOPLENS_DEMO__SIMULATOR__ORDERS", "15"),
+            ("SHOPLENS_DEMO__SIMULATOR__RATE_PER_SEC", "0"),
+            ("SHOPLENS_DEMO__SIMULATOR__STEP_DELAY_MS", "0"),
+            ("SHOPLENS_DEMO__SIMULATOR__CUSTOMERS", "6"),
+            ("SHOPLENS_DEMO__SIMULATOR__PRODUCTS", "5"),
+        ],
+    );
+    shop.wait_ready();
+    crate::process::wait_orders_finished(data, 15).await;
+    assert!(shop.terminate().success());
+
+    // 2. The relay publishes two batches of seven and dies before marking the second.
+    let mut shop = Shoplens::spawn(
+        data,
+        &["run", "--no-demo"],
+        &[
+            ("SHOPLENS_ORDER__RELAY__BATCH_SIZE", "7"),
+            ("SHOPLENS_ORDER__RELAY__CRASH_AFTER_BATCHES", "2"),
+        ],
+    );
+    let status = shop.wait_exit(Duration::from_secs(30));
+    assert!(
+        !status.success(),
+        "the fault should have aborted the process"
+    );
+
+    // 3. Restarted, it publishes the rest (the crashed batch again); the read model settles
+    //    on exactly the services' figures.
+    let mut shop = Shoplens::spawn(data, &["run", "--no-demo"], &[]);
+    shop.wait_ready();
+    let (code, report) = crate::reconcile::reconcile_json(data, 30);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["source_of_truth"]["orders_scanned"], 15);
+    assert!(
+        report["checked"]["products"].as_u64().unwrap() >= 1,
+        "{report:#}"
+    );
+    assert!(shop.terminate().success());
+
+    // The bus really holds duplicates: the crashed batch was published twice.
+    let log = EmbeddedLog::open(EmbeddedLogConfig {
+        dir: data.join("eventlog"),
+        fsync: false,
+    })
+    .unwrap();
+    let mut consumer = log.consumer("check", &["shop.orders"]).unwrap();
+    let (mut all, mut distinct) = (0, BTreeSet::new());
+    loop {
+        let batch = consumer.poll(1000, Duration::ZERO).await.unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        for r in batch {
+            all += 1;
+            distinct.insert(Envelope::decode(&r.payload).unwrap().event_id);
+        }
+    }
+    assert!(
+        all > distinct.len(),
+        "{all} records, {} distinct",
+        distinct.len()
+    );
+}

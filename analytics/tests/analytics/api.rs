@@ -532,3 +532,37 @@ async fn an_empty_read_model_answers_with_zeros_and_no_freshness() {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["rows"][0]["n"], 0, "{body}");
 }
+
+/// Reconciliation needs a composer; without one it says so (503), bad dates name the field
+/// (422), and an unreachable composer is a 503 naming the source of truth.
+#[tokio::test]
+async fn reconcile_errors_are_clear_json() {
+    let (_dir, app, _) = app().await;
+    let (status, body) = app.get_json("/api/v1/reconcile").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["code"], "reconcile_not_configured", "{body}");
+
+    let events = support::events();
+    let (_dir2, engine) = support::embedded_engine(&events).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let mut config = support::app_config();
+    config.reconcile.composer_url = format!("http://127.0.0.1:{port}");
+    config.reconcile.composer_secret = "k".into();
+    let app = support::spawn_app_with(engine, &config).await;
+    for (query, field) in [
+        ("?from=2026-02-01&to=2026-01-01", "from"),
+        ("?to=2026-02-30", "to"),
+        ("?form=2026-01-01", "form"),
+    ] {
+        let (status, body) = app.get_json(&format!("/api/v1/reconcile{query}")).await;
+        assert!((400..500).contains(&status), "{query}: {status} {body}");
+        assert_eq!(body["field"], field, "{query}: {body}");
+    }
+    let (status, body) = app
+        .get_json("/api/v1/reconcile?from=2026-01-01&to=2026-01-31")
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["code"], "source_of_truth_unavailable", "{body}");
+}

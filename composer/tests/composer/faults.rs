@@ -220,3 +220,141 @@ async fn the_circuit_opens_after_failures_stops_calling_and_closes_on_recovery()
         0.0
     );
 }
+
+/// Each service in turn stopped while clients keep asking for summaries: every answer comes
+/// within the deadline (plus generous slack), degraded in the stopped service's section,
+/// never a 5xx, except the documented 503 while the order service itself is down; when the
+/// service returns on its port with its database, every section of every order recovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_stopped_under_load_degrade_within_the_deadline_and_recover() {
+    const NAMES: [&str; 5] = ["customer", "product", "order", "payment", "shipping"];
+    const SECTIONS: [&str; 5] = ["customer", "products", "order", "payment", "shipping"];
+    let mut shop = spawn_shop().await;
+    let mut cfg = fast(&shop);
+    // The real services, no doubles: a stopped one refuses connections.
+    cfg.services = shoplens_composer::ServiceUrls {
+        customer: shop.url("customer"),
+        product: shop.url("product"),
+        order: shop.url("order"),
+        payment: shop.url("payment"),
+        shipping: shop.url("shipping"),
+    };
+    // Short TTLs: once they pass, a stopped service shows in its section.
+    let ttl = Duration::from_millis(100);
+    cfg.cache.order_ttl_ms = 100;
+    cfg.cache.customer_ttl_ms = 100;
+    cfg.cache.product_ttl_ms = 100;
+    cfg.cache.payment_ttl_ms = 100;
+    cfg.cache.shipping_ttl_ms = 100;
+    cfg.cache.stale_for_ms = 60_000;
+    let deadline = Duration::from_millis(cfg.deadline_ms);
+    let composer = std::sync::Arc::new(spawn_composer(&shop, cfg, false).await);
+    let s = shop.seed().await;
+    let mut orders = vec![s.order_id.clone()];
+    for i in 0..5 {
+        let o = shop
+            .order(&s.customer_id, &[&s.product_ids[i % 2]], 1 + i as i32)
+            .await;
+        orders.push(o["id"].as_str().unwrap().to_owned());
+    }
+    shop.ship(&s.order_id, "Bremen").await;
+    let token = admin_token();
+
+    // Clients asking for every order in turn until told to stop; every answer recorded.
+    let load = |for_how_long: Duration| {
+        let (composer, orders, token) = (composer.clone(), orders.clone(), token.clone());
+        async move {
+            let clients = (0..6).map(|c| {
+                let (composer, orders, token) = (composer.clone(), orders.clone(), token.clone());
+                tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    let start = Instant::now();
+                    let mut i = c;
+                    while start.elapsed() < for_how_long {
+                        let order = &orders[i % orders.len()];
+                        let t = Instant::now();
+                        let (status, body) = composer.summary(order, &token).await;
+                        seen.push((status, t.elapsed(), body));
+                        i += 1;
+                    }
+                    seen
+                })
+            });
+            let mut all = Vec::new();
+            for c in futures::future::join_all(clients).await {
+                all.extend(c.unwrap());
+            }
+            all
+        }
+    };
+    let healthy = load(Duration::from_millis(300)).await;
+    assert!(
+        healthy
+            .iter()
+            .all(|(st, _, b)| *st == StatusCode::OK && b["degraded"] == false)
+    );
+
+    for (i, (name, section)) in NAMES.iter().zip(SECTIONS).enumerate() {
+        let addr = shop.stop(i).await;
+        tokio::time::sleep(ttl + Duration::from_millis(50)).await;
+        let answers = load(Duration::from_millis(1_500)).await;
+        assert!(answers.len() > 10, "{name}: only {} answers", answers.len());
+        for (status, took, body) in &answers {
+            assert!(
+                *took < deadline + Duration::from_millis(1_500),
+                "{name} down: an answer took {took:?}"
+            );
+            if *status == StatusCode::OK {
+                assert_eq!(body["degraded"], true, "{name} down: {body}");
+                let st = body[section]["status"].as_str().unwrap_or_default();
+                assert!(st == "stale" || st == "unavailable", "{name} down: {body}");
+            } else {
+                assert!(
+                    *name == "order"
+                        && *status == StatusCode::SERVICE_UNAVAILABLE
+                        && body["code"] == "order_unavailable",
+                    "{name} down: {status} {body}"
+                );
+            }
+        }
+
+        // Back on the same port with the same database.
+        let mut svc = shop.env.service_config(name);
+        svc.listen = addr;
+        let bus = shop.env.bus();
+        let handle = match *name {
+            "customer" => customer_service::start(&svc, bus).await,
+            "product" => product_service::start(&svc, bus).await,
+            "order" => {
+                let upstreams = order_service::Upstreams {
+                    customer_url: shop.url("customer"),
+                    product_url: shop.url("product"),
+                    timeout_ms: 5_000,
+                };
+                order_service::start(&svc, &upstreams, bus).await
+            }
+            "payment" => payment_service::start(&svc, bus).await,
+            _ => shipping_service::start(&svc, bus).await,
+        }
+        .unwrap();
+        shop.services[i] = Some(handle);
+        let start = Instant::now();
+        loop {
+            let answers = load(Duration::from_millis(200)).await;
+            let recovered = answers.iter().all(|(st, _, b)| {
+                *st == StatusCode::OK && SECTIONS.iter().all(|s| b[*s]["status"] == "ok")
+            });
+            if recovered {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "{name} back, but summaries stay degraded: {:?}",
+                answers.last().map(|a| &a.2)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let body = composer.summary_ok(&s.order_id, &token).await;
+    assert_eq!(body["shipping"]["data"]["location"], "Bremen");
+}

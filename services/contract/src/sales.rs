@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{Datelike, Months, NaiveDate};
+use chrono::{DateTime, Datelike, Months, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -234,6 +234,35 @@ pub struct TrendRow {
     pub orders_paid_change_pct: Option<f64>,
     pub revenue_change_pct: Option<f64>,
     pub average_order_value_change_pct: Option<f64>,
+}
+
+/// One product's sales in a range (the ledger's per-product figures).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProductSums {
+    pub units: u64,
+    pub revenue: Decimal,
+    pub order_lines: u64,
+}
+
+/// One customer's paid orders in a range (the ledger's per-customer figures).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CustomerSums {
+    pub orders_paid: u64,
+    pub revenue: Decimal,
+}
+
+/// The services' own per-key figures of a range (the composer's `/api/v1/sales/ledger`),
+/// the source of truth a reconciliation compares the read model with: every day with
+/// sales, every product sold and every customer who paid.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LedgerReport {
+    pub computed_at: DateTime<Utc>,
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    pub orders_scanned: u64,
+    pub daily: Vec<DailyRow>,
+    pub products: BTreeMap<String, ProductSums>,
+    pub customers: BTreeMap<String, CustomerSums>,
 }
 
 /// The sums of one day, month or year.

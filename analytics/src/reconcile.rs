@@ -1,0 +1,700 @@
+//! Reconciliation: the read model against the sources of truth. The services' own figures
+//! come from the composer's ledger (`/api/v1/sales/ledger`, which pages through every order
+//! of the order service); the read model's come from the aggregate tables (`daily_sales`,
+//! `product_sales_daily`, `customer_spend_daily`) for the same range. Every field of every
+//! day, product and customer is compared, and each difference is reported with its key.
+//!
+//! The read model is eventually consistent, so a difference on a busy system may be lag,
+//! not loss: the report carries the read model's freshness and the events on the bus it has
+//! not applied yet (where known), and the client's `settle` re-checks until the two agree or
+//! time runs out. Events still waiting in a service's outbox are not on the bus yet either.
+//!
+//! This is the one place the analytics server reads anything but the read model, and it
+//! does so only through the composer's admin API, never from a service directly.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use shoplens_contract::sales::{CustomerSums, DateRange, LedgerReport, ProductSums, Sums};
+use shoplens_ingest::api::FreshnessReport;
+
+use crate::config::ReconcileConfig;
+use crate::dashboard::Columns;
+use crate::engine::{Engine, QueryError};
+
+/// Which kind of key a difference is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    Day,
+    Product,
+    Customer,
+}
+
+/// One field of one key on which the two sides disagree. Counts are numbers, money is a
+/// decimal string; a key one side does not have counts as zero there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Difference {
+    pub scope: Scope,
+    /// The day (`YYYY-MM-DD`), product id or customer id.
+    pub key: String,
+    pub field: String,
+    pub source_of_truth: Value,
+    pub read_model: Value,
+}
+
+/// How many keys of each kind were compared (the union of both sides).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checked {
+    pub days: usize,
+    pub products: usize,
+    pub customers: usize,
+}
+
+/// The services' side of a report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceOfTruth {
+    /// When the composer summed the services' data.
+    pub computed_at: DateTime<Utc>,
+    pub orders_scanned: u64,
+}
+
+/// The outcome of one reconciliation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReconcileReport {
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    /// Every compared field of every key is equal.
+    pub matches: bool,
+    /// `embedded` or `clickhouse`.
+    pub back_end: String,
+    pub source_of_truth: SourceOfTruth,
+    /// How fresh the read model was when it was read (`as_of`, `lag_ms`, and `lag_events`:
+    /// events on the bus not applied yet, `null` where this server cannot know).
+    pub read_model: FreshnessReport,
+    pub checked: Checked,
+    /// All differences found (the list may be cut short, see `truncated`).
+    pub difference_count: usize,
+    pub differences: Vec<Difference>,
+    pub truncated: bool,
+    /// What the outcome means, for an operator (lag or not).
+    pub note: String,
+}
+
+/// The read model's per-key sums for a range.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReadModelSums {
+    pub daily: BTreeMap<NaiveDate, Sums>,
+    pub products: BTreeMap<String, ProductSums>,
+    pub customers: BTreeMap<String, CustomerSums>,
+}
+
+/// Why a reconciliation could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(
+        "reconciliation is not configured: set analytics.reconcile.composer_url and a \
+         composer_token or composer_secret"
+    )]
+    NotConfigured,
+    #[error("the source of truth (the composer's ledger) is unavailable: {0}")]
+    SourceOfTruth(String),
+    #[error(transparent)]
+    ReadModel(#[from] QueryError),
+}
+
+/// Fetches the services' ledger and compares the read model with it.
+#[derive(Clone)]
+pub struct Reconciler {
+    config: ReconcileConfig,
+    http: reqwest::Client,
+}
+
+impl Reconciler {
+    /// `None` when `config` does not say where the composer is or how to authenticate.
+    pub fn new(config: &ReconcileConfig) -> Option<Reconciler> {
+        if !config.is_configured() {
+            return None;
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_millis(config.timeout_ms))
+            .build()
+            .ok()?;
+        Some(Reconciler {
+            config: config.clone(),
+            http,
+        })
+    }
+
+    fn token(&self) -> String {
+        if self.config.composer_token.is_empty() {
+            shoplens_composer::auth::issue_token(
+                &self.config.composer_secret,
+                &shoplens_composer::auth::Role::Admin,
+                Duration::from_secs(300),
+            )
+        } else {
+            self.config.composer_token.clone()
+        }
+    }
+
+    /// The services' own figures for `range`.
+    pub async fn ledger(&self, range: &DateRange) -> Result<LedgerReport, ReconcileError> {
+        let url = format!(
+            "{}/api/v1/sales/ledger?from={}&to={}",
+            self.config.composer_url.trim_end_matches('/'),
+            range.from,
+            range.to
+        );
+        let failed = |e: &dyn std::fmt::Display| ReconcileError::SourceOfTruth(e.to_string());
+        let resp = self
+            .http
+            .get(&url)
+            .bearer_auth(self.token())
+            .send()
+            .await
+            .map_err(|e| failed(&e))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = resp.text().await.unwrap_or_default();
+            let body: String = body.chars().take(300).collect();
+            return Err(failed(&format!("{status}: {body}")));
+        }
+        resp.json().await.map_err(|e| failed(&e))
+    }
+
+    /// Compares the read model behind `engine` with the services for `range`.
+    pub async fn reconcile(
+        &self,
+        engine: &Engine,
+        range: DateRange,
+    ) -> Result<ReconcileReport, ReconcileError> {
+        // Both sides at (nearly) the same moment, so a quiet shop compares like with like.
+        let (ledger, read_model) = tokio::join!(self.ledger(&range), async {
+            let freshness = engine.freshness().await?;
+            let sums = read_model_sums(engine, &range).await?;
+            Ok::<_, QueryError>((freshness, sums))
+        });
+        let ledger = ledger?;
+        let (freshness, sums) = read_model?;
+        Ok(report(
+            &ledger,
+            &sums,
+            freshness,
+            engine.back_end(),
+            self.config.max_differences,
+        ))
+    }
+}
+
+/// The read model's per-day, per-product and per-customer sums for `range`, by SQL over the
+/// aggregate tables (the export session: no row limit).
+pub async fn read_model_sums(
+    engine: &Engine,
+    range: &DateRange,
+) -> Result<ReadModelSums, QueryError> {
+    let collect = |sql: String| async move {
+        let stream = engine.export(&sql).await?;
+        let batches: Vec<arrow_array::RecordBatch> =
+            futures::TryStreamExt::try_collect(stream).await?;
+        Ok::<_, QueryError>(batches)
+    };
+    let r = range.sql("day");
+    let (daily, products, customers) = tokio::try_join!(
+        collect(format!(
+            "SELECT day, SUM(orders_placed), SUM(orders_paid), SUM(items_sold), SUM(revenue) \
+             FROM daily_sales WHERE {r} GROUP BY day"
+        )),
+        collect(format!(
+            "SELECT product_id, SUM(units), SUM(revenue), SUM(order_lines) \
+             FROM product_sales_daily WHERE {r} GROUP BY product_id"
+        )),
+        collect(format!(
+            "SELECT customer_id, SUM(orders_paid), SUM(revenue) \
+             FROM customer_spend_daily WHERE {r} GROUP BY customer_id"
+        )),
+    )?;
+    let mut out = ReadModelSums::default();
+    for b in &daily {
+        let c = Columns(b);
+        for i in 0..b.num_rows() {
+            out.daily.insert(
+                c.date(0, i),
+                Sums {
+                    orders_placed: c.u64(1, i),
+                    orders_paid: c.u64(2, i),
+                    items_sold: c.u64(3, i),
+                    revenue: c.money(4, i),
+                },
+            );
+        }
+    }
+    for b in &products {
+        let c = Columns(b);
+        for i in 0..b.num_rows() {
+            out.products.insert(
+                c.string(0, i).unwrap_or_default(),
+                ProductSums {
+                    units: c.u64(1, i),
+                    revenue: c.money(2, i),
+                    order_lines: c.u64(3, i),
+                },
+            );
+        }
+    }
+    for b in &customers {
+        let c = Columns(b);
+        for i in 0..b.num_rows() {
+            out.customers.insert(
+                c.string(0, i).unwrap_or_default(),
+                CustomerSums {
+                    orders_paid: c.u64(1, i),
+                    revenue: c.money(2, i),
+                },
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// Collects differences, keeping at most `max` of them but counting all.
+struct Diffs {
+    max: usize,
+    count: usize,
+    list: Vec<Difference>,
+}
+
+impl Diffs {
+    fn count(&mut self, scope: Scope, key: &str, field: &str, truth: u64, read: u64) {
+        if truth != read {
+            self.push(scope, key, field, Value::from(truth), Value::from(read));
+        }
+    }
+
+    fn money(&mut self, scope: Scope, key: &str, field: &str, truth: Decimal, read: Decimal) {
+        // Decimal equality is by value: 7.5 equals 7.50.
+        if truth != read {
+            let s = |d: Decimal| Value::from(d.normalize().to_string());
+            self.push(scope, key, field, s(truth), s(read));
+        }
+    }
+
+    fn push(&mut self, scope: Scope, key: &str, field: &str, truth: Value, read: Value) {
+        self.count += 1;
+        if self.list.len() < self.max {
+            self.list.push(Difference {
+                scope,
+                key: key.to_owned(),
+                field: field.to_owned(),
+                source_of_truth: truth,
+                read_model: read,
+            });
+        }
+    }
+}
+
+/// The comparison itself: every key either side has, every field.
+pub fn report(
+    ledger: &LedgerReport,
+    read: &ReadModelSums,
+    freshness: FreshnessReport,
+    back_end: &str,
+    max_differences: usize,
+) -> ReconcileReport {
+    let mut d = Diffs {
+        max: max_differences,
+        count: 0,
+        list: Vec::new(),
+    };
+    let in_range = |day: &NaiveDate| (ledger.from..=ledger.to).contains(day);
+    let truth_days: BTreeMap<NaiveDate, Sums> = ledger
+        .daily
+        .iter()
+        .filter(|r| in_range(&r.day))
+        .map(|r| {
+            let sums = Sums {
+                orders_placed: r.orders_placed,
+                orders_paid: r.orders_paid,
+                items_sold: r.items_sold,
+                revenue: r.revenue,
+            };
+            (r.day, sums)
+        })
+        .collect();
+    let days: BTreeSet<&NaiveDate> = truth_days
+        .keys()
+        .chain(read.daily.keys().filter(|d| in_range(d)))
+        .collect();
+    for day in &days {
+        let (t, r) = (
+            truth_days.get(day).copied().unwrap_or_default(),
+            read.daily.get(day).copied().unwrap_or_default(),
+        );
+        let key = day.to_string();
+        let s = Scope::Day;
+        d.count(s, &key, "orders_placed", t.orders_placed, r.orders_placed);
+        d.count(s, &key, "orders_paid", t.orders_paid, r.orders_paid);
+        d.count(s, &key, "items_sold", t.items_sold, r.items_sold);
+        d.money(s, &key, "revenue", t.revenue, r.revenue);
+    }
+    let products: BTreeSet<&String> = ledger.products.keys().chain(read.products.keys()).collect();
+    for id in &products {
+        let t = ledger.products.get(*id).cloned().unwrap_or_default();
+        let r = read.products.get(*id).cloned().unwrap_or_default();
+        let s = Scope::Product;
+        d.count(s, id, "units", t.units, r.units);
+        d.money(s, id, "revenue", t.revenue, r.revenue);
+        d.count(s, id, "order_lines", t.order_lines, r.order_lines);
+    }
+    let customers: BTreeSet<&String> = ledger
+        .customers
+        .keys()
+        .chain(read.customers.keys())
+        .collect();
+    for id in &customers {
+        let t = ledger.customers.get(*id).cloned().unwrap_or_default();
+        let r = read.customers.get(*id).cloned().unwrap_or_default();
+        let s = Scope::Customer;
+        d.count(s, id, "orders_paid", t.orders_paid, r.orders_paid);
+        d.money(s, id, "revenue", t.revenue, r.revenue);
+    }
+    let matches = d.count == 0;
+    let note = if matches {
+        "the read model matches the services".to_owned()
+    } else {
+        match freshness.lag_events {
+            Some(0) => "the read model has applied every event on the bus, so these \
+                        differences are not ingest lag (unless events still wait in a \
+                        service's outbox, e.g. while the bus is down)"
+                .to_owned(),
+            Some(n) => format!(
+                "{n} events on the bus are not applied yet: the differences may be ingest \
+                 lag; re-check (shoplens reconcile --settle-secs N)"
+            ),
+            None => "the ingest lag is not known here: a difference may be lag; re-check \
+                     (shoplens reconcile --settle-secs N) before calling it loss"
+                .to_owned(),
+        }
+    };
+    ReconcileReport {
+        from: ledger.from,
+        to: ledger.to,
+        matches,
+        back_end: back_end.to_owned(),
+        source_of_truth: SourceOfTruth {
+            computed_at: ledger.computed_at,
+            orders_scanned: ledger.orders_scanned,
+        },
+        read_model: freshness,
+        checked: Checked {
+            days: days.len(),
+            products: products.len(),
+            customers: customers.len(),
+        },
+        difference_count: d.count,
+        truncated: d.count > d.list.len(),
+        differences: d.list,
+        note,
+    }
+}
+
+impl ReconcileReport {
+    /// A few lines for an operator: the verdict, what was compared, freshness, and the
+    /// first differences.
+    pub fn summary(&self, show: usize) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let verdict = if self.matches { "MATCH" } else { "DIFFERENCES" };
+        let _ = writeln!(
+            out,
+            "{verdict}: read model ({}) vs services, {}..{}",
+            self.back_end, self.from, self.to
+        );
+        let _ = writeln!(
+            out,
+            "  checked {} days, {} products, {} customers ({} orders scanned at {})",
+            self.checked.days,
+            self.checked.products,
+            self.checked.customers,
+            self.source_of_truth.orders_scanned,
+            self.source_of_truth.computed_at.to_rfc3339(),
+        );
+        let lag = match self.read_model.lag_events {
+            Some(n) => n.to_string(),
+            None => "unknown".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "  read model as of {} (lag {} ms, {lag} events not applied)",
+            self.read_model.as_of.as_deref().unwrap_or("(empty)"),
+            self.read_model
+                .lag_ms
+                .map_or("?".to_owned(), |l| l.to_string()),
+        );
+        if !self.matches {
+            let _ = writeln!(out, "  {} differences:", self.difference_count);
+            for x in self.differences.iter().take(show) {
+                let _ = writeln!(
+                    out,
+                    "    {:<8} {:<38} {:<13} services {} read model {}",
+                    format!("{:?}", x.scope).to_lowercase(),
+                    x.key,
+                    x.field,
+                    x.source_of_truth,
+                    x.read_model
+                );
+            }
+            if self.difference_count > show {
+                let _ = writeln!(
+                    out,
+                    "    ... {} more (--json for the list)",
+                    self.difference_count - show
+                );
+            }
+        }
+        let _ = writeln!(out, "  {}", self.note);
+        out
+    }
+}
+
+/// The `reconcile` command's exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitCode {
+    Match = 0,
+    Differences = 1,
+    /// The check could not be made (server down, not configured, bad arguments).
+    Error = 2,
+}
+
+/// Asks a running analytics server for a report, re-checking every second while it shows
+/// differences, for up to `settle` (zero: once). Returns the last report.
+pub async fn fetch_settled(
+    analytics_url: &str,
+    from: Option<&str>,
+    to: Option<&str>,
+    settle: Duration,
+) -> anyhow::Result<ReconcileReport> {
+    use anyhow::Context;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()?;
+    let mut query = Vec::new();
+    if let Some(f) = from {
+        query.push(("from", f));
+    }
+    if let Some(t) = to {
+        query.push(("to", t));
+    }
+    let url = format!("{}/api/v1/reconcile", analytics_url.trim_end_matches('/'));
+    let deadline = tokio::time::Instant::now() + settle;
+    loop {
+        let resp = http
+            .get(&url)
+            .query(&query)
+            .send()
+            .await
+            .with_context(|| format!("failed to reach the analytics server at {url}"))?;
+        let status = resp.status();
+        let body = resp.bytes().await.context("failed to read the report")?;
+        if !status.is_success() {
+            let msg = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+            anyhow::bail!("reconcile failed ({status}): {msg}");
+        }
+        let report: ReconcileReport =
+            serde_json::from_slice(&body).context("failed to parse the report")?;
+        if report.matches || tokio::time::Instant::now() >= deadline {
+            return Ok(report);
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoplens_contract::sales::DailyRow;
+
+    fn d(s: &str) -> NaiveDate {
+        s.parse().unwrap()
+    }
+
+    fn money(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    fn freshness(lag: Option<u64>) -> FreshnessReport {
+        FreshnessReport {
+            generation: 1,
+            as_of: None,
+            as_of_ms: None,
+            visible_at_ms: None,
+            lag_ms: None,
+            lag_events: lag,
+        }
+    }
+
+    fn ledger() -> LedgerReport {
+        LedgerReport {
+            computed_at: Utc::now(),
+            from: d("2026-01-01"),
+            to: d("2026-01-31"),
+            orders_scanned: 3,
+            daily: vec![DailyRow {
+                day: d("2026-01-02"),
+                orders_placed: 3,
+                orders_paid: 2,
+                items_sold: 5,
+                revenue: money("15.50"),
+            }],
+            products: [(
+                "p1".to_owned(),
+                ProductSums {
+                    units: 5,
+                    revenue: money("15.50"),
+                    order_lines: 2,
+                },
+            )]
+            .into(),
+            customers: [(
+                "c1".to_owned(),
+                CustomerSums {
+                    orders_paid: 2,
+                    revenue: money("15.50"),
+                },
+            )]
+            .into(),
+        }
+    }
+
+    fn same(l: &LedgerReport) -> ReadModelSums {
+        ReadModelSums {
+            daily: l
+                .daily
+                .iter()
+                .map(|r| {
+                    let s = Sums {
+                        orders_placed: r.orders_placed,
+                        orders_paid: r.orders_paid,
+                        items_sold: r.items_sold,
+                        // Another scale, the same value.
+                        revenue: money("15.5000"),
+                    };
+                    (r.day, s)
+                })
+                .collect(),
+            products: l.products.clone(),
+            customers: l.customers.clone(),
+        }
+    }
+
+    #[test]
+    fn equal_figures_match() {
+        let l = ledger();
+        let r = report(&l, &same(&l), freshness(Some(0)), "embedded", 10);
+        assert!(r.matches, "{r:?}");
+        assert_eq!(r.difference_count, 0);
+        assert_eq!(
+            r.checked,
+            Checked {
+                days: 1,
+                products: 1,
+                customers: 1
+            }
+        );
+        assert!(r.summary(5).starts_with("MATCH"));
+    }
+
+    #[test]
+    fn every_difference_names_its_key_and_field() {
+        let l = ledger();
+        let mut read = same(&l);
+        // A double-counted order on the 2nd, an extra day, a product the services never sold,
+        // and a customer missing from the read model.
+        let day = read.daily.get_mut(&d("2026-01-02")).unwrap();
+        day.orders_paid += 1;
+        day.revenue += money("2.25");
+        read.daily.insert(
+            d("2026-01-05"),
+            Sums {
+                orders_placed: 1,
+                ..Sums::default()
+            },
+        );
+        read.products.insert(
+            "p9".into(),
+            ProductSums {
+                units: 1,
+                revenue: money("1"),
+                order_lines: 1,
+            },
+        );
+        read.customers.clear();
+        let r = report(&l, &read, freshness(Some(0)), "embedded", 100);
+        assert!(!r.matches);
+        let keys: Vec<(Scope, &str, &str)> = r
+            .differences
+            .iter()
+            .map(|x| (x.scope, x.key.as_str(), x.field.as_str()))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                (Scope::Day, "2026-01-02", "orders_paid"),
+                (Scope::Day, "2026-01-02", "revenue"),
+                (Scope::Day, "2026-01-05", "orders_placed"),
+                (Scope::Product, "p9", "units"),
+                (Scope::Product, "p9", "revenue"),
+                (Scope::Product, "p9", "order_lines"),
+                (Scope::Customer, "c1", "orders_paid"),
+                (Scope::Customer, "c1", "revenue"),
+            ]
+        );
+        assert_eq!(r.differences[1].source_of_truth, "15.5");
+        assert_eq!(r.differences[1].read_model, "17.75");
+        assert_eq!(r.differences[0].source_of_truth, 2);
+        assert_eq!(r.differences[0].read_model, 3);
+        assert_eq!(
+            r.checked,
+            Checked {
+                days: 2,
+                products: 2,
+                customers: 1
+            }
+        );
+        assert!(r.note.contains("not ingest lag"), "{}", r.note);
+        let text = r.summary(3);
+        assert!(text.starts_with("DIFFERENCES"), "{text}");
+        assert!(
+            text.contains("2026-01-02") && text.contains("5 more"),
+            "{text}"
+        );
+        // Capped list, full count; lag is called out.
+        let r = report(&l, &read, freshness(Some(7)), "embedded", 2);
+        assert_eq!((r.differences.len(), r.difference_count), (2, 8));
+        assert!(r.truncated);
+        assert!(r.note.contains("7 events"), "{}", r.note);
+    }
+
+    #[test]
+    fn days_outside_the_range_are_not_compared() {
+        let l = ledger();
+        let mut read = same(&l);
+        read.daily.insert(
+            d("2026-02-01"),
+            Sums {
+                orders_placed: 9,
+                ..Sums::default()
+            },
+        );
+        let r = report(&l, &read, freshness(None), "clickhouse", 10);
+        assert!(r.matches, "{r:?}");
+        assert_eq!(r.checked.days, 1);
+    }
+}

@@ -1,0 +1,356 @@
+//! Fault injection on the distributed set-up: `shoplens run` with the services on Kafka and
+//! the read model in ClickHouse, the ingest worker as its own `shoplens-ingest` process, and
+//! the shop simulator placing orders. The worker is killed at random points, the broker and
+//! ClickHouse are stopped and restarted, and afterwards `shoplens reconcile` must find the
+//! read model equal to the services' own figures: nothing lost, nothing counted twice.
+//!
+//! Each test has its own tansu broker (and, where it stops it, its own ClickHouse) so the
+//! shared servers stay up for the tests running beside it. Random choices come from a seed
+//! that is printed; `SHOPLENS_FAULT_SEED=N` repeats a run.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use shop_simulator::{Catalogue, ShopUrls, SimConfig, SimReport};
+use shoplens::RunInfo;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::process::{Shoplens, open_db};
+use crate::reconcile::reconcile_json;
+use crate::servers::{IngestWorker, PrivateClickHouse, PrivateKafka};
+
+/// The run's seed: `SHOPLENS_FAULT_SEED`, or the clock; printed so a failure can be repeated.
+fn seed(test: &str) -> u64 {
+    let seed = std::env::var("SHOPLENS_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("{test}: seed {seed} (SHOPLENS_FAULT_SEED={seed} repeats this run)");
+    seed
+}
+
+/// SplitMix64: enough randomness for kill points, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) % n.max(1)
+    }
+}
+
+/// The system under test.
+struct Rig {
+    _dir: tempfile::TempDir,
+    data: PathBuf,
+    kafka: PrivateKafka,
+    clickhouse: Option<PrivateClickHouse>,
+    clickhouse_url: String,
+    database: String,
+    _shop: Shoplens,
+    info: RunInfo,
+    worker: IngestWorker,
+}
+
+/// Starts a private broker, (optionally) a private ClickHouse, the system and the worker.
+async fn rig(private_clickhouse: bool) -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = PrivateKafka::start(&dir.path().join("tansu"));
+    let clickhouse =
+        private_clickhouse.then(|| PrivateClickHouse::start(&dir.path().join("clickhouse")));
+    let clickhouse_url = match &clickhouse {
+        Some(c) => c.url(),
+        None => std::env::var("SHOPLENS_TEST_CLICKHOUSE_URL").unwrap_or_else(|_| {
+            panic!(
+                "SHOPLENS_TEST_CLICKHOUSE_URL is not set: run the tests through ./scripts/test.sh"
+            )
+        }),
+    };
+    let database = format!("faults_{}", uuid::Uuid::now_v7().simple());
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let env = [
+        ("SHOPLENS_BUS__KIND", "kafka".to_owned()),
+        ("SHOPLENS_BUS__KAFKA__BROKERS", kafka.brokers()),
+        ("SHOPLENS_BUS__KAFKA__SESSION_TIMEOUT_MS", "6000".to_owned()),
+        ("SHOPLENS_INGEST__ENABLED", "false".to_owned()),
+        ("SHOPLENS_READ_MODEL__KIND", "clickhouse".to_owned()),
+        (
+            "SHOPLENS_READ_MODEL__CLICKHOUSE__URL",
+            clickhouse_url.clone(),
+        ),
+        (
+            "SHOPLENS_READ_MODEL__CLICKHOUSE__DATABASE",
+            database.clone(),
+        ),
+        ("SHOPLENS_ANALYTICS__SQL__ENABLED", "false".to_owned()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut shop = Shoplens::spawn(&data, &["run", "--no-demo"], &env);
+    let info = shop.wait_ready();
+    let mut worker = IngestWorker::new(dir.path(), &kafka.brokers(), &clickhouse_url, &database);
+    worker.start();
+    Rig {
+        _dir: dir,
+        data,
+        kafka,
+        clickhouse,
+        clickhouse_url,
+        database,
+        _shop: shop,
+        info,
+        worker,
+    }
+}
+
+fn sim(seed: u64, orders: u64, rate: f64) -> SimConfig {
+    SimConfig {
+        seed,
+        customers: 20,
+        products: 12,
+        orders: Some(orders),
+        rate_per_sec: rate,
+        step_delay_ms: 0,
+        ..Default::default()
+    }
+}
+
+async fn catalogue(urls: &ShopUrls, seed: u64) -> Catalogue {
+    shop_simulator::seed_catalogue(urls, &sim(seed, 0, 0.0))
+        .await
+        .expect("seed the catalogue")
+}
+
+/// The simulator placing `orders` orders at `rate` per second in the background.
+fn load(urls: &ShopUrls, catalogue: &Catalogue, config: SimConfig) -> JoinHandle<SimReport> {
+    let (urls, catalogue) = (urls.clone(), catalogue.clone());
+    tokio::spawn(async move {
+        shop_simulator::run(&urls, &config, &catalogue, CancellationToken::new())
+            .await
+            .expect("the simulator ran")
+    })
+}
+
+/// Every order was placed and went through its lifecycle without a failed call.
+fn assert_load_ok(report: &SimReport, orders: u64) {
+    assert_eq!(report.orders_placed, orders, "{report:?}");
+    assert_eq!(report.errors, 0, "{report:?}");
+}
+
+/// Events the worker has stored positions for (next offsets summed); 0 while it is down.
+async fn applied(worker: &IngestWorker) -> u64 {
+    let Some(s) = worker.status().await else {
+        return 0;
+    };
+    s["live"]["positions"]
+        .as_array()
+        .map(|ps| ps.iter().filter_map(|p| p["next_offset"].as_u64()).sum())
+        .unwrap_or(0)
+}
+
+/// Events still waiting in the order service's outbox.
+async fn order_outbox_pending(rig: &Rig) -> i64 {
+    let db = open_db(&rig.data, "order").await;
+    let n = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    db.close().await;
+    n
+}
+
+/// Reconciles until the read model matches (or 120 s pass) and asserts it does, exactly.
+fn assert_reconciled(rig: &Rig, orders: u64, context: &str) {
+    let (code, report) = reconcile_json(&rig.data, 120);
+    assert_eq!(code, 0, "{context}: {report:#}");
+    assert_eq!(report["matches"], true, "{context}: {report:#}");
+    assert_eq!(report["back_end"], "clickhouse");
+    assert_eq!(
+        report["source_of_truth"]["orders_scanned"], orders,
+        "{context}: {report:#}"
+    );
+    assert!(
+        report["checked"]["products"].as_u64().unwrap() > 1,
+        "{report:#}"
+    );
+    assert!(
+        report["checked"]["customers"].as_u64().unwrap() > 1,
+        "{report:#}"
+    );
+}
+
+/// Runs a ClickHouse statement over HTTP; the response text.
+async fn clickhouse(url: &str, sql: &str) -> String {
+    let resp = reqwest::Client::new()
+        .post(url)
+        .body(sql.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    assert!(status.is_success(), "{sql}: {status} {text}");
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_ingest_worker_under_load_loses_and_double_counts_nothing() {
+    let seed = seed("worker kills");
+    let mut rng = Rng(seed);
+    let mut rig = rig(false).await;
+    let urls = rig.info.shop_urls();
+    let catalogue = catalogue(&urls, seed).await;
+    let orders = 240;
+    let load = load(&urls, &catalogue, sim(seed, orders, 16.0));
+
+    // Kill -9 the worker at a random moment after it made progress, restart it, repeat.
+    let mut kills = Vec::new();
+    let mut last = 0;
+    while kills.len() < 4 && !load.is_finished() {
+        let start = Instant::now();
+        loop {
+            let now = applied(&rig.worker).await;
+            if now > last || load.is_finished() {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "seed {seed}: the worker made no progress after kills {kills:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let delay = rng.below(1_200);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        let at = applied(&rig.worker).await;
+        rig.worker.kill();
+        eprintln!(
+            "worker kills: kill {} after +{delay} ms, at {at} events applied",
+            kills.len() + 1
+        );
+        kills.push((delay, at));
+        last = at;
+        rig.worker.start();
+    }
+    let report = load.await.unwrap();
+    assert_load_ok(&report, orders);
+    assert!(
+        kills.len() >= 2,
+        "seed {seed}: the worker was killed under load only {} times",
+        kills.len()
+    );
+    assert!(rig.worker.alive());
+    assert_reconciled(&rig, orders, &format!("seed {seed}, kills {kills:?}"));
+
+    // The same check catches a wrong read model: an extra aggregate row for a customer who
+    // never bought anything is named, with the field and both figures.
+    let generation = clickhouse(
+        &rig.clickhouse_url,
+        &format!(
+            "SELECT name FROM system.databases WHERE name LIKE '{}\\_g%'",
+            rig.database
+        ),
+    )
+    .await;
+    let generation = generation.trim();
+    assert!(
+        !generation.is_empty() && !generation.contains('\n'),
+        "{generation}"
+    );
+    let ghost = "01900000-0000-7000-8000-00000000beef";
+    clickhouse(
+        &rig.clickhouse_url,
+        &format!(
+            "INSERT INTO {generation}.customer_spend_daily \
+             (day, customer_id, orders_paid, revenue, contributions) \
+             VALUES (today(), '{ghost}', 1, 9.99, 1)"
+        ),
+    )
+    .await;
+    let (code, report) = reconcile_json(&rig.data, 0);
+    assert_eq!(code, 1, "{report:#}");
+    let diffs = report["differences"].as_array().unwrap();
+    assert_eq!(diffs.len(), 2, "{report:#}");
+    for d in diffs {
+        assert_eq!(d["scope"], "customer", "{report:#}");
+        assert_eq!(d["key"], ghost, "{report:#}");
+    }
+    let revenue = diffs.iter().find(|d| d["field"] == "revenue").unwrap();
+    assert_eq!(revenue["source_of_truth"], "0");
+    assert_eq!(revenue["read_model"], "9.99");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_and_clickhouse_stopped_under_load_lose_nothing() {
+    let seed = seed("server outages");
+    let mut rng = Rng(seed);
+    let mut rig = rig(true).await;
+    let urls = rig.info.shop_urls();
+    let catalogue = catalogue(&urls, seed).await;
+    let per_phase = 120;
+
+    // 1. The broker down for a few seconds under load: the services keep taking orders (the
+    //    outboxes hold the events), the worker keeps running.
+    let load1 = load(&urls, &catalogue, sim(seed, per_phase, 20.0));
+    tokio::time::sleep(Duration::from_millis(500 + rng.below(1_000))).await;
+    rig.kafka.kill();
+    let outage = Duration::from_millis(3_000 + rng.below(2_000));
+    eprintln!("server outages: broker down for {outage:?}");
+    tokio::time::sleep(outage).await;
+    let pending = order_outbox_pending(&rig).await;
+    assert!(
+        pending > 0,
+        "the outbox holds the events while the broker is down"
+    );
+    assert!(
+        rig.worker.alive(),
+        "the worker survives the broker's outage"
+    );
+    rig.kafka.restart();
+    let report = load1.await.unwrap();
+    assert_load_ok(&report, per_phase);
+
+    // 2. ClickHouse down for a few seconds under load: the worker backs off (it reports
+    //    the store down) and does not crash.
+    let load2 = load(&urls, &catalogue, sim(seed ^ 1, per_phase, 20.0));
+    tokio::time::sleep(Duration::from_millis(500 + rng.below(1_000))).await;
+    let clickhouse = rig.clickhouse.as_mut().unwrap();
+    clickhouse.kill();
+    let outage = Duration::from_millis(3_000 + rng.below(2_000));
+    eprintln!("server outages: ClickHouse down for {outage:?}");
+    // Down for at least `outage`, and until the worker has found the store down (an apply
+    // failed); a worker that never tries within 30 s is not consuming.
+    let start = Instant::now();
+    let mut saw_sink_down = false;
+    while start.elapsed() < outage || !saw_sink_down {
+        let status = rig.worker.status().await;
+        if let Some(s) = &status {
+            saw_sink_down |= s["live"]["sink_up"] == false;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "seed {seed}: the worker never found the store down; its status: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        rig.worker.alive(),
+        "the worker survives ClickHouse's outage"
+    );
+    clickhouse.restart();
+    let report = load2.await.unwrap();
+    assert_load_ok(&report, per_phase);
+
+    // 3. Everything catches up, exactly.
+    assert_reconciled(&rig, 2 * per_phase, &format!("seed {seed}"));
+    assert!(rig.worker.alive(), "the same worker process caught up");
+    assert_eq!(order_outbox_pending(&rig).await, 0);
+}

@@ -1,0 +1,301 @@
+//! Servers a fault test may stop: a private tansu broker and a private ClickHouse, each on
+//! free 127.0.0.1 ports in the test's temp dir, killed and restarted on the same ports and
+//! data (the shared servers of `scripts/test.sh` must stay up for the other tests). Also
+//! the standalone `shoplens-ingest` worker as a child process.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use shoplens_ingest::local_clickhouse;
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_until(what: &str, child: &mut Child, ready: impl Fn() -> bool) {
+    let start = Instant::now();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited during start-up: {status}");
+        }
+        if ready() {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{what} not ready in 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn port_open(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+/// A process killed (SIGKILL) on drop.
+struct Killed(Option<Child>);
+
+impl Killed {
+    fn kill(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The tansu binary: `TANSU_BIN`, or the one `scripts/ensure-tansu.sh` caches.
+fn tansu_bin() -> PathBuf {
+    if let Ok(bin) = std::env::var("TANSU_BIN") {
+        return PathBuf::from(bin);
+    }
+    let home = std::env::var("HOME").unwrap_or_default();
+    let cache = std::env::var("SHOPLENS_CACHE").unwrap_or(format!("{home}/.cache/shoplens"));
+    let bin = PathBuf::from(cache).join("tansu-0.6.0/bin/tansu");
+    assert!(
+        bin.exists(),
+        "no tansu broker at {}: run scripts/ensure-tansu.sh or set TANSU_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// A Kafka-protocol broker (tansu, SQLite storage) of this test's own.
+pub struct PrivateKafka {
+    dir: PathBuf,
+    pub port: u16,
+    child: Killed,
+}
+
+impl PrivateKafka {
+    pub fn start(dir: &Path) -> PrivateKafka {
+        std::fs::create_dir_all(dir).unwrap();
+        let mut k = PrivateKafka {
+            dir: dir.to_owned(),
+            port: free_port(),
+            child: Killed(None),
+        };
+        k.restart();
+        k
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the broker (again, on the same port and data) and waits until it listens.
+    pub fn restart(&mut self) {
+        assert!(self.child.0.is_none(), "already running");
+        let listener = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("tansu.log"))
+            .unwrap();
+        // In its own directory: tansu reads `sqlite:///abs/path` as a relative path.
+        let mut child = Command::new(tansu_bin())
+            .current_dir(&self.dir)
+            .args(["broker", "--listener-url", &listener])
+            .args(["--advertised-listener-url", &listener])
+            .args(["--storage-engine", "sqlite://broker.db"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start tansu");
+        let port = self.port;
+        wait_until("tansu", &mut child, || port_open(port));
+        self.child = Killed(Some(child));
+    }
+
+    /// SIGKILL: the broker gets no chance to finish anything.
+    pub fn kill(&mut self) {
+        self.child.kill();
+    }
+}
+
+/// A ClickHouse server of this test's own.
+pub struct PrivateClickHouse {
+    dir: PathBuf,
+    pub http_port: u16,
+    child: Killed,
+}
+
+impl PrivateClickHouse {
+    pub fn start(dir: &Path) -> PrivateClickHouse {
+        let http_port = free_port();
+        let ports = local_clickhouse::Ports {
+            http: http_port,
+            tcp: free_port(),
+            interserver: free_port(),
+        };
+        local_clickhouse::write_config(dir, ports).unwrap();
+        let mut server = PrivateClickHouse {
+            dir: dir.to_owned(),
+            http_port,
+            child: Killed(None),
+        };
+        server.restart();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// Starts the server (again, on the same ports and data) and waits until it answers.
+    pub fn restart(&mut self) {
+        assert!(self.child.0.is_none(), "already running");
+        let mut child = Command::new("clickhouse-server")
+            .arg(format!(
+                "--config-file={}",
+                self.dir.join("config.xml").display()
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("clickhouse-server is installed (scripts/test.sh installs it)");
+        let ping = format!("{}/ping", self.url());
+        wait_until("ClickHouse", &mut child, || http_ok(&ping));
+        self.child = Killed(Some(child));
+    }
+
+    /// SIGKILL, and waits for the process to exit.
+    pub fn kill(&mut self) {
+        self.child.kill();
+    }
+}
+
+/// A blocking `GET` answered 200 (readiness checks, without a blocking HTTP client).
+fn http_ok(url: &str) -> bool {
+    use std::io::{Read, Write};
+    let rest = url.trim_start_matches("http://");
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let Ok(mut stream) = std::net::TcpStream::connect(host) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if write!(
+        stream,
+        "GET /{path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .is_err()
+    {
+        return false;
+    }
+    let mut out = String::new();
+    let _ = stream.read_to_string(&mut out);
+    out.starts_with("HTTP/1.1 200") || out.starts_with("HTTP/1.0 200")
+}
+
+/// The standalone `shoplens-ingest` binary: beside `shoplens` in the target directory
+/// (`cargo build --workspace` and `cargo nextest run --workspace` build it).
+fn ingest_bin() -> PathBuf {
+    let shoplens = PathBuf::from(env!("CARGO_BIN_EXE_shoplens"));
+    let bin = shoplens.with_file_name(format!("shoplens-ingest{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p shoplens-ingest` (the test script \
+         builds the whole workspace)",
+        bin.display()
+    );
+    bin
+}
+
+/// A `shoplens-ingest` worker process (Kafka in, ClickHouse out) on a fixed API port, so
+/// a restarted one answers at the same URL.
+pub struct IngestWorker {
+    config: PathBuf,
+    pub url: String,
+    child: Option<Child>,
+}
+
+impl IngestWorker {
+    /// Writes the worker's config file into `dir`; does not start it.
+    pub fn new(dir: &Path, brokers: &str, clickhouse_url: &str, database: &str) -> IngestWorker {
+        let port = free_port();
+        let config = dir.join("ingest.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[ingest]
+listen = "127.0.0.1:{port}"
+group = "fault-test"
+[ingest.worker]
+batch_max_events = 200
+batch_max_delay_ms = 50
+[kafka]
+brokers = "{brokers}"
+session_timeout_ms = 6000
+[read_model]
+kind = "clickhouse"
+[read_model.clickhouse]
+url = "{clickhouse_url}"
+database = "{database}"
+request_timeout_ms = 3000
+"#
+            ),
+        )
+        .unwrap();
+        IngestWorker {
+            config,
+            url: format!("http://127.0.0.1:{port}"),
+            child: None,
+        }
+    }
+
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let child = Command::new(ingest_bin())
+            .arg("--config")
+            .arg(&self.config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start shoplens-ingest");
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: mid-batch, mid-commit, wherever it is.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Whether the process is still running (it has not crashed).
+    pub fn alive(&mut self) -> bool {
+        match &mut self.child {
+            Some(child) => child.try_wait().unwrap().is_none(),
+            None => false,
+        }
+    }
+
+    /// The worker's `/api/v1/status` (`None` while it does not answer).
+    pub async fn status(&self) -> Option<serde_json::Value> {
+        let resp = reqwest::get(format!("{}/api/v1/status", self.url))
+            .await
+            .ok()?;
+        resp.json().await.ok()
+    }
+}
+
+impl Drop for IngestWorker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
