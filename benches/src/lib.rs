@@ -15,6 +15,7 @@
 pub mod analytics;
 pub mod chart;
 pub mod compare;
+pub mod components;
 pub mod composer;
 pub mod histogram;
 pub mod ingest;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use shoplens_benches::analytics::{self, AnalyticsOptions};
 use shoplens_benches::compare::{self, CompareOptions};
+use shoplens_benches::components::{self, ComponentsOptions};
 use shoplens_benches::composer::{self, ComposerOptions};
 use shoplens_benches::ingest::{self, Backend, IngestOptions};
 
@@ -24,6 +25,16 @@ enum Command {
     /// The comparison: API Composer vs CQRS on order tracking and the sales dashboard
     /// (latency, throughput, CPU, staleness, load curves, growth with the shop).
     Compare(CompareArgs),
+    /// Component micro-benchmarks: event decoding and encoding, Arrow batch building, the
+    /// composer's cache hit path, a dashboard query, CSV export.
+    Components {
+        /// Tiny sample times: checks the harness, not for figures.
+        #[arg(long)]
+        smoke: bool,
+        /// Directory for RESULTS.md (results/ under it gets the JSON).
+        #[arg(long, env = "SHOPLENS_BENCH_OUT")]
+        out: Option<PathBuf>,
+    },
     /// Order Summary API: no cache / cache / cache + invalidation, and the fan-out check.
     Composer(ComposerArgs),
     /// The event pipeline: events/s, freshness lag and worker memory, per read model.
@@ -356,6 +367,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Composer(args) => run_composer(&args).await,
         Command::Ingest(args) => run_ingest(&args.options()?).await,
         Command::Compare(args) => run_compare(&args.options()?).await,
+        Command::Components { smoke, out } => run_components(smoke, out).await,
         Command::All(args) => {
             let compare_args = CompareArgs {
                 backend: SingleBackend::Embedded,
@@ -367,6 +379,7 @@ async fn main() -> anyhow::Result<()> {
                 out: args.out.clone(),
             };
             run_compare(&compare_args.options()?).await?;
+            run_components(args.smoke, args.out.clone()).await?;
             run_composer(&args).await?;
             let ingest_args = IngestArgs {
                 backend: BackendArg::Both,
@@ -405,6 +418,23 @@ async fn run_compare(opts: &CompareOptions) -> anyhow::Result<()> {
     let results = compare::run(opts).await?;
     eprintln!("{}", shoplens_benches::results::compare_markdown(&results));
     eprintln!("wrote {}", opts.out.join("RESULTS.md").display());
+    Ok(())
+}
+
+async fn run_components(smoke: bool, out: Option<PathBuf>) -> anyhow::Result<()> {
+    let mut opts = if smoke {
+        ComponentsOptions::smoke(ComponentsOptions::default().out)
+    } else {
+        ComponentsOptions::default()
+    };
+    if let Some(out) = out {
+        opts.out = out;
+    }
+    let results = components::run(&opts).await?;
+    eprintln!(
+        "{}",
+        shoplens_benches::results::components_markdown(&results)
+    );
     Ok(())
 }
 

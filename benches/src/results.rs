@@ -9,6 +9,7 @@ use anyhow::Context;
 use crate::analytics::{AnalyticsResults, events_label};
 use crate::chart::{Chart, Series};
 use crate::compare::{CompareResults, PathSummary, ReadPath, curve_medians};
+use crate::components::ComponentsResults;
 use crate::composer::{ComposerResults, Load};
 use crate::ingest::IngestResults;
 
@@ -1204,5 +1205,70 @@ pub fn compare_markdown(r: &CompareResults) -> String {
     for n in &r.notes {
         let _ = writeln!(t, "- {n}");
     }
+    t
+}
+
+/// Writes `results/components.json` and the "Components" section of `RESULTS.md`.
+pub fn write_components(dir: &Path, r: &ComponentsResults) -> anyhow::Result<()> {
+    write_scenario(dir, "components", "Components", r, &components_markdown(r))
+}
+
+pub fn components_markdown(r: &ComponentsResults) -> String {
+    let mut t = String::new();
+    let m = &r.machine;
+    let _ = writeln!(
+        t,
+        "Command: `cargo run --release -p shoplens-benches -- components` (the same cases \
+         under criterion: `cargo bench -p shoplens-benches`)\n"
+    );
+    let _ = writeln!(
+        t,
+        "- Date {}, commit {}, {} build, {}; {} cores ({}).",
+        m.date,
+        m.git_commit.as_deref().unwrap_or("unknown"),
+        m.profile,
+        m.rustc,
+        m.cores,
+        m.cpu_model.as_deref().unwrap_or("unknown CPU")
+    );
+    let crates: Vec<String> = r.crates.iter().map(|(n, v)| format!("{n} {v}")).collect();
+    let _ = writeln!(
+        t,
+        "- Versions: {}. {} samples of {:.2} s per case after a warm-up, medians; total {:.0} s.\n",
+        crates.join(", "),
+        r.samples,
+        r.sample_secs,
+        r.total_secs
+    );
+    let _ = writeln!(
+        t,
+        "| case | per iteration | time per iteration | per element | elements/s |"
+    );
+    let _ = writeln!(t, "|---|---:|---:|---:|---:|");
+    for c in &r.cases {
+        let per_iter = if c.ns_per_iteration >= 1e6 {
+            format!("{:.2} ms", c.ns_per_iteration / 1e6)
+        } else {
+            format!("{:.1} µs", c.ns_per_iteration / 1e3)
+        };
+        let _ = writeln!(
+            t,
+            "| {} | {} {} | {} | {:.0} ns | {:.0} |",
+            c.name,
+            c.elements_per_iteration,
+            c.unit,
+            per_iter,
+            c.ns_per_element,
+            c.elements_per_sec
+        );
+    }
+    let _ = writeln!(
+        t,
+        "\nCases: event_decode/event_encode (the bus bytes of 200 orders' events <-> checked \
+         envelopes), arrow_batch (10,000 decoded events into one Arrow batch per raw table), \
+         cache_hit (1,000 Order Summary sections from the composer's cache), dashboard_query \
+         (the daily view, 30 days, on an embedded read model of ~100,000 events), export_csv \
+         (10,000 purchase rows through the export encoder)."
+    );
     t
 }

@@ -240,3 +240,36 @@ async fn compare_smoke_run_writes_the_table_and_charts() {
         assert!(svg.contains("<polyline"), "{chart}");
     }
 }
+
+/// Every component case runs and reports a rate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn components_smoke_run_measures_every_case() {
+    use shoplens_benches::components::{self, ComponentsOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let results = components::run(&ComponentsOptions::smoke(dir.path().to_path_buf()))
+        .await
+        .expect("smoke run");
+    let names: Vec<&str> = results.cases.iter().map(|c| c.name).collect();
+    assert_eq!(
+        names,
+        [
+            "event_decode",
+            "event_encode",
+            "arrow_batch",
+            "cache_hit",
+            "dashboard_query",
+            "export_csv"
+        ]
+    );
+    for c in &results.cases {
+        assert!(c.elements_per_iteration > 0, "{}", c.name);
+        assert!(
+            c.ns_per_iteration > 0.0 && c.elements_per_sec.is_finite(),
+            "{}",
+            c.name
+        );
+    }
+    let md = std::fs::read_to_string(dir.path().join("RESULTS.md")).unwrap();
+    assert!(md.contains("| dashboard_query |"), "{md}");
+    assert!(dir.path().join("results/components.json").exists());
+}
