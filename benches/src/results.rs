@@ -838,11 +838,12 @@ pub fn write_compare(dir: &Path, r: &CompareResults) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data)
         .with_context(|| format!("failed to create {}", data.display()))?;
     for (name, chart) in compare_charts(r) {
-        let path = data.join(name);
+        let path = data.join(format!("{}-{name}", compare_names(r).0));
         std::fs::write(&path, chart.svg())
             .with_context(|| format!("failed to write {}", path.display()))?;
     }
-    write_scenario(dir, "compare", COMPARISON, r, &compare_markdown(r))
+    let (stem, title) = compare_names(r);
+    write_scenario(dir, stem, &title, r, &compare_markdown(r))
 }
 
 /// The charts of the comparison: p99 against offered load per path, and how latency grows
@@ -894,14 +895,27 @@ pub fn compare_charts(r: &CompareResults) -> Vec<(&'static str, Chart)> {
             .collect(),
     };
     vec![
-        ("compare-tracking-load.svg", curve(true)),
-        ("compare-dashboard-load.svg", curve(false)),
-        ("compare-growth.svg", growth),
+        ("tracking-load.svg", curve(true)),
+        ("dashboard-load.svg", curve(false)),
+        ("growth.svg", growth),
     ]
+}
+
+/// The results file stem and the section title of a comparison: the embedded run is the
+/// comparison; a run on Kafka and ClickHouse gets its own section.
+pub fn compare_names(r: &CompareResults) -> (&'static str, String) {
+    match r.options.backend {
+        crate::ingest::Backend::Embedded => ("compare", COMPARISON.to_owned()),
+        crate::ingest::Backend::Clickhouse => (
+            "compare-clickhouse",
+            format!("{COMPARISON}, on Kafka and ClickHouse"),
+        ),
+    }
 }
 
 pub fn compare_markdown(r: &CompareResults) -> String {
     let mut t = String::new();
+    let stem = compare_names(r).0;
     let m = &r.machine;
     let o = &r.options;
     let _ = writeln!(t, "Command: `{}`\n", r.command);
@@ -1162,8 +1176,8 @@ pub fn compare_markdown(r: &CompareResults) -> String {
     );
     let _ = writeln!(
         t,
-        "![order tracking](results/compare-tracking-load.svg) \
-         ![sales dashboard](results/compare-dashboard-load.svg)\n"
+        "![order tracking](results/{stem}-tracking-load.svg) \
+         ![sales dashboard](results/{stem}-dashboard-load.svg)\n"
     );
     let _ = writeln!(
         t,
