@@ -250,11 +250,62 @@ fn forbidden() -> QueryError {
     )
 }
 
-/// Ok for a plain query; the Postgres endpoint also lets session statements through.
+/// Ok for a plain query that is not nested too deeply; the Postgres endpoint also lets
+/// session statements through.
 pub fn check_query_statement(s: &Statement) -> Result<(), QueryError> {
     match s {
-        Statement::Query(_) => Ok(()),
+        Statement::Query(_) => check_nesting(s),
         _ => Err(forbidden()),
+    }
+}
+
+/// How deeply expressions and subqueries may nest. The parser bounds parentheses and
+/// function calls itself, but a flat chain such as `1 + 1 + ... + 1` is one level per
+/// operator, and DataFusion clones, formats and evaluates expression trees recursively: a
+/// few thousand levels overflow a thread's stack and abort the whole process.
+pub const MAX_NESTING: usize = 256;
+
+/// Refuses a statement whose expressions or subqueries nest deeper than [`MAX_NESTING`].
+/// The walk stops at the limit, so it never recurses deeper than that itself.
+pub fn check_nesting(s: &Statement) -> Result<(), QueryError> {
+    use datafusion::sql::sqlparser::ast::{Expr, Query, Visit, Visitor};
+    use std::ops::ControlFlow;
+
+    struct Depth(usize);
+    impl Depth {
+        fn enter(&mut self) -> ControlFlow<()> {
+            self.0 += 1;
+            if self.0 > MAX_NESTING {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+        fn leave(&mut self) -> ControlFlow<()> {
+            self.0 -= 1;
+            ControlFlow::Continue(())
+        }
+    }
+    impl Visitor for Depth {
+        type Break = ();
+        fn pre_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
+            self.enter()
+        }
+        fn post_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
+            self.leave()
+        }
+        fn pre_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
+            self.enter()
+        }
+        fn post_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
+            self.leave()
+        }
+    }
+    match s.visit(&mut Depth(0)) {
+        ControlFlow::Continue(()) => Ok(()),
+        ControlFlow::Break(()) => Err(QueryError::Invalid(format!(
+            "the query nests expressions or subqueries more than {MAX_NESTING} levels deep"
+        ))),
     }
 }
 
@@ -285,6 +336,7 @@ async fn session(
         .with_physical_optimizer_rule(Arc::new(GuardRule { limits }))
         .build();
     let ctx = SessionContext::new_with_state(state);
+    crate::bounded::bound_functions(&ctx);
     for table in Table::all() {
         ctx.register_table(table.name(), read_model.provider(table))?;
     }

@@ -293,6 +293,10 @@ pub fn standard_router(
 pub fn apply_layers(router: Router, metrics: Arc<Metrics>, config: &HttpConfig) -> Router {
     router
         .layer(axum::middleware::from_fn_with_state(
+            config.body_limit_bytes,
+            json_errors,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
             metrics,
             record_metrics,
         ))
@@ -310,6 +314,58 @@ pub fn apply_layers(router: Router, metrics: Arc<Metrics>, config: &HttpConfig) 
             ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
         }))
         .layer(TraceLayer::new_for_http())
+}
+
+/// Turns the plain-text rejections of axum's own extractors (`Bytes`, `String`, a wrong
+/// method, an oversize body) into the JSON error every endpoint promises; JSON errors and
+/// successful responses pass through untouched.
+async fn json_errors(State(limit): State<usize>, req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let error = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge { limit }.to_string(),
+        _ if text.is_empty() => status
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_owned(),
+        _ => text,
+    };
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => "bad_body",
+        s if s.is_server_error() => "internal",
+        _ => "bad_request",
+    };
+    let body = serde_json::to_vec(&ErrorBody {
+        error,
+        code,
+        field: None,
+    })
+    .unwrap_or_default();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, axum::body::Body::from(body))
 }
 
 async fn request_timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
