@@ -10,13 +10,13 @@ use arrow_array::{Array, ArrayRef, Int64Array};
 use arrow_schema::{DataType, FieldRef};
 use datafusion::common::{ExprSchema, Result};
 use datafusion::error::DataFusionError;
+use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::simplify::{ExprSimplifyResult, SimplifyContext};
 use datafusion::logical_expr::sort_properties::{ExprProperties, SortProperties};
 use datafusion::logical_expr::{
     ColumnarValue, Documentation, Expr, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF,
     ScalarUDFImpl, Signature,
 };
-use datafusion::execution::FunctionRegistry;
 use datafusion::prelude::SessionContext;
 
 /// The most bytes (strings) or elements (lists) one call of a bounded function may build
@@ -266,9 +266,8 @@ mod tests {
             estimate(Bound::Repeat, &[text("ab"), scalar(10)], 100).unwrap(),
             20
         );
-        let names: ArrayRef = std::sync::Arc::new(arrow_array::StringArray::from(vec![
-            "a", "bcd", "",
-        ]));
+        let names: ArrayRef =
+            std::sync::Arc::new(arrow_array::StringArray::from(vec!["a", "bcd", ""]));
         assert_eq!(
             estimate(Bound::Repeat, &[ColumnarValue::Array(names), scalar(5)], 3).unwrap(),
             20

@@ -98,15 +98,15 @@ async fn writes_ddl_files_urls_and_session_changes_are_refused() {
             "forbidden_statement",
         ),
         (
-            format!("SELECT * INTO t2 FROM orders; COPY t2 TO '{}'", target("two.csv")),
+            format!(
+                "SELECT * INTO t2 FROM orders; COPY t2 TO '{}'",
+                target("two.csv")
+            ),
             "invalid_sql",
         ),
         ("SELECT 1; DROP TABLE orders".into(), "invalid_sql"),
         ("SELECT 1;; DELETE FROM orders".into(), "invalid_sql"),
-        (
-            "SELECT * FROM '/etc/passwd'".into(),
-            "invalid_sql",
-        ),
+        ("SELECT * FROM '/etc/passwd'".into(), "invalid_sql"),
         (
             "SELECT * FROM 'http://127.0.0.1:9/x.parquet'".into(),
             "invalid_sql",
@@ -115,8 +115,14 @@ async fn writes_ddl_files_urls_and_session_changes_are_refused() {
             "SELECT * FROM read_parquet('http://127.0.0.1:9/x.parquet')".into(),
             "invalid_sql",
         ),
-        ("SELECT * FROM read_json('/etc/passwd')".into(), "invalid_sql"),
-        ("SELECT * FROM parquet_metadata('/etc/passwd')".into(), "invalid_sql"),
+        (
+            "SELECT * FROM read_json('/etc/passwd')".into(),
+            "invalid_sql",
+        ),
+        (
+            "SELECT * FROM parquet_metadata('/etc/passwd')".into(),
+            "invalid_sql",
+        ),
         (
             "SET datafusion.runtime.memory_limit = '100G'".into(),
             "forbidden_statement",
@@ -125,7 +131,10 @@ async fn writes_ddl_files_urls_and_session_changes_are_refused() {
             "SET datafusion.catalog.information_schema = false".into(),
             "forbidden_statement",
         ),
-        ("RESET datafusion.execution.batch_size".into(), "forbidden_statement"),
+        (
+            "RESET datafusion.execution.batch_size".into(),
+            "forbidden_statement",
+        ),
         ("PREPARE p AS SELECT 1".into(), "forbidden_statement"),
         ("EXECUTE p".into(), "forbidden_statement"),
         (
@@ -170,7 +179,10 @@ async fn exhaustion_attacks_hit_a_limit_with_a_clear_error() {
             "SELECT count(*) FROM generate_series(1, 1000000000000)",
             &["query_timeout"],
         ),
-        ("SELECT * FROM generate_series(1, 1000000000000)", &["too_many_rows"]),
+        (
+            "SELECT * FROM generate_series(1, 1000000000000)",
+            &["too_many_rows"],
+        ),
         (
             "SELECT sum(a.total + b.total + c.total + d.total) FROM orders a, orders b, \
              orders c, orders d",
