@@ -1,6 +1,7 @@
 //! End-to-end tests of the `shoplens` binary: the real process, real files, real signals.
 
 mod analytics;
+mod fuzz_corpus;
 mod process;
 mod read_model;
 mod relay_crash;

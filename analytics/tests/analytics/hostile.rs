@@ -57,10 +57,10 @@ async fn writes_ddl_files_urls_and_session_changes_are_refused() {
             "INSERT INTO orders SELECT * FROM orders".into(),
             "forbidden_statement",
         ),
-        // DML behind WITH parses as a query; DataFusion does not plan it.
+        // DML behind WITH parses as a query whose body is a statement.
         (
             "WITH t AS (SELECT * FROM orders) INSERT INTO orders SELECT * FROM t".into(),
-            "invalid_sql",
+            "forbidden_statement",
         ),
         ("DROP VIEW products".into(), "forbidden_statement"),
         ("TRUNCATE orders".into(), "forbidden_statement"),
