@@ -307,3 +307,46 @@ async fn deep_nesting_and_huge_statements_get_a_clear_error() {
     assert_eq!(body["code"], "payload_too_large", "{body}");
     still_serving(&app, orders).await;
 }
+
+/// Arbitrary values of every dashboard parameter (and unknown ones): an answer, or a 4xx
+/// JSON error naming the parameter; never a 5xx.
+#[tokio::test]
+async fn arbitrary_dashboard_parameters_get_an_answer_or_a_4xx_naming_them() {
+    use proptest::strategy::{Strategy, ValueTree};
+    let (_dir, app, _) = guarded_app().await;
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let views = ["daily", "top-products", "top-customers", "trends"];
+    let params = ["from", "to", "limit", "category", "period", "frm"];
+    let value = proptest::prop_oneof![
+        "\\PC{0,24}",
+        "[0-9]{1,6}-[0-9]{1,2}-[0-9]{1,2}",
+        "-?[0-9]{1,25}",
+    ];
+    let strategy = (0..views.len(), 0..params.len(), value);
+    let mut answered = 0;
+    for _ in 0..128 {
+        let (view, param, value) = strategy.new_tree(&mut runner).unwrap().current();
+        let (view, param) = (views[view], params[param]);
+        let resp = app
+            .client
+            .get(format!("{}/api/v1/dashboard/{view}", app.url))
+            .query(&[(param, value.as_str())])
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.expect("a JSON body");
+        if status == 200 {
+            answered += 1;
+            continue;
+        }
+        assert!(
+            (400..500).contains(&status),
+            "{view}?{param}={value:?}: {status} {body}"
+        );
+        assert_eq!(body["field"], param, "{view}?{param}={value:?}: {body}");
+        assert!(body["error"].as_str().is_some(), "{body}");
+    }
+    // Empty values are absent ones: some requests are answered.
+    assert!(answered > 0);
+}
