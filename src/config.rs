@@ -168,3 +168,38 @@ impl Config {
         self.data_dir.join("eventlog")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The secrets come from the config layers, and the configuration's `Debug` (what
+    /// `shoplens` logs at startup) never shows them.
+    #[test]
+    fn secrets_come_from_the_config_and_are_never_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("shoplens.toml");
+        std::fs::write(
+            &file,
+            r#"
+[composer.auth]
+secret = "jwt-s3cret-1"
+[analytics.sql]
+password = "pg-s3cret-2"
+[read_model.clickhouse]
+password = "ch-s3cret-3"
+"#,
+        )
+        .unwrap();
+        let config: Config = shoplens_kit::config::load(Some(&file)).unwrap();
+        assert_eq!(config.composer.auth.secret, "jwt-s3cret-1");
+        assert_eq!(config.analytics.sql.password, "pg-s3cret-2");
+        assert_eq!(config.read_model.clickhouse.password, "ch-s3cret-3");
+        for shown in [format!("{config:?}"), format!("{config:#?}")] {
+            for secret in ["jwt-s3cret-1", "pg-s3cret-2", "ch-s3cret-3"] {
+                assert!(!shown.contains(secret), "{secret} shown in {shown}");
+            }
+            assert_eq!(shown.matches("***").count(), 3, "{shown}");
+        }
+    }
+}

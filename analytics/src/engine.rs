@@ -250,11 +250,98 @@ fn forbidden() -> QueryError {
     )
 }
 
-/// Ok for a plain query; the Postgres endpoint also lets session statements through.
+/// Ok for a plain query that is not nested too deeply and hides no statement (`WITH t AS
+/// (...) INSERT ...` parses as a query whose body is an `INSERT`); the Postgres endpoint
+/// also lets session statements through.
 pub fn check_query_statement(s: &Statement) -> Result<(), QueryError> {
     match s {
-        Statement::Query(_) => Ok(()),
+        Statement::Query(_) => match walk(s) {
+            Walk::Ok => Ok(()),
+            Walk::TooDeep => Err(too_deep()),
+            Walk::HidesStatement => Err(forbidden()),
+        },
         _ => Err(forbidden()),
+    }
+}
+
+/// How deeply expressions and subqueries may nest. The parser bounds parentheses and
+/// function calls itself, but a flat chain such as `1 + 1 + ... + 1` is one level per
+/// operator, and DataFusion clones, formats and evaluates expression trees recursively: a
+/// few thousand levels overflow a thread's stack and abort the whole process.
+pub const MAX_NESTING: usize = 256;
+
+/// Refuses a statement whose expressions or subqueries nest deeper than [`MAX_NESTING`].
+pub fn check_nesting(s: &Statement) -> Result<(), QueryError> {
+    match walk(s) {
+        Walk::TooDeep => Err(too_deep()),
+        _ => Ok(()),
+    }
+}
+
+fn too_deep() -> QueryError {
+    QueryError::Invalid(format!(
+        "the query nests expressions or subqueries more than {MAX_NESTING} levels deep"
+    ))
+}
+
+#[derive(Debug, PartialEq)]
+enum Walk {
+    Ok,
+    TooDeep,
+    HidesStatement,
+}
+
+/// Walks `s`, stopping at the nesting limit (so the walk itself never recurses deeper than
+/// that) or at a statement inside the statement.
+fn walk(s: &Statement) -> Walk {
+    use datafusion::sql::sqlparser::ast::{Expr, Query, Visit, Visitor};
+    use std::ops::ControlFlow;
+
+    #[derive(Default)]
+    struct State {
+        depth: usize,
+        statements: usize,
+    }
+    impl State {
+        fn enter(&mut self) -> ControlFlow<Walk> {
+            self.depth += 1;
+            if self.depth > MAX_NESTING {
+                ControlFlow::Break(Walk::TooDeep)
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+        fn leave(&mut self) -> ControlFlow<Walk> {
+            self.depth -= 1;
+            ControlFlow::Continue(())
+        }
+    }
+    impl Visitor for State {
+        type Break = Walk;
+        fn pre_visit_statement(&mut self, _: &Statement) -> ControlFlow<Walk> {
+            self.statements += 1;
+            if self.statements > 1 {
+                ControlFlow::Break(Walk::HidesStatement)
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+        fn pre_visit_query(&mut self, _: &Query) -> ControlFlow<Walk> {
+            self.enter()
+        }
+        fn post_visit_query(&mut self, _: &Query) -> ControlFlow<Walk> {
+            self.leave()
+        }
+        fn pre_visit_expr(&mut self, _: &Expr) -> ControlFlow<Walk> {
+            self.enter()
+        }
+        fn post_visit_expr(&mut self, _: &Expr) -> ControlFlow<Walk> {
+            self.leave()
+        }
+    }
+    match s.visit(&mut State::default()) {
+        ControlFlow::Continue(()) => Walk::Ok,
+        ControlFlow::Break(why) => why,
     }
 }
 
@@ -285,6 +372,7 @@ async fn session(
         .with_physical_optimizer_rule(Arc::new(GuardRule { limits }))
         .build();
     let ctx = SessionContext::new_with_state(state);
+    crate::bounded::bound_functions(&ctx);
     for table in Table::all() {
         ctx.register_table(table.name(), read_model.provider(table))?;
     }
@@ -347,6 +435,8 @@ mod tests {
             "COPY orders TO '/tmp/x.csv'",
             "SET datafusion.execution.batch_size = 1",
             "EXPLAIN CREATE TABLE t (a int)",
+            "WITH t AS (SELECT 1) INSERT INTO orders SELECT * FROM t",
+            "WITH t AS (SELECT 1) DELETE FROM orders",
         ] {
             assert!(
                 matches!(parse_read_only(bad), Err(QueryError::Forbidden(_))),

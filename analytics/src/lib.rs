@@ -6,6 +6,7 @@
 //! tables to the same DataFusion SQL ([`engine`]), so they give the same numbers.
 
 pub mod api;
+mod bounded;
 pub mod cli;
 pub mod clickhouse;
 pub mod config;

@@ -49,6 +49,8 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config: ProcessConfig = shoplens_kit::config::load(cli.config.as_deref())?;
     shoplens_kit::telemetry::init_tracing(config.log_json);
+    // Secrets (JWT key, passwords) show as *** in the configuration's Debug.
+    tracing::debug!(?config, "configuration");
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let engine =

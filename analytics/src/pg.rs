@@ -85,7 +85,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::PgConfig;
-use crate::engine::{CATALOG, Engine, QueryError, check_query_statement, read_only_options};
+use crate::engine::{
+    CATALOG, Engine, QueryError, check_nesting, check_query_statement, read_only_options,
+};
 use crate::guard::GuardError;
 
 /// The Postgres version the endpoint reports. Clients pick their catalog queries by it, and
@@ -523,6 +525,8 @@ const CLIENT_SETTINGS: &[&str] = &[
 
 /// The gate: which statements may run, and who handles them.
 fn route(statement: &Statement) -> PgWireResult<Route> {
+    // 54001: statement_too_complex. Before anything clones or plans the statement.
+    check_nesting(statement).map_err(|e| user_error("ERROR", "54001", e.to_string()))?;
     // Queries are what the engine's HTTP endpoint accepts too.
     if check_query_statement(statement).is_ok() {
         return Ok(Route::Query);

@@ -136,10 +136,11 @@ impl ServiceUrls {
 }
 
 /// Bearer tokens: HS256 JWTs with claims `sub` (customer id), `role` and `exp`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
-    /// The HMAC key tokens are signed with. The default is a development key.
+    /// The HMAC key tokens are signed with; never logged (`Debug` shows `***`). The default
+    /// is a development key (`SHOPLENS_COMPOSER__AUTH__SECRET` sets it).
     pub secret: String,
     /// Lifetime of tokens issued with [`AuthConfig::issue`], in seconds.
     pub token_ttl_secs: u64,
@@ -151,6 +152,15 @@ impl Default for AuthConfig {
             secret: DEV_SECRET.into(),
             token_ttl_secs: 3600,
         }
+    }
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("secret", &"***")
+            .field("token_ttl_secs", &self.token_ttl_secs)
+            .finish()
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod analytics;
 mod faults;
+mod fuzz_corpus;
 mod process;
 mod read_model;
 mod reconcile;

@@ -3,6 +3,7 @@
 
 mod api;
 mod clickhouse;
+mod hostile;
 mod page;
 mod pg;
 mod support;

@@ -234,9 +234,13 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ValidQuery<T> 
             .map_err(|err| {
                 let path = err.path().to_string();
                 let inner = err.into_inner().to_string();
+                // `?=x` has a parameter without a name: blame the query string itself.
+                let field = Some(field_name(&path, &inner))
+                    .filter(|f| !f.is_empty() && f != ".")
+                    .unwrap_or_else(|| "query".to_owned());
                 ApiError::BadRequest {
                     code: "invalid_query",
-                    field: Some(field_name(&path, &inner)),
+                    field: Some(field),
                     message: format!("invalid query string: {inner}"),
                 }
             })
@@ -293,6 +297,10 @@ pub fn standard_router(
 pub fn apply_layers(router: Router, metrics: Arc<Metrics>, config: &HttpConfig) -> Router {
     router
         .layer(axum::middleware::from_fn_with_state(
+            config.body_limit_bytes,
+            json_errors,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
             metrics,
             record_metrics,
         ))
@@ -310,6 +318,58 @@ pub fn apply_layers(router: Router, metrics: Arc<Metrics>, config: &HttpConfig) 
             ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
         }))
         .layer(TraceLayer::new_for_http())
+}
+
+/// Turns the plain-text rejections of axum's own extractors (`Bytes`, `String`, a wrong
+/// method, an oversize body) into the JSON error every endpoint promises; JSON errors and
+/// successful responses pass through untouched.
+async fn json_errors(State(limit): State<usize>, req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let error = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge { limit }.to_string(),
+        _ if text.is_empty() => status
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_owned(),
+        _ => text,
+    };
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => "bad_body",
+        s if s.is_server_error() => "internal",
+        _ => "bad_request",
+    };
+    let body = serde_json::to_vec(&ErrorBody {
+        error,
+        code,
+        field: None,
+    })
+    .unwrap_or_default();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, axum::body::Body::from(body))
 }
 
 async fn request_timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
@@ -445,5 +505,139 @@ mod tests {
             field_name("lines[0].quantity", "invalid type: string"),
             "lines[0].quantity"
         );
+    }
+
+    mod props {
+        use axum::body::Body;
+        use axum::routing::post;
+        use proptest::prelude::*;
+        use tower::ServiceExt;
+
+        use super::super::*;
+
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Line {
+            sku: String,
+            quantity: u32,
+        }
+
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Query {
+            limit: Option<u32>,
+            since: Option<chrono::NaiveDate>,
+        }
+
+        /// A server with one strict JSON and query endpoint behind the standard middleware.
+        fn app() -> Router {
+            let routes = Router::new().route(
+                "/lines",
+                post(
+                    |ValidQuery(_): ValidQuery<Query>, ValidJson(_): ValidJson<Vec<Line>>| async {
+                        "ok"
+                    },
+                ),
+            );
+            let config = HttpConfig {
+                body_limit_bytes: 256,
+                ..HttpConfig::default()
+            };
+            standard_router(routes, None, Metrics::new(), &config)
+        }
+
+        /// The status and JSON body of one request (panics if an error is not JSON).
+        fn send(query: &str, body: Vec<u8>) -> (StatusCode, serde_json::Value) {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let uri = format!(
+                    "/lines?{}",
+                    form_urlencoded::byte_serialize(query.as_bytes())
+                        .collect::<String>()
+                        .replace("%3D", "=")
+                        .replace("%26", "&")
+                );
+                let req = Request::post(uri)
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Body::from(body))
+                    .unwrap();
+                let resp = app().oneshot(req).await.unwrap();
+                let status = resp.status();
+                let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+                    .await
+                    .unwrap();
+                let json = if status.is_success() {
+                    serde_json::Value::Null
+                } else {
+                    serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                        panic!(
+                            "{status}: not JSON ({e}): {}",
+                            String::from_utf8_lossy(&bytes)
+                        )
+                    })
+                };
+                (status, json)
+            })
+        }
+
+        fn assert_clear_error(status: StatusCode, body: &serde_json::Value) {
+            assert!(status.is_client_error(), "{status} {body}");
+            assert!(
+                body["error"].as_str().is_some_and(|e| !e.is_empty()),
+                "{body}"
+            );
+            let code = body["code"].as_str().unwrap();
+            if matches!(code, "invalid_body" | "invalid_query") {
+                assert!(
+                    body["field"].as_str().is_some_and(|f| !f.is_empty()),
+                    "{body}"
+                );
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(128))]
+
+            #[test]
+            fn arbitrary_bodies_get_a_clear_4xx(body in proptest::collection::vec(any::<u8>(), 0..400)) {
+                let (status, json) = send("", body);
+                if !status.is_success() {
+                    assert_clear_error(status, &json);
+                }
+            }
+
+            #[test]
+            fn mistyped_fields_are_named(sku in "\\PC{0,12}", quantity in "\\PC{0,12}") {
+                let body = serde_json::to_vec(&serde_json::json!([{"sku": sku, "quantity": quantity}])).unwrap();
+                let (status, json) = send("", body);
+                prop_assert_eq!(status, StatusCode::BAD_REQUEST);
+                assert_clear_error(status, &json);
+                prop_assert_eq!(json["field"].as_str(), Some("[0].quantity"));
+            }
+
+            #[test]
+            fn arbitrary_query_strings_get_a_clear_4xx(key in "(limit|since|other|\\PC{0,6})", value in "\\PC{0,20}") {
+                let (status, json) = send(&format!("{key}={value}"), b"[]".to_vec());
+                if !status.is_success() {
+                    assert_clear_error(status, &json);
+                    prop_assert_eq!(json["code"].as_str(), Some("invalid_query"));
+                }
+            }
+        }
+
+        #[test]
+        fn oversize_and_wrong_method_are_json_too() {
+            let (status, json) = send("", vec![b' '; 1_000]);
+            assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{json}");
+            assert_eq!(json["code"], "payload_too_large");
+            let (status, json) = send("limit=x", b"[]".to_vec());
+            assert_eq!(status, StatusCode::BAD_REQUEST);
+            assert_eq!(json["field"], "limit");
+        }
     }
 }
