@@ -40,7 +40,7 @@ use tokio::time::Instant;
 
 use crate::histogram::Histogram;
 pub use crate::ingest::Backend;
-use crate::machine::{Machine, crate_versions};
+use crate::machine::{Machine, crate_versions, proc_status_mib};
 use crate::results::median;
 use crate::servers::Servers;
 
@@ -483,14 +483,6 @@ fn load_average() -> Option<String> {
     let text = std::fs::read_to_string("/proc/loadavg").ok()?;
     let parts: Vec<&str> = text.split_whitespace().take(3).collect();
     Some(parts.join(" "))
-}
-
-/// A `/proc/PID/status` figure in MiB (`VmHWM`, `VmRSS`); `pid` may be `self`.
-fn proc_status_mib(pid: &str, field: &str) -> Option<f64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = text.lines().find(|l| l.starts_with(field))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
 }
 
 fn dir_bytes(path: &Path) -> u64 {

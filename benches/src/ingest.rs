@@ -41,7 +41,7 @@ use shoplens_ingest::synthetic::{StreamSpec, shop_events, to_record};
 use shoplens_ingest::worker::{WorkerConfig, WorkerStatus};
 use tokio::time::Instant;
 
-use crate::machine::{Machine, crate_versions, process_cpu_secs};
+use crate::machine::{Machine, crate_versions, proc_status_mib, process_cpu_secs};
 use crate::results::median;
 use crate::servers::Servers;
 
@@ -369,14 +369,6 @@ fn quantile(v: &mut [f64], q: f64) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
     v[rank - 1]
-}
-
-/// A `/proc/PID/status` figure in MiB (`VmHWM`, `VmRSS`).
-fn proc_status_mib(pid: u32, field: &str) -> Option<f64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = text.lines().find(|l| l.starts_with(field))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
 }
 
 fn dir_bytes(path: &Path) -> u64 {
@@ -789,7 +781,7 @@ async fn measure_child(
     let mut max_rss = 0.0f64;
     let timeout = drain_timeout(target);
     let result = loop {
-        if let Some(rss) = proc_status_mib(pid, "VmRSS:") {
+        if let Some(rss) = proc_status_mib(&pid.to_string(), "VmRSS:") {
             max_rss = max_rss.max(rss);
         }
         if let Ok(Some(status)) = child.try_wait() {
@@ -817,8 +809,8 @@ async fn measure_child(
         };
         if applied >= target {
             let secs = started.elapsed().as_secs_f64();
-            let hwm = proc_status_mib(pid, "VmHWM:");
-            let rss = proc_status_mib(pid, "VmRSS:");
+            let hwm = proc_status_mib(&pid.to_string(), "VmHWM:");
+            let rss = proc_status_mib(&pid.to_string(), "VmRSS:");
             break match (hwm, rss) {
                 (Some(hwm), Some(rss)) => Ok((secs, hwm, rss)),
                 _ => Err(anyhow::anyhow!("cannot read /proc/{pid}/status")),

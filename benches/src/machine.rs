@@ -115,3 +115,11 @@ pub fn process_cpu_secs() -> f64 {
         _ => f64::NAN,
     }
 }
+
+/// A `/proc/PID/status` figure in MiB (`VmHWM`, `VmRSS`); `pid` may be `self`.
+pub fn proc_status_mib(pid: &str, field: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = text.lines().find(|l| l.starts_with(field))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
