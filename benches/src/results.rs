@@ -993,85 +993,104 @@ pub fn compare_markdown(r: &CompareResults) -> String {
         "\n### The table, measured ({} orders, {} events)\n",
         big.orders, big.events
     );
-    let _ = writeln!(t, "| requirement | measure | API Composer | CQRS | ratio |");
-    let _ = writeln!(t, "|---|---|---:|---:|---:|");
     let (tc, tq, dq, dc) = (
         ReadPath::TrackingComposer,
         ReadPath::TrackingCqrs,
         ReadPath::DashboardCqrs,
         ReadPath::DashboardComposer,
     );
-    let _ = writeln!(
-        t,
-        "| order tracking | latency p50 / p99 | {} | {} | CQRS/composer p50 {} |",
-        cell(tc, &lat),
-        cell(tq, &lat),
-        fmt_x(big.tracking_p50_ratio)
-    );
-    let _ = writeln!(
-        t,
-        "| order tracking | throughput, closed loop ({} workers) | {} | {} | |",
-        o.tracking_concurrency,
-        cell(tc, &thr),
-        cell(tq, &thr)
-    );
-    let _ = writeln!(
-        t,
-        "| order tracking | CPU per request | {} | {} | |",
-        cell(tc, &cpu),
-        cell(tq, &cpu)
-    );
-    let _ = writeln!(
-        t,
-        "| order tracking | staleness after a status change, p50 / p99 | **live**: {} / {} ms | \
-         **eventually consistent**: {} / {} ms | |",
-        fmt_ms(big.staleness_composer_p50_ms),
-        fmt_ms(big.staleness_composer_p99_ms),
-        fmt_ms(big.staleness_cqrs_p50_ms),
-        fmt_ms(big.staleness_cqrs_p99_ms)
-    );
-    let _ = writeln!(
-        t,
-        "| order tracking | highest offered load served | {} | {} | |",
-        scal(tc),
-        scal(tq)
-    );
-    let _ = writeln!(
-        t,
-        "| sales dashboard | latency p50 / p99 | {} | {} | composer/CQRS p50 **{}** |",
-        cell(dc, &lat),
-        cell(dq, &lat),
-        fmt_x(big.dashboard_p50_ratio)
-    );
-    let _ = writeln!(
-        t,
-        "| sales dashboard | throughput, closed loop ({} workers) | {} | {} | |",
-        o.dashboard_concurrency,
-        cell(dc, &thr),
-        cell(dq, &thr)
-    );
-    let _ = writeln!(
-        t,
-        "| sales dashboard | CPU per request | {} | {} | composer/CQRS **{}** |",
-        cell(dc, &cpu),
-        cell(dq, &cpu),
-        fmt_x(big.dashboard_cpu_ratio)
-    );
-    let _ = writeln!(
-        t,
-        "| sales dashboard | highest offered load served | {} | {} | |",
-        scal(dc),
-        scal(dq)
-    );
-    let _ = writeln!(
-        t,
-        "| sales dashboard | same numbers | {} | | |",
-        if big.same_numbers {
-            "yes: every row of the four views equal"
-        } else {
-            "**no** (see the log)"
-        }
-    );
+    let (track, dash) = ("order tracking", "sales dashboard");
+    let mut rows: Vec<[String; 5]> = vec![
+        [
+            track.into(),
+            "latency p50 / p99".into(),
+            cell(tc, &lat),
+            cell(tq, &lat),
+            format!("CQRS/composer p50 {}", fmt_x(big.tracking_p50_ratio)),
+        ],
+        [
+            track.into(),
+            format!(
+                "throughput, closed loop ({} workers)",
+                o.tracking_concurrency
+            ),
+            cell(tc, &thr),
+            cell(tq, &thr),
+            String::new(),
+        ],
+        [
+            track.into(),
+            "CPU per request".into(),
+            cell(tc, &cpu),
+            cell(tq, &cpu),
+            String::new(),
+        ],
+        [
+            track.into(),
+            "staleness after a status change, p50 / p99".into(),
+            format!(
+                "**live**: {} / {} ms",
+                fmt_ms(big.staleness_composer_p50_ms),
+                fmt_ms(big.staleness_composer_p99_ms)
+            ),
+            format!(
+                "**eventually consistent**: {} / {} ms",
+                fmt_ms(big.staleness_cqrs_p50_ms),
+                fmt_ms(big.staleness_cqrs_p99_ms)
+            ),
+            String::new(),
+        ],
+        [
+            track.into(),
+            "highest offered load served".into(),
+            scal(tc),
+            scal(tq),
+            String::new(),
+        ],
+        [
+            dash.into(),
+            "latency p50 / p99".into(),
+            cell(dc, &lat),
+            cell(dq, &lat),
+            format!("composer/CQRS p50 **{}**", fmt_x(big.dashboard_p50_ratio)),
+        ],
+        [
+            dash.into(),
+            format!(
+                "throughput, closed loop ({} workers)",
+                o.dashboard_concurrency
+            ),
+            cell(dc, &thr),
+            cell(dq, &thr),
+            String::new(),
+        ],
+        [
+            dash.into(),
+            "CPU per request".into(),
+            cell(dc, &cpu),
+            cell(dq, &cpu),
+            format!("composer/CQRS **{}**", fmt_x(big.dashboard_cpu_ratio)),
+        ],
+        [
+            dash.into(),
+            "highest offered load served".into(),
+            scal(dc),
+            scal(dq),
+            String::new(),
+        ],
+        [
+            dash.into(),
+            "same numbers".into(),
+            if big.same_numbers {
+                "yes: every row of the four views equal"
+            } else {
+                "**no** (see the log)"
+            }
+            .into(),
+            String::new(),
+            String::new(),
+        ],
+    ];
     let first = &r.sizes[0];
     let growth = |p: ReadPath| {
         let a = first.summary.iter().find(|x| x.path == p)?;
@@ -1080,18 +1099,23 @@ pub fn compare_markdown(r: &CompareResults) -> String {
     };
     let g = |p: ReadPath| growth(p).map_or("n/a".into(), fmt_x);
     if r.sizes.len() > 1 {
-        let _ = writeln!(
-            t,
-            "| growth {}x orders ({} -> {}) | p50 grows | tracking {}, dashboard {} | tracking \
-             {}, dashboard {} | |",
-            big.orders / first.orders.max(1),
-            first.orders,
-            big.orders,
-            g(tc),
-            g(dc),
-            g(tq),
-            g(dq)
-        );
+        rows.push([
+            format!(
+                "growth {}x orders ({} -> {})",
+                big.orders / first.orders.max(1),
+                first.orders,
+                big.orders
+            ),
+            "p50 grows".into(),
+            format!("tracking {}, dashboard {}", g(tc), g(dc)),
+            format!("tracking {}, dashboard {}", g(tq), g(dq)),
+            String::new(),
+        ]);
+    }
+    let _ = writeln!(t, "| requirement | measure | API Composer | CQRS | ratio |");
+    let _ = writeln!(t, "|---|---|---:|---:|---:|");
+    for row in &rows {
+        let _ = writeln!(t, "| {} |", row.join(" | "));
     }
     let tracking = if big.tracking_p50_ratio >= 1.0 {
         format!(

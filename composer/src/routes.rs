@@ -192,6 +192,15 @@ fn sales_range(q: &SalesParams) -> Result<shoplens_contract::sales::DateRange, A
     .map_err(param_error)
 }
 
+/// When a live sales computation starting now must be done, and that limit in ms.
+fn sales_deadline(c: &Composer) -> (tokio::time::Instant, u64) {
+    let ms = c.config.sales_deadline_ms;
+    (
+        tokio::time::Instant::now() + std::time::Duration::from_millis(ms),
+        ms,
+    )
+}
+
 /// The sales dashboard's four views computed live from the services (every order paged
 /// through at request time): the API-composition answer the read model is measured against.
 async fn sales_dashboard(
@@ -211,8 +220,7 @@ async fn sales_dashboard(
             period: shoplens_contract::sales::Period::parse(q.period.as_deref())
                 .map_err(|m| ApiError::invalid("period", m))?,
         };
-        let ms = c.config.sales_deadline_ms;
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(ms);
+        let (deadline, ms) = sales_deadline(c);
         Ok(crate::sales::dashboard(&c.downstream, &sales, deadline, ms).await?)
     };
     let span = tracing::info_span!("sales_dashboard");
@@ -242,8 +250,7 @@ async fn sales_ledger(
             }
         }
         let range = sales_range(&q)?;
-        let ms = c.config.sales_deadline_ms;
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(ms);
+        let (deadline, ms) = sales_deadline(c);
         Ok(crate::sales::ledger_report(&c.downstream, &range, deadline, ms).await?)
     };
     let span = tracing::info_span!("sales_ledger");
