@@ -200,11 +200,33 @@ async fn compare_smoke_run_writes_the_table_and_charts() {
     let dir = tempfile::tempdir().unwrap();
     let opts = CompareOptions::smoke(dir.path().to_path_buf());
     compare::run(&opts).await.expect("smoke run");
+    check_compare(dir.path(), "compare");
+}
 
+/// The same on Kafka and ClickHouse (the test servers), when the test command started them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_smoke_run_on_kafka_and_clickhouse() {
+    use shoplens_benches::compare::{self, CompareOptions};
+    if std::env::var("SHOPLENS_TEST_CLICKHOUSE_URL").is_err()
+        || std::env::var("SHOPLENS_TEST_KAFKA_BROKERS").is_err()
+    {
+        eprintln!("skipped: no SHOPLENS_TEST_CLICKHOUSE_URL / SHOPLENS_TEST_KAFKA_BROKERS");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let opts = CompareOptions {
+        backend: shoplens_benches::ingest::Backend::Clickhouse,
+        ..CompareOptions::smoke(dir.path().to_path_buf())
+    };
+    compare::run(&opts).await.expect("smoke run");
+    check_compare(dir.path(), "compare-clickhouse");
+}
+
+fn check_compare(dir: &std::path::Path, stem: &str) {
     let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("results/compare.json")).unwrap())
+        serde_json::from_slice(&std::fs::read(dir.join(format!("results/{stem}.json"))).unwrap())
             .unwrap();
-    let md = std::fs::read_to_string(dir.path().join("RESULTS.md")).unwrap();
+    let md = std::fs::read_to_string(dir.join("RESULTS.md")).unwrap();
     assert!(md.contains("## Comparison: API Composer vs CQRS"), "{md}");
     assert!(
         md.contains("| sales dashboard | same numbers | yes"),
@@ -231,12 +253,9 @@ async fn compare_smoke_run_writes_the_table_and_charts() {
     let curves = json["curves"].as_array().unwrap();
     // Four paths, two load steps and three burst phases each.
     assert_eq!(curves.len(), 4 * 5);
-    for chart in [
-        "compare-tracking-load.svg",
-        "compare-dashboard-load.svg",
-        "compare-growth.svg",
-    ] {
-        let svg = std::fs::read_to_string(dir.path().join("results").join(chart)).unwrap();
+    for chart in ["tracking-load.svg", "dashboard-load.svg", "growth.svg"] {
+        let svg =
+            std::fs::read_to_string(dir.join("results").join(format!("{stem}-{chart}"))).unwrap();
         assert!(svg.contains("<polyline"), "{chart}");
     }
 }
