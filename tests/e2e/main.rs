@@ -1,6 +1,7 @@
 //! End-to-end tests of the `shoplens` binary: the real process, real files, real signals.
 
 mod analytics;
+mod components;
 mod faults;
 mod fuzz_corpus;
 mod process;
