@@ -2,6 +2,7 @@
 
 mod analytics;
 mod components;
+mod compose;
 mod faults;
 mod fuzz_corpus;
 mod process;
