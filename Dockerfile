@@ -8,6 +8,7 @@ RUN cargo build --release --locked -p shoplens -p shoplens-ingest -p shoplens-an
     && cp target/release/shoplens target/release/shoplens-ingest \
           target/release/shoplens-analytics /usr/local/bin/
 
+# curl: docker-compose.yml's health checks (`curl -sf http://127.0.0.1:PORT/health`).
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \
     && rm -rf /var/lib/apt/lists/*

@@ -34,6 +34,67 @@ pub struct Config {
     /// The analytics server (dashboard, SQL endpoints, exports) over the read model.
     pub analytics: shoplens_analytics::AnalyticsConfig,
     pub demo: DemoConfig,
+    /// Run only these components in this process (`customer`, `product`, `order`,
+    /// `payment`, `shipping`, `composer`; a list or a comma-separated string); empty runs
+    /// all of them. The ingest worker and the analytics server have their own `enabled`.
+    /// A component not running here is reached at its configured URL
+    /// (`order_upstreams`, `composer.services`).
+    #[serde(deserialize_with = "components")]
+    pub only: Vec<Component>,
+}
+
+/// A part of the system `shoplens run` can start on its own (`--only`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Component {
+    Customer,
+    Product,
+    Order,
+    Payment,
+    Shipping,
+    Composer,
+}
+
+impl Component {
+    pub const ALL: [Component; 6] = [
+        Component::Customer,
+        Component::Product,
+        Component::Order,
+        Component::Payment,
+        Component::Shipping,
+        Component::Composer,
+    ];
+
+    /// Every component, in start order.
+    pub fn all() -> Vec<Component> {
+        Self::ALL.to_vec()
+    }
+}
+
+/// `only` as a list, or as one comma-separated string (what an environment variable gives).
+fn components<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Component>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        List(Vec<Component>),
+        Text(String),
+    }
+    match Either::deserialize(d)? {
+        Either::List(list) => Ok(list),
+        Either::Text(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+            .map(|name| {
+                <Component as clap::ValueEnum>::from_str(name, false).map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "unknown component `{name}`, expected one of customer, product, \
+                         order, payment, shipping, composer"
+                    ))
+                })
+            })
+            .collect(),
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -116,6 +177,7 @@ impl Default for Config {
             read_model: Default::default(),
             analytics: Default::default(),
             demo: DemoConfig::default(),
+            only: Vec::new(),
         }
     }
 }
@@ -162,6 +224,54 @@ impl Config {
             }
         })
         .collect()
+    }
+
+    /// The components this process runs (`only`, or all of them when it is empty).
+    pub fn components(&self) -> Vec<Component> {
+        if self.only.is_empty() {
+            Component::all()
+        } else {
+            Component::ALL
+                .into_iter()
+                .filter(|c| self.only.contains(c))
+                .collect()
+        }
+    }
+
+    /// Rejects a configuration that cannot work, without starting anything (what
+    /// `--check-config` reports): the composer's limits and URLs, the order service's
+    /// upstream URLs when those services run elsewhere, the bus and topic names.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let runs = self.components();
+        if runs.contains(&Component::Composer) {
+            // Its limits and its `services` URLs.
+            self.composer
+                .validate()
+                .map_err(|e| e.context("invalid [composer] configuration"))?;
+        }
+        let upstreams = &self.order_upstreams;
+        for (c, key, url) in [
+            (Component::Customer, "customer_url", &upstreams.customer_url),
+            (Component::Product, "product_url", &upstreams.product_url),
+        ] {
+            anyhow::ensure!(
+                !runs.contains(&Component::Order)
+                    || runs.contains(&c)
+                    || url.starts_with("http://")
+                    || url.starts_with("https://"),
+                "order_upstreams.{key} must be an http(s) URL, got `{url}`"
+            );
+        }
+        if self.bus.kind == BusKind::Kafka {
+            anyhow::ensure!(
+                !self.bus.kafka.brokers.trim().is_empty(),
+                "bus.kafka.brokers must name at least one broker"
+            );
+        }
+        for topic in self.topics() {
+            shoplens_bus::validate_topic(&topic)?;
+        }
+        Ok(())
     }
 
     pub fn log_dir(&self) -> PathBuf {

@@ -1,9 +1,9 @@
 //! The ShopLens launcher: starts the whole system in one process (the embedded default) or
 //! one part of it, and hosts the operator commands.
 //!
-//! [`System::start`] brings up the embedded event log and the five domain services, wires
-//! the order service to the customer and product services it calls, and (optionally) runs
-//! demo traffic through the shop simulator. It writes `run-info.json` into the data
+//! [`System::start`] brings up the event bus and the five domain services (or the ones
+//! `only` names), wires the order service to the customer and product services it calls,
+//! and (optionally) runs demo traffic through the shop simulator. It writes `run-info.json` into the data
 //! directory with every URL, so scripts and tests can find a system started on port 0.
 
 pub mod config;
@@ -18,13 +18,17 @@ use shoplens_kit::ServiceHandle;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{BusKind, Config};
+pub use config::{BusKind, Component, Config};
 
 /// Where a running system answers; written to `DATA_DIR/run-info.json`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RunInfo {
     pub pid: u32,
-    /// The Order Summary API and the "My Orders" page.
+    /// The components running in this process (`only`); the URLs of the others are where
+    /// this process reaches them (its configuration).
+    #[serde(default = "Component::all")]
+    pub components: Vec<Component>,
+    /// The Order Summary API and the "My Orders" page (empty when it does not run here).
     pub composer: String,
     pub customer: String,
     pub product: String,
@@ -62,8 +66,10 @@ pub struct System {
     pub info: RunInfo,
     /// The embedded event log (`None` when the services publish to Kafka).
     pub log: Option<EmbeddedLog>,
+    /// The domain services running in this process.
     services: Vec<ServiceHandle>,
-    composer: shoplens_composer::ComposerHandle,
+    /// The composer, unless `only` leaves it out.
+    composer: Option<shoplens_composer::ComposerHandle>,
     /// The ingest worker, unless it runs as its own process (`ingest.enabled = false`).
     pub ingest: Option<IngestHandle>,
     /// The analytics server, unless disabled (`analytics.enabled = false`).
@@ -107,33 +113,65 @@ impl System {
             None => kafka_sources(config.bus.kafka.clone(), topics.clone()),
         };
 
-        let customer = customer_service::start(&config.customer, bus.clone()).await?;
-        let product = product_service::start(&config.product, bus.clone()).await?;
-        let upstreams = order_service::Upstreams {
-            customer_url: customer.url(),
-            product_url: product.url(),
-            ..config.order_upstreams.clone()
+        // `only` picks the components to run here; the others are reached at their
+        // configured URLs (`order_upstreams`, `composer.services`).
+        let runs = config.components();
+        let here = |c: Component| runs.contains(&c);
+        let customer = match here(Component::Customer) {
+            true => Some(customer_service::start(&config.customer, bus.clone()).await?),
+            false => None,
         };
-        let order = order_service::start(&config.order, &upstreams, bus.clone()).await?;
-        let payment = payment_service::start(&config.payment, bus.clone()).await?;
-        let shipping = shipping_service::start(&config.shipping, bus.clone()).await?;
+        let product = match here(Component::Product) {
+            true => Some(product_service::start(&config.product, bus.clone()).await?),
+            false => None,
+        };
+        let local_or = |svc: &Option<ServiceHandle>, url: &String| {
+            svc.as_ref().map_or_else(|| url.clone(), ServiceHandle::url)
+        };
+        let order = match here(Component::Order) {
+            true => {
+                let upstreams = order_service::Upstreams {
+                    customer_url: local_or(&customer, &config.order_upstreams.customer_url),
+                    product_url: local_or(&product, &config.order_upstreams.product_url),
+                    ..config.order_upstreams.clone()
+                };
+                Some(order_service::start(&config.order, &upstreams, bus.clone()).await?)
+            }
+            false => None,
+        };
+        let payment = match here(Component::Payment) {
+            true => Some(payment_service::start(&config.payment, bus.clone()).await?),
+            false => None,
+        };
+        let shipping = match here(Component::Shipping) {
+            true => Some(shipping_service::start(&config.shipping, bus.clone()).await?),
+            false => None,
+        };
+        // Where each service answers: here, or where the composer is told it is.
+        let remote = &config.composer.services;
+        let urls = shoplens_composer::ServiceUrls {
+            customer: local_or(&customer, &remote.customer),
+            product: local_or(&product, &remote.product),
+            order: local_or(&order, &remote.order),
+            payment: local_or(&payment, &remote.payment),
+            shipping: local_or(&shipping, &remote.shipping),
+        };
 
         let mut composer_config = config.composer.clone();
-        composer_config.services = shoplens_composer::ServiceUrls {
-            customer: customer.url(),
-            product: product.url(),
-            order: order.url(),
-            payment: payment.url(),
-            shipping: shipping.url(),
+        composer_config.services = urls.clone();
+        let composer = if here(Component::Composer) {
+            // The composer evicts a cached section as soon as an event says its source
+            // changed.
+            let invalidations: Option<Box<dyn shoplens_bus::EventSource>> =
+                if composer_config.invalidation {
+                    Some(sources("composer-invalidation".to_owned()).await?)
+                } else {
+                    None
+                };
+            Some(shoplens_composer::start(&composer_config, invalidations).await?)
+        } else {
+            None
         };
-        // The composer evicts a cached section as soon as an event says its source changed.
-        let invalidations: Option<Box<dyn shoplens_bus::EventSource>> =
-            if composer_config.invalidation {
-                Some(sources("composer-invalidation".to_owned()).await?)
-            } else {
-                None
-            };
-        let composer = shoplens_composer::start(&composer_config, invalidations).await?;
 
         let ingest = if config.ingest.enabled {
             let store = shoplens_ingest::startup::open_store(&config.read_model)
@@ -151,7 +189,9 @@ impl System {
         // Reconciliation compares the read model with this process's composer's ledger.
         let mut analytics_config = config.analytics.clone();
         let reconcile = &mut analytics_config.reconcile;
-        if reconcile.composer_url.is_empty() {
+        if let Some(composer) = &composer
+            && reconcile.composer_url.is_empty()
+        {
             reconcile.composer_url = composer.url();
         }
         if reconcile.composer_token.is_empty() && reconcile.composer_secret.is_empty() {
@@ -178,12 +218,13 @@ impl System {
 
         let info = RunInfo {
             pid: std::process::id(),
-            composer: composer.url(),
-            customer: customer.url(),
-            product: product.url(),
-            order: order.url(),
-            payment: payment.url(),
-            shipping: shipping.url(),
+            components: runs.clone(),
+            composer: composer.as_ref().map(|c| c.url()).unwrap_or_default(),
+            customer: urls.customer,
+            product: urls.product,
+            order: urls.order,
+            payment: urls.payment,
+            shipping: urls.shipping,
             ingest: ingest.as_ref().map(IngestHandle::url),
             analytics: analytics.as_ref().map(|a| a.url()),
             analytics_sql: analytics.as_ref().and_then(|a| a.pg_addr()).map(|a| {
@@ -195,7 +236,8 @@ impl System {
             }),
         };
         let shutdown = CancellationToken::new();
-        let demo = config.demo.enabled.then(|| {
+        // The demo runs beside the composer (its "My Orders" link points there).
+        let demo = (config.demo.enabled && composer.is_some()).then(|| {
             let urls = info.shop_urls();
             let sim = config.demo.simulator.clone();
             let token = shutdown.clone();
@@ -215,7 +257,10 @@ impl System {
         Ok(System {
             info,
             log,
-            services: vec![customer, product, order, payment, shipping],
+            services: [customer, product, order, payment, shipping]
+                .into_iter()
+                .flatten()
+                .collect(),
             composer,
             ingest,
             analytics,
@@ -231,7 +276,9 @@ impl System {
         if let Some(demo) = self.demo {
             let _ = demo.await;
         }
-        self.composer.stop().await;
+        if let Some(composer) = self.composer {
+            composer.stop().await;
+        }
         if let Some(analytics) = self.analytics {
             analytics.stop().await;
         }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use shoplens::{Config, RunInfo, System};
+use shoplens::{Component, Config, RunInfo, System};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -16,6 +16,12 @@ struct Cli {
     /// A TOML config file (layered over the defaults, under SHOPLENS_* environment variables).
     #[arg(long, env = "SHOPLENS_CONFIG", global = true)]
     config: Option<PathBuf>,
+    /// Parse the command line, load the configuration as the command would (defaults, file,
+    /// environment) and validate it, then exit without doing anything: 0 and a summary
+    /// without secrets when it is valid, non-zero and the error otherwise. For deployment
+    /// checks (`tests/e2e/compose.rs` runs every docker-compose command with it).
+    #[arg(long, global = true, hide = true)]
+    check_config: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -27,6 +33,12 @@ enum Command {
         /// Do not generate demo traffic.
         #[arg(long)]
         no_demo: bool,
+        /// Run only these components, comma-separated (default: all, or the `only` config
+        /// key); the others are reached at their configured URLs (`order_upstreams`,
+        /// `composer.services`). The ingest worker and the analytics server are switched
+        /// by `ingest.enabled` and `analytics.enabled`.
+        #[arg(long, value_enum, value_delimiter = ',')]
+        only: Vec<Component>,
     },
     /// Drive a running system with the shop simulator and print its report as JSON.
     Simulate {
@@ -102,11 +114,38 @@ async fn main() -> anyhow::Result<()> {
     shoplens_kit::telemetry::init_tracing(config.log_json);
     // Secrets (JWT key, passwords) show as *** in the configuration's Debug.
     tracing::debug!(?config, "configuration");
-    match cli.command.unwrap_or(Command::Run { no_demo: false }) {
-        Command::Run { no_demo } => {
-            if no_demo {
-                config.demo.enabled = false;
-            }
+    let command = cli.command.unwrap_or(Command::Run {
+        no_demo: false,
+        only: Vec::new(),
+    });
+    if let Command::Run { no_demo, only } = &command {
+        if *no_demo {
+            config.demo.enabled = false;
+        }
+        if !only.is_empty() {
+            config.only = only.clone();
+        }
+    }
+    if cli.check_config {
+        let config = config.resolve();
+        config.validate().context("invalid configuration")?;
+        let components: Vec<String> = config
+            .components()
+            .iter()
+            .map(|c| format!("{c:?}").to_lowercase())
+            .collect();
+        println!(
+            "configuration ok: components {}, bus {:?}, ingest {}, analytics {}, demo {}",
+            components.join(","),
+            config.bus.kind,
+            config.ingest.enabled,
+            config.analytics.enabled,
+            config.demo.enabled
+        );
+        return Ok(());
+    }
+    match command {
+        Command::Run { .. } => {
             let system = System::start(config).await?;
             print_banner(&system.info);
             shoplens::shutdown_signal().await;
@@ -222,17 +261,23 @@ fn read_run_info(data_dir: &std::path::Path) -> anyhow::Result<RunInfo> {
 }
 
 fn print_banner(info: &RunInfo) {
+    let elsewhere = "(not in this process)";
+    let here = |c: Component, url: &str| {
+        if info.components.contains(&c) {
+            url.to_owned()
+        } else {
+            elsewhere.to_owned()
+        }
+    };
     println!(
         "ShopLens is running (Ctrl-C to stop).\n  order summary API {}\n  customer service  {}\n  product service   {}\n  order service     {}\n  payment service   {}\n  shipping service  {}\n  ingest worker API {}\n  sales dashboard   {}\n  SQL for BI tools  {}",
-        info.composer,
-        info.customer,
-        info.product,
-        info.order,
-        info.payment,
-        info.shipping,
-        info.ingest
-            .as_deref()
-            .unwrap_or("(runs as its own process)"),
+        here(Component::Composer, &info.composer),
+        here(Component::Customer, &info.customer),
+        here(Component::Product, &info.product),
+        here(Component::Order, &info.order),
+        here(Component::Payment, &info.payment),
+        here(Component::Shipping, &info.shipping),
+        info.ingest.as_deref().unwrap_or(elsewhere),
         info.analytics
             .as_deref()
             .map_or("(disabled)".to_owned(), |u| format!("{u}/dashboard")),

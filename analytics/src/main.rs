@@ -20,6 +20,11 @@ struct Cli {
     /// A TOML config file (layered over the defaults, under SHOPLENS_* environment variables).
     #[arg(long, env = "SHOPLENS_CONFIG", global = true)]
     config: Option<PathBuf>,
+    /// Parse the command line, load the configuration as the command would (defaults, file,
+    /// environment) and validate it, then exit without doing anything: 0 and a summary
+    /// without secrets when it is valid, non-zero and the error otherwise.
+    #[arg(long, global = true, hide = true)]
+    check_config: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -51,6 +56,12 @@ async fn main() -> anyhow::Result<()> {
     shoplens_kit::telemetry::init_tracing(config.log_json);
     // Secrets (JWT key, passwords) show as *** in the configuration's Debug.
     tracing::debug!(?config, "configuration");
+    if cli.check_config {
+        shoplens_ingest::startup::validate_read_model(&config.read_model)
+            .context("invalid configuration")?;
+        println!("configuration ok: read model {:?}", config.read_model.kind);
+        return Ok(());
+    }
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let engine =

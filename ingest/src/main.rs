@@ -23,6 +23,11 @@ struct Cli {
     /// A TOML config file (layered over the defaults, under SHOPLENS_* environment variables).
     #[arg(long, env = "SHOPLENS_CONFIG", global = true)]
     config: Option<PathBuf>,
+    /// Parse the command line, load the configuration as the command would (defaults, file,
+    /// environment) and validate it, then exit without doing anything: 0 and a summary
+    /// without secrets when it is valid, non-zero and the error otherwise.
+    #[arg(long, global = true, hide = true)]
+    check_config: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -53,6 +58,24 @@ struct ProcessConfig {
     read_model: ReadModelConfig,
 }
 
+impl ProcessConfig {
+    /// Rejects what cannot work, without connecting to anything.
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            !self.kafka.brokers.trim().is_empty(),
+            "kafka.brokers must name at least one broker"
+        );
+        let mut topics = self.ingest.topics();
+        if !self.ingest.dead_letter_topic.is_empty() {
+            topics.push(self.ingest.dead_letter_topic.clone());
+        }
+        for topic in &topics {
+            shoplens_bus::validate_topic(topic)?;
+        }
+        shoplens_ingest::startup::validate_read_model(&self.read_model)
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -60,6 +83,15 @@ async fn main() -> anyhow::Result<()> {
     shoplens_kit::telemetry::init_tracing(config.log_json);
     // Secrets (JWT key, passwords) show as *** in the configuration's Debug.
     tracing::debug!(?config, "configuration");
+    if cli.check_config {
+        config.validate().context("invalid configuration")?;
+        println!(
+            "configuration ok: read model {:?}, topics {}",
+            config.read_model.kind,
+            config.ingest.topics().join(",")
+        );
+        return Ok(());
+    }
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => {
             let store = open_store(&config.read_model)

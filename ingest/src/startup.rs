@@ -94,6 +94,30 @@ pub struct ReadModelConfig {
     pub clickhouse: ClickHouseConfig,
 }
 
+/// Rejects a read-model configuration that cannot work, without connecting (for
+/// `--check-config`): a ClickHouse URL that is not http(s), a database name ClickHouse
+/// would refuse.
+pub fn validate_read_model(config: &ReadModelConfig) -> anyhow::Result<()> {
+    if config.kind == ReadModelKind::Clickhouse {
+        let ch = &config.clickhouse;
+        anyhow::ensure!(
+            ch.url.starts_with("http://") || ch.url.starts_with("https://"),
+            "read_model.clickhouse.url must be an http(s) URL, got `{}`",
+            ch.url
+        );
+        anyhow::ensure!(
+            !ch.database.is_empty()
+                && ch
+                    .database
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+            "read_model.clickhouse.database must be letters, digits and `_`, got `{}`",
+            ch.database
+        );
+    }
+    Ok(())
+}
+
 /// Opens the configured store (creating its databases or directories when missing).
 pub async fn open_store(config: &ReadModelConfig) -> SinkResult<Arc<dyn ReadModelStore>> {
     Ok(match config.kind {

@@ -1,6 +1,8 @@
 //! End-to-end tests of the `shoplens` binary: the real process, real files, real signals.
 
 mod analytics;
+mod components;
+mod compose;
 mod faults;
 mod fuzz_corpus;
 mod process;

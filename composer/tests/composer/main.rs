@@ -3,6 +3,7 @@
 
 mod cache;
 mod faults;
+mod limits;
 mod list;
 mod page;
 mod summary;

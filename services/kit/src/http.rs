@@ -296,6 +296,11 @@ pub fn standard_router(
 /// The middleware part of [`standard_router`], for servers with their own endpoints.
 pub fn apply_layers(router: Router, metrics: Arc<Metrics>, config: &HttpConfig) -> Router {
     router
+        // By `Content-Length`, before any handler: also endpoints that take no body (which
+        // `DefaultBodyLimit`, applied only by body extractors, leaves alone) answer 413.
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            config.body_limit_bytes,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             config.body_limit_bytes,
             json_errors,

@@ -1,0 +1,51 @@
+//! The ingest API's HTTP limits: an oversized request body is refused with 413 and a JSON
+//! error, and a refused `POST /api/v1/rebuild` starts no rebuild.
+
+use reqwest::StatusCode;
+use shoplens_ingest::startup::{IngestConfig, embedded_sources, start};
+
+use crate::support::*;
+
+#[tokio::test]
+async fn an_oversized_body_gets_413_and_a_json_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(&dir.path().join("log"));
+    let store = embedded_store(&dir.path().join("readmodel"));
+    let mut config = IngestConfig {
+        listen: ([127, 0, 0, 1], 0).into(),
+        ..Default::default()
+    };
+    config.http.body_limit_bytes = 1024;
+    let topics = vec!["shop.orders".to_owned()];
+    let handle = start(&config, store, embedded_sources(log, topics))
+        .await
+        .unwrap();
+    let client = reqwest::Client::new();
+    for (method, path) in [
+        (reqwest::Method::POST, "/api/v1/rebuild"),
+        (reqwest::Method::GET, "/api/v1/status"),
+    ] {
+        let resp = client
+            .request(method, format!("{}{path}", handle.url()))
+            .body(vec![b'x'; 4096])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE, "{path}");
+        let json: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(json["code"], "payload_too_large", "{path}: {json}");
+    }
+    let status: serde_json::Value = client
+        .get(format!("{}/api/v1/rebuild", handle.url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        !status.to_string().contains("running"),
+        "the refused POST started a rebuild: {status}"
+    );
+    handle.stop().await;
+}
