@@ -880,7 +880,7 @@ async fn measure(
         total_secs: started.elapsed().as_secs_f64(),
         sizes,
         curves,
-        notes: notes(),
+        notes: notes(opts.backend),
     })
 }
 
@@ -896,8 +896,8 @@ fn command_line(o: &CompareOptions) -> String {
     )
 }
 
-fn notes() -> Vec<String> {
-    [
+fn notes(backend: Backend) -> Vec<String> {
+    let mut notes: Vec<String> = [
         "Order tracking, API Composer: GET /api/v1/orders/{id}/summary with an admin token, the \
          product's default composer (short-TTL cache with request coalescing, eviction by \
          events); orders picked Zipf by recency among the size's orders.",
@@ -931,7 +931,16 @@ fn notes() -> Vec<String> {
          same run); the machine is shared, so compare ratios rather than absolute figures.",
     ]
     .map(str::to_owned)
-    .to_vec()
+    .to_vec();
+    if backend == Backend::Clickhouse {
+        notes.push(
+            "CPU per request counts this process only: on this back end the ClickHouse server \
+             and the Kafka broker run as their own processes, so the CQRS paths' CPU (and the \
+             composer's relay publishing) is understated by theirs."
+                .to_owned(),
+        );
+    }
+    notes
 }
 
 /// Scalability points of one path and phase, median over runs, per fraction.

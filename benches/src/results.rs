@@ -791,25 +791,6 @@ pub fn analytics_markdown(r: &AnalyticsResults) -> String {
     t
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_section_is_replaced_and_others_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        write_section(dir.path(), "Composer", "one").unwrap();
-        write_section(dir.path(), "Ingest", "two").unwrap();
-        write_section(dir.path(), "Composer", "three").unwrap();
-        let text = std::fs::read_to_string(dir.path().join("RESULTS.md")).unwrap();
-        assert!(text.starts_with("# ShopLens benchmark results"), "{text}");
-        assert!(text.contains("## Composer\n\nthree\n"), "{text}");
-        assert!(text.contains("## Ingest\n\ntwo\n"), "{text}");
-        assert!(!text.contains("one"), "{text}");
-        assert_eq!(text.matches("## Composer").count(), 1);
-    }
-}
-
 fn fmt_ms(v: f64) -> String {
     if !v.is_finite() {
         "n/a".into()
@@ -982,7 +963,7 @@ pub fn compare_markdown(r: &CompareResults) -> String {
             .into_iter()
             .filter(|(offered, goodput, _, _)| *goodput >= 0.95 * offered)
             .map(|(offered, _, _, p99)| (offered, p99))
-            .last()
+            .next_back()
     };
     let scal = |p: ReadPath| match sustained(p) {
         Some((offered, p99)) => format!("{offered:.0} req/s (p99 {} ms)", fmt_ms(p99)),
@@ -1324,4 +1305,23 @@ pub fn components_markdown(r: &ComponentsResults) -> String {
          (10,000 purchase rows through the export encoder)."
     );
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_section_is_replaced_and_others_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        write_section(dir.path(), "Composer", "one").unwrap();
+        write_section(dir.path(), "Ingest", "two").unwrap();
+        write_section(dir.path(), "Composer", "three").unwrap();
+        let text = std::fs::read_to_string(dir.path().join("RESULTS.md")).unwrap();
+        assert!(text.starts_with("# ShopLens benchmark results"), "{text}");
+        assert!(text.contains("## Composer\n\nthree\n"), "{text}");
+        assert!(text.contains("## Ingest\n\ntwo\n"), "{text}");
+        assert!(!text.contains("one"), "{text}");
+        assert_eq!(text.matches("## Composer").count(), 1);
+    }
 }
