@@ -836,9 +836,9 @@ pub fn compare_charts(r: &CompareResults) -> Vec<(&'static str, Chart)> {
         } else {
             "Sales dashboard: p99 latency as offered load rises".into()
         },
-        x_label: "offered load (requests/s)".into(),
+        x_label: "offered load (requests/s, log scale)".into(),
         y_label: "p99 latency (ms, log scale)".into(),
-        log_x: false,
+        log_x: true,
         log_y: true,
         series: ReadPath::ALL
             .iter()
