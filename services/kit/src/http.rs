@@ -312,7 +312,9 @@ pub fn apply_layers(router: Router, metrics: Arc<Metrics>, config: &HttpConfig) 
         .layer(axum::extract::DefaultBodyLimit::max(
             config.body_limit_bytes,
         ))
-        .layer(tower::limit::ConcurrencyLimitLayer::new(
+        // Global: `Router::layer` gives every route its own copy of a layer, and a plain
+        // `ConcurrencyLimitLayer` would then limit each route separately.
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
             config.concurrency_limit,
         ))
         .layer(axum::middleware::from_fn_with_state(
