@@ -5,11 +5,11 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use shoplens_ingest::local_clickhouse;
+use shoplens_ingest::local_clickhouse::LocalClickHouse;
 
 /// Running ClickHouse and Kafka-protocol servers.
 pub struct Servers {
@@ -21,6 +21,7 @@ pub struct Servers {
     pub broker_version: String,
     /// Whether this process started the servers (and stops them).
     pub started_here: bool,
+    clickhouse: Option<LocalClickHouse>,
     children: Vec<Child>,
     _dir: Option<tempfile::TempDir>,
 }
@@ -56,12 +57,14 @@ impl Servers {
             .tempdir()?;
         let mut children = Vec::new();
         let mut started_here = false;
+        let mut clickhouse = None;
         let clickhouse_url = match std::env::var("SHOPLENS_TEST_CLICKHOUSE_URL") {
             Ok(url) => url,
             Err(_) => {
                 started_here = true;
-                let (child, url) = start_clickhouse(&dir.path().join("clickhouse")).await?;
-                children.push(child);
+                let server = start_clickhouse(&dir.path().join("clickhouse")).await?;
+                let url = server.url();
+                clickhouse = Some(server);
                 url
             }
         };
@@ -88,6 +91,7 @@ impl Servers {
             clickhouse_version: String::new(),
             broker_version,
             started_here,
+            clickhouse,
             children,
             _dir: Some(dir),
         };
@@ -101,22 +105,22 @@ impl Servers {
         let dir = tempfile::Builder::new()
             .prefix("shoplens-bench-servers")
             .tempdir()?;
-        let mut children = Vec::new();
-        let clickhouse_url = match std::env::var("SHOPLENS_TEST_CLICKHOUSE_URL") {
-            Ok(url) => url,
-            Err(_) => {
-                let (child, url) = start_clickhouse(&dir.path().join("clickhouse")).await?;
-                children.push(child);
-                url
-            }
+        let clickhouse = match std::env::var("SHOPLENS_TEST_CLICKHOUSE_URL") {
+            Ok(_) => None,
+            Err(_) => Some(start_clickhouse(&dir.path().join("clickhouse")).await?),
+        };
+        let clickhouse_url = match &clickhouse {
+            Some(server) => server.url(),
+            None => std::env::var("SHOPLENS_TEST_CLICKHOUSE_URL")?,
         };
         let mut servers = Servers {
             clickhouse_url,
             kafka_brokers: String::new(),
             clickhouse_version: String::new(),
             broker_version: "not started".into(),
-            started_here: !children.is_empty(),
-            children,
+            started_here: clickhouse.is_some(),
+            clickhouse,
+            children: Vec::new(),
             _dir: Some(dir),
         };
         servers.clickhouse_version = clickhouse_version(&servers.clickhouse_url).await?;
@@ -125,6 +129,9 @@ impl Servers {
 
     /// Stops the servers this process started (SIGKILL; their data is thrown away).
     pub fn stop(&mut self) {
+        if let Some(mut server) = self.clickhouse.take() {
+            server.kill();
+        }
         for mut c in self.children.drain(..) {
             let _ = c.kill();
             let _ = c.wait();
@@ -152,45 +159,25 @@ async fn clickhouse_version(url: &str) -> anyhow::Result<String> {
         .to_owned())
 }
 
-async fn start_clickhouse(dir: &Path) -> anyhow::Result<(Child, String)> {
-    let mut last = None;
-    for _attempt in 0..3 {
-        let _ = std::fs::remove_dir_all(dir);
-        let (http, tcp, interserver) = (free_port()?, free_port()?, free_port()?);
-        let config = local_clickhouse::write_config(
-            dir,
-            local_clickhouse::Ports {
-                http,
-                tcp,
-                interserver,
-            },
-        )?;
-        let mut child = Command::new("clickhouse-server")
-            .arg(format!("--config-file={}", config.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("cannot start clickhouse-server (apt-get install clickhouse-server)")?;
-        let url = format!("http://127.0.0.1:{http}");
-        let ping = format!("{url}/ping");
-        let client = reqwest::Client::new();
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(60) {
-            if let Ok(Some(_)) = child.try_wait() {
-                break;
+/// A ClickHouse server of this process's own in `dir` (three tries: a free port can be taken
+/// between choosing it and the server binding it).
+async fn start_clickhouse(dir: &Path) -> anyhow::Result<LocalClickHouse> {
+    let dir = dir.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut last = None;
+        for _attempt in 0..3 {
+            let _ = std::fs::remove_dir_all(&dir);
+            match LocalClickHouse::start(&dir) {
+                Ok(server) => return Ok(server),
+                Err(e) => last = Some(e),
             }
-            if let Ok(r) = client.get(&ping).send().await
-                && r.status().is_success()
-            {
-                return Ok((child, url));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let _ = child.kill();
-        let _ = child.wait();
-        last = Some(format!("see {}/error.log", dir.display()));
-    }
-    bail!("ClickHouse did not start: {}", last.unwrap_or_default())
+        bail!(
+            "ClickHouse did not start (apt-get install clickhouse-server): {}",
+            last.map(|e| e.to_string()).unwrap_or_default()
+        )
+    })
+    .await?
 }
 
 async fn start_tansu(bin: &Path, dir: &Path) -> anyhow::Result<(Child, String)> {

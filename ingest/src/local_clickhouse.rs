@@ -63,3 +63,119 @@ pub fn write_config(dir: &Path, ports: Ports) -> std::io::Result<PathBuf> {
     )?;
     Ok(config)
 }
+
+/// A ClickHouse server run as a child process on free 127.0.0.1 ports with its data in a
+/// directory of its own: a test can kill it and start it again on the same ports and data
+/// (the shared server of the test suite must stay up for the other tests). Killed on drop.
+pub struct LocalClickHouse {
+    dir: PathBuf,
+    http_port: u16,
+    child: Option<std::process::Child>,
+}
+
+/// The longest wait for a (re)started server to answer `/ping`.
+const START_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl LocalClickHouse {
+    /// Writes the configuration into `dir` and starts the server, once it answers.
+    pub fn start(dir: &Path) -> std::io::Result<LocalClickHouse> {
+        let ports = Ports {
+            http: free_port()?,
+            tcp: free_port()?,
+            interserver: free_port()?,
+        };
+        write_config(dir, ports)?;
+        let mut server = LocalClickHouse {
+            dir: dir.to_owned(),
+            http_port: ports.http,
+            child: None,
+        };
+        server.restart()?;
+        Ok(server)
+    }
+
+    /// `http://127.0.0.1:PORT`, the HTTP interface.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// Starts the server (again, on the same ports and data) and waits until it answers.
+    pub fn restart(&mut self) -> std::io::Result<()> {
+        if self.child.is_some() {
+            return Err(std::io::Error::other("the server is already running"));
+        }
+        let mut child = std::process::Command::new("clickhouse-server")
+            .arg(format!(
+                "--config-file={}",
+                self.dir.join("config.xml").display()
+            ))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let ping = format!("{}/ping", self.url());
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Err(std::io::Error::other(format!(
+                    "clickhouse-server exited during start-up ({status}); see {}/error.log",
+                    self.dir.display()
+                )));
+            }
+            if answers_200(&ping) {
+                self.child = Some(child);
+                return Ok(());
+            }
+            if start.elapsed() > START_LIMIT {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(std::io::Error::other(format!(
+                    "clickhouse-server did not answer within {START_LIMIT:?}; see {}/error.log",
+                    self.dir.display()
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Kills the server (SIGKILL: no chance to finish anything) and waits for it to exit.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for LocalClickHouse {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A blocking `GET` of a loopback URL answered 200 (readiness, without an HTTP client).
+fn answers_200(url: &str) -> bool {
+    use std::io::{Read, Write};
+    let rest = url.trim_start_matches("http://");
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let Ok(mut stream) = std::net::TcpStream::connect(host) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+    if write!(
+        stream,
+        "GET /{path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .is_err()
+    {
+        return false;
+    }
+    let mut out = String::new();
+    let _ = stream.read_to_string(&mut out);
+    out.starts_with("HTTP/1.1 200") || out.starts_with("HTTP/1.0 200")
+}

@@ -18,7 +18,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::process::{Shoplens, open_db};
 use crate::reconcile::reconcile_json;
-use crate::servers::{IngestWorker, PrivateClickHouse, PrivateKafka};
+use crate::servers::{IngestWorker, PrivateKafka};
+use shoplens_ingest::local_clickhouse::LocalClickHouse;
 
 /// The run's seed: `SHOPLENS_FAULT_SEED`, or the clock; printed so a failure can be repeated.
 fn seed(test: &str) -> u64 {
@@ -53,7 +54,7 @@ struct Rig {
     _dir: tempfile::TempDir,
     data: PathBuf,
     kafka: PrivateKafka,
-    clickhouse: Option<PrivateClickHouse>,
+    clickhouse: Option<LocalClickHouse>,
     clickhouse_url: String,
     database: String,
     _shop: Shoplens,
@@ -65,8 +66,9 @@ struct Rig {
 async fn rig(private_clickhouse: bool) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let kafka = PrivateKafka::start(&dir.path().join("tansu"));
-    let clickhouse =
-        private_clickhouse.then(|| PrivateClickHouse::start(&dir.path().join("clickhouse")));
+    let clickhouse = private_clickhouse.then(|| {
+        LocalClickHouse::start(&dir.path().join("clickhouse")).expect("a private ClickHouse")
+    });
     let clickhouse_url = match &clickhouse {
         Some(c) => c.url(),
         None => std::env::var("SHOPLENS_TEST_CLICKHOUSE_URL").unwrap_or_else(|_| {
@@ -345,7 +347,7 @@ async fn the_broker_and_clickhouse_stopped_under_load_lose_nothing() {
         rig.worker.alive(),
         "the worker survives ClickHouse's outage"
     );
-    clickhouse.restart();
+    clickhouse.restart().expect("ClickHouse restarts");
     let report = load2.await.unwrap();
     assert_load_ok(&report, per_phase);
 

@@ -1,13 +1,12 @@
-//! Servers a fault test may stop: a private tansu broker and a private ClickHouse, each on
-//! free 127.0.0.1 ports in the test's temp dir, killed and restarted on the same ports and
-//! data (the shared servers of `scripts/test.sh` must stay up for the other tests). Also
-//! the standalone `shoplens-ingest` worker as a child process.
+//! Servers a fault test may stop: a private tansu broker on free 127.0.0.1 ports in the
+//! test's temp dir, killed and restarted on the same port and data (the shared servers of
+//! `scripts/test.sh` must stay up for the other tests; a private ClickHouse is
+//! `shoplens_ingest::local_clickhouse::LocalClickHouse`). Also the standalone
+//! `shoplens-ingest` worker as a child process.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-use shoplens_ingest::local_clickhouse;
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -123,80 +122,6 @@ impl PrivateKafka {
     pub fn kill(&mut self) {
         self.child.kill();
     }
-}
-
-/// A ClickHouse server of this test's own.
-pub struct PrivateClickHouse {
-    dir: PathBuf,
-    pub http_port: u16,
-    child: Killed,
-}
-
-impl PrivateClickHouse {
-    pub fn start(dir: &Path) -> PrivateClickHouse {
-        let http_port = free_port();
-        let ports = local_clickhouse::Ports {
-            http: http_port,
-            tcp: free_port(),
-            interserver: free_port(),
-        };
-        local_clickhouse::write_config(dir, ports).unwrap();
-        let mut server = PrivateClickHouse {
-            dir: dir.to_owned(),
-            http_port,
-            child: Killed(None),
-        };
-        server.restart();
-        server
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.http_port)
-    }
-
-    /// Starts the server (again, on the same ports and data) and waits until it answers.
-    pub fn restart(&mut self) {
-        assert!(self.child.0.is_none(), "already running");
-        let mut child = Command::new("clickhouse-server")
-            .arg(format!(
-                "--config-file={}",
-                self.dir.join("config.xml").display()
-            ))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("clickhouse-server is installed (scripts/test.sh installs it)");
-        let ping = format!("{}/ping", self.url());
-        wait_until("ClickHouse", &mut child, || http_ok(&ping));
-        self.child = Killed(Some(child));
-    }
-
-    /// SIGKILL, and waits for the process to exit.
-    pub fn kill(&mut self) {
-        self.child.kill();
-    }
-}
-
-/// A blocking `GET` answered 200 (readiness checks, without a blocking HTTP client).
-fn http_ok(url: &str) -> bool {
-    use std::io::{Read, Write};
-    let rest = url.trim_start_matches("http://");
-    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let Ok(mut stream) = std::net::TcpStream::connect(host) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    if write!(
-        stream,
-        "GET /{path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .is_err()
-    {
-        return false;
-    }
-    let mut out = String::new();
-    let _ = stream.read_to_string(&mut out);
-    out.starts_with("HTTP/1.1 200") || out.starts_with("HTTP/1.0 200")
 }
 
 /// The standalone `shoplens-ingest` binary: beside `shoplens` in the target directory

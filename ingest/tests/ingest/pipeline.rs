@@ -18,6 +18,7 @@ use shoplens_ingest::synthetic::{StreamSpec, shop_events, to_record};
 
 use crate::servers::*;
 use crate::support::*;
+use shoplens_ingest::local_clickhouse::LocalClickHouse;
 
 /// The five topics under a test's own prefix.
 fn topics(prefix: &str) -> Vec<String> {
@@ -288,7 +289,8 @@ database = "{database}"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clickhouse_outage_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let mut server = PrivateClickHouse::start(&dir.path().join("clickhouse"));
+    let mut server =
+        LocalClickHouse::start(&dir.path().join("clickhouse")).expect("a private ClickHouse");
     let prefix = unique("outage");
     let topics = topics(&prefix);
     let kafka = kafka_config();
@@ -322,7 +324,7 @@ async fn a_clickhouse_outage_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    server.restart();
+    server.restart().expect("ClickHouse restarts");
     let total = (first_records.len() + second_records.len()) as u64;
     wait_applied(&handle, total, Duration::from_secs(60)).await;
     let (_, sink) = handle.ingest().live();
