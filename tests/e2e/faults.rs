@@ -212,7 +212,9 @@ async fn killing_the_ingest_worker_under_load_loses_and_double_counts_nothing() 
     let urls = rig.info.shop_urls();
     let catalogue = catalogue(&urls, seed).await;
     let orders = 240;
-    let load = load(&urls, &catalogue, sim(seed, orders, 16.0));
+    // 10 orders/s: the load lasts ~24 s, long enough for several kill-restart cycles (each
+    // waits for the restarted worker to rejoin its group) even on a busy machine.
+    let load = load(&urls, &catalogue, sim(seed, orders, 10.0));
 
     // Kill -9 the worker at a random moment after it made progress, restart it, repeat.
     let mut kills = Vec::new();
