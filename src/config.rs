@@ -41,6 +41,9 @@ pub struct Config {
     /// (`order_upstreams`, `composer.services`).
     #[serde(deserialize_with = "components")]
     pub only: Vec<Component>,
+    /// Scheduling priority (`nice`, 0-19) of the threads the ingest worker and the analytics
+    /// server run on in this process: when the CPU is short, the shop's threads come first.
+    pub read_side_nice: i32,
 }
 
 /// A part of the system `shoplens run` can start on its own (`--only`).
@@ -178,6 +181,7 @@ impl Default for Config {
             analytics: Default::default(),
             demo: DemoConfig::default(),
             only: Vec::new(),
+            read_side_nice: 10,
         }
     }
 }

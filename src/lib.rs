@@ -74,6 +74,8 @@ pub struct System {
     pub ingest: Option<IngestHandle>,
     /// The analytics server, unless disabled (`analytics.enabled = false`).
     pub analytics: Option<shoplens_analytics::AnalyticsHandle>,
+    /// The threads the ingest worker and the analytics server run on.
+    read_side: Option<tokio::runtime::Runtime>,
     demo: Option<JoinHandle<()>>,
     shutdown: CancellationToken,
 }
@@ -173,15 +175,25 @@ impl System {
             None
         };
 
+        // The read side (ingest worker, analytics server) runs on threads of its own, at a
+        // lower priority: no read-side work runs on the threads that serve the shop, and a
+        // busy read side yields the CPU to them.
+        let read_side = read_side_runtime(config.read_side_nice)?;
         let ingest = if config.ingest.enabled {
-            let store = shoplens_ingest::startup::open_store(&config.read_model)
-                .await
-                .context("failed to open the read model")?;
-            let handle =
-                shoplens_ingest::startup::start_on(&config.ingest, store, sources, Some(bus))
+            let (read_model, ingest) = (config.read_model.clone(), config.ingest.clone());
+            let started = read_side.spawn(async move {
+                let store = shoplens_ingest::startup::open_store(&read_model)
                     .await
-                    .context("failed to start the ingest worker")?;
-            Some(handle)
+                    .context("failed to open the read model")?;
+                shoplens_ingest::startup::start_on(&ingest, store, sources, Some(bus))
+                    .await
+                    .context("failed to start the ingest worker")
+            });
+            Some(
+                started
+                    .await
+                    .context("the ingest worker's start panicked")??,
+            )
         } else {
             None
         };
@@ -198,19 +210,28 @@ impl System {
             reconcile.composer_secret = composer_config.auth.secret.clone();
         }
         let analytics = if config.analytics.enabled {
-            let mut engine =
-                shoplens_analytics::startup::engine(&config.read_model, &config.analytics.query)
-                    .await
-                    .context("failed to open the read model for the analytics server")?;
             // In one process the worker knows how many events it has not applied yet.
-            if let Some(handle) = &ingest {
-                let ingest = handle.ingest().clone();
-                engine = engine.with_lag_source(Arc::new(move || ingest.status().live.lag_events));
-            }
-            Some(
+            let lag: Option<shoplens_analytics::engine::LagSource> = ingest.as_ref().map(|h| {
+                let ingest = h.ingest().clone();
+                Arc::new(move || ingest.status().live.lag_events) as _
+            });
+            let read_model = config.read_model.clone();
+            let started = read_side.spawn(async move {
+                let mut engine =
+                    shoplens_analytics::startup::engine(&read_model, &analytics_config.query)
+                        .await
+                        .context("failed to open the read model for the analytics server")?;
+                if let Some(lag) = lag {
+                    engine = engine.with_lag_source(lag);
+                }
                 shoplens_analytics::start(&analytics_config, engine)
                     .await
-                    .context("failed to start the analytics server")?,
+                    .context("failed to start the analytics server")
+            });
+            Some(
+                started
+                    .await
+                    .context("the analytics server's start panicked")??,
             )
         } else {
             None
@@ -264,6 +285,7 @@ impl System {
             composer,
             ingest,
             analytics,
+            read_side: Some(read_side),
             demo,
             shutdown,
         })
@@ -289,7 +311,23 @@ impl System {
         if let Some(ingest) = self.ingest {
             ingest.stop().await;
         }
+        if let Some(read_side) = self.read_side {
+            // Everything on it has stopped; its idle threads end in the background.
+            read_side.shutdown_background();
+        }
     }
+}
+
+/// The runtime of the read side: two threads at `nice` (and whatever they start, such as
+/// query workers and the Kafka client's threads, inherits it).
+fn read_side_runtime(nice: i32) -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("read-side")
+        .on_thread_start(move || shoplens_analytics::isolation::lower_priority(nice))
+        .enable_all()
+        .build()
+        .context("failed to start the read side's runtime")
 }
 
 /// Where the demo's "My Orders" link points, and the key its token is signed with.

@@ -107,8 +107,15 @@ enum Command {
     },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // Query workers are this program started with `query-worker`.
+    shoplens_analytics::isolation::run_if_requested();
+    tokio::runtime::Runtime::new()
+        .map_err(|e| anyhow::anyhow!("failed to start the runtime: {e}"))?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut config: Config = shoplens_kit::config::load(cli.config.as_deref())?;
     shoplens_kit::telemetry::init_tracing(config.log_json);

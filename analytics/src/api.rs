@@ -1,16 +1,16 @@
 //! The analytics HTTP API: the dashboard page and its JSON views, `POST /api/v1/sql`, the
 //! table catalogue, and report exports. `/health` and `/metrics` come from the kit.
 
+use std::net::SocketAddr;
 use std::time::Instant;
 
-use arrow_array::RecordBatch;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use datafusion::arrow::ipc::writer::StreamWriter;
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use shoplens_ingest::api::FreshnessReport;
@@ -18,13 +18,17 @@ use shoplens_kit::http::{ApiError, ValidQuery};
 
 use crate::dashboard::{self, BadParam, Dashboard, DateRange};
 use crate::engine::{Engine, QueryError};
-use crate::export::{self, Encoder, ExportFormat, REPORTS};
+use crate::export::{self, ExportFormat, REPORTS};
+use crate::isolation::{Executor, Job, Output, SessionKind};
 use crate::metrics::AnalyticsMetrics;
 use crate::read_model::Table;
 use crate::reconcile::{ReconcileError, ReconcileReport, Reconciler};
 
 #[derive(Clone)]
 pub struct AppState {
+    /// Runs ad-hoc SQL and exports (in query workers).
+    pub executor: Executor,
+    /// The dashboard's fixed queries (in this process).
     pub dashboard: Dashboard,
     pub refresh_ms: u64,
     pub metrics: AnalyticsMetrics,
@@ -62,6 +66,21 @@ async fn page(State(state): State<AppState>) -> Html<String> {
     Html(PAGE.replace("__REFRESH_MS__", &state.refresh_ms.to_string()))
 }
 
+/// Who sent a request, for the per-user query limits: the client's address.
+pub struct Caller(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string());
+        Ok(Caller(format!("http:{ip}")))
+    }
+}
+
 /// A query error as the API's JSON error, naming `field` where the caller's input is at
 /// fault.
 pub fn api_error(field: &str, e: QueryError) -> ApiError {
@@ -71,19 +90,21 @@ pub fn api_error(field: &str, e: QueryError) -> ApiError {
         message,
         field: Some(field.to_owned()),
     };
+    let unavailable = |code: &'static str, message: String| ApiError::Unavailable { code, message };
     match e {
         QueryError::Forbidden(m) => bad("forbidden_statement", m),
-        QueryError::Invalid(m) => bad("invalid_sql", m),
+        QueryError::Invalid { message, .. } => bad("invalid_sql", message),
         QueryError::Limit(g @ GuardError::TooManyRows(_)) => bad("too_many_rows", g.to_string()),
-        QueryError::Limit(g @ GuardError::Timeout(_)) => ApiError::Unavailable {
-            code: "query_timeout",
-            message: g.to_string(),
-        },
+        QueryError::Limit(g @ GuardError::Timeout(_)) => {
+            unavailable("query_timeout", g.to_string())
+        }
+        QueryError::Limit(g @ GuardError::CpuTime(_)) => {
+            unavailable("query_cpu_limit", g.to_string())
+        }
         QueryError::Memory(m) => bad("memory_limit", format!("query needs too much memory: {m}")),
-        QueryError::ReadModel(e) => ApiError::Unavailable {
-            code: "read_model_unavailable",
-            message: e.to_string(),
-        },
+        QueryError::Busy(m) => unavailable("too_busy", m),
+        QueryError::ReadModel(e) => unavailable("read_model_unavailable", e.to_string()),
+        e @ QueryError::Unavailable(_) => unavailable("query_workers_unavailable", e.to_string()),
         QueryError::Internal(m) => ApiError::Internal(anyhow::anyhow!(m)),
     }
 }
@@ -258,15 +279,7 @@ async fn reconcile(
 struct TableInfo {
     name: String,
     kind: &'static str,
-    columns: Vec<ColumnInfo>,
-}
-
-#[derive(Serialize)]
-struct ColumnInfo {
-    name: String,
-    #[serde(rename = "type")]
-    data_type: String,
-    nullable: bool,
+    columns: Vec<export::ColumnInfo>,
 }
 
 /// The tables and views the SQL endpoints expose, with their columns.
@@ -280,7 +293,7 @@ async fn tables(State(state): State<AppState>) -> Result<Json<Vec<TableInfo>>, A
                 Table::Agg(_) => "pre-aggregated (one row per key)",
                 Table::DeadLetters => "dead letters",
             },
-            columns: columns(&t.schema()),
+            columns: export::columns(&t.schema()),
         })
         .collect();
     let ctx = state.engine().interactive_context();
@@ -292,22 +305,10 @@ async fn tables(State(state): State<AppState>) -> Result<Json<Vec<TableInfo>>, A
         out.push(TableInfo {
             name: view.to_owned(),
             kind: "dimension (current state, from the raw events)",
-            columns: columns(&provider.schema()),
+            columns: export::columns(&provider.schema()),
         });
     }
     Ok(Json(out))
-}
-
-fn columns(schema: &arrow_schema::Schema) -> Vec<ColumnInfo> {
-    schema
-        .fields()
-        .iter()
-        .map(|f| ColumnInfo {
-            name: f.name().clone(),
-            data_type: f.data_type().to_string(),
-            nullable: f.is_nullable(),
-        })
-        .collect()
 }
 
 #[derive(Debug, Deserialize)]
@@ -411,8 +412,10 @@ fn with_headers(mut resp: Response, headers: Vec<(&'static str, HeaderValue)>) -
 
 /// `POST /api/v1/sql`: one read-only query; the answer in the chosen format, with the
 /// read model's freshness (in the JSON body, and as `X-ShopLens-*` headers in every format).
+/// The query runs in a query worker; its answer is complete before the status is sent.
 async fn sql(
     State(state): State<AppState>,
+    Caller(caller): Caller,
     ValidQuery(q): ValidQuery<FormatQuery>,
     headers: HeaderMap,
     body: Bytes,
@@ -420,91 +423,40 @@ async fn sql(
     let format = sql_format(q.format.as_deref(), &headers)?;
     let text = sql_text(&headers, &body)?;
     let start = Instant::now();
-    let result = run_sql(&state, &text, format).await;
+    let result = run_sql(&state, &caller, &text, format).await;
     state
         .metrics
         .observe("sql", result.is_ok(), start.elapsed());
     result
 }
 
-async fn run_sql(state: &AppState, text: &str, format: SqlFormat) -> Result<Response, ApiError> {
+async fn run_sql(
+    state: &AppState,
+    caller: &str,
+    text: &str,
+    format: SqlFormat,
+) -> Result<Response, ApiError> {
+    // The first line of defence, before any worker: one read-only statement.
+    crate::engine::parse_read_only(text).map_err(|e| api_error("sql", e))?;
     let freshness = current_freshness(state).await?;
-    let stream = state
-        .engine()
-        .query(text)
+    let (output, content_type) = match format {
+        SqlFormat::Json => (Output::Json, "application/json"),
+        SqlFormat::Csv => (Output::Csv, ExportFormat::Csv.content_type()),
+        SqlFormat::Parquet => (Output::Parquet, ExportFormat::Parquet.content_type()),
+        SqlFormat::Arrow => (Output::Arrow, ARROW_STREAM),
+    };
+    let job = Job::new(caller, text, SessionKind::Interactive);
+    let answer = state
+        .executor
+        .bytes(&job, output, true, Some(freshness.clone()))
         .await
         .map_err(|e| api_error("sql", e))?;
-    let schema = stream.schema();
-    let batches: Vec<RecordBatch> = stream
-        .try_collect()
-        .await
-        .map_err(|e| api_error("sql", e.into()))?;
-    let headers = freshness_headers(&freshness);
-    let (content_type, bytes) = match format {
-        SqlFormat::Json => (
-            "application/json",
-            json_body(&schema, &batches, &freshness)?,
-        ),
-        SqlFormat::Csv | SqlFormat::Parquet => {
-            let f = if format == SqlFormat::Csv {
-                ExportFormat::Csv
-            } else {
-                ExportFormat::Parquet
-            };
-            let mut enc = Encoder::new(f, schema.clone()).map_err(ApiError::Internal)?;
-            let mut out = Vec::new();
-            for b in &batches {
-                out.extend(enc.write(b).map_err(ApiError::Internal)?);
-            }
-            out.extend(enc.finish().map_err(ApiError::Internal)?);
-            (f.content_type(), out)
-        }
-        SqlFormat::Arrow => {
-            let mut out = Vec::new();
-            let mut w = StreamWriter::try_new(&mut out, &schema)
-                .map_err(|e| ApiError::Internal(e.into()))?;
-            for b in &batches {
-                w.write(b).map_err(|e| ApiError::Internal(e.into()))?;
-            }
-            w.finish().map_err(|e| ApiError::Internal(e.into()))?;
-            drop(w);
-            (ARROW_STREAM, out)
-        }
-    };
-    let resp = ([(header::CONTENT_TYPE, content_type)], bytes).into_response();
-    Ok(with_headers(resp, headers))
-}
-
-/// `{"columns": [...], "rows": [{...}], "row_count": N, "freshness": {...}}`.
-fn json_body(
-    schema: &arrow_schema::SchemaRef,
-    batches: &[RecordBatch],
-    freshness: &FreshnessReport,
-) -> Result<Vec<u8>, ApiError> {
-    let internal = |e: datafusion::arrow::error::ArrowError| ApiError::Internal(e.into());
-    let mut rows = Vec::new();
-    {
-        let mut w = datafusion::arrow::json::ArrayWriter::new(&mut rows);
-        for b in batches {
-            w.write(b).map_err(internal)?;
-        }
-        w.finish().map_err(internal)?;
-    }
-    if rows.is_empty() {
-        rows = b"[]".to_vec();
-    }
-    let row_count: usize = batches.iter().map(RecordBatch::num_rows).sum();
-    let head = serde_json::json!({
-        "columns": columns(schema),
-        "row_count": row_count,
-        "freshness": freshness,
-    });
-    let mut out = serde_json::to_vec(&head).map_err(|e| ApiError::Internal(e.into()))?;
-    out.pop(); // the closing brace
-    out.extend_from_slice(b",\"rows\":");
-    out.extend(rows);
-    out.push(b'}');
-    Ok(out)
+    let resp = (
+        [(header::CONTENT_TYPE, content_type)],
+        Body::from_stream(answer),
+    )
+        .into_response();
+    Ok(with_headers(resp, freshness_headers(&freshness)))
 }
 
 #[derive(Serialize)]
@@ -539,6 +491,7 @@ struct ReportQuery {
 /// `GET /api/v1/reports/{name}.{csv|parquet}?from=&to=`: streamed.
 async fn report_file(
     State(state): State<AppState>,
+    Caller(caller): Caller,
     Path(file): Path<String>,
     ValidQuery(q): ValidQuery<ReportQuery>,
 ) -> Result<Response, ApiError> {
@@ -566,6 +519,7 @@ async fn report_file(
     );
     stream_export(
         &state,
+        &caller,
         &report.sql(&range),
         format,
         &filename,
@@ -578,6 +532,7 @@ async fn report_file(
 /// `POST /api/v1/export?format=csv|parquet` with a query: an ad-hoc report, streamed.
 async fn export_sql(
     State(state): State<AppState>,
+    Caller(caller): Caller,
     ValidQuery(q): ValidQuery<FormatQuery>,
     headers: HeaderMap,
     body: Bytes,
@@ -587,24 +542,30 @@ async fn export_sql(
     let text = sql_text(&headers, &body)?;
     let freshness = current_freshness(&state).await?;
     let filename = format!("export.{}", format.extension());
-    stream_export(&state, &text, format, &filename, &freshness, "sql").await
+    stream_export(&state, &caller, &text, format, &filename, &freshness, "sql").await
 }
 
+/// Streams an export from its query worker; its query slot is held until the last byte.
 async fn stream_export(
     state: &AppState,
+    caller: &str,
     sql: &str,
     format: ExportFormat,
     filename: &str,
     freshness: &FreshnessReport,
     field: &str,
 ) -> Result<Response, ApiError> {
-    let stream = state
-        .engine()
-        .export(sql)
+    crate::engine::parse_read_only(sql).map_err(|e| api_error(field, e))?;
+    let job = Job::new(caller, sql, SessionKind::Export);
+    let answer = state
+        .executor
+        .bytes(&job, format.output(), false, None)
         .await
         .map_err(|e| api_error(field, e))?;
     state.metrics.exports.inc();
-    let body = Body::from_stream(export::encode_stream(stream, format));
+    let body = Body::from_stream(answer.inspect_err(|e| {
+        tracing::warn!(error = %e, "export failed mid-stream");
+    }));
     let mut resp = (StatusCode::OK, body).into_response();
     let h = resp.headers_mut();
     h.insert(

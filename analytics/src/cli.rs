@@ -81,7 +81,9 @@ impl From<BadParam> for ExportError {
 impl From<QueryError> for ExportError {
     fn from(e: QueryError) -> Self {
         match e {
-            QueryError::Forbidden(_) | QueryError::Invalid(_) => ExportError::Usage(e.to_string()),
+            QueryError::Forbidden(_) | QueryError::Invalid { .. } => {
+                ExportError::Usage(e.to_string())
+            }
             _ => ExportError::Failed(e.to_string()),
         }
     }

@@ -61,6 +61,7 @@ use futures::stream::BoxStream;
 use reqwest::header::{HeaderMap, HeaderValue};
 use shoplens_ingest::clickhouse::ClickHouseConfig;
 use shoplens_ingest::sink::Freshness;
+use shoplens_ingest::startup::{ReadModelConfig, ReadModelKind};
 
 use crate::read_model::{ReadModel, ReadModelError, Table};
 
@@ -92,6 +93,8 @@ impl fmt::Debug for ClickHouseReadModel {
 }
 
 struct Inner {
+    /// What this reader was opened with (query workers open the same).
+    config: ClickHouseConfig,
     http: reqwest::Client,
     url: String,
     base: String,
@@ -175,6 +178,7 @@ impl ClickHouseReadModel {
             .map_err(|e| unavailable(format!("HTTP client: {}", http_error(e))))?;
         let model = ClickHouseReadModel {
             inner: Arc::new(Inner {
+                config: config.clone(),
                 http,
                 url: url.to_string(),
                 base: base.clone(),
@@ -318,6 +322,14 @@ async fn read_some(mut body: BoxStream<'static, reqwest::Result<Bytes>>, limit: 
 impl ReadModel for ClickHouseReadModel {
     fn kind(&self) -> &'static str {
         "clickhouse"
+    }
+
+    fn config(&self) -> ReadModelConfig {
+        ReadModelConfig {
+            kind: ReadModelKind::Clickhouse,
+            clickhouse: self.inner.config.clone(),
+            ..ReadModelConfig::default()
+        }
     }
 
     fn provider(&self, table: Table) -> Arc<dyn TableProvider> {

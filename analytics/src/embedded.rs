@@ -33,6 +33,7 @@ use shoplens_ingest::aggregate::Aggregates;
 use shoplens_ingest::embedded::{LiveFile, Snapshot, live_manifest, read_snapshot};
 use shoplens_ingest::model::AggTable;
 use shoplens_ingest::sink::Freshness;
+use shoplens_ingest::startup::{ReadModelConfig, ReadModelKind};
 
 use crate::read_model::{REVENUE_SUM, ReadModel, ReadModelError, Table};
 
@@ -200,6 +201,18 @@ fn widen_revenue(table: AggTable, batch: RecordBatch) -> DfResult<RecordBatch> {
 impl ReadModel for EmbeddedReadModel {
     fn kind(&self) -> &'static str {
         "embedded"
+    }
+
+    fn config(&self) -> ReadModelConfig {
+        let defaults = ReadModelConfig::default();
+        ReadModelConfig {
+            kind: ReadModelKind::Embedded,
+            embedded: shoplens_ingest::embedded::EmbeddedConfig {
+                dir: self.inner.dir.clone(),
+                ..defaults.embedded
+            },
+            ..defaults
+        }
     }
 
     fn provider(&self, table: Table) -> Arc<dyn TableProvider> {

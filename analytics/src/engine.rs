@@ -12,11 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_array::RecordBatch;
+use datafusion::common::ParamValues;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::Statement;
@@ -26,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use shoplens_ingest::api::FreshnessReport;
 
 use crate::guard::{GuardError, GuardRule, QueryLimits};
+pub use crate::isolation::protocol::SessionKind;
 use crate::read_model::{ReadModel, ReadModelError, Table};
 
 /// The catalog and schema every table is in (the Postgres database is named after it).
@@ -38,15 +41,25 @@ pub const SCHEMA: &str = "public";
 pub struct QueryConfig {
     /// Interactive queries (dashboard, SQL endpoints) are stopped after this long.
     pub timeout_ms: u64,
-    /// Interactive queries may return at most this many rows (exports have no limit).
+    /// Interactive queries may return at most this many rows.
     pub max_rows: u64,
-    /// Memory all interactive queries together may use for their operators (MiB); a query
-    /// that needs more fails instead of taking the server down.
+    /// Memory the interactive session's operators may use (MiB): in the server process,
+    /// the dashboard views and reconciliation (ad-hoc queries run in query workers, whose
+    /// own pool is a share of `workers.memory_mb`).
     pub memory_limit_mb: usize,
     /// Memory exports may use before they spill to disk (MiB).
     pub export_memory_limit_mb: usize,
     /// Exports are stopped after this long.
     pub export_timeout_ms: u64,
+    /// Exports may return at most this many rows.
+    pub export_max_rows: u64,
+    /// Disk one query may fill with spill files (MiB).
+    pub spill_quota_mb: u64,
+    /// The largest answer the Postgres endpoint gathers in the server process (MiB of Arrow
+    /// data); a larger one is refused (SQLSTATE 54000) and should be an export.
+    pub max_result_mb: usize,
+    /// The query workers every ad-hoc query runs in.
+    pub workers: WorkersConfig,
 }
 
 impl Default for QueryConfig {
@@ -56,7 +69,68 @@ impl Default for QueryConfig {
             max_rows: 100_000,
             memory_limit_mb: 512,
             export_memory_limit_mb: 128,
-            export_timeout_ms: 6 * 3600 * 1000,
+            export_timeout_ms: 3600 * 1000,
+            export_max_rows: 100_000_000,
+            spill_quota_mb: 4096,
+            max_result_mb: 64,
+            workers: WorkersConfig::default(),
+        }
+    }
+}
+
+/// Ad-hoc SQL (HTTP, Postgres, exports) runs in worker processes, each under operating
+/// system limits, so that no query can stop, slow or kill the server process (which, in
+/// the embedded default, also runs the shop). See `crate::isolation`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkersConfig {
+    /// Run ad-hoc queries in worker processes. `false` runs them in the server process:
+    /// for measuring what isolation costs, never where untrusted users reach the server.
+    pub enabled: bool,
+    /// The program started as a query worker (with the argument `query-worker`); empty:
+    /// this program.
+    pub program: String,
+    /// Workers kept started and idle, so a query does not wait for one to start.
+    pub min_idle: usize,
+    /// A worker is replaced after this many queries.
+    pub max_queries_per_worker: u32,
+    /// Address space one worker may use beyond what it holds at start (MiB); a query that
+    /// needs more gets an out-of-memory error.
+    pub memory_mb: u64,
+    /// CPU seconds an interactive query may use.
+    pub cpu_seconds: u64,
+    /// CPU seconds an export may use.
+    pub export_cpu_seconds: u64,
+    /// Scheduling priority of the workers (`nice`, 0-19): the shop's threads come first.
+    pub nice: i32,
+    /// Queries running at once, over all users.
+    pub max_concurrent: usize,
+    /// Queries running at once for one user.
+    pub max_concurrent_per_user: usize,
+    /// Queries waiting for a slot at most; more are refused as too busy.
+    pub max_queued: usize,
+    /// How long a query waits for a slot at most (ms, and never past its deadline).
+    pub queue_timeout_ms: u64,
+    /// How long a worker may take to start (ms).
+    pub start_timeout_ms: u64,
+}
+
+impl Default for WorkersConfig {
+    fn default() -> Self {
+        WorkersConfig {
+            enabled: true,
+            program: String::new(),
+            min_idle: 2,
+            max_queries_per_worker: 1000,
+            memory_mb: 1024,
+            cpu_seconds: 30,
+            export_cpu_seconds: 3600,
+            nice: 10,
+            max_concurrent: 4,
+            max_concurrent_per_user: 2,
+            max_queued: 32,
+            queue_timeout_ms: 10_000,
+            start_timeout_ms: 30_000,
         }
     }
 }
@@ -67,18 +141,51 @@ pub enum QueryError {
     /// Not one read-only `SELECT` (or a statement a session may run).
     #[error("{0}")]
     Forbidden(String),
-    /// The SQL does not parse or does not plan (unknown table or column, bad types).
-    #[error("{0}")]
-    Invalid(String),
+    /// The SQL does not parse or does not plan (unknown table or column, bad types), or
+    /// evaluating it failed (division by zero, a bad cast); `sqlstate` is the Postgres
+    /// code for it.
+    #[error("{message}")]
+    Invalid { message: String, sqlstate: String },
     #[error(transparent)]
     Limit(GuardError),
-    /// The memory pool refused the query.
+    /// The query needed more memory than it may use.
     #[error("query needs more memory than allowed: {0}")]
     Memory(String),
+    /// Too many queries are running or waiting; try again later.
+    #[error("{0}")]
+    Busy(String),
     #[error(transparent)]
     ReadModel(#[from] ReadModelError),
+    /// No query worker could be started.
+    #[error("query workers unavailable: {0}")]
+    Unavailable(String),
     #[error("query failed: {0}")]
     Internal(String),
+}
+
+impl QueryError {
+    /// Bad input with the generic SQLSTATE (22000, data exception).
+    pub fn invalid(message: impl Into<String>) -> QueryError {
+        QueryError::Invalid {
+            message: message.into(),
+            sqlstate: "22000".into(),
+        }
+    }
+
+    /// The Postgres SQLSTATE of this error.
+    pub fn sqlstate(&self) -> &str {
+        match self {
+            QueryError::Forbidden(_) => "25006",
+            QueryError::Invalid { sqlstate, .. } => sqlstate,
+            QueryError::Limit(GuardError::TooManyRows(_)) => "54000",
+            QueryError::Limit(GuardError::Timeout(_) | GuardError::CpuTime(_)) => "57014",
+            QueryError::Memory(_) => "53200",
+            QueryError::Busy(_) => "53300",
+            QueryError::ReadModel(_) => "58000",
+            QueryError::Unavailable(_) => "58000",
+            QueryError::Internal(_) => "XX000",
+        }
+    }
 }
 
 impl From<DataFusionError> for QueryError {
@@ -91,17 +198,24 @@ impl From<DataFusionError> for QueryError {
         {
             return QueryError::ReadModel(rm.clone());
         }
+        let invalid = |message: String, sqlstate: &str| QueryError::Invalid {
+            message,
+            sqlstate: sqlstate.to_owned(),
+        };
         match e.find_root() {
-            DataFusionError::SQL(..)
-            | DataFusionError::Plan(_)
-            | DataFusionError::SchemaError(..)
-            | DataFusionError::NotImplemented(_) => QueryError::Invalid(e.strip_backtrace()),
+            DataFusionError::SQL(..) => invalid(e.strip_backtrace(), "42601"),
+            DataFusionError::SchemaError(..) => invalid(e.strip_backtrace(), "42703"),
+            DataFusionError::Plan(m) if m.contains("not found") && m.contains("table") => {
+                invalid(e.strip_backtrace(), "42P01")
+            }
+            DataFusionError::Plan(_) => invalid(e.strip_backtrace(), "42000"),
+            DataFusionError::NotImplemented(_) => invalid(e.strip_backtrace(), "0A000"),
             DataFusionError::ResourcesExhausted(m) => QueryError::Memory(m.clone()),
             // Errors evaluating the user's expressions (division by zero, bad casts).
-            DataFusionError::Execution(m) if !m.trim().is_empty() => QueryError::Invalid(m.clone()),
+            DataFusionError::Execution(m) if !m.trim().is_empty() => invalid(m.clone(), "22000"),
             // The second field is context (a backtrace), not the message.
-            DataFusionError::ArrowError(a, _) => QueryError::Invalid(a.to_string()),
-            DataFusionError::Execution(_) => QueryError::Invalid(e.strip_backtrace()),
+            DataFusionError::ArrowError(a, _) => invalid(a.to_string(), "22000"),
+            DataFusionError::Execution(_) => invalid(e.strip_backtrace(), "22000"),
             _ => QueryError::Internal(e.strip_backtrace()),
         }
     }
@@ -113,6 +227,8 @@ pub struct Engine {
     interactive: Arc<SessionContext>,
     export: Arc<SessionContext>,
     read_model: Arc<dyn ReadModel>,
+    /// The limits it was built with (query workers build theirs from the same).
+    config: QueryConfig,
     lag_events: LagSource,
 }
 
@@ -133,23 +249,24 @@ impl Engine {
                 max_rows: Some(config.max_rows),
             },
             config.memory_limit_mb * mib,
-            false,
+            None,
         )
         .await?;
         let export = session(
             &read_model,
             QueryLimits {
                 timeout: Duration::from_millis(config.export_timeout_ms),
-                max_rows: None,
+                max_rows: Some(config.export_max_rows),
             },
             config.export_memory_limit_mb * mib,
-            true,
+            Some(config.spill_quota_mb.saturating_mul(mib as u64)),
         )
         .await?;
         Ok(Engine {
             interactive: Arc::new(interactive),
             export: Arc::new(export),
             read_model,
+            config: config.clone(),
             lag_events: Arc::new(|| None),
         })
     }
@@ -163,6 +280,16 @@ impl Engine {
     /// `embedded` or `clickhouse`.
     pub fn back_end(&self) -> &'static str {
         self.read_model.kind()
+    }
+
+    /// The limits this engine was built with.
+    pub fn config(&self) -> &QueryConfig {
+        &self.config
+    }
+
+    /// The read model this engine reads.
+    pub fn read_model(&self) -> &Arc<dyn ReadModel> {
+        &self.read_model
     }
 
     /// The interactive session, for the Postgres wire protocol (which adds its catalog
@@ -184,7 +311,30 @@ impl Engine {
 
     /// Runs one read-only query in the interactive session.
     pub async fn query(&self, sql: &str) -> Result<SendableRecordBatchStream, QueryError> {
-        run(&self.interactive, sql).await
+        run(&self.interactive, sql, None).await
+    }
+
+    /// Runs one read-only query in the given session, with the values of its `$n`
+    /// placeholders (the Postgres extended protocol's bound parameters).
+    pub async fn run_in(
+        &self,
+        session: SessionKind,
+        sql: &str,
+        params: Option<ParamValues>,
+    ) -> Result<SendableRecordBatchStream, QueryError> {
+        let ctx = match session {
+            SessionKind::Interactive => &self.interactive,
+            SessionKind::Export => &self.export,
+        };
+        run(ctx, sql, params).await
+    }
+
+    /// The session of `kind`.
+    pub fn context(&self, kind: SessionKind) -> Arc<SessionContext> {
+        match kind {
+            SessionKind::Interactive => self.interactive.clone(),
+            SessionKind::Export => self.export.clone(),
+        }
     }
 
     /// Runs one read-only query in the interactive session and collects its rows.
@@ -194,18 +344,32 @@ impl Engine {
 
     /// Runs one read-only query in the export session (no row limit, spills to disk).
     pub async fn export(&self, sql: &str) -> Result<SendableRecordBatchStream, QueryError> {
-        run(&self.export, sql).await
+        run(&self.export, sql, None).await
     }
 }
 
-async fn run(ctx: &SessionContext, sql: &str) -> Result<SendableRecordBatchStream, QueryError> {
+async fn run(
+    ctx: &SessionContext,
+    sql: &str,
+    params: Option<ParamValues>,
+) -> Result<SendableRecordBatchStream, QueryError> {
     let statement = parse_read_only(sql)?;
     let state = ctx.state();
-    let plan = state.statement_to_plan(statement).await?;
+    let mut plan = state.statement_to_plan(statement).await?;
     // Second line of defence: the plan itself must not write or change the session.
-    read_only_options()
-        .verify_plan(&plan)
-        .map_err(|e| QueryError::Forbidden(e.strip_backtrace()))?;
+    read_only_options().verify_plan(&plan).map_err(|e| {
+        let what = match &plan {
+            LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(_)) => "SELECT INTO",
+            _ => "a statement that writes",
+        };
+        QueryError::Forbidden(format!(
+            "cannot execute {what}: the ShopLens analytics endpoint is read-only ({})",
+            e.strip_backtrace()
+        ))
+    })?;
+    if let Some(params) = params {
+        plan = plan.with_param_values(params)?;
+    }
     let df = ctx.execute_logical_plan(plan).await?;
     Ok(df.execute_stream().await?)
 }
@@ -220,13 +384,18 @@ pub fn read_only_options() -> SQLOptions {
 
 /// Parses `sql` as exactly one read-only query (`SELECT`, `WITH`, `VALUES`, `EXPLAIN`).
 pub fn parse_read_only(sql: &str) -> Result<DfStatement, QueryError> {
-    let mut statements = DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {})
-        .map_err(|e| QueryError::Invalid(e.to_string()))?;
+    let mut statements =
+        DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {}).map_err(|e| {
+            QueryError::Invalid {
+                message: e.to_string(),
+                sqlstate: "42601".into(),
+            }
+        })?;
     let statement = match (statements.pop_front(), statements.is_empty()) {
-        (None, _) => return Err(QueryError::Invalid("no SQL statement given".into())),
+        (None, _) => return Err(QueryError::invalid("no SQL statement given")),
         (Some(_), false) => {
-            return Err(QueryError::Invalid(
-                "exactly one statement per request, please".into(),
+            return Err(QueryError::invalid(
+                "exactly one statement per request, please",
             ));
         }
         (Some(s), true) => s,
@@ -279,9 +448,12 @@ pub fn check_nesting(s: &Statement) -> Result<(), QueryError> {
 }
 
 fn too_deep() -> QueryError {
-    QueryError::Invalid(format!(
-        "the query nests expressions or subqueries more than {MAX_NESTING} levels deep"
-    ))
+    QueryError::Invalid {
+        message: format!(
+            "the query nests expressions or subqueries more than {MAX_NESTING} levels deep"
+        ),
+        sqlstate: "54001".into(),
+    }
 }
 
 #[derive(Debug, PartialEq)]
@@ -345,22 +517,24 @@ fn walk(s: &Statement) -> Walk {
     }
 }
 
+/// A session over `read_model`; `spill_quota` (bytes) lets it spill to disk, up to that.
 async fn session(
     read_model: &Arc<dyn ReadModel>,
     limits: QueryLimits,
     memory_bytes: usize,
-    spill: bool,
+    spill_quota: Option<u64>,
 ) -> Result<SessionContext, QueryError> {
     let config = SessionConfig::new()
         .with_default_catalog_and_schema(CATALOG, SCHEMA)
         .with_create_default_catalog_and_schema(true)
         .with_information_schema(true)
         .with_target_partitions(2);
-    let disk = DiskManagerBuilder::default().with_mode(if spill {
-        DiskManagerMode::OsTmpDirectory
-    } else {
-        DiskManagerMode::Disabled
-    });
+    let disk = match spill_quota {
+        Some(quota) => DiskManagerBuilder::default()
+            .with_mode(DiskManagerMode::OsTmpDirectory)
+            .with_max_temp_directory_size(quota),
+        None => DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+    };
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_limit(memory_bytes, 1.0)
         .with_disk_manager_builder(disk)
@@ -445,12 +619,15 @@ mod tests {
         }
         assert!(matches!(
             parse_read_only("SELECT 1; SELECT 2"),
-            Err(QueryError::Invalid(_))
+            Err(QueryError::Invalid { .. })
         ));
-        assert!(matches!(parse_read_only(""), Err(QueryError::Invalid(_))));
+        assert!(matches!(
+            parse_read_only(""),
+            Err(QueryError::Invalid { .. })
+        ));
         assert!(matches!(
             parse_read_only("SELEC 1"),
-            Err(QueryError::Invalid(_))
+            Err(QueryError::Invalid { .. })
         ));
     }
 }

@@ -8,14 +8,17 @@ use std::sync::{Arc, Mutex};
 use arrow_array::RecordBatch;
 use bytes::Bytes;
 use datafusion::arrow::csv::WriterBuilder;
+use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::execution::SendableRecordBatchStream;
 use futures::StreamExt;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::Serialize;
+use shoplens_ingest::api::FreshnessReport;
 
 use crate::dashboard::{BadParam, DateRange};
+pub use crate::isolation::protocol::Output;
 
 /// Rows per Parquet row group: what the writer holds in memory at most.
 const ROW_GROUP_ROWS: usize = 64 * 1024;
@@ -54,6 +57,14 @@ impl ExportFormat {
         match self {
             ExportFormat::Csv => "csv",
             ExportFormat::Parquet => "parquet",
+        }
+    }
+
+    /// The encoder output of this file format.
+    pub fn output(self) -> Output {
+        match self {
+            ExportFormat::Csv => Output::Csv,
+            ExportFormat::Parquet => Output::Parquet,
         }
     }
 }
@@ -223,7 +234,9 @@ impl Write for Buffer {
     }
 }
 
-/// Encodes batches into one file's bytes, chunk by chunk.
+/// Encodes batches into one answer's bytes, chunk by chunk, in any [`Output`] format: the
+/// files of exports, the HTTP SQL endpoint's answers, and the Arrow IPC stream query
+/// workers send back.
 pub struct Encoder {
     buffer: Buffer,
     inner: EncoderKind,
@@ -233,19 +246,37 @@ pub struct Encoder {
 enum EncoderKind {
     Csv(Box<datafusion::arrow::csv::Writer<Buffer>>),
     Parquet(Box<ArrowWriter<Buffer>>),
+    Arrow(Box<StreamWriter<Buffer>>),
+    /// The rows so far as a JSON array's elements; the document's head needs the row
+    /// count, so JSON is written whole by `finish`.
+    Json {
+        rows: Box<datafusion::arrow::json::ArrayWriter<Buffer>>,
+        schema: arrow_schema::SchemaRef,
+        freshness: Option<FreshnessReport>,
+    },
 }
 
 impl Encoder {
+    /// A file of `format` (exports).
     pub fn new(format: ExportFormat, schema: arrow_schema::SchemaRef) -> anyhow::Result<Encoder> {
+        Encoder::for_output(format.output(), schema, None)
+    }
+
+    /// An answer in `output`; `freshness` is what a JSON answer says of the read model.
+    pub fn for_output(
+        output: Output,
+        schema: arrow_schema::SchemaRef,
+        freshness: Option<FreshnessReport>,
+    ) -> anyhow::Result<Encoder> {
         let buffer = Buffer::default();
-        let inner = match format {
-            ExportFormat::Csv => EncoderKind::Csv(Box::new(
+        let inner = match output {
+            Output::Csv => EncoderKind::Csv(Box::new(
                 WriterBuilder::new()
                     .with_header(true)
                     .with_timestamp_tz_format("%Y-%m-%dT%H:%M:%S%.3fZ".to_owned())
                     .build(buffer.clone()),
             )),
-            ExportFormat::Parquet => {
+            Output::Parquet => {
                 let props = WriterProperties::builder()
                     .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
                     .set_compression(Compression::ZSTD(ZstdLevel::default()))
@@ -256,6 +287,14 @@ impl Encoder {
                     Some(props),
                 )?))
             }
+            Output::Arrow => {
+                EncoderKind::Arrow(Box::new(StreamWriter::try_new(buffer.clone(), &schema)?))
+            }
+            Output::Json => EncoderKind::Json {
+                rows: Box::new(datafusion::arrow::json::ArrayWriter::new(buffer.clone())),
+                schema,
+                freshness,
+            },
         };
         Ok(Encoder {
             buffer,
@@ -264,23 +303,51 @@ impl Encoder {
         })
     }
 
+    /// The bytes written on creation (an Arrow stream's schema), if any.
+    pub fn head(&mut self) -> Vec<u8> {
+        match self.inner {
+            EncoderKind::Json { .. } => Vec::new(),
+            _ => self.buffer.take(),
+        }
+    }
+
     /// Encodes one batch; returns the bytes ready so far (may be empty for Parquet until a
-    /// row group is full).
+    /// row group is full, and is always empty for JSON).
     pub fn write(&mut self, batch: &RecordBatch) -> anyhow::Result<Vec<u8>> {
         match &mut self.inner {
             EncoderKind::Csv(w) => w.write(batch)?,
             EncoderKind::Parquet(w) => w.write(batch)?,
+            EncoderKind::Arrow(w) => w.write(batch)?,
+            EncoderKind::Json { rows, .. } => {
+                rows.write(batch)?;
+                self.rows += batch.num_rows() as u64;
+                return Ok(Vec::new());
+            }
         }
         self.rows += batch.num_rows() as u64;
         Ok(self.buffer.take())
     }
 
-    /// Finishes the file; returns its last bytes.
+    /// Finishes the answer; returns its last bytes (all of a JSON answer).
     pub fn finish(self) -> anyhow::Result<Vec<u8>> {
         match self.inner {
             EncoderKind::Csv(w) => drop(w.into_inner()),
             EncoderKind::Parquet(w) => {
                 w.close()?;
+            }
+            EncoderKind::Arrow(mut w) => w.finish()?,
+            EncoderKind::Json {
+                mut rows,
+                schema,
+                freshness,
+            } => {
+                rows.finish()?;
+                drop(rows);
+                let mut body = self.buffer.take();
+                if body.is_empty() {
+                    body = b"[]".to_vec();
+                }
+                return json_document(&schema, self.rows, freshness.as_ref(), body);
             }
         }
         Ok(self.buffer.take())
@@ -289,6 +356,47 @@ impl Encoder {
     pub fn rows(&self) -> u64 {
         self.rows
     }
+}
+
+/// The columns of a schema as the API lists them.
+#[derive(Debug, Serialize)]
+pub struct ColumnInfo {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub data_type: String,
+    pub nullable: bool,
+}
+
+pub fn columns(schema: &arrow_schema::Schema) -> Vec<ColumnInfo> {
+    schema
+        .fields()
+        .iter()
+        .map(|f| ColumnInfo {
+            name: f.name().clone(),
+            data_type: f.data_type().to_string(),
+            nullable: f.is_nullable(),
+        })
+        .collect()
+}
+
+/// `{"columns": [...], "row_count": N, "freshness": {...}, "rows": [{...}]}`.
+fn json_document(
+    schema: &arrow_schema::SchemaRef,
+    row_count: u64,
+    freshness: Option<&FreshnessReport>,
+    rows: Vec<u8>,
+) -> anyhow::Result<Vec<u8>> {
+    let head = serde_json::json!({
+        "columns": columns(schema),
+        "row_count": row_count,
+        "freshness": freshness,
+    });
+    let mut out = serde_json::to_vec(&head)?;
+    out.pop(); // the closing brace
+    out.extend_from_slice(b",\"rows\":");
+    out.extend(rows);
+    out.push(b'}');
+    Ok(out)
 }
 
 /// The stream's rows as a file's bytes, chunk by chunk; an error ends the stream (the

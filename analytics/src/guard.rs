@@ -41,6 +41,9 @@ pub enum GuardError {
         "query returned more than {0} rows; add a LIMIT or a narrower WHERE, or use the export endpoint"
     )]
     TooManyRows(u64),
+    /// The query's worker used up its CPU time (set by the server, see `crate::isolation`).
+    #[error("query exceeded its CPU time limit of {0} s")]
+    CpuTime(u64),
 }
 
 impl GuardError {

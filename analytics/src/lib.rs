@@ -15,6 +15,7 @@ pub mod embedded;
 pub mod engine;
 pub mod export;
 pub mod guard;
+pub mod isolation;
 pub mod metrics;
 pub mod pg;
 pub mod read_model;

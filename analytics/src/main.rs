@@ -49,8 +49,15 @@ struct ProcessConfig {
     analytics: AnalyticsConfig,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // Query workers are this program started with `query-worker`.
+    shoplens_analytics::isolation::run_if_requested();
+    tokio::runtime::Runtime::new()
+        .context("failed to start the runtime")?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config: ProcessConfig = shoplens_kit::config::load(cli.config.as_deref())?;
     shoplens_kit::telemetry::init_tracing(config.log_json);

@@ -14,6 +14,7 @@ use datafusion::catalog::TableProvider;
 use shoplens_contract::tables::RawTable;
 use shoplens_ingest::model::{AggTable, DEAD_LETTERS, dead_letters_schema};
 use shoplens_ingest::sink::Freshness;
+use shoplens_ingest::startup::ReadModelConfig;
 
 /// Revenue sums of the merged aggregate tables: exact, and wide enough for any total.
 pub const REVENUE_SUM: DataType = DataType::Decimal128(38, 2);
@@ -81,6 +82,9 @@ pub fn merged_schema(table: AggTable) -> SchemaRef {
 pub trait ReadModel: Send + Sync + 'static {
     /// `embedded` or `clickhouse`.
     fn kind(&self) -> &'static str;
+
+    /// How another process opens this same read model (query workers do).
+    fn config(&self) -> ReadModelConfig;
 
     /// The provider of `table`.
     fn provider(&self, table: Table) -> Arc<dyn TableProvider>;

@@ -13,6 +13,7 @@ use crate::config::AnalyticsConfig;
 use crate::dashboard::Dashboard;
 use crate::embedded::EmbeddedReadModel;
 use crate::engine::{Engine, QueryConfig, QueryError};
+use crate::isolation::{Executor, PoolMetrics};
 use crate::metrics::AnalyticsMetrics;
 use crate::read_model::{ReadModel, ReadModelError};
 
@@ -38,6 +39,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot start the query workers: {0}")]
+    Workers(QueryError),
 }
 
 /// A running analytics server.
@@ -45,6 +48,7 @@ pub struct AnalyticsHandle {
     addr: SocketAddr,
     pg_addr: Option<SocketAddr>,
     engine: Engine,
+    executor: Executor,
     tasks: Vec<JoinHandle<std::io::Result<()>>>,
     shutdown: CancellationToken,
 }
@@ -68,6 +72,11 @@ impl AnalyticsHandle {
         &self.engine
     }
 
+    /// What runs the ad-hoc queries (the query workers).
+    pub fn executor(&self) -> &Executor {
+        &self.executor
+    }
+
     /// Stops accepting, lets running requests finish.
     pub async fn stop(self) {
         self.shutdown.cancel();
@@ -87,7 +96,8 @@ async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr),
     Ok((listener, local))
 }
 
-/// Starts the HTTP server on `config.listen` and, if enabled, the Postgres endpoint on
+/// Starts the query workers (over the same read model as `engine`, with the same limits),
+/// the HTTP server on `config.listen` and, if enabled, the Postgres endpoint on
 /// `config.sql.listen` (port 0 picks a free port).
 pub async fn start(
     config: &AnalyticsConfig,
@@ -95,7 +105,17 @@ pub async fn start(
 ) -> Result<AnalyticsHandle, StartError> {
     let shutdown = CancellationToken::new();
     let metrics = shoplens_kit::metrics::Metrics::new();
+    let executor = Executor::start(
+        &engine,
+        &engine.read_model().config(),
+        engine.config(),
+        &config.sql.user,
+        PoolMetrics::register(&metrics),
+    )
+    .await
+    .map_err(StartError::Workers)?;
     let state = AppState {
+        executor: executor.clone(),
         dashboard: Dashboard::new(engine.clone()),
         refresh_ms: config.dashboard_refresh_ms,
         metrics: AnalyticsMetrics::register(&metrics),
@@ -121,7 +141,9 @@ pub async fn start(
         tasks.push(tokio::spawn(crate::pg::serve(
             listener,
             engine.clone(),
+            executor.clone(),
             config.sql.clone(),
+            engine.config().max_result_mb.saturating_mul(1024 * 1024),
             shutdown.clone(),
         )));
     }
@@ -130,6 +152,7 @@ pub async fn start(
         addr,
         pg_addr,
         engine,
+        executor,
         tasks,
         shutdown,
     })

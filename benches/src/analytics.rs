@@ -1026,10 +1026,11 @@ async fn measure_size(
     scratch: &Path,
 ) -> anyhow::Result<SizeResult> {
     let backend = loaded.backend;
-    let query = QueryConfig {
+    let mut query = QueryConfig {
         timeout_ms: opts.query_timeout_ms,
         ..QueryConfig::default()
     };
+    query.workers.program = crate::worker_program();
     let mut config = AnalyticsConfig {
         listen: ([127, 0, 0, 1], 0).into(),
         query: query.clone(),

@@ -19,8 +19,27 @@ pub mod components;
 pub mod composer;
 pub mod histogram;
 pub mod ingest;
+pub mod isolation;
 pub mod load;
 pub mod machine;
 pub mod results;
 pub mod servers;
 pub mod shop;
+
+/// The program the analytics server under test starts its query workers from: this one (the
+/// `shoplens-bench` binary answers `query-worker`), or what [`set_worker_program`] said (a
+/// test harness is not such a program).
+pub fn worker_program() -> String {
+    WORKER_PROGRAM
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+        .unwrap_or_default()
+}
+
+/// Starts query workers from `program` from now on (tests: the `shoplens-bench` binary).
+pub fn set_worker_program(program: &str) {
+    *WORKER_PROGRAM.lock().unwrap_or_else(|e| e.into_inner()) = Some(program.to_owned());
+}
+
+static WORKER_PROGRAM: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);

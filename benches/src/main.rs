@@ -9,6 +9,7 @@ use shoplens_benches::compare::{self, CompareOptions};
 use shoplens_benches::components::{self, ComponentsOptions};
 use shoplens_benches::composer::{self, ComposerOptions};
 use shoplens_benches::ingest::{self, Backend, IngestOptions};
+use shoplens_benches::isolation::{self, IsolationOptions};
 
 #[derive(Parser)]
 #[command(
@@ -42,6 +43,22 @@ enum Command {
     /// The analytics server: dashboard latency against raw scans as the data grows, export
     /// throughput and memory, per read model.
     Analytics(AnalyticsArgs),
+    /// Query isolation: the shop's latency while hostile queries run, and what running
+    /// ad-hoc queries in worker processes costs a normal query.
+    Isolation {
+        /// Measured seconds per phase.
+        #[arg(long)]
+        duration_secs: Option<f64>,
+        /// Repeats; medians are reported.
+        #[arg(long)]
+        runs: Option<usize>,
+        /// Tiny sizes, one short run: checks the harness, not for figures.
+        #[arg(long)]
+        smoke: bool,
+        /// Directory for the results files.
+        #[arg(long, env = "SHOPLENS_BENCH_OUT")]
+        out: Option<PathBuf>,
+    },
     /// Every scenario with its defaults (the comparison, composer, then ingest and
     /// analytics on both back ends).
     All(ComposerArgs),
@@ -352,8 +369,15 @@ impl AnalyticsArgs {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // Query workers are this program started with `query-worker`.
+    shoplens_analytics::isolation::run_if_requested();
+    tokio::runtime::Runtime::new()
+        .map_err(|e| anyhow::anyhow!("failed to start the runtime: {e}"))?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     // The benchmark's progress, and only warnings of the system under test (unless
     // RUST_LOG says otherwise).
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -406,12 +430,50 @@ async fn main() -> anyhow::Result<()> {
                 smoke: args.smoke,
                 out: args.out.clone(),
             };
-            run_analytics(&analytics_args.options()?).await
+            run_analytics(&analytics_args.options()?).await?;
+            let mut isolation = if args.smoke {
+                IsolationOptions::smoke(IsolationOptions::default().out)
+            } else {
+                IsolationOptions::default()
+            };
+            if let Some(out) = &args.out {
+                isolation.out = out.clone();
+            }
+            run_isolation(&isolation).await
         }
         Command::Analytics(args) => run_analytics(&args.options()?).await,
+        Command::Isolation {
+            duration_secs,
+            runs,
+            smoke,
+            out,
+        } => {
+            let mut opts = if smoke {
+                IsolationOptions::smoke(IsolationOptions::default().out)
+            } else {
+                IsolationOptions::default()
+            };
+            if let Some(v) = duration_secs {
+                opts.duration = Duration::from_secs_f64(v);
+            }
+            if let Some(v) = runs {
+                opts.runs = v;
+            }
+            if let Some(v) = out {
+                opts.out = v;
+            }
+            run_isolation(&opts).await
+        }
         Command::IngestWorker { spec } => ingest::run_child(&spec).await,
         Command::AnalyticsExport { spec } => analytics::run_export_child(&spec).await,
     }
+}
+
+async fn run_isolation(opts: &IsolationOptions) -> anyhow::Result<()> {
+    let results = isolation::run(opts).await?;
+    eprintln!("{}", isolation::markdown(&results));
+    eprintln!("wrote {}", opts.out.join("RESULTS.md").display());
+    Ok(())
 }
 
 async fn run_compare(opts: &CompareOptions) -> anyhow::Result<()> {

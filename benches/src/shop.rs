@@ -90,6 +90,7 @@ impl Shop {
         config.ingest.listen = any_port;
         config.analytics.listen = any_port;
         config.analytics.sql.listen = any_port;
+        config.analytics.query.workers.program = crate::worker_program();
         configure(&mut config);
         let system = shoplens::System::start(config)
             .await

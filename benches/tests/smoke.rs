@@ -3,8 +3,15 @@
 
 use shoplens_benches::composer::{self, ComposerOptions};
 
+/// The servers under test start their query workers from the bench binary (this test
+/// program cannot be one).
+fn workers_from_the_bench_binary() {
+    shoplens_benches::set_worker_program(env!("CARGO_BIN_EXE_shoplens-bench"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smoke_run_writes_sane_results() {
+    workers_from_the_bench_binary();
     let dir = tempfile::tempdir().unwrap();
     let opts = ComposerOptions::smoke(dir.path().to_path_buf());
     composer::run(&opts).await.expect("smoke run");
@@ -63,6 +70,7 @@ async fn smoke_run_writes_sane_results() {
 /// wrote sane, non-zero figures (no timing assertions).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_smoke_run_writes_sane_results() {
+    workers_from_the_bench_binary();
     use shoplens_benches::ingest::{self, IngestOptions};
 
     let dir = tempfile::tempdir().unwrap();
@@ -120,6 +128,7 @@ async fn ingest_smoke_run_writes_sane_results() {
 /// timing assertions).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn analytics_smoke_run_writes_sane_results() {
+    workers_from_the_bench_binary();
     use shoplens_benches::analytics::{self, AnalyticsOptions, Backend};
 
     let dir = tempfile::tempdir().unwrap();
@@ -196,6 +205,7 @@ async fn analytics_smoke_run_writes_sane_results() {
 /// agreed, staleness was measured for both paths, the table and charts were written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compare_smoke_run_writes_the_table_and_charts() {
+    workers_from_the_bench_binary();
     use shoplens_benches::compare::{self, CompareOptions};
     let dir = tempfile::tempdir().unwrap();
     let opts = CompareOptions::smoke(dir.path().to_path_buf());
@@ -206,6 +216,7 @@ async fn compare_smoke_run_writes_the_table_and_charts() {
 /// The same on Kafka and ClickHouse (the test servers), when the test command started them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compare_smoke_run_on_kafka_and_clickhouse() {
+    workers_from_the_bench_binary();
     use shoplens_benches::compare::{self, CompareOptions};
     if std::env::var("SHOPLENS_TEST_CLICKHOUSE_URL").is_err()
         || std::env::var("SHOPLENS_TEST_KAFKA_BROKERS").is_err()
@@ -263,6 +274,7 @@ fn check_compare(dir: &std::path::Path, stem: &str) {
 /// Every component case runs and reports a rate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn components_smoke_run_measures_every_case() {
+    workers_from_the_bench_binary();
     use shoplens_benches::components::{self, ComponentsOptions};
     let dir = tempfile::tempdir().unwrap();
     let results = components::run(&ComponentsOptions::smoke(dir.path().to_path_buf()))
@@ -291,4 +303,35 @@ async fn components_smoke_run_measures_every_case() {
     let md = std::fs::read_to_string(dir.path().join("RESULTS.md")).unwrap();
     assert!(md.contains("| dashboard_query |"), "{md}");
     assert!(dir.path().join("results/components.json").exists());
+}
+
+/// The isolation scenario end to end at tiny sizes: the shop measured idle and under
+/// hostile queries, the hostile queries all answered, both query paths measured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolation_smoke_run_writes_sane_results() {
+    workers_from_the_bench_binary();
+    use shoplens_benches::isolation::{self, IsolationOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let results = isolation::run(&IsolationOptions::smoke(dir.path().to_path_buf()))
+        .await
+        .expect("smoke run");
+    let run = &results.runs[0];
+    for (name, l) in [
+        ("create idle", &run.create_idle),
+        ("create hostile", &run.create_hostile),
+        ("summary idle", &run.summary_idle),
+        ("summary hostile", &run.summary_hostile),
+        ("sql isolated", &run.sql_isolated),
+        ("sql in process", &run.sql_in_process),
+        ("dashboard isolated", &run.dashboard_isolated),
+    ] {
+        assert!(l.requests > 0, "{name}: {l:?}");
+        assert_eq!(l.errors, 0, "{name}: {l:?}");
+        assert!(l.p50_ms > 0.0 && l.p50_ms <= l.p99_ms, "{name}: {l:?}");
+    }
+    assert!(run.hostile_answered > 0);
+    assert_eq!(results.aims.len(), 3);
+    let md = std::fs::read_to_string(dir.path().join("RESULTS.md")).unwrap();
+    assert!(md.contains("## Query isolation"), "{md}");
+    assert!(dir.path().join("results/isolation.json").exists());
 }

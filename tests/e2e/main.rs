@@ -5,6 +5,7 @@ mod components;
 mod compose;
 mod faults;
 mod fuzz_corpus;
+mod hostile;
 mod process;
 mod read_model;
 mod reconcile;

@@ -361,7 +361,7 @@ async fn a_query_past_its_deadline_or_memory_is_stopped_and_others_still_answer(
             timeout_ms: 300,
             max_rows: 100,
             memory_limit_mb: 4,
-            ..QueryConfig::default()
+            ..support::query_config()
         },
     )
     .await;
@@ -382,7 +382,7 @@ async fn a_query_past_its_deadline_or_memory_is_stopped_and_others_still_answer(
         &QueryConfig {
             memory_limit_mb: 4,
             timeout_ms: 60_000,
-            ..QueryConfig::default()
+            ..support::query_config()
         },
     )
     .await;

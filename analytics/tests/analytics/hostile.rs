@@ -23,7 +23,7 @@ async fn guarded_app() -> (tempfile::TempDir, TestApp, usize) {
             timeout_ms: 1_500,
             max_rows: 1_000,
             memory_limit_mb: 32,
-            ..QueryConfig::default()
+            ..support::query_config()
         },
     )
     .await;
@@ -349,4 +349,164 @@ async fn arbitrary_dashboard_parameters_get_an_answer_or_a_4xx_naming_them() {
     }
     // Empty values are absent ones: some requests are answered.
     assert!(answered > 0);
+}
+
+/// A server whose query workers have small OS limits, so each limit is reached fast.
+async fn limited_app(
+    memory_mb: u64,
+    cpu_seconds: u64,
+    timeout_ms: u64,
+) -> (tempfile::TempDir, TestApp) {
+    let events = support::events();
+    let dir = support::embedded_store(&events).await;
+    let mut config = QueryConfig {
+        timeout_ms,
+        ..support::query_config()
+    };
+    config.workers.memory_mb = memory_mb;
+    config.workers.cpu_seconds = cpu_seconds;
+    let engine = support::embedded_engine_at(&dir, &config).await;
+    (dir, support::spawn_app(engine).await)
+}
+
+async fn metric(app: &TestApp, reason: &str) -> f64 {
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let key = format!("shoplens_analytics_query_workers_ended_total{{reason=\"{reason}\"}}");
+    text.lines()
+        .filter(|l| l.starts_with(&key))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn a_query_past_its_workers_address_space_ends_the_worker_not_the_server() {
+    let (_dir, app) = limited_app(64, 30, 30_000).await;
+    // 100 MB in one allocation, past the worker's 64 MiB: the kernel refuses it, the
+    // worker aborts, the query gets a memory error and the server a new worker.
+    let (status, body) = attack(
+        &app,
+        "SELECT length(concat(r, r)) AS n FROM (SELECT repeat('x', 50000000) AS r)",
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["code"], "memory_limit", "{body}");
+    assert!(metric(&app, "died").await >= 1.0);
+    let (status, body) = attack(&app, "SELECT 40 + 2 AS n").await;
+    assert_eq!(
+        (status, &body["rows"][0]["n"]),
+        (200, &Value::from(42)),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_query_past_its_cpu_time_ends_its_worker() {
+    let (_dir, app) = limited_app(1024, 1, 60_000).await;
+    let started = std::time::Instant::now();
+    let (status, body) = attack(
+        &app,
+        "SELECT levenshtein(repeat('a', 200000), repeat('b', 200000)) AS d",
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["code"], "query_cpu_limit", "{body}");
+    // One CPU second (the kernel checks once a second), far below the 60 s deadline.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let (status, _) = attack(&app, "SELECT 1 AS n").await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn a_query_past_its_deadline_is_killed_on_time_and_a_hang_up_kills_its_worker() {
+    let (_dir, app) = limited_app(1024, 60, 1_000).await;
+    // A scalar function in one long computation: only killing its worker stops it.
+    let started = std::time::Instant::now();
+    let (status, body) = attack(
+        &app,
+        "SELECT levenshtein(repeat('a', 200000), repeat('b', 200000)) AS d",
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (503, Some("query_timeout")),
+        "{body}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(metric(&app, "deadline").await >= 1.0);
+
+    // The client leaves after 200 ms: its worker is killed then, not at the deadline.
+    let before = metric(&app, "abandoned").await;
+    let gone = app
+        .client
+        .post(format!("{}/api/v1/sql", app.url))
+        .json(&serde_json::json!({
+            "sql": "SELECT levenshtein(repeat('a', 200000), repeat('b', 200000)) AS d"
+        }))
+        .timeout(std::time::Duration::from_millis(200))
+        .send()
+        .await;
+    assert!(gone.is_err());
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert!(metric(&app, "abandoned").await > before);
+    let (status, _) = attack(&app, "SELECT 1 AS n").await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn beyond_the_concurrency_limits_queries_are_refused_as_too_busy() {
+    let events = support::events();
+    let dir = support::embedded_store(&events).await;
+    let mut config = QueryConfig {
+        timeout_ms: 3_000,
+        ..support::query_config()
+    };
+    config.workers.max_concurrent = 1;
+    config.workers.max_queued = 1;
+    config.workers.queue_timeout_ms = 500;
+    let engine = support::embedded_engine_at(&dir, &config).await;
+    let app = support::spawn_app(engine).await;
+    let slow = "SELECT levenshtein(repeat('a', 100000), repeat('b', 100000)) AS d";
+    let mut answers = Vec::new();
+    for _ in 0..4 {
+        let app = (app.client.clone(), app.url.clone());
+        answers.push(tokio::spawn(async move {
+            let resp = app
+                .0
+                .post(format!("{}/api/v1/sql", app.1))
+                .json(&serde_json::json!({ "sql": slow }))
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let body: Value = resp.json().await.unwrap();
+            (status, body["code"].as_str().unwrap_or("").to_owned())
+        }));
+    }
+    let mut codes = Vec::new();
+    for a in answers {
+        codes.push(a.await.unwrap());
+    }
+    let busy = codes
+        .iter()
+        .filter(|(s, c)| *s == 503 && c == "too_busy")
+        .count();
+    // One runs, one waits (then gives up after 500 ms), two are refused at once.
+    assert!(busy >= 2, "{codes:?}");
+    assert!(codes.iter().any(|(_, c)| c == "query_timeout"), "{codes:?}");
 }

@@ -6,4 +6,5 @@ mod clickhouse;
 mod hostile;
 mod page;
 mod pg;
+mod pg_shapes;
 mod support;

@@ -53,11 +53,16 @@ pub async fn embedded_store(events: &[Envelope]) -> TempDir {
     dir
 }
 
+/// The engine's limits in tests: a smaller row limit, and query workers started from the
+/// crate's own binary (this test program is not one).
 pub fn query_config() -> QueryConfig {
-    QueryConfig {
+    let mut config = QueryConfig {
         max_rows: 10_000,
         ..QueryConfig::default()
-    }
+    };
+    config.workers.program = env!("CARGO_BIN_EXE_shoplens-analytics").into();
+    config.workers.min_idle = 1;
+    config
 }
 
 /// An engine over an embedded read model holding `events`.

@@ -1,0 +1,312 @@
+//! Query isolation: every ad-hoc query (HTTP SQL, the Postgres endpoint, exports) runs in a
+//! worker process, the way PostgreSQL runs each session in its own backend, so that no query
+//! can stop, slow or kill the process that serves the shop.
+//!
+//! Guards inside one process catch mistakes but cannot make arbitrary SQL safe: DataFusion's
+//! memory pool sees operators, not what a scalar function or constant folding allocates, and
+//! a thread stuck in one long computation cannot be stopped from outside. A worker process
+//! can: the kernel caps its address space (`RLIMIT_AS`) and CPU time (`RLIMIT_CPU`), and the
+//! server kills it at the deadline or when the client goes away. A worker that dies is that
+//! one query's error (out of memory, CPU time, deadline); the pool starts another.
+//!
+//! - [`protocol`]: the frames on the worker's stdin and stdout.
+//! - [`worker`]: the worker process (`<program> query-worker`), its limits in `os`.
+//! - [`pool`]: the server's side: idle workers, one query per worker, kills and reaping.
+//! - [`admission`]: concurrency per user and in total, a bounded queue, "too busy".
+//! - [`Executor`]: what the HTTP API and the Postgres endpoint call; with
+//!   `workers.enabled = false` it runs queries in this process instead (for measuring what
+//!   isolation costs; never where untrusted users reach the server).
+//!
+//! The in-process checks (read-only gate, bounded functions, nesting depth) stay the first
+//! line: they answer the common mistakes with a precise error before any worker is involved.
+
+pub mod admission;
+mod metrics;
+mod os;
+pub mod pool;
+pub mod protocol;
+pub mod worker;
+
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use bytes::Bytes;
+use datafusion::common::ParamValues;
+use futures::{Stream, StreamExt, TryStreamExt};
+use shoplens_ingest::api::FreshnessReport;
+use shoplens_ingest::startup::ReadModelConfig;
+
+pub use metrics::PoolMetrics;
+pub use os::lower_priority;
+pub use pool::QueryPool;
+pub use protocol::{Output, SessionKind};
+pub use worker::run_if_requested;
+
+use crate::engine::{Engine, QueryConfig, QueryError};
+use crate::export::Encoder;
+use admission::Admission;
+use protocol::{Init, Request};
+
+/// An answer's bytes.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, QueryError>> + Send>>;
+/// An answer's batches.
+pub type BatchStream = Pin<Box<dyn Stream<Item = Result<RecordBatch, QueryError>> + Send>>;
+
+/// One ad-hoc query.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// Whose query it is (concurrency is limited per user).
+    pub user: String,
+    pub sql: String,
+    pub session: SessionKind,
+    /// The values of `$1, $2, ...` (the Postgres extended protocol).
+    pub params: Option<ParamValues>,
+    /// A deadline shorter than the session's (a Postgres client's `statement_timeout`).
+    pub timeout: Option<Duration>,
+}
+
+impl Job {
+    pub fn new(user: &str, sql: &str, session: SessionKind) -> Job {
+        Job {
+            user: user.to_owned(),
+            sql: sql.to_owned(),
+            session,
+            params: None,
+            timeout: None,
+        }
+    }
+}
+
+/// Runs ad-hoc queries. Cheap to clone.
+#[derive(Clone)]
+pub struct Executor {
+    kind: Kind,
+    config: QueryConfig,
+    metrics: PoolMetrics,
+}
+
+#[derive(Clone)]
+enum Kind {
+    Isolated(QueryPool),
+    InProcess {
+        engine: Box<Engine>,
+        admission: Arc<Admission>,
+    },
+}
+
+impl Executor {
+    /// Starts the query workers `config.workers` asks for (their program opens the read model
+    /// `read_model` names), or runs queries on `engine` when workers are disabled.
+    pub async fn start(
+        engine: &Engine,
+        read_model: &ReadModelConfig,
+        config: &QueryConfig,
+        pg_user: &str,
+        metrics: PoolMetrics,
+    ) -> Result<Executor, QueryError> {
+        let w = &config.workers;
+        let kind = if w.enabled {
+            let program = if w.program.is_empty() {
+                std::env::current_exe().map_err(|e| {
+                    QueryError::Unavailable(format!("cannot tell this program's path: {e}"))
+                })?
+            } else {
+                PathBuf::from(&w.program)
+            };
+            let init = Init {
+                read_model: read_model.clone(),
+                query: config.clone(),
+                pg_user: pg_user.to_owned(),
+            };
+            Kind::Isolated(QueryPool::start(program, &init, w, metrics.clone()).await?)
+        } else {
+            tracing::warn!(
+                "analytics.query.workers.enabled = false: ad-hoc queries run in the server \
+                 process, where one hostile query can stop it"
+            );
+            Kind::InProcess {
+                engine: Box::new(engine.clone()),
+                admission: Arc::new(Admission::new(
+                    w.max_concurrent,
+                    w.max_concurrent_per_user,
+                    w.max_queued,
+                    Duration::from_millis(w.queue_timeout_ms),
+                )),
+            }
+        };
+        Ok(Executor {
+            kind,
+            config: config.clone(),
+            metrics,
+        })
+    }
+
+    /// The query workers, when queries run in them.
+    pub fn pool(&self) -> Option<&QueryPool> {
+        match &self.kind {
+            Kind::Isolated(pool) => Some(pool),
+            Kind::InProcess { .. } => None,
+        }
+    }
+
+    fn limits(&self, job: &Job) -> (Duration, u64) {
+        let (timeout, cpu) = match job.session {
+            SessionKind::Interactive => (self.config.timeout_ms, self.config.workers.cpu_seconds),
+            SessionKind::Export => (
+                self.config.export_timeout_ms,
+                self.config.workers.export_cpu_seconds,
+            ),
+        };
+        let timeout = Duration::from_millis(timeout);
+        (job.timeout.map_or(timeout, |t| t.min(timeout)), cpu)
+    }
+
+    fn count<T>(&self, result: Result<T, QueryError>) -> Result<T, QueryError> {
+        if let Err(QueryError::Busy(_)) = &result {
+            self.metrics.refused_busy();
+        }
+        result
+    }
+
+    /// The answer to `job` encoded as `output`. `buffered`: the whole answer is computed
+    /// before this returns, so any error is this call's (an HTTP status can still say it).
+    pub async fn bytes(
+        &self,
+        job: &Job,
+        output: Output,
+        buffered: bool,
+        freshness: Option<FreshnessReport>,
+    ) -> Result<ByteStream, QueryError> {
+        let (timeout, cpu_seconds) = self.limits(job);
+        let result = match &self.kind {
+            Kind::Isolated(pool) => {
+                let params = job.params.as_ref().map(worker::encode_params).transpose()?;
+                let request = Request {
+                    sql: job.sql.clone(),
+                    session: job.session,
+                    output,
+                    buffered,
+                    has_params: params.is_some(),
+                    freshness,
+                    cpu_seconds,
+                };
+                pool.run(&job.user, &request, params.as_deref(), timeout)
+                    .await
+                    .map(|running| Box::pin(running.into_stream()) as ByteStream)
+            }
+            Kind::InProcess { engine, admission } => {
+                in_process_bytes(engine, admission, job, timeout, output, buffered, freshness).await
+            }
+        };
+        self.count(result)
+    }
+
+    /// The answer to `job` as Arrow batches.
+    pub async fn batches(&self, job: &Job) -> Result<(SchemaRef, BatchStream), QueryError> {
+        let (timeout, cpu_seconds) = self.limits(job);
+        let result = match &self.kind {
+            Kind::Isolated(pool) => {
+                let params = job.params.as_ref().map(worker::encode_params).transpose()?;
+                let request = Request {
+                    sql: job.sql.clone(),
+                    session: job.session,
+                    output: Output::Arrow,
+                    buffered: false,
+                    has_params: params.is_some(),
+                    freshness: None,
+                    cpu_seconds,
+                };
+                match pool
+                    .run(&job.user, &request, params.as_deref(), timeout)
+                    .await
+                {
+                    Ok(running) => running
+                        .into_batches()
+                        .await
+                        .map(|(schema, batches)| (schema, Box::pin(batches) as BatchStream)),
+                    Err(e) => Err(e),
+                }
+            }
+            Kind::InProcess { engine, admission } => {
+                let deadline = tokio::time::Instant::now() + timeout;
+                match admission.acquire(&job.user, deadline).await {
+                    Ok(permit) => engine
+                        .run_in(job.session, &job.sql, job.params.clone())
+                        .await
+                        .map(|stream| {
+                            let schema = stream.schema();
+                            let batches = stream.map_err(QueryError::from).map(move |b| {
+                                let _held = &permit;
+                                b
+                            });
+                            (schema, Box::pin(batches) as BatchStream)
+                        }),
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        self.count(result)
+    }
+}
+
+async fn in_process_bytes(
+    engine: &Engine,
+    admission: &Arc<Admission>,
+    job: &Job,
+    timeout: Duration,
+    output: Output,
+    buffered: bool,
+    freshness: Option<FreshnessReport>,
+) -> Result<ByteStream, QueryError> {
+    let permit = admission
+        .acquire(&job.user, tokio::time::Instant::now() + timeout)
+        .await?;
+    let mut stream = engine
+        .run_in(job.session, &job.sql, job.params.clone())
+        .await?;
+    let internal = |e: anyhow::Error| QueryError::Internal(e.to_string());
+    let mut encoder = Encoder::for_output(output, stream.schema(), freshness).map_err(internal)?;
+    if buffered {
+        let mut out = encoder.head();
+        while let Some(batch) = stream.next().await {
+            out.extend(encoder.write(&batch?).map_err(internal)?);
+        }
+        out.extend(encoder.finish().map_err(internal)?);
+        drop(permit);
+        return Ok(Box::pin(futures::stream::iter([Ok(Bytes::from(out))])));
+    }
+    let head = encoder.head();
+    let chunks = futures::stream::unfold(
+        (Some((stream, encoder)), Some(head), permit),
+        move |(state, head, permit)| async move {
+            if let Some(head) = head.filter(|h| !h.is_empty()) {
+                return Some((Ok(Bytes::from(head)), (state, None, permit)));
+            }
+            let (mut stream, mut encoder) = state?;
+            loop {
+                match stream.next().await {
+                    Some(Ok(batch)) => match encoder.write(&batch) {
+                        Ok(bytes) if bytes.is_empty() => continue,
+                        Ok(bytes) => {
+                            return Some((
+                                Ok(Bytes::from(bytes)),
+                                (Some((stream, encoder)), None, permit),
+                            ));
+                        }
+                        Err(e) => return Some((Err(internal(e)), (None, None, permit))),
+                    },
+                    Some(Err(e)) => return Some((Err(e.into()), (None, None, permit))),
+                    None => {
+                        let last = encoder.finish().map(Bytes::from).map_err(internal);
+                        return Some((last, (None, None, permit)));
+                    }
+                }
+            }
+        },
+    );
+    Ok(Box::pin(chunks))
+}

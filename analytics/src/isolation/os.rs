@@ -1,0 +1,120 @@
+//! The operating system's limits on a query worker, set by the worker on itself (it runs
+//! our own code; what it must be protected from is the SQL it runs): an address-space cap,
+//! a CPU-time cap per query, no core dumps, a file-size cap for spill files, a lower
+//! scheduling priority, and death with its parent.
+//!
+//! Linux only, like the rest of the isolation: `/proc` is read for the address space and CPU
+//! time used so far.
+
+use std::io;
+use std::time::Duration;
+
+use rustix::process::{Resource, Rlimit, Signal};
+
+/// Asks the kernel to kill this process when the thread that started it exits, and watches
+/// for the parent's death as well (a process reparented to init is orphaned): a worker never
+/// outlives the server that started it.
+pub fn die_with_parent() {
+    if let Err(e) = rustix::process::set_parent_process_death_signal(Some(Signal::KILL)) {
+        eprintln!("query worker: cannot set the parent-death signal: {e}");
+    }
+    let parent = rustix::process::getppid();
+    std::thread::Builder::new()
+        .name("parent-watch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_millis(500));
+                if rustix::process::getppid() != parent {
+                    std::process::exit(3);
+                }
+            }
+        })
+        .ok();
+}
+
+/// Lowers the calling thread's priority to `nice` (never raises it). On Linux the nice value
+/// is per thread and inherited by threads started later, so call this before starting any.
+pub fn lower_priority(nice: i32) {
+    let current = rustix::process::getpriority_process(None).unwrap_or(0);
+    if nice > current {
+        let _ = rustix::process::setpriority_process(None, nice.min(19));
+    }
+}
+
+/// Caps the address space at `bytes` and spill files at `file_bytes` each, and turns core
+/// dumps off (a worker killed for its CPU time or memory must not write gigabytes).
+pub fn cap_memory_and_files(bytes: u64, file_bytes: u64) -> io::Result<()> {
+    set(Resource::Core, 0)?;
+    set(Resource::As, bytes)?;
+    set(Resource::Fsize, file_bytes)?;
+    Ok(())
+}
+
+fn set(resource: Resource, value: u64) -> io::Result<()> {
+    rustix::process::setrlimit(
+        resource,
+        Rlimit {
+            current: Some(value),
+            maximum: Some(value),
+        },
+    )
+    .map_err(io::Error::from)
+}
+
+/// Lets the process use `seconds` more CPU time from now (the kernel sends `SIGXCPU`, which
+/// ends it, past that). Only the soft limit moves, so the next query can get its own budget.
+pub fn allow_cpu_seconds(seconds: u64) -> io::Result<()> {
+    let used = cpu_seconds_used().unwrap_or(0);
+    let hard = rustix::process::getrlimit(Resource::Cpu).maximum;
+    let soft = used.saturating_add(seconds.max(1));
+    let soft = hard.map_or(soft, |h| soft.min(h));
+    rustix::process::setrlimit(
+        Resource::Cpu,
+        Rlimit {
+            current: Some(soft),
+            maximum: hard,
+        },
+    )
+    .map_err(io::Error::from)
+}
+
+/// CPU seconds (user and system) this process has used, rounded up.
+pub fn cpu_seconds_used() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which is in parentheses and may hold spaces):
+    // state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    let ticks = rustix::param::clock_ticks_per_second().max(1);
+    Some((utime + stime).div_ceil(ticks))
+}
+
+/// The address space this process maps now (`VmSize`), in bytes.
+pub fn address_space_bytes() -> Option<u64> {
+    status_kib("VmSize:").map(|k| k * 1024)
+}
+
+/// A `/proc/self/status` line's value in KiB.
+fn status_kib(key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(key))?;
+    line[key.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_reports_its_address_space_and_cpu_time() {
+        assert!(address_space_bytes().unwrap() > 1024 * 1024);
+        assert!(cpu_seconds_used().is_some());
+    }
+}
