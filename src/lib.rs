@@ -350,9 +350,9 @@ async fn run_demo(
     );
     // Customer 0 is the most active one under the simulator's Zipf popularity.
     if let Some(customer) = catalogue.customers.first() {
-        let token = shoplens_composer::auth::issue_token(
+        let token = shoplens_kit::auth::issue_token(
             &page.secret,
-            &shoplens_composer::auth::Role::Customer(customer.clone()),
+            &shoplens_kit::auth::Role::Customer(customer.clone()),
             std::time::Duration::from_secs(24 * 3600),
         );
         println!(

@@ -246,13 +246,13 @@ async fn run() -> anyhow::Result<()> {
             ttl_secs,
         } => {
             let role = match customer {
-                Some(id) => shoplens_composer::auth::Role::Customer(id),
-                None => shoplens_composer::auth::Role::Admin,
+                Some(id) => shoplens_kit::auth::Role::Customer(id),
+                None => shoplens_kit::auth::Role::Admin,
             };
             let ttl = std::time::Duration::from_secs(ttl_secs);
             println!(
                 "{}",
-                shoplens_composer::auth::issue_token(&config.composer.auth.secret, &role, ttl)
+                shoplens_kit::auth::issue_token(&config.composer.auth.secret, &role, ttl)
             );
         }
     }

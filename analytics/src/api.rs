@@ -13,8 +13,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
-use shoplens_ingest::api::FreshnessReport;
 use shoplens_kit::http::{ApiError, ValidQuery};
+use shoplens_readmodel::freshness::FreshnessReport;
 
 use crate::dashboard::{self, BadParam, Dashboard, DateRange};
 use crate::engine::{Engine, QueryError};

@@ -20,7 +20,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use shoplens_contract::sales::{CustomerSums, DateRange, LedgerReport, ProductSums, Sums};
-use shoplens_ingest::api::FreshnessReport;
+use shoplens_readmodel::freshness::FreshnessReport;
 
 use crate::config::ReconcileConfig;
 use crate::dashboard::Columns;
@@ -132,9 +132,9 @@ impl Reconciler {
 
     fn token(&self) -> String {
         if self.config.composer_token.is_empty() {
-            shoplens_composer::auth::issue_token(
+            shoplens_kit::auth::issue_token(
                 &self.config.composer_secret,
-                &shoplens_composer::auth::Role::Admin,
+                &shoplens_kit::auth::Role::Admin,
                 Duration::from_secs(300),
             )
         } else {

@@ -29,13 +29,15 @@ use serde::{Deserialize, Serialize};
 use shoplens_analytics::QueryConfig;
 use shoplens_analytics::cli::ExportArgs;
 use shoplens_analytics::config::AnalyticsConfig;
+use shoplens_contract::tables::to_batches;
 use shoplens_contract::{Envelope, EventType, Service};
-use shoplens_ingest::clickhouse::{ClickHouseConfig, ClickHouseStore};
-use shoplens_ingest::embedded::{EmbeddedConfig, EmbeddedStore};
-use shoplens_ingest::rows::to_batches;
+use shoplens_ingest::clickhouse::ClickHouseStore;
+use shoplens_ingest::embedded::EmbeddedStore;
 use shoplens_ingest::sink::{IngestBatch, ReadModelStore, Sink};
-use shoplens_ingest::startup::{ReadModelConfig, ReadModelKind};
 use shoplens_ingest::synthetic::{StreamSpec, shop_events};
+use shoplens_readmodel::config::{
+    ClickHouseConfig, EmbeddedConfig, ReadModelConfig, ReadModelKind,
+};
 use tokio::time::Instant;
 
 use crate::histogram::Histogram;

@@ -28,7 +28,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Serialize;
 use serde_json::{Value, json};
-use shoplens_composer::auth::{Role, issue_token};
+use shoplens_kit::auth::{Role, issue_token};
 use tokio::time::Instant;
 
 use crate::ingest::Backend;
@@ -756,7 +756,7 @@ async fn measure(
         if let Some(s) = servers {
             config.bus.kind = shoplens::config::BusKind::Kafka;
             config.bus.kafka.brokers = s.kafka_brokers.clone();
-            config.read_model.kind = shoplens_ingest::startup::ReadModelKind::Clickhouse;
+            config.read_model.kind = shoplens_readmodel::config::ReadModelKind::Clickhouse;
             config.read_model.clickhouse.url = s.clickhouse_url.clone();
             config.read_model.clickhouse.database = database.clone();
         }

@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde::Serialize;
-use shoplens_composer::auth::{Role, issue_token};
 use shoplens_composer::{ComposerConfig, ServiceUrls};
+use shoplens_kit::auth::{Role, issue_token};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 

@@ -30,15 +30,17 @@ use shoplens_bus::{
     KafkaSource,
 };
 use shoplens_contract::{Envelope, Service};
-use shoplens_ingest::clickhouse::{ClickHouseConfig, ClickHouseStore};
-use shoplens_ingest::embedded::{EmbeddedConfig, EmbeddedStore};
+use shoplens_ingest::clickhouse::ClickHouseStore;
+use shoplens_ingest::embedded::EmbeddedStore;
 use shoplens_ingest::sink::ReadModelStore;
 use shoplens_ingest::startup::{
-    IngestConfig, IngestHandle, ReadModelConfig, ReadModelKind, embedded_sources, kafka_sources,
-    open_store, start,
+    IngestConfig, IngestHandle, embedded_sources, kafka_sources, open_store, start,
 };
 use shoplens_ingest::synthetic::{StreamSpec, shop_events, to_record};
 use shoplens_ingest::worker::{WorkerConfig, WorkerStatus};
+use shoplens_readmodel::config::{
+    ClickHouseConfig, EmbeddedConfig, ReadModelConfig, ReadModelKind,
+};
 use tokio::time::Instant;
 
 use crate::machine::{Machine, crate_versions, proc_status_mib, process_cpu_secs};

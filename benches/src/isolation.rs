@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde::Serialize;
-use shoplens_composer::auth::{Role, issue_token};
+use shoplens_kit::auth::{Role, issue_token};
 
 use crate::histogram::Histogram;
 use crate::machine::Machine;

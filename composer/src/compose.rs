@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use shoplens_contract::Service;
 use shoplens_kit::ApiError;
+use shoplens_kit::auth::Role;
 use tokio::time::Instant;
 
-use crate::auth::Role;
 use crate::cache::{Fetched, Lookup, SectionCache, SectionSettings};
 use crate::config::ComposerConfig;
 use crate::downstream::{Downstream, FetchError};

@@ -166,8 +166,12 @@ impl std::fmt::Debug for AuthConfig {
 
 impl AuthConfig {
     /// A token for `role`, signed with this secret and valid for `token_ttl_secs`.
-    pub fn issue(&self, role: &crate::auth::Role) -> String {
-        crate::auth::issue_token(&self.secret, role, Duration::from_secs(self.token_ttl_secs))
+    pub fn issue(&self, role: &shoplens_kit::auth::Role) -> String {
+        shoplens_kit::auth::issue_token(
+            &self.secret,
+            role,
+            Duration::from_secs(self.token_ttl_secs),
+        )
     }
 }
 

@@ -11,7 +11,7 @@
 //! - `GET /health`, `GET /metrics` (Prometheus).
 //!
 //! Both APIs need `Authorization: Bearer <token>`, an HS256 JWT signed with
-//! `auth.secret` (see [`auth`]). A customer reads only their own orders, an admin any.
+//! `auth.secret` (see [`shoplens_kit::auth`]). A customer reads only their own orders, an admin any.
 //! Errors are JSON `{"error", "code", "field"?}`: 401 missing, malformed, forged or expired
 //! token; 400 malformed id (checked before any downstream call); 403 another customer's
 //! order; 404 unknown order; 503 (`order_unavailable`) when the order itself cannot be read
@@ -55,7 +55,6 @@
 //! retries and [`resilience`] for circuit breakers, [`invalidation`] for event-driven
 //! eviction.
 
-pub mod auth;
 pub mod cache;
 pub mod compose;
 pub mod config;

@@ -14,11 +14,11 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
+use shoplens_kit::auth::{Role, authenticate};
 use shoplens_kit::http::parse_id;
 use shoplens_kit::{ApiError, ValidQuery};
 use tracing::Instrument;
 
-use crate::auth::{Role, authenticate};
 use crate::compose::{Composer, MAX_PAGE};
 use crate::downstream::REQUEST_CALLS;
 use crate::metrics::{EndpointLabels, RequestLabels};

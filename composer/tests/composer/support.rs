@@ -12,9 +12,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use reqwest::Method;
 use serde_json::{Value, json};
-use shoplens_composer::auth::{Role, issue_token};
 use shoplens_composer::{ComposerConfig, ComposerHandle, ServiceUrls};
 use shoplens_kit::ServiceHandle;
+use shoplens_kit::auth::{Role, issue_token};
 use shoplens_kit::testing::TestEnv;
 use tokio_util::sync::CancellationToken;
 

@@ -11,10 +11,10 @@ use shoplens_bus::{BusRecord, EventBus, KafkaBus};
 use shoplens_contract::Envelope;
 use shoplens_contract::tables::RawTable;
 use shoplens_ingest::clickhouse::ClickHouseStore;
-use shoplens_ingest::model::AggTable;
 use shoplens_ingest::sink::ReadModelStore;
 use shoplens_ingest::startup::{IngestConfig, IngestHandle, kafka_sources, start};
 use shoplens_ingest::synthetic::{StreamSpec, shop_events, to_record};
+use shoplens_readmodel::tables::AggTable;
 
 use crate::servers::*;
 use crate::support::*;

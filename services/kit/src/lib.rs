@@ -9,8 +9,10 @@
 //!   publishes them;
 //! - [`idempotency`]: replaying the response to a retried write;
 //! - [`service`]: starting and stopping a service;
-//! - [`client`]: calling another service.
+//! - [`client`]: calling another service;
+//! - [`auth`]: the bearer tokens of the composer's API (issuing and verifying).
 
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod db;

@@ -1,9 +1,10 @@
 //! The read model's tables beyond the raw event tables: the pre-aggregated tables the
 //! dashboard reads, the dead-letter table and the freshness log, as Arrow schemas.
 //!
-//! Both sinks hold exactly these tables with exactly these meanings; ClickHouse keeps the
-//! aggregates with materialized views (`sql/`), the embedded store with
-//! [`crate::aggregate`]. A parity test checks they agree.
+//! Both stores hold exactly these tables with exactly these meanings, beside the raw tables
+//! of [`shoplens_contract::tables::RawTable`]; ClickHouse keeps the aggregates with
+//! materialized views (`sql/`), the embedded store with [`crate::aggregate`]. A parity test
+//! checks they agree.
 //!
 //! What the aggregates count (all days are UTC calendar days of the event's `occurred_at`):
 //! - `orders_placed`: `OrderCreated` events;
@@ -102,7 +103,8 @@ impl AggTable {
 
 pub const DEAD_LETTERS: &str = "dead_letters";
 
-/// One row per dead-lettered event; see [`crate::sink::DeadLetter`].
+/// One row per dead-lettered event (an event the ingest worker could not apply, kept with
+/// its bus coordinates, bytes and reason).
 pub fn dead_letters_schema() -> SchemaRef {
     let utf8 = |name: &str, nullable| Field::new(name, DataType::Utf8, nullable);
     Arc::new(Schema::new(vec![

@@ -1,4 +1,6 @@
-//! Who is asking: signed bearer tokens (HS256 JWTs) naming a customer or an admin.
+//! Who is asking: signed bearer tokens (HS256 JWTs) naming a customer or an admin. The
+//! composer verifies them on every request; the tools and servers that call it (the
+//! `token` command, reconciliation's admin calls, tests and benchmarks) issue them.
 //!
 //! Claims: `sub` (the customer id; anything for an admin), `role` (`"customer"` or
 //! `"admin"`), `exp` (seconds since the Unix epoch) and `iat`. A token that is missing,
@@ -7,10 +9,10 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::ApiError;
 use axum::http::{HeaderMap, header};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
-use shoplens_kit::ApiError;
 
 /// What a verified token lets its bearer do.
 #[derive(Clone, Debug, PartialEq, Eq)]
