@@ -38,11 +38,11 @@ use shoplens_ingest::startup::{ReadModelConfig, ReadModelKind};
 use shoplens_ingest::synthetic::{StreamSpec, shop_events};
 use tokio::time::Instant;
 
+use crate::backend::Backend;
 use crate::histogram::Histogram;
-pub use crate::ingest::Backend;
-use crate::machine::{Machine, crate_versions, proc_status_mib};
-use crate::results::median;
-use crate::servers::Servers;
+use crate::machine::{Machine, Versions, crate_versions, dir_bytes, load_average, proc_status_mib};
+use crate::results::{Aim, median};
+use crate::servers::{Servers, unique_name};
 
 /// What to run.
 #[derive(Clone, Debug, Serialize)]
@@ -317,21 +317,6 @@ pub struct Growth {
     pub raw_p99_ratio: f64,
 }
 
-#[derive(Clone, Debug, Serialize)]
-pub struct Aim {
-    pub aim: String,
-    pub measured: String,
-    pub met: bool,
-}
-
-/// Versions of what ran, besides the machine's.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Versions {
-    pub clickhouse_server: Option<String>,
-    /// Crate versions from the workspace's Cargo.lock.
-    pub crates: Vec<(String, String)>,
-}
-
 /// Everything `analytics.json` holds.
 #[derive(Clone, Debug, Serialize)]
 pub struct AnalyticsResults {
@@ -471,34 +456,6 @@ struct Loaded {
     store_bytes: Option<u64>,
 }
 
-fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}_{}_{}",
-        std::process::id(),
-        Utc::now().timestamp_micros()
-    )
-}
-
-fn load_average() -> Option<String> {
-    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
-    let parts: Vec<&str> = text.split_whitespace().take(3).collect();
-    Some(parts.join(" "))
-}
-
-fn dir_bytes(path: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(path) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
-}
-
 /// Sends one statement to ClickHouse's HTTP interface; its answer text.
 async fn clickhouse(url: &str, sql: &str) -> anyhow::Result<String> {
     let resp = reqwest::Client::new()
@@ -548,7 +505,7 @@ async fn load(
                 let servers = servers.context("no ClickHouse server")?;
                 let config = ClickHouseConfig {
                     url: servers.clickhouse_url.clone(),
-                    database: unique("bench_analytics"),
+                    database: unique_name("bench_analytics"),
                     request_timeout_ms: 300_000,
                     ..ClickHouseConfig::default()
                 };
@@ -1038,7 +995,7 @@ async fn measure_size(
     };
     config.http.request_timeout_ms = opts.query_timeout_ms;
     config.sql.listen = ([127, 0, 0, 1], 0).into();
-    config.sql.password = unique("bench");
+    config.sql.password = unique_name("bench");
     let engine = shoplens_analytics::startup::engine(&loaded.read_model, &query)
         .await
         .with_context(|| format!("{}: failed to open the read model", backend.name()))?;
@@ -1423,9 +1380,10 @@ fn aims(results: &[SizeResult], growth: &[Growth], backends: &[Backend]) -> Vec<
                 && unmeasured.is_empty();
         }
         aims.push(Aim {
-            aim: format!("{name}: dashboard p99 under 10 ms (every view, every size)"),
+            name: format!("{name}: dashboard p99 under 10 ms (every view, every size)"),
             measured: format!("worst view p99 per size — {}", per_size.join("; ")),
             met,
+            target: None,
         });
         let g: Vec<&Growth> = growth.iter().filter(|g| g.backend == backend).collect();
         match g
@@ -1441,7 +1399,7 @@ fn aims(results: &[SizeResult], growth: &[Growth], backends: &[Backend]) -> Vec<
                     .map(|x| (x.from_events, x.to_events))
                     .any(|p| p != (worst.from_events, worst.to_events));
                 aims.push(Aim {
-                    aim: format!(
+                    name: format!(
                         "{name}: dashboard latency flat as data grows (10x the events -> p99 \
                          under 1.5x)"
                     ),
@@ -1473,12 +1431,14 @@ fn aims(results: &[SizeResult], growth: &[Growth], backends: &[Backend]) -> Vec<
                             .join(", ")
                     ),
                     met: factor >= 10.0 && g.iter().all(|x| x.dashboard_p99_ratio < 1.5),
+                    target: None,
                 });
             }
             None => aims.push(Aim {
-                aim: format!("{name}: dashboard latency flat as data grows"),
+                name: format!("{name}: dashboard latency flat as data grows"),
                 measured: "needs two sizes".into(),
                 met: false,
+                target: None,
             }),
         }
         let Some(largest) = mine.iter().max_by_key(|r| r.events) else {
@@ -1496,7 +1456,7 @@ fn aims(results: &[SizeResult], growth: &[Growth], backends: &[Backend]) -> Vec<
             })
             .collect();
         aims.push(Aim {
-            aim: format!("{name}: export at least 1M rows/s"),
+            name: format!("{name}: export at least 1M rows/s"),
             measured: format!(
                 "{} at {label} events: {}",
                 largest
@@ -1510,6 +1470,7 @@ fn aims(results: &[SizeResult], growth: &[Growth], backends: &[Backend]) -> Vec<
                     .exports
                     .iter()
                     .all(|e| e.median_rows_per_sec >= 1_000_000.0),
+            target: None,
         });
         let peaks: Vec<String> = largest
             .exports
@@ -1517,7 +1478,7 @@ fn aims(results: &[SizeResult], growth: &[Growth], backends: &[Backend]) -> Vec<
             .map(|e| format!("{} {:.1} MiB", e.format, e.peak_rss_mib))
             .collect();
         aims.push(Aim {
-            aim: format!("{name}: export memory under 200 MB"),
+            name: format!("{name}: export memory under 200 MB"),
             measured: format!(
                 "peak RSS (VmHWM) of the export process at {label} events: {}",
                 peaks.join("; ")
@@ -1527,6 +1488,7 @@ fn aims(results: &[SizeResult], growth: &[Growth], backends: &[Backend]) -> Vec<
                     .exports
                     .iter()
                     .all(|e| e.peak_rss_mib * 1_048_576.0 < 200_000_000.0),
+            target: None,
         });
     }
     aims

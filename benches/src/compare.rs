@@ -31,10 +31,10 @@ use serde_json::{Value, json};
 use shoplens_composer::auth::{Role, issue_token};
 use tokio::time::Instant;
 
-use crate::ingest::Backend;
+use crate::backend::Backend;
 use crate::load::{LoadResult, Outcome, Window, closed_loop, open_loop};
-use crate::machine::{Machine, crate_versions, proc_status_mib, process_cpu_secs};
-use crate::results::median;
+use crate::machine::{Machine, Versions, crate_versions, proc_status_mib, process_cpu_secs};
+use crate::results::{median, quantile};
 use crate::servers::Servers;
 use crate::shop::{ReadSet, Shop, ShopSize};
 
@@ -255,13 +255,6 @@ pub struct SizeResult {
     pub rss_start_mib: f64,
     pub rss_end_mib: f64,
     pub peak_rss_mib: f64,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Versions {
-    pub crates: Vec<(String, String)>,
-    pub clickhouse: Option<String>,
-    pub broker: Option<String>,
 }
 
 /// The whole comparison.
@@ -669,15 +662,6 @@ fn rss(field: &str) -> f64 {
     proc_status_mib("self", field).unwrap_or(f64::NAN)
 }
 
-fn quantile(mut v: Vec<f64>, q: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
-    v[rank - 1]
-}
-
 /// Events the services have published: the read model's raw row count.
 async fn events_in_read_model(c: &Clients) -> anyhow::Result<u64> {
     let resp = c
@@ -847,10 +831,10 @@ async fn measure(
                     ReadPath::DashboardCqrs,
                     |p| p.cpu_ms_per_request,
                 ),
-                staleness_composer_p50_ms: quantile(sc.clone(), 0.5),
-                staleness_composer_p99_ms: quantile(sc, 0.99),
-                staleness_cqrs_p50_ms: quantile(sq.clone(), 0.5),
-                staleness_cqrs_p99_ms: quantile(sq, 0.99),
+                staleness_composer_p50_ms: quantile(&sc, 0.5),
+                staleness_composer_p99_ms: quantile(&sc, 0.99),
+                staleness_cqrs_p50_ms: quantile(&sq, 0.5),
+                staleness_cqrs_p99_ms: quantile(&sq, 0.99),
                 rss_start_mib,
                 rss_end_mib: rss("VmRSS:"),
                 peak_rss_mib: rss("VmHWM:"),
@@ -873,7 +857,7 @@ async fn measure(
                 "rdkafka",
                 "clickhouse",
             ]),
-            clickhouse: servers.map(|s| s.clickhouse_version.clone()),
+            clickhouse_server: servers.map(|s| s.clickhouse_version.clone()),
             broker: servers.map(|s| s.broker_version.clone()),
         },
         options: opts.clone(),

@@ -30,7 +30,8 @@ use tokio_util::sync::CancellationToken;
 use crate::histogram::Histogram;
 use crate::load::{LoadResult, Outcome, Window, closed_loop, open_loop};
 use crate::machine::Machine;
-use crate::results::median;
+use crate::metrics::sum_metric;
+use crate::results::{Aim, median};
 use crate::shop::{Shop, ShopSize, WriterReport, spawn_writer};
 
 /// The token secret of the benchmark's composers.
@@ -254,13 +255,6 @@ pub struct Summary {
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct Aim {
-    pub aim: &'static str,
-    pub measured: String,
-    pub met: bool,
-}
-
-#[derive(Clone, Debug, Serialize)]
 pub struct DataSize {
     pub customers: usize,
     pub products: usize,
@@ -320,18 +314,6 @@ struct Counters {
     cache_misses: f64,
     invalidations: f64,
     events_seen: f64,
-}
-
-/// The sum of every sample of `name` (any labels) in a Prometheus text page.
-pub fn sum_metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let rest = l.strip_prefix(name)?;
-            (rest.starts_with('{') || rest.starts_with(' ')).then_some(())?;
-            l.rsplit(' ').next()?.parse::<f64>().ok()
-        })
-        .sum()
 }
 
 async fn counters(client: &reqwest::Client, base: &str) -> anyhow::Result<Counters> {
@@ -841,7 +823,8 @@ fn aims(s: &Summary) -> Vec<Aim> {
         .calls_per_request;
     vec![
         Aim {
-            aim: "p99 with cache at least 10x lower than without, at the same offered load",
+            name: "p99 with cache at least 10x lower than without, at the same offered load".into(),
+            target: None,
             measured: format!(
                 "p99(no cache)/p99(cache) = {:.1}x, with invalidation {:.1}x (latency from \
                  the send); from the scheduled start {:.1}x and {:.1}x",
@@ -853,14 +836,18 @@ fn aims(s: &Summary) -> Vec<Aim> {
             met: s.p99_ratio_no_cache_over_cache >= 10.0,
         },
         Aim {
-            aim: "at most 0.2 downstream calls per composed request at the festival-sale hot set",
+            name: "at most 0.2 downstream calls per composed request at the festival-sale hot set"
+                .into(),
+            target: None,
             measured: format!(
                 "cache {b:.3}, cache+invalidation {c:.3} calls/request (closed loop)"
             ),
             met: b <= 0.2 && c <= 0.2,
         },
         Aim {
-            aim: "uncached composer p50 within 1 ms of the critical path of downstream calls",
+            name: "uncached composer p50 within 1 ms of the critical path of downstream calls"
+                .into(),
+            target: None,
             measured: format!(
                 "composer p50 {:.2} ms - critical path p50 {:.2} ms = {:+.2} ms",
                 s.fanout_composer_p50_ms, s.fanout_critical_path_p50_ms, s.fanout_overhead_ms

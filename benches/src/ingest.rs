@@ -41,36 +41,12 @@ use shoplens_ingest::synthetic::{StreamSpec, shop_events, to_record};
 use shoplens_ingest::worker::{WorkerConfig, WorkerStatus};
 use tokio::time::Instant;
 
-use crate::machine::{Machine, crate_versions, proc_status_mib, process_cpu_secs};
-use crate::results::median;
-use crate::servers::Servers;
-
-/// The read-model back ends (and their buses) the scenario measures.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Backend {
-    /// Embedded log -> worker -> embedded Parquet store.
-    Embedded,
-    /// tansu Kafka broker -> worker -> ClickHouse.
-    Clickhouse,
-}
-
-impl Backend {
-    pub fn name(self) -> &'static str {
-        match self {
-            Backend::Embedded => "embedded",
-            Backend::Clickhouse => "clickhouse",
-        }
-    }
-
-    /// The `--backend` value that selects `backends`.
-    pub fn flag(backends: &[Backend]) -> &'static str {
-        match backends {
-            [b] => b.name(),
-            _ => "both",
-        }
-    }
-}
+use crate::backend::Backend;
+use crate::machine::{
+    Machine, Versions, crate_versions, dir_bytes, load_average, proc_status_mib, process_cpu_secs,
+};
+use crate::results::{Aim, median, quantile};
+use crate::servers::{Servers, unique_name};
 
 /// What to run.
 #[derive(Clone, Debug, Serialize)]
@@ -283,22 +259,6 @@ pub struct BackendResult {
     pub memory: MemoryResult,
 }
 
-#[derive(Clone, Debug, Serialize)]
-pub struct Aim {
-    pub aim: String,
-    pub measured: String,
-    pub met: bool,
-}
-
-/// Versions of what ran, besides the machine's.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Versions {
-    pub clickhouse_server: Option<String>,
-    pub broker: Option<String>,
-    /// Crate versions from the workspace's Cargo.lock (rdkafka-sys carries librdkafka's).
-    pub crates: Vec<(String, String)>,
-}
-
 /// Everything `ingest.json` holds.
 #[derive(Clone, Debug, Serialize)]
 pub struct IngestResults {
@@ -315,12 +275,6 @@ pub struct IngestResults {
     /// machine shares its cores.
     pub load_average_start: Option<String>,
     pub load_average_end: Option<String>,
-}
-
-fn load_average() -> Option<String> {
-    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
-    let parts: Vec<&str> = text.split_whitespace().take(3).collect();
-    Some(parts.join(" "))
 }
 
 pub const NOTES: &[&str] = &[
@@ -360,30 +314,6 @@ pub const NOTES: &[&str] = &[
      does, on a default multi-thread runtime) draining the backlog from a new group; VmHWM \
      is read from /proc/PID/status once everything is applied, VmRSS sampled every 50 ms.",
 ];
-
-/// Nearest-rank quantile of `v` (sorted in place).
-fn quantile(v: &mut [f64], q: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
-    v[rank - 1]
-}
-
-fn dir_bytes(path: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(path) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
-}
 
 fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
@@ -487,14 +417,6 @@ async fn fill(
     Ok((bytes, publish_secs))
 }
 
-fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}_{}_{}",
-        std::process::id(),
-        Utc::now().timestamp_micros()
-    )
-}
-
 fn ingest_config(group: &str, topics: &[String], worker: &WorkerConfig) -> IngestConfig {
     IngestConfig {
         listen: ([127, 0, 0, 1], 0).into(),
@@ -552,7 +474,7 @@ async fn apply_secs(handle: &IngestHandle) -> f64 {
     }
     .await;
     match text {
-        Ok(t) => crate::composer::sum_metric(&t, "shoplens_ingest_apply_duration_seconds_sum"),
+        Ok(t) => crate::metrics::sum_metric(&t, "shoplens_ingest_apply_duration_seconds_sum"),
         Err(_) => f64::NAN,
     }
 }
@@ -700,11 +622,11 @@ async fn measure_freshness(
         batch_max_events: w.batch_max_events,
         batch_max_delay_ms: w.batch_max_delay_ms,
         samples,
-        p50_ms: quantile(&mut newest, 0.5),
-        p99_ms: quantile(&mut newest, 0.99),
-        max_ms: quantile(&mut newest, 1.0),
-        oldest_event_p50_ms: quantile(&mut oldest, 0.5),
-        oldest_event_p99_ms: quantile(&mut oldest, 0.99),
+        p50_ms: quantile(&newest, 0.5),
+        p99_ms: quantile(&newest, 0.99),
+        max_ms: quantile(&newest, 1.0),
+        oldest_event_p50_ms: quantile(&oldest, 0.5),
+        oldest_event_p99_ms: quantile(&oldest, 0.99),
     })
 }
 
@@ -1011,7 +933,7 @@ async fn run_clickhouse(opts: &IngestOptions, servers: &Servers) -> anyhow::Resu
         properties: opts.kafka_properties.clone(),
         ..Default::default()
     };
-    let prefix = unique("bench");
+    let prefix = unique_name("bench");
     let topics = topics(&prefix);
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     let bus = KafkaBus::connect(&kafka, &names)
@@ -1030,7 +952,7 @@ async fn run_clickhouse(opts: &IngestOptions, servers: &Servers) -> anyhow::Resu
 
     // The broker's own delivery rate: a bare consumer.
     tracing::info!("kafka: bare consumer");
-    let mut source = KafkaSource::subscribe(&kafka, &unique("bare"), &names).await?;
+    let mut source = KafkaSource::subscribe(&kafka, &unique_name("bare"), &names).await?;
     let mut got = 0u64;
     let mut first: Option<Instant> = None;
     let joined = Instant::now();
@@ -1060,11 +982,11 @@ async fn run_clickhouse(opts: &IngestOptions, servers: &Servers) -> anyhow::Resu
     };
     let mut runs = Vec::new();
     for run in 1..=opts.runs {
-        let config = ingest_config(&unique("drain"), &topics, &opts.clickhouse_worker);
+        let config = ingest_config(&unique_name("drain"), &topics, &opts.clickhouse_worker);
         let cpu0 = process_cpu_secs();
         let started = Instant::now();
         let store: Arc<dyn ReadModelStore> =
-            Arc::new(ClickHouseStore::connect(&ch_config(&unique("bench"))).await?);
+            Arc::new(ClickHouseStore::connect(&ch_config(&unique_name("bench"))).await?);
         let handle = start(&config, store, kafka_sources(kafka.clone(), topics.clone())).await?;
         let drained = wait_drained(&handle, started, opts.events, drain_timeout(opts.events)).await;
         let cpu = process_cpu_secs() - cpu0;
@@ -1104,7 +1026,7 @@ async fn run_clickhouse(opts: &IngestOptions, servers: &Servers) -> anyhow::Resu
         let config = ingest_config("ceiling", &self::topics(""), &opts.clickhouse_worker);
         let started = Instant::now();
         let store: Arc<dyn ReadModelStore> =
-            Arc::new(ClickHouseStore::connect(&ch_config(&unique("ceiling"))).await?);
+            Arc::new(ClickHouseStore::connect(&ch_config(&unique_name("ceiling"))).await?);
         let handle = start(
             &config,
             store,
@@ -1131,13 +1053,17 @@ async fn run_clickhouse(opts: &IngestOptions, servers: &Servers) -> anyhow::Resu
     );
 
     tracing::info!("kafka -> clickhouse: freshness at a steady load");
-    let fresh_prefix = unique("fresh");
+    let fresh_prefix = unique_name("fresh");
     let fresh_topics = self::topics(&fresh_prefix);
     let fresh_names: Vec<&str> = fresh_topics.iter().map(String::as_str).collect();
     let fresh_bus = KafkaBus::connect(&kafka, &fresh_names).await?;
-    let config = ingest_config(&unique("fresh"), &fresh_topics, &opts.clickhouse_worker);
+    let config = ingest_config(
+        &unique_name("fresh"),
+        &fresh_topics,
+        &opts.clickhouse_worker,
+    );
     let store: Arc<dyn ReadModelStore> =
-        Arc::new(ClickHouseStore::connect(&ch_config(&unique("fresh"))).await?);
+        Arc::new(ClickHouseStore::connect(&ch_config(&unique_name("fresh"))).await?);
     let handle = start(
         &config,
         store,
@@ -1172,10 +1098,10 @@ async fn run_clickhouse(opts: &IngestOptions, servers: &Servers) -> anyhow::Resu
         target = opts.backlog;
     }
     let spec = ChildSpec {
-        ingest: ingest_config(&unique("memory"), &topics, &opts.clickhouse_worker),
+        ingest: ingest_config(&unique_name("memory"), &topics, &opts.clickhouse_worker),
         read_model: ReadModelConfig {
             kind: ReadModelKind::Clickhouse,
-            clickhouse: ch_config(&unique("memory")),
+            clickhouse: ch_config(&unique_name("memory")),
             ..Default::default()
         },
         source: ChildSource::Kafka(kafka.clone()),
@@ -1227,7 +1153,7 @@ fn aims(backends: &[BackendResult]) -> Vec<Aim> {
         let t = &b.throughput;
         match b.backend {
             Backend::Embedded => aims.push(Aim {
-                aim: "embedded path at least 500,000 events/s on one core".into(),
+                name: "embedded path at least 500,000 events/s on one core".into(),
                 measured: format!(
                     "{:.0} events/s (median of {} drain(s) of {} events, worker on one thread; \
                      {:.0} events per CPU-second)",
@@ -1237,9 +1163,10 @@ fn aims(backends: &[BackendResult]) -> Vec<Aim> {
                     t.median_events_per_cpu_sec
                 ),
                 met: t.median_events_per_sec >= 500_000.0,
+                target: None,
             }),
             Backend::Clickhouse => aims.push(Aim {
-                aim: "Kafka -> ClickHouse at least 100,000 events/s on this machine, broker and \
+                name: "Kafka -> ClickHouse at least 100,000 events/s on this machine, broker and \
                       ClickHouse on it"
                     .into(),
                 measured: format!(
@@ -1254,11 +1181,12 @@ fn aims(backends: &[BackendResult]) -> Vec<Aim> {
                     b.bus.produce_events_per_sec
                 ),
                 met: t.median_events_per_sec >= 100_000.0,
+                target: None,
             }),
         }
         let f = &b.freshness;
         aims.push(Aim {
-            aim: format!(
+            name: format!(
                 "{}: freshness lag p99 under 1 s at {:.0} events/s",
                 b.backend.name(),
                 f.target_rate
@@ -1268,10 +1196,11 @@ fn aims(backends: &[BackendResult]) -> Vec<Aim> {
                 f.p50_ms, f.p99_ms, f.samples, f.achieved_rate
             ),
             met: f.p99_ms < 1_000.0 && f.achieved_rate >= 0.95 * f.target_rate,
+            target: None,
         });
         let m = &b.memory;
         aims.push(Aim {
-            aim: format!(
+            name: format!(
                 "{}: worker memory under 256 MB whatever the backlog",
                 b.backend.name()
             ),
@@ -1280,6 +1209,7 @@ fn aims(backends: &[BackendResult]) -> Vec<Aim> {
                 m.peak_rss_mib, m.backlog_events
             ),
             met: m.peak_rss_mib * 1_048_576.0 < 256_000_000.0,
+            target: None,
         });
     }
     aims
@@ -1352,21 +1282,5 @@ mod tests {
             .filter(|e| e.producer == Service::Customer)
             .count();
         assert_eq!(registrations, 1_000);
-    }
-
-    #[test]
-    fn quantiles_are_nearest_rank() {
-        let mut v: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(quantile(&mut v, 0.5), 50.0);
-        assert_eq!(quantile(&mut v, 0.99), 99.0);
-        assert_eq!(quantile(&mut v, 1.0), 100.0);
-        assert_eq!(median(vec![3.0, 1.0, 2.0, 10.0]), 2.5);
-    }
-
-    #[test]
-    fn lock_file_versions_are_found() {
-        let v = crate_versions(&["rdkafka-sys", "tokio"]);
-        assert!(v.iter().any(|(n, _)| n == "rdkafka-sys"), "{v:?}");
-        assert!(v.iter().any(|(n, _)| n == "tokio"), "{v:?}");
     }
 }

@@ -23,7 +23,7 @@ use shoplens_composer::auth::{Role, issue_token};
 
 use crate::histogram::Histogram;
 use crate::machine::Machine;
-use crate::results;
+use crate::results::{self, Aim};
 use crate::shop::{Shop, ShopSize};
 
 const SECRET: &str = "isolation-bench-secret-0123456789abcdef";
@@ -110,14 +110,6 @@ pub struct Run {
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct Aim {
-    pub name: String,
-    pub target: String,
-    pub measured: String,
-    pub met: bool,
-}
-
-#[derive(Clone, Debug, Serialize)]
 pub struct IsolationResults {
     pub command: String,
     pub machine: Machine,
@@ -164,7 +156,7 @@ pub async fn run(opts: &IsolationOptions) -> anyhow::Result<IsolationResults> {
     let added = median(|r| r.sql_isolated.p50_ms - r.sql_in_process.p50_ms);
     let aim = |name: &str, target: &str, measured: String, met: bool| Aim {
         name: name.to_owned(),
-        target: target.to_owned(),
+        target: Some(target.to_owned()),
         measured,
         met,
     };
@@ -500,7 +492,7 @@ pub fn markdown(r: &IsolationResults) -> String {
             t,
             "| {} | {} | {} | {} |",
             a.name,
-            a.target,
+            a.target.as_deref().unwrap_or_default(),
             a.measured,
             if a.met { "yes" } else { "no" }
         );

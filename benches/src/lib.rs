@@ -13,6 +13,7 @@
 //! and memory, per read model).
 
 pub mod analytics;
+pub mod backend;
 pub mod chart;
 pub mod compare;
 pub mod components;
@@ -22,6 +23,7 @@ pub mod ingest;
 pub mod isolation;
 pub mod load;
 pub mod machine;
+pub mod metrics;
 pub mod results;
 pub mod servers;
 pub mod shop;

@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use shoplens_benches::analytics::{self, AnalyticsOptions};
+use shoplens_benches::backend::Backend;
 use shoplens_benches::compare::{self, CompareOptions};
 use shoplens_benches::components::{self, ComponentsOptions};
 use shoplens_benches::composer::{self, ComposerOptions};
-use shoplens_benches::ingest::{self, Backend, IngestOptions};
+use shoplens_benches::ingest::{self, IngestOptions};
 use shoplens_benches::isolation::{self, IsolationOptions};
 
 #[derive(Parser)]

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Context;
+use serde::Serialize;
 
 use crate::analytics::{AnalyticsResults, events_label};
 use crate::chart::{Chart, Series};
@@ -57,6 +58,46 @@ fn ms(v: f64) -> String {
     } else {
         "n/a".into()
     }
+}
+
+/// What a scenario aims at, and whether the run met it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Aim {
+    /// What is aimed at, e.g. "export memory under 200 MB". Written as `aim`, the key the
+    /// results files have always used.
+    #[serde(rename = "aim")]
+    pub name: String,
+    /// The threshold, where the section shows it in a column of its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    pub measured: String,
+    pub met: bool,
+}
+
+/// The median of the finite values (NaN when there are none).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// The nearest-rank `q` quantile of `v` (NaN when it is empty).
+pub fn quantile(v: &[f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    v[rank - 1]
 }
 
 /// Where the machine-readable results and charts go: `results/` under the output directory
@@ -222,7 +263,7 @@ pub fn composer_markdown(r: &ComposerResults) -> String {
             t,
             "- **{}** — {}: {}",
             if aim.met { "met" } else { "not met" },
-            aim.aim,
+            aim.name,
             aim.measured
         );
     }
@@ -240,21 +281,6 @@ pub fn composer_markdown(r: &ComposerResults) -> String {
 /// Writes `ingest.json` and the "Ingest" section of `RESULTS.md`.
 pub fn write_ingest(dir: &Path, r: &IngestResults) -> anyhow::Result<()> {
     write_scenario(dir, "ingest", "Ingest", r, &ingest_markdown(r))
-}
-
-/// The median of the finite values (NaN when there are none).
-pub fn median(mut v: Vec<f64>) -> f64 {
-    v.retain(|x| x.is_finite());
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 fn rate(v: f64) -> String {
@@ -483,7 +509,7 @@ pub fn ingest_markdown(r: &IngestResults) -> String {
             t,
             "- **{}** — {}: {}",
             if aim.met { "met" } else { "not met" },
-            aim.aim,
+            aim.name,
             aim.measured
         );
     }
@@ -776,7 +802,7 @@ pub fn analytics_markdown(r: &AnalyticsResults) -> String {
             t,
             "- **{}** — {}: {}",
             if aim.met { "met" } else { "not met" },
-            aim.aim,
+            aim.name,
             aim.measured
         );
     }
@@ -886,8 +912,8 @@ pub fn compare_charts(r: &CompareResults) -> Vec<(&'static str, Chart)> {
 /// comparison; a run on Kafka and ClickHouse gets its own section.
 pub fn compare_names(r: &CompareResults) -> (&'static str, String) {
     match r.options.backend {
-        crate::ingest::Backend::Embedded => ("compare", COMPARISON.to_owned()),
-        crate::ingest::Backend::Clickhouse => (
+        crate::backend::Backend::Embedded => ("compare", COMPARISON.to_owned()),
+        crate::backend::Backend::Clickhouse => (
             "compare-clickhouse",
             format!("{COMPARISON}, on Kafka and ClickHouse"),
         ),
@@ -916,7 +942,7 @@ pub fn compare_markdown(r: &CompareResults) -> String {
         m.cpu_model.as_deref().unwrap_or("unknown CPU"),
         m.memory_mib.unwrap_or(0),
         m.os,
-        match (&r.versions.clickhouse, &r.versions.broker) {
+        match (&r.versions.clickhouse_server, &r.versions.broker) {
             (Some(ch), Some(b)) => format!(", ClickHouse {ch}, broker {b}"),
             _ => String::new(),
         }
@@ -934,8 +960,9 @@ pub fn compare_markdown(r: &CompareResults) -> String {
          size, {:.1} s warm-up + {:.1} s measured per path; total run time {:.0} s.",
         o.backend.name(),
         match o.backend {
-            crate::ingest::Backend::Embedded => "embedded event log -> embedded Parquet read model",
-            crate::ingest::Backend::Clickhouse => "Kafka (tansu) -> ClickHouse read model",
+            crate::backend::Backend::Embedded =>
+                "embedded event log -> embedded Parquet read model",
+            crate::backend::Backend::Clickhouse => "Kafka (tansu) -> ClickHouse read model",
         },
         o.customers,
         o.products,
@@ -1310,6 +1337,17 @@ pub fn components_markdown(r: &ComponentsResults) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quantiles_are_nearest_rank_and_medians_skip_what_is_not_finite() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(quantile(&v, 0.5), 50.0);
+        assert_eq!(quantile(&v, 0.99), 99.0);
+        assert_eq!(quantile(&v, 1.0), 100.0);
+        assert!(quantile(&[], 0.5).is_nan());
+        assert_eq!(median(vec![3.0, 1.0, 2.0, 10.0]), 2.5);
+        assert_eq!(median(vec![3.0, f64::NAN, 1.0]), 2.0);
+    }
 
     #[test]
     fn a_section_is_replaced_and_others_kept() {
