@@ -24,6 +24,7 @@ pub mod isolation;
 pub mod load;
 pub mod machine;
 pub mod metrics;
+pub mod report;
 pub mod results;
 pub mod servers;
 pub mod shop;

@@ -11,6 +11,7 @@ use shoplens_benches::components::{self, ComponentsOptions};
 use shoplens_benches::composer::{self, ComposerOptions};
 use shoplens_benches::ingest::{self, IngestOptions};
 use shoplens_benches::isolation::{self, IsolationOptions};
+use shoplens_benches::report::Report;
 
 #[derive(Parser)]
 #[command(
@@ -472,14 +473,14 @@ async fn run() -> anyhow::Result<()> {
 
 async fn run_isolation(opts: &IsolationOptions) -> anyhow::Result<()> {
     let results = isolation::run(opts).await?;
-    eprintln!("{}", isolation::markdown(&results));
+    eprintln!("{}", results.markdown());
     eprintln!("wrote {}", opts.out.join("RESULTS.md").display());
     Ok(())
 }
 
 async fn run_compare(opts: &CompareOptions) -> anyhow::Result<()> {
     let results = compare::run(opts).await?;
-    eprintln!("{}", shoplens_benches::results::compare_markdown(&results));
+    eprintln!("{}", results.markdown());
     eprintln!("wrote {}", opts.out.join("RESULTS.md").display());
     Ok(())
 }
@@ -494,17 +495,14 @@ async fn run_components(smoke: bool, out: Option<PathBuf>) -> anyhow::Result<()>
         opts.out = out;
     }
     let results = components::run(&opts).await?;
-    eprintln!(
-        "{}",
-        shoplens_benches::results::components_markdown(&results)
-    );
+    eprintln!("{}", results.markdown());
     Ok(())
 }
 
 async fn run_composer(args: &ComposerArgs) -> anyhow::Result<()> {
     let opts = args.options();
     let results = composer::run(&opts).await?;
-    eprintln!("{}", shoplens_benches::results::composer_markdown(&results));
+    eprintln!("{}", results.markdown());
     eprintln!(
         "wrote {}",
         shoplens_benches::results::data_dir(&opts.out)
@@ -516,7 +514,7 @@ async fn run_composer(args: &ComposerArgs) -> anyhow::Result<()> {
 
 async fn run_ingest(opts: &IngestOptions) -> anyhow::Result<()> {
     let results = ingest::run(opts).await?;
-    eprintln!("{}", shoplens_benches::results::ingest_markdown(&results));
+    eprintln!("{}", results.markdown());
     eprintln!(
         "wrote {}",
         shoplens_benches::results::data_dir(&opts.out)
@@ -528,10 +526,7 @@ async fn run_ingest(opts: &IngestOptions) -> anyhow::Result<()> {
 
 async fn run_analytics(opts: &AnalyticsOptions) -> anyhow::Result<()> {
     let results = analytics::run(opts).await?;
-    eprintln!(
-        "{}",
-        shoplens_benches::results::analytics_markdown(&results)
-    );
+    eprintln!("{}", results.markdown());
     eprintln!(
         "wrote {}",
         shoplens_benches::results::data_dir(&opts.out)

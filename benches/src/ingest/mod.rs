@@ -48,6 +48,8 @@ use crate::machine::{
 use crate::results::{Aim, median, quantile};
 use crate::servers::{Servers, unique_name};
 
+mod render;
+
 /// What to run.
 #[derive(Clone, Debug, Serialize)]
 pub struct IngestOptions {
@@ -1259,7 +1261,7 @@ pub async fn run(opts: &IngestOptions) -> anyhow::Result<IngestResults> {
         load_average_start,
         load_average_end: load_average(),
     };
-    crate::results::write_ingest(&opts.out, &results)?;
+    crate::report::write(&opts.out, &results)?;
     Ok(results)
 }
 

@@ -23,11 +23,13 @@ use shoplens_composer::auth::{Role, issue_token};
 
 use crate::histogram::Histogram;
 use crate::machine::Machine;
+use crate::report;
 use crate::results::{self, Aim};
 use crate::shop::{Shop, ShopSize};
 
+mod render;
+
 const SECRET: &str = "isolation-bench-secret-0123456789abcdef";
-const TITLE: &str = "Query isolation";
 
 /// What the scenario runs.
 #[derive(Clone, Debug, Serialize)]
@@ -187,7 +189,7 @@ pub async fn run(opts: &IsolationOptions) -> anyhow::Result<IsolationResults> {
         runs,
         aims,
     };
-    write(&opts.out, &results)?;
+    report::write(&opts.out, &results)?;
     Ok(results)
 }
 
@@ -374,128 +376,4 @@ async fn query_latency(
     }
     let dashboard = out.pop().unwrap_or_default();
     (out.pop().unwrap_or_default(), dashboard)
-}
-
-fn write(dir: &std::path::Path, r: &IsolationResults) -> anyhow::Result<()> {
-    let data = results::data_dir(dir);
-    std::fs::create_dir_all(&data)?;
-    std::fs::write(data.join("isolation.json"), serde_json::to_vec_pretty(r)?)?;
-    results::write_section(dir, TITLE, &markdown(r))
-}
-
-/// The "Query isolation" section of `RESULTS.md`.
-pub fn markdown(r: &IsolationResults) -> String {
-    use std::fmt::Write as _;
-    let m = &r.machine;
-    let mut t = String::new();
-    let _ = writeln!(
-        t,
-        "Command: `{}`{}\n",
-        r.command,
-        if r.options.smoke {
-            " (smoke run: sizes too small for figures)"
-        } else {
-            ""
-        }
-    );
-    let _ = writeln!(
-        t,
-        "- Date {}, commit {}, {} build; {} cores, {} MiB. The whole system runs in the \
-         benchmark's process (embedded default), the load generator too; query workers are \
-         child processes at nice 10.",
-        m.date,
-        m.git_commit.as_deref().unwrap_or("unknown"),
-        m.profile,
-        m.cores,
-        m.memory_mib.unwrap_or(0)
-    );
-    let o = &r.options;
-    let _ = writeln!(
-        t,
-        "- {} orders seeded; {} s per phase; {} hostile clients cycling CPU and memory bombs \
-         (deadline 3 s, 512 MiB and 6 CPU-s per worker); {} sequential requests per query \
-         shape; medians of {} runs.\n",
-        o.orders,
-        o.duration.as_secs_f64(),
-        o.hostile,
-        o.samples,
-        o.runs
-    );
-    let median = |f: &dyn Fn(&Run) -> f64| results::median(r.runs.iter().map(f).collect());
-    let _ = writeln!(
-        t,
-        "| path | idle p50 ms | idle p99 ms | hostile p50 ms | hostile p99 ms | errors |"
-    );
-    let _ = writeln!(t, "|---|---:|---:|---:|---:|---:|");
-    for (name, idle, hostile) in [
-        (
-            "order creation",
-            (|r: &Run| &r.create_idle) as fn(&Run) -> &Latency,
-            (|r: &Run| &r.create_hostile) as fn(&Run) -> &Latency,
-        ),
-        (
-            "Order Summary",
-            |r: &Run| &r.summary_idle,
-            |r: &Run| &r.summary_hostile,
-        ),
-    ] {
-        let _ = writeln!(
-            t,
-            "| {name} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
-            median(&|r| idle(r).p50_ms),
-            median(&|r| idle(r).p99_ms),
-            median(&|r| hostile(r).p50_ms),
-            median(&|r| hostile(r).p99_ms),
-            r.runs
-                .iter()
-                .map(|r| idle(r).errors + hostile(r).errors)
-                .sum::<u64>()
-        );
-    }
-    let _ = writeln!(
-        t,
-        "\nHostile queries answered (every one an error: deadline, memory, CPU or too busy): \
-         {} in all runs.\n",
-        r.runs.iter().map(|r| r.hostile_answered).sum::<u64>()
-    );
-    let _ = writeln!(
-        t,
-        "| query | in process p50 ms | p99 ms | query workers p50 ms | p99 ms | added p50 ms |"
-    );
-    let _ = writeln!(t, "|---|---:|---:|---:|---:|---:|");
-    for (name, inproc, iso) in [
-        (
-            "small SQL (`POST /api/v1/sql`)",
-            (|r: &Run| &r.sql_in_process) as fn(&Run) -> &Latency,
-            (|r: &Run| &r.sql_isolated) as fn(&Run) -> &Latency,
-        ),
-        (
-            "dashboard daily view (in process in both)",
-            |r: &Run| &r.dashboard_in_process,
-            |r: &Run| &r.dashboard_isolated,
-        ),
-    ] {
-        let _ = writeln!(
-            t,
-            "| {name} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
-            median(&|r| inproc(r).p50_ms),
-            median(&|r| inproc(r).p99_ms),
-            median(&|r| iso(r).p50_ms),
-            median(&|r| iso(r).p99_ms),
-            median(&|r| iso(r).p50_ms - inproc(r).p50_ms),
-        );
-    }
-    let _ = writeln!(t, "\n| aim | target | measured | met |");
-    let _ = writeln!(t, "|---|---|---|---|");
-    for a in &r.aims {
-        let _ = writeln!(
-            t,
-            "| {} | {} | {} | {} |",
-            a.name,
-            a.target.as_deref().unwrap_or_default(),
-            a.measured,
-            if a.met { "yes" } else { "no" }
-        );
-    }
-    t
 }

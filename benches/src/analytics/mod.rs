@@ -44,6 +44,8 @@ use crate::machine::{Machine, Versions, crate_versions, dir_bytes, load_average,
 use crate::results::{Aim, median};
 use crate::servers::{Servers, unique_name};
 
+mod render;
+
 /// What to run.
 #[derive(Clone, Debug, Serialize)]
 pub struct AnalyticsOptions {
@@ -1626,7 +1628,7 @@ pub async fn run(opts: &AnalyticsOptions) -> anyhow::Result<AnalyticsResults> {
             started,
             &load_average_start,
         );
-        crate::results::write_analytics(&opts.out, &partial)?;
+        crate::report::write(&opts.out, &partial)?;
     }
     if let Some(mut s) = servers {
         s.stop();
@@ -1641,7 +1643,7 @@ pub async fn run(opts: &AnalyticsOptions) -> anyhow::Result<AnalyticsResults> {
         started,
         &load_average_start,
     );
-    crate::results::write_analytics(&opts.out, &results)?;
+    crate::report::write(&opts.out, &results)?;
     for &b in &opts.backends {
         if !results.results.iter().any(|r| r.backend == b) {
             bail!(

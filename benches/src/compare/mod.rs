@@ -38,6 +38,9 @@ use crate::results::{median, quantile};
 use crate::servers::Servers;
 use crate::shop::{ReadSet, Shop, ShopSize};
 
+mod charts;
+mod render;
+
 const SECRET: &str = "shoplens-bench-secret";
 /// Open-loop requests in flight at most (beyond that they are counted as dropped).
 const MAX_IN_FLIGHT: usize = 1024;
@@ -711,7 +714,7 @@ pub async fn run(opts: &CompareOptions) -> anyhow::Result<CompareResults> {
         s.stop();
     }
     let results = result?;
-    crate::results::write_compare(&opts.out, &results)?;
+    crate::report::write(&opts.out, &results)?;
     Ok(results)
 }
 

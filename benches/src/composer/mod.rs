@@ -34,6 +34,8 @@ use crate::metrics::sum_metric;
 use crate::results::{Aim, median};
 use crate::shop::{Shop, ShopSize, WriterReport, spawn_writer};
 
+mod render;
+
 /// The token secret of the benchmark's composers.
 const SECRET: &str = "shoplens-bench-secret";
 /// Open-loop requests in flight at most (bounds memory if a mode cannot keep up).
@@ -736,7 +738,7 @@ pub async fn run(opts: &ComposerOptions) -> anyhow::Result<ComposerResults> {
         notes: NOTES.to_vec(),
         total_secs: started.elapsed().as_secs_f64(),
     };
-    crate::results::write_composer(&opts.out, &results)?;
+    crate::report::write(&opts.out, &results)?;
     Ok(results)
 }
 
