@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::{AnalyticsResults, Latency, events_label};
+use super::{AnalyticsResults, Latency};
 use crate::report::Report;
 use crate::results::{aims_list, crate_list, environment, mib, ms, notes_list, rate};
 
@@ -289,4 +289,33 @@ fn export_table(r: &AnalyticsResults) -> String {
         }
     }
     t
+}
+
+/// `1000000` as `1M`, `20000` as `20k`.
+pub(super) fn events_label(n: u64) -> String {
+    if n >= 1_000_000 && n.is_multiple_of(100_000) {
+        let m = n as f64 / 1e6;
+        if n.is_multiple_of(1_000_000) {
+            format!("{m:.0}M")
+        } else {
+            format!("{m:.1}M")
+        }
+    } else if n >= 1_000 && n.is_multiple_of(1_000) {
+        format!("{}k", n / 1_000)
+    } else {
+        n.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_counts_are_labelled_short() {
+        assert_eq!(events_label(10_000_000), "10M");
+        assert_eq!(events_label(20_000), "20k");
+        assert_eq!(events_label(2_500_000), "2.5M");
+        assert_eq!(events_label(1_234), "1234");
+    }
 }
