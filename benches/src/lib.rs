@@ -28,6 +28,7 @@ pub mod report;
 pub mod results;
 pub mod servers;
 pub mod shop;
+pub mod synthetic;
 
 /// The program the analytics server under test starts its query workers from: this one (the
 /// `shoplens-bench` binary answers `query-worker`), or what [`set_worker_program`] said (a

@@ -1,39 +1,26 @@
 //! The data of one size: synthetic shop events generated chunk by chunk and applied straight
 //! to each back end's sink, then made live; and removed again once measured.
 
-use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, NaiveDate, Utc};
-use shoplens_contract::{Envelope, EventType, Service};
+use shoplens_contract::EventType;
 use shoplens_ingest::clickhouse::{ClickHouseConfig, ClickHouseStore};
 use shoplens_ingest::embedded::{EmbeddedConfig, EmbeddedStore};
 use shoplens_ingest::rows::to_batches;
 use shoplens_ingest::sink::{IngestBatch, ReadModelStore, Sink};
 use shoplens_ingest::startup::{ReadModelConfig, ReadModelKind};
-use shoplens_ingest::synthetic::{StreamSpec, shop_events};
+use shoplens_ingest::synthetic::StreamSpec;
 use tokio::time::Instant;
 
 use super::{AnalyticsOptions, DataInfo};
 use crate::backend::Backend;
 use crate::machine::dir_bytes;
 use crate::servers::{Servers, unique_name};
-
-/// The events of one data size, generated lazily in chunks (the largest size never has to
-/// be in memory at once).
-struct DataGen {
-    seed: u64,
-    customers: u32,
-    products: u32,
-    start: DateTime<Utc>,
-    chunk_orders: u32,
-    chunk_span: chrono::Duration,
-    chunk: u64,
-    buf: VecDeque<Envelope>,
-}
+use crate::synthetic::ShopEvents;
 
 /// At most this many orders are generated at once.
 const MAX_CHUNK_ORDERS: u64 = 20_000;
@@ -41,47 +28,23 @@ const MAX_CHUNK_ORDERS: u64 = 20_000;
 /// Expected events per order of the synthetic stream (see `NOTES`).
 const EVENTS_PER_ORDER: f64 = 7.5;
 
-impl DataGen {
-    fn new(opts: &AnalyticsOptions, events: u64) -> DataGen {
-        let registrations = u64::from(opts.customers) + u64::from(opts.products);
-        let orders = (events.saturating_sub(registrations) as f64 / EVENTS_PER_ORDER)
-            .ceil()
-            .max(1.0) as u64;
-        let chunks = orders.div_ceil(MAX_CHUNK_ORDERS).max(1);
-        let span_ms = opts.span_days * 86_400_000;
-        DataGen {
-            seed: 42,
-            customers: opts.customers,
-            products: opts.products,
-            start: opts.start.and_time(chrono::NaiveTime::MIN).and_utc(),
-            chunk_orders: orders.div_ceil(chunks) as u32,
-            chunk_span: chrono::Duration::milliseconds(span_ms / chunks as i64),
-            chunk: 0,
-            buf: VecDeque::new(),
-        }
-    }
-
-    /// The next `n` events.
-    fn take(&mut self, n: usize) -> Vec<Envelope> {
-        while self.buf.len() < n {
-            let spec = StreamSpec {
-                seed: self.seed.wrapping_mul(1_000_003).wrapping_add(self.chunk),
-                customers: self.customers,
-                products: self.products,
-                orders: self.chunk_orders,
-                start: self.start + self.chunk_span * self.chunk as i32,
-                span: self.chunk_span,
-            };
-            let first = self.chunk == 0;
-            self.buf.extend(
-                shop_events(&spec).into_iter().filter(|e| {
-                    first || !matches!(e.producer, Service::Customer | Service::Product)
-                }),
-            );
-            self.chunk += 1;
-        }
-        self.buf.drain(..n).collect()
-    }
+/// The events of one data size: enough orders for `events` events, in chunks of at most
+/// `MAX_CHUNK_ORDERS` spread evenly over the span.
+fn data_events(opts: &AnalyticsOptions, events: u64) -> ShopEvents {
+    let registrations = u64::from(opts.customers) + u64::from(opts.products);
+    let orders = (events.saturating_sub(registrations) as f64 / EVENTS_PER_ORDER)
+        .ceil()
+        .max(1.0) as u64;
+    let chunks = orders.div_ceil(MAX_CHUNK_ORDERS).max(1);
+    let span_ms = opts.span_days * 86_400_000;
+    ShopEvents::new(StreamSpec {
+        seed: 42,
+        customers: opts.customers,
+        products: opts.products,
+        orders: orders.div_ceil(chunks) as u32,
+        start: opts.start.and_time(chrono::NaiveTime::MIN).and_utc(),
+        span: chrono::Duration::milliseconds(span_ms / chunks as i64),
+    })
 }
 
 /// A store being loaded.
@@ -246,7 +209,7 @@ async fn fill(
     targets: &mut Vec<Target>,
     failed: &mut Vec<(Backend, String)>,
 ) -> anyhow::Result<(f64, u64, NaiveDate, NaiveDate)> {
-    let mut generator = DataGen::new(opts, events);
+    let mut generator = data_events(opts, events);
     let mut left = events;
     let mut prepare_secs = 0.0;
     let mut orders = 0u64;
@@ -350,6 +313,8 @@ pub(super) async fn drop_read_model(backend: Backend, read_model: &ReadModelConf
 
 #[cfg(test)]
 mod tests {
+    use shoplens_contract::Service;
+
     use super::*;
 
     #[test]
@@ -359,7 +324,7 @@ mod tests {
             products: 5,
             ..AnalyticsOptions::default()
         };
-        let mut g = DataGen::new(&opts, 30_000);
+        let mut g = data_events(&opts, 30_000);
         let a = g.take(10_000);
         let b = g.take(20_000);
         assert_eq!(a.len() + b.len(), 30_000);

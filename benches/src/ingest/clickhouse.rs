@@ -16,7 +16,7 @@ use shoplens_ingest::startup::{
 use tokio::time::Instant;
 
 use super::drain::{apply_secs, drain_run, drain_timeout, ingest_config, throughput, wait_drained};
-use super::events::{EventGen, fill, topics};
+use super::events::{backlog_events, fill, topics};
 use super::freshness::measure_freshness;
 use super::memory::{ChildSource, ChildSpec, measure_child};
 use super::{BackendResult, BusRates, IngestOptions, SinkCeiling};
@@ -43,7 +43,7 @@ pub(super) async fn run_clickhouse(
     let bus = KafkaBus::connect(&kafka, &names)
         .await
         .context("connect to the Kafka broker")?;
-    let mut generator = EventGen::new(1);
+    let mut generator = backlog_events(1);
     tracing::info!(events = opts.events, "kafka: publishing the backlog");
     let (payload_bytes, produce_secs) = fill(
         &bus,
@@ -120,7 +120,7 @@ pub(super) async fn run_clickhouse(
     })?;
     fill(
         &ceiling_log,
-        &mut EventGen::new(1),
+        &mut backlog_events(1),
         "",
         opts.events,
         opts.publish_chunk,

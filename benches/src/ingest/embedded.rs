@@ -11,7 +11,7 @@ use shoplens_ingest::worker::WorkerStatus;
 use tokio::time::Instant;
 
 use super::drain::{apply_secs, drain_run, drain_timeout, ingest_config, throughput, wait_drained};
-use super::events::{EventGen, fill, topics};
+use super::events::{backlog_events, fill, topics};
 use super::freshness::measure_freshness;
 use super::memory::{ChildSource, ChildSpec, measure_child};
 use super::{BackendResult, BusRates, IngestOptions};
@@ -36,7 +36,7 @@ pub(super) async fn run_embedded(opts: &IngestOptions) -> anyhow::Result<Backend
         dir: log_dir.clone(),
         fsync: false,
     })?;
-    let mut generator = EventGen::new(1);
+    let mut generator = backlog_events(1);
     tracing::info!(
         events = opts.events,
         "embedded: writing the backlog to the log"

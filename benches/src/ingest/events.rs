@@ -1,55 +1,26 @@
 //! The backlog: shop-shaped synthetic events without end, as bus records on the five service
 //! topics, and publishing them.
 
-use std::collections::VecDeque;
-
 use anyhow::Context;
 use shoplens_bus::{BusRecord, EventBus};
 use shoplens_contract::{Envelope, Service};
-use shoplens_ingest::synthetic::{StreamSpec, shop_events, to_record};
+use shoplens_ingest::synthetic::{StreamSpec, to_record};
 use tokio::time::Instant;
 
-/// Shop-shaped events without end: chunks of the synthetic stream, customers and products
-/// registered once.
-pub(super) struct EventGen {
-    seed: u64,
-    chunk: u64,
-    buf: VecDeque<Envelope>,
-}
+use crate::synthetic::ShopEvents;
 
 const ORDERS_PER_CHUNK: u32 = 2_000;
 
-impl EventGen {
-    pub fn new(seed: u64) -> EventGen {
-        EventGen {
-            seed,
-            chunk: 0,
-            buf: VecDeque::new(),
-        }
-    }
-
-    /// The next `n` events.
-    pub fn take(&mut self, n: usize) -> Vec<Envelope> {
-        while self.buf.len() < n {
-            let base = StreamSpec::default();
-            let spec = StreamSpec {
-                seed: self.seed.wrapping_mul(1_000_003).wrapping_add(self.chunk),
-                customers: 1_000,
-                products: 200,
-                orders: ORDERS_PER_CHUNK,
-                start: base.start + chrono::Duration::days(self.chunk as i64),
-                span: chrono::Duration::days(1),
-            };
-            let first = self.chunk == 0;
-            self.buf.extend(
-                shop_events(&spec).into_iter().filter(|e| {
-                    first || !matches!(e.producer, Service::Customer | Service::Product)
-                }),
-            );
-            self.chunk += 1;
-        }
-        self.buf.drain(..n).collect()
-    }
+/// The backlog's events: 2,000 orders a simulated day, 1,000 customers and 200 products.
+pub(super) fn backlog_events(seed: u64) -> ShopEvents {
+    ShopEvents::new(StreamSpec {
+        seed,
+        customers: 1_000,
+        products: 200,
+        orders: ORDERS_PER_CHUNK,
+        span: chrono::Duration::days(1),
+        ..StreamSpec::default()
+    })
 }
 
 /// The five service topics, under `prefix` when there is one.
@@ -77,7 +48,7 @@ pub(super) fn record(prefix: &str, e: &Envelope) -> BusRecord {
 /// Publishes `n` more generated events; returns (payload bytes, seconds).
 pub(super) async fn fill(
     bus: &dyn EventBus,
-    generator: &mut EventGen,
+    generator: &mut ShopEvents,
     prefix: &str,
     n: u64,
     chunk: usize,
@@ -113,7 +84,7 @@ mod tests {
 
     #[test]
     fn generated_events_are_exact_in_number_and_distinct() {
-        let mut g = EventGen::new(3);
+        let mut g = backlog_events(3);
         let a = g.take(10_000);
         let b = g.take(25_000);
         assert_eq!(a.len(), 10_000);

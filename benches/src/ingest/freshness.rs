@@ -11,7 +11,7 @@ use shoplens_ingest::startup::IngestHandle;
 use tokio::time::Instant;
 
 use super::drain::live;
-use super::events::{EventGen, record};
+use super::events::{backlog_events, record};
 use super::{FreshnessResult, IngestOptions};
 use crate::backend::Backend;
 use crate::results::quantile;
@@ -41,7 +41,7 @@ pub(super) async fn measure_freshness(
     let total = opts.freshness_warmup + opts.freshness_duration;
     let prefix_owned = prefix.to_owned();
     let publisher = tokio::spawn(async move {
-        let mut generator = EventGen::new(99);
+        let mut generator = backlog_events(99);
         let started = Instant::now();
         let mut sent = 0u64;
         let mut tick = tokio::time::interval(Duration::from_millis(10));
