@@ -181,8 +181,6 @@ fn command_line(opts: &AnalyticsOptions) -> String {
 /// `RESULTS.md` into `opts.out`.
 pub async fn run(opts: &AnalyticsOptions) -> anyhow::Result<AnalyticsResults> {
     let started = Instant::now();
-    let load_average_start = load_average();
-    let machine = Machine::detect();
     let mut versions = Versions {
         crates: crate_versions(&[
             "datafusion",
@@ -206,16 +204,29 @@ pub async fn run(opts: &AnalyticsOptions) -> anyhow::Result<AnalyticsResults> {
     let mut sizes = opts.sizes.clone();
     sizes.sort_unstable();
     sizes.dedup();
-    let mut data = Vec::new();
-    let mut results = Vec::new();
-    let mut skipped = Vec::new();
+    let mut report = AnalyticsResults {
+        scenario: "analytics",
+        command: command_line(opts),
+        machine: Machine::detect(),
+        versions,
+        options: opts.clone(),
+        data: Vec::new(),
+        results: Vec::new(),
+        growth: Vec::new(),
+        skipped: Vec::new(),
+        aims: Vec::new(),
+        notes: NOTES.to_vec(),
+        total_secs: 0.0,
+        load_average_start: load_average(),
+        load_average_end: None,
+    };
     // A back end that fails at one size is not tried at larger ones ("as large as fits").
     let mut active = opts.backends.clone();
     for &events in &sizes {
         let mut backends = Vec::new();
         for &b in &active {
             match (b, opts.clickhouse_max_events) {
-                (Backend::Clickhouse, Some(max)) if events > max => skipped.push(format!(
+                (Backend::Clickhouse, Some(max)) if events > max => report.skipped.push(format!(
                     "clickhouse at {}: above --clickhouse-max-events {max}",
                     events_label(events)
                 )),
@@ -235,7 +246,7 @@ pub async fn run(opts: &AnalyticsOptions) -> anyhow::Result<AnalyticsResults> {
                         error = format!("{e:#}"),
                         "analytics: loading failed"
                     );
-                    skipped.push(format!(
+                    report.skipped.push(format!(
                         "{} at {}: loading failed: {e:#}",
                         backends
                             .iter()
@@ -249,7 +260,7 @@ pub async fn run(opts: &AnalyticsOptions) -> anyhow::Result<AnalyticsResults> {
                 }
             };
         for (backend, error) in failed {
-            skipped.push(format!(
+            report.skipped.push(format!(
                 "{} at {}: loading failed: {error}",
                 backend.name(),
                 events_label(events)
@@ -261,10 +272,10 @@ pub async fn run(opts: &AnalyticsOptions) -> anyhow::Result<AnalyticsResults> {
             let r = measure_size(opts, &info, l, scratch.path()).await;
             drop_read_model(l.backend, &l.read_model).await;
             match r {
-                Ok(r) => results.push(r),
+                Ok(r) => report.results.push(r),
                 Err(e) => {
                     tracing::warn!(events, error = format!("{e:#}"), "analytics: failed");
-                    skipped.push(format!(
+                    report.skipped.push(format!(
                         "{} at {}: failed: {e:#}",
                         l.backend.name(),
                         events_label(events)
@@ -273,72 +284,35 @@ pub async fn run(opts: &AnalyticsOptions) -> anyhow::Result<AnalyticsResults> {
                 }
             }
         }
-        data.push(info);
+        report.data.push(info);
         // What is measured so far is on disk, whatever happens at the larger sizes.
-        let partial = assemble(
-            opts,
-            &machine,
-            &versions,
-            &data,
-            &results,
-            &skipped,
-            started,
-            &load_average_start,
-        );
-        crate::report::write(&opts.out, &partial)?;
+        report.update(started);
+        crate::report::write(&opts.out, &report)?;
     }
     if let Some(mut s) = servers {
         s.stop();
     }
-    let results = assemble(
-        opts,
-        &machine,
-        &versions,
-        &data,
-        &results,
-        &skipped,
-        started,
-        &load_average_start,
-    );
-    crate::report::write(&opts.out, &results)?;
+    report.update(started);
+    crate::report::write(&opts.out, &report)?;
     for &b in &opts.backends {
-        if !results.results.iter().any(|r| r.backend == b) {
+        if !report.results.iter().any(|r| r.backend == b) {
             bail!(
                 "{}: nothing was measured: {}",
                 b.name(),
-                results.skipped.join("; ")
+                report.skipped.join("; ")
             );
         }
     }
-    Ok(results)
+    Ok(report)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn assemble(
-    opts: &AnalyticsOptions,
-    machine: &Machine,
-    versions: &Versions,
-    data: &[DataInfo],
-    results: &[SizeResult],
-    skipped: &[String],
-    started: Instant,
-    load_average_start: &Option<String>,
-) -> AnalyticsResults {
-    let growth = growth(results, &opts.backends);
-    AnalyticsResults {
-        scenario: "analytics",
-        command: command_line(opts),
-        machine: machine.clone(),
-        versions: versions.clone(),
-        options: opts.clone(),
-        aims: aims(results, &growth, &opts.backends),
-        data: data.to_vec(),
-        results: results.to_vec(),
-        growth,
-        skipped: skipped.to_vec(),
-        notes: NOTES.to_vec(),
-        total_secs: started.elapsed().as_secs_f64(),
-        load_average_start: load_average_start.clone(),
-        load_average_end: load_average(),
+impl AnalyticsResults {
+    /// Brings what derives from the sizes measured so far up to date (growth, aims, time
+    /// taken), so that the results written after every size are whole.
+    fn update(&mut self, started: Instant) {
+        self.growth = growth(&self.results, &self.options.backends);
+        self.aims = aims(&self.results, &self.growth, &self.options.backends);
+        self.total_secs = started.elapsed().as_secs_f64();
+        self.load_average_end = load_average();
     }
 }
