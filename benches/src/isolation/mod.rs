@@ -119,31 +119,37 @@ pub struct IsolationResults {
     pub aims: Vec<Aim>,
 }
 
+/// Picks one measured path out of a run.
+type Pick = fn(&Run) -> &Latency;
+
+/// The median over `runs` of `f`.
+fn median(runs: &[Run], f: &dyn Fn(&Run) -> f64) -> f64 {
+    results::median(runs.iter().map(f).collect())
+}
+
+/// Runs the isolation scenario and writes `isolation.json` and the "Query isolation"
+/// section of `RESULTS.md` into `opts.out`.
 pub async fn run(opts: &IsolationOptions) -> anyhow::Result<IsolationResults> {
     let mut runs = Vec::new();
     for r in 0..opts.runs {
         tracing::info!(run = r + 1, of = opts.runs, "isolation run");
         runs.push(one_run(opts).await?);
     }
-    let median = |f: fn(&Run) -> f64| results::median(runs.iter().map(f).collect());
-    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
-    let create_p50 = ratio(
-        median(|r| r.create_hostile.p50_ms),
-        median(|r| r.create_idle.p50_ms),
-    );
-    let create_p99 = ratio(
-        median(|r| r.create_hostile.p99_ms),
-        median(|r| r.create_idle.p99_ms),
-    );
-    let summary_p50 = ratio(
-        median(|r| r.summary_hostile.p50_ms),
-        median(|r| r.summary_idle.p50_ms),
-    );
-    let summary_p99 = ratio(
-        median(|r| r.summary_hostile.p99_ms),
-        median(|r| r.summary_idle.p99_ms),
-    );
-    let added = median(|r| r.sql_isolated.p50_ms - r.sql_in_process.p50_ms);
+    // Latency under hostile queries over latency idle, at p50 and at p99.
+    let slowdown = |idle: Pick, hostile: Pick| {
+        let ratio = |q: fn(&Latency) -> f64| {
+            let idle = median(&runs, &|r| q(idle(r)));
+            if idle > 0.0 {
+                median(&runs, &|r| q(hostile(r))) / idle
+            } else {
+                f64::NAN
+            }
+        };
+        (ratio(|l| l.p50_ms), ratio(|l| l.p99_ms))
+    };
+    let (create_p50, create_p99) = slowdown(|r| &r.create_idle, |r| &r.create_hostile);
+    let (summary_p50, summary_p99) = slowdown(|r| &r.summary_idle, |r| &r.summary_hostile);
+    let added = median(&runs, &|r| r.sql_isolated.p50_ms - r.sql_in_process.p50_ms);
     let aim = |name: &str, target: &str, measured: String, met: bool| Aim {
         name: name.to_owned(),
         target: Some(target.to_owned()),

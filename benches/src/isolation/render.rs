@@ -3,10 +3,10 @@
 
 use std::fmt::Write as _;
 
-use super::{IsolationResults, Latency, Run};
+use super::{IsolationResults, Pick, median};
 use crate::machine::Machine;
 use crate::report::Report;
-use crate::results::{self, command_line};
+use crate::results::command_line;
 
 impl Report for IsolationResults {
     fn title(&self) -> &str {
@@ -56,14 +56,6 @@ fn setup(m: &Machine, r: &IsolationResults) -> String {
     t
 }
 
-/// The median over runs of `f`.
-fn median(r: &IsolationResults, f: &dyn Fn(&Run) -> f64) -> f64 {
-    results::median(r.runs.iter().map(f).collect())
-}
-
-/// Picks one measured path out of a run.
-type Pick = fn(&Run) -> &Latency;
-
 /// Order creation and Order Summary, idle and under hostile queries.
 fn shop_table(r: &IsolationResults) -> String {
     let mut t = String::new();
@@ -80,10 +72,10 @@ fn shop_table(r: &IsolationResults) -> String {
         let _ = writeln!(
             t,
             "| {name} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
-            median(r, &|run| idle(run).p50_ms),
-            median(r, &|run| idle(run).p99_ms),
-            median(r, &|run| hostile(run).p50_ms),
-            median(r, &|run| hostile(run).p99_ms),
+            median(&r.runs, &|run| idle(run).p50_ms),
+            median(&r.runs, &|run| idle(run).p99_ms),
+            median(&r.runs, &|run| hostile(run).p50_ms),
+            median(&r.runs, &|run| hostile(run).p99_ms),
             r.runs
                 .iter()
                 .map(|run| idle(run).errors + hostile(run).errors)
@@ -123,11 +115,11 @@ fn cost_table(r: &IsolationResults) -> String {
         let _ = writeln!(
             t,
             "| {name} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
-            median(r, &|run| inproc(run).p50_ms),
-            median(r, &|run| inproc(run).p99_ms),
-            median(r, &|run| iso(run).p50_ms),
-            median(r, &|run| iso(run).p99_ms),
-            median(r, &|run| iso(run).p50_ms - inproc(run).p50_ms),
+            median(&r.runs, &|run| inproc(run).p50_ms),
+            median(&r.runs, &|run| inproc(run).p99_ms),
+            median(&r.runs, &|run| iso(run).p50_ms),
+            median(&r.runs, &|run| iso(run).p99_ms),
+            median(&r.runs, &|run| iso(run).p50_ms - inproc(run).p50_ms),
         );
     }
     t
