@@ -15,6 +15,7 @@
 pub mod analytics;
 pub mod backend;
 pub mod chart;
+pub mod child;
 pub mod compare;
 pub mod components;
 pub mod composer;

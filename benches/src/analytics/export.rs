@@ -14,6 +14,7 @@ use shoplens_ingest::startup::ReadModelConfig;
 use tokio::time::Instant;
 
 use super::{AnalyticsOptions, DataInfo, ExportResult, ExportRun};
+use crate::child;
 use crate::machine::proc_status_mib;
 use crate::results::median;
 
@@ -41,9 +42,7 @@ pub struct ExportReport {
 
 /// The hidden `analytics-export` command: one export as the `export` command runs it.
 pub async fn run_export_child(spec: &Path) -> anyhow::Result<()> {
-    let spec: ExportSpec = serde_json::from_slice(
-        &std::fs::read(spec).with_context(|| format!("failed to read {}", spec.display()))?,
-    )?;
+    let spec: ExportSpec = child::read_spec(spec)?;
     let started = Instant::now();
     let engine = shoplens_analytics::startup::engine(&spec.read_model, &QueryConfig::default())
         .await
@@ -98,19 +97,11 @@ pub(super) async fn export(
         };
         let _ = std::fs::remove_file(&spec.report_path);
         let spec_path = dir.join("spec.json");
-        std::fs::write(&spec_path, serde_json::to_vec_pretty(&spec)?)?;
+        child::write_spec(&spec_path, &spec)?;
         let log_path = dir.join("child.log");
         let log = std::fs::File::create(&log_path)?;
         let started = Instant::now();
-        let mut child = std::process::Command::new(&opts.exe)
-            .arg("analytics-export")
-            .arg("--spec")
-            .arg(&spec_path)
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("failed to start {}", opts.exe.display()))?;
+        let mut child = child::spawn(&opts.exe, "analytics-export", &spec_path, log.into())?;
         let pid = child.id().to_string();
         let mut max_rss = 0.0f64;
         let timeout = Duration::from_secs(1800);

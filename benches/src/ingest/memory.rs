@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use super::drain::drain_timeout;
 use super::{IngestOptions, MemoryResult};
+use crate::child;
 use crate::machine::proc_status_mib;
 
 /// Where the child worker reads from.
@@ -36,9 +37,7 @@ pub struct ChildSpec {
 /// The hidden `ingest-worker` command: the worker alone, as `shoplens-ingest` starts it,
 /// until the process is killed.
 pub async fn run_child(spec: &Path) -> anyhow::Result<()> {
-    let spec: ChildSpec = serde_json::from_slice(
-        &std::fs::read(spec).with_context(|| format!("failed to read {}", spec.display()))?,
-    )?;
+    let spec: ChildSpec = child::read_spec(spec)?;
     let store = open_store(&spec.read_model)
         .await
         .context("failed to open the read model")?;
@@ -73,17 +72,14 @@ pub(super) async fn measure_child(
     let mut spec = spec;
     spec.ingest.listen = ([127, 0, 0, 1], port).into();
     let spec_path = dir.join("worker.json");
-    std::fs::write(&spec_path, serde_json::to_vec_pretty(&spec)?)?;
+    child::write_spec(&spec_path, &spec)?;
     let started = Instant::now();
-    let mut child = std::process::Command::new(&opts.worker_exe)
-        .arg("ingest-worker")
-        .arg("--spec")
-        .arg(&spec_path)
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .with_context(|| format!("failed to start {}", opts.worker_exe.display()))?;
+    let mut child = child::spawn(
+        &opts.worker_exe,
+        "ingest-worker",
+        &spec_path,
+        std::process::Stdio::inherit(),
+    )?;
     let pid = child.id();
     let client = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{port}/api/v1/status");
