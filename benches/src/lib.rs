@@ -48,3 +48,57 @@ pub fn set_worker_program(program: &str) {
 }
 
 static WORKER_PROGRAM: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// The scenarios: each renders its own results; none is imported by a shared module or
+    /// by another scenario.
+    const SCENARIOS: &[&str] = &[
+        "analytics",
+        "compare",
+        "components",
+        "composer",
+        "ingest",
+        "isolation",
+    ];
+
+    /// Every `.rs` file under `dir`, with the top-level module it belongs to.
+    fn sources(dir: &Path, module: Option<&str>, out: &mut Vec<(String, String)>) {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+            let module = module.map_or(name, str::to_owned);
+            if path.is_dir() {
+                sources(&path, Some(&module), out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push((module, std::fs::read_to_string(&path).unwrap()));
+            }
+        }
+    }
+
+    #[test]
+    fn shared_modules_and_scenarios_import_no_other_scenario() {
+        let mut files = Vec::new();
+        sources(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            None,
+            &mut files,
+        );
+        assert!(
+            files.iter().any(|(m, _)| m == "results"),
+            "no sources found"
+        );
+        let mut wrong = Vec::new();
+        for (module, text) in &files {
+            for scenario in SCENARIOS.iter().filter(|s| *s != module) {
+                let path = format!("crate::{scenario}");
+                if text.contains(&format!("{path}::")) || text.contains(&format!("{path};")) {
+                    wrong.push(format!("{module} uses {path}"));
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:?}");
+    }
+}
