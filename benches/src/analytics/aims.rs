@@ -4,6 +4,7 @@ use super::{Growth, SizeResult, events_label};
 use crate::backend::Backend;
 use crate::results::Aim;
 
+/// How each question's latency grew from each size to the next larger one, per back end.
 pub(super) fn growth(results: &[SizeResult], backends: &[Backend]) -> Vec<Growth> {
     let mut out = Vec::new();
     for &backend in backends {
@@ -29,6 +30,7 @@ pub(super) fn growth(results: &[SizeResult], backends: &[Backend]) -> Vec<Growth
     out
 }
 
+/// The aims per back end: dashboard p99, flatness as the data grows, export rate and memory.
 pub(super) fn aims(results: &[SizeResult], growth: &[Growth], backends: &[Backend]) -> Vec<Aim> {
     let mut aims = Vec::new();
     for &backend in backends {

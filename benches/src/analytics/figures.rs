@@ -165,6 +165,7 @@ pub struct AnalyticsResults {
     pub load_average_end: Option<String>,
 }
 
+/// How each figure is taken, written with the results.
 pub const NOTES: &[&str] = &[
     "Data: shoplens_ingest::synthetic::shop_events in chunks of at most 20,000 orders, each \
      chunk spread over its share of the span (about 7.5 events per order: created, placed, \

@@ -150,6 +150,7 @@ pub(super) fn questions(last_day: NaiveDate) -> Vec<Question> {
     out
 }
 
+/// A count in either JSON shape: a number, or a string holding one.
 pub(super) fn number(v: &serde_json::Value) -> Option<u64> {
     v.as_u64()
         .or_else(|| v.as_f64().map(|f| f as u64))

@@ -30,6 +30,7 @@ fn summarize(rs: &LoadResult, cpu_secs: f64, path: ReadPath) -> PathRun {
     }
 }
 
+/// What every measurement at one size shares: the options, the clients, the orders read.
 pub(super) struct Bench<'a> {
     pub(super) opts: &'a CompareOptions,
     pub(super) clients: Clients,

@@ -111,6 +111,7 @@ pub struct CompareResults {
     pub notes: Vec<String>,
 }
 
+/// How each figure is taken, written with the results.
 pub(super) fn notes(backend: Backend) -> Vec<String> {
     let mut notes: Vec<String> = [
         "Order tracking, API Composer: GET /api/v1/orders/{id}/summary with an admin token, the \

@@ -173,6 +173,8 @@ impl ReadPath {
     }
 }
 
+/// Runs the comparison and writes `compare.json` (or `compare-clickhouse.json`), the charts
+/// and the comparison's section of `RESULTS.md` into `opts.out`.
 pub async fn run(opts: &CompareOptions) -> anyhow::Result<CompareResults> {
     anyhow::ensure!(!opts.sizes.is_empty(), "no sizes to measure");
     let started = Instant::now();

@@ -23,6 +23,7 @@ fn rss(field: &str) -> f64 {
     proc_status_mib("self", field).unwrap_or(f64::NAN)
 }
 
+/// Starts the system, then seeds or grows the shop to each size and measures it.
 pub(super) async fn measure(
     opts: &CompareOptions,
     machine: &Machine,

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use super::{CurvePoint, PathRun, PathSummary, ReadPath, Round};
 use crate::results::median;
 
+/// Each path's medians over the rounds of one size.
 pub(super) fn size_summary(rounds: &[Round]) -> Vec<PathSummary> {
     ReadPath::ALL
         .iter()

@@ -15,6 +15,7 @@ use crate::shop::Shop;
 /// Open-loop requests in flight at most (bounds memory if a mode cannot keep up).
 const MAX_IN_FLIGHT: usize = 2048;
 
+/// What every measurement of a run shares: the shop, the options, one client, the token.
 pub(super) struct Bench<'a> {
     pub(super) shop: &'a Shop,
     pub(super) opts: &'a ComposerOptions,

@@ -148,6 +148,7 @@ pub struct ComposerResults {
     pub total_secs: f64,
 }
 
+/// How each figure is taken, written with the results.
 pub const NOTES: &[&str] = &[
     "Read load: GET /api/v1/orders/{id}/summary with an admin token; orders picked with \
      shop_simulator::ZipfPicker by recency rank (rank 0 = newest) over the most recent \

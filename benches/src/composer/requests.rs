@@ -23,6 +23,7 @@ pub(super) struct Counters {
     pub(super) events_seen: f64,
 }
 
+/// The composer's counters now, from its `/metrics`.
 pub(super) async fn counters(client: &reqwest::Client, base: &str) -> anyhow::Result<Counters> {
     let text = client
         .get(format!("{base}/metrics"))
@@ -40,6 +41,8 @@ pub(super) async fn counters(client: &reqwest::Client, base: &str) -> anyhow::Re
     })
 }
 
+/// A fresh composer (cold cache) over the shop's services, in `mode`; `tag` keeps its
+/// invalidation consumer group apart from earlier ones.
 pub(super) async fn start_composer(
     shop: &Shop,
     mode: Mode,

@@ -4,6 +4,7 @@
 use super::{Load, Mode, ModeResult, RunResult, Summary, SummaryRow, find};
 use crate::results::{Aim, median};
 
+/// Medians over runs of every mode and load, and of the per-run ratios.
 pub(super) fn summarize(runs: &[RunResult]) -> Summary {
     let mut rows = Vec::new();
     for load in [Load::Closed, Load::Open] {
@@ -66,6 +67,7 @@ impl Summary {
     }
 }
 
+/// The aims: the cache's p99 gain, downstream calls per request, the fan-out overhead.
 pub(super) fn aims(s: &Summary) -> Vec<Aim> {
     let b = s.row(Mode::Cache, Load::Closed).calls_per_request;
     let c = s

@@ -4,6 +4,7 @@ use super::BackendResult;
 use crate::backend::Backend;
 use crate::results::Aim;
 
+/// The aims per back end: events/s, freshness lag, worker memory.
 pub(super) fn aims(backends: &[BackendResult]) -> Vec<Aim> {
     let mut aims = Vec::new();
     for b in backends {

@@ -24,6 +24,7 @@ use crate::backend::Backend;
 use crate::machine::process_cpu_secs;
 use crate::servers::{Servers, unique_name};
 
+/// Everything measured on Kafka -> ClickHouse, on the servers `servers` names.
 pub(super) async fn run_clickhouse(
     opts: &IngestOptions,
     servers: &Servers,

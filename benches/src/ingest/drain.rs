@@ -13,6 +13,7 @@ use crate::backend::Backend;
 use crate::metrics::sum_metric;
 use crate::results::median;
 
+/// The worker's configuration: `group` reading `topics`, batching as `worker`.
 pub(super) fn ingest_config(group: &str, topics: &[String], worker: &WorkerConfig) -> IngestConfig {
     IngestConfig {
         listen: ([127, 0, 0, 1], 0).into(),
@@ -23,6 +24,7 @@ pub(super) fn ingest_config(group: &str, topics: &[String], worker: &WorkerConfi
     }
 }
 
+/// The status of the worker writing the live generation.
 pub(super) fn live(handle: &IngestHandle) -> WorkerStatus {
     handle.ingest().status().live
 }
@@ -75,10 +77,12 @@ pub(super) async fn apply_secs(handle: &IngestHandle) -> f64 {
     }
 }
 
+/// How long a drain of `events` may take before it counts as stuck.
 pub(super) fn drain_timeout(events: u64) -> Duration {
     Duration::from_secs(120 + events / 5_000)
 }
 
+/// The figures of one drain, from what `wait_drained` returned.
 pub(super) fn drain_run(
     run: usize,
     events: u64,
@@ -110,6 +114,7 @@ pub(super) fn drain_run(
     }
 }
 
+/// The throughput figures of all drains on `backend`: medians over runs.
 pub(super) fn throughput(
     opts: &IngestOptions,
     backend: Backend,

@@ -26,6 +26,7 @@ fn embedded_store_config(dir: &Path, fsync: bool) -> EmbeddedConfig {
     }
 }
 
+/// Everything measured on the embedded log -> embedded store.
 pub(super) async fn run_embedded(opts: &IngestOptions) -> anyhow::Result<BackendResult> {
     let scratch = tempfile::Builder::new()
         .prefix("shoplens-bench-ingest")

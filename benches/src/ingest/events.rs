@@ -37,6 +37,7 @@ pub(super) fn topics(prefix: &str) -> Vec<String> {
         .collect()
 }
 
+/// `e` as a bus record on its service's topic, under `prefix` when there is one.
 pub(super) fn record(prefix: &str, e: &Envelope) -> BusRecord {
     let mut r = to_record(e);
     if !prefix.is_empty() {

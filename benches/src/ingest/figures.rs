@@ -148,6 +148,7 @@ pub struct IngestResults {
     pub load_average_end: Option<String>,
 }
 
+/// How each figure is taken, written with the results.
 pub const NOTES: &[&str] = &[
     "Events: shoplens_ingest::synthetic::shop_events, generated in chunks of 2,000 orders \
      (seeded; 1,000 customers and 200 products registered once; order numbering restarts \

@@ -45,6 +45,8 @@ async fn start(opts: &IsolationOptions, isolated: bool) -> anyhow::Result<Shop> 
     .await
 }
 
+/// One run: the shop idle and under hostile queries, then the query cost with workers and
+/// without, each on a system of its own.
 pub(super) async fn one_run(opts: &IsolationOptions) -> anyhow::Result<Run> {
     let mut run = Run::default();
     let shop = start(opts, true)
