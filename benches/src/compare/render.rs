@@ -42,8 +42,9 @@ impl Report for CompareResults {
         t.push_str(&the_table(self, big));
         t.push_str(&growth_table(self));
         t.push_str(&scalability_table(self, big));
-        t.push_str("\n![growth](results/compare-growth.svg)\n\n");
-        t.push_str(&notes_list("compare", &self.notes));
+        let stem = self.stem();
+        t.push_str(&format!("\n![growth](results/{stem}-growth.svg)\n\n"));
+        t.push_str(&notes_list(stem, &self.notes));
         t
     }
 
