@@ -17,7 +17,7 @@ use shoplens_ingest::api::FreshnessReport;
 use shoplens_kit::http::{ApiError, ValidQuery};
 
 use crate::dashboard::{self, BadParam, Dashboard, DateRange};
-use crate::engine::{Engine, QueryError};
+use crate::engine::{Engine, Pii, QueryError};
 use crate::export::{self, ExportFormat, REPORTS};
 use crate::isolation::{Executor, Job, Output, SessionKind};
 use crate::metrics::AnalyticsMetrics;
@@ -66,8 +66,12 @@ async fn page(State(state): State<AppState>) -> Html<String> {
     Html(PAGE.replace("__REFRESH_MS__", &state.refresh_ms.to_string()))
 }
 
-/// Who sent a request, for the per-user query limits: the client's address.
-pub struct Caller(pub String);
+/// Who sent a request: the name the per-user query limits count it under, and whether
+/// they may see personal data.
+pub struct Caller {
+    pub user: String,
+    pub pii: Pii,
+}
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = std::convert::Infallible;
@@ -77,7 +81,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string());
-        Ok(Caller(format!("http:{ip}")))
+        Ok(Caller {
+            user: format!("http:{ip}"),
+            pii: Pii::Masked,
+        })
     }
 }
 
@@ -160,6 +167,7 @@ async fn observe<T: Serialize>(
 
 async fn daily(
     State(state): State<AppState>,
+    caller: Caller,
     ValidQuery(q): ValidQuery<RangeQuery>,
 ) -> Result<Json<dashboard::Answer<dashboard::DailyRow>>, ApiError> {
     observe(&state, "daily", async {
@@ -167,7 +175,7 @@ async fn daily(
         let range = q.range(&f)?;
         state
             .dashboard
-            .daily(f, range)
+            .daily(caller.pii, f, range)
             .await
             .map_err(|e| api_error("query", e))
     })
@@ -176,6 +184,7 @@ async fn daily(
 
 async fn top_products(
     State(state): State<AppState>,
+    caller: Caller,
     ValidQuery(q): ValidQuery<RangeQuery>,
 ) -> Result<Json<dashboard::Answer<dashboard::ProductRow>>, ApiError> {
     observe(&state, "top_products", async {
@@ -185,7 +194,7 @@ async fn top_products(
         let range = q.range(&f)?;
         state
             .dashboard
-            .top_products(f, range, limit, category.as_deref())
+            .top_products(caller.pii, f, range, limit, category.as_deref())
             .await
             .map_err(|e| api_error("query", e))
     })
@@ -194,6 +203,7 @@ async fn top_products(
 
 async fn top_customers(
     State(state): State<AppState>,
+    caller: Caller,
     ValidQuery(q): ValidQuery<RangeQuery>,
 ) -> Result<Json<dashboard::Answer<dashboard::CustomerRow>>, ApiError> {
     observe(&state, "top_customers", async {
@@ -202,7 +212,7 @@ async fn top_customers(
         let range = q.range(&f)?;
         state
             .dashboard
-            .top_customers(f, range, limit)
+            .top_customers(caller.pii, f, range, limit)
             .await
             .map_err(|e| api_error("query", e))
     })
@@ -211,6 +221,7 @@ async fn top_customers(
 
 async fn trends(
     State(state): State<AppState>,
+    caller: Caller,
     ValidQuery(q): ValidQuery<RangeQuery>,
 ) -> Result<Json<dashboard::Answer<dashboard::TrendRow>>, ApiError> {
     observe(&state, "trends", async {
@@ -219,7 +230,7 @@ async fn trends(
         let range = q.range(&f)?;
         state
             .dashboard
-            .trends(f, range, period)
+            .trends(caller.pii, f, range, period)
             .await
             .map_err(|e| api_error("query", e))
     })
@@ -415,7 +426,7 @@ fn with_headers(mut resp: Response, headers: Vec<(&'static str, HeaderValue)>) -
 /// The query runs in a query worker; its answer is complete before the status is sent.
 async fn sql(
     State(state): State<AppState>,
-    Caller(caller): Caller,
+    caller: Caller,
     ValidQuery(q): ValidQuery<FormatQuery>,
     headers: HeaderMap,
     body: Bytes,
@@ -432,7 +443,7 @@ async fn sql(
 
 async fn run_sql(
     state: &AppState,
-    caller: &str,
+    caller: &Caller,
     text: &str,
     format: SqlFormat,
 ) -> Result<Response, ApiError> {
@@ -445,7 +456,8 @@ async fn run_sql(
         SqlFormat::Parquet => (Output::Parquet, ExportFormat::Parquet.content_type()),
         SqlFormat::Arrow => (Output::Arrow, ARROW_STREAM),
     };
-    let job = Job::new(caller, text, SessionKind::Interactive);
+    let mut job = Job::new(&caller.user, text, SessionKind::Interactive);
+    job.pii = caller.pii;
     let answer = state
         .executor
         .bytes(&job, output, true, Some(freshness.clone()))
@@ -491,7 +503,7 @@ struct ReportQuery {
 /// `GET /api/v1/reports/{name}.{csv|parquet}?from=&to=`: streamed.
 async fn report_file(
     State(state): State<AppState>,
-    Caller(caller): Caller,
+    caller: Caller,
     Path(file): Path<String>,
     ValidQuery(q): ValidQuery<ReportQuery>,
 ) -> Result<Response, ApiError> {
@@ -532,7 +544,7 @@ async fn report_file(
 /// `POST /api/v1/export?format=csv|parquet` with a query: an ad-hoc report, streamed.
 async fn export_sql(
     State(state): State<AppState>,
-    Caller(caller): Caller,
+    caller: Caller,
     ValidQuery(q): ValidQuery<FormatQuery>,
     headers: HeaderMap,
     body: Bytes,
@@ -548,7 +560,7 @@ async fn export_sql(
 /// Streams an export from its query worker; its query slot is held until the last byte.
 async fn stream_export(
     state: &AppState,
-    caller: &str,
+    caller: &Caller,
     sql: &str,
     format: ExportFormat,
     filename: &str,
@@ -556,7 +568,8 @@ async fn stream_export(
     field: &str,
 ) -> Result<Response, ApiError> {
     crate::engine::parse_read_only(sql).map_err(|e| api_error(field, e))?;
-    let job = Job::new(caller, sql, SessionKind::Export);
+    let mut job = Job::new(&caller.user, sql, SessionKind::Export);
+    job.pii = caller.pii;
     let answer = state
         .executor
         .bytes(&job, format.output(), false, None)

@@ -18,6 +18,7 @@ pub mod guard;
 pub mod isolation;
 pub mod metrics;
 pub mod pg;
+pub mod privacy;
 pub mod read_model;
 pub mod reconcile;
 pub mod startup;

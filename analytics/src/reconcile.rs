@@ -198,7 +198,7 @@ pub async fn read_model_sums(
     range: &DateRange,
 ) -> Result<ReadModelSums, QueryError> {
     let collect = |sql: String| async move {
-        let stream = engine.export(&sql).await?;
+        let stream = engine.export(crate::privacy::Pii::Visible, &sql).await?;
         let batches: Vec<arrow_array::RecordBatch> =
             futures::TryStreamExt::try_collect(stream).await?;
         Ok::<_, QueryError>(batches)

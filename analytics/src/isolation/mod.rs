@@ -46,7 +46,7 @@ pub use pool::QueryPool;
 pub use protocol::{Output, SessionKind};
 pub use worker::run_if_requested;
 
-use crate::engine::{Engine, QueryConfig, QueryError};
+use crate::engine::{Engine, Pii, QueryConfig, QueryError};
 use crate::export::Encoder;
 use admission::Admission;
 use protocol::{Init, Request};
@@ -63,6 +63,8 @@ pub struct Job {
     pub user: String,
     pub sql: String,
     pub session: SessionKind,
+    /// Whether the user may see personal data (administrators only).
+    pub pii: Pii,
     /// The values of `$1, $2, ...` (the Postgres extended protocol).
     pub params: Option<ParamValues>,
     /// A deadline shorter than the session's (a Postgres client's `statement_timeout`).
@@ -70,11 +72,13 @@ pub struct Job {
 }
 
 impl Job {
+    /// A query of `user`, who sees personal data masked unless `pii` is set otherwise.
     pub fn new(user: &str, sql: &str, session: SessionKind) -> Job {
         Job {
             user: user.to_owned(),
             sql: sql.to_owned(),
             session,
+            pii: Pii::Masked,
             params: None,
             timeout: None,
         }
@@ -188,6 +192,7 @@ impl Executor {
                 let request = Request {
                     sql: job.sql.clone(),
                     session: job.session,
+                    pii: job.pii,
                     output,
                     buffered,
                     has_params: params.is_some(),
@@ -214,6 +219,7 @@ impl Executor {
                 let request = Request {
                     sql: job.sql.clone(),
                     session: job.session,
+                    pii: job.pii,
                     output: Output::Arrow,
                     buffered: false,
                     has_params: params.is_some(),
@@ -235,7 +241,7 @@ impl Executor {
                 let deadline = tokio::time::Instant::now() + timeout;
                 match admission.acquire(&job.user, deadline).await {
                     Ok(permit) => engine
-                        .run_in(job.session, &job.sql, job.params.clone())
+                        .run_in(job.session, job.pii, &job.sql, job.params.clone())
                         .await
                         .map(|stream| {
                             let schema = stream.schema();
@@ -266,7 +272,7 @@ async fn in_process_bytes(
         .acquire(&job.user, tokio::time::Instant::now() + timeout)
         .await?;
     let mut stream = engine
-        .run_in(job.session, &job.sql, job.params.clone())
+        .run_in(job.session, job.pii, &job.sql, job.params.clone())
         .await?;
     let internal = |e: anyhow::Error| QueryError::Internal(e.to_string());
     let mut encoder = Encoder::for_output(output, stream.schema(), freshness).map_err(internal)?;

@@ -424,7 +424,7 @@ impl QueryPool {
         // A worker that died while idle fails the write: try a fresh one once.
         let mut worker = None;
         for _ in 0..2 {
-            let mut w = self.inner.take(deadline).await?;
+            let mut w = self.inner.take(deadline, timeout).await?;
             let sent = async {
                 write_frame(&mut w.stdin, Tag::Request, &header).await?;
                 if let Some(params) = params {
@@ -486,17 +486,20 @@ impl Inner {
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    /// An idle worker, or a new one when none is idle.
-    async fn take(self: &Arc<Self>, deadline: Instant) -> Result<Worker, QueryError> {
+    /// An idle worker, or a new one when none is idle; past `deadline` (the query's, which
+    /// is `timeout` from its start) the query has timed out.
+    async fn take(
+        self: &Arc<Self>,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<Worker, QueryError> {
         let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         self.replenish();
         match idle {
             Some(worker) => Ok(worker),
             None => match tokio::time::timeout_at(deadline, self.spawn()).await {
                 Ok(worker) => worker,
-                Err(_) => Err(QueryError::Unavailable(
-                    "no query worker was ready before the query's deadline".into(),
-                )),
+                Err(_) => Err(QueryError::Limit(GuardError::Timeout(timeout))),
             },
         }
     }

@@ -14,7 +14,7 @@ use shoplens_ingest::api::FreshnessReport;
 use shoplens_ingest::startup::ReadModelConfig;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::engine::{QueryConfig, QueryError};
+use crate::engine::{Pii, QueryConfig, QueryError};
 use crate::guard::GuardError;
 use crate::read_model::ReadModelError;
 
@@ -94,6 +94,8 @@ pub enum Output {
 pub struct Request {
     pub sql: String,
     pub session: SessionKind,
+    /// Whether the reader may see personal data.
+    pub pii: Pii,
     pub output: Output,
     /// Encode the whole answer before `Started`, so that any error is reported before the
     /// first byte (the HTTP SQL endpoint, whose status code depends on it). Exports stream.

@@ -89,9 +89,11 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let ctx = engine.interactive_context();
-    if let Err(e) = install_catalog(&ctx, &config.user) {
-        tracing::error!(error = %e, "cannot set up pg_catalog; the Postgres endpoint is off");
-        return Err(std::io::Error::other(e.to_string()));
+    for session in engine.contexts() {
+        if let Err(e) = install_catalog(&session, &config.user) {
+            tracing::error!(error = %e, "cannot set up pg_catalog; the Postgres endpoint is off");
+            return Err(std::io::Error::other(e.to_string()));
+        }
     }
     let shared = Arc::new(Shared::new(
         PgService::new(ctx, executor, max_result_bytes),

@@ -16,6 +16,7 @@ use datafusion::logical_expr::{TableProviderFilterPushDown, col, lit};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use rust_decimal::Decimal;
 use shoplens_analytics::clickhouse::{ClickHouseReadModel, LIVE_TTL};
+use shoplens_analytics::engine::Pii;
 use shoplens_analytics::{Engine, QueryError, ReadModel, ReadModelError, Table};
 use shoplens_contract::tables::RawTable;
 use shoplens_contract::{
@@ -418,7 +419,7 @@ async fn engine_over(model: Arc<ClickHouseReadModel>) -> Engine {
 /// The rows of a query as one batch.
 async fn rows(engine: &Engine, sql: &str) -> RecordBatch {
     let batches = engine
-        .collect(sql)
+        .collect(Pii::Visible, sql)
         .await
         .unwrap_or_else(|e| panic!("{} failed on {sql}: {e}", engine.back_end()));
     let schema = batches
@@ -596,7 +597,7 @@ async fn before_a_generation_is_live_tables_are_empty() {
     let engine = engine_over(model).await;
     for table in Table::all() {
         let batches = engine
-            .collect(&format!("SELECT * FROM {}", table.name()))
+            .collect(Pii::Visible, &format!("SELECT * FROM {}", table.name()))
             .await
             .unwrap_or_else(|e| panic!("{}: {e}", table.name()));
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
@@ -646,7 +647,7 @@ async fn clickhouse_down_is_an_unavailable_error() {
         "SELECT day, revenue FROM daily_sales WHERE day > DATE '2025-01-01'",
         "SELECT count(*) FROM products",
     ] {
-        match engine.collect(sql).await {
+        match engine.collect(Pii::Visible, sql).await {
             Err(QueryError::ReadModel(ReadModelError::Unavailable(m))) => {
                 assert!(m.contains("unreachable"), "{m}");
             }
