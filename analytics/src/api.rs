@@ -1,21 +1,24 @@
 //! The analytics HTTP API: the dashboard page and its JSON views, `POST /api/v1/sql`, the
 //! table catalogue, and report exports. `/health` and `/metrics` come from the kit.
 
-use std::net::SocketAddr;
 use std::time::Instant;
 
+use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use shoplens_ingest::api::FreshnessReport;
+use shoplens_kit::access::{
+    Access, Caller as KitCaller, Endpoints, SESSION_COOKIE, get, post, rules,
+};
 use shoplens_kit::http::{ApiError, ValidQuery};
+use shoplens_kit::identity::{AuthConfig, Identity, Role};
 
+use crate::audit::Audit;
 use crate::dashboard::{self, BadParam, Dashboard, DateRange};
 use crate::engine::{Engine, Pii, QueryError};
 use crate::export::{self, ExportFormat, REPORTS};
@@ -23,11 +26,17 @@ use crate::isolation::{Executor, Job, Output, SessionKind};
 use crate::metrics::AnalyticsMetrics;
 use crate::read_model::Table;
 use crate::reconcile::{ReconcileError, ReconcileReport, Reconciler};
+use crate::users::Users;
 
 #[derive(Clone)]
 pub struct AppState {
     /// Runs ad-hoc SQL and exports (in query workers).
     pub executor: Executor,
+    /// Who may sign in to the dashboard page.
+    pub users: Users,
+    /// The key sessions are signed with, and how long they last.
+    pub auth: AuthConfig,
+    pub session_ttl: std::time::Duration,
     /// The dashboard's fixed queries (in this process).
     pub dashboard: Dashboard,
     pub refresh_ms: u64,
@@ -42,22 +51,95 @@ impl AppState {
     }
 }
 
-pub fn routes(state: AppState) -> Router {
-    Router::new()
-        .route("/", get(|| async { Redirect::to("/dashboard") }))
-        .route("/dashboard", get(page))
-        .route("/api/v1/freshness", get(freshness))
-        .route("/api/v1/dashboard/daily", get(daily))
-        .route("/api/v1/dashboard/top-products", get(top_products))
-        .route("/api/v1/dashboard/top-customers", get(top_customers))
-        .route("/api/v1/dashboard/trends", get(trends))
-        .route("/api/v1/tables", get(tables))
-        .route("/api/v1/sql", post(sql))
-        .route("/api/v1/reports", get(reports))
-        .route("/api/v1/reports/{file}", get(report_file))
-        .route("/api/v1/export", post(export_sql))
-        .route("/api/v1/reconcile", get(reconcile))
-        .with_state(state)
+/// Who may call what: the page and signing in are open (the page asks its user to sign in);
+/// the dashboard's views are for viewers, SQL and exports for analysts, reconciliation for
+/// admins. Personal data is masked for everyone but admins (`crate::privacy`).
+pub fn endpoints() -> Endpoints<AppState> {
+    Endpoints::new()
+        .with(get("/", Access::Public, || async {
+            Redirect::to("/dashboard")
+        }))
+        .with(get("/dashboard", Access::Public, page))
+        .with(post("/login", Access::Public, login))
+        .with(post("/logout", Access::Public, logout))
+        .with(get("/api/v1/me", rules::VIEWERS, me))
+        .with(get("/api/v1/freshness", rules::VIEWERS, freshness))
+        .with(get("/api/v1/dashboard/daily", rules::VIEWERS, daily))
+        .with(get(
+            "/api/v1/dashboard/top-products",
+            rules::VIEWERS,
+            top_products,
+        ))
+        .with(get(
+            "/api/v1/dashboard/top-customers",
+            rules::VIEWERS,
+            top_customers,
+        ))
+        .with(get("/api/v1/dashboard/trends", rules::VIEWERS, trends))
+        .with(get("/api/v1/tables", rules::ANALYSTS, tables))
+        .with(post("/api/v1/sql", rules::ANALYSTS, sql))
+        .with(get("/api/v1/reports", rules::ANALYSTS, reports))
+        .with(get("/api/v1/reports/{file}", rules::ANALYSTS, report_file))
+        .with(post("/api/v1/export", rules::ANALYSTS, export_sql))
+        .with(get("/api/v1/reconcile", rules::ADMINS, reconcile))
+}
+
+/// The rules of the API's endpoints, for the access tests.
+pub fn rules() -> Vec<shoplens_kit::access::Rule> {
+    endpoints().rules()
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    user: String,
+    password: String,
+}
+
+/// `POST /login` (the page's form): a session cookie for a user whose password matches,
+/// then back to the dashboard.
+async fn login(State(state): State<AppState>, axum::Form(form): axum::Form<LoginForm>) -> Response {
+    match state.users.sign_in(&form.user, &form.password) {
+        Some(role) => {
+            let identity = Identity::new(form.user.clone(), role);
+            let token =
+                shoplens_kit::identity::issue(&state.auth.secret, &identity, state.session_ttl);
+            tracing::info!(user = %form.user, %role, "signed in to the dashboard");
+            let cookie = format!(
+                "{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+                state.session_ttl.as_secs()
+            );
+            let mut resp = Redirect::to("/dashboard").into_response();
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                resp.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            resp
+        }
+        None => {
+            tracing::warn!(user = %form.user.chars().take(64).collect::<String>(), "dashboard sign-in failed");
+            // A guess costs the guesser time, not the server (the sleep holds no thread).
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            Redirect::to("/dashboard?signin=failed").into_response()
+        }
+    }
+}
+
+/// `POST /logout`: the session cookie removed.
+async fn logout() -> Response {
+    let mut resp = Redirect::to("/dashboard").into_response();
+    resp.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("shoplens_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
+    );
+    resp
+}
+
+/// `GET /api/v1/me`: who is signed in.
+async fn me(KitCaller(who): KitCaller) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "user": who.subject,
+        "role": who.role,
+        "sees_personal_data": who.sees_personal_data(),
+    }))
 }
 
 const PAGE: &str = include_str!("dashboard.html");
@@ -66,24 +148,27 @@ async fn page(State(state): State<AppState>) -> Html<String> {
     Html(PAGE.replace("__REFRESH_MS__", &state.refresh_ms.to_string()))
 }
 
-/// Who sent a request: the name the per-user query limits count it under, and whether
-/// they may see personal data.
+/// Who sent a request (verified by the endpoint's access rule): the name the per-user query
+/// limits and the audit log count it under, and whether they may see personal data.
 pub struct Caller {
     pub user: String,
+    pub role: Role,
     pub pii: Pii,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
-    type Rejection = std::convert::Infallible;
+    type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string());
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let KitCaller(who) = KitCaller::from_request_parts(parts, state).await?;
         Ok(Caller {
-            user: format!("http:{ip}"),
-            pii: Pii::Masked,
+            user: who.subject.clone(),
+            role: who.role,
+            pii: if who.sees_personal_data() {
+                Pii::Visible
+            } else {
+                Pii::Masked
+            },
         })
     }
 }
@@ -399,6 +484,29 @@ fn sql_text(headers: &HeaderMap, body: &Bytes) -> Result<String, ApiError> {
     Ok(sql)
 }
 
+/// `answer` with its bytes counted in `audit`, which is finished with the answer's end.
+fn audited(
+    answer: crate::isolation::ByteStream,
+    audit: Audit,
+) -> impl futures::Stream<Item = Result<Bytes, QueryError>> + Send {
+    futures::stream::unfold(
+        (answer, Some(audit)),
+        |(mut answer, mut audit): (crate::isolation::ByteStream, Option<Audit>)| async move {
+            use futures::StreamExt;
+            let item = answer.next().await;
+            if let Some(a) = audit.as_mut() {
+                match &item {
+                    Some(Ok(bytes)) => a.add(0, bytes.len() as u64),
+                    Some(Err(e)) => a.finish(e.sqlstate().to_owned()),
+                    None => a.finish("ok"),
+                }
+            }
+            // At the end the state, and with it the audit (its line written), is dropped.
+            item.map(|i| (i, (answer, audit)))
+        },
+    )
+}
+
 fn freshness_headers(f: &FreshnessReport) -> Vec<(&'static str, HeaderValue)> {
     let mut out = vec![("x-shoplens-generation", HeaderValue::from(f.generation))];
     if let Some(as_of) = f
@@ -447,8 +555,12 @@ async fn run_sql(
     text: &str,
     format: SqlFormat,
 ) -> Result<Response, ApiError> {
+    let mut audit = Audit::start(&state.metrics, "http", &caller.user, caller.role, text);
     // The first line of defence, before any worker: one read-only statement.
-    crate::engine::parse_read_only(text).map_err(|e| api_error("sql", e))?;
+    if let Err(e) = crate::engine::parse_read_only(text) {
+        audit.finish(e.sqlstate().to_owned());
+        return Err(api_error("sql", e));
+    }
     let freshness = current_freshness(state).await?;
     let (output, content_type) = match format {
         SqlFormat::Json => (Output::Json, "application/json"),
@@ -458,14 +570,21 @@ async fn run_sql(
     };
     let mut job = Job::new(&caller.user, text, SessionKind::Interactive);
     job.pii = caller.pii;
-    let answer = state
+    job.role = caller.role;
+    let answer = match state
         .executor
-        .bytes(&job, output, true, Some(freshness.clone()))
+        .bytes(&job, output, true, Some(freshness.clone()), audit.rows())
         .await
-        .map_err(|e| api_error("sql", e))?;
+    {
+        Ok(answer) => answer,
+        Err(e) => {
+            audit.finish(e.sqlstate().to_owned());
+            return Err(api_error("sql", e));
+        }
+    };
     let resp = (
         [(header::CONTENT_TYPE, content_type)],
-        Body::from_stream(answer),
+        Body::from_stream(audited(answer, audit)),
     )
         .into_response();
     Ok(with_headers(resp, freshness_headers(&freshness)))
@@ -567,16 +686,27 @@ async fn stream_export(
     freshness: &FreshnessReport,
     field: &str,
 ) -> Result<Response, ApiError> {
-    crate::engine::parse_read_only(sql).map_err(|e| api_error(field, e))?;
+    let mut audit = Audit::start(&state.metrics, "export", &caller.user, caller.role, sql);
+    if let Err(e) = crate::engine::parse_read_only(sql) {
+        audit.finish(e.sqlstate().to_owned());
+        return Err(api_error(field, e));
+    }
     let mut job = Job::new(&caller.user, sql, SessionKind::Export);
     job.pii = caller.pii;
-    let answer = state
+    job.role = caller.role;
+    let answer = match state
         .executor
-        .bytes(&job, format.output(), false, None)
+        .bytes(&job, format.output(), false, None, audit.rows())
         .await
-        .map_err(|e| api_error(field, e))?;
+    {
+        Ok(answer) => answer,
+        Err(e) => {
+            audit.finish(e.sqlstate().to_owned());
+            return Err(api_error(field, e));
+        }
+    };
     state.metrics.exports.inc();
-    let body = Body::from_stream(answer.inspect_err(|e| {
+    let body = Body::from_stream(audited(answer, audit).inspect_err(|e| {
         tracing::warn!(error = %e, "export failed mid-stream");
     }));
     let mut resp = (StatusCode::OK, body).into_response();

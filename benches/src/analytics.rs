@@ -1038,7 +1038,6 @@ async fn measure_size(
     };
     config.http.request_timeout_ms = opts.query_timeout_ms;
     config.sql.listen = ([127, 0, 0, 1], 0).into();
-    config.sql.password = unique("bench");
     let engine = shoplens_analytics::startup::engine(&loaded.read_model, &query)
         .await
         .with_context(|| format!("{}: failed to open the read model", backend.name()))?;
@@ -1046,9 +1045,9 @@ async fn measure_size(
         .await
         .context("failed to start the analytics server")?;
     let base = handle.url();
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_millis(opts.query_timeout_ms + 30_000))
-        .build()?;
+    let client = crate::admin_client(
+        reqwest::Client::builder().timeout(Duration::from_millis(opts.query_timeout_ms + 30_000)),
+    )?;
 
     let mut table_rows = BTreeMap::new();
     for table in COUNTED_TABLES {

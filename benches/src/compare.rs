@@ -28,7 +28,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Serialize;
 use serde_json::{Value, json};
-use shoplens_composer::auth::{Role, issue_token};
+use shoplens_kit::identity::{Identity, Role, issue as issue_token};
 use tokio::time::Instant;
 
 use crate::ingest::Backend;
@@ -38,7 +38,7 @@ use crate::results::median;
 use crate::servers::Servers;
 use crate::shop::{ReadSet, Shop, ShopSize};
 
-const SECRET: &str = "shoplens-bench-secret";
+use crate::SECRET;
 /// Open-loop requests in flight at most (beyond that they are counted as dropped).
 const MAX_IN_FLIGHT: usize = 1024;
 
@@ -752,7 +752,7 @@ async fn measure(
         "starting and seeding the shop"
     );
     let mut shop = Shop::start_with(&size, |config| {
-        config.composer.auth.secret = SECRET.into();
+        config.auth.secret = SECRET.into();
         if let Some(s) = servers {
             config.bus.kind = shoplens::config::BusKind::Kafka;
             config.bus.kafka.brokers = s.kafka_brokers.clone();
@@ -765,9 +765,7 @@ async fn measure(
     let today = chrono::Utc::now().date_naive();
     let info = &shop.system.info;
     let clients = Clients {
-        http: reqwest::Client::builder()
-            .pool_max_idle_per_host(4096)
-            .build()?,
+        http: crate::admin_client(reqwest::Client::builder().pool_max_idle_per_host(4096))?,
         composer: info.composer.as_str().into(),
         analytics: info
             .analytics
@@ -777,7 +775,11 @@ async fn measure(
         order: info.order.as_str().into(),
         auth: format!(
             "Bearer {}",
-            issue_token(SECRET, &Role::Admin, Duration::from_secs(24 * 3600))
+            issue_token(
+                SECRET,
+                &Identity::new("admin", Role::Admin),
+                Duration::from_secs(24 * 3600)
+            )
         )
         .into(),
         range: format!(

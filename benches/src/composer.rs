@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde::Serialize;
-use shoplens_composer::auth::{Role, issue_token};
 use shoplens_composer::{ComposerConfig, ServiceUrls};
+use shoplens_kit::identity::{Identity, Role, issue as issue_token};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -34,7 +34,7 @@ use crate::results::median;
 use crate::shop::{Shop, ShopSize, WriterReport, spawn_writer};
 
 /// The token secret of the benchmark's composers.
-const SECRET: &str = "shoplens-bench-secret";
+use crate::SECRET;
 /// Open-loop requests in flight at most (bounds memory if a mode cannot keep up).
 const MAX_IN_FLIGHT: usize = 2048;
 
@@ -680,12 +680,14 @@ pub async fn run(opts: &ComposerOptions) -> anyhow::Result<ComposerResults> {
     let bench = Bench {
         shop: &shop,
         opts,
-        client: reqwest::Client::builder()
-            .pool_max_idle_per_host(4096)
-            .build()?,
+        client: crate::admin_client(reqwest::Client::builder().pool_max_idle_per_host(4096))?,
         auth: format!(
             "Bearer {}",
-            issue_token(SECRET, &Role::Admin, Duration::from_secs(24 * 3600))
+            issue_token(
+                SECRET,
+                &Identity::new("admin", Role::Admin),
+                Duration::from_secs(24 * 3600)
+            )
         )
         .into(),
     };

@@ -19,14 +19,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde::Serialize;
-use shoplens_composer::auth::{Role, issue_token};
+use shoplens_kit::identity::{Identity, Role, issue as issue_token};
 
 use crate::histogram::Histogram;
 use crate::machine::Machine;
 use crate::results;
 use crate::shop::{Shop, ShopSize};
 
-const SECRET: &str = "isolation-bench-secret-0123456789abcdef";
+use crate::SECRET;
 const TITLE: &str = "Query isolation";
 
 /// What the scenario runs.
@@ -207,7 +207,7 @@ async fn start(opts: &IsolationOptions, isolated: bool) -> anyhow::Result<Shop> 
         zipf_exponent: 1.0,
     };
     Shop::start_with(&size, |config| {
-        config.composer.auth.secret = SECRET.into();
+        config.auth.secret = SECRET.into();
         let q = &mut config.analytics.query;
         q.timeout_ms = 3_000;
         q.workers.enabled = isolated;
@@ -230,7 +230,7 @@ async fn one_run(opts: &IsolationOptions) -> anyhow::Result<Run> {
         .analytics
         .clone()
         .context("no analytics server")?;
-    let http = reqwest::Client::new();
+    let http = crate::admin_client(reqwest::Client::builder())?;
 
     // 1. The shop, idle and under hostile queries.
     (run.create_idle, run.summary_idle) = shop_latency(&shop, &http, opts.duration).await;
@@ -318,7 +318,11 @@ async fn shop_latency(
         let (http, url) = (http.clone(), shop.system.info.composer.clone());
         let orders = orders.clone();
         readers.spawn(async move {
-            let token = issue_token(SECRET, &Role::Admin, Duration::from_secs(3600));
+            let token = issue_token(
+                SECRET,
+                &Identity::new("admin", Role::Admin),
+                Duration::from_secs(3600),
+            );
             let (mut h, mut errors, mut k) = (Histogram::default(), 0u64, c);
             while Instant::now() < until {
                 k += 7;

@@ -125,9 +125,12 @@ async fn run_only_starts_the_named_components_and_reaches_the_others_over_http()
             .await
             .unwrap();
     orders.close().await;
-    let token = shoplens_composer::auth::issue_token(
+    let token = shoplens_kit::identity::issue(
         SECRET,
-        &shoplens_composer::auth::Role::Customer(customer_id.clone()),
+        &shoplens_kit::identity::Identity::new(
+            customer_id.clone(),
+            shoplens_kit::identity::Role::Customer,
+        ),
         Duration::from_secs(60),
     );
     let summary: serde_json::Value = reqwest::Client::new()

@@ -196,9 +196,12 @@ struct ProbeReport {
 /// `stop`.
 async fn probe(sys: Arc<System>, stop: Arc<AtomicBool>) -> ProbeReport {
     let mut report = ProbeReport::default();
-    let token = shoplens_composer::auth::issue_token(
+    let token = shoplens_kit::identity::issue(
         SECRET,
-        &shoplens_composer::auth::Role::Customer(sys.customer.clone()),
+        &shoplens_kit::identity::Identity::new(
+            sys.customer.clone(),
+            shoplens_kit::identity::Role::Customer,
+        ),
         Duration::from_secs(3600),
     );
     while !stop.load(Ordering::SeqCst) {

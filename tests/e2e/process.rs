@@ -6,6 +6,16 @@ use std::time::{Duration, Instant};
 
 use shoplens::RunInfo;
 
+/// A service token for a system started with the default `auth` key (the simulator's and
+/// the tests' calls to the services carry one).
+pub fn service_token() -> String {
+    shoplens_kit::identity::ServiceToken::new(
+        &shoplens_kit::identity::AuthConfig::default(),
+        "test",
+    )
+    .token()
+}
+
 /// A `shoplens run` process; killed on drop if still running.
 pub struct Shoplens {
     pub child: Child,

@@ -30,7 +30,9 @@ use tokio::time::Instant;
 
 use super::admission::{Admission, Permit};
 use super::metrics::PoolMetrics;
-use super::protocol::{self, Init, MAX_FRAME, Request, Tag, WireError, read_frame, write_frame};
+use super::protocol::{
+    self, End, Init, MAX_FRAME, Request, Tag, WireError, read_frame, write_frame,
+};
 use super::worker::SUBCOMMAND;
 use crate::engine::{QueryError, WorkersConfig};
 use crate::guard::GuardError;
@@ -184,9 +186,17 @@ pub struct Running {
     timeout: Duration,
     cpu_seconds: u64,
     done: bool,
+    /// Where the answer's row count goes when the worker reports it.
+    rows: Option<Arc<AtomicU64>>,
 }
 
 impl Running {
+    /// The answer's row count is added to `rows` when it ends.
+    pub fn count_rows(mut self, rows: Arc<AtomicU64>) -> Running {
+        self.rows = Some(rows);
+        self
+    }
+
     async fn frame(&mut self) -> Result<(Tag, Vec<u8>), QueryError> {
         let Some(worker) = self.worker.as_mut() else {
             return Err(QueryError::Internal("the query has no worker".into()));
@@ -223,7 +233,10 @@ impl Running {
         }
         match self.frame().await {
             Ok((Tag::Data, bytes)) => Some(Ok(Bytes::from(bytes))),
-            Ok((Tag::End, _)) => {
+            Ok((Tag::End, payload)) => {
+                if let (Some(rows), Ok(end)) = (&self.rows, protocol::parse::<End>(&payload)) {
+                    rows.fetch_add(end.rows, Ordering::Relaxed);
+                }
                 if let Some(w) = self.take_worker() {
                     self.pool.give_back(w);
                 }
@@ -459,6 +472,7 @@ impl QueryPool {
             timeout,
             cpu_seconds: request.cpu_seconds,
             done: false,
+            rows: None,
         };
         match running.frame().await? {
             (Tag::Started, _) => Ok(running),

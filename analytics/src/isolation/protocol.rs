@@ -61,8 +61,8 @@ impl Tag {
 pub struct Init {
     pub read_model: ReadModelConfig,
     pub query: QueryConfig,
-    /// The Postgres user the catalog (`pg_roles`) names.
-    pub pg_user: String,
+    /// The Postgres users the catalog (`pg_roles`) lists.
+    pub pg_users: Vec<String>,
 }
 
 /// Which session a query runs in.

@@ -110,7 +110,7 @@ async fn serve(init: Init) -> io::Result<()> {
         .await
         .map_err(|e| io::Error::other(format!("cannot build the engine: {e}")))?;
     for ctx in engine.contexts() {
-        crate::pg::install_catalog(&ctx, &init.pg_user)
+        crate::pg::install_catalog(&ctx, &init.pg_users)
             .map_err(|e| io::Error::other(format!("cannot set up pg_catalog: {e}")))?;
     }
     // The first query of a session sets up what every later one reuses.

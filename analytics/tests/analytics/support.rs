@@ -6,6 +6,8 @@
 use std::sync::Arc;
 
 use shoplens_analytics::config::{AnalyticsConfig, PgConfig};
+use shoplens_analytics::users::UserConfig;
+use shoplens_kit::identity::{Identity, Role};
 use shoplens_analytics::embedded::EmbeddedReadModel;
 use shoplens_analytics::{AnalyticsHandle, Engine, QueryConfig};
 use shoplens_contract::Envelope;
@@ -85,18 +87,59 @@ pub struct TestApp {
     pub client: reqwest::Client,
 }
 
+/// The users of test servers: an admin (`PG_USER`), an analyst and a viewer, all with
+/// `PG_PASSWORD`.
+pub fn test_users() -> Vec<UserConfig> {
+    [
+        (PG_USER, Role::Admin),
+        (ANALYST, Role::Analyst),
+        (VIEWER, Role::Viewer),
+    ]
+    .into_iter()
+    .map(|(name, role)| UserConfig {
+        name: name.into(),
+        role,
+        password_hash: shoplens_analytics::users::hash(PG_PASSWORD),
+    })
+    .collect()
+}
+
+pub const ANALYST: &str = "ann-analyst";
+pub const VIEWER: &str = "vic-viewer";
+
 pub fn app_config() -> AnalyticsConfig {
     AnalyticsConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         sql: PgConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
-            user: PG_USER.into(),
-            password: PG_PASSWORD.into(),
             ..PgConfig::default()
         },
+        users: test_users(),
         dashboard_refresh_ms: 1_000,
         ..AnalyticsConfig::default()
     }
+}
+
+/// A bearer token of `role` for the test servers (which check the development key).
+pub fn token(role: Role) -> String {
+    shoplens_kit::identity::issue(
+        shoplens_kit::identity::DEV_SECRET,
+        &Identity::new(format!("test-{role}"), role),
+        std::time::Duration::from_secs(3600),
+    )
+}
+
+/// A client whose requests carry a token of `role`.
+pub fn client_as(role: Role) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {}", token(role)).parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
 }
 
 pub async fn spawn_app(engine: Engine) -> TestApp {
@@ -111,7 +154,8 @@ pub async fn spawn_app_with(engine: Engine, config: &AnalyticsConfig) -> TestApp
         url: handle.url(),
         pg_port: handle.pg_addr().map_or(0, |a| a.port()),
         handle,
-        client: reqwest::Client::new(),
+        // Most tests are about what the server answers, not who may ask: as an admin.
+        client: client_as(Role::Admin),
     }
 }
 

@@ -12,13 +12,15 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use reqwest::Method;
 use serde_json::{Value, json};
-use shoplens_composer::auth::{Role, issue_token};
 use shoplens_composer::{ComposerConfig, ComposerHandle, ServiceUrls};
 use shoplens_kit::ServiceHandle;
+use shoplens_kit::identity::{Identity, Role, issue as issue_token};
 use shoplens_kit::testing::TestEnv;
 use tokio_util::sync::CancellationToken;
 
-pub const SECRET: &str = "test-secret";
+/// The services of the tests check tokens with the development key: the composer signs its
+/// calls with the same.
+pub const SECRET: &str = shoplens_kit::identity::DEV_SECRET;
 
 /// The five services, each reachable through a [`Double`] (passing through by default) so
 /// a test can make any of them fail or hang.
@@ -78,7 +80,7 @@ pub async fn spawn_shop() -> Shop {
             Some(shipping),
         ],
         doubles,
-        http: reqwest::Client::new(),
+        http: shoplens_kit::testing::authorized_client(&Default::default()),
     }
 }
 
@@ -144,13 +146,17 @@ pub struct Composer {
 pub fn customer_token(customer_id: &str) -> String {
     issue_token(
         SECRET,
-        &Role::Customer(customer_id.to_owned()),
+        &Identity::new(customer_id.to_owned(), Role::Customer),
         Duration::from_secs(600),
     )
 }
 
 pub fn admin_token() -> String {
-    issue_token(SECRET, &Role::Admin, Duration::from_secs(600))
+    issue_token(
+        SECRET,
+        &Identity::new("admin", Role::Admin),
+        Duration::from_secs(600),
+    )
 }
 
 impl Composer {

@@ -126,6 +126,22 @@ where
     Endpoint::new(Method::PUT, path, access, handler)
 }
 
+/// `PATCH path`, callable as `access` says.
+pub fn patch<S, H, T>(path: &'static str, access: Access, handler: H) -> Endpoint<S>
+where
+    S: Clone + Send + Sync + 'static,
+    H: Handler<T, S>,
+    T: 'static,
+{
+    Endpoint::new(Method::PATCH, path, access, handler)
+}
+
+/// A server's routes with their state and access checks applied, and the rules they have.
+pub struct Routes {
+    pub router: Router,
+    pub rules: Vec<Rule>,
+}
+
 /// A server's endpoints.
 pub struct Endpoints<S> {
     list: Vec<Endpoint<S>>,
@@ -162,6 +178,15 @@ impl<S: Clone + Send + Sync + 'static> Endpoints<S> {
                 access: e.access,
             })
             .collect()
+    }
+
+    /// The routes of these endpoints over `state`, each behind its access check.
+    pub fn with_state(self, state: S, verifier: &Verifier) -> Routes {
+        let rules = self.rules();
+        Routes {
+            router: self.into_router(verifier.clone()).with_state(state),
+            rules,
+        }
     }
 
     /// The router of these endpoints, each behind its access check.

@@ -199,6 +199,19 @@ impl AuthConfig {
         Ok(())
     }
 
+    /// Refuses what would let others in: a key shorter than [`MIN_SECRET_BYTES`], or the
+    /// built-in development key on a server that listens beyond loopback (`listen`). The
+    /// error names the key and says how to set it.
+    pub fn check_exposure(&self, listen: std::net::SocketAddr) -> Result<(), String> {
+        self.validate("auth.secret")?;
+        if self.is_dev_secret() && !listen.ip().is_loopback() {
+            return Err(format!(
+                "auth.secret is the built-in development key, and this server would listen on                  {listen}, beyond loopback: set SHOPLENS_AUTH__SECRET to a key of your own                  (`openssl rand -hex 32`)"
+            ));
+        }
+        Ok(())
+    }
+
     /// A token for `identity`, valid for `token_ttl_secs`.
     pub fn issue(&self, identity: &Identity) -> String {
         issue(
@@ -337,6 +350,56 @@ impl Verifier {
         let role = Role::parse(&data.claims.role)
             .ok_or_else(|| AuthError::Invalid(format!("unknown role `{}`", data.claims.role)))?;
         identity(data.claims.sub, role)
+    }
+}
+
+/// The bearer token a server sends when it calls another (role `service`), minted from the
+/// shared secret and renewed before it expires. Cheap to clone.
+#[derive(Clone)]
+pub struct ServiceToken {
+    inner: Arc<std::sync::Mutex<(String, u64)>>,
+    secret: Arc<str>,
+    subject: Arc<str>,
+}
+
+impl std::fmt::Debug for ServiceToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceToken")
+            .field("subject", &self.subject)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A service token's lifetime; it is renewed when less than a quarter is left.
+const SERVICE_TOKEN_TTL: Duration = Duration::from_secs(3600);
+
+impl ServiceToken {
+    /// Tokens naming `subject` (the calling server, e.g. `composer`).
+    pub fn new(config: &AuthConfig, subject: &str) -> ServiceToken {
+        ServiceToken {
+            inner: Arc::new(std::sync::Mutex::new((String::new(), 0))),
+            secret: config.secret.as_str().into(),
+            subject: subject.into(),
+        }
+    }
+
+    /// The current token.
+    pub fn token(&self) -> String {
+        let mut current = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let now = now_secs();
+        if current.1 < now + SERVICE_TOKEN_TTL.as_secs() / 4 {
+            let identity = Identity::new(self.subject.as_ref(), Role::Service);
+            *current = (
+                issue(&self.secret, &identity, SERVICE_TOKEN_TTL),
+                now + SERVICE_TOKEN_TTL.as_secs(),
+            );
+        }
+        current.0.clone()
+    }
+
+    /// `Bearer <token>`, for an `Authorization` header.
+    pub fn header(&self) -> String {
+        format!("Bearer {}", self.token())
     }
 }
 
@@ -580,6 +643,27 @@ mod tests {
         assert!(idp.validate("auth").is_err());
         assert!(format!("{idp:?}").contains("***"));
         assert!(!format!("{idp:?}").contains(DEV_SECRET));
+    }
+
+    #[test]
+    fn the_development_key_stays_on_loopback() {
+        let dev = AuthConfig::default();
+        assert!(
+            dev.check_exposure("127.0.0.1:8081".parse().unwrap())
+                .is_ok()
+        );
+        let e = dev
+            .check_exposure("0.0.0.0:8081".parse().unwrap())
+            .unwrap_err();
+        assert!(
+            e.contains("auth.secret") && e.contains("SHOPLENS_AUTH__SECRET"),
+            "{e}"
+        );
+        let own = AuthConfig {
+            secret: KEY.into(),
+            ..AuthConfig::default()
+        };
+        assert!(own.check_exposure("0.0.0.0:8081".parse().unwrap()).is_ok());
     }
 
     #[test]
