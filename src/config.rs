@@ -321,7 +321,10 @@ password = "ch-s3cret-3"
         )
         .unwrap();
         let config: Config = shoplens_kit::config::load(Some(&file)).unwrap();
-        assert_eq!(config.auth.secret, "jwt-s3cret-1-0123456789abcdef0123456789");
+        assert_eq!(
+            config.auth.secret,
+            "jwt-s3cret-1-0123456789abcdef0123456789"
+        );
         assert_eq!(config.analytics.users[0].password_hash, "pg-s3cret-2");
         assert_eq!(config.read_model.clickhouse.password, "ch-s3cret-3");
         // Every server of the process checks the root key.

@@ -543,10 +543,18 @@ async fn hostile_queries_never_hurt_the_shop_on_clickhouse() {
         return;
     };
     let database = format!("hostile_{}", std::process::id());
+    let reader = std::env::var("SHOPLENS_TEST_CLICKHOUSE_READER").unwrap_or_default();
+    let password = std::env::var("SHOPLENS_TEST_CLICKHOUSE_READER_PASSWORD").unwrap_or_default();
     hostile_suite(&[
         ("SHOPLENS_READ_MODEL__KIND", "clickhouse"),
         ("SHOPLENS_READ_MODEL__CLICKHOUSE__URL", &url),
         ("SHOPLENS_READ_MODEL__CLICKHOUSE__DATABASE", &database),
+        // The analytics server reads as the read-only user, the worker writes as `default`.
+        ("SHOPLENS_READ_MODEL__CLICKHOUSE__READER_USER", &reader),
+        (
+            "SHOPLENS_READ_MODEL__CLICKHOUSE__READER_PASSWORD",
+            &password,
+        ),
     ])
     .await;
 }

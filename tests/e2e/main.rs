@@ -1,5 +1,6 @@
 //! End-to-end tests of the `shoplens` binary: the real process, real files, real signals.
 
+mod access;
 mod analytics;
 mod components;
 mod compose;

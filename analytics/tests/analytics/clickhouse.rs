@@ -798,3 +798,67 @@ async fn the_dashboard_answers_identically_on_both_back_ends() {
         assert_eq!(e, c, "{view}");
     }
 }
+
+/// The analytics server reads ClickHouse as a read-only user with server-side limits: it
+/// answers, and the same user can neither write nor escape its limits.
+#[tokio::test]
+async fn the_analytics_server_reads_as_a_read_only_user_with_limits() {
+    let Ok(reader) = std::env::var("SHOPLENS_TEST_CLICKHOUSE_READER") else {
+        eprintln!("skipped: no SHOPLENS_TEST_CLICKHOUSE_READER");
+        return;
+    };
+    let password = std::env::var("SHOPLENS_TEST_CLICKHOUSE_READER_PASSWORD").unwrap_or_default();
+    let events = support::events();
+    let (config, engine) = support::clickhouse_engine("readonly", &events).await;
+    assert_eq!(config.reader().0, reader);
+    let orders = rows(&engine, "SELECT count(*) AS n FROM orders").await;
+    assert!(orders.num_rows() == 1);
+    let http = reqwest::Client::new();
+    let ask = |sql: String| {
+        let (http, url, reader, password) = (
+            http.clone(),
+            support::clickhouse_url(),
+            reader.clone(),
+            password.clone(),
+        );
+        async move {
+            let resp = http
+                .post(url)
+                .header("X-ClickHouse-User", reader)
+                .header("X-ClickHouse-Key", password)
+                .body(sql)
+                .send()
+                .await
+                .unwrap();
+            (
+                resp.status().as_u16(),
+                resp.text().await.unwrap_or_default(),
+            )
+        }
+    };
+    let db = format!("{}_g1", config.database);
+    for write in [
+        format!("INSERT INTO {db}.orders (event_id) VALUES ('x')"),
+        format!("CREATE TABLE {db}.evil (a UInt8) ENGINE = Memory"),
+        format!("DROP TABLE {db}.orders"),
+        "SET readonly = 0".to_owned(),
+    ] {
+        let (status, body) = ask(write.clone()).await;
+        assert_ne!(status, 200, "{write}: {body}");
+        assert!(
+            body.contains("readonly") || body.contains("Cannot"),
+            "{write}: {body}"
+        );
+    }
+    for (setting, value) in [
+        ("readonly", "1"),
+        ("max_execution_time", "60"),
+        ("max_result_rows", "100000000"),
+    ] {
+        let (status, body) = ask(format!(
+            "SELECT value FROM system.settings WHERE name = '{setting}'"
+        ))
+        .await;
+        assert_eq!((status, body.trim()), (200, value), "{setting}");
+    }
+}

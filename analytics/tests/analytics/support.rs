@@ -6,15 +6,15 @@
 use std::sync::Arc;
 
 use shoplens_analytics::config::{AnalyticsConfig, PgConfig};
-use shoplens_analytics::users::UserConfig;
-use shoplens_kit::identity::{Identity, Role};
 use shoplens_analytics::embedded::EmbeddedReadModel;
+use shoplens_analytics::users::UserConfig;
 use shoplens_analytics::{AnalyticsHandle, Engine, QueryConfig};
 use shoplens_contract::Envelope;
 use shoplens_ingest::embedded::{EmbeddedConfig, EmbeddedStore};
 use shoplens_ingest::rows::to_batches;
 use shoplens_ingest::sink::{IngestBatch, ReadModelStore, Sink};
 use shoplens_ingest::synthetic::{StreamSpec, shop_events};
+use shoplens_kit::identity::{Identity, Role};
 use tempfile::TempDir;
 
 /// The password test servers' Postgres endpoint accepts (user `shoplens`).
@@ -83,6 +83,10 @@ pub async fn embedded_engine_at(dir: &TempDir, config: &QueryConfig) -> Engine {
 pub struct TestApp {
     pub handle: AnalyticsHandle,
     pub url: String,
+    /// The server behind a proxy that adds an admin's session cookie to every request: what
+    /// a browser signed in to the dashboard sends (for headless Chromium, which cannot be
+    /// handed a cookie on its command line).
+    pub signed_in_url: String,
     pub pg_port: u16,
     pub client: reqwest::Client,
 }
@@ -151,6 +155,7 @@ pub async fn spawn_app_with(engine: Engine, config: &AnalyticsConfig) -> TestApp
         .await
         .expect("start the analytics server");
     TestApp {
+        signed_in_url: signed_in_proxy(handle.url(), Role::Admin).await,
         url: handle.url(),
         pg_port: handle.pg_addr().map_or(0, |a| a.port()),
         handle,
@@ -208,6 +213,11 @@ pub fn clickhouse_config(test: &str) -> shoplens_ingest::clickhouse::ClickHouseC
             NEXT.fetch_add(1, Ordering::Relaxed)
         ),
         request_timeout_ms: 20_000,
+        // The analytics server reads as the read-only user the test script creates; the
+        // ingest store writes as `default`.
+        reader_user: std::env::var("SHOPLENS_TEST_CLICKHOUSE_READER").unwrap_or_default(),
+        reader_password: std::env::var("SHOPLENS_TEST_CLICKHOUSE_READER_PASSWORD")
+            .unwrap_or_default(),
         ..Default::default()
     }
 }
@@ -241,4 +251,44 @@ pub async fn clickhouse_engine(
         .await
         .expect("engine");
     (config, engine)
+}
+
+/// A proxy on port 0 in front of `upstream` that adds a session cookie of `role` to every
+/// request; its base URL.
+pub async fn signed_in_proxy(upstream: String, role: Role) -> String {
+    use axum::body::{Body, to_bytes};
+    use axum::extract::Request;
+    use axum::response::Response;
+    let cookie = format!("{}={}", shoplens_kit::access::SESSION_COOKIE, token(role));
+    let http = reqwest::Client::new();
+    let forward = move |req: Request| {
+        let (http, upstream, cookie) = (http.clone(), upstream.clone(), cookie.clone());
+        async move {
+            let path = req
+                .uri()
+                .path_and_query()
+                .map_or("/".to_owned(), |p| p.to_string());
+            let method = req.method().clone();
+            let body = to_bytes(req.into_body(), 1 << 20).await.unwrap_or_default();
+            let resp = http
+                .request(method, format!("{upstream}{path}"))
+                .header("cookie", cookie)
+                .body(body)
+                .send()
+                .await
+                .expect("the upstream answers");
+            let mut out = Response::builder().status(resp.status().as_u16());
+            for (k, v) in resp.headers() {
+                out = out.header(k.as_str(), v.as_bytes());
+            }
+            out.body(Body::from(resp.bytes().await.unwrap_or_default()))
+                .unwrap()
+        }
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, axum::Router::new().fallback(forward)).await;
+    });
+    format!("http://{addr}")
 }

@@ -249,10 +249,12 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ValidQuery<T> 
 }
 
 /// The standard endpoints every server has: `/health` (open, for health checks),
-/// `/metrics` (Prometheus; monitors and admins) and `/openapi.json` (open).
+/// `/metrics` (Prometheus; monitors and admins) and, when the server has one, its OpenAPI
+/// document `/openapi.json` (open).
 fn standard_endpoints(openapi: Option<serde_json::Value>) -> Endpoints<Arc<Metrics>> {
+    let with_document = openapi.is_some();
     let openapi = Arc::new(openapi);
-    Endpoints::new()
+    let endpoints = Endpoints::new()
         .with(access::get("/health", Access::Public, || async {
             Json(serde_json::json!({"status": "ok"}))
         }))
@@ -268,21 +270,25 @@ fn standard_endpoints(openapi: Option<serde_json::Value>) -> Endpoints<Arc<Metri
                     m.encode(),
                 )
             },
-        ))
-        .with(access::get("/openapi.json", Access::Public, move || {
-            let openapi = openapi.clone();
-            async move {
-                match openapi.as_ref() {
-                    Some(doc) => Json(doc.clone()).into_response(),
-                    None => ApiError::not_found("document", "openapi.json").into_response(),
-                }
+        ));
+    if !with_document {
+        return endpoints;
+    }
+    endpoints.with(access::get("/openapi.json", Access::Public, move || {
+        let openapi = openapi.clone();
+        async move {
+            match openapi.as_ref() {
+                Some(doc) => Json(doc.clone()).into_response(),
+                None => ApiError::not_found("document", "openapi.json").into_response(),
             }
-        }))
+        }
+    }))
 }
 
-/// The rules of the standard endpoints, for the access tests.
-pub fn standard_rules() -> Vec<Rule> {
-    standard_endpoints(None).rules()
+/// The rules of the standard endpoints of a server with (`openapi`) or without an OpenAPI
+/// document, for the access tests.
+pub fn standard_rules(openapi: bool) -> Vec<Rule> {
+    standard_endpoints(openapi.then(|| serde_json::json!({}))).rules()
 }
 
 /// Adds the standard endpoints and middleware to a server's routes (built from its
