@@ -213,6 +213,8 @@ impl Config {
             svc.auth = self.auth.clone();
         }
         self.ingest.auth = self.auth.clone();
+        self.composer.auth = self.auth.clone();
+        self.analytics.auth = self.auth.clone();
         self
     }
 
@@ -265,6 +267,30 @@ impl Config {
             self.composer
                 .validate()
                 .map_err(|e| e.context("invalid [composer] configuration"))?;
+        }
+        // Nothing with the development key (or users) where others can reach it.
+        for (c, name, svc) in [
+            (Component::Customer, "customer", &self.customer),
+            (Component::Product, "product", &self.product),
+            (Component::Order, "order", &self.order),
+            (Component::Payment, "payment", &self.payment),
+            (Component::Shipping, "shipping", &self.shipping),
+        ] {
+            if runs.contains(&c) {
+                svc.auth
+                    .check_exposure(svc.listen)
+                    .map_err(|e| anyhow::anyhow!("invalid [{name}] configuration: {e}"))?;
+            }
+        }
+        if self.ingest.enabled {
+            self.auth
+                .check_exposure(self.ingest.listen)
+                .map_err(|e| anyhow::anyhow!("invalid [ingest] configuration: {e}"))?;
+        }
+        if self.analytics.enabled {
+            self.analytics
+                .check_exposure()
+                .map_err(|e| anyhow::anyhow!("invalid [analytics] configuration: {e}"))?;
         }
         let upstreams = &self.order_upstreams;
         for (c, key, url) in [

@@ -163,7 +163,6 @@ impl System {
 
         let mut composer_config = config.composer.clone();
         composer_config.services = urls.clone();
-        composer_config.auth = config.auth.clone();
         let composer = if here(Component::Composer) {
             // The composer evicts a cached section as soon as an event says its source
             // changed.
@@ -203,7 +202,6 @@ impl System {
 
         // Reconciliation compares the read model with this process's composer's ledger.
         let mut analytics_config = config.analytics.clone();
-        analytics_config.auth = config.auth.clone();
         let reconcile = &mut analytics_config.reconcile;
         if let Some(composer) = &composer
             && reconcile.composer_url.is_empty()

@@ -172,11 +172,8 @@ async fn run() -> anyhow::Result<()> {
             let url = info.ingest.context(
                 "the ingest worker does not run in this process; use `shoplens-ingest rebuild --url`",
             )?;
-            let admin = shoplens_kit::identity::Identity::new(
-                "operator",
-                shoplens_kit::identity::Role::Admin,
-            );
-            shoplens_ingest::client::rebuild(&url, &config.auth.issue(&admin), &mut err).await?;
+            shoplens_ingest::client::rebuild(&url, &config.auth.issue(&operator()), &mut err)
+                .await?;
         }
         Command::Simulate {
             data_dir,
@@ -221,7 +218,8 @@ async fn run() -> anyhow::Result<()> {
                         .context("the running system has no analytics server; give --analytics")?,
                 };
                 let settle = std::time::Duration::from_secs(settle_secs);
-                fetch_settled(&url, from.as_deref(), to.as_deref(), settle).await
+                let token = config.auth.issue(&operator());
+                fetch_settled(&url, &token, from.as_deref(), to.as_deref(), settle).await
             }
             .await;
             let code = match result {
@@ -318,4 +316,10 @@ fn print_banner(info: &RunInfo) {
             .map_or("(disabled)".to_owned(), |u| format!("{u}/dashboard")),
         info.analytics_sql.as_deref().unwrap_or("(disabled)"),
     );
+}
+
+/// Who the operator commands (`rebuild`, `reconcile`) act as: an administrator, with a
+/// token signed by the configured key.
+fn operator() -> shoplens_kit::identity::Identity {
+    shoplens_kit::identity::Identity::new("operator", shoplens_kit::identity::Role::Admin)
 }

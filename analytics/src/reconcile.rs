@@ -474,6 +474,7 @@ pub enum ExitCode {
 /// differences, for up to `settle` (zero: once). Returns the last report.
 pub async fn fetch_settled(
     analytics_url: &str,
+    token: &str,
     from: Option<&str>,
     to: Option<&str>,
     settle: Duration,
@@ -494,6 +495,7 @@ pub async fn fetch_settled(
     loop {
         let resp = http
             .get(&url)
+            .bearer_auth(token)
             .query(&query)
             .send()
             .await

@@ -60,7 +60,7 @@ fn with(path: impl Into<String>, body: Value) -> Option<Example> {
 
 /// The example request of `server`'s `rule`, `n` making created entities unique.
 fn example(server: &str, rule: &Rule, s: &Seeded, n: usize) -> Option<Example> {
-    let range = "from=2020-01-01&to=2030-12-31";
+    let range = "from=2026-01-01&to=2026-12-31";
     match (server, rule.method.as_str(), rule.path) {
         (_, "GET", "/health") => get("/health"),
         (_, "GET", "/metrics") => get("/metrics"),
@@ -275,6 +275,12 @@ async fn seed(info: &shoplens::RunInfo, http: &reqwest::Client) -> Seeded {
                "eta": "2030-01-01T00:00:00Z"}),
     )
     .await;
+    // A finished rebuild, so that the ingest worker has a latest one to show (and none
+    // running when the example starts another).
+    let ingest = info.ingest.as_deref().expect("the ingest worker runs");
+    shoplens_ingest::client::rebuild(ingest, &token("seeder", Role::Admin), &mut Vec::new())
+        .await
+        .expect("a rebuild");
     Seeded {
         customer,
         product,

@@ -81,7 +81,7 @@ fn root() -> &'static Path {
 
 /// A workspace binary: beside `shoplens` in the target directory (`cargo build
 /// --workspace` builds them all).
-fn binary(name: &str) -> PathBuf {
+pub fn binary(name: &str) -> PathBuf {
     let shoplens = PathBuf::from(env!("CARGO_BIN_EXE_shoplens"));
     let bin = shoplens.with_file_name(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(

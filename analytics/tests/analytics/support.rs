@@ -124,11 +124,17 @@ pub fn app_config() -> AnalyticsConfig {
     }
 }
 
-/// A bearer token of `role` for the test servers (which check the development key).
+/// A bearer token of `role` for the test servers (which check the development key). A
+/// customer's subject is a customer id, everyone else's a name.
 pub fn token(role: Role) -> String {
+    let subject = if role == Role::Customer {
+        "0190f5a4-0000-7000-8000-000000000001".to_owned()
+    } else {
+        format!("test-{role}")
+    };
     shoplens_kit::identity::issue(
         shoplens_kit::identity::DEV_SECRET,
-        &Identity::new(format!("test-{role}"), role),
+        &Identity::new(subject, role),
         std::time::Duration::from_secs(3600),
     )
 }

@@ -227,6 +227,12 @@ async fn health_and_metrics_are_served() {
     let (status, body) = composer.get("/health", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["status"], "ok");
+    let (status, _) = composer.get("/metrics", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "metrics are for monitors");
+    let (status, _) = composer
+        .get("/metrics", Some(&customer_token(&s.customer_id)))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "metrics are for monitors");
     let text = composer.metrics().await;
     for name in [
         "shoplens_http_requests_total",

@@ -152,9 +152,13 @@ pub fn customer_token(customer_id: &str) -> String {
 }
 
 pub fn admin_token() -> String {
+    token_for("admin", Role::Admin)
+}
+
+pub fn token_for(subject: &str, role: Role) -> String {
     issue_token(
         SECRET,
-        &Identity::new("admin", Role::Admin),
+        &Identity::new(subject.to_owned(), role),
         Duration::from_secs(600),
     )
 }
@@ -183,9 +187,11 @@ impl Composer {
         body
     }
 
+    /// The Prometheus text, read as a monitor (the scraper's role).
     pub async fn metrics(&self) -> String {
         self.http
             .get(format!("{}/metrics", self.url))
+            .bearer_auth(token_for("prometheus", Role::Monitor))
             .send()
             .await
             .unwrap()
@@ -439,8 +445,10 @@ async fn forward(client: &reqwest::Client, upstream: &str, req: Request) -> Resp
     let mut out = client
         .request(method, format!("{upstream}{path}"))
         .body(body.to_vec());
-    if let Some(ct) = parts.headers.get("content-type") {
-        out = out.header("content-type", ct.as_bytes());
+    for name in ["content-type", "authorization"] {
+        if let Some(value) = parts.headers.get(name) {
+            out = out.header(name, value.as_bytes());
+        }
     }
     match out.send().await {
         Ok(resp) => {

@@ -206,7 +206,9 @@ impl AuthConfig {
         self.validate("auth.secret")?;
         if self.is_dev_secret() && !listen.ip().is_loopback() {
             return Err(format!(
-                "auth.secret is the built-in development key, and this server would listen on                  {listen}, beyond loopback: set SHOPLENS_AUTH__SECRET to a key of your own                  (`openssl rand -hex 32`)"
+                "auth.secret is the built-in development key, and this server would listen on \
+                 {listen}, beyond loopback: set SHOPLENS_AUTH__SECRET to a key of your own \
+                 (`openssl rand -hex 32`)"
             ));
         }
         Ok(())
