@@ -194,7 +194,11 @@ pub fn cases(small: bool) -> anyhow::Result<(Fixture, Vec<Case>)> {
         0,
     );
     // The timed query must be one that answers, with data.
-    let check = runtime.block_on(dashboard.daily(freshness.clone(), range))?;
+    let check = runtime.block_on(dashboard.daily(
+        shoplens_analytics::engine::Pii::Visible,
+        freshness.clone(),
+        range,
+    ))?;
     anyhow::ensure!(
         check.rows.iter().any(|r| r.orders_placed > 0),
         "the dashboard case's range holds no orders"
@@ -204,7 +208,11 @@ pub fn cases(small: bool) -> anyhow::Result<(Fixture, Vec<Case>)> {
         unit: "queries",
         elements: 1,
         run: Box::new(move || {
-            let answer = rt.block_on(dashboard.daily(freshness.clone(), range));
+            let answer = rt.block_on(dashboard.daily(
+                shoplens_analytics::engine::Pii::Visible,
+                freshness.clone(),
+                range,
+            ));
             std::hint::black_box(answer.ok());
         }),
     });

@@ -49,6 +49,26 @@ pub fn set_worker_program(program: &str) {
 
 static WORKER_PROGRAM: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
 
+/// The key the systems under test check tokens with (the development key: they listen on
+/// loopback).
+pub const SECRET: &str = shoplens_kit::identity::DEV_SECRET;
+
+/// `builder` with every request carrying an admin token of [`SECRET`]: the benchmarks call
+/// the services, the composer and the analytics server as an operator would.
+pub fn admin_client(builder: reqwest::ClientBuilder) -> reqwest::Result<reqwest::Client> {
+    use shoplens_kit::identity::{Identity, Role, issue};
+    let token = issue(
+        SECRET,
+        &Identity::new("benchmark", Role::Admin),
+        std::time::Duration::from_secs(7 * 24 * 3600),
+    );
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Ok(value) = format!("Bearer {token}").parse() {
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    builder.default_headers(headers).build()
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;

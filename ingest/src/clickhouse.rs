@@ -87,10 +87,16 @@ pub struct ClickHouseConfig {
     /// Base name: generation `g` lives in database `{database}_g{g}`, the live pointer in
     /// `{database}_meta`. Letters, digits and `_` only.
     pub database: String,
-    /// The ClickHouse user.
+    /// The ClickHouse user the ingest worker writes as.
     pub user: String,
     /// The user's password; never logged (`Debug` shows `***`).
     pub password: String,
+    /// The user the analytics server reads as: a read-only one with server-side limits
+    /// (`readonly` profile, `max_execution_time`, `max_memory_usage`, `max_result_rows`).
+    /// Empty: `user`.
+    pub reader_user: String,
+    /// Its password; never logged.
+    pub reader_password: String,
     /// How long one request (query or insert, including its materialized views) may take
     /// before the sink reports the store unavailable.
     pub request_timeout_ms: u64,
@@ -103,6 +109,8 @@ impl Default for ClickHouseConfig {
             database: "shoplens".into(),
             user: "default".into(),
             password: String::new(),
+            reader_user: String::new(),
+            reader_password: String::new(),
             request_timeout_ms: 30_000,
         }
     }
@@ -115,8 +123,21 @@ impl fmt::Debug for ClickHouseConfig {
             .field("database", &self.database)
             .field("user", &self.user)
             .field("password", &"***")
+            .field("reader_user", &self.reader_user)
+            .field("reader_password", &"***")
             .field("request_timeout_ms", &self.request_timeout_ms)
             .finish()
+    }
+}
+
+impl ClickHouseConfig {
+    /// The user and password readers connect with.
+    pub fn reader(&self) -> (&str, &str) {
+        if self.reader_user.is_empty() {
+            (&self.user, &self.password)
+        } else {
+            (&self.reader_user, &self.reader_password)
+        }
     }
 }
 

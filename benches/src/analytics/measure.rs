@@ -17,7 +17,6 @@ use super::{AnalyticsOptions, DataInfo, Latency, QuestionResult, RunLatency, Siz
 use crate::histogram::Histogram;
 use crate::machine::proc_status_mib;
 use crate::results::median;
-use crate::servers::unique_name;
 
 /// One request of the benchmark's client.
 enum Call<'a> {
@@ -172,7 +171,6 @@ pub(super) async fn measure_size(
     };
     config.http.request_timeout_ms = opts.query_timeout_ms;
     config.sql.listen = ([127, 0, 0, 1], 0).into();
-    config.sql.password = unique_name("bench");
     let engine = shoplens_analytics::startup::engine(&loaded.read_model, &query)
         .await
         .with_context(|| format!("{}: failed to open the read model", backend.name()))?;
@@ -180,9 +178,9 @@ pub(super) async fn measure_size(
         .await
         .context("failed to start the analytics server")?;
     let base = handle.url();
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_millis(opts.query_timeout_ms + 30_000))
-        .build()?;
+    let client = crate::admin_client(
+        reqwest::Client::builder().timeout(Duration::from_millis(opts.query_timeout_ms + 30_000)),
+    )?;
 
     let mut table_rows = BTreeMap::new();
     for table in COUNTED_TABLES {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use shoplens_composer::auth::{Role, issue_token};
+use shoplens_kit::identity::{Identity, Role, issue as issue_token};
 use tokio::time::Instant;
 
 use super::bench::Bench;
@@ -17,7 +17,7 @@ use crate::results::quantile;
 use crate::servers::Servers;
 use crate::shop::{ReadSet, Shop, ShopSize};
 
-const SECRET: &str = "shoplens-bench-secret";
+use crate::SECRET;
 
 fn rss(field: &str) -> f64 {
     proc_status_mib("self", field).unwrap_or(f64::NAN)
@@ -45,7 +45,7 @@ pub(super) async fn measure(
         "starting and seeding the shop"
     );
     let mut shop = Shop::start_with(&size, |config| {
-        config.composer.auth.secret = SECRET.into();
+        config.auth.secret = SECRET.into();
         if let Some(s) = servers {
             config.bus.kind = shoplens::config::BusKind::Kafka;
             config.bus.kafka.brokers = s.kafka_brokers.clone();
@@ -58,9 +58,7 @@ pub(super) async fn measure(
     let today = chrono::Utc::now().date_naive();
     let info = &shop.system.info;
     let clients = Clients {
-        http: reqwest::Client::builder()
-            .pool_max_idle_per_host(4096)
-            .build()?,
+        http: crate::admin_client(reqwest::Client::builder().pool_max_idle_per_host(4096))?,
         composer: info.composer.as_str().into(),
         analytics: info
             .analytics
@@ -70,7 +68,11 @@ pub(super) async fn measure(
         order: info.order.as_str().into(),
         auth: format!(
             "Bearer {}",
-            issue_token(SECRET, &Role::Admin, Duration::from_secs(24 * 3600))
+            issue_token(
+                SECRET,
+                &Identity::new("admin", Role::Admin),
+                Duration::from_secs(24 * 3600)
+            )
         )
         .into(),
         range: format!(

@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
-use shoplens_composer::auth::{Role, issue_token};
+use shoplens_kit::identity::{Identity, Role, issue as issue_token};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -46,7 +46,7 @@ use bench::Bench;
 use summary::{aims, summarize};
 
 /// The token secret of the benchmark's composers.
-const SECRET: &str = "shoplens-bench-secret";
+pub(crate) use crate::SECRET;
 
 /// What to run.
 #[derive(Clone, Debug, Serialize)]
@@ -188,12 +188,14 @@ pub async fn run(opts: &ComposerOptions) -> anyhow::Result<ComposerResults> {
     let bench = Bench {
         shop: &shop,
         opts,
-        client: reqwest::Client::builder()
-            .pool_max_idle_per_host(4096)
-            .build()?,
+        client: crate::admin_client(reqwest::Client::builder().pool_max_idle_per_host(4096))?,
         auth: format!(
             "Bearer {}",
-            issue_token(SECRET, &Role::Admin, Duration::from_secs(24 * 3600))
+            issue_token(
+                SECRET,
+                &Identity::new("admin", Role::Admin),
+                Duration::from_secs(24 * 3600)
+            )
         )
         .into(),
     };

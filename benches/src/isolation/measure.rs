@@ -6,13 +6,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use shoplens_composer::auth::{Role, issue_token};
+use shoplens_kit::identity::{Identity, Role, issue as issue_token};
 
 use super::{IsolationOptions, Latency, Run};
 use crate::histogram::Histogram;
 use crate::shop::{Shop, ShopSize};
 
-const SECRET: &str = "isolation-bench-secret-0123456789abcdef";
+use crate::SECRET;
 
 /// The hostile queries the clients cycle through.
 const HOSTILE: &[&str] = &[
@@ -33,7 +33,7 @@ async fn start(opts: &IsolationOptions, isolated: bool) -> anyhow::Result<Shop> 
         zipf_exponent: 1.0,
     };
     Shop::start_with(&size, |config| {
-        config.composer.auth.secret = SECRET.into();
+        config.auth.secret = SECRET.into();
         let q = &mut config.analytics.query;
         q.timeout_ms = 3_000;
         q.workers.enabled = isolated;
@@ -58,7 +58,7 @@ pub(super) async fn one_run(opts: &IsolationOptions) -> anyhow::Result<Run> {
         .analytics
         .clone()
         .context("no analytics server")?;
-    let http = reqwest::Client::new();
+    let http = crate::admin_client(reqwest::Client::builder())?;
 
     // 1. The shop, idle and under hostile queries.
     (run.create_idle, run.summary_idle) = shop_latency(&shop, &http, opts.duration).await;
@@ -146,7 +146,11 @@ async fn shop_latency(
         let (http, url) = (http.clone(), shop.system.info.composer.clone());
         let orders = orders.clone();
         readers.spawn(async move {
-            let token = issue_token(SECRET, &Role::Admin, Duration::from_secs(3600));
+            let token = issue_token(
+                SECRET,
+                &Identity::new("admin", Role::Admin),
+                Duration::from_secs(3600),
+            );
             let (mut h, mut errors, mut k) = (Histogram::default(), 0u64, c);
             while Instant::now() < until {
                 k += 7;

@@ -9,13 +9,17 @@
 //!   publishes them;
 //! - [`idempotency`]: replaying the response to a retried write;
 //! - [`service`]: starting and stopping a service;
-//! - [`client`]: calling another service.
+//! - [`client`]: calling another service;
+//! - [`identity`] and [`access`]: one identity scheme for every server (bearer tokens with
+//!   a subject and a role), and the access rule of every endpoint.
 
+pub mod access;
 pub mod client;
 pub mod config;
 pub mod db;
 pub mod http;
 pub mod idempotency;
+pub mod identity;
 pub mod metrics;
 pub mod outbox;
 pub mod service;
