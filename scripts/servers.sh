@@ -109,9 +109,14 @@ start_clickhouse() {
         cat > "$dir/users.xml" <<XML
 <?xml version="1.0"?>
 <yandex>
-  <profiles><default><max_memory_usage>4000000000</max_memory_usage></default></profiles>
+  <profiles><default><max_memory_usage>4000000000</max_memory_usage></default>
+    <reader><readonly>1</readonly><max_execution_time>60</max_execution_time>
+      <max_memory_usage>2000000000</max_memory_usage><max_result_rows>100000000</max_result_rows>
+      <result_overflow_mode>throw</result_overflow_mode></reader></profiles>
   <users><default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
-    <profile>default</profile><quota>default</quota></default></users>
+    <profile>default</profile><quota>default</quota></default>
+    <shoplens_reader><password>reader-pass</password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
+    <profile>reader</profile><quota>default</quota></shoplens_reader></users>
   <quotas><default></default></quotas>
 </yandex>
 XML
@@ -139,6 +144,9 @@ XML
         CH_PID=$!
         if wait_ready clickhouse "$CH_PID" 60 http_ok "http://127.0.0.1:$http/ping"; then
             export SHOPLENS_TEST_CLICKHOUSE_URL="http://127.0.0.1:$http"
+            # The read-only user of users.xml above (what the analytics server reads as).
+            export SHOPLENS_TEST_CLICKHOUSE_READER="shoplens_reader"
+            export SHOPLENS_TEST_CLICKHOUSE_READER_PASSWORD="reader-pass"
             return 0
         fi
         show_logs "$SERVERS_DIR/clickhouse.log" "$dir/error.log"

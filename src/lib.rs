@@ -49,8 +49,10 @@ pub struct RunInfo {
 }
 
 impl RunInfo {
-    pub fn shop_urls(&self) -> shop_simulator::ShopUrls {
+    /// The services' URLs, and `token` for the simulator's calls (a service token).
+    pub fn shop_urls(&self, token: String) -> shop_simulator::ShopUrls {
         shop_simulator::ShopUrls {
+            token,
             customer: self.customer.clone(),
             product: self.product.clone(),
             order: self.order.clone(),
@@ -206,9 +208,6 @@ impl System {
         {
             reconcile.composer_url = composer.url();
         }
-        if reconcile.composer_token.is_empty() && reconcile.composer_secret.is_empty() {
-            reconcile.composer_secret = composer_config.auth.secret.clone();
-        }
         let analytics = if config.analytics.enabled {
             // In one process the worker knows how many events it has not applied yet.
             let lag: Option<shoplens_analytics::engine::LagSource> = ingest.as_ref().map(|h| {
@@ -251,7 +250,11 @@ impl System {
             analytics_sql: analytics.as_ref().and_then(|a| a.pg_addr()).map(|a| {
                 format!(
                     "postgres://{}@{a}/{}",
-                    config.analytics.sql.user,
+                    config
+                        .analytics
+                        .users
+                        .first()
+                        .map_or("shoplens", |u| u.name.as_str()),
                     shoplens_analytics::engine::CATALOG
                 )
             }),
@@ -259,12 +262,12 @@ impl System {
         let shutdown = CancellationToken::new();
         // The demo runs beside the composer (its "My Orders" link points there).
         let demo = (config.demo.enabled && composer.is_some()).then(|| {
-            let urls = info.shop_urls();
+            let urls = info.shop_urls(config.service_token("demo"));
             let sim = config.demo.simulator.clone();
             let token = shutdown.clone();
             let page = DemoPage {
                 composer_url: info.composer.clone(),
-                secret: composer_config.auth.secret.clone(),
+                secret: config.auth.secret.clone(),
             };
             tokio::spawn(async move {
                 if let Err(e) = run_demo(urls, sim, page, token).await {
@@ -350,9 +353,12 @@ async fn run_demo(
     );
     // Customer 0 is the most active one under the simulator's Zipf popularity.
     if let Some(customer) = catalogue.customers.first() {
-        let token = shoplens_kit::auth::issue_token(
+        let token = shoplens_kit::identity::issue(
             &page.secret,
-            &shoplens_kit::auth::Role::Customer(customer.clone()),
+            &shoplens_kit::identity::Identity::new(
+                customer.clone(),
+                shoplens_kit::identity::Role::Customer,
+            ),
             std::time::Duration::from_secs(24 * 3600),
         );
         println!(

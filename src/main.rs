@@ -93,14 +93,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print a bearer token for the Order Summary API, signed with the configured secret.
+    /// Print a bearer token signed with the configured key (`auth.secret`): a customer's
+    /// (`--customer ID`, for the Order Summary API) or a user's of any role (`--role`).
     Token {
-        /// The customer the token identifies.
-        #[arg(long, conflicts_with = "admin", required_unless_present = "admin")]
+        /// The customer the token identifies (role `customer`).
+        #[arg(long, conflicts_with_all = ["admin", "role"])]
         customer: Option<String>,
-        /// A support token that may read any order.
-        #[arg(long)]
+        /// An administrator's token (`--role admin`).
+        #[arg(long, conflicts_with = "role")]
         admin: bool,
+        /// The role: viewer, analyst, admin, service or monitor.
+        #[arg(long)]
+        role: Option<String>,
+        /// Who the token names (with `--role`).
+        #[arg(long, default_value = "operator")]
+        subject: String,
         /// Lifetime in seconds.
         #[arg(long, default_value_t = 3600)]
         ttl_secs: u64,
@@ -165,7 +172,8 @@ async fn run() -> anyhow::Result<()> {
             let url = info.ingest.context(
                 "the ingest worker does not run in this process; use `shoplens-ingest rebuild --url`",
             )?;
-            shoplens_ingest::client::rebuild(&url, &mut err).await?;
+            shoplens_ingest::client::rebuild(&url, &config.auth.issue(&operator()), &mut err)
+                .await?;
         }
         Command::Simulate {
             data_dir,
@@ -182,7 +190,7 @@ async fn run() -> anyhow::Result<()> {
                 ..Default::default()
             };
             sim.festival.enabled = festival;
-            let urls = info.shop_urls();
+            let urls = info.shop_urls(config.service_token("simulator"));
             let catalogue = shop_simulator::seed_catalogue(&urls, &sim).await?;
             let shutdown = CancellationToken::new();
             let stop = shutdown.clone();
@@ -210,7 +218,8 @@ async fn run() -> anyhow::Result<()> {
                         .context("the running system has no analytics server; give --analytics")?,
                 };
                 let settle = std::time::Duration::from_secs(settle_secs);
-                fetch_settled(&url, from.as_deref(), to.as_deref(), settle).await
+                let token = config.auth.issue(&operator());
+                fetch_settled(&url, &token, from.as_deref(), to.as_deref(), settle).await
             }
             .await;
             let code = match result {
@@ -242,17 +251,34 @@ async fn run() -> anyhow::Result<()> {
         }
         Command::Token {
             customer,
-            admin: _,
+            admin,
+            role,
+            subject,
             ttl_secs,
         } => {
-            let role = match customer {
-                Some(id) => shoplens_kit::auth::Role::Customer(id),
-                None => shoplens_kit::auth::Role::Admin,
+            use shoplens_kit::identity::{Identity, Role};
+            let identity = match (customer, admin, role) {
+                (Some(id), _, _) => Identity::new(id, Role::Customer),
+                (None, true, _) => Identity::new(subject, Role::Admin),
+                (None, false, Some(role)) => {
+                    let role = Role::parse(&role).with_context(|| {
+                        format!(
+                            "--role must be one of {}, got `{role}`",
+                            Role::ALL.map(Role::as_str).join(", ")
+                        )
+                    })?;
+                    Identity::new(subject, role)
+                }
+                (None, false, None) => anyhow::bail!("say --customer ID, --admin or --role ROLE"),
             };
+            config
+                .auth
+                .validate("auth.secret")
+                .map_err(|e| anyhow::anyhow!(e))?;
             let ttl = std::time::Duration::from_secs(ttl_secs);
             println!(
                 "{}",
-                shoplens_kit::auth::issue_token(&config.composer.auth.secret, &role, ttl)
+                shoplens_kit::identity::issue(&config.auth.secret, &identity, ttl)
             );
         }
     }
@@ -290,4 +316,10 @@ fn print_banner(info: &RunInfo) {
             .map_or("(disabled)".to_owned(), |u| format!("{u}/dashboard")),
         info.analytics_sql.as_deref().unwrap_or("(disabled)"),
     );
+}
+
+/// Who the operator commands (`rebuild`, `reconcile`) act as: an administrator, with a
+/// token signed by the configured key.
+fn operator() -> shoplens_kit::identity::Identity {
+    shoplens_kit::identity::Identity::new("operator", shoplens_kit::identity::Role::Admin)
 }

@@ -1,33 +1,42 @@
 //! The analytics HTTP API: the dashboard page and its JSON views, `POST /api/v1/sql`, the
 //! table catalogue, and report exports. `/health` and `/metrics` come from the kit.
 
-use std::net::SocketAddr;
 use std::time::Instant;
 
+use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
+use shoplens_kit::access::{
+    Access, Caller as KitCaller, Endpoints, SESSION_COOKIE, get, post, rules,
+};
 use shoplens_kit::http::{ApiError, ValidQuery};
+use shoplens_kit::identity::{AuthConfig, Identity, Role};
 use shoplens_readmodel::freshness::FreshnessReport;
 
+use crate::audit::Audit;
 use crate::dashboard::{self, BadParam, Dashboard, DateRange};
-use crate::engine::{Engine, QueryError};
+use crate::engine::{Engine, Pii, QueryError};
 use crate::export::{self, ExportFormat, REPORTS};
 use crate::isolation::{Executor, Job, Output, SessionKind};
 use crate::metrics::AnalyticsMetrics;
 use crate::read_model::Table;
 use crate::reconcile::{ReconcileError, ReconcileReport, Reconciler};
+use crate::users::Users;
 
 #[derive(Clone)]
 pub struct AppState {
     /// Runs ad-hoc SQL and exports (in query workers).
     pub executor: Executor,
+    /// Who may sign in to the dashboard page.
+    pub users: Users,
+    /// The key sessions are signed with, and how long they last.
+    pub auth: AuthConfig,
+    pub session_ttl: std::time::Duration,
     /// The dashboard's fixed queries (in this process).
     pub dashboard: Dashboard,
     pub refresh_ms: u64,
@@ -42,22 +51,95 @@ impl AppState {
     }
 }
 
-pub fn routes(state: AppState) -> Router {
-    Router::new()
-        .route("/", get(|| async { Redirect::to("/dashboard") }))
-        .route("/dashboard", get(page))
-        .route("/api/v1/freshness", get(freshness))
-        .route("/api/v1/dashboard/daily", get(daily))
-        .route("/api/v1/dashboard/top-products", get(top_products))
-        .route("/api/v1/dashboard/top-customers", get(top_customers))
-        .route("/api/v1/dashboard/trends", get(trends))
-        .route("/api/v1/tables", get(tables))
-        .route("/api/v1/sql", post(sql))
-        .route("/api/v1/reports", get(reports))
-        .route("/api/v1/reports/{file}", get(report_file))
-        .route("/api/v1/export", post(export_sql))
-        .route("/api/v1/reconcile", get(reconcile))
-        .with_state(state)
+/// Who may call what: the page and signing in are open (the page asks its user to sign in);
+/// the dashboard's views are for viewers, SQL and exports for analysts, reconciliation for
+/// admins. Personal data is masked for everyone but admins (`crate::privacy`).
+pub fn endpoints() -> Endpoints<AppState> {
+    Endpoints::new()
+        .with(get("/", Access::Public, || async {
+            Redirect::to("/dashboard")
+        }))
+        .with(get("/dashboard", Access::Public, page))
+        .with(post("/login", Access::Public, login))
+        .with(post("/logout", Access::Public, logout))
+        .with(get("/api/v1/me", rules::VIEWERS, me))
+        .with(get("/api/v1/freshness", rules::VIEWERS, freshness))
+        .with(get("/api/v1/dashboard/daily", rules::VIEWERS, daily))
+        .with(get(
+            "/api/v1/dashboard/top-products",
+            rules::VIEWERS,
+            top_products,
+        ))
+        .with(get(
+            "/api/v1/dashboard/top-customers",
+            rules::VIEWERS,
+            top_customers,
+        ))
+        .with(get("/api/v1/dashboard/trends", rules::VIEWERS, trends))
+        .with(get("/api/v1/tables", rules::ANALYSTS, tables))
+        .with(post("/api/v1/sql", rules::ANALYSTS, sql))
+        .with(get("/api/v1/reports", rules::ANALYSTS, reports))
+        .with(get("/api/v1/reports/{file}", rules::ANALYSTS, report_file))
+        .with(post("/api/v1/export", rules::ANALYSTS, export_sql))
+        .with(get("/api/v1/reconcile", rules::ADMINS, reconcile))
+}
+
+/// The rules of the API's endpoints, for the access tests.
+pub fn rules() -> Vec<shoplens_kit::access::Rule> {
+    endpoints().rules()
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    user: String,
+    password: String,
+}
+
+/// `POST /login` (the page's form): a session cookie for a user whose password matches,
+/// then back to the dashboard.
+async fn login(State(state): State<AppState>, axum::Form(form): axum::Form<LoginForm>) -> Response {
+    match state.users.sign_in(&form.user, &form.password) {
+        Some(role) => {
+            let identity = Identity::new(form.user.clone(), role);
+            let token =
+                shoplens_kit::identity::issue(&state.auth.secret, &identity, state.session_ttl);
+            tracing::info!(user = %form.user, %role, "signed in to the dashboard");
+            let cookie = format!(
+                "{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+                state.session_ttl.as_secs()
+            );
+            let mut resp = Redirect::to("/dashboard").into_response();
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                resp.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            resp
+        }
+        None => {
+            tracing::warn!(user = %form.user.chars().take(64).collect::<String>(), "dashboard sign-in failed");
+            // A guess costs the guesser time, not the server (the sleep holds no thread).
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            Redirect::to("/dashboard?signin=failed").into_response()
+        }
+    }
+}
+
+/// `POST /logout`: the session cookie removed.
+async fn logout() -> Response {
+    let mut resp = Redirect::to("/dashboard").into_response();
+    resp.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("shoplens_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
+    );
+    resp
+}
+
+/// `GET /api/v1/me`: who is signed in.
+async fn me(KitCaller(who): KitCaller) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "user": who.subject,
+        "role": who.role,
+        "sees_personal_data": who.sees_personal_data(),
+    }))
 }
 
 const PAGE: &str = include_str!("dashboard.html");
@@ -66,18 +148,28 @@ async fn page(State(state): State<AppState>) -> Html<String> {
     Html(PAGE.replace("__REFRESH_MS__", &state.refresh_ms.to_string()))
 }
 
-/// Who sent a request, for the per-user query limits: the client's address.
-pub struct Caller(pub String);
+/// Who sent a request (verified by the endpoint's access rule): the name the per-user query
+/// limits and the audit log count it under, and whether they may see personal data.
+pub struct Caller {
+    pub user: String,
+    pub role: Role,
+    pub pii: Pii,
+}
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
-    type Rejection = std::convert::Infallible;
+    type Rejection = Response;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string());
-        Ok(Caller(format!("http:{ip}")))
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let KitCaller(who) = KitCaller::from_request_parts(parts, state).await?;
+        Ok(Caller {
+            user: who.subject.clone(),
+            role: who.role,
+            pii: if who.sees_personal_data() {
+                Pii::Visible
+            } else {
+                Pii::Masked
+            },
+        })
     }
 }
 
@@ -160,6 +252,7 @@ async fn observe<T: Serialize>(
 
 async fn daily(
     State(state): State<AppState>,
+    caller: Caller,
     ValidQuery(q): ValidQuery<RangeQuery>,
 ) -> Result<Json<dashboard::Answer<dashboard::DailyRow>>, ApiError> {
     observe(&state, "daily", async {
@@ -167,7 +260,7 @@ async fn daily(
         let range = q.range(&f)?;
         state
             .dashboard
-            .daily(f, range)
+            .daily(caller.pii, f, range)
             .await
             .map_err(|e| api_error("query", e))
     })
@@ -176,6 +269,7 @@ async fn daily(
 
 async fn top_products(
     State(state): State<AppState>,
+    caller: Caller,
     ValidQuery(q): ValidQuery<RangeQuery>,
 ) -> Result<Json<dashboard::Answer<dashboard::ProductRow>>, ApiError> {
     observe(&state, "top_products", async {
@@ -185,7 +279,7 @@ async fn top_products(
         let range = q.range(&f)?;
         state
             .dashboard
-            .top_products(f, range, limit, category.as_deref())
+            .top_products(caller.pii, f, range, limit, category.as_deref())
             .await
             .map_err(|e| api_error("query", e))
     })
@@ -194,6 +288,7 @@ async fn top_products(
 
 async fn top_customers(
     State(state): State<AppState>,
+    caller: Caller,
     ValidQuery(q): ValidQuery<RangeQuery>,
 ) -> Result<Json<dashboard::Answer<dashboard::CustomerRow>>, ApiError> {
     observe(&state, "top_customers", async {
@@ -202,7 +297,7 @@ async fn top_customers(
         let range = q.range(&f)?;
         state
             .dashboard
-            .top_customers(f, range, limit)
+            .top_customers(caller.pii, f, range, limit)
             .await
             .map_err(|e| api_error("query", e))
     })
@@ -211,6 +306,7 @@ async fn top_customers(
 
 async fn trends(
     State(state): State<AppState>,
+    caller: Caller,
     ValidQuery(q): ValidQuery<RangeQuery>,
 ) -> Result<Json<dashboard::Answer<dashboard::TrendRow>>, ApiError> {
     observe(&state, "trends", async {
@@ -219,7 +315,7 @@ async fn trends(
         let range = q.range(&f)?;
         state
             .dashboard
-            .trends(f, range, period)
+            .trends(caller.pii, f, range, period)
             .await
             .map_err(|e| api_error("query", e))
     })
@@ -388,6 +484,29 @@ fn sql_text(headers: &HeaderMap, body: &Bytes) -> Result<String, ApiError> {
     Ok(sql)
 }
 
+/// `answer` with its bytes counted in `audit`, which is finished with the answer's end.
+fn audited(
+    answer: crate::isolation::ByteStream,
+    audit: Audit,
+) -> impl futures::Stream<Item = Result<Bytes, QueryError>> + Send {
+    futures::stream::unfold(
+        (answer, Some(audit)),
+        |(mut answer, mut audit): (crate::isolation::ByteStream, Option<Audit>)| async move {
+            use futures::StreamExt;
+            let item = answer.next().await;
+            if let Some(a) = audit.as_mut() {
+                match &item {
+                    Some(Ok(bytes)) => a.add(0, bytes.len() as u64),
+                    Some(Err(e)) => a.finish(e.sqlstate().to_owned()),
+                    None => a.finish("ok"),
+                }
+            }
+            // At the end the state, and with it the audit (its line written), is dropped.
+            item.map(|i| (i, (answer, audit)))
+        },
+    )
+}
+
 fn freshness_headers(f: &FreshnessReport) -> Vec<(&'static str, HeaderValue)> {
     let mut out = vec![("x-shoplens-generation", HeaderValue::from(f.generation))];
     if let Some(as_of) = f
@@ -415,7 +534,7 @@ fn with_headers(mut resp: Response, headers: Vec<(&'static str, HeaderValue)>) -
 /// The query runs in a query worker; its answer is complete before the status is sent.
 async fn sql(
     State(state): State<AppState>,
-    Caller(caller): Caller,
+    caller: Caller,
     ValidQuery(q): ValidQuery<FormatQuery>,
     headers: HeaderMap,
     body: Bytes,
@@ -432,12 +551,16 @@ async fn sql(
 
 async fn run_sql(
     state: &AppState,
-    caller: &str,
+    caller: &Caller,
     text: &str,
     format: SqlFormat,
 ) -> Result<Response, ApiError> {
+    let mut audit = Audit::start(&state.metrics, "http", &caller.user, caller.role, text);
     // The first line of defence, before any worker: one read-only statement.
-    crate::engine::parse_read_only(text).map_err(|e| api_error("sql", e))?;
+    if let Err(e) = crate::engine::parse_read_only(text) {
+        audit.finish(e.sqlstate().to_owned());
+        return Err(api_error("sql", e));
+    }
     let freshness = current_freshness(state).await?;
     let (output, content_type) = match format {
         SqlFormat::Json => (Output::Json, "application/json"),
@@ -445,15 +568,23 @@ async fn run_sql(
         SqlFormat::Parquet => (Output::Parquet, ExportFormat::Parquet.content_type()),
         SqlFormat::Arrow => (Output::Arrow, ARROW_STREAM),
     };
-    let job = Job::new(caller, text, SessionKind::Interactive);
-    let answer = state
+    let mut job = Job::new(&caller.user, text, SessionKind::Interactive);
+    job.pii = caller.pii;
+    job.role = caller.role;
+    let answer = match state
         .executor
-        .bytes(&job, output, true, Some(freshness.clone()))
+        .bytes(&job, output, true, Some(freshness.clone()), audit.rows())
         .await
-        .map_err(|e| api_error("sql", e))?;
+    {
+        Ok(answer) => answer,
+        Err(e) => {
+            audit.finish(e.sqlstate().to_owned());
+            return Err(api_error("sql", e));
+        }
+    };
     let resp = (
         [(header::CONTENT_TYPE, content_type)],
-        Body::from_stream(answer),
+        Body::from_stream(audited(answer, audit)),
     )
         .into_response();
     Ok(with_headers(resp, freshness_headers(&freshness)))
@@ -491,7 +622,7 @@ struct ReportQuery {
 /// `GET /api/v1/reports/{name}.{csv|parquet}?from=&to=`: streamed.
 async fn report_file(
     State(state): State<AppState>,
-    Caller(caller): Caller,
+    caller: Caller,
     Path(file): Path<String>,
     ValidQuery(q): ValidQuery<ReportQuery>,
 ) -> Result<Response, ApiError> {
@@ -532,7 +663,7 @@ async fn report_file(
 /// `POST /api/v1/export?format=csv|parquet` with a query: an ad-hoc report, streamed.
 async fn export_sql(
     State(state): State<AppState>,
-    Caller(caller): Caller,
+    caller: Caller,
     ValidQuery(q): ValidQuery<FormatQuery>,
     headers: HeaderMap,
     body: Bytes,
@@ -548,22 +679,34 @@ async fn export_sql(
 /// Streams an export from its query worker; its query slot is held until the last byte.
 async fn stream_export(
     state: &AppState,
-    caller: &str,
+    caller: &Caller,
     sql: &str,
     format: ExportFormat,
     filename: &str,
     freshness: &FreshnessReport,
     field: &str,
 ) -> Result<Response, ApiError> {
-    crate::engine::parse_read_only(sql).map_err(|e| api_error(field, e))?;
-    let job = Job::new(caller, sql, SessionKind::Export);
-    let answer = state
+    let mut audit = Audit::start(&state.metrics, "export", &caller.user, caller.role, sql);
+    if let Err(e) = crate::engine::parse_read_only(sql) {
+        audit.finish(e.sqlstate().to_owned());
+        return Err(api_error(field, e));
+    }
+    let mut job = Job::new(&caller.user, sql, SessionKind::Export);
+    job.pii = caller.pii;
+    job.role = caller.role;
+    let answer = match state
         .executor
-        .bytes(&job, format.output(), false, None)
+        .bytes(&job, format.output(), false, None, audit.rows())
         .await
-        .map_err(|e| api_error(field, e))?;
+    {
+        Ok(answer) => answer,
+        Err(e) => {
+            audit.finish(e.sqlstate().to_owned());
+            return Err(api_error(field, e));
+        }
+    };
     state.metrics.exports.inc();
-    let body = Body::from_stream(answer.inspect_err(|e| {
+    let body = Body::from_stream(audited(answer, audit).inspect_err(|e| {
         tracing::warn!(error = %e, "export failed mid-stream");
     }));
     let mut resp = (StatusCode::OK, body).into_response();

@@ -158,9 +158,11 @@ impl ClickHouseReadModel {
         let url = reqwest::Url::parse(&config.url)
             .map_err(|e| unavailable(format!("ClickHouse URL `{}`: {e}", config.url)))?;
         let mut headers = HeaderMap::new();
-        let user = HeaderValue::from_str(&config.user)
+        // A reader: the read-only user when one is configured.
+        let (user, password) = config.reader();
+        let user = HeaderValue::from_str(user)
             .map_err(|_| unavailable("the ClickHouse user name is not a valid HTTP header"))?;
-        let mut key = HeaderValue::from_str(&config.password)
+        let mut key = HeaderValue::from_str(password)
             .map_err(|_| unavailable("the ClickHouse password is not a valid HTTP header"))?;
         key.set_sensitive(true);
         headers.insert("X-ClickHouse-User", user);

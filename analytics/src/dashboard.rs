@@ -22,7 +22,7 @@ pub use shoplens_contract::sales::{
 use shoplens_contract::sales::{Sums, trend_rows};
 use shoplens_readmodel::freshness::FreshnessReport;
 
-use crate::engine::{Engine, QueryError};
+use crate::engine::{Engine, Pii, QueryError};
 
 /// Checks a trend `period` (`month`, the default, or `year`).
 pub fn parse_period(period: Option<&str>) -> Result<Period, BadParam> {
@@ -81,6 +81,7 @@ impl Dashboard {
     /// Orders, items and revenue per day of the range, every day present (zero-filled).
     pub async fn daily(
         &self,
+        pii: Pii,
         freshness: FreshnessReport,
         range: DateRange,
     ) -> Result<Answer<DailyRow>, QueryError> {
@@ -89,7 +90,7 @@ impl Dashboard {
              WHERE {} ORDER BY day",
             range.sql("day")
         );
-        let batches = self.engine.collect(&sql).await?;
+        let batches = self.engine.collect(pii, &sql).await?;
         let mut by_day = BTreeMap::new();
         for b in &batches {
             let c = Columns(b);
@@ -128,6 +129,7 @@ impl Dashboard {
     /// one category.
     pub async fn top_products(
         &self,
+        pii: Pii,
         freshness: FreshnessReport,
         range: DateRange,
         limit: usize,
@@ -157,7 +159,7 @@ impl Dashboard {
                 literal(c)
             ),
         };
-        let batches = self.engine.collect(&sql).await?;
+        let batches = self.engine.collect(pii, &sql).await?;
         let mut rows = Vec::new();
         for b in &batches {
             let c = Columns(b);
@@ -179,6 +181,7 @@ impl Dashboard {
     /// The `limit` customers who spent the most in the range (paid orders; ties by id).
     pub async fn top_customers(
         &self,
+        pii: Pii,
         freshness: FreshnessReport,
         range: DateRange,
         limit: usize,
@@ -194,7 +197,7 @@ impl Dashboard {
              ORDER BY t.revenue DESC, t.customer_id",
             range.sql("s.day")
         );
-        let batches = self.engine.collect(&sql).await?;
+        let batches = self.engine.collect(pii, &sql).await?;
         let mut rows = Vec::new();
         for b in &batches {
             let c = Columns(b);
@@ -216,6 +219,7 @@ impl Dashboard {
     /// against the period before (which is read too, even if outside the range).
     pub async fn trends(
         &self,
+        pii: Pii,
         freshness: FreshnessReport,
         range: DateRange,
         period: Period,
@@ -234,7 +238,7 @@ impl Dashboard {
                 last.year()
             ),
         };
-        let batches = self.engine.collect(&sql).await?;
+        let batches = self.engine.collect(pii, &sql).await?;
         let mut sums = BTreeMap::new();
         for b in &batches {
             let c = Columns(b);

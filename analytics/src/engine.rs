@@ -16,7 +16,7 @@ use datafusion::common::ParamValues;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan};
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
@@ -29,6 +29,7 @@ use shoplens_readmodel::freshness::FreshnessReport;
 
 use crate::guard::{GuardError, GuardRule, QueryLimits};
 pub use crate::isolation::protocol::SessionKind;
+pub use crate::privacy::Pii;
 use crate::read_model::{ReadModel, ReadModelError, Table};
 
 /// The catalog and schema every table is in (the Postgres database is named after it).
@@ -222,14 +223,24 @@ impl From<DataFusionError> for QueryError {
 }
 
 /// The engine the servers and the export command query through. Cheap to clone.
+///
+/// Four sessions over the same providers: interactive and export, each once with personal
+/// data visible (administrators) and once masked (everyone else, see [`crate::privacy`]);
+/// the two of a kind share one memory pool.
 #[derive(Clone)]
 pub struct Engine {
-    interactive: Arc<SessionContext>,
-    export: Arc<SessionContext>,
+    sessions: Arc<Sessions>,
     read_model: Arc<dyn ReadModel>,
     /// The limits it was built with (query workers build theirs from the same).
     config: QueryConfig,
     lag_events: LagSource,
+}
+
+struct Sessions {
+    interactive: Arc<SessionContext>,
+    interactive_masked: Arc<SessionContext>,
+    export: Arc<SessionContext>,
+    export_masked: Arc<SessionContext>,
 }
 
 /// Events on the bus not yet in the read model, where the caller can tell (the ingest
@@ -242,29 +253,31 @@ impl Engine {
         config: &QueryConfig,
     ) -> Result<Engine, QueryError> {
         let mib = 1024 * 1024;
-        let interactive = session(
-            &read_model,
-            QueryLimits {
+        let interactive = Limits {
+            query: QueryLimits {
                 timeout: Duration::from_millis(config.timeout_ms),
                 max_rows: Some(config.max_rows),
             },
-            config.memory_limit_mb * mib,
-            None,
-        )
-        .await?;
-        let export = session(
-            &read_model,
-            QueryLimits {
+            runtime: runtime(config.memory_limit_mb * mib, None)?,
+        };
+        let export = Limits {
+            query: QueryLimits {
                 timeout: Duration::from_millis(config.export_timeout_ms),
                 max_rows: Some(config.export_max_rows),
             },
-            config.export_memory_limit_mb * mib,
-            Some(config.spill_quota_mb.saturating_mul(mib as u64)),
-        )
-        .await?;
+            runtime: runtime(
+                config.export_memory_limit_mb * mib,
+                Some(config.spill_quota_mb.saturating_mul(mib as u64)),
+            )?,
+        };
+        let sessions = Sessions {
+            interactive: session(&read_model, &interactive, Pii::Visible).await?,
+            interactive_masked: session(&read_model, &interactive, Pii::Masked).await?,
+            export: session(&read_model, &export, Pii::Visible).await?,
+            export_masked: session(&read_model, &export, Pii::Masked).await?,
+        };
         Ok(Engine {
-            interactive: Arc::new(interactive),
-            export: Arc::new(export),
+            sessions: Arc::new(sessions),
             read_model,
             config: config.clone(),
             lag_events: Arc::new(|| None),
@@ -292,10 +305,21 @@ impl Engine {
         &self.read_model
     }
 
-    /// The interactive session, for the Postgres wire protocol (which adds its catalog
-    /// tables and checks statements itself).
+    /// The interactive session with personal data masked: what the Postgres endpoint plans
+    /// prepared statements on (for their types) and reads schemas from.
     pub fn interactive_context(&self) -> Arc<SessionContext> {
-        self.interactive.clone()
+        self.sessions.interactive_masked.clone()
+    }
+
+    /// Every session, for setting up what all of them share (the Postgres catalog).
+    pub fn contexts(&self) -> [Arc<SessionContext>; 4] {
+        let s = &self.sessions;
+        [
+            s.interactive.clone(),
+            s.interactive_masked.clone(),
+            s.export.clone(),
+            s.export_masked.clone(),
+        ]
     }
 
     /// How fresh the live read model is now.
@@ -309,9 +333,15 @@ impl Engine {
         ))
     }
 
-    /// Runs one read-only query in the interactive session.
-    pub async fn query(&self, sql: &str) -> Result<SendableRecordBatchStream, QueryError> {
-        run(&self.interactive, sql, None).await
+    /// The session of `kind` for a reader who may (or may not) see personal data.
+    pub fn context(&self, kind: SessionKind, pii: Pii) -> Arc<SessionContext> {
+        let s = &self.sessions;
+        match (kind, pii) {
+            (SessionKind::Interactive, Pii::Visible) => s.interactive.clone(),
+            (SessionKind::Interactive, Pii::Masked) => s.interactive_masked.clone(),
+            (SessionKind::Export, Pii::Visible) => s.export.clone(),
+            (SessionKind::Export, Pii::Masked) => s.export_masked.clone(),
+        }
     }
 
     /// Runs one read-only query in the given session, with the values of its `$n`
@@ -319,32 +349,31 @@ impl Engine {
     pub async fn run_in(
         &self,
         session: SessionKind,
+        pii: Pii,
         sql: &str,
         params: Option<ParamValues>,
     ) -> Result<SendableRecordBatchStream, QueryError> {
-        let ctx = match session {
-            SessionKind::Interactive => &self.interactive,
-            SessionKind::Export => &self.export,
-        };
-        run(ctx, sql, params).await
+        run(&self.context(session, pii), sql, params).await
     }
 
-    /// The session of `kind`.
-    pub fn context(&self, kind: SessionKind) -> Arc<SessionContext> {
-        match kind {
-            SessionKind::Interactive => self.interactive.clone(),
-            SessionKind::Export => self.export.clone(),
-        }
+    /// Runs one read-only query in the interactive session, personal data as `pii` says,
+    /// and collects its rows.
+    pub async fn collect(&self, pii: Pii, sql: &str) -> Result<Vec<RecordBatch>, QueryError> {
+        Ok(self
+            .run_in(SessionKind::Interactive, pii, sql, None)
+            .await?
+            .try_collect()
+            .await?)
     }
 
-    /// Runs one read-only query in the interactive session and collects its rows.
-    pub async fn collect(&self, sql: &str) -> Result<Vec<RecordBatch>, QueryError> {
-        Ok(self.query(sql).await?.try_collect().await?)
-    }
-
-    /// Runs one read-only query in the export session (no row limit, spills to disk).
-    pub async fn export(&self, sql: &str) -> Result<SendableRecordBatchStream, QueryError> {
-        run(&self.export, sql, None).await
+    /// Runs one read-only query in the export session (row cap, spills to disk), personal
+    /// data as `pii` says.
+    pub async fn export(
+        &self,
+        pii: Pii,
+        sql: &str,
+    ) -> Result<SendableRecordBatchStream, QueryError> {
+        self.run_in(SessionKind::Export, pii, sql, None).await
     }
 }
 
@@ -517,44 +546,62 @@ fn walk(s: &Statement) -> Walk {
     }
 }
 
-/// A session over `read_model`; `spill_quota` (bytes) lets it spill to disk, up to that.
-async fn session(
-    read_model: &Arc<dyn ReadModel>,
-    limits: QueryLimits,
-    memory_bytes: usize,
-    spill_quota: Option<u64>,
-) -> Result<SessionContext, QueryError> {
-    let config = SessionConfig::new()
-        .with_default_catalog_and_schema(CATALOG, SCHEMA)
-        .with_create_default_catalog_and_schema(true)
-        .with_information_schema(true)
-        .with_target_partitions(2);
+/// What the sessions of one kind share: their limits and their runtime (memory pool and
+/// spill files).
+struct Limits {
+    query: QueryLimits,
+    runtime: Arc<RuntimeEnv>,
+}
+
+/// A runtime whose memory pool holds `memory_bytes`; `spill_quota` (bytes) lets its queries
+/// spill to disk, up to that.
+fn runtime(memory_bytes: usize, spill_quota: Option<u64>) -> Result<Arc<RuntimeEnv>, QueryError> {
     let disk = match spill_quota {
         Some(quota) => DiskManagerBuilder::default()
             .with_mode(DiskManagerMode::OsTmpDirectory)
             .with_max_temp_directory_size(quota),
         None => DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
     };
-    let runtime = RuntimeEnvBuilder::new()
+    Ok(RuntimeEnvBuilder::new()
         .with_memory_limit(memory_bytes, 1.0)
         .with_disk_manager_builder(disk)
-        .build_arc()?;
+        .build_arc()?)
+}
+
+/// A session over `read_model`, personal data as `pii` says.
+async fn session(
+    read_model: &Arc<dyn ReadModel>,
+    limits: &Limits,
+    pii: Pii,
+) -> Result<Arc<SessionContext>, QueryError> {
+    let config = SessionConfig::new()
+        .with_default_catalog_and_schema(CATALOG, SCHEMA)
+        .with_create_default_catalog_and_schema(true)
+        .with_information_schema(true)
+        .with_target_partitions(2);
     let state = SessionStateBuilder::new()
         .with_config(config)
-        .with_runtime_env(runtime)
+        .with_runtime_env(limits.runtime.clone())
         .with_default_features()
-        .with_physical_optimizer_rule(Arc::new(GuardRule { limits }))
+        .with_physical_optimizer_rule(Arc::new(GuardRule {
+            limits: limits.query,
+        }))
         .build();
     let ctx = SessionContext::new_with_state(state);
     crate::bounded::bound_functions(&ctx);
     for table in Table::all() {
-        ctx.register_table(table.name(), read_model.provider(table))?;
+        let provider = read_model.provider(table);
+        let provider = match pii {
+            Pii::Visible => provider,
+            Pii::Masked => crate::privacy::masked(table, provider),
+        };
+        ctx.register_table(table.name(), provider)?;
     }
     for (name, sql) in VIEWS {
         let view = ctx.sql(sql).await?.into_view();
         ctx.register_table(*name, view)?;
     }
-    Ok(ctx)
+    Ok(Arc::new(ctx))
 }
 
 /// Dimension views over the raw events: the current state of every product and customer.

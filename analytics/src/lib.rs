@@ -6,6 +6,7 @@
 //! tables to the same DataFusion SQL ([`engine`]), so they give the same numbers.
 
 pub mod api;
+pub mod audit;
 mod bounded;
 pub mod cli;
 pub mod clickhouse;
@@ -18,9 +19,11 @@ pub mod guard;
 pub mod isolation;
 pub mod metrics;
 pub mod pg;
+pub mod privacy;
 pub mod read_model;
 pub mod reconcile;
 pub mod startup;
+pub mod users;
 
 pub use config::{AnalyticsConfig, PgConfig, ReconcileConfig};
 pub use engine::{Engine, QueryConfig, QueryError};

@@ -36,6 +36,8 @@ enum Command {
     /// Export a named report or an ad-hoc query into a CSV or Parquet file. Exit code 0
     /// when the file is complete, 1 when the export failed, 2 for a bad request.
     Export(ExportArgs),
+    /// Read a password from stdin and print its hash for `analytics.users`.
+    HashPassword,
 }
 
 /// Everything the process reads from its config layers.
@@ -44,6 +46,8 @@ enum Command {
 struct ProcessConfig {
     /// Log JSON lines instead of human-readable text.
     log_json: bool,
+    /// Who may call the server: bearer tokens' key and the shop's identity provider.
+    auth: shoplens_kit::identity::AuthConfig,
     /// The read model to serve (the one the ingest worker writes).
     read_model: ReadModelConfig,
     analytics: AnalyticsConfig,
@@ -59,13 +63,18 @@ fn main() -> anyhow::Result<()> {
 
 async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let config: ProcessConfig = shoplens_kit::config::load(cli.config.as_deref())?;
+    let mut config: ProcessConfig = shoplens_kit::config::load(cli.config.as_deref())?;
+    config.analytics.auth = config.auth.clone();
     shoplens_kit::telemetry::init_tracing(config.log_json);
     // Secrets (JWT key, passwords) show as *** in the configuration's Debug.
     tracing::debug!(?config, "configuration");
     if cli.check_config {
         shoplens_readmodel::config::validate_read_model(&config.read_model)
             .context("invalid configuration")?;
+        config
+            .analytics
+            .check_exposure()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         println!("configuration ok: read model {:?}", config.read_model.kind);
         return Ok(());
     }
@@ -82,6 +91,18 @@ async fn run() -> anyhow::Result<()> {
             shoplens_kit::shutdown_signal().await;
             tracing::info!("shutting down");
             handle.stop().await;
+        }
+        Command::HashPassword => {
+            let mut password = String::new();
+            std::io::stdin()
+                .read_line(&mut password)
+                .context("failed to read the password from stdin")?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            anyhow::ensure!(
+                password.len() >= 12,
+                "use a password of at least 12 characters"
+            );
+            println!("{}", shoplens_analytics::users::hash(password));
         }
         Command::Export(args) => {
             let code =

@@ -96,10 +96,7 @@ pub struct ReadModelSums {
 /// Why a reconciliation could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
-    #[error(
-        "reconciliation is not configured: set analytics.reconcile.composer_url and a \
-         composer_token or composer_secret"
-    )]
+    #[error("reconciliation is not configured: set analytics.reconcile.composer_url")]
     NotConfigured,
     #[error("the source of truth (the composer's ledger) is unavailable: {0}")]
     SourceOfTruth(String),
@@ -112,11 +109,17 @@ pub enum ReconcileError {
 pub struct Reconciler {
     config: ReconcileConfig,
     http: reqwest::Client,
+    /// The server's own identity, when no token is configured.
+    identity: shoplens_kit::identity::ServiceToken,
 }
 
 impl Reconciler {
-    /// `None` when `config` does not say where the composer is or how to authenticate.
-    pub fn new(config: &ReconcileConfig) -> Option<Reconciler> {
+    /// `None` when `config` does not say where the composer is. Calls carry
+    /// `config.composer_token`, or a service token of `auth`'s key.
+    pub fn new(
+        config: &ReconcileConfig,
+        auth: &shoplens_kit::identity::AuthConfig,
+    ) -> Option<Reconciler> {
         if !config.is_configured() {
             return None;
         }
@@ -127,16 +130,13 @@ impl Reconciler {
         Some(Reconciler {
             config: config.clone(),
             http,
+            identity: shoplens_kit::identity::ServiceToken::new(auth, "analytics"),
         })
     }
 
     fn token(&self) -> String {
         if self.config.composer_token.is_empty() {
-            shoplens_kit::auth::issue_token(
-                &self.config.composer_secret,
-                &shoplens_kit::auth::Role::Admin,
-                Duration::from_secs(300),
-            )
+            self.identity.token()
         } else {
             self.config.composer_token.clone()
         }
@@ -198,7 +198,7 @@ pub async fn read_model_sums(
     range: &DateRange,
 ) -> Result<ReadModelSums, QueryError> {
     let collect = |sql: String| async move {
-        let stream = engine.export(&sql).await?;
+        let stream = engine.export(crate::privacy::Pii::Visible, &sql).await?;
         let batches: Vec<arrow_array::RecordBatch> =
             futures::TryStreamExt::try_collect(stream).await?;
         Ok::<_, QueryError>(batches)
@@ -474,6 +474,7 @@ pub enum ExitCode {
 /// differences, for up to `settle` (zero: once). Returns the last report.
 pub async fn fetch_settled(
     analytics_url: &str,
+    token: &str,
     from: Option<&str>,
     to: Option<&str>,
     settle: Duration,
@@ -494,6 +495,7 @@ pub async fn fetch_settled(
     loop {
         let resp = http
             .get(&url)
+            .bearer_auth(token)
             .query(&query)
             .send()
             .await

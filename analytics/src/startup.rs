@@ -8,7 +8,7 @@ use shoplens_readmodel::config::{ReadModelConfig, ReadModelKind};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{AppState, routes};
+use crate::api::{AppState, endpoints};
 use crate::config::AnalyticsConfig;
 use crate::dashboard::Dashboard;
 use crate::embedded::EmbeddedReadModel;
@@ -16,6 +16,8 @@ use crate::engine::{Engine, QueryConfig, QueryError};
 use crate::isolation::{Executor, PoolMetrics};
 use crate::metrics::AnalyticsMetrics;
 use crate::read_model::{ReadModel, ReadModelError};
+use crate::users::Users;
+use shoplens_kit::identity::Verifier;
 
 /// The read model `config` names, for reading only.
 pub async fn read_model(config: &ReadModelConfig) -> Result<Arc<dyn ReadModel>, ReadModelError> {
@@ -41,6 +43,8 @@ pub enum StartError {
     },
     #[error("cannot start the query workers: {0}")]
     Workers(QueryError),
+    #[error("the analytics server refuses to start: {0}")]
+    Auth(String),
 }
 
 /// A running analytics server.
@@ -103,25 +107,38 @@ pub async fn start(
     config: &AnalyticsConfig,
     engine: Engine,
 ) -> Result<AnalyticsHandle, StartError> {
+    config.check_exposure().map_err(StartError::Auth)?;
+    let users = Users::new(&config.users).map_err(StartError::Auth)?;
+    let verifier = Verifier::new(&config.auth);
     let shutdown = CancellationToken::new();
     let metrics = shoplens_kit::metrics::Metrics::new();
     let executor = Executor::start(
         &engine,
         &engine.read_model().config(),
         engine.config(),
-        &config.sql.user,
+        &users.names(),
         PoolMetrics::register(&metrics),
     )
     .await
     .map_err(StartError::Workers)?;
+    let analytics_metrics = AnalyticsMetrics::register(&metrics);
     let state = AppState {
         executor: executor.clone(),
+        users: users.clone(),
+        auth: config.auth.clone(),
+        session_ttl: std::time::Duration::from_secs(config.session_ttl_secs),
         dashboard: Dashboard::new(engine.clone()),
         refresh_ms: config.dashboard_refresh_ms,
-        metrics: AnalyticsMetrics::register(&metrics),
-        reconciler: crate::reconcile::Reconciler::new(&config.reconcile),
+        metrics: analytics_metrics.clone(),
+        reconciler: crate::reconcile::Reconciler::new(&config.reconcile, &config.auth),
     };
-    let router = shoplens_kit::http::standard_router(routes(state), None, metrics, &config.http);
+    let router = shoplens_kit::http::standard_router(
+        endpoints().with_state(state, &verifier),
+        None,
+        metrics,
+        &config.http,
+        &verifier,
+    );
     let (listener, addr) = bind(config.listen).await?;
     let mut tasks = vec![tokio::spawn(shoplens_kit::http::serve(
         listener,
@@ -130,10 +147,11 @@ pub async fn start(
     ))];
     let mut pg_addr = None;
     if config.sql.enabled {
-        if config.sql.password == crate::config::DEV_PASSWORD {
+        let dev = users.with_dev_password();
+        if !dev.is_empty() {
             tracing::warn!(
-                "the Postgres endpoint uses the built-in development password; set \
-                 SHOPLENS_ANALYTICS__SQL__PASSWORD"
+                users = %dev.join(", "),
+                "users with the built-in development password; configure analytics.users"
             );
         }
         let (listener, local) = bind(config.sql.listen).await?;
@@ -142,8 +160,12 @@ pub async fn start(
             listener,
             engine.clone(),
             executor.clone(),
-            config.sql.clone(),
-            engine.config().max_result_mb.saturating_mul(1024 * 1024),
+            crate::pg::Settings {
+                config: config.sql.clone(),
+                users: users.clone(),
+                max_result_bytes: engine.config().max_result_mb.saturating_mul(1024 * 1024),
+                audit: analytics_metrics.clone(),
+            },
             shutdown.clone(),
         )));
     }

@@ -13,6 +13,7 @@
 //!   model of 100,000 events (DataFusion over Parquet, the aggregate merged in memory);
 //! - `export_csv`: 10,000 purchase rows encoded as CSV by the export encoder.
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,6 +31,8 @@ use shoplens_ingest::synthetic::{StreamSpec, shop_events};
 use shoplens_readmodel::config::EmbeddedConfig;
 
 use crate::machine::{Machine, crate_versions};
+use crate::report::{self, Report};
+use crate::results::crate_list;
 
 /// One benchmarked operation: `run` does `elements` units of work (events, rows, lookups).
 pub struct Case {
@@ -192,7 +195,11 @@ pub fn cases(small: bool) -> anyhow::Result<(Fixture, Vec<Case>)> {
         0,
     );
     // The timed query must be one that answers, with data.
-    let check = runtime.block_on(dashboard.daily(freshness.clone(), range))?;
+    let check = runtime.block_on(dashboard.daily(
+        shoplens_analytics::engine::Pii::Visible,
+        freshness.clone(),
+        range,
+    ))?;
     anyhow::ensure!(
         check.rows.iter().any(|r| r.orders_placed > 0),
         "the dashboard case's range holds no orders"
@@ -202,7 +209,11 @@ pub fn cases(small: bool) -> anyhow::Result<(Fixture, Vec<Case>)> {
         unit: "queries",
         elements: 1,
         run: Box::new(move || {
-            let answer = rt.block_on(dashboard.daily(freshness.clone(), range));
+            let answer = rt.block_on(dashboard.daily(
+                shoplens_analytics::engine::Pii::Visible,
+                freshness.clone(),
+                range,
+            ));
             std::hint::black_box(answer.ok());
         }),
     });
@@ -346,6 +357,76 @@ pub async fn run(opts: &ComponentsOptions) -> anyhow::Result<ComponentsResults> 
         total_secs: started.elapsed().as_secs_f64(),
         cases,
     };
-    crate::results::write_components(&opts.out, &results)?;
+    report::write(&opts.out, &results)?;
     Ok(results)
+}
+
+impl Report for ComponentsResults {
+    fn title(&self) -> &str {
+        "Components"
+    }
+
+    fn stem(&self) -> &str {
+        "components"
+    }
+
+    fn markdown(&self) -> String {
+        let m = &self.machine;
+        let mut t = String::new();
+        let _ = writeln!(
+            t,
+            "Command: `cargo run --release -p shoplens-benches -- components` (the same cases \
+             under criterion: `cargo bench -p shoplens-benches`)\n"
+        );
+        let _ = writeln!(
+            t,
+            "- Date {}, commit {}, {} build, {}; {} cores ({}).",
+            m.date,
+            m.commit(),
+            m.profile,
+            m.rustc,
+            m.cores,
+            m.cpu()
+        );
+        let _ = writeln!(
+            t,
+            "- Versions: {}. {} samples of {:.2} s per case after a warm-up, medians; total \
+             {:.0} s.\n",
+            crate_list(&self.crates),
+            self.samples,
+            self.sample_secs,
+            self.total_secs
+        );
+        let _ = writeln!(
+            t,
+            "| case | per iteration | time per iteration | per element | elements/s |"
+        );
+        let _ = writeln!(t, "|---|---:|---:|---:|---:|");
+        for c in &self.cases {
+            let per_iter = if c.ns_per_iteration >= 1e6 {
+                format!("{:.2} ms", c.ns_per_iteration / 1e6)
+            } else {
+                format!("{:.1} µs", c.ns_per_iteration / 1e3)
+            };
+            let _ = writeln!(
+                t,
+                "| {} | {} {} | {} | {:.0} ns | {:.0} |",
+                c.name,
+                c.elements_per_iteration,
+                c.unit,
+                per_iter,
+                c.ns_per_element,
+                c.elements_per_sec
+            );
+        }
+        let _ = writeln!(
+            t,
+            "\nCases: event_decode/event_encode (the bus bytes of 200 orders' events <-> \
+             checked envelopes), arrow_batch (10,000 decoded events into one Arrow batch per \
+             raw table), cache_hit (1,000 Order Summary sections from the composer's cache), \
+             dashboard_query (the daily view, 30 days, on an embedded read model of ~100,000 \
+             events), export_csv (10,000 purchase rows through the export encoder)."
+        );
+        t
+    }
 }

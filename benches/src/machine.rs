@@ -1,6 +1,7 @@
 //! What a result was measured on: machine, versions, commit and date, recorded with every
 //! result file so numbers from different machines are never compared unknowingly.
 
+use std::path::Path;
 use std::process::Command;
 
 use serde::Serialize;
@@ -24,6 +25,17 @@ pub struct Machine {
     pub profile: &'static str,
     /// When the run started (UTC, RFC 3339).
     pub date: String,
+}
+
+/// Versions of what ran besides the machine: the servers a scenario used, and crates.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Versions {
+    /// `SELECT version()` of the ClickHouse server, when one ran.
+    pub clickhouse_server: Option<String>,
+    /// The Kafka broker, when one ran.
+    pub broker: Option<String>,
+    /// Crate versions from the workspace's Cargo.lock (rdkafka-sys carries librdkafka's).
+    pub crates: Vec<(String, String)>,
 }
 
 impl Machine {
@@ -71,6 +83,21 @@ impl Machine {
             },
             date: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         }
+    }
+
+    /// The commit, or "unknown" outside a git checkout.
+    pub fn commit(&self) -> &str {
+        self.git_commit.as_deref().unwrap_or("unknown")
+    }
+
+    /// The CPU model, or "unknown CPU".
+    pub fn cpu(&self) -> &str {
+        self.cpu_model.as_deref().unwrap_or("unknown CPU")
+    }
+
+    /// The memory in MiB, or "unknown".
+    pub fn memory(&self) -> String {
+        self.memory_mib.map_or("unknown".into(), |v| v.to_string())
     }
 }
 
@@ -122,4 +149,38 @@ pub fn proc_status_mib(pid: &str, field: &str) -> Option<f64> {
     let line = text.lines().find(|l| l.starts_with(field))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
+}
+
+/// `/proc/loadavg` (1, 5, 15 min): other work on the machine shares its cores.
+pub fn load_average() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let parts: Vec<&str> = text.split_whitespace().take(3).collect();
+    Some(parts.join(" "))
+}
+
+/// Bytes of the files under `path` (a read model's size on disk).
+pub fn dir_bytes(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_file_versions_are_found() {
+        let v = crate_versions(&["rdkafka-sys", "tokio"]);
+        assert!(v.iter().any(|(n, _)| n == "rdkafka-sys"), "{v:?}");
+        assert!(v.iter().any(|(n, _)| n == "tokio"), "{v:?}");
+    }
 }

@@ -1,15 +1,18 @@
 //! `shoplens-bench`: runs the benchmark scenarios and writes their results files.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use shoplens_benches::analytics::{self, AnalyticsOptions};
+use shoplens_benches::backend::Backend;
 use shoplens_benches::compare::{self, CompareOptions};
 use shoplens_benches::components::{self, ComponentsOptions};
 use shoplens_benches::composer::{self, ComposerOptions};
-use shoplens_benches::ingest::{self, Backend, IngestOptions};
+use shoplens_benches::ingest::{self, IngestOptions};
 use shoplens_benches::isolation::{self, IsolationOptions};
+use shoplens_benches::report::Report;
+use shoplens_benches::results::data_dir;
 
 #[derive(Parser)]
 #[command(
@@ -200,6 +203,16 @@ enum BackendArg {
     Both,
 }
 
+impl BackendArg {
+    fn backends(self) -> Vec<Backend> {
+        match self {
+            BackendArg::Embedded => vec![Backend::Embedded],
+            BackendArg::Clickhouse => vec![Backend::Clickhouse],
+            BackendArg::Both => vec![Backend::Embedded, Backend::Clickhouse],
+        }
+    }
+}
+
 #[derive(Args, Clone)]
 struct IngestArgs {
     /// Which read model (and bus): embedded log -> Parquet store, Kafka -> ClickHouse, or
@@ -251,11 +264,7 @@ impl IngestArgs {
                 ..IngestOptions::default()
             }
         };
-        o.backends = match self.backend {
-            BackendArg::Embedded => vec![Backend::Embedded],
-            BackendArg::Clickhouse => vec![Backend::Clickhouse],
-            BackendArg::Both => vec![Backend::Embedded, Backend::Clickhouse],
-        };
+        o.backends = self.backend.backends();
         if let Some(v) = self.events {
             o.events = v;
         }
@@ -334,11 +343,7 @@ impl AnalyticsArgs {
                 ..AnalyticsOptions::default()
             }
         };
-        o.backends = match self.backend {
-            BackendArg::Embedded => vec![Backend::Embedded],
-            BackendArg::Clickhouse => vec![Backend::Clickhouse],
-            BackendArg::Both => vec![Backend::Embedded, Backend::Clickhouse],
-        };
+        o.backends = self.backend.backends();
         if let Some(v) = &self.sizes {
             if v.is_empty() || v.contains(&0) {
                 anyhow::bail!("--sizes: give one or more positive event counts");
@@ -471,15 +476,13 @@ async fn run() -> anyhow::Result<()> {
 
 async fn run_isolation(opts: &IsolationOptions) -> anyhow::Result<()> {
     let results = isolation::run(opts).await?;
-    eprintln!("{}", isolation::markdown(&results));
-    eprintln!("wrote {}", opts.out.join("RESULTS.md").display());
+    show(&results, &opts.out.join("RESULTS.md"));
     Ok(())
 }
 
 async fn run_compare(opts: &CompareOptions) -> anyhow::Result<()> {
     let results = compare::run(opts).await?;
-    eprintln!("{}", shoplens_benches::results::compare_markdown(&results));
-    eprintln!("wrote {}", opts.out.join("RESULTS.md").display());
+    show(&results, &opts.out.join("RESULTS.md"));
     Ok(())
 }
 
@@ -493,49 +496,40 @@ async fn run_components(smoke: bool, out: Option<PathBuf>) -> anyhow::Result<()>
         opts.out = out;
     }
     let results = components::run(&opts).await?;
-    eprintln!(
-        "{}",
-        shoplens_benches::results::components_markdown(&results)
-    );
+    eprintln!("{}", results.markdown());
     Ok(())
 }
 
 async fn run_composer(args: &ComposerArgs) -> anyhow::Result<()> {
     let opts = args.options();
     let results = composer::run(&opts).await?;
-    eprintln!("{}", shoplens_benches::results::composer_markdown(&results));
-    eprintln!(
-        "wrote {}",
-        shoplens_benches::results::data_dir(&opts.out)
-            .join("composer.json")
-            .display()
+    show(
+        &results,
+        &data_dir(&opts.out).join(format!("{}.json", results.stem())),
     );
     Ok(())
 }
 
 async fn run_ingest(opts: &IngestOptions) -> anyhow::Result<()> {
     let results = ingest::run(opts).await?;
-    eprintln!("{}", shoplens_benches::results::ingest_markdown(&results));
-    eprintln!(
-        "wrote {}",
-        shoplens_benches::results::data_dir(&opts.out)
-            .join("ingest.json")
-            .display()
+    show(
+        &results,
+        &data_dir(&opts.out).join(format!("{}.json", results.stem())),
     );
     Ok(())
 }
 
 async fn run_analytics(opts: &AnalyticsOptions) -> anyhow::Result<()> {
     let results = analytics::run(opts).await?;
-    eprintln!(
-        "{}",
-        shoplens_benches::results::analytics_markdown(&results)
-    );
-    eprintln!(
-        "wrote {}",
-        shoplens_benches::results::data_dir(&opts.out)
-            .join("analytics.json")
-            .display()
+    show(
+        &results,
+        &data_dir(&opts.out).join(format!("{}.json", results.stem())),
     );
     Ok(())
+}
+
+/// Prints the section a scenario wrote, and where it wrote it.
+fn show(results: &impl Report, wrote: &Path) {
+    eprintln!("{}", results.markdown());
+    eprintln!("wrote {}", wrote.display());
 }

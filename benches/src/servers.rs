@@ -26,6 +26,16 @@ pub struct Servers {
     _dir: Option<tempfile::TempDir>,
 }
 
+/// `{prefix}_{pid}_{microseconds}`: a database, topic or group name no other run uses on a
+/// shared server.
+pub fn unique_name(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_micros()
+    )
+}
+
 fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }

@@ -92,10 +92,11 @@ impl Shop {
         config.analytics.sql.listen = any_port;
         config.analytics.query.workers.program = crate::worker_program();
         configure(&mut config);
+        let token = config.service_token("benchmark");
         let system = shoplens::System::start(config)
             .await
             .context("failed to start the shop")?;
-        let urls = system.info.shop_urls();
+        let urls = system.info.shop_urls(token);
         let sim = seed_config(size);
         let started = std::time::Instant::now();
         let catalogue = shop_simulator::seed_catalogue(&urls, &sim)
@@ -223,7 +224,8 @@ pub fn spawn_writer(
         shop.catalogue.products.len(),
     ));
     let ctx = Arc::new(WriterCtx {
-        http: reqwest::Client::new(),
+        http: crate::admin_client(reqwest::Client::builder())
+            .expect("a client with a default header builds"),
         urls: shop.urls.clone(),
         catalogue: shop.catalogue.clone(),
         reads: shop.reads.clone(),

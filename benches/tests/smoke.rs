@@ -129,7 +129,8 @@ async fn ingest_smoke_run_writes_sane_results() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn analytics_smoke_run_writes_sane_results() {
     workers_from_the_bench_binary();
-    use shoplens_benches::analytics::{self, AnalyticsOptions, Backend};
+    use shoplens_benches::analytics::{self, AnalyticsOptions};
+    use shoplens_benches::backend::Backend;
 
     let dir = tempfile::tempdir().unwrap();
     let mut opts = AnalyticsOptions::smoke(
@@ -226,7 +227,7 @@ async fn compare_smoke_run_on_kafka_and_clickhouse() {
     }
     let dir = tempfile::tempdir().unwrap();
     let opts = CompareOptions {
-        backend: shoplens_benches::ingest::Backend::Clickhouse,
+        backend: shoplens_benches::backend::Backend::Clickhouse,
         ..CompareOptions::smoke(dir.path().to_path_buf())
     };
     compare::run(&opts).await.expect("smoke run");

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use shoplens_contract::Service;
 use shoplens_kit::ApiError;
-use shoplens_kit::auth::Role;
 use tokio::time::Instant;
 
 use crate::cache::{Fetched, Lookup, SectionCache, SectionSettings};
@@ -15,6 +14,7 @@ use crate::config::ComposerConfig;
 use crate::downstream::{Downstream, FetchError};
 use crate::metrics::ComposerMetrics;
 use crate::model::*;
+use shoplens_kit::identity::Identity;
 
 /// Most ids the services accept in one batch look-up.
 const MAX_BATCH: usize = 100;
@@ -60,7 +60,11 @@ impl Composer {
 
     /// The summary of one order, for `caller`. Errors: 404 for an unknown order, 403 for
     /// another customer's order, 503 when the order itself cannot be read.
-    pub async fn summary(&self, caller: &Role, order_id: &str) -> Result<OrderSummary, ApiError> {
+    pub async fn summary(
+        &self,
+        caller: &Identity,
+        order_id: &str,
+    ) -> Result<OrderSummary, ApiError> {
         let deadline = Instant::now() + self.config.deadline();
         let path = format!("/api/v1/orders/{order_id}");
         let lookup = self
@@ -83,7 +87,7 @@ impl Composer {
                 section(&Lookup::Stale(f, reason), |o| Some(o.clone())),
             ),
         };
-        if !caller.may_read(&order.value.customer_id) {
+        if !caller.may_read_customer(&order.value.customer_id) {
             return Err(ApiError::Forbidden(
                 "this order belongs to another customer".into(),
             ));
@@ -97,12 +101,12 @@ impl Composer {
     /// called once per section for the whole page, not once per order.
     pub async fn list(
         &self,
-        caller: &Role,
+        caller: &Identity,
         customer_id: &str,
         limit: u32,
         cursor: Option<&str>,
     ) -> Result<OrderList, ApiError> {
-        if !caller.may_read(customer_id) {
+        if !caller.may_read_customer(customer_id) {
             return Err(ApiError::Forbidden(
                 "you may only list your own orders".into(),
             ));

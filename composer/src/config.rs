@@ -7,10 +7,6 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use shoplens_kit::config::HttpConfig;
 
-/// The HMAC key used when none is configured. Fine for a laptop, never for production:
-/// [`crate::start`] logs a warning when it is in use.
-pub const DEV_SECRET: &str = "shoplens-dev-secret-change-me";
-
 /// Everything the composer is configured with. Built-in defaults make a bare `start` work
 /// against the all-in-one process's default ports.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -20,8 +16,11 @@ pub struct ComposerConfig {
     pub listen: SocketAddr,
     /// Base URLs of the five domain services.
     pub services: ServiceUrls,
-    /// How bearer tokens are signed and checked.
-    pub auth: AuthConfig,
+    /// How bearer tokens are checked, and the key the composer's calls to the services are
+    /// signed with: the root `auth` section, filled in by the launcher (not configurable
+    /// here).
+    #[serde(skip)]
+    pub auth: shoplens_kit::identity::AuthConfig,
     /// Limits of the composer's own HTTP server.
     pub http: HttpConfig,
     /// Longest wait for one downstream call (one attempt), in milliseconds.
@@ -48,7 +47,7 @@ impl Default for ComposerConfig {
         ComposerConfig {
             listen: "127.0.0.1:0".parse().expect("valid address"),
             services: ServiceUrls::default(),
-            auth: AuthConfig::default(),
+            auth: Default::default(),
             http: HttpConfig::default(),
             call_timeout_ms: 300,
             deadline_ms: 800,
@@ -86,10 +85,9 @@ impl ComposerConfig {
             self.breaker.failure_threshold >= 1,
             "breaker.failure_threshold must be at least 1"
         );
-        anyhow::ensure!(
-            !self.auth.secret.is_empty(),
-            "auth.secret must not be empty"
-        );
+        self.auth
+            .check_exposure(self.listen)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         for (name, url) in self.services.all() {
             anyhow::ensure!(
                 url.starts_with("http://") || url.starts_with("https://"),
@@ -132,46 +130,6 @@ impl ServiceUrls {
             ("payment", &self.payment),
             ("shipping", &self.shipping),
         ]
-    }
-}
-
-/// Bearer tokens: HS256 JWTs with claims `sub` (customer id), `role` and `exp`.
-#[derive(Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuthConfig {
-    /// The HMAC key tokens are signed with; never logged (`Debug` shows `***`). The default
-    /// is a development key (`SHOPLENS_COMPOSER__AUTH__SECRET` sets it).
-    pub secret: String,
-    /// Lifetime of tokens issued with [`AuthConfig::issue`], in seconds.
-    pub token_ttl_secs: u64,
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        AuthConfig {
-            secret: DEV_SECRET.into(),
-            token_ttl_secs: 3600,
-        }
-    }
-}
-
-impl std::fmt::Debug for AuthConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuthConfig")
-            .field("secret", &"***")
-            .field("token_ttl_secs", &self.token_ttl_secs)
-            .finish()
-    }
-}
-
-impl AuthConfig {
-    /// A token for `role`, signed with this secret and valid for `token_ttl_secs`.
-    pub fn issue(&self, role: &shoplens_kit::auth::Role) -> String {
-        shoplens_kit::auth::issue_token(
-            &self.secret,
-            role,
-            Duration::from_secs(self.token_ttl_secs),
-        )
     }
 }
 

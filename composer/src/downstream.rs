@@ -51,6 +51,8 @@ struct Endpoint {
 /// The five services, as the composer calls them. Cheap to share (`Arc`).
 pub struct Downstream {
     http: reqwest::Client,
+    /// Every call carries it: the services answer only other ShopLens servers.
+    token: shoplens_kit::identity::ServiceToken,
     endpoints: [Endpoint; 5],
     call_timeout: Duration,
     max_attempts: u32,
@@ -93,6 +95,7 @@ impl Downstream {
         };
         Ok(Downstream {
             http,
+            token: shoplens_kit::identity::ServiceToken::new(&config.auth, "composer"),
             endpoints: [
                 endpoint(Service::Customer, &urls.customer),
                 endpoint(Service::Product, &urls.product),
@@ -194,7 +197,12 @@ impl Downstream {
         let url = format!("{}{path_and_query}", ep.base);
         let span = tracing::info_span!("downstream", service, path = path_and_query);
         let call = async {
-            let resp = self.http.get(&url).send().await?;
+            let resp = self
+                .http
+                .get(&url)
+                .header(reqwest::header::AUTHORIZATION, self.token.header())
+                .send()
+                .await?;
             let status = resp.status();
             let body = resp.bytes().await?;
             Ok::<_, reqwest::Error>((status, body))

@@ -10,8 +10,10 @@
 //! - `GET /` and `GET /my-orders`: the "My Orders" web page (`?token=...`).
 //! - `GET /health`, `GET /metrics` (Prometheus).
 //!
-//! Both APIs need `Authorization: Bearer <token>`, an HS256 JWT signed with
-//! `auth.secret` (see [`shoplens_kit::auth`]). A customer reads only their own orders, an admin any.
+//! Both APIs need `Authorization: Bearer <token>` of role `customer` or `admin` (the shared
+//! identity scheme, `shoplens_kit::identity`). A customer reads only their own orders, an
+//! admin any; the live sales figures are for admins (the ledger also for other ShopLens
+//! servers, role `service`, which reconciliation uses).
 //! Errors are JSON `{"error", "code", "field"?}`: 401 missing, malformed, forged or expired
 //! token; 400 malformed id (checked before any downstream call); 403 another customer's
 //! order; 404 unknown order; 503 (`order_unavailable`) when the order itself cannot be read
@@ -64,6 +66,8 @@ pub mod metrics;
 pub mod model;
 pub mod resilience;
 mod routes;
+
+pub use routes::rules;
 pub mod sales;
 
 use std::net::SocketAddr;
@@ -73,9 +77,7 @@ use anyhow::Context;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{
-    AuthConfig, BreakerConfig, CacheConfig, ComposerConfig, RetryConfig, ServiceUrls,
-};
+pub use config::{BreakerConfig, CacheConfig, ComposerConfig, RetryConfig, ServiceUrls};
 
 /// A running composer.
 pub struct ComposerHandle {
@@ -95,20 +97,22 @@ pub async fn start(
     config
         .validate()
         .context("invalid composer configuration")?;
-    if config.auth.secret == config::DEV_SECRET {
+    if config.auth.is_dev_secret() {
         tracing::warn!(
-            "the composer uses the built-in development token secret; set auth.secret \
-             (SHOPLENS_COMPOSER__AUTH__SECRET) for anything but local use"
+            "the composer uses the built-in development key; set SHOPLENS_AUTH__SECRET for \
+             anything but local use"
         );
     }
     let registry = shoplens_kit::metrics::Metrics::new();
     let metrics = metrics::ComposerMetrics::register(&registry);
     let composer = Arc::new(compose::Composer::new(config, metrics)?);
+    let verifier = shoplens_kit::identity::Verifier::new(&config.auth);
     let router = shoplens_kit::http::standard_router(
-        routes::routes(composer.clone()),
+        routes::endpoints().with_state(composer.clone(), &verifier),
         None,
         registry,
         &config.http,
+        &verifier,
     );
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -1,21 +1,21 @@
 //! The composer's HTTP endpoints: the two JSON APIs and the "My Orders" page.
 //!
 //! Every API request is checked in this order, before any downstream call: the bearer token
-//! (401), then the ids in the path and query (400/422). Only then are services called.
+//! and its role (401/403, the endpoint's access rule), then the ids in the path and query
+//! (400/422), then whose order it is (403). Only then are services called.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use axum::Json;
-use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
 use serde::Deserialize;
-use shoplens_kit::auth::{Role, authenticate};
+use shoplens_kit::access::{Access, Caller, Endpoints, get, rules};
 use shoplens_kit::http::parse_id;
+use shoplens_kit::identity::Role;
 use shoplens_kit::{ApiError, ValidQuery};
 use tracing::Instrument;
 
@@ -26,18 +26,35 @@ use crate::metrics::{EndpointLabels, RequestLabels};
 /// The "My Orders" page: one self-contained file, no external resources.
 const PAGE: &str = include_str!("page.html");
 
-pub fn routes(composer: Arc<Composer>) -> Router {
-    Router::new()
-        .route("/", get(page))
-        .route("/my-orders", get(page))
-        .route("/api/v1/orders/{order_id}/summary", get(order_summary))
-        .route(
+/// Who may call what: the page is open (it sends the token it is given); a customer's
+/// orders are theirs (and support's); the live sales figures are for admins, and the
+/// ledger also for other ShopLens servers (reconciliation, role `service`).
+pub fn endpoints() -> Endpoints<Arc<Composer>> {
+    const LEDGER: Access = Access::Roles(&[Role::Admin, Role::Service]);
+    Endpoints::new()
+        .with(get("/", Access::Public, page))
+        .with(get("/my-orders", Access::Public, page))
+        .with(get(
+            "/api/v1/orders/{order_id}/summary",
+            rules::CUSTOMERS,
+            order_summary,
+        ))
+        .with(get(
             "/api/v1/customers/{customer_id}/orders",
-            get(customer_orders),
-        )
-        .route("/api/v1/sales/dashboard", get(sales_dashboard))
-        .route("/api/v1/sales/ledger", get(sales_ledger))
-        .with_state(composer)
+            rules::CUSTOMERS,
+            customer_orders,
+        ))
+        .with(get(
+            "/api/v1/sales/dashboard",
+            rules::ADMINS,
+            sales_dashboard,
+        ))
+        .with(get("/api/v1/sales/ledger", LEDGER, sales_ledger))
+}
+
+/// The rules of the composer's endpoints, for the access tests.
+pub fn rules() -> Vec<shoplens_kit::access::Rule> {
+    endpoints().rules()
 }
 
 async fn page() -> Response {
@@ -46,17 +63,6 @@ async fn page() -> Response {
         Html(PAGE),
     )
         .into_response()
-}
-
-fn caller(composer: &Composer, headers: &HeaderMap) -> Result<Role, ApiError> {
-    Ok(authenticate(&composer.config.auth.secret, headers)?)
-}
-
-fn caller_name(role: &Role) -> &str {
-    match role {
-        Role::Admin => "admin",
-        Role::Customer(id) => id,
-    }
 }
 
 /// Runs one API request with its metrics: count and latency by outcome, downstream calls
@@ -97,17 +103,14 @@ where
 
 async fn order_summary(
     State(composer): State<Arc<Composer>>,
-    headers: HeaderMap,
+    Caller(who): Caller,
     Path(order_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let c = &composer;
-    let span =
-        tracing::info_span!("order_summary", order_id = %order_id, caller = tracing::field::Empty);
+    let span = tracing::info_span!("order_summary", order_id = %order_id, caller = %who.subject);
     let work = async {
-        let role = caller(c, &headers)?;
-        tracing::Span::current().record("caller", caller_name(&role));
         let order_id = parse_id("order_id", &order_id)?.to_string();
-        c.summary(&role, &order_id).await
+        c.summary(&who, &order_id).await
     };
     measured(c, "order_summary", |s| s.degraded, work.instrument(span))
         .await
@@ -125,15 +128,14 @@ struct ListQuery {
 
 async fn customer_orders(
     State(composer): State<Arc<Composer>>,
-    headers: HeaderMap,
+    Caller(who): Caller,
     Path(customer_id): Path<String>,
     query: Result<ValidQuery<ListQuery>, ApiError>,
 ) -> Result<Response, ApiError> {
     let c = &composer;
-    let span = tracing::info_span!("customer_orders", customer_id = %customer_id, caller = tracing::field::Empty);
+    let span =
+        tracing::info_span!("customer_orders", customer_id = %customer_id, caller = %who.subject);
     let work = async {
-        let role = caller(c, &headers)?;
-        tracing::Span::current().record("caller", caller_name(&role));
         let customer_id = parse_id("customer_id", &customer_id)?.to_string();
         let ValidQuery(q) = query?;
         let limit = q.limit.unwrap_or(10);
@@ -147,7 +149,7 @@ async fn customer_orders(
             Some(cur) => Some(parse_id("cursor", cur)?.to_string()),
             None => None,
         };
-        c.list(&role, &customer_id, limit, cursor.as_deref()).await
+        c.list(&who, &customer_id, limit, cursor.as_deref()).await
     };
     measured(c, "customer_orders", |l| l.degraded, work.instrument(span))
         .await
@@ -173,16 +175,6 @@ fn param_error(e: shoplens_contract::sales::BadParam) -> ApiError {
     ApiError::invalid(e.field, e.message)
 }
 
-/// Live sales figures are a business view over every customer's orders: admins only.
-fn require_admin(c: &Composer, headers: &HeaderMap) -> Result<(), ApiError> {
-    match caller(c, headers)? {
-        Role::Admin => Ok(()),
-        Role::Customer(_) => Err(ApiError::Forbidden(
-            "live sales figures are for admin tokens only".into(),
-        )),
-    }
-}
-
 fn sales_range(q: &SalesParams) -> Result<shoplens_contract::sales::DateRange, ApiError> {
     shoplens_contract::sales::DateRange::parse(
         q.from.as_deref(),
@@ -205,12 +197,10 @@ fn sales_deadline(c: &Composer) -> (tokio::time::Instant, u64) {
 /// through at request time): the API-composition answer the read model is measured against.
 async fn sales_dashboard(
     State(composer): State<Arc<Composer>>,
-    headers: HeaderMap,
     query: Result<ValidQuery<SalesParams>, ApiError>,
 ) -> Result<Response, ApiError> {
     let c = &composer;
     let work = async {
-        require_admin(c, &headers)?;
         let ValidQuery(q) = query?;
         let sales = crate::sales::SalesQuery {
             range: sales_range(&q)?,
@@ -233,12 +223,10 @@ async fn sales_dashboard(
 /// reconciling the read model (`limit`, `category` and `period` do not apply).
 async fn sales_ledger(
     State(composer): State<Arc<Composer>>,
-    headers: HeaderMap,
     query: Result<ValidQuery<SalesParams>, ApiError>,
 ) -> Result<Response, ApiError> {
     let c = &composer;
     let work = async {
-        require_admin(c, &headers)?;
         let ValidQuery(q) = query?;
         for (field, given) in [
             ("limit", q.limit.is_some()),

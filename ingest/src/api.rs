@@ -1,24 +1,32 @@
 //! The ingest process's HTTP API: status and freshness (the analytics server reads these),
 //! dead letters, and the blue/green rebuild. `/health` and `/metrics` come from the kit.
 
+use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use shoplens_kit::access::{Access, Endpoints, get, post, rules};
 use shoplens_kit::http::ApiError;
 use shoplens_readmodel::freshness::FreshnessReport;
 
 use crate::supervisor::{Ingest, IngestError};
 
-pub fn routes(ingest: Ingest) -> Router {
-    Router::new()
-        .route("/api/v1/status", get(status))
-        .route("/api/v1/freshness", get(freshness))
-        .route("/api/v1/dead-letters", get(dead_letters))
-        .route("/api/v1/rebuild", get(rebuild_status).post(start_rebuild))
-        .with_state(ingest)
+/// The API's endpoints. Status and freshness stay open: health checks and dashboards read
+/// them, and they hold counts and timestamps only. Dead letters (whole events, personal
+/// data included) and rebuilds are for administrators.
+pub fn endpoints() -> Endpoints<Ingest> {
+    Endpoints::new()
+        .with(get("/api/v1/status", Access::Public, status))
+        .with(get("/api/v1/freshness", Access::Public, freshness))
+        .with(get("/api/v1/dead-letters", rules::ADMINS, dead_letters))
+        .with(get("/api/v1/rebuild", rules::ADMINS, rebuild_status))
+        .with(post("/api/v1/rebuild", rules::ADMINS, start_rebuild))
+}
+
+/// The rules of the API's endpoints, for the access tests.
+pub fn rules() -> Vec<shoplens_kit::access::Rule> {
+    endpoints().rules()
 }
 
 async fn status(State(ingest): State<Ingest>) -> Response {

@@ -10,8 +10,20 @@ use crate::supervisor::RebuildStatus;
 
 /// Starts a rebuild on the ingest API at `url` (or follows the one already running) and
 /// reports progress on `out` until it has switched; an error if it failed.
-pub async fn rebuild(url: &str, out: &mut (dyn Write + Send)) -> anyhow::Result<RebuildStatus> {
+pub async fn rebuild(
+    url: &str,
+    token: &str,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<RebuildStatus> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}")
+            .parse()
+            .context("the token is not a valid header value")?,
+    );
     let http = reqwest::Client::builder()
+        .default_headers(headers)
         .timeout(Duration::from_secs(10))
         .build()?;
     let url = url.trim_end_matches('/');

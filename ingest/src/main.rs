@@ -51,6 +51,8 @@ enum Command {
 struct ProcessConfig {
     /// Log JSON lines instead of human-readable text.
     log_json: bool,
+    /// Who may call the ingest API (rebuilds and dead letters: administrators).
+    auth: shoplens_kit::identity::AuthConfig,
     ingest: IngestConfig,
     /// The Kafka cluster the services publish to.
     kafka: KafkaConfig,
@@ -78,12 +80,17 @@ impl ProcessConfig {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let config: ProcessConfig = shoplens_kit::config::load(cli.config.as_deref())?;
+    let mut config: ProcessConfig = shoplens_kit::config::load(cli.config.as_deref())?;
+    config.ingest.auth = config.auth.clone();
     shoplens_kit::telemetry::init_tracing(config.log_json);
     // Secrets (JWT key, passwords) show as *** in the configuration's Debug.
     tracing::debug!(?config, "configuration");
     if cli.check_config {
         config.validate().context("invalid configuration")?;
+        config
+            .auth
+            .check_exposure(config.ingest.listen)
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         println!(
             "configuration ok: read model {:?}, topics {}",
             config.read_model.kind,
@@ -116,7 +123,11 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Rebuild { url } => {
             let mut err = std::io::stderr();
-            shoplens_ingest::client::rebuild(&url, &mut err).await?;
+            let admin = shoplens_kit::identity::Identity::new(
+                "operator",
+                shoplens_kit::identity::Role::Admin,
+            );
+            shoplens_ingest::client::rebuild(&url, &config.auth.issue(&admin), &mut err).await?;
         }
     }
     Ok(())

@@ -43,6 +43,10 @@ pub struct IngestConfig {
     /// it, for queries still running on it.
     pub drop_old_generation_after_ms: u64,
     pub http: HttpConfig,
+    /// Who may call the API: the root `auth` section, filled in by the binary that runs the
+    /// worker (not configurable here).
+    #[serde(skip)]
+    pub auth: shoplens_kit::identity::AuthConfig,
 }
 
 impl Default for IngestConfig {
@@ -56,6 +60,7 @@ impl Default for IngestConfig {
             worker: WorkerConfig::default(),
             drop_old_generation_after_ms: 30_000,
             http: HttpConfig::default(),
+            auth: Default::default(),
         }
     }
 }
@@ -148,6 +153,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("the ingest API refuses to start: {0}")]
+    Auth(String),
 }
 
 /// Starts the workers on `store` and `sources`, and the API on `config.listen` (port 0
@@ -202,11 +209,17 @@ pub async fn start_on(
         addr: config.listen,
         source,
     })?;
+    config
+        .auth
+        .check_exposure(config.listen)
+        .map_err(StartError::Auth)?;
+    let verifier = shoplens_kit::identity::Verifier::new(&config.auth);
     let router = shoplens_kit::http::standard_router(
-        crate::api::routes(ingest.clone()),
+        crate::api::endpoints().with_state(ingest.clone(), &verifier),
         None,
         metrics,
         &config.http,
+        &verifier,
     );
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(shoplens_kit::http::serve(

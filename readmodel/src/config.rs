@@ -101,10 +101,16 @@ pub struct ClickHouseConfig {
     /// Base name: generation `g` lives in database `{database}_g{g}`, the live pointer in
     /// `{database}_meta`. Letters, digits and `_` only.
     pub database: String,
-    /// The ClickHouse user.
+    /// The ClickHouse user the ingest worker writes as.
     pub user: String,
     /// The user's password; never logged (`Debug` shows `***`).
     pub password: String,
+    /// The user the analytics server reads as: a read-only one with server-side limits
+    /// (`readonly` profile, `max_execution_time`, `max_memory_usage`, `max_result_rows`).
+    /// Empty: `user`.
+    pub reader_user: String,
+    /// Its password; never logged.
+    pub reader_password: String,
     /// How long one request (query or insert, including its materialized views) may take
     /// before the sink reports the store unavailable.
     pub request_timeout_ms: u64,
@@ -117,6 +123,8 @@ impl Default for ClickHouseConfig {
             database: "shoplens".into(),
             user: "default".into(),
             password: String::new(),
+            reader_user: String::new(),
+            reader_password: String::new(),
             request_timeout_ms: 30_000,
         }
     }
@@ -129,8 +137,21 @@ impl fmt::Debug for ClickHouseConfig {
             .field("database", &self.database)
             .field("user", &self.user)
             .field("password", &"***")
+            .field("reader_user", &self.reader_user)
+            .field("reader_password", &"***")
             .field("request_timeout_ms", &self.request_timeout_ms)
             .finish()
+    }
+}
+
+impl ClickHouseConfig {
+    /// The user and password readers connect with.
+    pub fn reader(&self) -> (&str, &str) {
+        if self.reader_user.is_empty() {
+            (&self.user, &self.password)
+        } else {
+            (&self.reader_user, &self.reader_password)
+        }
     }
 }
 
@@ -154,11 +175,15 @@ mod tests {
 
     #[test]
     fn clickhouse_config_defaults_reject_unknown_fields_and_hide_the_password() {
-        let c: ClickHouseConfig = serde_json::from_str(r#"{"password": "s3cret"}"#).unwrap();
+        let c: ClickHouseConfig =
+            serde_json::from_str(r#"{"password": "s3cret", "reader_password": "r3ader"}"#)
+                .unwrap();
         assert_eq!(c.url, "http://127.0.0.1:8123");
         assert_eq!(c.database, "shoplens");
         assert_eq!(c.request_timeout_ms, 30_000);
         assert!(!format!("{c:?}").contains("s3cret"));
+        assert!(!format!("{c:?}").contains("r3ader"));
+        assert_eq!(c.reader(), ("default", "s3cret"));
         let err = serde_json::from_str::<ClickHouseConfig>(r#"{"databse": "x"}"#).unwrap_err();
         assert!(err.to_string().contains("databse"), "{err}");
     }

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::process::{Shoplens, base_env, open_db, wait_orders_finished};
+use shoplens_kit::identity::Role;
+
+use crate::process::{Shoplens, base_env, open_db, token, wait_orders_finished};
 
 #[tokio::test]
 async fn demo_orders_reach_the_dashboard_the_sql_endpoint_and_an_export() {
@@ -46,10 +48,13 @@ async fn demo_orders_reach_the_dashboard_the_sql_endpoint_and_an_export() {
 
     // The dashboard catches up with the shop (eventually consistent).
     let client = reqwest::Client::new();
+    let viewer = token(Role::Viewer);
+    let analyst = token(Role::Analyst);
     let start = Instant::now();
     let daily = loop {
         let body: Value = client
             .get(format!("{analytics}/api/v1/dashboard/daily"))
+            .bearer_auth(&viewer)
             .send()
             .await
             .unwrap()
@@ -73,6 +78,7 @@ async fn demo_orders_reach_the_dashboard_the_sql_endpoint_and_an_export() {
     let sql: Value = client
         .post(format!("{analytics}/api/v1/sql"))
         .header("content-type", "text/plain")
+        .bearer_auth(&analyst)
         .body("SELECT count(*) AS n FROM orders")
         .send()
         .await
@@ -221,7 +227,7 @@ async fn the_read_model_and_the_live_composition_give_the_same_dashboard() {
         for (path, key, extra) in views {
             let cqrs = get(
                 format!("{analytics}/api/v1/dashboard/{path}?{range}{extra}"),
-                false,
+                true,
             )
             .await;
             if cqrs["rows"] != live[key] {
@@ -253,7 +259,7 @@ async fn the_read_model_and_the_live_composition_give_the_same_dashboard() {
     ] {
         let cqrs = get(
             format!("{analytics}/api/v1/dashboard/{path}?{range}{extra}"),
-            false,
+            true,
         )
         .await;
         assert_eq!(cqrs["rows"], live[key], "{key}");

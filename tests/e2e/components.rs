@@ -9,7 +9,7 @@ use shoplens::Component;
 
 use crate::process::{Shoplens, open_db, wait_orders_finished};
 
-const SECRET: &str = "components-test-secret";
+const SECRET: &str = "components-test-secret-0123456789abcdef";
 
 #[tokio::test]
 async fn run_only_starts_the_named_components_and_reaches_the_others_over_http() {
@@ -20,7 +20,7 @@ async fn run_only_starts_the_named_components_and_reaches_the_others_over_http()
     let alone = [
         ("SHOPLENS_INGEST__ENABLED", "false"),
         ("SHOPLENS_ANALYTICS__ENABLED", "false"),
-        ("SHOPLENS_COMPOSER__AUTH__SECRET", SECRET),
+        ("SHOPLENS_AUTH__SECRET", SECRET),
     ];
 
     let mut env_a = alone.to_vec();
@@ -125,9 +125,12 @@ async fn run_only_starts_the_named_components_and_reaches_the_others_over_http()
             .await
             .unwrap();
     orders.close().await;
-    let token = shoplens_kit::auth::issue_token(
+    let token = shoplens_kit::identity::issue(
         SECRET,
-        &shoplens_kit::auth::Role::Customer(customer_id.clone()),
+        &shoplens_kit::identity::Identity::new(
+            customer_id.clone(),
+            shoplens_kit::identity::Role::Customer,
+        ),
         Duration::from_secs(60),
     );
     let summary: serde_json::Value = reqwest::Client::new()

@@ -58,6 +58,10 @@ const STATEFUL: [&str; 7] = [
     "payment",
     "shipping",
 ];
+/// Containers only other containers call: nothing published.
+const INTERNAL: [&str; 6] = [
+    "customer", "product", "order", "payment", "shipping", "ingest",
+];
 const REQUIRED: [&str; 10] = [
     "kafka",
     "clickhouse",
@@ -77,7 +81,7 @@ fn root() -> &'static Path {
 
 /// A workspace binary: beside `shoplens` in the target directory (`cargo build
 /// --workspace` builds them all).
-fn binary(name: &str) -> PathBuf {
+pub fn binary(name: &str) -> PathBuf {
     let shoplens = PathBuf::from(env!("CARGO_BIN_EXE_shoplens"));
     let bin = shoplens.with_file_name(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(
@@ -89,8 +93,31 @@ fn binary(name: &str) -> PathBuf {
     bin
 }
 
-/// `${VAR:-default}` and `${VAR-default}` as Compose resolves them with `VAR` unset; a
-/// variable without a default is an error (the file must work without an `.env`).
+/// The secrets a deployer must set (`${VAR:?message}`: Compose refuses to start without
+/// them), with the sample values the check runs the binaries with.
+fn sample(var: &str) -> Option<String> {
+    Some(match var {
+        "SHOPLENS_AUTH_SECRET" => "8f".repeat(32),
+        "SHOPLENS_ANALYTICS_USERS" => format!(
+            r#"["alice analyst {}", "root admin {}"]"#,
+            shoplens_analytics::users::hash("a sample password"),
+            shoplens_analytics::users::hash("another sample password")
+        ),
+        "CLICKHOUSE_PASSWORD" | "CLICKHOUSE_READER_PASSWORD" => "sample-password".into(),
+        _ => return None,
+    })
+}
+
+/// A key that holds a secret: it must have no default.
+fn is_secret(key: &str) -> bool {
+    ["SECRET", "PASSWORD", "USERS", "TOKEN"]
+        .iter()
+        .any(|s| key.contains(s))
+}
+
+/// `value` as Compose resolves it: `${VAR:-default}` and `${VAR-default}` with `VAR` unset,
+/// `${VAR:?message}` with the deployer's value (a sample). A variable with neither is an
+/// error (the file must say what happens without an `.env`).
 fn interpolate(value: &str) -> Result<String, String> {
     let mut out = String::new();
     let mut rest = value;
@@ -100,9 +127,15 @@ fn interpolate(value: &str) -> Result<String, String> {
             .find('}')
             .ok_or_else(|| format!("unclosed `${{` in `{value}`"))?;
         let inner = &rest[start + 2..start + end];
-        match inner.split_once(":-").or_else(|| inner.split_once('-')) {
-            Some((_, default)) => out.push_str(default),
-            None => return Err(format!("`${{{inner}}}` has no default in `{value}`")),
+        if let Some((var, _)) = inner.split_once(":?") {
+            out.push_str(
+                &sample(var).ok_or_else(|| format!("`{var}` is required but has no sample"))?,
+            );
+        } else {
+            match inner.split_once(":-").or_else(|| inner.split_once('-')) {
+                Some((_, default)) => out.push_str(default),
+                None => return Err(format!("`${{{inner}}}` has no default in `{value}`")),
+            }
         }
         rest = &rest[start + end + 1..];
     }
@@ -187,6 +220,23 @@ fn problems(compose: &str, dockerfile: &str) -> Vec<String> {
         .map_or("", |(_, stage)| stage);
 
     for (name, svc) in services {
+        for (key, value) in &svc.environment {
+            let raw = scalar(value);
+            if is_secret(key) && (!raw.contains("${") || !raw.contains(":?")) {
+                errors.push(format!(
+                    "{name}: {key} is a default secret; require it with `${{VAR:?...}}`"
+                ));
+            }
+        }
+        if INTERNAL.contains(&name.as_str()) && !svc.ports.is_empty() {
+            errors.push(format!("{name}: is internal but publishes {:?}", svc.ports));
+        }
+        for volume in &svc.volumes {
+            let source = volume.split(':').next().unwrap_or("");
+            if source.starts_with("./") && !root().join(source).exists() {
+                errors.push(format!("{name}: mounts `{source}`, which does not exist"));
+            }
+        }
         let env: Vec<(String, String)> = svc
             .environment
             .iter()
@@ -412,9 +462,31 @@ fn the_compose_check_catches_mistakes() {
             "order: keeps state but has no volume",
         ),
         (
-            "${SHOPLENS_COMPOSER_SECRET:-change-me-too}",
-            "${SHOPLENS_COMPOSER_SECRET}",
+            "${SHOPLENS_DEMO:-true}",
+            "${SHOPLENS_DEMO}",
             "has no default",
+        ),
+        (
+            "SHOPLENS_AUTH__SECRET: ${SHOPLENS_AUTH_SECRET:?set SHOPLENS_AUTH_SECRET}",
+            "SHOPLENS_AUTH__SECRET: ${SHOPLENS_AUTH_SECRET:-change-me}",
+            "is a default secret",
+        ),
+        (
+            "      - customer-data:/data\n",
+            "      - customer-data:/data\n    ports:\n      - \"8081:8081\"\n",
+            "customer: is internal but publishes",
+        ),
+        (
+            "./deploy/clickhouse/create-reader.sh",
+            "./deploy/clickhouse/create-readers.sh",
+            "does not exist",
+        ),
+        // Without its users the analytics server would have the built-in one on 0.0.0.0:
+        // the real binary refuses to start.
+        (
+            "      SHOPLENS_ANALYTICS__USERS: ${SHOPLENS_ANALYTICS_USERS:?set SHOPLENS_ANALYTICS_USERS}\n",
+            "",
+            "analytics: `shoplens-analytics serve` refused",
         ),
     ];
     for (good, bad, expected) in cases {
@@ -441,7 +513,12 @@ fn the_compose_check_catches_mistakes() {
 }
 
 #[test]
-fn interpolation_takes_the_default() {
+fn interpolation_takes_the_default_or_the_sample() {
     assert_eq!(interpolate("a${X:-b}c${Y-d}").unwrap(), "abcd");
     assert!(interpolate("${X}").is_err());
+    assert_eq!(
+        interpolate("${CLICKHOUSE_PASSWORD:?set it}").unwrap(),
+        "sample-password"
+    );
+    assert!(interpolate("${NOBODY:?set it}").is_err());
 }

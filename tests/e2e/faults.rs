@@ -209,7 +209,7 @@ async fn killing_the_ingest_worker_under_load_loses_and_double_counts_nothing() 
     let seed = seed("worker kills");
     let mut rng = Rng(seed);
     let mut rig = rig(false).await;
-    let urls = rig.info.shop_urls();
+    let urls = rig.info.shop_urls(crate::process::service_token());
     let catalogue = catalogue(&urls, seed).await;
     let orders = 240;
     // 10 orders/s: the load lasts ~24 s, long enough for several kill-restart cycles (each
@@ -297,7 +297,7 @@ async fn the_broker_and_clickhouse_stopped_under_load_lose_nothing() {
     let seed = seed("server outages");
     let mut rng = Rng(seed);
     let mut rig = rig(true).await;
-    let urls = rig.info.shop_urls();
+    let urls = rig.info.shop_urls(crate::process::service_token());
     let catalogue = catalogue(&urls, seed).await;
     let per_phase = 120;
 

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::process::Command;
 
+use shoplens_kit::identity::{Identity, Role};
+
 use crate::process::Shoplens;
 
 /// The analytics deadline the suite runs with.
@@ -25,7 +27,16 @@ const SLACK: Duration = Duration::from_secs(1);
 /// Peak RSS of the main process (services, composer, ingest worker, analytics server).
 const MAIN_RSS_BOUND_MIB: u64 = 512;
 const SECRET: &str = "hostile-suite-secret-0123456789abcdef";
+const PG_USER: &str = "mallory";
 const PG_PASSWORD: &str = "hostile-suite-pg-password";
+
+fn token(subject: &str, role: Role) -> String {
+    shoplens_kit::identity::issue(
+        SECRET,
+        &Identity::new(subject.to_owned(), role),
+        Duration::from_secs(3600),
+    )
+}
 
 /// One hostile query and the error codes (`code` of the JSON error) that are a clear answer.
 struct Attack {
@@ -123,7 +134,12 @@ fn attacks() -> Vec<Attack> {
 struct System {
     shop: Shoplens,
     info: shoplens::RunInfo,
+    /// Sends a service token (the services' calls); SQL adds [`System::analyst`]'s.
     http: reqwest::Client,
+    /// The hostile analyst's bearer token.
+    analyst: String,
+    /// The metrics scraper's.
+    monitor: String,
     /// A customer and a product of our own, for the probe's orders.
     customer: String,
     product: String,
@@ -131,14 +147,19 @@ struct System {
 
 async fn start(dir: &std::path::Path, extra_env: &[(&str, &str)]) -> System {
     let timeout_ms = DEADLINE.as_millis().to_string();
+    // The analyst the suite's psql signs in as.
+    let users = format!(
+        "[\"{PG_USER} analyst {}\"]",
+        shoplens_analytics::users::hash(PG_PASSWORD)
+    );
     let mut env: Vec<(&str, &str)> = vec![
         ("SHOPLENS_DEMO__SIMULATOR__ORDERS", "100000"),
         ("SHOPLENS_DEMO__SIMULATOR__RATE_PER_SEC", "5"),
         ("SHOPLENS_DEMO__SIMULATOR__STEP_DELAY_MS", "50"),
         ("SHOPLENS_DEMO__SIMULATOR__CUSTOMERS", "20"),
         ("SHOPLENS_DEMO__SIMULATOR__PRODUCTS", "15"),
-        ("SHOPLENS_COMPOSER__AUTH__SECRET", SECRET),
-        ("SHOPLENS_ANALYTICS__SQL__PASSWORD", PG_PASSWORD),
+        ("SHOPLENS_AUTH__SECRET", SECRET),
+        ("SHOPLENS_ANALYTICS__USERS", &users),
         ("SHOPLENS_ANALYTICS__QUERY__TIMEOUT_MS", &timeout_ms),
         ("SHOPLENS_ANALYTICS__QUERY__WORKERS__MEMORY_MB", "512"),
         ("SHOPLENS_ANALYTICS__QUERY__WORKERS__CPU_SECONDS", "6"),
@@ -153,7 +174,17 @@ async fn start(dir: &std::path::Path, extra_env: &[(&str, &str)]) -> System {
     env.extend_from_slice(extra_env);
     let mut shop = Shoplens::spawn(dir, &[], &env);
     let info = shop.wait_ready();
-    let http = reqwest::Client::new();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {}", token("probe", Role::Service))
+            .parse()
+            .unwrap(),
+    );
+    let http = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap();
     let customer: Value = http
         .post(format!("{}/api/v1/customers", info.customer))
         .json(&json!({"name": "Probe Customer", "email": "probe@example.com", "country": "GB"}))
@@ -179,6 +210,8 @@ async fn start(dir: &std::path::Path, extra_env: &[(&str, &str)]) -> System {
         shop,
         info,
         http,
+        analyst: token(PG_USER, Role::Analyst),
+        monitor: token("prometheus", Role::Monitor),
         customer: customer["id"].as_str().unwrap().to_owned(),
         product: product["id"].as_str().unwrap().to_owned(),
     }
@@ -196,11 +229,7 @@ struct ProbeReport {
 /// `stop`.
 async fn probe(sys: Arc<System>, stop: Arc<AtomicBool>) -> ProbeReport {
     let mut report = ProbeReport::default();
-    let token = shoplens_kit::auth::issue_token(
-        SECRET,
-        &shoplens_kit::auth::Role::Customer(sys.customer.clone()),
-        Duration::from_secs(3600),
-    );
+    let token = token(&sys.customer, Role::Customer);
     while !stop.load(Ordering::SeqCst) {
         let started = Instant::now();
         let order = sys
@@ -260,6 +289,7 @@ async fn http_attack(sys: &System, attack: &Attack) -> String {
     let resp = sys
         .http
         .post(format!("{analytics}/api/v1/sql"))
+        .bearer_auth(&sys.analyst)
         .json(&json!({ "sql": attack.sql }))
         .timeout(DEADLINE + Duration::from_secs(30))
         .send()
@@ -323,6 +353,7 @@ async fn metric(sys: &System, name: &str) -> f64 {
     let text = sys
         .http
         .get(format!("{analytics}/metrics"))
+        .bearer_auth(&sys.monitor)
         .send()
         .await
         .unwrap()
@@ -340,6 +371,7 @@ async fn orders_in_read_model(sys: &System) -> u64 {
     let body: Value = sys
         .http
         .post(format!("{analytics}/api/v1/sql"))
+        .bearer_auth(&sys.analyst)
         .json(&json!({"sql": "SELECT count(*) AS n FROM orders"}))
         .send()
         .await
@@ -431,6 +463,7 @@ async fn hostile_suite(extra_env: &[(&str, &str)]) {
     let gone = sys
         .http
         .post(format!("{analytics}/api/v1/sql"))
+        .bearer_auth(&sys.analyst)
         .json(&json!({"sql": "SELECT levenshtein(repeat('a', 200000), repeat('b', 200000))"}))
         .timeout(Duration::from_millis(500))
         .send()
@@ -467,6 +500,7 @@ async fn hostile_suite(extra_env: &[(&str, &str)]) {
                 let resp = sys
                     .http
                     .post(format!("{analytics}/api/v1/sql"))
+                    .bearer_auth(&sys.analyst)
                     .json(&json!({ "sql": attack.sql }))
                     .send()
                     .await
@@ -540,10 +574,18 @@ async fn hostile_queries_never_hurt_the_shop_on_clickhouse() {
         return;
     };
     let database = format!("hostile_{}", std::process::id());
+    let reader = std::env::var("SHOPLENS_TEST_CLICKHOUSE_READER").unwrap_or_default();
+    let password = std::env::var("SHOPLENS_TEST_CLICKHOUSE_READER_PASSWORD").unwrap_or_default();
     hostile_suite(&[
         ("SHOPLENS_READ_MODEL__KIND", "clickhouse"),
         ("SHOPLENS_READ_MODEL__CLICKHOUSE__URL", &url),
         ("SHOPLENS_READ_MODEL__CLICKHOUSE__DATABASE", &database),
+        // The analytics server reads as the read-only user, the worker writes as `default`.
+        ("SHOPLENS_READ_MODEL__CLICKHOUSE__READER_USER", &reader),
+        (
+            "SHOPLENS_READ_MODEL__CLICKHOUSE__READER_PASSWORD",
+            &password,
+        ),
     ])
     .await;
 }

@@ -1,8 +1,10 @@
 //! End-to-end tests of the `shoplens` binary: the real process, real files, real signals.
 
+mod access;
 mod analytics;
 mod components;
 mod compose;
+mod exposure;
 mod faults;
 mod fuzz_corpus;
 mod hostile;

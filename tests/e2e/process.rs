@@ -6,6 +6,26 @@ use std::time::{Duration, Instant};
 
 use shoplens::RunInfo;
 
+/// A service token for a system started with the default `auth` key (the simulator's and
+/// the tests' calls to the services carry one).
+pub fn service_token() -> String {
+    shoplens_kit::identity::ServiceToken::new(
+        &shoplens_kit::identity::AuthConfig::default(),
+        "test",
+    )
+    .token()
+}
+
+/// A token of `role` for a system started with the default `auth` key, as
+/// `shoplens token --role ROLE` prints it.
+pub fn token(role: shoplens_kit::identity::Role) -> String {
+    shoplens_kit::identity::issue(
+        shoplens_kit::identity::DEV_SECRET,
+        &shoplens_kit::identity::Identity::new(format!("test-{role}"), role),
+        Duration::from_secs(3600),
+    )
+}
+
 /// A `shoplens run` process; killed on drop if still running.
 pub struct Shoplens {
     pub child: Child,

@@ -25,6 +25,7 @@ async fn a_relay_crash_between_publish_and_mark_loses_no_event() {
     for i in 0..5 {
         let resp = http
             .post(format!("{}/api/v1/customers", info.customer))
+            .bearer_auth(crate::process::service_token())
             .json(&json!({"name": format!("C{i}"), "email": format!("c{i}@example.com"), "country": "NL"}))
             .send()
             .await

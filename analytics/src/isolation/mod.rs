@@ -30,6 +30,7 @@ pub mod worker;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arrow_array::RecordBatch;
@@ -46,7 +47,7 @@ pub use pool::QueryPool;
 pub use protocol::{Output, SessionKind};
 pub use worker::run_if_requested;
 
-use crate::engine::{Engine, QueryConfig, QueryError};
+use crate::engine::{Engine, Pii, QueryConfig, QueryError};
 use crate::export::Encoder;
 use admission::Admission;
 use protocol::{Init, Request};
@@ -63,6 +64,10 @@ pub struct Job {
     pub user: String,
     pub sql: String,
     pub session: SessionKind,
+    /// Whether the user may see personal data (administrators only).
+    pub pii: Pii,
+    /// The user's role (for the audit log).
+    pub role: shoplens_kit::identity::Role,
     /// The values of `$1, $2, ...` (the Postgres extended protocol).
     pub params: Option<ParamValues>,
     /// A deadline shorter than the session's (a Postgres client's `statement_timeout`).
@@ -70,11 +75,14 @@ pub struct Job {
 }
 
 impl Job {
+    /// A query of `user`, who sees personal data masked unless `pii` is set otherwise.
     pub fn new(user: &str, sql: &str, session: SessionKind) -> Job {
         Job {
             user: user.to_owned(),
             sql: sql.to_owned(),
             session,
+            pii: Pii::Masked,
+            role: shoplens_kit::identity::Role::Viewer,
             params: None,
             timeout: None,
         }
@@ -105,7 +113,7 @@ impl Executor {
         engine: &Engine,
         read_model: &ReadModelConfig,
         config: &QueryConfig,
-        pg_user: &str,
+        pg_users: &[String],
         metrics: PoolMetrics,
     ) -> Result<Executor, QueryError> {
         let w = &config.workers;
@@ -120,7 +128,7 @@ impl Executor {
             let init = Init {
                 read_model: read_model.clone(),
                 query: config.clone(),
-                pg_user: pg_user.to_owned(),
+                pg_users: pg_users.to_vec(),
             };
             Kind::Isolated(QueryPool::start(program, &init, w, metrics.clone()).await?)
         } else {
@@ -180,6 +188,7 @@ impl Executor {
         output: Output,
         buffered: bool,
         freshness: Option<FreshnessReport>,
+        rows: Arc<AtomicU64>,
     ) -> Result<ByteStream, QueryError> {
         let (timeout, cpu_seconds) = self.limits(job);
         let result = match &self.kind {
@@ -188,6 +197,7 @@ impl Executor {
                 let request = Request {
                     sql: job.sql.clone(),
                     session: job.session,
+                    pii: job.pii,
                     output,
                     buffered,
                     has_params: params.is_some(),
@@ -196,10 +206,16 @@ impl Executor {
                 };
                 pool.run(&job.user, &request, params.as_deref(), timeout)
                     .await
-                    .map(|running| Box::pin(running.into_stream()) as ByteStream)
+                    .map(|running| Box::pin(running.count_rows(rows).into_stream()) as ByteStream)
             }
             Kind::InProcess { engine, admission } => {
-                in_process_bytes(engine, admission, job, timeout, output, buffered, freshness).await
+                let answer = InProcess {
+                    output,
+                    buffered,
+                    freshness,
+                    rows,
+                };
+                in_process_bytes(engine, admission, job, timeout, answer).await
             }
         };
         self.count(result)
@@ -214,6 +230,7 @@ impl Executor {
                 let request = Request {
                     sql: job.sql.clone(),
                     session: job.session,
+                    pii: job.pii,
                     output: Output::Arrow,
                     buffered: false,
                     has_params: params.is_some(),
@@ -235,7 +252,7 @@ impl Executor {
                 let deadline = tokio::time::Instant::now() + timeout;
                 match admission.acquire(&job.user, deadline).await {
                     Ok(permit) => engine
-                        .run_in(job.session, &job.sql, job.params.clone())
+                        .run_in(job.session, job.pii, &job.sql, job.params.clone())
                         .await
                         .map(|stream| {
                             let schema = stream.schema();
@@ -253,27 +270,41 @@ impl Executor {
     }
 }
 
+/// What an answer in this process is made of.
+struct InProcess {
+    output: Output,
+    buffered: bool,
+    freshness: Option<FreshnessReport>,
+    rows: Arc<AtomicU64>,
+}
+
 async fn in_process_bytes(
     engine: &Engine,
     admission: &Arc<Admission>,
     job: &Job,
     timeout: Duration,
-    output: Output,
-    buffered: bool,
-    freshness: Option<FreshnessReport>,
+    answer: InProcess,
 ) -> Result<ByteStream, QueryError> {
+    let InProcess {
+        output,
+        buffered,
+        freshness,
+        rows,
+    } = answer;
     let permit = admission
         .acquire(&job.user, tokio::time::Instant::now() + timeout)
         .await?;
     let mut stream = engine
-        .run_in(job.session, &job.sql, job.params.clone())
+        .run_in(job.session, job.pii, &job.sql, job.params.clone())
         .await?;
     let internal = |e: anyhow::Error| QueryError::Internal(e.to_string());
     let mut encoder = Encoder::for_output(output, stream.schema(), freshness).map_err(internal)?;
     if buffered {
         let mut out = encoder.head();
         while let Some(batch) = stream.next().await {
-            out.extend(encoder.write(&batch?).map_err(internal)?);
+            let batch = batch?;
+            rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+            out.extend(encoder.write(&batch).map_err(internal)?);
         }
         out.extend(encoder.finish().map_err(internal)?);
         drop(permit);
@@ -282,27 +313,35 @@ async fn in_process_bytes(
     let head = encoder.head();
     let chunks = futures::stream::unfold(
         (Some((stream, encoder)), Some(head), permit),
-        move |(state, head, permit)| async move {
-            if let Some(head) = head.filter(|h| !h.is_empty()) {
-                return Some((Ok(Bytes::from(head)), (state, None, permit)));
-            }
-            let (mut stream, mut encoder) = state?;
-            loop {
-                match stream.next().await {
-                    Some(Ok(batch)) => match encoder.write(&batch) {
-                        Ok(bytes) if bytes.is_empty() => continue,
-                        Ok(bytes) => {
-                            return Some((
-                                Ok(Bytes::from(bytes)),
-                                (Some((stream, encoder)), None, permit),
-                            ));
+        move |(state, head, permit)| {
+            let rows = rows.clone();
+            async move {
+                if let Some(head) = head.filter(|h| !h.is_empty()) {
+                    return Some((Ok(Bytes::from(head)), (state, None, permit)));
+                }
+                let (mut stream, mut encoder) = state?;
+                loop {
+                    match stream.next().await {
+                        Some(Ok(batch)) => {
+                            rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                            match encoder.write(&batch) {
+                                Ok(bytes) if bytes.is_empty() => continue,
+                                Ok(bytes) => {
+                                    return Some((
+                                        Ok(Bytes::from(bytes)),
+                                        (Some((stream, encoder)), None, permit),
+                                    ));
+                                }
+                                Err(e) => {
+                                    return Some((Err(internal(e)), (None, None, permit)));
+                                }
+                            }
                         }
-                        Err(e) => return Some((Err(internal(e)), (None, None, permit))),
-                    },
-                    Some(Err(e)) => return Some((Err(e.into()), (None, None, permit))),
-                    None => {
-                        let last = encoder.finish().map(Bytes::from).map_err(internal);
-                        return Some((last, (None, None, permit)));
+                        Some(Err(e)) => return Some((Err(e.into()), (None, None, permit))),
+                        None => {
+                            let last = encoder.finish().map(Bytes::from).map_err(internal);
+                            return Some((last, (None, None, permit)));
+                        }
                     }
                 }
             }

@@ -30,7 +30,9 @@ use tokio::time::Instant;
 
 use super::admission::{Admission, Permit};
 use super::metrics::PoolMetrics;
-use super::protocol::{self, Init, MAX_FRAME, Request, Tag, WireError, read_frame, write_frame};
+use super::protocol::{
+    self, End, Init, MAX_FRAME, Request, Tag, WireError, read_frame, write_frame,
+};
 use super::worker::SUBCOMMAND;
 use crate::engine::{QueryError, WorkersConfig};
 use crate::guard::GuardError;
@@ -184,9 +186,17 @@ pub struct Running {
     timeout: Duration,
     cpu_seconds: u64,
     done: bool,
+    /// Where the answer's row count goes when the worker reports it.
+    rows: Option<Arc<AtomicU64>>,
 }
 
 impl Running {
+    /// The answer's row count is added to `rows` when it ends.
+    pub fn count_rows(mut self, rows: Arc<AtomicU64>) -> Running {
+        self.rows = Some(rows);
+        self
+    }
+
     async fn frame(&mut self) -> Result<(Tag, Vec<u8>), QueryError> {
         let Some(worker) = self.worker.as_mut() else {
             return Err(QueryError::Internal("the query has no worker".into()));
@@ -223,7 +233,10 @@ impl Running {
         }
         match self.frame().await {
             Ok((Tag::Data, bytes)) => Some(Ok(Bytes::from(bytes))),
-            Ok((Tag::End, _)) => {
+            Ok((Tag::End, payload)) => {
+                if let (Some(rows), Ok(end)) = (&self.rows, protocol::parse::<End>(&payload)) {
+                    rows.fetch_add(end.rows, Ordering::Relaxed);
+                }
                 if let Some(w) = self.take_worker() {
                     self.pool.give_back(w);
                 }
@@ -424,7 +437,7 @@ impl QueryPool {
         // A worker that died while idle fails the write: try a fresh one once.
         let mut worker = None;
         for _ in 0..2 {
-            let mut w = self.inner.take(deadline).await?;
+            let mut w = self.inner.take(deadline, timeout).await?;
             let sent = async {
                 write_frame(&mut w.stdin, Tag::Request, &header).await?;
                 if let Some(params) = params {
@@ -459,6 +472,7 @@ impl QueryPool {
             timeout,
             cpu_seconds: request.cpu_seconds,
             done: false,
+            rows: None,
         };
         match running.frame().await? {
             (Tag::Started, _) => Ok(running),
@@ -486,17 +500,20 @@ impl Inner {
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    /// An idle worker, or a new one when none is idle.
-    async fn take(self: &Arc<Self>, deadline: Instant) -> Result<Worker, QueryError> {
+    /// An idle worker, or a new one when none is idle; past `deadline` (the query's, which
+    /// is `timeout` from its start) the query has timed out.
+    async fn take(
+        self: &Arc<Self>,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<Worker, QueryError> {
         let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         self.replenish();
         match idle {
             Some(worker) => Ok(worker),
             None => match tokio::time::timeout_at(deadline, self.spawn()).await {
                 Ok(worker) => worker,
-                Err(_) => Err(QueryError::Unavailable(
-                    "no query worker was ready before the query's deadline".into(),
-                )),
+                Err(_) => Err(QueryError::Limit(GuardError::Timeout(timeout))),
             },
         }
     }

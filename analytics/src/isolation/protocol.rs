@@ -14,7 +14,7 @@ use shoplens_readmodel::config::ReadModelConfig;
 use shoplens_readmodel::freshness::FreshnessReport;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::engine::{QueryConfig, QueryError};
+use crate::engine::{Pii, QueryConfig, QueryError};
 use crate::guard::GuardError;
 use crate::read_model::ReadModelError;
 
@@ -61,8 +61,8 @@ impl Tag {
 pub struct Init {
     pub read_model: ReadModelConfig,
     pub query: QueryConfig,
-    /// The Postgres user the catalog (`pg_roles`) names.
-    pub pg_user: String,
+    /// The Postgres users the catalog (`pg_roles`) lists.
+    pub pg_users: Vec<String>,
 }
 
 /// Which session a query runs in.
@@ -94,6 +94,8 @@ pub enum Output {
 pub struct Request {
     pub sql: String,
     pub session: SessionKind,
+    /// Whether the reader may see personal data.
+    pub pii: Pii,
     pub output: Output,
     /// Encode the whole answer before `Started`, so that any error is reported before the
     /// first byte (the HTTP SQL endpoint, whose status code depends on it). Exports stream.

@@ -22,7 +22,7 @@ use super::protocol::{
     self, End, Init, MAX_FRAME, Output, Ready, Request, TARGET_FRAME, Tag, read_frame, write_frame,
     write_json,
 };
-use crate::engine::{Engine, QueryConfig, QueryError};
+use crate::engine::{Engine, Pii, QueryConfig, QueryError};
 use crate::export::Encoder;
 
 /// The first argument that makes a program a query worker.
@@ -109,10 +109,14 @@ async fn serve(init: Init) -> io::Result<()> {
     let engine = Engine::new(read_model, &config)
         .await
         .map_err(|e| io::Error::other(format!("cannot build the engine: {e}")))?;
-    crate::pg::install_catalog(&engine.interactive_context(), &init.pg_user)
-        .map_err(|e| io::Error::other(format!("cannot set up pg_catalog: {e}")))?;
+    for ctx in engine.contexts() {
+        crate::pg::install_catalog(&ctx, &init.pg_users)
+            .map_err(|e| io::Error::other(format!("cannot set up pg_catalog: {e}")))?;
+    }
     // The first query of a session sets up what every later one reuses.
-    let _ = engine.collect("SELECT 1").await;
+    for pii in [Pii::Visible, Pii::Masked] {
+        let _ = engine.collect(pii, "SELECT 1").await;
+    }
 
     let baseline = os::address_space_bytes().unwrap_or(0);
     let budget = config.workers.memory_mb.saturating_mul(1024 * 1024);
@@ -163,7 +167,10 @@ async fn answer<W: AsyncWrite + Unpin>(
     params: Option<ParamValues>,
     out: &mut W,
 ) -> io::Result<()> {
-    let mut stream = match engine.run_in(request.session, &request.sql, params).await {
+    let mut stream = match engine
+        .run_in(request.session, request.pii, &request.sql, params)
+        .await
+    {
         Ok(stream) => stream,
         Err(e) => return send_error(out, &e).await,
     };

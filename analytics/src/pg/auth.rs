@@ -1,6 +1,7 @@
-//! Who may connect: SCRAM-SHA-256 (what Postgres itself uses by default, and what every
-//! current client speaks) for the configured user. The password never crosses the wire and
-//! is never logged; an unknown user gets the same challenge as the real one (a decoy
+//! Who may connect: the configured users (`analytics.users`), by SCRAM-SHA-256 (what
+//! Postgres itself uses by default, and what every current client speaks). The stored hash
+//! is the SCRAM salted password (`crate::users`), so the password never crosses the wire and
+//! is never stored. An unknown user gets the same challenge as a real one (a decoy
 //! verifier), so a probe cannot tell users apart.
 
 use std::fmt::Debug;
@@ -10,25 +11,23 @@ use datafusion_postgres::pgwire::api::auth::sasl::scram::{gen_salted_password, r
 use datafusion_postgres::pgwire::api::auth::{AuthSource, LoginInfo, Password};
 use datafusion_postgres::pgwire::error::PgWireResult;
 
-/// The SCRAM verifier of the configured user, computed once: SCRAM needs the salted password,
-/// and computing it takes 4096 PBKDF2 rounds.
+use crate::users::{ITERATIONS, Users};
+
+/// The users' SCRAM verifiers.
 pub struct ScramVerifier {
-    user: String,
-    salt: Vec<u8>,
-    salted: Vec<u8>,
-    /// The verifier of a random password, for every other user name.
+    users: Users,
+    /// A random password's verifier, for every unknown user name.
+    decoy_salt: Vec<u8>,
     decoy: Vec<u8>,
 }
 
 impl ScramVerifier {
-    pub fn new(user: &str, password: &str) -> ScramVerifier {
-        let iterations = datafusion_postgres::pgwire::api::auth::sasl::scram::SCRAM_ITERATIONS;
-        let salt = random_nonce().into_bytes();
+    pub fn new(users: Users) -> ScramVerifier {
+        let decoy_salt = random_nonce().into_bytes();
         ScramVerifier {
-            user: user.to_owned(),
-            salted: gen_salted_password(password, &salt, iterations),
-            decoy: gen_salted_password(&random_nonce(), &salt, iterations),
-            salt,
+            decoy: gen_salted_password(&random_nonce(), &decoy_salt, ITERATIONS),
+            decoy_salt,
+            users,
         }
     }
 }
@@ -36,7 +35,7 @@ impl ScramVerifier {
 impl Debug for ScramVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ScramVerifier")
-            .field("user", &self.user)
+            .field("users", &self.users.names())
             .finish_non_exhaustive()
     }
 }
@@ -46,11 +45,9 @@ impl AuthSource for ScramVerifier {
     async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
         // The comparison of the client's proof with this verifier is pgwire's; the proof is
         // bound to a fresh nonce, so its timing tells nothing reusable.
-        let salted = if login.user() == Some(self.user.as_str()) {
-            &self.salted
-        } else {
-            &self.decoy
-        };
-        Ok(Password::new(Some(self.salt.clone()), salted.clone()))
+        Ok(match login.user().and_then(|name| self.users.get(name)) {
+            Some((_, hash)) => Password::new(Some(hash.salt.clone()), hash.salted.clone()),
+            None => Password::new(Some(self.decoy_salt.clone()), self.decoy.clone()),
+        })
     }
 }

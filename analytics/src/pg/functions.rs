@@ -25,7 +25,7 @@ use crate::engine::CATALOG;
 
 /// Adds `pg_catalog`, `information_schema`'s Postgres functions, `version()` and
 /// `current_setting()` to the session, once (a second server on the same engine reuses them).
-pub fn install_catalog(ctx: &SessionContext, user: &str) -> Result<(), DataFusionError> {
+pub fn install_catalog(ctx: &SessionContext, users: &[String]) -> Result<(), DataFusionError> {
     let catalog = ctx
         .catalog(CATALOG)
         .ok_or_else(|| DataFusionError::Plan(format!("catalog {CATALOG} is missing")))?;
@@ -36,7 +36,7 @@ pub fn install_catalog(ctx: &SessionContext, user: &str) -> Result<(), DataFusio
         ctx,
         CATALOG,
         CatalogRoles {
-            user: user.to_owned(),
+            users: users.to_vec(),
         },
     )
     .map_err(|e| *e)?;
@@ -45,21 +45,21 @@ pub fn install_catalog(ctx: &SessionContext, user: &str) -> Result<(), DataFusio
     Ok(())
 }
 
-/// The one role `pg_catalog.pg_roles` lists: the configured user, who can log in and read.
+/// The roles `pg_catalog.pg_roles` lists: the configured users, who can log in and read.
 #[derive(Debug, Clone)]
 struct CatalogRoles {
-    user: String,
+    users: Vec<String>,
 }
 
 #[async_trait]
 impl PgCatalogContextProvider for CatalogRoles {
     async fn roles(&self) -> Vec<String> {
-        vec![self.user.clone()]
+        self.users.clone()
     }
 
     async fn role(&self, name: &str) -> Option<Role> {
-        (name == self.user).then(|| Role {
-            name: self.user.clone(),
+        self.users.iter().any(|u| u == name).then(|| Role {
+            name: name.to_owned(),
             is_superuser: false,
             can_login: true,
             can_create_db: false,

@@ -3,10 +3,12 @@
 //!
 //! What it supports, and why:
 //!
-//! - **Authentication** (`auth`): SCRAM-SHA-256 for the configured user; a failure is
-//!   Postgres's own `FATAL 28P01 password authentication failed`, and only that connection is
-//!   closed. No TLS: the endpoint listens on a private address by default; put a TLS proxy in
-//!   front otherwise.
+//! - **Authentication** (`auth`): SCRAM-SHA-256 for the configured users
+//!   (`analytics.users`); a failure is Postgres's own `FATAL 28P01 password authentication
+//!   failed`, and only that connection is closed. Analysts and admins run SQL (a viewer's
+//!   statements are refused with 42501); personal data is masked for all but admins. No TLS:
+//!   the endpoint listens on a private address by default; put a TLS proxy in front
+//!   otherwise.
 //! - **Every statement gets an answer** (`gate`, `service`): our own handlers for the simple
 //!   and the extended protocol route every statement: queries run in a query worker (see
 //!   `crate::isolation`), so a hostile query ends its worker, never this process or another
@@ -62,6 +64,8 @@ pub use session::current_setting;
 use crate::config::PgConfig;
 use crate::engine::Engine;
 use crate::isolation::Executor;
+use crate::metrics::AnalyticsMetrics;
+use crate::users::Users;
 use auth::ScramVerifier;
 use errors::{ErrorReporter, user_error};
 use service::PgService;
@@ -78,24 +82,42 @@ const MAX_REFUSING: usize = 16;
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// What the endpoint serves with.
+pub struct Settings {
+    pub config: PgConfig,
+    /// Who may connect (analysts and admins may run SQL).
+    pub users: Users,
+    /// The largest answer gathered in this process.
+    pub max_result_bytes: usize,
+    /// Where every query is counted.
+    pub audit: AnalyticsMetrics,
+}
+
 /// Serves the Postgres wire protocol on `listener` until `shutdown`: queries through
 /// `executor`, planning and the catalog on the engine's interactive session.
 pub async fn serve(
     listener: TcpListener,
     engine: Engine,
     executor: Executor,
-    config: PgConfig,
-    max_result_bytes: usize,
+    settings: Settings,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let Settings {
+        config,
+        users,
+        max_result_bytes,
+        audit,
+    } = settings;
     let ctx = engine.interactive_context();
-    if let Err(e) = install_catalog(&ctx, &config.user) {
-        tracing::error!(error = %e, "cannot set up pg_catalog; the Postgres endpoint is off");
-        return Err(std::io::Error::other(e.to_string()));
+    for session in engine.contexts() {
+        if let Err(e) = install_catalog(&session, &users.names()) {
+            tracing::error!(error = %e, "cannot set up pg_catalog; the Postgres endpoint is off");
+            return Err(std::io::Error::other(e.to_string()));
+        }
     }
     let shared = Arc::new(Shared::new(
-        PgService::new(ctx, executor, max_result_bytes),
-        &config,
+        PgService::new(ctx, executor, users.clone(), max_result_bytes, audit),
+        users,
     ));
     let slots = Arc::new(Semaphore::new(
         config.max_connections.min(Semaphore::MAX_PERMITS),
@@ -173,7 +195,7 @@ struct Shared {
 }
 
 impl Shared {
-    fn new(service: PgService, config: &PgConfig) -> Shared {
+    fn new(service: PgService, users: Users) -> Shared {
         let mut parameters = DefaultServerParameterProvider::default();
         parameters.server_version = SERVER_VERSION.to_owned();
         parameters.is_superuser = false;
@@ -181,7 +203,7 @@ impl Shared {
         let connections = Arc::new(ConnectionManager::new());
         Shared {
             service: Arc::new(service),
-            auth: Arc::new(ScramVerifier::new(&config.user, &config.password)),
+            auth: Arc::new(ScramVerifier::new(users)),
             parameters: Arc::new(parameters),
             cancel: Arc::new(DefaultCancelHandler::new(connections.clone())),
             connections,

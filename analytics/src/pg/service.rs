@@ -37,8 +37,12 @@ use futures::{FutureExt, Sink, StreamExt};
 use super::errors::{engine_error, error_info, query_error, user_error};
 use super::gate::{Route, plan_read_only, route};
 use super::{cursor, session};
-use crate::engine::{QueryError, read_only_options};
+use crate::audit::Audit;
+use crate::engine::{Pii, QueryError, read_only_options};
 use crate::isolation::{BatchStream, Executor, Job, SessionKind};
+use crate::metrics::AnalyticsMetrics;
+use crate::users::Users;
+use shoplens_kit::identity::Role;
 
 /// A prepared statement: the statement and its plan on the server's session (for its
 /// parameter and result types; the query itself runs in a worker).
@@ -55,12 +59,21 @@ pub struct PgService {
     pub(super) ctx: Arc<SessionContext>,
     parser: Arc<PgParser>,
     pub(super) executor: Executor,
+    /// Who the connected users are (their roles).
+    users: Users,
     /// The largest answer gathered in this process (bytes of Arrow data).
     pub(super) max_result_bytes: usize,
+    audit: AnalyticsMetrics,
 }
 
 impl PgService {
-    pub fn new(ctx: Arc<SessionContext>, executor: Executor, max_result_bytes: usize) -> PgService {
+    pub fn new(
+        ctx: Arc<SessionContext>,
+        executor: Executor,
+        users: Users,
+        max_result_bytes: usize,
+        audit: AnalyticsMetrics,
+    ) -> PgService {
         PgService {
             parser: Arc::new(PgParser {
                 ctx: ctx.clone(),
@@ -68,7 +81,31 @@ impl PgService {
             }),
             ctx,
             executor,
+            users,
             max_result_bytes,
+            audit,
+        }
+    }
+
+    /// The connected user's name and role; only analysts and admins run SQL.
+    fn sql_user(&self, client: &(impl ClientInfo + ?Sized)) -> PgWireResult<(String, Role)> {
+        let name = client
+            .metadata()
+            .get(METADATA_USER)
+            .cloned()
+            .unwrap_or_default();
+        match self.users.get(&name).map(|(role, _)| *role) {
+            Some(role @ (Role::Analyst | Role::Admin)) => Ok((name, role)),
+            Some(role) => Err(user_error(
+                "ERROR",
+                "42501",
+                format!("permission denied: `{name}` is a {role}; SQL needs the analyst role"),
+            )),
+            None => Err(user_error(
+                "ERROR",
+                "42501",
+                format!("permission denied: `{name}` is not a user"),
+            )),
         }
     }
 
@@ -90,6 +127,9 @@ impl PgService {
         let route = route(statement)?;
         if client.transaction_status() == TransactionStatus::Error && route != Route::Transaction {
             return Err(session::aborted());
+        }
+        if matches!(route, Route::Query | Route::Catalog | Route::Cursor) {
+            self.sql_user(client)?;
         }
         match route {
             Route::Query => {
@@ -113,14 +153,18 @@ impl PgService {
         params: Option<ParamValues>,
         session: SessionKind,
     ) -> Job {
-        let user = client
-            .metadata()
-            .get(METADATA_USER)
-            .cloned()
-            .unwrap_or_default();
+        let (user, role) = self
+            .sql_user(client)
+            .unwrap_or_else(|_| (String::new(), Role::Viewer));
         let mut job = Job::new(&user, &statement.to_string(), session);
         job.params = params;
         job.timeout = session::statement_timeout(client);
+        job.role = role;
+        job.pii = if role == Role::Admin {
+            Pii::Visible
+        } else {
+            Pii::Masked
+        };
         job
     }
 
@@ -133,14 +177,21 @@ impl PgService {
         format_options: Arc<FormatOptions>,
         streamed: bool,
     ) -> PgWireResult<Response> {
-        let (schema, batches) = self.executor.batches(job).await.map_err(query_error)?;
+        let mut audit = Audit::start(&self.audit, "pg", &job.user, job.role, &job.sql);
+        let (schema, batches) = match self.executor.batches(job).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                audit.finish(e.sqlstate().to_owned());
+                return Err(query_error(e));
+            }
+        };
         let fields = Arc::new(arrow_schema_to_pg_fields(
             &schema,
             format,
             Some(format_options),
         )?);
         // Fused: the stream below is polled again after it ended (a chain, the row encoder).
-        let mut batches = capped(batches, self.max_result_bytes).fuse();
+        let mut batches = audited(capped(batches, self.max_result_bytes), audit).fuse();
         let first = batches.next().await;
         if let Some(Err(e)) = first {
             return Err(query_error(e));
@@ -208,6 +259,22 @@ impl PgService {
         let wire_refs: Vec<Option<&Type>> = wire.iter().map(Some).collect();
         deserialize_parameters_with_server_types(portal, &inferred_refs, &wire_refs).map(Some)
     }
+}
+
+/// `batches` counted in `audit`, which is finished with the answer's end.
+fn audited(batches: BatchStream, audit: Audit) -> BatchStream {
+    Box::pin(futures::stream::unfold(
+        (batches, audit),
+        |(mut batches, mut audit)| async move {
+            let item = batches.next().await;
+            match &item {
+                Some(Ok(b)) => audit.add(b.num_rows() as u64, b.get_array_memory_size() as u64),
+                Some(Err(e)) => audit.finish(e.sqlstate().to_owned()),
+                None => audit.finish("ok"),
+            }
+            item.map(|i| (i, (batches, audit)))
+        },
+    ))
 }
 
 /// Stops an answer that would gather more than `max_bytes` in this process.

@@ -549,7 +549,6 @@ async fn reconcile_errors_are_clear_json() {
     drop(closed);
     let mut config = support::app_config();
     config.reconcile.composer_url = format!("http://127.0.0.1:{port}");
-    config.reconcile.composer_secret = "k".into();
     let app = support::spawn_app_with(engine, &config).await;
     for (query, field) in [
         ("?from=2026-02-01&to=2026-01-01", "from"),

@@ -16,6 +16,7 @@ use datafusion::logical_expr::{TableProviderFilterPushDown, col, lit};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use rust_decimal::Decimal;
 use shoplens_analytics::clickhouse::{ClickHouseReadModel, LIVE_TTL};
+use shoplens_analytics::engine::Pii;
 use shoplens_analytics::{Engine, QueryError, ReadModel, ReadModelError, Table};
 use shoplens_contract::tables::RawTable;
 use shoplens_contract::{
@@ -417,10 +418,15 @@ async fn engine_over(model: Arc<ClickHouseReadModel>) -> Engine {
         .expect("engine")
 }
 
-/// The rows of a query as one batch.
+/// The rows of a query as one batch, as an administrator sees them.
 async fn rows(engine: &Engine, sql: &str) -> RecordBatch {
+    rows_as(engine, Pii::Visible, sql).await
+}
+
+/// The rows of a query as one batch, personal data `pii`.
+async fn rows_as(engine: &Engine, pii: Pii, sql: &str) -> RecordBatch {
     let batches = engine
-        .collect(sql)
+        .collect(pii, sql)
         .await
         .unwrap_or_else(|e| panic!("{} failed on {sql}: {e}", engine.back_end()));
     let schema = batches
@@ -498,6 +504,38 @@ async fn both_back_ends_give_identical_answers() {
     )
     .await;
     assert_eq!(quoted.num_rows(), 1, "{}", text(&quoted));
+
+    // Personal data is masked alike on both back ends, and a filter on a masked column
+    // tests the redacted value, never the real one ClickHouse holds (no pushdown).
+    for sql in [
+        "SELECT customer_id, name, email FROM customers ORDER BY customer_id LIMIT 5",
+        "SELECT payload, reason FROM dead_letters ORDER BY \"offset\"",
+        "SELECT count(*) AS n FROM customer_events WHERE name = 'O''Brien \\ \"the\" Ünïcode'",
+        "SELECT count(*) AS n FROM customer_events WHERE email LIKE '%@%'",
+    ] {
+        let expected = rows_as(&embedded, Pii::Masked, sql).await;
+        let actual = rows_as(&clickhouse, Pii::Masked, sql).await;
+        assert!(
+            actual == expected,
+            "{sql}: masked answers differ\nembedded:\n{}\nclickhouse:\n{}",
+            text(&expected),
+            text(&actual)
+        );
+        let shown = text(&actual);
+        assert!(
+            !shown.contains('@') && !shown.contains("Brien"),
+            "{sql}: {shown}"
+        );
+    }
+    let masked = text(
+        &rows_as(
+            &clickhouse,
+            Pii::Masked,
+            "SELECT name, email FROM customers LIMIT 3",
+        )
+        .await,
+    );
+    assert!(masked.contains("(redacted)"), "{masked}");
 }
 
 #[tokio::test]
@@ -598,7 +636,7 @@ async fn before_a_generation_is_live_tables_are_empty() {
     let engine = engine_over(model).await;
     for table in Table::all() {
         let batches = engine
-            .collect(&format!("SELECT * FROM {}", table.name()))
+            .collect(Pii::Visible, &format!("SELECT * FROM {}", table.name()))
             .await
             .unwrap_or_else(|e| panic!("{}: {e}", table.name()));
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
@@ -648,7 +686,7 @@ async fn clickhouse_down_is_an_unavailable_error() {
         "SELECT day, revenue FROM daily_sales WHERE day > DATE '2025-01-01'",
         "SELECT count(*) FROM products",
     ] {
-        match engine.collect(sql).await {
+        match engine.collect(Pii::Visible, sql).await {
             Err(QueryError::ReadModel(ReadModelError::Unavailable(m))) => {
                 assert!(m.contains("unreachable"), "{m}");
             }
@@ -797,5 +835,69 @@ async fn the_dashboard_answers_identically_on_both_back_ends() {
             obj.remove("freshness");
         }
         assert_eq!(e, c, "{view}");
+    }
+}
+
+/// The analytics server reads ClickHouse as a read-only user with server-side limits: it
+/// answers, and the same user can neither write nor escape its limits.
+#[tokio::test]
+async fn the_analytics_server_reads_as_a_read_only_user_with_limits() {
+    let Ok(reader) = std::env::var("SHOPLENS_TEST_CLICKHOUSE_READER") else {
+        eprintln!("skipped: no SHOPLENS_TEST_CLICKHOUSE_READER");
+        return;
+    };
+    let password = std::env::var("SHOPLENS_TEST_CLICKHOUSE_READER_PASSWORD").unwrap_or_default();
+    let events = support::events();
+    let (config, engine) = support::clickhouse_engine("readonly", &events).await;
+    assert_eq!(config.reader().0, reader);
+    let orders = rows(&engine, "SELECT count(*) AS n FROM orders").await;
+    assert!(orders.num_rows() == 1);
+    let http = reqwest::Client::new();
+    let ask = |sql: String| {
+        let (http, url, reader, password) = (
+            http.clone(),
+            support::clickhouse_url(),
+            reader.clone(),
+            password.clone(),
+        );
+        async move {
+            let resp = http
+                .post(url)
+                .header("X-ClickHouse-User", reader)
+                .header("X-ClickHouse-Key", password)
+                .body(sql)
+                .send()
+                .await
+                .unwrap();
+            (
+                resp.status().as_u16(),
+                resp.text().await.unwrap_or_default(),
+            )
+        }
+    };
+    let db = format!("{}_g1", config.database);
+    for write in [
+        format!("INSERT INTO {db}.orders (event_id) VALUES ('x')"),
+        format!("CREATE TABLE {db}.evil (a UInt8) ENGINE = Memory"),
+        format!("DROP TABLE {db}.orders"),
+        "SET readonly = 0".to_owned(),
+    ] {
+        let (status, body) = ask(write.clone()).await;
+        assert_ne!(status, 200, "{write}: {body}");
+        assert!(
+            body.contains("readonly") || body.contains("Cannot"),
+            "{write}: {body}"
+        );
+    }
+    for (setting, value) in [
+        ("readonly", "1"),
+        ("max_execution_time", "60"),
+        ("max_result_rows", "100000000"),
+    ] {
+        let (status, body) = ask(format!(
+            "SELECT value FROM system.settings WHERE name = '{setting}'"
+        ))
+        .await;
+        assert_eq!((status, body.trim()), (200, value), "{setting}");
     }
 }

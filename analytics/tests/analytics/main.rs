@@ -1,6 +1,7 @@
 //! Integration tests of the analytics server: real servers on port 0, a real embedded read
 //! model in a temporary directory, the real ClickHouse at `SHOPLENS_TEST_CLICKHOUSE_URL`.
 
+mod access;
 mod api;
 mod clickhouse;
 mod hostile;

@@ -184,7 +184,7 @@ async fn the_dashboard_shows_the_apis_numbers_in_a_real_browser() {
     )
     .await;
 
-    let url = format!("{}/dashboard?{range}", app.url);
+    let url = format!("{}/dashboard?{range}", app.signed_in_url);
     let dom = dump_dom(&url).await;
     assert!(
         dom.contains(r#"data-loaded="true""#),
@@ -358,7 +358,7 @@ async fn the_dashboard_shows_bad_ranges_and_applies_its_filters() {
     assert_eq!(status, 422, "{body}");
     let message = body["error"].as_str().expect("an error message");
     assert!(message.contains("must not be after"), "{message}");
-    let dom = dump_dom(&format!("{}/dashboard?{bad}", app.url)).await;
+    let dom = dump_dom(&format!("{}/dashboard?{bad}", app.signed_in_url)).await;
     assert_eq!(text_of(&dom, "error"), message, "{dom}");
     assert!(dom.contains(&escape_text(message)));
     assert!(dom.contains(r#"data-loaded="false""#), "{dom}");
@@ -382,7 +382,7 @@ async fn the_dashboard_shows_bad_ranges_and_applies_its_filters() {
     .await;
     let dom = dump_dom(&format!(
         "{}/dashboard?{range}&category=Books&period=year",
-        app.url
+        app.signed_in_url
     ))
     .await;
     assert!(dom.contains(r#"data-loaded="true""#), "{dom}");
@@ -452,4 +452,27 @@ async fn the_dashboard_page_is_self_contained() {
             "no external resources: `{external}`"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_asks_who_you_are_and_says_who_is_signed_in() {
+    let (_dir, engine) = support::embedded_engine(&support::events()).await;
+    let app = support::spawn_app(engine).await;
+    // Not signed in: the sign-in form, and no data.
+    let dom = dump_dom(&format!("{}/dashboard", app.url)).await;
+    assert!(dom.contains("signed-out"), "{dom}");
+    assert!(dom.contains(r#"id="signin-form""#), "{dom}");
+    assert!(tags_with(&dom, "rect", "data-product-id").is_empty());
+    // Signed in: who, and the data.
+    let dom = dump_dom(&format!(
+        "{}/dashboard?from={FROM}&to={TO}",
+        app.signed_in_url
+    ))
+    .await;
+    assert!(!dom.contains(r#"class="signed-out""#), "{dom}");
+    assert!(dom.contains("test-admin (admin)"), "{dom}");
+    assert!(
+        !tags_with(&dom, "rect", "data-product-id").is_empty(),
+        "{dom}"
+    );
 }

@@ -586,3 +586,43 @@ async fn after_shutdown_no_new_connection_is_accepted() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stdout(&out).is_empty());
 }
+
+/// Who signs in decides what they see: an administrator reads customers' names and e-mail
+/// addresses, an analyst reads them as `(redacted)` (a filter on them tests the redacted
+/// value too, so it cannot probe the real one), and a viewer (the dashboard's role) runs no
+/// SQL at all.
+#[tokio::test]
+async fn the_users_role_decides_what_psql_shows() {
+    let (_dir, app, _events) = app().await;
+    let script = "SELECT name, email FROM customers ORDER BY customer_id LIMIT 1;\n\
+                  SELECT count(*) FROM customer_events WHERE email LIKE '%@%';\n\
+                  SELECT count(*) FROM customers;\n";
+    let admin = lines(&psql(&app, script).await);
+    assert!(
+        admin[0].contains('@') && !admin[0].contains("(redacted)"),
+        "{admin:?}"
+    );
+    assert_ne!(admin[1], "0", "{admin:?}");
+    let analyst =
+        lines(&psql_as(app.pg_port, support::ANALYST, support::PG_PASSWORD, script).await);
+    assert_eq!(analyst[0], "(redacted)|(redacted)");
+    assert_eq!(analyst[1], "0", "the filter saw a real address");
+    assert_eq!(analyst[2], admin[2], "masking hides values, not rows");
+
+    let out = psql_as(
+        app.pg_port,
+        support::VIEWER,
+        support::PG_PASSWORD,
+        "SELECT 1;\n",
+    )
+    .await;
+    let err = sql_error(&out);
+    assert!(
+        err.contains("42501") || err.contains("permission denied"),
+        "{err}"
+    );
+    assert!(err.contains("analyst"), "{err}");
+    // An analyst's password is not the admin's.
+    let out = psql_as(app.pg_port, support::ANALYST, "test-pass-2", "SELECT 1;\n").await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}

@@ -7,12 +7,14 @@ use std::sync::Arc;
 
 use shoplens_analytics::config::{AnalyticsConfig, PgConfig};
 use shoplens_analytics::embedded::EmbeddedReadModel;
+use shoplens_analytics::users::UserConfig;
 use shoplens_analytics::{AnalyticsHandle, Engine, QueryConfig};
 use shoplens_contract::Envelope;
 use shoplens_contract::tables::to_batches;
 use shoplens_ingest::embedded::EmbeddedStore;
 use shoplens_ingest::sink::{IngestBatch, ReadModelStore, Sink};
 use shoplens_ingest::synthetic::{StreamSpec, shop_events};
+use shoplens_kit::identity::{Identity, Role};
 use shoplens_readmodel::config::EmbeddedConfig;
 use tempfile::TempDir;
 
@@ -82,22 +84,73 @@ pub async fn embedded_engine_at(dir: &TempDir, config: &QueryConfig) -> Engine {
 pub struct TestApp {
     pub handle: AnalyticsHandle,
     pub url: String,
+    /// The server behind a proxy that adds an admin's session cookie to every request: what
+    /// a browser signed in to the dashboard sends (for headless Chromium, which cannot be
+    /// handed a cookie on its command line).
+    pub signed_in_url: String,
     pub pg_port: u16,
     pub client: reqwest::Client,
 }
+
+/// The users of test servers: an admin (`PG_USER`), an analyst and a viewer, all with
+/// `PG_PASSWORD`.
+pub fn test_users() -> Vec<UserConfig> {
+    [
+        (PG_USER, Role::Admin),
+        (ANALYST, Role::Analyst),
+        (VIEWER, Role::Viewer),
+    ]
+    .into_iter()
+    .map(|(name, role)| UserConfig {
+        name: name.into(),
+        role,
+        password_hash: shoplens_analytics::users::hash(PG_PASSWORD),
+    })
+    .collect()
+}
+
+pub const ANALYST: &str = "ann-analyst";
+pub const VIEWER: &str = "vic-viewer";
 
 pub fn app_config() -> AnalyticsConfig {
     AnalyticsConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         sql: PgConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
-            user: PG_USER.into(),
-            password: PG_PASSWORD.into(),
             ..PgConfig::default()
         },
+        users: test_users(),
         dashboard_refresh_ms: 1_000,
         ..AnalyticsConfig::default()
     }
+}
+
+/// A bearer token of `role` for the test servers (which check the development key). A
+/// customer's subject is a customer id, everyone else's a name.
+pub fn token(role: Role) -> String {
+    let subject = if role == Role::Customer {
+        "0190f5a4-0000-7000-8000-000000000001".to_owned()
+    } else {
+        format!("test-{role}")
+    };
+    shoplens_kit::identity::issue(
+        shoplens_kit::identity::DEV_SECRET,
+        &Identity::new(subject, role),
+        std::time::Duration::from_secs(3600),
+    )
+}
+
+/// A client whose requests carry a token of `role`.
+pub fn client_as(role: Role) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {}", token(role)).parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
 }
 
 pub async fn spawn_app(engine: Engine) -> TestApp {
@@ -109,10 +162,12 @@ pub async fn spawn_app_with(engine: Engine, config: &AnalyticsConfig) -> TestApp
         .await
         .expect("start the analytics server");
     TestApp {
+        signed_in_url: signed_in_proxy(handle.url(), Role::Admin).await,
         url: handle.url(),
         pg_port: handle.pg_addr().map_or(0, |a| a.port()),
         handle,
-        client: reqwest::Client::new(),
+        // Most tests are about what the server answers, not who may ask: as an admin.
+        client: client_as(Role::Admin),
     }
 }
 
@@ -165,6 +220,11 @@ pub fn clickhouse_config(test: &str) -> shoplens_readmodel::config::ClickHouseCo
             NEXT.fetch_add(1, Ordering::Relaxed)
         ),
         request_timeout_ms: 20_000,
+        // The analytics server reads as the read-only user the test script creates; the
+        // ingest store writes as `default`.
+        reader_user: std::env::var("SHOPLENS_TEST_CLICKHOUSE_READER").unwrap_or_default(),
+        reader_password: std::env::var("SHOPLENS_TEST_CLICKHOUSE_READER_PASSWORD")
+            .unwrap_or_default(),
         ..Default::default()
     }
 }
@@ -198,4 +258,44 @@ pub async fn clickhouse_engine(
         .await
         .expect("engine");
     (config, engine)
+}
+
+/// A proxy on port 0 in front of `upstream` that adds a session cookie of `role` to every
+/// request; its base URL.
+pub async fn signed_in_proxy(upstream: String, role: Role) -> String {
+    use axum::body::{Body, to_bytes};
+    use axum::extract::Request;
+    use axum::response::Response;
+    let cookie = format!("{}={}", shoplens_kit::access::SESSION_COOKIE, token(role));
+    let http = reqwest::Client::new();
+    let forward = move |req: Request| {
+        let (http, upstream, cookie) = (http.clone(), upstream.clone(), cookie.clone());
+        async move {
+            let path = req
+                .uri()
+                .path_and_query()
+                .map_or("/".to_owned(), |p| p.to_string());
+            let method = req.method().clone();
+            let body = to_bytes(req.into_body(), 1 << 20).await.unwrap_or_default();
+            let resp = http
+                .request(method, format!("{upstream}{path}"))
+                .header("cookie", cookie)
+                .body(body)
+                .send()
+                .await
+                .expect("the upstream answers");
+            let mut out = Response::builder().status(resp.status().as_u16());
+            for (k, v) in resp.headers() {
+                out = out.header(k.as_str(), v.as_bytes());
+            }
+            out.body(Body::from(resp.bytes().await.unwrap_or_default()))
+                .unwrap()
+        }
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, axum::Router::new().fallback(forward)).await;
+    });
+    format!("http://{addr}")
 }

@@ -105,9 +105,9 @@ async fn auth_and_bad_input_are_refused_before_any_downstream_call() {
     let composer = spawn_composer(&shop, config(&shop), false).await;
     let s = shop.seed().await;
     let path = format!("/api/v1/orders/{}/summary", s.order_id);
-    let forged = shoplens_kit::auth::issue_token(
+    let forged = shoplens_kit::identity::issue(
         "not-the-secret",
-        &shoplens_kit::auth::Role::Admin,
+        &shoplens_kit::identity::Identity::new("admin", shoplens_kit::identity::Role::Admin),
         std::time::Duration::from_secs(60),
     );
     let expired = jsonwebtoken::encode(
@@ -227,6 +227,12 @@ async fn health_and_metrics_are_served() {
     let (status, body) = composer.get("/health", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["status"], "ok");
+    let (status, _) = composer.get("/metrics", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "metrics are for monitors");
+    let (status, _) = composer
+        .get("/metrics", Some(&customer_token(&s.customer_id)))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "metrics are for monitors");
     let text = composer.metrics().await;
     for name in [
         "shoplens_http_requests_total",

@@ -14,11 +14,13 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use shoplens_composer::{ComposerConfig, ComposerHandle, ServiceUrls};
 use shoplens_kit::ServiceHandle;
-use shoplens_kit::auth::{Role, issue_token};
+use shoplens_kit::identity::{Identity, Role, issue as issue_token};
 use shoplens_kit::testing::TestEnv;
 use tokio_util::sync::CancellationToken;
 
-pub const SECRET: &str = "test-secret";
+/// The services of the tests check tokens with the development key: the composer signs its
+/// calls with the same.
+pub const SECRET: &str = shoplens_kit::identity::DEV_SECRET;
 
 /// The five services, each reachable through a [`Double`] (passing through by default) so
 /// a test can make any of them fail or hang.
@@ -78,7 +80,7 @@ pub async fn spawn_shop() -> Shop {
             Some(shipping),
         ],
         doubles,
-        http: reqwest::Client::new(),
+        http: shoplens_kit::testing::authorized_client(&Default::default()),
     }
 }
 
@@ -144,13 +146,21 @@ pub struct Composer {
 pub fn customer_token(customer_id: &str) -> String {
     issue_token(
         SECRET,
-        &Role::Customer(customer_id.to_owned()),
+        &Identity::new(customer_id.to_owned(), Role::Customer),
         Duration::from_secs(600),
     )
 }
 
 pub fn admin_token() -> String {
-    issue_token(SECRET, &Role::Admin, Duration::from_secs(600))
+    token_for("admin", Role::Admin)
+}
+
+pub fn token_for(subject: &str, role: Role) -> String {
+    issue_token(
+        SECRET,
+        &Identity::new(subject.to_owned(), role),
+        Duration::from_secs(600),
+    )
 }
 
 impl Composer {
@@ -177,9 +187,11 @@ impl Composer {
         body
     }
 
+    /// The Prometheus text, read as a monitor (the scraper's role).
     pub async fn metrics(&self) -> String {
         self.http
             .get(format!("{}/metrics", self.url))
+            .bearer_auth(token_for("prometheus", Role::Monitor))
             .send()
             .await
             .unwrap()
@@ -433,8 +445,10 @@ async fn forward(client: &reqwest::Client, upstream: &str, req: Request) -> Resp
     let mut out = client
         .request(method, format!("{upstream}{path}"))
         .body(body.to_vec());
-    if let Some(ct) = parts.headers.get("content-type") {
-        out = out.header("content-type", ct.as_bytes());
+    for name in ["content-type", "authorization"] {
+        if let Some(value) = parts.headers.get(name) {
+            out = out.header(name, value.as_bytes());
+        }
     }
     match out.send().await {
         Ok(resp) => {

@@ -103,3 +103,19 @@ pub fn embedded_store(dir: &std::path::Path) -> Arc<dyn ReadModelStore> {
         .expect("open the embedded store"),
     )
 }
+
+/// A client acting as `role`, with a token of the default (development) key the tests'
+/// workers check.
+pub fn client_as(role: shoplens_kit::identity::Role) -> reqwest::Client {
+    let auth = shoplens_kit::identity::AuthConfig::default();
+    let token = auth.issue(&shoplens_kit::identity::Identity::new("test", role));
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().expect("a header value"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("a client")
+}

@@ -16,6 +16,8 @@ use shoplens_ingest::synthetic::{StreamSpec, shop_events};
 use shoplens_readmodel::freshness::Freshness;
 use shoplens_readmodel::tables::AggTable;
 
+use shoplens_kit::identity::Role;
+
 use crate::support::*;
 
 fn config() -> IngestConfig {
@@ -127,7 +129,18 @@ async fn every_event_counts_once_despite_duplicates_and_poison() {
         .await
         .unwrap();
     assert_eq!(fresh["as_of_ms"], newest.timestamp_millis());
-    let dl: serde_json::Value = reqwest::get(format!("{}/api/v1/dead-letters", handle.url()))
+    let admin = client_as(Role::Admin);
+    let anonymous = reqwest::get(format!("{}/api/v1/dead-letters", handle.url()))
+        .await
+        .unwrap();
+    assert_eq!(
+        anonymous.status(),
+        401,
+        "dead letters hold payloads: admins only"
+    );
+    let dl: serde_json::Value = admin
+        .get(format!("{}/api/v1/dead-letters", handle.url()))
+        .send()
         .await
         .unwrap()
         .json()
@@ -135,13 +148,17 @@ async fn every_event_counts_once_despite_duplicates_and_poison() {
         .unwrap();
     assert_eq!(dl["total"], 2);
     assert_eq!(dl["items"][0]["payload"], "{\"event_id\": 12");
-    let bad = reqwest::get(format!("{}/api/v1/dead-letters?limit=0", handle.url()))
+    let bad = admin
+        .get(format!("{}/api/v1/dead-letters?limit=0", handle.url()))
+        .send()
         .await
         .unwrap();
     assert_eq!(bad.status(), 422);
     let body: serde_json::Value = bad.json().await.unwrap();
     assert_eq!(body["field"], "limit");
-    let metrics = reqwest::get(format!("{}/metrics", handle.url()))
+    let metrics = client_as(Role::Monitor)
+        .get(format!("{}/metrics", handle.url()))
+        .send()
         .await
         .unwrap()
         .text()
@@ -328,13 +345,13 @@ async fn a_rebuild_fills_a_new_generation_and_switches_without_going_blank() {
             }
         })
     };
-    let resp = reqwest::Client::new()
+    let resp = client_as(Role::Admin)
         .post(format!("{}/api/v1/rebuild", handle.url()))
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 202);
-    let again = reqwest::Client::new()
+    let again = client_as(Role::Admin)
         .post(format!("{}/api/v1/rebuild", handle.url()))
         .send()
         .await

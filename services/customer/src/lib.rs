@@ -5,15 +5,16 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shoplens_bus::EventBus;
 use shoplens_contract::{CustomerRegistered, CustomerUpdated, DomainEvent, Envelope, Service};
+use shoplens_kit::access::rules::SERVICES;
+use shoplens_kit::access::{Endpoints, get, patch, post};
 use shoplens_kit::config::ServiceConfig;
 use shoplens_kit::db::fetch_by_ids;
 use shoplens_kit::http::{parse_id, parse_id_list};
@@ -84,22 +85,23 @@ pub async fn start(
     };
     shoplens_kit::service::start(spec, config, bus, |ctx| {
         let openapi = serde_json::to_value(ApiDoc::openapi()).ok();
-        (routes(ctx), openapi)
+        (endpoints().with_state(ctx.clone(), &ctx.verifier), openapi)
     })
     .await
 }
 
-fn routes(ctx: ServiceContext) -> Router {
-    Router::new()
-        .route(
-            "/api/v1/customers",
-            get(batch_customers).post(create_customer),
-        )
-        .route(
-            "/api/v1/customers/{id}",
-            get(get_customer).patch(update_customer),
-        )
-        .with_state(ctx)
+/// The rules of the service's endpoints, for the access tests.
+pub fn rules() -> Vec<shoplens_kit::access::Rule> {
+    endpoints().rules()
+}
+
+/// The service's endpoints: only other ShopLens servers (and admins) call them.
+fn endpoints() -> Endpoints<ServiceContext> {
+    Endpoints::new()
+        .with(get("/api/v1/customers", SERVICES, batch_customers))
+        .with(post("/api/v1/customers", SERVICES, create_customer))
+        .with(get("/api/v1/customers/{id}", SERVICES, get_customer))
+        .with(patch("/api/v1/customers/{id}", SERVICES, update_customer))
 }
 
 fn validate(id: &str, name: &str, email: &str, country: &str) -> Result<(), ApiError> {

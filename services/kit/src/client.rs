@@ -24,6 +24,8 @@ pub struct ServiceClient {
     name: String,
     base: String,
     http: reqwest::Client,
+    /// Sent with every call: the services only answer other ShopLens servers.
+    token: Option<crate::identity::ServiceToken>,
 }
 
 impl ServiceClient {
@@ -42,6 +44,21 @@ impl ServiceClient {
             name: name.into(),
             base: base.into().trim_end_matches('/').to_owned(),
             http,
+            token: None,
+        }
+    }
+
+    /// Calls carry `token` (`Authorization: Bearer`).
+    pub fn with_token(mut self, token: crate::identity::ServiceToken) -> ServiceClient {
+        self.token = Some(token);
+        self
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let req = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(token) => req.header(reqwest::header::AUTHORIZATION, token.header()),
+            None => req,
         }
     }
 
@@ -55,8 +72,7 @@ impl ServiceClient {
         path: &str,
     ) -> Result<Option<T>, ClientError> {
         let resp = self
-            .http
-            .get(format!("{}{path}", self.base))
+            .request(reqwest::Method::GET, path)
             .send()
             .await
             .map_err(|e| self.unavailable(e))?;

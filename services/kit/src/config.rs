@@ -98,6 +98,11 @@ pub struct ServiceConfig {
     pub topic: String,
     pub http: HttpConfig,
     pub relay: RelayConfig,
+    /// Who may call the service (tokens of role `service` or `admin`), and the key its own
+    /// calls to other services are signed with: the root `auth` section, filled in by the
+    /// launcher (not configurable per service).
+    #[serde(skip)]
+    pub auth: crate::identity::AuthConfig,
 }
 
 impl Default for ServiceConfig {
@@ -108,6 +113,7 @@ impl Default for ServiceConfig {
             topic: String::new(),
             http: HttpConfig::default(),
             relay: RelayConfig::default(),
+            auth: crate::identity::AuthConfig::default(),
         }
     }
 }

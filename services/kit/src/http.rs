@@ -1,6 +1,8 @@
 //! HTTP plumbing every server shares: the JSON error, validated extractors, and the
 //! standard middleware stack and endpoints.
 
+use crate::access::{self, Access, Endpoints, Routes, Rule, rules};
+use crate::identity::Verifier;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -8,7 +10,6 @@ use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header, request::Parts};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -247,24 +248,20 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ValidQuery<T> 
     }
 }
 
-/// Adds the standard endpoints and middleware to a service's routes:
-/// `/health`, `/metrics`, `/openapi.json`, a JSON 404, panics caught as 500s, a body limit,
-/// a request timeout, a concurrency limit, a tracing span and metrics per request.
-pub fn standard_router(
-    routes: Router,
-    openapi: Option<serde_json::Value>,
-    metrics: Arc<Metrics>,
-    config: &HttpConfig,
-) -> Router {
+/// The standard endpoints every server has: `/health` (open, for health checks),
+/// `/metrics` (Prometheus; monitors and admins) and, when the server has one, its OpenAPI
+/// document `/openapi.json` (open).
+fn standard_endpoints(openapi: Option<serde_json::Value>) -> Endpoints<Arc<Metrics>> {
+    let with_document = openapi.is_some();
     let openapi = Arc::new(openapi);
-    let router = routes
-        .route(
-            "/health",
-            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
-        )
-        .route(
+    let endpoints = Endpoints::new()
+        .with(access::get("/health", Access::Public, || async {
+            Json(serde_json::json!({"status": "ok"}))
+        }))
+        .with(access::get(
             "/metrics",
-            get(|State(m): State<Arc<Metrics>>| async move {
+            rules::MONITORS,
+            |State(m): State<Arc<Metrics>>| async move {
                 (
                     [(
                         header::CONTENT_TYPE,
@@ -272,21 +269,43 @@ pub fn standard_router(
                     )],
                     m.encode(),
                 )
-            })
-            .with_state(metrics.clone()),
-        )
-        .route(
-            "/openapi.json",
-            get(move || {
-                let openapi = openapi.clone();
-                async move {
-                    match openapi.as_ref() {
-                        Some(doc) => Json(doc.clone()).into_response(),
-                        None => ApiError::not_found("document", "openapi.json").into_response(),
-                    }
-                }
-            }),
-        )
+            },
+        ));
+    if !with_document {
+        return endpoints;
+    }
+    endpoints.with(access::get("/openapi.json", Access::Public, move || {
+        let openapi = openapi.clone();
+        async move {
+            match openapi.as_ref() {
+                Some(doc) => Json(doc.clone()).into_response(),
+                None => ApiError::not_found("document", "openapi.json").into_response(),
+            }
+        }
+    }))
+}
+
+/// The rules of the standard endpoints of a server with (`openapi`) or without an OpenAPI
+/// document, for the access tests.
+pub fn standard_rules(openapi: bool) -> Vec<Rule> {
+    standard_endpoints(openapi.then(|| serde_json::json!({}))).rules()
+}
+
+/// Adds the standard endpoints and middleware to a server's routes (built from its
+/// [`Endpoints`], so every route has an access rule): `/health`, `/metrics`,
+/// `/openapi.json`, a JSON 404, panics caught as 500s, a body limit, a request timeout, a
+/// concurrency limit, a tracing span and metrics per request.
+pub fn standard_router(
+    routes: Routes,
+    openapi: Option<serde_json::Value>,
+    metrics: Arc<Metrics>,
+    config: &HttpConfig,
+    verifier: &Verifier,
+) -> Router {
+    let standard = standard_endpoints(openapi).with_state(metrics.clone(), verifier);
+    let router = routes
+        .router
+        .merge(standard.router)
         .fallback(|uri: axum::http::Uri| async move {
             ApiError::not_found("route", uri.path().to_owned())
         });
@@ -521,7 +540,6 @@ mod tests {
 
     mod props {
         use axum::body::Body;
-        use axum::routing::post;
         use proptest::prelude::*;
         use tower::ServiceExt;
 
@@ -545,19 +563,21 @@ mod tests {
 
         /// A server with one strict JSON and query endpoint behind the standard middleware.
         fn app() -> Router {
-            let routes = Router::new().route(
-                "/lines",
-                post(
+            let verifier = crate::identity::Verifier::new(&Default::default());
+            let routes = crate::access::Endpoints::new()
+                .with(crate::access::post(
+                    "/lines",
+                    crate::access::Access::Public,
                     |ValidQuery(_): ValidQuery<Query>, ValidJson(_): ValidJson<Vec<Line>>| async {
                         "ok"
                     },
-                ),
-            );
+                ))
+                .with_state((), &verifier);
             let config = HttpConfig {
                 body_limit_bytes: 256,
                 ..HttpConfig::default()
             };
-            standard_router(routes, None, Metrics::new(), &config)
+            standard_router(routes, None, Metrics::new(), &config, &verifier)
         }
 
         /// The status and JSON body of one request (panics if an error is not JSON).

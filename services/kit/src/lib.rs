@@ -10,14 +10,16 @@
 //! - [`idempotency`]: replaying the response to a retried write;
 //! - [`service`]: starting and stopping a service;
 //! - [`client`]: calling another service;
-//! - [`auth`]: the bearer tokens of the composer's API (issuing and verifying).
+//! - [`identity`] and [`access`]: one identity scheme for every server (bearer tokens with
+//!   a subject and a role), and the access rule of every endpoint.
 
-pub mod auth;
+pub mod access;
 pub mod client;
 pub mod config;
 pub mod db;
 pub mod http;
 pub mod idempotency;
+pub mod identity;
 pub mod metrics;
 pub mod outbox;
 pub mod service;

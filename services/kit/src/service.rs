@@ -5,15 +5,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use axum::Router;
 use shoplens_bus::EventBus;
 use shoplens_contract::Service;
 use sqlx::migrate::Migrator;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::access::Routes;
 use crate::config::ServiceConfig;
 use crate::db::Db;
+use crate::identity::{ServiceToken, Verifier};
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Relay};
 
@@ -30,6 +31,10 @@ pub struct ServiceContext {
     pub db: Db,
     pub outbox: Outbox,
     pub metrics: Arc<Metrics>,
+    /// Checks the tokens of calls to this service.
+    pub verifier: Verifier,
+    /// Signs this service's own calls to other services.
+    pub token: ServiceToken,
 }
 
 /// A running service.
@@ -41,15 +46,20 @@ pub struct ServiceHandle {
     tasks: Vec<JoinHandle<()>>,
 }
 
-/// Starts a service. `routes` builds the service's own routes and (optionally) its OpenAPI
-/// document from the context; the kit adds the standard endpoints and middleware.
+/// Starts a service. `routes` builds the service's own routes (from its endpoints, with
+/// their access rules: `Endpoints::with_state`) and (optionally) its OpenAPI document from
+/// the context; the kit adds the standard endpoints and middleware.
 pub async fn start(
     spec: ServiceSpec,
     config: &ServiceConfig,
     bus: Arc<dyn EventBus>,
-    routes: impl FnOnce(ServiceContext) -> (Router, Option<serde_json::Value>),
+    routes: impl FnOnce(ServiceContext) -> (Routes, Option<serde_json::Value>),
 ) -> anyhow::Result<ServiceHandle> {
     let name = spec.service.as_str();
+    config
+        .auth
+        .check_exposure(config.listen)
+        .map_err(|e| anyhow::anyhow!("the {name} service refuses to start: {e}"))?;
     let db = Db::open(&config.database_url, spec.migrations)
         .await
         .with_context(|| format!("failed to open the {name} service's database"))?;
@@ -61,13 +71,22 @@ pub async fn start(
     shoplens_bus::validate_topic(topic)?;
     let outbox = Outbox::new(topic);
     let metrics = Metrics::new();
+    let verifier = Verifier::new(&config.auth);
     let ctx = ServiceContext {
         db: db.clone(),
         outbox: outbox.clone(),
         metrics: metrics.clone(),
+        verifier: verifier.clone(),
+        token: ServiceToken::new(&config.auth, name),
     };
     let (own_routes, openapi) = routes(ctx);
-    let router = crate::http::standard_router(own_routes, openapi, metrics.clone(), &config.http);
+    let router = crate::http::standard_router(
+        own_routes,
+        openapi,
+        metrics.clone(),
+        &config.http,
+        &verifier,
+    );
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("failed to bind the {name} service to {}", config.listen))?;

@@ -84,7 +84,26 @@ impl Default for TestEnv {
     }
 }
 
-/// One real service started on port 0 in its own [`TestEnv`], with a JSON client for it.
+/// A client whose requests carry a service token signed with `auth`'s key (what another
+/// ShopLens server sends).
+pub fn authorized_client(auth: &crate::identity::AuthConfig) -> reqwest::Client {
+    let token = crate::identity::ServiceToken::new(auth, "test");
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        token
+            .header()
+            .parse()
+            .expect("a token is a valid header value"),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("a reqwest client with a default header always builds")
+}
+
+/// One real service started on port 0 in its own [`TestEnv`], with a JSON client for it
+/// (its requests carry a service token).
 pub struct TestService {
     pub env: TestEnv,
     pub url: String,
@@ -101,13 +120,13 @@ impl TestService {
         Fut: Future<Output = anyhow::Result<ServiceHandle>>,
     {
         let env = TestEnv::new();
-        let handle = start(env.service_config(name), env.bus())
-            .await
-            .expect("start the service");
+        let config = env.service_config(name);
+        let http = authorized_client(&config.auth);
+        let handle = start(config, env.bus()).await.expect("start the service");
         TestService {
             url: handle.url(),
             env,
-            http: reqwest::Client::new(),
+            http,
             handle,
         }
     }

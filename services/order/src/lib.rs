@@ -9,11 +9,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -22,6 +21,8 @@ use shoplens_contract::{
     Envelope, OrderCreated, OrderLine as EventLine, OrderStatus, OrderStatusChanged,
     ProductPurchased, Service, check_quantity,
 };
+use shoplens_kit::access::rules::SERVICES;
+use shoplens_kit::access::{Endpoints, get, post};
 use shoplens_kit::client::{ClientError, ServiceClient};
 use shoplens_kit::config::ServiceConfig;
 use shoplens_kit::db::fetch_by_ids;
@@ -164,24 +165,34 @@ pub async fn start(
         migrations: sqlx::migrate!("./migrations"),
     };
     let timeout = Duration::from_millis(upstreams.timeout_ms);
-    let state_parts = (
-        ServiceClient::new("customer service", &upstreams.customer_url, timeout),
-        ServiceClient::new("product service", &upstreams.product_url, timeout),
-    );
+    let upstreams = upstreams.clone();
     shoplens_kit::service::start(spec, config, bus, move |ctx| {
-        let state = AppState {
-            ctx,
-            customers: state_parts.0,
-            products: state_parts.1,
+        let client = |name: &str, url: &str| {
+            ServiceClient::new(name, url, timeout).with_token(ctx.token.clone())
         };
-        let routes = Router::new()
-            .route("/api/v1/orders", get(list_orders).post(create_order))
-            .route("/api/v1/orders/{id}", get(get_order))
-            .route("/api/v1/orders/{id}/status", post(change_status))
-            .with_state(state);
+        let state = AppState {
+            customers: client("customer service", &upstreams.customer_url),
+            products: client("product service", &upstreams.product_url),
+            ctx: ctx.clone(),
+        };
+        let routes = endpoints().with_state(state, &ctx.verifier);
         (routes, serde_json::to_value(ApiDoc::openapi()).ok())
     })
     .await
+}
+
+/// The service's endpoints: only other ShopLens servers (and admins) call them.
+fn endpoints() -> Endpoints<AppState> {
+    Endpoints::new()
+        .with(get("/api/v1/orders", SERVICES, list_orders))
+        .with(post("/api/v1/orders", SERVICES, create_order))
+        .with(get("/api/v1/orders/{id}", SERVICES, get_order))
+        .with(post("/api/v1/orders/{id}/status", SERVICES, change_status))
+}
+
+/// The rules of the service's endpoints, for the access tests.
+pub fn rules() -> Vec<shoplens_kit::access::Rule> {
+    endpoints().rules()
 }
 
 #[derive(sqlx::FromRow)]

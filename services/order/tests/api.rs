@@ -30,9 +30,10 @@ async fn spawn_shop() -> Shop {
     let order = order_service::start(&env.service_config("order"), &upstreams, env.bus())
         .await
         .unwrap();
+    let http = shoplens_kit::testing::authorized_client(&env.service_config("order").auth);
     Shop {
         env,
-        http: reqwest::Client::new(),
+        http,
         customer: Some(customer),
         product,
         order,

@@ -7,11 +7,10 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -19,6 +18,8 @@ use shoplens_bus::EventBus;
 use shoplens_contract::{
     DomainEvent, Envelope, PaymentCompleted, PaymentFailed, PaymentRefunded, Service,
 };
+use shoplens_kit::access::rules::SERVICES;
+use shoplens_kit::access::{Endpoints, get, post};
 use shoplens_kit::config::ServiceConfig;
 use shoplens_kit::db::fetch_by_ids;
 use shoplens_kit::http::{one_or_many_ids, parse_id};
@@ -138,18 +139,32 @@ pub async fn start(
     };
     shoplens_kit::service::start(spec, config, bus, |ctx| {
         let openapi = serde_json::to_value(ApiDoc::openapi()).ok();
-        (routes(ctx), openapi)
+        (endpoints().with_state(ctx.clone(), &ctx.verifier), openapi)
     })
     .await
 }
 
-fn routes(ctx: ServiceContext) -> Router {
-    Router::new()
-        .route("/api/v1/payments", get(list_payments).post(create_payment))
-        .route("/api/v1/payments/{id}", get(get_payment))
-        .route("/api/v1/payments/{id}/capture", post(capture_payment))
-        .route("/api/v1/payments/{id}/refund", post(refund_payment))
-        .with_state(ctx)
+/// The rules of the service's endpoints, for the access tests.
+pub fn rules() -> Vec<shoplens_kit::access::Rule> {
+    endpoints().rules()
+}
+
+/// The service's endpoints: only other ShopLens servers (and admins) call them.
+fn endpoints() -> Endpoints<ServiceContext> {
+    Endpoints::new()
+        .with(get("/api/v1/payments", SERVICES, list_payments))
+        .with(post("/api/v1/payments", SERVICES, create_payment))
+        .with(get("/api/v1/payments/{id}", SERVICES, get_payment))
+        .with(post(
+            "/api/v1/payments/{id}/capture",
+            SERVICES,
+            capture_payment,
+        ))
+        .with(post(
+            "/api/v1/payments/{id}/refund",
+            SERVICES,
+            refund_payment,
+        ))
 }
 
 /// What the built-in fake provider makes of a card token: the status and, if it refused,

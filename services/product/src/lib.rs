@@ -6,16 +6,17 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use shoplens_bus::EventBus;
 use shoplens_contract::{DomainEvent, Envelope, ProductCreated, ProductPriceChanged, Service};
+use shoplens_kit::access::rules::SERVICES;
+use shoplens_kit::access::{Endpoints, get, post, put};
 use shoplens_kit::config::ServiceConfig;
 use shoplens_kit::db::fetch_by_ids;
 use shoplens_kit::http::{parse_id, parse_id_list};
@@ -129,17 +130,23 @@ pub async fn start(
     };
     shoplens_kit::service::start(spec, config, bus, |ctx| {
         let openapi = serde_json::to_value(ApiDoc::openapi()).ok();
-        (routes(ctx), openapi)
+        (endpoints().with_state(ctx.clone(), &ctx.verifier), openapi)
     })
     .await
 }
 
-fn routes(ctx: ServiceContext) -> Router {
-    Router::new()
-        .route("/api/v1/products", get(batch_products).post(create_product))
-        .route("/api/v1/products/{id}", get(get_product))
-        .route("/api/v1/products/{id}/price", put(change_price))
-        .with_state(ctx)
+/// The rules of the service's endpoints, for the access tests.
+pub fn rules() -> Vec<shoplens_kit::access::Rule> {
+    endpoints().rules()
+}
+
+/// The service's endpoints: only other ShopLens servers (and admins) call them.
+fn endpoints() -> Endpoints<ServiceContext> {
+    Endpoints::new()
+        .with(get("/api/v1/products", SERVICES, batch_products))
+        .with(post("/api/v1/products", SERVICES, create_product))
+        .with(get("/api/v1/products/{id}", SERVICES, get_product))
+        .with(put("/api/v1/products/{id}/price", SERVICES, change_price))
 }
 
 /// Validates a new product (the event's rules plus the fields the event does not carry) and

@@ -6,17 +6,18 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shoplens_bus::EventBus;
 use shoplens_contract::{
     DomainEvent, Envelope, Service, ShipmentCreated, ShipmentDelivered, ShipmentLocationUpdated,
 };
+use shoplens_kit::access::rules::SERVICES;
+use shoplens_kit::access::{Endpoints, get, post};
 use shoplens_kit::config::ServiceConfig;
 use shoplens_kit::db::fetch_by_ids;
 use shoplens_kit::http::{one_or_many_ids, parse_id};
@@ -124,21 +125,32 @@ pub async fn start(
     };
     shoplens_kit::service::start(spec, config, bus, |ctx| {
         let openapi = serde_json::to_value(ApiDoc::openapi()).ok();
-        (routes(ctx), openapi)
+        (endpoints().with_state(ctx.clone(), &ctx.verifier), openapi)
     })
     .await
 }
 
-fn routes(ctx: ServiceContext) -> Router {
-    Router::new()
-        .route(
-            "/api/v1/shipments",
-            get(list_shipments).post(create_shipment),
-        )
-        .route("/api/v1/shipments/{id}", get(get_shipment))
-        .route("/api/v1/shipments/{id}/locations", post(update_location))
-        .route("/api/v1/shipments/{id}/deliver", post(deliver_shipment))
-        .with_state(ctx)
+/// The rules of the service's endpoints, for the access tests.
+pub fn rules() -> Vec<shoplens_kit::access::Rule> {
+    endpoints().rules()
+}
+
+/// The service's endpoints: only other ShopLens servers (and admins) call them.
+fn endpoints() -> Endpoints<ServiceContext> {
+    Endpoints::new()
+        .with(get("/api/v1/shipments", SERVICES, list_shipments))
+        .with(post("/api/v1/shipments", SERVICES, create_shipment))
+        .with(get("/api/v1/shipments/{id}", SERVICES, get_shipment))
+        .with(post(
+            "/api/v1/shipments/{id}/locations",
+            SERVICES,
+            update_location,
+        ))
+        .with(post(
+            "/api/v1/shipments/{id}/deliver",
+            SERVICES,
+            deliver_shipment,
+        ))
 }
 
 async fn find(db: &mut sqlx::SqliteConnection, id: &str) -> Result<Shipment, ApiError> {

@@ -216,7 +216,7 @@ struct Created {
 /// from the seed so re-running with the same seed against the same services creates nothing
 /// new and returns the same ids).
 pub async fn seed_catalogue(urls: &ShopUrls, config: &SimConfig) -> anyhow::Result<Catalogue> {
-    let http = Http::new()?;
+    let http = Http::new(&urls.token)?;
     let seed = config.seed;
     let customers_url = format!("{}/api/v1/customers", urls.customer.trim_end_matches('/'));
     let products_url = format!("{}/api/v1/products", urls.product.trim_end_matches('/'));

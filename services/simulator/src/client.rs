@@ -62,8 +62,18 @@ pub(crate) struct Http {
 }
 
 impl Http {
-    pub(crate) fn new() -> anyhow::Result<Http> {
+    /// A client whose calls carry `token` (`Authorization: Bearer`; none when empty).
+    pub(crate) fn new(token: &str) -> anyhow::Result<Http> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if !token.is_empty() {
+            let mut value: reqwest::header::HeaderValue = format!("Bearer {token}")
+                .parse()
+                .context("the token is not a valid header value")?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let client = reqwest::Client::builder()
+            .default_headers(headers)
             .timeout(TIMEOUT)
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true)

@@ -32,14 +32,32 @@ pub use pace::Pacer;
 pub use plan::{FinalStatus, OrderPlan, PlannedLine, Planner};
 pub use zipf::ZipfPicker;
 
-/// Base URLs of the five services, like `http://127.0.0.1:8081` (no trailing path).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// Base URLs of the five services, like `http://127.0.0.1:8081` (no trailing path), and the
+/// bearer token the simulator's calls carry (the services answer only tokens of role
+/// `service` or `admin`).
+#[derive(Clone, Serialize, Deserialize)]
 pub struct ShopUrls {
     pub customer: String,
     pub product: String,
     pub order: String,
     pub payment: String,
     pub shipping: String,
+    /// A secret: never logged.
+    #[serde(default, skip_serializing)]
+    pub token: String,
+}
+
+impl std::fmt::Debug for ShopUrls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShopUrls")
+            .field("customer", &self.customer)
+            .field("product", &self.product)
+            .field("order", &self.order)
+            .field("payment", &self.payment)
+            .field("shipping", &self.shipping)
+            .field("token", &"***")
+            .finish()
+    }
 }
 
 /// What to simulate, and how fast.

@@ -72,7 +72,7 @@ impl Driver {
     ) -> anyhow::Result<Driver> {
         let base = |url: &str| url.trim_end_matches('/').to_owned();
         Ok(Driver {
-            http: Http::new()?,
+            http: Http::new(&urls.token)?,
             orders_url: format!("{}/api/v1/orders", base(&urls.order)),
             payments_url: format!("{}/api/v1/payments", base(&urls.payment)),
             shipments_url: format!("{}/api/v1/shipments", base(&urls.shipping)),

@@ -40,17 +40,19 @@ async fn spawn_shop() -> Shop {
     let shipping = shipping_service::start(&env.service_config("shipping"), env.bus())
         .await
         .unwrap();
+    let auth = env.service_config("any").auth;
     let urls = ShopUrls {
         customer: customer.url(),
         product: product.url(),
         order: order.url(),
         payment: payment.url(),
         shipping: shipping.url(),
+        token: shoplens_kit::identity::ServiceToken::new(&auth, "simulator").token(),
     };
     Shop {
         env,
         urls,
-        http: reqwest::Client::new(),
+        http: shoplens_kit::testing::authorized_client(&auth),
         _services: vec![customer, product, order, payment, shipping],
     }
 }

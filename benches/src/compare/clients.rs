@@ -1,0 +1,184 @@
+//! The client side of the running system: each of the four paths requested as a client
+//! would, the order-tracking question as SQL, and whether the read model has caught up.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::ReadPath;
+use crate::load::Outcome;
+
+/// The order-tracking question as SQL on the read model: the order's latest status and
+/// where its shipment last was (a row each, `field` and `value`; no shipment, no row).
+fn tracking_sql(order_id: &str) -> String {
+    format!(
+        "SELECT 'status' AS field, to_status AS value FROM \
+           (SELECT to_status, occurred_at FROM order_status_changes \
+            WHERE order_id = '{order_id}' ORDER BY occurred_at DESC LIMIT 1) s \
+         UNION ALL \
+         SELECT 'location', location FROM \
+           (SELECT location, occurred_at FROM shipment_events \
+            WHERE order_id = '{order_id}' ORDER BY occurred_at DESC LIMIT 1) l"
+    )
+}
+
+/// The four dashboard views the page loads, as the analytics server serves them.
+const DASHBOARD_VIEWS: [(&str, &str, &str); 4] = [
+    ("daily", "daily", ""),
+    ("top-products", "top_products", "&limit=10"),
+    ("top-customers", "top_customers", "&limit=10"),
+    ("trends", "trends", "&period=month"),
+];
+
+/// The client side of the running system.
+#[derive(Clone)]
+pub(super) struct Clients {
+    pub(super) http: reqwest::Client,
+    pub(super) composer: Arc<str>,
+    pub(super) analytics: Arc<str>,
+    pub(super) order: Arc<str>,
+    pub(super) auth: Arc<str>,
+    /// `from=..&to=..`: the last 30 days, through tomorrow (UTC) so a run across midnight
+    /// still sees its data.
+    pub(super) range: Arc<str>,
+}
+
+impl Clients {
+    pub(super) async fn summary_status(&self, id: &str) -> anyhow::Result<Option<String>> {
+        let resp = self
+            .http
+            .get(format!("{}/api/v1/orders/{id}/summary", self.composer))
+            .header("authorization", &*self.auth)
+            .send()
+            .await?;
+        anyhow::ensure!(resp.status().is_success(), "summary {}", resp.status());
+        let v: Value = resp.json().await?;
+        Ok(v["order"]["data"]["status"].as_str().map(str::to_owned))
+    }
+
+    pub(super) async fn cqrs_status(&self, id: &str) -> anyhow::Result<Option<String>> {
+        let resp = self
+            .http
+            .post(format!("{}/api/v1/sql", self.analytics))
+            .header("content-type", "text/plain")
+            .body(tracking_sql(id))
+            .send()
+            .await?;
+        let status = resp.status();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        anyhow::ensure!(status.is_success(), "sql {status}: {v}");
+        Ok(v["rows"]
+            .as_array()
+            .and_then(|rows| rows.iter().find(|r| r["field"] == "status"))
+            .and_then(|r| r["value"].as_str())
+            .map(str::to_owned))
+    }
+
+    async fn get_json(&self, url: String, auth: bool) -> anyhow::Result<Value> {
+        let mut req = self.http.get(&url);
+        if auth {
+            req = req.header("authorization", &*self.auth);
+        }
+        let resp = req.send().await?;
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        anyhow::ensure!(status.is_success(), "GET {url}: {status} {body}");
+        Ok(body)
+    }
+
+    async fn live_dashboard(&self) -> anyhow::Result<Value> {
+        self.get_json(
+            format!(
+                "{}/api/v1/sales/dashboard?{}&limit=10&period=month",
+                self.composer, self.range
+            ),
+            true,
+        )
+        .await
+    }
+
+    /// The page's four requests, at once (as the page sends them).
+    async fn cqrs_dashboard(&self) -> anyhow::Result<Vec<Value>> {
+        let calls = DASHBOARD_VIEWS.map(|(path, _, extra)| {
+            self.get_json(
+                format!(
+                    "{}/api/v1/dashboard/{path}?{}{extra}",
+                    self.analytics, self.range
+                ),
+                false,
+            )
+        });
+        let [a, b, c, d] = calls;
+        let (a, b, c, d) = tokio::try_join!(a, b, c, d)?;
+        Ok(vec![a, b, c, d])
+    }
+
+    pub(super) async fn request(&self, path: ReadPath, order_id: String) -> Outcome {
+        let ok = match path {
+            ReadPath::TrackingComposer => {
+                matches!(self.summary_status(&order_id).await, Ok(Some(_)))
+            }
+            ReadPath::TrackingCqrs => matches!(self.cqrs_status(&order_id).await, Ok(Some(_))),
+            ReadPath::DashboardCqrs => self.cqrs_dashboard().await.is_ok(),
+            ReadPath::DashboardComposer => self.live_dashboard().await.is_ok(),
+        };
+        Outcome {
+            ok,
+            ..Outcome::default()
+        }
+    }
+
+    /// Whether the read model's four views equal the live composition (the rows of each).
+    async fn same_dashboard(&self) -> anyhow::Result<Option<String>> {
+        let live = self.live_dashboard().await?;
+        let cqrs = self.cqrs_dashboard().await?;
+        for ((_, key, _), answer) in DASHBOARD_VIEWS.iter().zip(&cqrs) {
+            if answer["rows"] != live[*key] {
+                return Ok(Some(format!(
+                    "{key}: read model {} live {}",
+                    answer["rows"], live[*key]
+                )));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Events the services have published: the read model's raw row count.
+pub(super) async fn events_in_read_model(c: &Clients) -> anyhow::Result<u64> {
+    let resp = c
+        .http
+        .post(format!("{}/api/v1/sql", c.analytics))
+        .header("content-type", "text/plain")
+        .body(
+            "SELECT (SELECT count(*) FROM customer_events) + (SELECT count(*) FROM product_events) \
+             + (SELECT count(*) FROM orders) + (SELECT count(*) FROM order_status_changes) \
+             + (SELECT count(*) FROM product_purchases) + (SELECT count(*) FROM payment_events) \
+             + (SELECT count(*) FROM shipment_events) AS n",
+        )
+        .send()
+        .await?;
+    let v: Value = resp.json().await?;
+    v["rows"][0]["n"].as_u64().context("no event count")
+}
+
+/// Waits (at most 120 s) until the read model answers the dashboard with the live figures:
+/// the seconds waited, and whether it did.
+pub(super) async fn catch_up(c: &Clients) -> (f64, bool) {
+    let start = Instant::now();
+    let mut last = String::new();
+    while start.elapsed() < Duration::from_secs(120) {
+        match c.same_dashboard().await {
+            Ok(None) => return (start.elapsed().as_secs_f64(), true),
+            Ok(Some(diff)) => last = diff,
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tracing::warn!(difference = %last.chars().take(400).collect::<String>(),
+        "the read model did not come to the live figures within 120 s");
+    (start.elapsed().as_secs_f64(), false)
+}
