@@ -48,7 +48,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde::Deserialize;
 use shoplens_bus::Position;
-use shoplens_contract::tables::{MONEY, OCCURRED_AT, RawTable};
+use shoplens_contract::tables::{EVENT_ID, MONEY, OCCURRED_AT, RawTable};
 use shoplens_readmodel::clickhouse::{
     create_live_table_sql, freshness_sql, generation_database, generation_of, generation_prefix,
     live_pointer_sql, meta_database,
@@ -684,9 +684,9 @@ impl ClickHouseSink {
     /// The row indices of `batch` whose event ids `table` does not hold yet.
     async fn new_rows(&self, table: RawTable, batch: &RecordBatch) -> SinkResult<Vec<usize>> {
         let ids = batch
-            .column_by_name("event_id")
-            .ok_or_else(|| corrupt(format!("table `{}`: no column `event_id`", table.name())))?;
-        let ids: &StringArray = typed(ids, "event_id")?;
+            .column_by_name(EVENT_ID)
+            .ok_or_else(|| corrupt(format!("table `{}`: no column `{EVENT_ID}`", table.name())))?;
+        let ids: &StringArray = typed(ids, EVENT_ID)?;
         if ids.null_count() > 0 {
             return Err(corrupt(format!("table `{}`: null event_id", table.name())));
         }

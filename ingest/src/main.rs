@@ -73,7 +73,9 @@ impl ProcessConfig {
         for topic in &topics {
             shoplens_bus::validate_topic(topic)?;
         }
-        shoplens_readmodel::config::validate_read_model(&self.read_model)
+        Ok(shoplens_readmodel::config::validate_read_model(
+            &self.read_model,
+        )?)
     }
 }
 

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::ConfigError;
+
 /// Which store holds the read model.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -31,23 +33,20 @@ pub struct ReadModelConfig {
 /// Rejects a read-model configuration that cannot work, without connecting (for
 /// `--check-config`): a ClickHouse URL that is not http(s), a database name ClickHouse
 /// would refuse.
-pub fn validate_read_model(config: &ReadModelConfig) -> anyhow::Result<()> {
+pub fn validate_read_model(config: &ReadModelConfig) -> Result<(), ConfigError> {
     if config.kind == ReadModelKind::Clickhouse {
         let ch = &config.clickhouse;
-        anyhow::ensure!(
-            ch.url.starts_with("http://") || ch.url.starts_with("https://"),
-            "read_model.clickhouse.url must be an http(s) URL, got `{}`",
-            ch.url
-        );
-        anyhow::ensure!(
-            !ch.database.is_empty()
-                && ch
-                    .database
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_'),
-            "read_model.clickhouse.database must be letters, digits and `_`, got `{}`",
-            ch.database
-        );
+        if !(ch.url.starts_with("http://") || ch.url.starts_with("https://")) {
+            return Err(ConfigError::ClickHouseUrl(ch.url.clone()));
+        }
+        if ch.database.is_empty()
+            || !ch
+                .database
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Err(ConfigError::ClickHouseDatabase(ch.database.clone()));
+        }
     }
     Ok(())
 }
@@ -174,10 +173,29 @@ mod tests {
     }
 
     #[test]
+    fn only_a_chosen_clickhouse_store_is_validated() {
+        let mut config = ReadModelConfig::default();
+        config.clickhouse.url = "ftp://x".into();
+        assert!(validate_read_model(&config).is_ok());
+        config.kind = ReadModelKind::Clickhouse;
+        let err = validate_read_model(&config).unwrap_err();
+        assert!(matches!(err, ConfigError::ClickHouseUrl(_)), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "read_model.clickhouse.url must be an http(s) URL, got `ftp://x`"
+        );
+        config.clickhouse.url = "https://ch:8443".into();
+        config.clickhouse.database = "shop-lens".into();
+        let err = validate_read_model(&config).unwrap_err();
+        assert!(matches!(err, ConfigError::ClickHouseDatabase(_)), "{err}");
+        config.clickhouse.database = "shop_lens".into();
+        assert!(validate_read_model(&config).is_ok());
+    }
+
+    #[test]
     fn clickhouse_config_defaults_reject_unknown_fields_and_hide_the_password() {
         let c: ClickHouseConfig =
-            serde_json::from_str(r#"{"password": "s3cret", "reader_password": "r3ader"}"#)
-                .unwrap();
+            serde_json::from_str(r#"{"password": "s3cret", "reader_password": "r3ader"}"#).unwrap();
         assert_eq!(c.url, "http://127.0.0.1:8123");
         assert_eq!(c.database, "shoplens");
         assert_eq!(c.request_timeout_ms, 30_000);

@@ -9,6 +9,10 @@
 //! directories and `manifest.json` ([`embedded`], with the read-only [`embedded::Snapshot`]),
 //! and ClickHouse's `{database}_g{n}` and `{database}_meta` databases ([`clickhouse`]).
 //!
+//! Errors are typed: [`Error`] for the store's files (corrupt, or I/O), which the writer and
+//! the readers map into their own errors, and [`ConfigError`] for a configuration that
+//! cannot work.
+//!
 //! **Invariant:** depends on the contract crate only among ours: no bus, no kit, no Kafka
 //! client, no ClickHouse client, no DataFusion. A reader of the read model links this crate,
 //! never the writer's machinery.
@@ -21,7 +25,7 @@ mod error;
 pub mod freshness;
 pub mod tables;
 
-pub use error::{Error, Result};
+pub use error::{ConfigError, Error, Result};
 
 #[cfg(test)]
 mod tests {

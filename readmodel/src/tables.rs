@@ -21,6 +21,11 @@ use std::sync::Arc;
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use shoplens_contract::tables::MONEY;
 
+/// The raw event tables: their columns are defined once, beside the code that fills them
+/// from an event, in the contract crate (`shoplens_contract::tables`); re-exported here so
+/// every table of the read model is reachable from this module.
+pub use shoplens_contract::tables::RawTable;
+
 /// A pre-aggregated table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum AggTable {
