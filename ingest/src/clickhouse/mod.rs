@@ -1,5 +1,6 @@
 //! The ClickHouse read model: generations as databases, the DDL of `sql/` applied as
-//! migrations, and the [`Sink`](crate::sink::Sink) that stores ingest batches with exactly-once effect.
+//! migrations, and the [`Sink`](crate::sink::Sink) that stores ingest batches with
+//! exactly-once effect.
 //!
 //! One concern a file: `generations` ([`ClickHouseStore`]: a database per generation, the
 //! live pointer), `migrations` (the DDL of `sql/`), `conn` (the client and its errors),
