@@ -1,12 +1,12 @@
 -- The read model around the raw tables: dead letters, the worker's stored positions, the
--- freshness log, and the five pre-aggregated tables (ingest/src/model.rs) with the
+-- freshness log, and the five pre-aggregated tables (readmodel/src/tables.rs) with the
 -- materialized views that feed them from the raw tables.
 --
 -- Aggregate tables are SummingMergeTree: every INSERT into a raw table makes its views add
 -- one partial-sum row per key; background merges add them up eventually, so readers always
 -- `SELECT key, sum(..) .. GROUP BY key`. `contributions` counts the raw rows behind a row: it
 -- is never 0, so a merge never drops a key whose sums are all 0 (SummingMergeTree removes
--- all-zero rows), and the key stays visible as in the Rust reference (ingest/src/aggregate.rs).
+-- all-zero rows), and the key stays visible as in the Rust reference (readmodel/src/aggregate.rs).
 -- Revenue sums are Decimal(38, 2) (what sum() of a Decimal(18, 2) gives): exact, no overflow.
 --
 -- A day is the UTC day of occurred_at (ms): toDate(toUInt16(intDiv(occurred_at, 86400000)))

@@ -1,4 +1,4 @@
--- The apply journal closes the one gap of the exactly-once design (ingest/src/clickhouse.rs):
+-- The apply journal closes the one gap of the exactly-once design (ingest/src/clickhouse/):
 -- before its raw inserts an apply writes (apply_id, done = 0), after ClickHouse acknowledged
 -- them (apply_id, done = 1). An apply_id without a done row means the raw inserts may have
 -- been stored without all their materialized views' inserts; the sink then recomputes the
