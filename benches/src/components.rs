@@ -27,7 +27,7 @@ use shoplens_contract::Envelope;
 use shoplens_contract::tables::RawTable;
 use shoplens_ingest::embedded::{EmbeddedConfig, EmbeddedStore};
 use shoplens_ingest::sink::{IngestBatch, ReadModelStore};
-use shoplens_ingest::synthetic::{StreamSpec, shop_events};
+use shoplens_test_support::events::{StreamSpec, shop_events};
 
 use crate::machine::{Machine, crate_versions};
 use crate::report::{self, Report};

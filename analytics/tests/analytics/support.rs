@@ -13,8 +13,8 @@ use shoplens_contract::Envelope;
 use shoplens_ingest::embedded::{EmbeddedConfig, EmbeddedStore};
 use shoplens_ingest::rows::to_batches;
 use shoplens_ingest::sink::{IngestBatch, ReadModelStore, Sink};
-use shoplens_ingest::synthetic::{StreamSpec, shop_events};
 use shoplens_kit::identity::{Identity, Role};
+use shoplens_test_support::events::{StreamSpec, shop_events};
 use tempfile::TempDir;
 
 /// The password test servers' Postgres endpoint accepts (user `shoplens`).

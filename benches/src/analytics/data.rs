@@ -13,7 +13,7 @@ use shoplens_ingest::embedded::{EmbeddedConfig, EmbeddedStore};
 use shoplens_ingest::rows::to_batches;
 use shoplens_ingest::sink::{IngestBatch, ReadModelStore, Sink};
 use shoplens_ingest::startup::{ReadModelConfig, ReadModelKind};
-use shoplens_ingest::synthetic::StreamSpec;
+use shoplens_test_support::events::StreamSpec;
 use tokio::time::Instant;
 
 use super::{AnalyticsOptions, DataInfo};

@@ -14,7 +14,7 @@ use shoplens_ingest::embedded::{EmbeddedConfig, EmbeddedStore};
 use shoplens_ingest::model::AggTable;
 use shoplens_ingest::sink::{ReadModelStore, Sink};
 use shoplens_ingest::startup::IngestHandle;
-use shoplens_ingest::synthetic::to_record;
+use shoplens_test_support::events::to_record;
 
 pub fn open_log(dir: &std::path::Path) -> EmbeddedLog {
     EmbeddedLog::open(EmbeddedLogConfig {

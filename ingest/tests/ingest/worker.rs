@@ -13,7 +13,7 @@ use shoplens_ingest::sink::{
     ApplyReport, DeadLetter, Freshness, IngestBatch, ReadModelStore, Sink, SinkError, SinkResult,
 };
 use shoplens_ingest::startup::{IngestConfig, IngestHandle, embedded_sources, start, start_on};
-use shoplens_ingest::synthetic::{StreamSpec, shop_events};
+use shoplens_test_support::events::{StreamSpec, shop_events};
 
 use shoplens_kit::identity::Role;
 
@@ -70,7 +70,7 @@ async fn every_event_counts_once_despite_duplicates_and_poison() {
         .iter()
         .find(|e| e.aggregate_id == "o00000003")
         .unwrap();
-    log.publish(&[shoplens_ingest::synthetic::to_record(later)])
+    log.publish(&[shoplens_test_support::events::to_record(later)])
         .await
         .unwrap();
 

@@ -5,9 +5,9 @@
 //! Two implementations:
 //! - [`EmbeddedLog`] (the default): a durable, append-only log per topic on local disk with
 //!   committed consumer offsets, for running everything in one process with no servers;
-//! - [`KafkaBus`] and [`KafkaSource`] (module `kafka`): a Kafka cluster, for deployments with
-//!   several processes. Topics are created with [`ensure_topics`], never by the broker on
-//!   first use.
+//! - `KafkaBus` and `KafkaSource` (module `kafka`, feature `kafka`): a Kafka cluster, for
+//!   deployments with several processes. Topics are created with `ensure_topics`, never by
+//!   the broker on first use.
 //!
 //! Guarantees every implementation gives:
 //! - `publish` returns `Ok` only once every record is durably stored (the relay marks outbox
@@ -16,6 +16,7 @@
 //! - delivery is at least once: a consumer that did not commit sees records again.
 
 mod embedded;
+#[cfg(feature = "kafka")]
 mod kafka;
 
 use std::time::Duration;
@@ -24,8 +25,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 pub use embedded::{EmbeddedConsumer, EmbeddedLog, EmbeddedLogConfig};
-#[doc(hidden)]
-pub use kafka::test_brokers;
+#[cfg(feature = "kafka")]
 pub use kafka::{KafkaBus, KafkaConfig, KafkaSource, ensure_topics};
 
 /// A record to publish.
