@@ -30,7 +30,7 @@ pub struct Config {
     pub ingest: shoplens_ingest::startup::IngestConfig,
     /// Where the read model lives: embedded Parquet files (default, under `data_dir`) or
     /// ClickHouse.
-    pub read_model: shoplens_ingest::startup::ReadModelConfig,
+    pub read_model: shoplens_readmodel::config::ReadModelConfig,
     /// The analytics server (dashboard, SQL endpoints, exports) over the read model.
     pub analytics: shoplens_analytics::AnalyticsConfig,
     pub demo: DemoConfig,
@@ -195,7 +195,7 @@ impl Config {
     /// the embedded read model.
     pub fn resolve(mut self) -> Config {
         let dir = self.data_dir.clone();
-        let default_read_model = shoplens_ingest::startup::ReadModelConfig::default();
+        let default_read_model = shoplens_readmodel::config::ReadModelConfig::default();
         if self.read_model.embedded.dir == default_read_model.embedded.dir {
             self.read_model.embedded.dir = dir.join("readmodel");
         }

@@ -11,12 +11,12 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
-use shoplens_ingest::api::FreshnessReport;
 use shoplens_kit::access::{
     Access, Caller as KitCaller, Endpoints, SESSION_COOKIE, get, post, rules,
 };
 use shoplens_kit::http::{ApiError, ValidQuery};
 use shoplens_kit::identity::{AuthConfig, Identity, Role};
+use shoplens_readmodel::freshness::FreshnessReport;
 
 use crate::audit::Audit;
 use crate::dashboard::{self, BadParam, Dashboard, DateRange};

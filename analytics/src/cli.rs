@@ -10,7 +10,7 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use chrono::NaiveDate;
-use shoplens_ingest::startup::ReadModelConfig;
+use shoplens_readmodel::config::ReadModelConfig;
 
 use crate::dashboard::{BadParam, DateRange};
 use crate::engine::{Engine, QueryConfig, QueryError};

@@ -59,9 +59,9 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use reqwest::header::{HeaderMap, HeaderValue};
-use shoplens_ingest::clickhouse::ClickHouseConfig;
-use shoplens_ingest::sink::Freshness;
-use shoplens_ingest::startup::{ReadModelConfig, ReadModelKind};
+use shoplens_readmodel::clickhouse::{freshness_sql, generation_database, live_pointer_sql};
+use shoplens_readmodel::config::{ClickHouseConfig, ReadModelConfig, ReadModelKind};
+use shoplens_readmodel::freshness::Freshness;
 
 use crate::read_model::{ReadModel, ReadModelError, Table};
 
@@ -209,7 +209,7 @@ impl ClickHouseReadModel {
 
 impl Inner {
     fn database(&self, generation: u32) -> String {
-        format!("{}_g{generation}", self.base)
+        generation_database(&self.base, generation)
     }
 
     /// Sends one query; an error answer is read (a little of it) into the error.
@@ -254,10 +254,7 @@ impl Inner {
         {
             return Ok(generation);
         }
-        let sql = format!(
-            "SELECT argMax(generation, set_at), count() FROM {}_meta.live FORMAT TabSeparated",
-            self.base
-        );
+        let sql = format!("{} FORMAT TabSeparated", live_pointer_sql(&self.base));
         let generation = match self.text(sql).await {
             Ok(text) => {
                 let fields: Vec<&str> = text.trim_end_matches('\n').split('\t').collect();
@@ -285,9 +282,8 @@ impl Inner {
     /// The freshness watermark of generation `generation`, as the sink reads it.
     async fn freshness(&self, generation: u32) -> Result<Freshness, ReadModelError> {
         let sql = format!(
-            "SELECT as_of_ms, min(visible_at_ms) FROM {}.freshness \
-             GROUP BY as_of_ms ORDER BY as_of_ms DESC LIMIT 1 FORMAT TabSeparated",
-            self.database(generation)
+            "{} FORMAT TabSeparated",
+            freshness_sql(&self.database(generation))
         );
         let text = self.text(sql).await?;
         let line = text.trim_end_matches('\n');
@@ -1267,7 +1263,7 @@ mod tests {
     use super::*;
     use datafusion::logical_expr::{col, lit};
     use shoplens_contract::tables::RawTable;
-    use shoplens_ingest::model::AggTable;
+    use shoplens_readmodel::tables::AggTable;
 
     fn ms(v: i64) -> Expr {
         lit(ScalarValue::TimestampMillisecond(

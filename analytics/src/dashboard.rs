@@ -20,7 +20,7 @@ pub use shoplens_contract::sales::{
     CustomerRow, DailyRow, Period, ProductRow, TrendRow, ZERO_MONEY,
 };
 use shoplens_contract::sales::{Sums, trend_rows};
-use shoplens_ingest::api::FreshnessReport;
+use shoplens_readmodel::freshness::FreshnessReport;
 
 use crate::engine::{Engine, Pii, QueryError};
 

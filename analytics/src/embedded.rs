@@ -1,7 +1,7 @@
 //! The embedded back end: DataFusion over the embedded store's committed Parquet files.
 //!
 //! Reads only what the live generation's manifest lists (through
-//! [`shoplens_ingest::embedded::read_snapshot`]), never opens the store for writing,
+//! [`shoplens_readmodel::embedded::read_snapshot`]), never opens the store for writing,
 //! so it runs beside the worker in the same process or in another one. Raw tables and dead
 //! letters are scanned from their files (with Parquet pruning); an aggregate table is its
 //! delta files merged into one row per key, kept in memory until the files change, and
@@ -29,11 +29,11 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use shoplens_ingest::aggregate::Aggregates;
-use shoplens_ingest::embedded::{LiveFile, Snapshot, live_manifest, read_snapshot};
-use shoplens_ingest::model::AggTable;
-use shoplens_ingest::sink::Freshness;
-use shoplens_ingest::startup::{ReadModelConfig, ReadModelKind};
+use shoplens_readmodel::aggregate::Aggregates;
+use shoplens_readmodel::config::{ReadModelConfig, ReadModelKind};
+use shoplens_readmodel::embedded::{LiveFile, Snapshot, live_manifest, read_snapshot};
+use shoplens_readmodel::freshness::Freshness;
+use shoplens_readmodel::tables::AggTable;
 
 use crate::read_model::{REVENUE_SUM, ReadModel, ReadModelError, Table};
 
@@ -207,7 +207,7 @@ impl ReadModel for EmbeddedReadModel {
         let defaults = ReadModelConfig::default();
         ReadModelConfig {
             kind: ReadModelKind::Embedded,
-            embedded: shoplens_ingest::embedded::EmbeddedConfig {
+            embedded: shoplens_readmodel::config::EmbeddedConfig {
                 dir: self.inner.dir.clone(),
                 ..defaults.embedded
             },

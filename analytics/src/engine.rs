@@ -25,7 +25,7 @@ use datafusion::sql::sqlparser::ast::Statement;
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
-use shoplens_ingest::api::FreshnessReport;
+use shoplens_readmodel::freshness::FreshnessReport;
 
 use crate::guard::{GuardError, GuardRule, QueryLimits};
 pub use crate::isolation::protocol::SessionKind;

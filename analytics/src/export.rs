@@ -15,7 +15,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::Serialize;
-use shoplens_ingest::api::FreshnessReport;
+use shoplens_readmodel::freshness::FreshnessReport;
 
 use crate::dashboard::{BadParam, DateRange};
 pub use crate::isolation::protocol::Output;

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 use shoplens_analytics::AnalyticsConfig;
 use shoplens_analytics::cli::ExportArgs;
-use shoplens_ingest::startup::ReadModelConfig;
+use shoplens_readmodel::config::ReadModelConfig;
 
 #[derive(Parser)]
 #[command(
@@ -69,7 +69,7 @@ async fn run() -> anyhow::Result<()> {
     // Secrets (JWT key, passwords) show as *** in the configuration's Debug.
     tracing::debug!(?config, "configuration");
     if cli.check_config {
-        shoplens_ingest::startup::validate_read_model(&config.read_model)
+        shoplens_readmodel::config::validate_read_model(&config.read_model)
             .context("invalid configuration")?;
         config
             .analytics

@@ -12,9 +12,9 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::TableProvider;
 use shoplens_contract::tables::RawTable;
-use shoplens_ingest::model::{AggTable, DEAD_LETTERS, dead_letters_schema};
-use shoplens_ingest::sink::Freshness;
-use shoplens_ingest::startup::ReadModelConfig;
+use shoplens_readmodel::config::ReadModelConfig;
+use shoplens_readmodel::freshness::Freshness;
+use shoplens_readmodel::tables::{AggTable, DEAD_LETTERS, dead_letters_schema};
 
 /// Revenue sums of the merged aggregate tables: exact, and wide enough for any total.
 pub const REVENUE_SUM: DataType = DataType::Decimal128(38, 2);
@@ -103,13 +103,11 @@ pub enum ReadModelError {
     Corrupt(String),
 }
 
-impl From<shoplens_ingest::sink::SinkError> for ReadModelError {
-    fn from(e: shoplens_ingest::sink::SinkError) -> Self {
-        use shoplens_ingest::sink::SinkError;
+impl From<shoplens_readmodel::Error> for ReadModelError {
+    fn from(e: shoplens_readmodel::Error) -> Self {
         match e {
-            SinkError::Unavailable(m) => ReadModelError::Unavailable(m),
-            SinkError::Corrupt(m) => ReadModelError::Corrupt(m),
-            SinkError::Io(e) => ReadModelError::Unavailable(e.to_string()),
+            shoplens_readmodel::Error::Corrupt(m) => ReadModelError::Corrupt(m),
+            shoplens_readmodel::Error::Io(e) => ReadModelError::Unavailable(e.to_string()),
         }
     }
 }

@@ -20,7 +20,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use shoplens_contract::sales::{CustomerSums, DateRange, LedgerReport, ProductSums, Sums};
-use shoplens_ingest::api::FreshnessReport;
+use shoplens_readmodel::freshness::FreshnessReport;
 
 use crate::config::ReconcileConfig;
 use crate::dashboard::Columns;

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use shoplens_ingest::startup::{ReadModelConfig, ReadModelKind};
+use shoplens_readmodel::config::{ReadModelConfig, ReadModelKind};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 

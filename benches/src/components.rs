@@ -25,8 +25,9 @@ use shoplens_analytics::engine::{Engine, QueryConfig};
 use shoplens_analytics::export::{Encoder, ExportFormat};
 use shoplens_contract::Envelope;
 use shoplens_contract::tables::RawTable;
-use shoplens_ingest::embedded::{EmbeddedConfig, EmbeddedStore};
+use shoplens_ingest::embedded::EmbeddedStore;
 use shoplens_ingest::sink::{IngestBatch, ReadModelStore};
+use shoplens_readmodel::config::EmbeddedConfig;
 use shoplens_test_support::events::{StreamSpec, shop_events};
 
 use crate::machine::{Machine, crate_versions};
@@ -102,7 +103,7 @@ pub fn cases(small: bool) -> anyhow::Result<(Fixture, Vec<Case>)> {
         unit: "events",
         elements: batch_len,
         run: Box::new(move || {
-            std::hint::black_box(shoplens_ingest::rows::to_batches(batch.iter()));
+            std::hint::black_box(shoplens_contract::tables::to_batches(batch.iter()));
         }),
     });
 
@@ -162,7 +163,7 @@ pub fn cases(small: bool) -> anyhow::Result<(Fixture, Vec<Case>)> {
         let sink = store.open(1).await?;
         for chunk in all.chunks(20_000) {
             sink.apply(&IngestBatch {
-                tables: shoplens_ingest::rows::to_batches(chunk.iter()),
+                tables: shoplens_contract::tables::to_batches(chunk.iter()),
                 ..IngestBatch::default()
             })
             .await?;
@@ -187,9 +188,9 @@ pub fn cases(small: bool) -> anyhow::Result<(Fixture, Vec<Case>)> {
         to: last_day,
     };
     let rt = runtime.clone();
-    let freshness = shoplens_ingest::api::FreshnessReport::new(
+    let freshness = shoplens_readmodel::freshness::FreshnessReport::new(
         1,
-        shoplens_ingest::sink::Freshness::default(),
+        shoplens_readmodel::freshness::Freshness::default(),
         Some(0),
         0,
     );
@@ -224,7 +225,7 @@ pub fn cases(small: bool) -> anyhow::Result<(Fixture, Vec<Case>)> {
         .take(10_000)
         .cloned()
         .collect();
-    let table = shoplens_ingest::rows::to_batches(purchases.iter())
+    let table = shoplens_contract::tables::to_batches(purchases.iter())
         .into_iter()
         .find(|(t, _)| *t == RawTable::ProductPurchases)
         .map(|(_, b)| b)

@@ -48,12 +48,18 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde::Deserialize;
 use shoplens_bus::Position;
-use shoplens_contract::tables::{MONEY, RawTable};
+use shoplens_contract::tables::{EVENT_ID, MONEY, OCCURRED_AT, RawTable};
+use shoplens_readmodel::clickhouse::{
+    create_live_table_sql, freshness_sql, generation_database, generation_of, generation_prefix,
+    live_pointer_sql, meta_database,
+};
+use shoplens_readmodel::config::ClickHouseConfig;
+use shoplens_readmodel::freshness::Freshness;
+use shoplens_readmodel::tables::{AggTable, DEAD_LETTERS};
 use tokio::sync::Mutex;
 
-use crate::model::{AggTable, DEAD_LETTERS};
 use crate::sink::{
-    ApplyReport, DeadLetter, Freshness, IngestBatch, ReadModelStore, Sink, SinkError, SinkResult,
+    ApplyReport, DeadLetter, IngestBatch, ReadModelStore, Sink, SinkError, SinkResult,
 };
 
 /// The migrations of `sql/`, applied in this order; `{db}` stands for the generation's
@@ -77,69 +83,6 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
 /// `IN` list, ~40 bytes an id, well under 18.16's 256 KiB `max_query_size`), so its answer
 /// is never larger than the chunk, however many stored rows the chunk's id range spans.
 const LOOKUP_CHUNK: usize = 4096;
-
-/// Where and how to reach ClickHouse.
-#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ClickHouseConfig {
-    /// The HTTP interface, e.g. `http://127.0.0.1:8123`.
-    pub url: String,
-    /// Base name: generation `g` lives in database `{database}_g{g}`, the live pointer in
-    /// `{database}_meta`. Letters, digits and `_` only.
-    pub database: String,
-    /// The ClickHouse user the ingest worker writes as.
-    pub user: String,
-    /// The user's password; never logged (`Debug` shows `***`).
-    pub password: String,
-    /// The user the analytics server reads as: a read-only one with server-side limits
-    /// (`readonly` profile, `max_execution_time`, `max_memory_usage`, `max_result_rows`).
-    /// Empty: `user`.
-    pub reader_user: String,
-    /// Its password; never logged.
-    pub reader_password: String,
-    /// How long one request (query or insert, including its materialized views) may take
-    /// before the sink reports the store unavailable.
-    pub request_timeout_ms: u64,
-}
-
-impl Default for ClickHouseConfig {
-    fn default() -> ClickHouseConfig {
-        ClickHouseConfig {
-            url: "http://127.0.0.1:8123".into(),
-            database: "shoplens".into(),
-            user: "default".into(),
-            password: String::new(),
-            reader_user: String::new(),
-            reader_password: String::new(),
-            request_timeout_ms: 30_000,
-        }
-    }
-}
-
-impl fmt::Debug for ClickHouseConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClickHouseConfig")
-            .field("url", &self.url)
-            .field("database", &self.database)
-            .field("user", &self.user)
-            .field("password", &"***")
-            .field("reader_user", &self.reader_user)
-            .field("reader_password", &"***")
-            .field("request_timeout_ms", &self.request_timeout_ms)
-            .finish()
-    }
-}
-
-impl ClickHouseConfig {
-    /// The user and password readers connect with.
-    pub fn reader(&self) -> (&str, &str) {
-        if self.reader_user.is_empty() {
-            (&self.user, &self.password)
-        } else {
-            (&self.reader_user, &self.reader_password)
-        }
-    }
-}
 
 /// A ClickHouse error as a sink error: anything on the way (network, timeout, an HTTP error
 /// answer) is `Unavailable` and worth a retry; data the client cannot read is `Corrupt`.
@@ -290,14 +233,10 @@ impl ClickHouseStore {
             },
             base: config.database.clone(),
         };
-        let meta = store.meta_database();
-        create_database(&store.conn, &meta).await?;
+        create_database(&store.conn, &store.meta_database()).await?;
         store
             .conn
-            .execute(&format!(
-                "CREATE TABLE IF NOT EXISTS {meta}.live (generation UInt32, set_at Int64) \
-                 ENGINE = MergeTree ORDER BY set_at"
-            ))
+            .execute(&create_live_table_sql(&store.base))
             .await
             .or_else(already_exists)?;
         Ok(store)
@@ -305,12 +244,12 @@ impl ClickHouseStore {
 
     /// The database that holds generation `generation`.
     pub fn database(&self, generation: u32) -> String {
-        format!("{}_g{generation}", self.base)
+        generation_database(&self.base, generation)
     }
 
     /// The database that holds the live pointer.
     pub fn meta_database(&self) -> String {
-        format!("{}_meta", self.base)
+        meta_database(&self.base)
     }
 
     /// The database of the live generation, `None` before one was made live: what the
@@ -387,10 +326,7 @@ impl ReadModelStore for ClickHouseStore {
     }
 
     async fn live(&self) -> SinkResult<Option<u32>> {
-        let sql = format!(
-            "SELECT argMax(generation, set_at), count() FROM {}.live",
-            self.meta_database()
-        );
+        let sql = live_pointer_sql(&self.base);
         let (generation, count) = self
             .conn
             .run(&sql, self.conn.client.query(&sql).fetch_one::<(u32, u64)>())
@@ -415,7 +351,7 @@ impl ReadModelStore for ClickHouseStore {
 
     async fn generations(&self) -> SinkResult<Vec<u32>> {
         let sql = "SELECT name FROM system.databases WHERE startsWith(name, ?)";
-        let prefix = format!("{}_g", self.base);
+        let prefix = generation_prefix(&self.base);
         let names = self
             .conn
             .run(
@@ -429,9 +365,7 @@ impl ReadModelStore for ClickHouseStore {
             .await?;
         let mut generations: Vec<u32> = names
             .iter()
-            .filter_map(|n| n.strip_prefix(&prefix))
-            .filter(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()))
-            .filter_map(|rest| rest.parse().ok())
+            .filter_map(|n| generation_of(&self.base, n))
             .collect();
         generations.sort_unstable();
         Ok(generations)
@@ -750,9 +684,9 @@ impl ClickHouseSink {
     /// The row indices of `batch` whose event ids `table` does not hold yet.
     async fn new_rows(&self, table: RawTable, batch: &RecordBatch) -> SinkResult<Vec<usize>> {
         let ids = batch
-            .column_by_name("event_id")
-            .ok_or_else(|| corrupt(format!("table `{}`: no column `event_id`", table.name())))?;
-        let ids: &StringArray = typed(ids, "event_id")?;
+            .column_by_name(EVENT_ID)
+            .ok_or_else(|| corrupt(format!("table `{}`: no column `{EVENT_ID}`", table.name())))?;
+        let ids: &StringArray = typed(ids, EVENT_ID)?;
         if ids.null_count() > 0 {
             return Err(corrupt(format!("table `{}`: null event_id", table.name())));
         }
@@ -1080,7 +1014,13 @@ impl Sink for ClickHouseSink {
             report.rows_written += new.len();
             // Every row of the batch is stored once this apply succeeds, duplicates included:
             // so a retry whose rows all went in the first time still advances the watermark.
-            let at: &TimestampMillisecondArray = typed(rows.column(1), "occurred_at")?;
+            let at = rows.column_by_name(OCCURRED_AT).ok_or_else(|| {
+                corrupt(format!(
+                    "table `{}`: no column `{OCCURRED_AT}`",
+                    table.name()
+                ))
+            })?;
+            let at: &TimestampMillisecondArray = typed(at, OCCURRED_AT)?;
             newest = newest.max(at.iter().flatten().max());
             if new.is_empty() {
                 continue;
@@ -1176,11 +1116,7 @@ impl Sink for ClickHouseSink {
     }
 
     async fn freshness(&self) -> SinkResult<Freshness> {
-        let sql = format!(
-            "SELECT as_of_ms, min(visible_at_ms) FROM {}.freshness \
-             GROUP BY as_of_ms ORDER BY as_of_ms DESC LIMIT 1",
-            self.db
-        );
+        let sql = freshness_sql(&self.db);
         let row = self
             .conn
             .run(
@@ -1319,17 +1255,6 @@ impl Sink for ClickHouseSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn config_defaults_reject_unknown_fields_and_hide_the_password() {
-        let c: ClickHouseConfig = serde_json::from_str(r#"{"password": "s3cret"}"#).unwrap();
-        assert_eq!(c.url, "http://127.0.0.1:8123");
-        assert_eq!(c.database, "shoplens");
-        assert_eq!(c.request_timeout_ms, 30_000);
-        assert!(!format!("{c:?}").contains("s3cret"));
-        let err = serde_json::from_str::<ClickHouseConfig>(r#"{"databse": "x"}"#).unwrap_err();
-        assert!(err.to_string().contains("databse"), "{err}");
-    }
 
     #[test]
     fn names_are_checked_before_they_reach_sql() {

@@ -10,9 +10,8 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 use shoplens_bus::{EventBus, KafkaBus, KafkaConfig};
-use shoplens_ingest::startup::{
-    IngestConfig, ReadModelConfig, kafka_sources, open_store, start_on,
-};
+use shoplens_ingest::startup::{IngestConfig, kafka_sources, open_store, start_on};
+use shoplens_readmodel::config::ReadModelConfig;
 
 #[derive(Parser)]
 #[command(
@@ -74,7 +73,9 @@ impl ProcessConfig {
         for topic in &topics {
             shoplens_bus::validate_topic(topic)?;
         }
-        shoplens_ingest::startup::validate_read_model(&self.read_model)
+        Ok(shoplens_readmodel::config::validate_read_model(
+            &self.read_model,
+        )?)
     }
 }
 

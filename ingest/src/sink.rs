@@ -15,8 +15,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use shoplens_bus::Position;
 use shoplens_contract::tables::RawTable;
-
-use crate::model::AggTable;
+use shoplens_readmodel::freshness::Freshness;
+use shoplens_readmodel::tables::AggTable;
 
 /// One flush of the worker.
 #[derive(Debug, Clone, Default)]
@@ -74,15 +74,6 @@ pub struct ApplyReport {
     pub dead_letters_written: usize,
 }
 
-/// How fresh the read model is.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Freshness {
-    /// The newest `occurred_at` of any event in the read model (ms since the Unix epoch).
-    pub as_of_ms: Option<i64>,
-    /// When the newest data became visible to queries (ms since the Unix epoch).
-    pub visible_at_ms: Option<i64>,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     /// The store cannot be reached or refused the write; the worker backs off and retries.
@@ -93,6 +84,15 @@ pub enum SinkError {
     Corrupt(String),
     #[error("sink I/O failed: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl From<shoplens_readmodel::Error> for SinkError {
+    fn from(e: shoplens_readmodel::Error) -> Self {
+        match e {
+            shoplens_readmodel::Error::Corrupt(m) => SinkError::Corrupt(m),
+            shoplens_readmodel::Error::Io(e) => SinkError::Io(e),
+        }
+    }
 }
 
 pub type SinkResult<T> = std::result::Result<T, SinkError>;

@@ -10,11 +10,12 @@ use shoplens_bus::{EmbeddedLog, EventBus, EventSource, KafkaConfig, KafkaSource}
 use shoplens_contract::Service;
 use shoplens_kit::config::HttpConfig;
 use shoplens_kit::metrics::Metrics;
+use shoplens_readmodel::config::{ReadModelConfig, ReadModelKind};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::clickhouse::{ClickHouseConfig, ClickHouseStore};
-use crate::embedded::{EmbeddedConfig, EmbeddedStore};
+use crate::clickhouse::ClickHouseStore;
+use crate::embedded::EmbeddedStore;
 use crate::metrics::IngestMetrics;
 use crate::sink::{ReadModelStore, SinkResult};
 use crate::supervisor::{Ingest, IngestError, SourceFactory, SupervisorConfig};
@@ -76,51 +77,6 @@ impl IngestConfig {
             self.topics.clone()
         }
     }
-}
-
-/// Which store holds the read model.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReadModelKind {
-    /// Parquet files on this machine, queried in-process with DataFusion (no servers).
-    #[default]
-    Embedded,
-    /// A ClickHouse server (materialized views keep the aggregates).
-    Clickhouse,
-}
-
-/// The read model's store and its settings (only the chosen kind's settings are used).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ReadModelConfig {
-    /// `embedded` (default) or `clickhouse`.
-    pub kind: ReadModelKind,
-    pub embedded: EmbeddedConfig,
-    pub clickhouse: ClickHouseConfig,
-}
-
-/// Rejects a read-model configuration that cannot work, without connecting (for
-/// `--check-config`): a ClickHouse URL that is not http(s), a database name ClickHouse
-/// would refuse.
-pub fn validate_read_model(config: &ReadModelConfig) -> anyhow::Result<()> {
-    if config.kind == ReadModelKind::Clickhouse {
-        let ch = &config.clickhouse;
-        anyhow::ensure!(
-            ch.url.starts_with("http://") || ch.url.starts_with("https://"),
-            "read_model.clickhouse.url must be an http(s) URL, got `{}`",
-            ch.url
-        );
-        anyhow::ensure!(
-            !ch.database.is_empty()
-                && ch
-                    .database
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_'),
-            "read_model.clickhouse.database must be letters, digits and `_`, got `{}`",
-            ch.database
-        );
-    }
-    Ok(())
 }
 
 /// Opens the configured store (creating its databases or directories when missing).

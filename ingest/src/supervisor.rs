@@ -15,11 +15,12 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde::Serialize;
 use shoplens_bus::{BusError, EventSource};
+use shoplens_readmodel::freshness::Freshness;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::IngestMetrics;
-use crate::sink::{Freshness, ReadModelStore, Sink, SinkError};
+use crate::sink::{ReadModelStore, Sink, SinkError};
 use crate::worker::{
     DeadLetterTopic, SharedStatus, Worker, WorkerConfig, WorkerError, WorkerStatus,
 };

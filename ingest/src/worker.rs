@@ -21,13 +21,14 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use shoplens_bus::{BusRecord, ConsumedRecord, EventBus, EventSource, Position};
 use shoplens_contract::Envelope;
+use shoplens_contract::tables::TableRows;
+use shoplens_readmodel::freshness::Freshness;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::metrics::{IngestMetrics, ReasonLabels, TableLabels};
-use crate::rows::TableRows;
-use crate::sink::{ApplyReport, DeadLetter, Freshness, IngestBatch, Sink, SinkError};
+use crate::sink::{ApplyReport, DeadLetter, IngestBatch, Sink, SinkError};
 
 /// How long a stopping worker keeps retrying to apply what it holds.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);

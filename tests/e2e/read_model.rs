@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 use shoplens_bus::{EmbeddedLog, EmbeddedLogConfig, EventSource};
 use shoplens_contract::Envelope;
 use shoplens_contract::tables::RawTable;
-use shoplens_ingest::aggregate::Aggregates;
-use shoplens_ingest::model::AggTable;
-use shoplens_ingest::startup::{ReadModelConfig, open_store};
+use shoplens_ingest::startup::open_store;
+use shoplens_readmodel::aggregate::Aggregates;
+use shoplens_readmodel::config::ReadModelConfig;
+use shoplens_readmodel::tables::AggTable;
 
 use crate::process::{Shoplens, open_db, wait_orders_finished};
 
@@ -280,8 +281,8 @@ async fn services_events_reach_clickhouse_through_kafka() {
     let events = events_on_kafka(&kafka, &topics).await;
     let expected = Aggregates::of_events(&events);
     let store = open_store(&ReadModelConfig {
-        kind: shoplens_ingest::startup::ReadModelKind::Clickhouse,
-        clickhouse: shoplens_ingest::clickhouse::ClickHouseConfig {
+        kind: shoplens_readmodel::config::ReadModelKind::Clickhouse,
+        clickhouse: shoplens_readmodel::config::ClickHouseConfig {
             url: clickhouse_url,
             database,
             ..Default::default()

@@ -10,7 +10,7 @@ use serde_json::Value;
 use shoplens_bus::{EmbeddedLog, EmbeddedLogConfig, EventSource};
 use shoplens_contract::{DomainEvent, Envelope};
 use shoplens_ingest::sink::IngestBatch;
-use shoplens_ingest::startup::{ReadModelConfig, ReadModelKind};
+use shoplens_readmodel::config::{ReadModelConfig, ReadModelKind};
 
 use crate::process::{Shoplens, base_env, wait_orders_finished};
 
@@ -129,7 +129,7 @@ async fn reconcile_matches_then_names_the_keys_of_a_corrupted_read_model() {
         let sink = store.open(generation).await.unwrap();
         let report = sink
             .apply(&IngestBatch {
-                tables: shoplens_ingest::rows::to_batches([&purchase]),
+                tables: shoplens_contract::tables::to_batches([&purchase]),
                 ..IngestBatch::default()
             })
             .await

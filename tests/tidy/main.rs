@@ -26,12 +26,22 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("shop-simulator", &[]),
     // The composer reads through the services' REST APIs and the bus, never their crates.
     ("shoplens-composer", SERVICE),
+    // What the read model's writer and readers share: the contract only, no bus, no kit.
+    ("shoplens-readmodel", &["shoplens-contract"]),
     // The worker learns about the shop only through events.
-    ("shoplens-ingest", SERVICE),
+    (
+        "shoplens-ingest",
+        &[
+            "shoplens-contract",
+            "shoplens-bus",
+            "shoplens-kit",
+            "shoplens-readmodel",
+        ],
+    ),
     // The analytics server reads the read model; it links neither the worker nor a service.
     (
         "shoplens-analytics",
-        &["shoplens-contract", "shoplens-kit", "shoplens-ingest"],
+        &["shoplens-contract", "shoplens-kit", "shoplens-readmodel"],
     ),
     // Test scaffolding: a dev-dependency of the others (only the benchmarks use it outside
     // tests), never a production crate's dependency.
@@ -46,6 +56,19 @@ const ALLOWED: &[(&str, &[&str])] = &[
 
 const SERVICE: &[&str] = &["shoplens-contract", "shoplens-bus", "shoplens-kit"];
 const ANY: &[&str] = &["*"];
+
+/// Outside crates a crate must not link, directly or through any of its dependencies, when
+/// it is built on its own (as `cargo build -p` resolves its features).
+const NEVER_LINKED: &[(&str, &[&str])] = &[
+    // The read model's shared definitions: no client and no query engine.
+    (
+        "shoplens-readmodel",
+        &["rdkafka", "clickhouse", "datafusion"],
+    ),
+    // The analytics server reads; it links neither the Kafka client nor the ClickHouse
+    // writer's client (it reads ClickHouse over plain HTTP).
+    ("shoplens-analytics", &["rdkafka", "clickhouse"]),
+];
 
 fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -157,6 +180,55 @@ fn the_rules_catch_a_forbidden_dependency_and_an_unknown_crate() {
     assert_eq!(broken.len(), 2, "{broken:?}");
     assert!(broken[0].contains("shoplens-analytics must not depend on shoplens-composer"));
     assert!(broken[1].contains("shoplens-newcomer"));
+}
+
+/// Every package `package` links outside tests when built on its own (its normal
+/// dependencies, transitively, with the features that build would resolve).
+fn linked_packages(package: &str) -> BTreeSet<String> {
+    let output = Command::new(env!("CARGO"))
+        .args([
+            "tree",
+            "--offline",
+            "--package",
+            package,
+            "--edges",
+            "normal",
+            "--prefix",
+            "none",
+            "--format",
+            "{p}",
+        ])
+        .current_dir(workspace_root())
+        .output()
+        .expect("cargo tree runs");
+    assert!(
+        output.status.success(),
+        "cargo tree failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn no_crate_links_an_outside_crate_it_must_not() {
+    let mut broken = Vec::new();
+    for (package, forbidden) in NEVER_LINKED {
+        let linked = linked_packages(package);
+        assert!(
+            linked.contains(*package) && linked.len() > 3,
+            "the dependencies of {package} were not all read: {linked:?}"
+        );
+        for name in *forbidden {
+            if linked.contains(*name) {
+                broken.push(format!("{package} links {name}"));
+            }
+        }
+    }
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
 }
 
 /// Whether `source` opens with a module doc (`//!`), after any blank lines.

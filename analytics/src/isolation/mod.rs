@@ -38,8 +38,8 @@ use arrow_schema::SchemaRef;
 use bytes::Bytes;
 use datafusion::common::ParamValues;
 use futures::{Stream, StreamExt, TryStreamExt};
-use shoplens_ingest::api::FreshnessReport;
-use shoplens_ingest::startup::ReadModelConfig;
+use shoplens_readmodel::config::ReadModelConfig;
+use shoplens_readmodel::freshness::FreshnessReport;
 
 pub use metrics::PoolMetrics;
 pub use os::lower_priority;

@@ -10,8 +10,8 @@
 use std::io;
 
 use serde::{Deserialize, Serialize};
-use shoplens_ingest::api::FreshnessReport;
-use shoplens_ingest::startup::ReadModelConfig;
+use shoplens_readmodel::config::ReadModelConfig;
+use shoplens_readmodel::freshness::FreshnessReport;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::engine::{Pii, QueryConfig, QueryError};

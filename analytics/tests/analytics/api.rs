@@ -8,7 +8,7 @@ use rust_decimal::Decimal;
 use serde_json::Value;
 use shoplens_analytics::QueryConfig;
 use shoplens_contract::{DomainEvent, Envelope};
-use shoplens_ingest::aggregate::Aggregates;
+use shoplens_readmodel::aggregate::Aggregates;
 
 use crate::support::{self, TestApp};
 

@@ -23,10 +23,12 @@ use shoplens_contract::{
     CustomerRegistered, CustomerUpdated, Envelope, OrderStatus, OrderStatusChanged, PaymentFailed,
     PaymentRefunded, ProductPriceChanged, ShipmentDelivered, ShipmentLocationUpdated,
 };
-use shoplens_ingest::clickhouse::{ClickHouseConfig, ClickHouseStore};
-use shoplens_ingest::embedded::{EmbeddedConfig, EmbeddedStore};
-use shoplens_ingest::model::AggTable;
-use shoplens_ingest::sink::{DeadLetter, Freshness, IngestBatch, ReadModelStore, Sink};
+use shoplens_ingest::clickhouse::ClickHouseStore;
+use shoplens_ingest::embedded::EmbeddedStore;
+use shoplens_ingest::sink::{DeadLetter, IngestBatch, ReadModelStore, Sink};
+use shoplens_readmodel::config::{ClickHouseConfig, EmbeddedConfig};
+use shoplens_readmodel::freshness::Freshness;
+use shoplens_readmodel::tables::AggTable;
 use tempfile::TempDir;
 
 use crate::support;

@@ -10,10 +10,11 @@ use shoplens_analytics::embedded::EmbeddedReadModel;
 use shoplens_analytics::users::UserConfig;
 use shoplens_analytics::{AnalyticsHandle, Engine, QueryConfig};
 use shoplens_contract::Envelope;
-use shoplens_ingest::embedded::{EmbeddedConfig, EmbeddedStore};
-use shoplens_ingest::rows::to_batches;
+use shoplens_contract::tables::to_batches;
+use shoplens_ingest::embedded::EmbeddedStore;
 use shoplens_ingest::sink::{IngestBatch, ReadModelStore, Sink};
 use shoplens_kit::identity::{Identity, Role};
+use shoplens_readmodel::config::EmbeddedConfig;
 use shoplens_test_support::events::{StreamSpec, shop_events};
 use tempfile::TempDir;
 
@@ -204,14 +205,14 @@ pub fn clickhouse_url() -> String {
 }
 
 /// A ClickHouse config whose database base name no other test (or run) uses.
-pub fn clickhouse_config(test: &str) -> shoplens_ingest::clickhouse::ClickHouseConfig {
+pub fn clickhouse_config(test: &str) -> shoplens_readmodel::config::ClickHouseConfig {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or_default();
-    shoplens_ingest::clickhouse::ClickHouseConfig {
+    shoplens_readmodel::config::ClickHouseConfig {
         url: clickhouse_url(),
         database: format!(
             "t_an_{test}_{}_{nanos}_{}",
@@ -233,7 +234,7 @@ pub fn clickhouse_config(test: &str) -> shoplens_ingest::clickhouse::ClickHouseC
 pub async fn clickhouse_store(
     test: &str,
     events: &[Envelope],
-) -> shoplens_ingest::clickhouse::ClickHouseConfig {
+) -> shoplens_readmodel::config::ClickHouseConfig {
     let config = clickhouse_config(test);
     let store = shoplens_ingest::clickhouse::ClickHouseStore::connect(&config)
         .await
@@ -248,7 +249,7 @@ pub async fn clickhouse_store(
 pub async fn clickhouse_engine(
     test: &str,
     events: &[Envelope],
-) -> (shoplens_ingest::clickhouse::ClickHouseConfig, Engine) {
+) -> (shoplens_readmodel::config::ClickHouseConfig, Engine) {
     let config = clickhouse_store(test, events).await;
     let model = shoplens_analytics::clickhouse::ClickHouseReadModel::connect(&config)
         .await

@@ -8,11 +8,13 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use chrono::{DateTime, NaiveDate, Utc};
 use shoplens_contract::EventType;
-use shoplens_ingest::clickhouse::{ClickHouseConfig, ClickHouseStore};
-use shoplens_ingest::embedded::{EmbeddedConfig, EmbeddedStore};
-use shoplens_ingest::rows::to_batches;
+use shoplens_contract::tables::to_batches;
+use shoplens_ingest::clickhouse::ClickHouseStore;
+use shoplens_ingest::embedded::EmbeddedStore;
 use shoplens_ingest::sink::{IngestBatch, ReadModelStore, Sink};
-use shoplens_ingest::startup::{ReadModelConfig, ReadModelKind};
+use shoplens_readmodel::config::{
+    ClickHouseConfig, EmbeddedConfig, ReadModelConfig, ReadModelKind,
+};
 use shoplens_test_support::events::StreamSpec;
 use tokio::time::Instant;
 

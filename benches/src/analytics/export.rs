@@ -10,7 +10,7 @@ use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 use shoplens_analytics::QueryConfig;
 use shoplens_analytics::cli::ExportArgs;
-use shoplens_ingest::startup::ReadModelConfig;
+use shoplens_readmodel::config::ReadModelConfig;
 use tokio::time::Instant;
 
 use super::{AnalyticsOptions, DataInfo, ExportResult, ExportRun};

@@ -172,7 +172,7 @@ pub const NOTES: &[&str] = &[
      then paid with 1-3 purchases, a payment, a shipment and 'shipped', or 10% cancelled); \
      customers and products registered once at the start; truncated to the exact event \
      count. Applied straight to the store's sink (Sink::apply of \
-     shoplens_ingest::rows::to_batches, load_batch events per apply; embedded store fsync \
+     shoplens_contract::tables::to_batches, load_batch events per apply; embedded store fsync \
      off), then made live. The same events go to every back end.",
     "Dashboard: the real analytics server (shoplens_analytics::start on 127.0.0.1 port 0, \
      the product's query engine and limits except a longer query deadline and HTTP timeout \

@@ -46,7 +46,7 @@ pub(super) async fn measure(
         if let Some(s) = servers {
             config.bus.kind = shoplens::config::BusKind::Kafka;
             config.bus.kafka.brokers = s.kafka_brokers.clone();
-            config.read_model.kind = shoplens_ingest::startup::ReadModelKind::Clickhouse;
+            config.read_model.kind = shoplens_readmodel::config::ReadModelKind::Clickhouse;
             config.read_model.clickhouse.url = s.clickhouse_url.clone();
             config.read_model.clickhouse.database = database.clone();
         }

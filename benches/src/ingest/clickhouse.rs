@@ -8,11 +8,10 @@ use anyhow::{Context, bail};
 use shoplens_bus::{
     EmbeddedLog, EmbeddedLogConfig, EventSource, KafkaBus, KafkaConfig, KafkaSource,
 };
-use shoplens_ingest::clickhouse::{ClickHouseConfig, ClickHouseStore};
+use shoplens_ingest::clickhouse::ClickHouseStore;
 use shoplens_ingest::sink::ReadModelStore;
-use shoplens_ingest::startup::{
-    ReadModelConfig, ReadModelKind, embedded_sources, kafka_sources, start,
-};
+use shoplens_ingest::startup::{embedded_sources, kafka_sources, start};
+use shoplens_readmodel::config::{ClickHouseConfig, ReadModelConfig, ReadModelKind};
 use tokio::time::Instant;
 
 use super::drain::{apply_secs, drain_run, drain_timeout, ingest_config, throughput, wait_drained};

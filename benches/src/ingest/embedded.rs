@@ -4,10 +4,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use shoplens_bus::{EmbeddedLog, EmbeddedLogConfig};
-use shoplens_ingest::embedded::{EmbeddedConfig, EmbeddedStore};
+use shoplens_ingest::embedded::EmbeddedStore;
 use shoplens_ingest::sink::ReadModelStore;
-use shoplens_ingest::startup::{ReadModelConfig, ReadModelKind, embedded_sources, start};
+use shoplens_ingest::startup::{embedded_sources, start};
 use shoplens_ingest::worker::WorkerStatus;
+use shoplens_readmodel::config::{EmbeddedConfig, ReadModelConfig, ReadModelKind};
 use tokio::time::Instant;
 
 use super::drain::{apply_secs, drain_run, drain_timeout, ingest_config, throughput, wait_drained};

@@ -8,9 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use shoplens_bus::{EmbeddedLog, EmbeddedLogConfig, KafkaConfig};
-use shoplens_ingest::startup::{
-    IngestConfig, ReadModelConfig, embedded_sources, kafka_sources, open_store, start,
-};
+use shoplens_ingest::startup::{IngestConfig, embedded_sources, kafka_sources, open_store, start};
+use shoplens_readmodel::config::ReadModelConfig;
 use tokio::time::Instant;
 
 use super::drain::drain_timeout;

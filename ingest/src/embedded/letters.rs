@@ -1,14 +1,14 @@
-//! Dead letters as rows of [`crate::model::dead_letters_schema`] and back.
+//! Dead letters as rows of [`shoplens_readmodel::tables::dead_letters_schema`] and back.
 
 use std::sync::Arc;
 
 use arrow_array::builder::{StringBuilder, TimestampMillisecondBuilder};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int32Type, TimestampMillisecondType, UInt64Type};
-use arrow_array::{Array, ArrayRef, Int32Array, RecordBatch, UInt64Array};
+use arrow_array::{Array, ArrayRef, Int32Array, RecordBatch, StringArray, UInt64Array};
 use bytes::Bytes;
+use shoplens_readmodel::tables::dead_letters_schema;
 
-use crate::model::dead_letters_schema;
 use crate::sink::{DeadLetter, SinkError, SinkResult};
 
 /// The dead letters as one batch. The payload column is text: bytes that are not UTF-8 are
@@ -53,28 +53,29 @@ fn corrupt(what: &str) -> SinkError {
     SinkError::Corrupt(format!("dead-letter segment: {what}"))
 }
 
-/// The (topic, partition, offset, key) of every row of a batch holding at least the first
-/// four columns of the dead-letters schema.
+/// The columns that identify a dead letter and its aggregate: what [`coordinates`] reads.
+pub(super) const COORDINATES: &[&str] = &["topic", "partition", "offset", "key"];
+
+fn text<'a>(batch: &'a RecordBatch, name: &str) -> SinkResult<&'a StringArray> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_string_opt::<i32>())
+        .ok_or_else(|| corrupt(name))
+}
+
+/// The (topic, partition, offset, key) of every row of a batch holding at least the
+/// [`COORDINATES`] columns of the dead-letters schema.
 pub(super) fn coordinates(batch: &RecordBatch) -> SinkResult<Vec<(String, i32, u64, String)>> {
-    if batch.num_columns() < 4 {
-        return Err(corrupt("too few columns"));
-    }
-    let topic = batch
-        .column(0)
-        .as_string_opt::<i32>()
-        .ok_or_else(|| corrupt("topic"))?;
+    let topic = text(batch, "topic")?;
     let partition = batch
-        .column(1)
-        .as_primitive_opt::<Int32Type>()
+        .column_by_name("partition")
+        .and_then(|c| c.as_primitive_opt::<Int32Type>())
         .ok_or_else(|| corrupt("partition"))?;
     let offset = batch
-        .column(2)
-        .as_primitive_opt::<UInt64Type>()
+        .column_by_name("offset")
+        .and_then(|c| c.as_primitive_opt::<UInt64Type>())
         .ok_or_else(|| corrupt("offset"))?;
-    let key = batch
-        .column(3)
-        .as_string_opt::<i32>()
-        .ok_or_else(|| corrupt("key"))?;
+    let key = text(batch, "key")?;
     Ok((0..batch.num_rows())
         .map(|i| {
             (
@@ -90,22 +91,18 @@ pub(super) fn coordinates(batch: &RecordBatch) -> SinkResult<Vec<(String, i32, u
 /// The dead letters of a batch in the full dead-letters schema.
 pub(super) fn from_batch(batch: &RecordBatch) -> SinkResult<Vec<DeadLetter>> {
     let coords = coordinates(batch)?;
-    let text = |i: usize| {
-        batch
-            .columns()
-            .get(i)
-            .and_then(|c| c.as_string_opt::<i32>())
-            .ok_or_else(|| corrupt("text column"))
-    };
-    let (event_id, event_type, kind, reason, payload) =
-        (text(4)?, text(5)?, text(6)?, text(7)?, text(8)?);
+    let (event_id, event_type, kind, reason, payload) = (
+        text(batch, "event_id")?,
+        text(batch, "event_type")?,
+        text(batch, "reason_kind")?,
+        text(batch, "reason")?,
+        text(batch, "payload")?,
+    );
     let received = batch
-        .columns()
-        .get(9)
+        .column_by_name("received_at")
         .and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>())
         .ok_or_else(|| corrupt("received_at"))?;
-    let opt =
-        |a: &arrow_array::StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_owned());
+    let opt = |a: &StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_owned());
     Ok(coords
         .into_iter()
         .enumerate()

@@ -68,13 +68,13 @@ impl SegmentWriter {
     }
 }
 
-/// Reads the columns `columns` (indices into `schema`; all when `None`) of the segment at
+/// Reads the columns named `columns` (all when `None`) of the segment at
 /// `path`, checking that the file holds exactly `schema`'s fields. A missing or unreadable
 /// file, or one of another schema, is [`SinkError::Corrupt`]: the manifest lists it.
 pub(super) fn read(
     path: &Path,
     schema: &SchemaRef,
-    columns: Option<&[usize]>,
+    columns: Option<&[&str]>,
 ) -> SinkResult<Vec<RecordBatch>> {
     let mut out = Vec::new();
     for_each(path, schema, columns, |b| {
@@ -89,7 +89,7 @@ pub(super) fn read(
 pub(super) fn for_each(
     path: &Path,
     schema: &SchemaRef,
-    columns: Option<&[usize]>,
+    columns: Option<&[&str]>,
     mut f: impl FnMut(RecordBatch) -> SinkResult<()>,
 ) -> SinkResult<()> {
     let corrupt = |e: &dyn std::fmt::Display| {
@@ -106,7 +106,12 @@ pub(super) fn for_each(
     }
     let builder = match columns {
         Some(columns) => {
-            let mask = ProjectionMask::roots(builder.parquet_schema(), columns.iter().copied());
+            let indices = columns
+                .iter()
+                .map(|name| schema.index_of(name))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| corrupt(&e))?;
+            let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
             builder.with_projection(mask)
         }
         None => builder,
@@ -161,7 +166,7 @@ mod tests {
             back,
             vec![arrow_select::concat::concat_batches(&schema, [&batch, &batch]).unwrap()]
         );
-        let ids = read(&path, &schema, Some(&[0])).unwrap();
+        let ids = read(&path, &schema, Some(&["a"])).unwrap();
         assert_eq!(ids[0].num_columns(), 1);
         assert_eq!(ids[0].num_rows(), 4);
 

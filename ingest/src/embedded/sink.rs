@@ -19,73 +19,18 @@ use arrow_array::types::TimestampMillisecondType;
 use arrow_array::{Array, BooleanArray, RecordBatch};
 use async_trait::async_trait;
 use shoplens_bus::Position;
-use shoplens_contract::tables::RawTable;
+use shoplens_contract::tables::{EVENT_ID, OCCURRED_AT, RawTable};
+use shoplens_readmodel::aggregate::Aggregates;
+use shoplens_readmodel::config::EmbeddedConfig;
+use shoplens_readmodel::embedded::manifest::{Manifest, Segment, StoredPosition, TableId};
+use shoplens_readmodel::embedded::{Snapshot, sync_dir};
+use shoplens_readmodel::freshness::Freshness;
+use shoplens_readmodel::tables::{AggTable, dead_letters_schema};
 
-use super::EmbeddedConfig;
 use super::dedup::{IdIndex, format_id, parse_id};
 use super::letters;
-use super::manifest::{Manifest, Segment, TableId, sync_dir};
 use super::segment;
-use crate::aggregate::Aggregates;
-use crate::model::{AggTable, dead_letters_schema};
-use crate::sink::{ApplyReport, DeadLetter, Freshness, Sink, SinkError, SinkResult};
-
-/// One live Parquet file of a [`Snapshot`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LiveFile {
-    /// Absolute path.
-    pub path: PathBuf,
-    pub rows: u64,
-    pub bytes: u64,
-}
-
-/// The files that make up one committed state of a generation, for readers that scan them
-/// (the analytics server registers them with DataFusion). Files stay on disk for at least
-/// the configured grace period after a later commit replaced them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Snapshot {
-    /// The generation these files belong to.
-    pub generation: u32,
-    /// Every raw table (all seven present), its files in the table's [`RawTable::schema`].
-    pub raw: HashMap<RawTable, Vec<LiveFile>>,
-    /// Every aggregate table, its files in [`AggTable::schema`]. These are *deltas*: a key
-    /// may appear in several files and its sums add up (`GROUP BY` key, `SUM` the rest);
-    /// [`Sink::aggregate`] returns the merged table.
-    pub aggregates: BTreeMap<AggTable, Vec<LiveFile>>,
-    /// Dead letters, in [`dead_letters_schema`].
-    pub dead_letters: Vec<LiveFile>,
-    pub freshness: Freshness,
-}
-
-impl Snapshot {
-    /// The files `manifest` lists, under the generation directory `root`.
-    pub(super) fn of(root: &Path, generation: u32, manifest: &Manifest) -> Snapshot {
-        let files = |t: TableId| {
-            manifest
-                .segments(t)
-                .iter()
-                .map(|s| LiveFile {
-                    path: root.join(&s.file),
-                    rows: s.rows,
-                    bytes: s.bytes,
-                })
-                .collect::<Vec<_>>()
-        };
-        Snapshot {
-            generation,
-            raw: RawTable::ALL
-                .into_iter()
-                .map(|t| (t, files(TableId::Raw(t))))
-                .collect(),
-            aggregates: AggTable::ALL
-                .into_iter()
-                .map(|t| (t, files(TableId::Agg(t))))
-                .collect(),
-            dead_letters: files(TableId::DeadLetters),
-            freshness: manifest.freshness,
-        }
-    }
-}
+use crate::sink::{ApplyReport, DeadLetter, Sink, SinkError, SinkResult};
 
 /// What readers see; replaced (manifest) or extended (aggregates, parked keys) under a short
 /// write lock at the end of each commit.
@@ -215,7 +160,7 @@ impl EmbeddedSink {
         let mut parked = BTreeSet::new();
         for seg in manifest.segments(TableId::DeadLetters) {
             let path = root.join(&seg.file);
-            for batch in segment::read(&path, &dead_letters_schema(), Some(&[0, 1, 2, 3]))? {
+            for batch in segment::read(&path, &dead_letters_schema(), Some(letters::COORDINATES))? {
                 for (topic, partition, offset, key) in letters::coordinates(&batch)? {
                     letters.insert((topic.clone(), partition, offset));
                     parked.insert((topic, key));
@@ -295,11 +240,11 @@ fn range_of(seg: &Segment) -> SinkResult<Option<(u128, u128)>> {
     }
 }
 
-/// The ids of a batch's `event_id` column (its first), as numbers.
+/// The ids of a batch's `event_id` column, as numbers.
 fn ids_of(table: RawTable, batch: &RecordBatch) -> SinkResult<Vec<u128>> {
     let col = batch
-        .column(0)
-        .as_string_opt::<i32>()
+        .column_by_name(EVENT_ID)
+        .and_then(|c| c.as_string_opt::<i32>())
         .ok_or_else(|| corrupt(format!("table `{}`: event_id is not text", table.name())))?;
     let mut ids = Vec::with_capacity(col.len());
     for i in 0..col.len() {
@@ -325,7 +270,11 @@ impl Inner {
     /// Reads the ids of a stored raw segment.
     fn read_ids(&self, table: RawTable, seg: &Segment) -> SinkResult<Vec<u128>> {
         let mut ids = Vec::with_capacity(seg.rows as usize);
-        for batch in segment::read(&self.root.join(&seg.file), &table.schema(), Some(&[0]))? {
+        for batch in segment::read(
+            &self.root.join(&seg.file),
+            &table.schema(),
+            Some(&[EVENT_ID]),
+        )? {
             ids.extend(ids_of(table, &batch)?);
         }
         Ok(ids)
@@ -435,8 +384,8 @@ impl Inner {
                 };
                 report.rows_written += new_count;
                 let at = fresh
-                    .column(1)
-                    .as_primitive_opt::<TimestampMillisecondType>()
+                    .column_by_name(OCCURRED_AT)
+                    .and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>())
                     .ok_or_else(|| corrupt("occurred_at is not a timestamp"))?;
                 if let Some(max) = arrow_arith_max(at) {
                     as_of = Some(as_of.map_or(max, |a| a.max(max)));
@@ -521,7 +470,8 @@ impl Inner {
             }
         };
 
-        let positions_changed = next.merge_positions(&batch.positions);
+        let positions: Vec<StoredPosition> = batch.positions.iter().map(stored).collect();
+        let positions_changed = next.merge_positions(&positions);
         let advanced = as_of > next.freshness.as_of_ms;
         if written.is_empty() && !positions_changed {
             return Ok(report);
@@ -544,7 +494,7 @@ impl Inner {
         }
         if let Err(e) = next.store(&self.root, fsync) {
             w.poisoned = true;
-            return Err(e);
+            return Err(e.into());
         }
 
         // Committed: bring memory in step.
@@ -716,7 +666,7 @@ impl Inner {
         }
         if let Err(e) = next.store(&self.root, self.config.fsync) {
             w.poisoned = true;
-            return Err(e);
+            return Err(e.into());
         }
         let now = Instant::now();
         for file in &replaced {
@@ -743,6 +693,15 @@ impl Inner {
             }
             false
         });
+    }
+}
+
+/// A bus position as the manifest stores it.
+fn stored(p: &Position) -> StoredPosition {
+    StoredPosition {
+        topic: p.topic.clone(),
+        partition: p.partition,
+        next_offset: p.next_offset,
     }
 }
 
@@ -777,7 +736,16 @@ impl Sink for EmbeddedSink {
     }
 
     async fn stored_positions(&self) -> SinkResult<Vec<Position>> {
-        Ok(self.manifest().positions())
+        Ok(self
+            .manifest()
+            .positions
+            .iter()
+            .map(|p| Position {
+                topic: p.topic.clone(),
+                partition: p.partition,
+                next_offset: p.next_offset,
+            })
+            .collect())
     }
 
     async fn aggregate(&self, table: AggTable) -> SinkResult<RecordBatch> {

@@ -8,17 +8,18 @@ use chrono::{DateTime, TimeZone, Utc};
 use rust_decimal::Decimal;
 use shoplens_bus::Position;
 use shoplens_contract::tables::RawTable;
+use shoplens_contract::tables::to_batches;
 use shoplens_contract::{
     CustomerRegistered, Envelope, OrderCreated, OrderLine, OrderStatus, OrderStatusChanged,
     PaymentCompleted, ProductCreated, ProductPurchased, ShipmentCreated,
 };
-use shoplens_ingest::aggregate::Aggregates;
-use shoplens_ingest::clickhouse::{ClickHouseConfig, ClickHouseStore};
-use shoplens_ingest::model::AggTable;
-use shoplens_ingest::rows::to_batches;
+use shoplens_ingest::clickhouse::ClickHouseStore;
 use shoplens_ingest::sink::{
     ApplyReport, DeadLetter, IngestBatch, ReadModelStore, Sink, SinkError,
 };
+use shoplens_readmodel::aggregate::Aggregates;
+use shoplens_readmodel::config::ClickHouseConfig;
+use shoplens_readmodel::tables::AggTable;
 
 fn url() -> String {
     std::env::var("SHOPLENS_TEST_CLICKHOUSE_URL").unwrap_or_else(|_| {

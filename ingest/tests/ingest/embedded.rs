@@ -13,17 +13,18 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use shoplens_bus::Position;
 use shoplens_contract::tables::RawTable;
+use shoplens_contract::tables::to_batches;
 use shoplens_contract::{
     CustomerRegistered, Envelope, OrderCreated, OrderLine, OrderStatus, OrderStatusChanged,
     PaymentCompleted, ProductCreated, ProductPurchased, ShipmentCreated,
 };
-use shoplens_ingest::aggregate::Aggregates;
-use shoplens_ingest::embedded::{EmbeddedConfig, EmbeddedSink, EmbeddedStore};
-use shoplens_ingest::model::{AggTable, dead_letters_schema};
-use shoplens_ingest::rows::to_batches;
+use shoplens_ingest::embedded::{EmbeddedSink, EmbeddedStore};
 use shoplens_ingest::sink::{
     ApplyReport, DeadLetter, IngestBatch, ReadModelStore, Sink, SinkError,
 };
+use shoplens_readmodel::aggregate::Aggregates;
+use shoplens_readmodel::config::EmbeddedConfig;
+use shoplens_readmodel::tables::{AggTable, dead_letters_schema};
 
 fn config(dir: &Path) -> EmbeddedConfig {
     EmbeddedConfig {

@@ -11,9 +11,9 @@ use shoplens_bus::{BusRecord, EventBus, KafkaBus};
 use shoplens_contract::Envelope;
 use shoplens_contract::tables::RawTable;
 use shoplens_ingest::clickhouse::ClickHouseStore;
-use shoplens_ingest::model::AggTable;
 use shoplens_ingest::sink::ReadModelStore;
 use shoplens_ingest::startup::{IngestConfig, IngestHandle, kafka_sources, start};
+use shoplens_readmodel::tables::AggTable;
 use shoplens_test_support::events::{StreamSpec, shop_events, to_record};
 
 use crate::servers::*;

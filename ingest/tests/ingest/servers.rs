@@ -3,7 +3,7 @@
 //! restart is `shoplens_test_support::clickhouse::LocalClickHouse`.
 
 use shoplens_bus::KafkaConfig;
-use shoplens_ingest::clickhouse::ClickHouseConfig;
+use shoplens_readmodel::config::ClickHouseConfig;
 
 /// The shared ClickHouse server. Panics when the test script did not start one, so a run
 /// without it fails instead of silently skipping.

@@ -9,11 +9,12 @@ use arrow_array::RecordBatch;
 use shoplens_bus::{BusRecord, EmbeddedLog, EmbeddedLogConfig, EventBus};
 use shoplens_contract::Envelope;
 use shoplens_contract::tables::RawTable;
-use shoplens_ingest::aggregate::Aggregates;
-use shoplens_ingest::embedded::{EmbeddedConfig, EmbeddedStore};
-use shoplens_ingest::model::AggTable;
+use shoplens_ingest::embedded::EmbeddedStore;
 use shoplens_ingest::sink::{ReadModelStore, Sink};
 use shoplens_ingest::startup::IngestHandle;
+use shoplens_readmodel::aggregate::Aggregates;
+use shoplens_readmodel::config::EmbeddedConfig;
+use shoplens_readmodel::tables::AggTable;
 use shoplens_test_support::events::to_record;
 
 pub fn open_log(dir: &std::path::Path) -> EmbeddedLog {

@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use shoplens_bus::{BusRecord, EventBus, EventSource};
 use shoplens_contract::tables::RawTable;
-use shoplens_ingest::model::AggTable;
 use shoplens_ingest::sink::{
-    ApplyReport, DeadLetter, Freshness, IngestBatch, ReadModelStore, Sink, SinkError, SinkResult,
+    ApplyReport, DeadLetter, IngestBatch, ReadModelStore, Sink, SinkError, SinkResult,
 };
 use shoplens_ingest::startup::{IngestConfig, IngestHandle, embedded_sources, start, start_on};
+use shoplens_readmodel::freshness::Freshness;
+use shoplens_readmodel::tables::AggTable;
 use shoplens_test_support::events::{StreamSpec, shop_events};
 
 use shoplens_kit::identity::Role;

@@ -5,9 +5,10 @@
 //! Two implementations:
 //! - [`EmbeddedLog`] (the default): a durable, append-only log per topic on local disk with
 //!   committed consumer offsets, for running everything in one process with no servers;
-//! - `KafkaBus` and `KafkaSource` (module `kafka`, feature `kafka`): a Kafka cluster, for
-//!   deployments with several processes. Topics are created with `ensure_topics`, never by
-//!   the broker on first use.
+//! - `KafkaBus` and `KafkaSource` (module `kafka`, behind the `kafka` feature): a Kafka
+//!   cluster, for deployments with several processes. Topics are created with
+//!   `ensure_topics`, never by the broker on first use. Crates that only publish through the
+//!   abstraction or read the embedded log build without it, and so without librdkafka.
 //!
 //! Guarantees every implementation gives:
 //! - `publish` returns `Ok` only once every record is durably stored (the relay marks outbox

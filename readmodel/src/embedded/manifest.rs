@@ -2,6 +2,8 @@
 //! every table, the stored bus positions and the freshness watermark. It is replaced
 //! atomically (temp file, fsync, rename, fsync of the directory), so after a crash the store
 //! is exactly what the last manifest says; segment files it does not list are leftovers.
+//! Readers take the files it lists ([`super::Snapshot`]); only the store's one writer
+//! replaces it.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -9,27 +11,29 @@ use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use shoplens_bus::Position;
 use shoplens_contract::tables::RawTable;
 
-use crate::model::{AggTable, DEAD_LETTERS};
-use crate::sink::{Freshness, SinkError, SinkResult};
+use super::sync_dir;
+use crate::freshness::Freshness;
+use crate::tables::{AggTable, DEAD_LETTERS};
+use crate::{Error, Result};
 
-pub(super) const MANIFEST: &str = "manifest.json";
+/// The manifest's file name in a generation's directory.
+pub const MANIFEST: &str = "manifest.json";
 const MANIFEST_TMP: &str = "manifest.json.tmp";
 /// The layout version this code writes and reads.
 const FORMAT: u32 = 1;
 
 /// A table of the store, as it is named on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(super) enum TableId {
+pub enum TableId {
     Raw(RawTable),
     Agg(AggTable),
     DeadLetters,
 }
 
 impl TableId {
-    pub(super) fn all() -> impl Iterator<Item = TableId> {
+    pub fn all() -> impl Iterator<Item = TableId> {
         RawTable::ALL
             .into_iter()
             .map(TableId::Raw)
@@ -38,7 +42,7 @@ impl TableId {
     }
 
     /// The table's directory under the store's root, and its key in the manifest.
-    pub(super) fn dir(self) -> String {
+    pub fn dir(self) -> String {
         match self {
             TableId::Raw(t) => format!("raw/{}", t.name()),
             TableId::Agg(t) => format!("agg/{}", t.name()),
@@ -54,7 +58,7 @@ impl TableId {
 /// One live Parquet file of a table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct Segment {
+pub struct Segment {
     /// Path relative to the store's root, `/`-separated.
     pub file: String,
     pub rows: u64,
@@ -73,17 +77,19 @@ fn is_zero(v: &u32) -> bool {
     *v == 0
 }
 
+/// Where the worker resumes on one (topic, partition): the bus's position, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct StoredPosition {
+pub struct StoredPosition {
     pub topic: String,
     pub partition: i32,
     pub next_offset: u64,
 }
 
+/// The committed state of one generation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct Manifest {
+pub struct Manifest {
     pub format: u32,
     /// The number the next segment file gets; never reused.
     pub next_segment: u64,
@@ -107,33 +113,22 @@ impl Default for Manifest {
 }
 
 impl Manifest {
-    pub(super) fn segments(&self, table: TableId) -> &[Segment] {
+    pub fn segments(&self, table: TableId) -> &[Segment] {
         self.tables.get(&table.dir()).map_or(&[], Vec::as_slice)
     }
 
-    pub(super) fn segments_mut(&mut self, table: TableId) -> &mut Vec<Segment> {
+    pub fn segments_mut(&mut self, table: TableId) -> &mut Vec<Segment> {
         self.tables.entry(table.dir()).or_default()
     }
 
     /// Every live segment with its table.
-    pub(super) fn all_segments(&self) -> impl Iterator<Item = (TableId, &Segment)> {
+    pub fn all_segments(&self) -> impl Iterator<Item = (TableId, &Segment)> {
         TableId::all().flat_map(move |t| self.segments(t).iter().map(move |s| (t, s)))
-    }
-
-    pub(super) fn positions(&self) -> Vec<Position> {
-        self.positions
-            .iter()
-            .map(|p| Position {
-                topic: p.topic.clone(),
-                partition: p.partition,
-                next_offset: p.next_offset,
-            })
-            .collect()
     }
 
     /// Raises the position of each (topic, partition) in `positions` to the larger of the
     /// stored and the given next offset; returns whether anything changed.
-    pub(super) fn merge_positions(&mut self, positions: &[Position]) -> bool {
+    pub fn merge_positions(&mut self, positions: &[StoredPosition]) -> bool {
         let mut by_partition: BTreeMap<(String, i32), u64> = self
             .positions
             .iter()
@@ -159,7 +154,7 @@ impl Manifest {
     }
 
     /// Reads the manifest; `None` if the store is new.
-    pub(super) fn load(root: &Path) -> SinkResult<Option<Manifest>> {
+    pub fn load(root: &Path) -> Result<Option<Manifest>> {
         let path = root.join(MANIFEST);
         let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
@@ -167,9 +162,9 @@ impl Manifest {
             Err(e) => return Err(e.into()),
         };
         let manifest: Manifest = serde_json::from_slice(&bytes)
-            .map_err(|e| SinkError::Corrupt(format!("{} cannot be read: {e}", path.display())))?;
+            .map_err(|e| Error::Corrupt(format!("{} cannot be read: {e}", path.display())))?;
         if manifest.format != FORMAT {
-            return Err(SinkError::Corrupt(format!(
+            return Err(Error::Corrupt(format!(
                 "{} has format {}, this version reads format {FORMAT}",
                 path.display(),
                 manifest.format
@@ -180,7 +175,7 @@ impl Manifest {
             .keys()
             .find(|d| TableId::from_dir(d).is_none())
         {
-            return Err(SinkError::Corrupt(format!(
+            return Err(Error::Corrupt(format!(
                 "{} lists unknown table `{dir}`",
                 path.display()
             )));
@@ -190,9 +185,9 @@ impl Manifest {
 
     /// Replaces the manifest atomically: a reader (or a restart) sees the old one or this
     /// one, never a mix.
-    pub(super) fn store(&self, root: &Path, fsync: bool) -> SinkResult<()> {
+    pub fn store(&self, root: &Path, fsync: bool) -> Result<()> {
         let tmp = root.join(MANIFEST_TMP);
-        let json = serde_json::to_vec(self).map_err(|e| SinkError::Io(std::io::Error::other(e)))?;
+        let json = serde_json::to_vec(self).map_err(|e| Error::Io(std::io::Error::other(e)))?;
         let mut file = File::create(&tmp)?;
         file.write_all(&json)?;
         if fsync {
@@ -207,17 +202,12 @@ impl Manifest {
     }
 
     /// Removes a temp manifest a crash left behind.
-    pub(super) fn remove_leftover_tmp(root: &Path) -> std::io::Result<()> {
+    pub fn remove_leftover_tmp(root: &Path) -> std::io::Result<()> {
         match fs::remove_file(root.join(MANIFEST_TMP)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
     }
-}
-
-/// Makes a directory's entries (new, renamed or removed files) durable.
-pub(super) fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
@@ -237,7 +227,7 @@ mod tests {
     #[test]
     fn positions_merge_per_partition() {
         let mut m = Manifest::default();
-        let pos = |topic: &str, partition, next_offset| Position {
+        let pos = |topic: &str, partition, next_offset| StoredPosition {
             topic: topic.into(),
             partition,
             next_offset,
@@ -246,10 +236,7 @@ mod tests {
         assert!(!m.merge_positions(&[pos("order", 0, 5)]));
         assert!(m.merge_positions(&[pos("order", 0, 9)]));
         assert!(!m.merge_positions(&[pos("order", 0, 7)]));
-        assert_eq!(
-            m.positions(),
-            vec![pos("customer", 0, 2), pos("order", 0, 9)]
-        );
+        assert_eq!(m.positions, vec![pos("customer", 0, 2), pos("order", 0, 9)]);
     }
 
     #[test]
@@ -271,9 +258,6 @@ mod tests {
 
         m.tables.insert("raw/nope".into(), Vec::new());
         m.store(dir.path(), false).unwrap();
-        assert!(matches!(
-            Manifest::load(dir.path()),
-            Err(SinkError::Corrupt(_))
-        ));
+        assert!(matches!(Manifest::load(dir.path()), Err(Error::Corrupt(_))));
     }
 }

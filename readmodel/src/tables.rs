@@ -1,9 +1,10 @@
 //! The read model's tables beyond the raw event tables: the pre-aggregated tables the
 //! dashboard reads, the dead-letter table and the freshness log, as Arrow schemas.
 //!
-//! Both sinks hold exactly these tables with exactly these meanings; ClickHouse keeps the
-//! aggregates with materialized views (`sql/`), the embedded store with
-//! [`crate::aggregate`]. A parity test checks they agree.
+//! Both stores hold exactly these tables with exactly these meanings, beside the raw tables
+//! of [`shoplens_contract::tables::RawTable`]; ClickHouse keeps the aggregates with
+//! materialized views (`sql/`), the embedded store with [`crate::aggregate`]. A parity test
+//! checks they agree.
 //!
 //! What the aggregates count (all days are UTC calendar days of the event's `occurred_at`):
 //! - `orders_placed`: `OrderCreated` events;
@@ -19,6 +20,11 @@ use std::sync::Arc;
 
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use shoplens_contract::tables::MONEY;
+
+/// The raw event tables: their columns are defined once, beside the code that fills them
+/// from an event, in the contract crate (`shoplens_contract::tables`); re-exported here so
+/// every table of the read model is reachable from this module.
+pub use shoplens_contract::tables::RawTable;
 
 /// A pre-aggregated table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -102,7 +108,8 @@ impl AggTable {
 
 pub const DEAD_LETTERS: &str = "dead_letters";
 
-/// One row per dead-lettered event; see [`crate::sink::DeadLetter`].
+/// One row per dead-lettered event (an event the ingest worker could not apply, kept with
+/// its bus coordinates, bytes and reason).
 pub fn dead_letters_schema() -> SchemaRef {
     let utf8 = |name: &str, nullable| Field::new(name, DataType::Utf8, nullable);
     Arc::new(Schema::new(vec![

@@ -1,9 +1,9 @@
-//! The pre-aggregated tables of [`crate::model::AggTable`] computed in Rust, for the embedded
-//! store: pure functions from raw Arrow batches to aggregate *deltas*, and the ordered maps
-//! that hold and merge them.
+//! The pre-aggregated tables of [`crate::tables::AggTable`] computed in Rust, for the embedded
+//! store (its writer, and the reader that merges its stored deltas): pure functions from raw
+//! Arrow batches to aggregate *deltas*, and the ordered maps that hold and merge them.
 //!
 //! The numbers must be the ones ClickHouse's materialized views give for the same events (a
-//! parity test compares them), so the definitions here follow [`crate::model`] to the letter:
+//! parity test compares them), so the definitions here follow [`crate::tables`] to the letter:
 //! - a day is `floor(occurred_at_ms / 86_400_000)` (a UTC calendar day, `Date32`); a month is
 //!   the first day of its month (`Date32`); a year is the calendar year (`Int32`);
 //! - `orders` rows count `orders_placed`; `order_status_changes` rows with
@@ -23,9 +23,9 @@ use arrow_array::{
 };
 use arrow_schema::DataType;
 use chrono::{Datelike, NaiveDate};
-use shoplens_contract::tables::{MONEY, RawTable};
+use shoplens_contract::tables::{MONEY, OCCURRED_AT, RawTable};
 
-use crate::model::AggTable;
+use crate::tables::AggTable;
 
 /// Milliseconds in a UTC day.
 pub const MS_PER_DAY: i64 = 86_400_000;
@@ -152,9 +152,9 @@ impl Aggregates {
     ) -> Aggregates {
         let mut seen = std::collections::HashSet::new();
         let unique = events.into_iter().filter(|e| seen.insert(e.event_id));
-        let batches = crate::rows::to_batches(unique);
+        let batches = shoplens_contract::tables::to_batches(unique);
         Aggregates::from_raw(batches.iter().map(|(t, b)| (*t, b)))
-            .expect("batches built by `rows` have the raw schemas")
+            .expect("`to_batches` builds the raw schemas")
     }
 
     /// Adds what the rows of one raw batch contribute. Tables that feed no aggregate are
@@ -166,7 +166,7 @@ impl Aggregates {
         let name = table.name();
         match table {
             RawTable::Orders => {
-                let at = timestamps(batch, name, "occurred_at")?;
+                let at = timestamps(batch, name, OCCURRED_AT)?;
                 for i in 0..batch.num_rows() {
                     self.add_sales(
                         day_of(at.value(i)),
@@ -178,7 +178,7 @@ impl Aggregates {
                 }
             }
             RawTable::OrderStatusChanges => {
-                let at = timestamps(batch, name, "occurred_at")?;
+                let at = timestamps(batch, name, OCCURRED_AT)?;
                 let customer = strings(batch, name, "customer_id")?;
                 let to_status = strings(batch, name, "to_status")?;
                 for i in 0..batch.num_rows() {
@@ -203,7 +203,7 @@ impl Aggregates {
                 }
             }
             RawTable::ProductPurchases => {
-                let at = timestamps(batch, name, "occurred_at")?;
+                let at = timestamps(batch, name, OCCURRED_AT)?;
                 let customer = strings(batch, name, "customer_id")?;
                 let product = strings(batch, name, "product_id")?;
                 let quantity = int32s(batch, name, "quantity")?;
