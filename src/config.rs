@@ -266,7 +266,7 @@ impl Config {
             // Its limits and its `services` URLs.
             self.composer
                 .validate()
-                .map_err(|e| e.context("invalid [composer] configuration"))?;
+                .map_err(|e| anyhow::anyhow!("invalid [composer] configuration: {e}"))?;
         }
         // Nothing with the development key (or users) where others can reach it.
         for (c, name, svc) in [

@@ -27,8 +27,8 @@ use shoplens_contract::Envelope;
 use shoplens_contract::tables::RawTable;
 use shoplens_ingest::embedded::EmbeddedStore;
 use shoplens_ingest::sink::{IngestBatch, ReadModelStore};
-use shoplens_ingest::synthetic::{StreamSpec, shop_events};
 use shoplens_readmodel::config::EmbeddedConfig;
+use shoplens_test_support::events::{StreamSpec, shop_events};
 
 use crate::machine::{Machine, crate_versions};
 use crate::report::{self, Report};

@@ -53,17 +53,22 @@ static WORKER_PROGRAM: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(
 /// loopback).
 pub const SECRET: &str = shoplens_kit::identity::DEV_SECRET;
 
-/// `builder` with every request carrying an admin token of [`SECRET`]: the benchmarks call
-/// the services, the composer and the analytics server as an operator would.
-pub fn admin_client(builder: reqwest::ClientBuilder) -> reqwest::Result<reqwest::Client> {
+/// `Bearer <token>` of an administrator, signed with [`SECRET`], valid for a week.
+pub fn admin_bearer() -> String {
     use shoplens_kit::identity::{Identity, Role, issue};
     let token = issue(
         SECRET,
         &Identity::new("benchmark", Role::Admin),
         std::time::Duration::from_secs(7 * 24 * 3600),
     );
+    format!("Bearer {token}")
+}
+
+/// `builder` with every request carrying an admin token of [`SECRET`]: the benchmarks call
+/// the services, the composer and the analytics server as an operator would.
+pub fn admin_client(builder: reqwest::ClientBuilder) -> reqwest::Result<reqwest::Client> {
     let mut headers = reqwest::header::HeaderMap::new();
-    if let Ok(value) = format!("Bearer {token}").parse() {
+    if let Ok(value) = admin_bearer().parse() {
         headers.insert(reqwest::header::AUTHORIZATION, value);
     }
     builder.default_headers(headers).build()

@@ -9,7 +9,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use shoplens_ingest::local_clickhouse::LocalClickHouse;
+use shoplens_test_support::clickhouse::LocalClickHouse;
 
 /// Running ClickHouse and Kafka-protocol servers.
 pub struct Servers {

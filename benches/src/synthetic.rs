@@ -1,11 +1,11 @@
 //! Shop events without end, for the scenarios that need many: chunk after chunk of
-//! `shoplens_ingest::synthetic`'s stream, generated as they are taken, so the largest backlog
+//! `shoplens_test_support::events`'s stream, generated as they are taken, so the largest backlog
 //! never has to be in memory at once.
 
 use std::collections::VecDeque;
 
 use shoplens_contract::{Envelope, Service};
-use shoplens_ingest::synthetic::{StreamSpec, shop_events};
+use shoplens_test_support::events::{StreamSpec, shop_events};
 
 /// Chunks of the synthetic shop stream, one after another in time. Customers and products
 /// are registered in the first chunk only: later chunks' orders refer to the same ones.

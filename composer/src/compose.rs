@@ -36,7 +36,10 @@ pub struct Composer {
 }
 
 impl Composer {
-    pub fn new(config: &ComposerConfig, metrics: Arc<ComposerMetrics>) -> anyhow::Result<Self> {
+    pub fn new(
+        config: &ComposerConfig,
+        metrics: Arc<ComposerMetrics>,
+    ) -> Result<Self, crate::Error> {
         let c = &config.cache;
         let settings = |ttl_ms: u64| SectionSettings {
             enabled: c.enabled,

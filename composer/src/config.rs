@@ -70,29 +70,33 @@ impl ComposerConfig {
     }
 
     /// Rejects values that cannot work (a zero deadline, an empty URL).
-    pub fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(self.call_timeout_ms > 0, "call_timeout_ms must be positive");
-        anyhow::ensure!(self.deadline_ms > 0, "deadline_ms must be positive");
-        anyhow::ensure!(
-            self.sales_deadline_ms > 0,
-            "sales_deadline_ms must be positive"
-        );
-        anyhow::ensure!(
-            self.retry.max_attempts >= 1,
-            "retry.max_attempts must be at least 1"
-        );
-        anyhow::ensure!(
-            self.breaker.failure_threshold >= 1,
-            "breaker.failure_threshold must be at least 1"
-        );
+    pub fn validate(&self) -> Result<(), crate::Error> {
+        let positive = [
+            ("call_timeout_ms", self.call_timeout_ms),
+            ("deadline_ms", self.deadline_ms),
+            ("sales_deadline_ms", self.sales_deadline_ms),
+            ("retry.max_attempts", u64::from(self.retry.max_attempts)),
+            (
+                "breaker.failure_threshold",
+                u64::from(self.breaker.failure_threshold),
+            ),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(crate::Error::InvalidConfig(format!(
+                    "{name} must be at least 1"
+                )));
+            }
+        }
         self.auth
             .check_exposure(self.listen)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            .map_err(crate::Error::Exposure)?;
         for (name, url) in self.services.all() {
-            anyhow::ensure!(
-                url.starts_with("http://") || url.starts_with("https://"),
-                "services.{name} must be an http(s) URL, got `{url}`"
-            );
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(crate::Error::InvalidConfig(format!(
+                    "services.{name} must be an http(s) URL, got `{url}`"
+                )));
+            }
         }
         Ok(())
     }

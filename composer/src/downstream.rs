@@ -71,14 +71,18 @@ fn index(svc: Service) -> usize {
 }
 
 impl Downstream {
-    pub fn new(config: &ComposerConfig, metrics: Arc<ComposerMetrics>) -> anyhow::Result<Self> {
+    pub fn new(
+        config: &ComposerConfig,
+        metrics: Arc<ComposerMetrics>,
+    ) -> Result<Self, crate::Error> {
         let http = reqwest::Client::builder()
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(64)
             .tcp_nodelay(true)
             .tcp_keepalive(Duration::from_secs(30))
             .connect_timeout(config.call_timeout())
-            .build()?;
+            .build()
+            .map_err(crate::Error::Client)?;
         let urls = &config.services;
         let endpoint = |svc: Service, base: &str| Endpoint {
             base: base.trim_end_matches('/').to_owned(),

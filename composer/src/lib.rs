@@ -73,11 +73,28 @@ pub mod sales;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::Context;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{BreakerConfig, CacheConfig, ComposerConfig, RetryConfig, ServiceUrls};
+
+/// What starting the composer fails with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid composer configuration: {0}")]
+    InvalidConfig(String),
+    #[error("the composer refuses to start: {0}")]
+    Exposure(String),
+    #[error("failed to build the composer's HTTP client: {0}")]
+    Client(reqwest::Error),
+    #[error("failed to bind the composer to {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
 
 /// A running composer.
 pub struct ComposerHandle {
@@ -93,10 +110,8 @@ pub struct ComposerHandle {
 pub async fn start(
     config: &ComposerConfig,
     events: Option<Box<dyn shoplens_bus::EventSource>>,
-) -> anyhow::Result<ComposerHandle> {
-    config
-        .validate()
-        .context("invalid composer configuration")?;
+) -> Result<ComposerHandle, Error> {
+    config.validate()?;
     if config.auth.is_dev_secret() {
         tracing::warn!(
             "the composer uses the built-in development key; set SHOPLENS_AUTH__SECRET for \
@@ -116,7 +131,10 @@ pub async fn start(
     );
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .with_context(|| format!("failed to bind the composer to {}", config.listen))?;
+        .map_err(|source| Error::Bind {
+            addr: config.listen,
+            source,
+        })?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
     let mut tasks = Vec::new();

@@ -12,11 +12,8 @@ pub mod api;
 pub mod clickhouse;
 pub mod client;
 pub mod embedded;
-#[doc(hidden)]
-pub mod local_clickhouse;
 pub mod metrics;
 pub mod sink;
 pub mod startup;
 pub mod supervisor;
-pub mod synthetic;
 pub mod worker;

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::process::{Shoplens, open_db};
 use crate::reconcile::reconcile_json;
 use crate::servers::{IngestWorker, PrivateKafka};
-use shoplens_ingest::local_clickhouse::LocalClickHouse;
+use shoplens_test_support::clickhouse::LocalClickHouse;
 
 /// The run's seed: `SHOPLENS_FAULT_SEED`, or the clock; printed so a failure can be repeated.
 fn seed(test: &str) -> u64 {

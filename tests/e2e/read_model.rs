@@ -212,7 +212,7 @@ async fn events_on_kafka(kafka: &shoplens_bus::KafkaConfig, topics: &[String]) -
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_events_reach_clickhouse_through_kafka() {
-    let brokers = shoplens_bus::test_brokers();
+    let brokers = shoplens_test_support::kafka::test_brokers();
     let clickhouse_url = std::env::var("SHOPLENS_TEST_CLICKHOUSE_URL")
         .expect("SHOPLENS_TEST_CLICKHOUSE_URL is set by scripts/test.sh");
     let run = uuid::Uuid::now_v7().simple().to_string();

@@ -1,7 +1,7 @@
 //! Servers a fault test may stop: a private tansu broker on free 127.0.0.1 ports in the
 //! test's temp dir, killed and restarted on the same port and data (the shared servers of
 //! `scripts/test.sh` must stay up for the other tests; a private ClickHouse is
-//! `shoplens_ingest::local_clickhouse::LocalClickHouse`). Also the standalone
+//! `shoplens_test_support::clickhouse::LocalClickHouse`). Also the standalone
 //! `shoplens-ingest` worker as a child process.
 
 use std::path::{Path, PathBuf};

@@ -43,6 +43,12 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "shoplens-analytics",
         &["shoplens-contract", "shoplens-kit", "shoplens-readmodel"],
     ),
+    // Test scaffolding: a dev-dependency of the others (only the benchmarks use it outside
+    // tests), never a production crate's dependency.
+    (
+        "shoplens-test-support",
+        &["shoplens-contract", "shoplens-bus", "shoplens-kit"],
+    ),
     // The benchmarks and the one-machine binary put everything together.
     ("shoplens-benches", ANY),
     ("shoplens", ANY),

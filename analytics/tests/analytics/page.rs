@@ -17,10 +17,10 @@ use crate::support::{self, TestApp};
 const FROM: &str = "2025-11-24";
 const TO: &str = "2026-01-22";
 
-/// Loads `url` in headless Chromium (see [`shoplens_kit::testing::headless_chromium`]: local
+/// Loads `url` in headless Chromium (see [`shoplens_test_support::services::headless_chromium`]: local
 /// time zone UTC, 5 s of virtual time) and returns its stdout.
 async fn headless(url: &str, extra: &[String]) -> String {
-    shoplens_kit::testing::headless_chromium(url, extra, Duration::from_secs(120)).await
+    shoplens_test_support::services::headless_chromium(url, extra, Duration::from_secs(120)).await
 }
 
 /// The page's DOM after it ran, without the text of its script (which spells the tags it

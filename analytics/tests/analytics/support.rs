@@ -13,9 +13,9 @@ use shoplens_contract::Envelope;
 use shoplens_contract::tables::to_batches;
 use shoplens_ingest::embedded::EmbeddedStore;
 use shoplens_ingest::sink::{IngestBatch, ReadModelStore, Sink};
-use shoplens_ingest::synthetic::{StreamSpec, shop_events};
 use shoplens_kit::identity::{Identity, Role};
 use shoplens_readmodel::config::EmbeddedConfig;
+use shoplens_test_support::events::{StreamSpec, shop_events};
 use tempfile::TempDir;
 
 /// The password test servers' Postgres endpoint accepts (user `shoplens`).

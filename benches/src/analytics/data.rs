@@ -12,10 +12,10 @@ use shoplens_contract::tables::to_batches;
 use shoplens_ingest::clickhouse::ClickHouseStore;
 use shoplens_ingest::embedded::EmbeddedStore;
 use shoplens_ingest::sink::{IngestBatch, ReadModelStore, Sink};
-use shoplens_ingest::synthetic::StreamSpec;
 use shoplens_readmodel::config::{
     ClickHouseConfig, EmbeddedConfig, ReadModelConfig, ReadModelKind,
 };
+use shoplens_test_support::events::StreamSpec;
 use tokio::time::Instant;
 
 use super::{AnalyticsOptions, DataInfo};

@@ -167,7 +167,7 @@ pub struct AnalyticsResults {
 
 /// How each figure is taken, written with the results.
 pub const NOTES: &[&str] = &[
-    "Data: shoplens_ingest::synthetic::shop_events in chunks of at most 20,000 orders, each \
+    "Data: shoplens_test_support::events::shop_events in chunks of at most 20,000 orders, each \
      chunk spread over its share of the span (about 7.5 events per order: created, placed, \
      then paid with 1-3 purchases, a payment, a shipment and 'shipped', or 10% cancelled); \
      customers and products registered once at the start; truncated to the exact event \

@@ -4,7 +4,7 @@
 //!
 //! For each data size (simulated shop events) and back end (the embedded Parquet store,
 //! ClickHouse):
-//! 1. data: synthetic shop events (`shoplens_ingest::synthetic`) spread over about two
+//! 1. data: synthetic shop events (`shoplens_test_support::events`) spread over about two
 //!    years, generated chunk by chunk and applied straight to the store's sink in large
 //!    batches (no bus, no worker: this scenario is about reading), then made live;
 //! 2. dashboard latency: the real analytics server (`shoplens_analytics::start`, port 0) and

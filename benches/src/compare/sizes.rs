@@ -1,10 +1,7 @@
 //! The comparison's run: the whole system started once (on the chosen back end), the shop
 //! seeded and grown through every size, and each size measured in rounds.
 
-use std::time::Duration;
-
 use anyhow::Context;
-use shoplens_kit::identity::{Identity, Role, issue as issue_token};
 use tokio::time::Instant;
 
 use super::bench::Bench;
@@ -66,15 +63,7 @@ pub(super) async fn measure(
             .context("the analytics server is not running")?
             .into(),
         order: info.order.as_str().into(),
-        auth: format!(
-            "Bearer {}",
-            issue_token(
-                SECRET,
-                &Identity::new("admin", Role::Admin),
-                Duration::from_secs(24 * 3600)
-            )
-        )
-        .into(),
+        auth: crate::admin_bearer().into(),
         range: format!(
             "from={}&to={}",
             today - chrono::Duration::days(29),

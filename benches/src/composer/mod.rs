@@ -24,7 +24,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
-use shoplens_kit::identity::{Identity, Role, issue as issue_token};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -189,15 +188,7 @@ pub async fn run(opts: &ComposerOptions) -> anyhow::Result<ComposerResults> {
         shop: &shop,
         opts,
         client: crate::admin_client(reqwest::Client::builder().pool_max_idle_per_host(4096))?,
-        auth: format!(
-            "Bearer {}",
-            issue_token(
-                SECRET,
-                &Identity::new("admin", Role::Admin),
-                Duration::from_secs(24 * 3600)
-            )
-        )
-        .into(),
+        auth: crate::admin_bearer().into(),
     };
     let mut runs = Vec::new();
     let outcome: anyhow::Result<()> = async {

@@ -4,7 +4,7 @@
 use anyhow::Context;
 use shoplens_bus::{BusRecord, EventBus};
 use shoplens_contract::{Envelope, Service};
-use shoplens_ingest::synthetic::{StreamSpec, to_record};
+use shoplens_test_support::events::{StreamSpec, to_record};
 use tokio::time::Instant;
 
 use crate::synthetic::ShopEvents;

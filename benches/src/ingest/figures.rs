@@ -150,7 +150,7 @@ pub struct IngestResults {
 
 /// How each figure is taken, written with the results.
 pub const NOTES: &[&str] = &[
-    "Events: shoplens_ingest::synthetic::shop_events, generated in chunks of 2,000 orders \
+    "Events: shoplens_test_support::events::shop_events, generated in chunks of 2,000 orders \
      (seeded; 1,000 customers and 200 products registered once; order numbering restarts \
      per chunk, every event id is new), about 7.7 events per order; truncated to the exact \
      count.",

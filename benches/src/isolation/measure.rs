@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use shoplens_kit::identity::{Identity, Role, issue as issue_token};
 
 use super::{IsolationOptions, Latency, Run};
 use crate::histogram::Histogram;
@@ -146,11 +145,6 @@ async fn shop_latency(
         let (http, url) = (http.clone(), shop.system.info.composer.clone());
         let orders = orders.clone();
         readers.spawn(async move {
-            let token = issue_token(
-                SECRET,
-                &Identity::new("admin", Role::Admin),
-                Duration::from_secs(3600),
-            );
             let (mut h, mut errors, mut k) = (Histogram::default(), 0u64, c);
             while Instant::now() < until {
                 k += 7;
@@ -158,7 +152,6 @@ async fn shop_latency(
                 let started = Instant::now();
                 match http
                     .get(format!("{url}/api/v1/orders/{id}/summary"))
-                    .bearer_auth(&token)
                     .send()
                     .await
                 {

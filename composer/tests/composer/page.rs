@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use crate::support::*;
 
-/// The page in headless Chromium (see [`shoplens_kit::testing::headless_chromium`]).
+/// The page in headless Chromium (see [`shoplens_test_support::services::headless_chromium`]).
 async fn headless(url: &str, extra: &[String]) -> String {
-    shoplens_kit::testing::headless_chromium(url, extra, Duration::from_secs(90)).await
+    shoplens_test_support::services::headless_chromium(url, extra, Duration::from_secs(90)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use shoplens_composer::{ComposerConfig, ComposerHandle, ServiceUrls};
 use shoplens_kit::ServiceHandle;
 use shoplens_kit::identity::{Identity, Role, issue as issue_token};
-use shoplens_kit::testing::TestEnv;
+use shoplens_test_support::services::TestEnv;
 use tokio_util::sync::CancellationToken;
 
 /// The services of the tests check tokens with the development key: the composer signs its
@@ -80,7 +80,7 @@ pub async fn spawn_shop() -> Shop {
             Some(shipping),
         ],
         doubles,
-        http: shoplens_kit::testing::authorized_client(&Default::default()),
+        http: shoplens_test_support::services::authorized_client(&Default::default()),
     }
 }
 

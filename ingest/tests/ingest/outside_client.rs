@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use shoplens_bus::{BusRecord, EventBus, KafkaBus, ensure_topics};
 use shoplens_ingest::startup::{IngestConfig, kafka_sources, start};
-use shoplens_ingest::synthetic::{StreamSpec, shop_events, to_record};
+use shoplens_test_support::events::{StreamSpec, shop_events, to_record};
 
 use crate::servers::*;
 use crate::support::*;

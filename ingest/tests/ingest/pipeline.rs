@@ -13,12 +13,12 @@ use shoplens_contract::tables::RawTable;
 use shoplens_ingest::clickhouse::ClickHouseStore;
 use shoplens_ingest::sink::ReadModelStore;
 use shoplens_ingest::startup::{IngestConfig, IngestHandle, kafka_sources, start};
-use shoplens_ingest::synthetic::{StreamSpec, shop_events, to_record};
 use shoplens_readmodel::tables::AggTable;
+use shoplens_test_support::events::{StreamSpec, shop_events, to_record};
 
 use crate::servers::*;
 use crate::support::*;
-use shoplens_ingest::local_clickhouse::LocalClickHouse;
+use shoplens_test_support::clickhouse::LocalClickHouse;
 
 /// The five topics under a test's own prefix.
 fn topics(prefix: &str) -> Vec<String> {

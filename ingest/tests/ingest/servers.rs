@@ -1,6 +1,6 @@
 //! Real servers for the tests: the shared ClickHouse and Kafka broker the test script
 //! starts (found through environment variables). A private ClickHouse a test can stop and
-//! restart is `shoplens_ingest::local_clickhouse::LocalClickHouse`.
+//! restart is `shoplens_test_support::clickhouse::LocalClickHouse`.
 
 use shoplens_bus::KafkaConfig;
 use shoplens_readmodel::config::ClickHouseConfig;
@@ -33,7 +33,7 @@ pub fn clickhouse_config(url: &str, database: &str) -> ClickHouseConfig {
 /// Kafka settings for tests: the shared broker, quick group joins.
 pub fn kafka_config() -> KafkaConfig {
     KafkaConfig {
-        brokers: shoplens_bus::test_brokers(),
+        brokers: shoplens_test_support::kafka::test_brokers(),
         session_timeout_ms: 6_000,
         ..Default::default()
     }

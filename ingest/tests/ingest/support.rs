@@ -12,10 +12,10 @@ use shoplens_contract::tables::RawTable;
 use shoplens_ingest::embedded::EmbeddedStore;
 use shoplens_ingest::sink::{ReadModelStore, Sink};
 use shoplens_ingest::startup::IngestHandle;
-use shoplens_ingest::synthetic::to_record;
 use shoplens_readmodel::aggregate::Aggregates;
 use shoplens_readmodel::config::EmbeddedConfig;
 use shoplens_readmodel::tables::AggTable;
+use shoplens_test_support::events::to_record;
 
 pub fn open_log(dir: &std::path::Path) -> EmbeddedLog {
     EmbeddedLog::open(EmbeddedLogConfig {

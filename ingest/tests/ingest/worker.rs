@@ -12,9 +12,9 @@ use shoplens_ingest::sink::{
     ApplyReport, DeadLetter, IngestBatch, ReadModelStore, Sink, SinkError, SinkResult,
 };
 use shoplens_ingest::startup::{IngestConfig, IngestHandle, embedded_sources, start, start_on};
-use shoplens_ingest::synthetic::{StreamSpec, shop_events};
 use shoplens_readmodel::freshness::Freshness;
 use shoplens_readmodel::tables::AggTable;
+use shoplens_test_support::events::{StreamSpec, shop_events};
 
 use shoplens_kit::identity::Role;
 
@@ -71,7 +71,7 @@ async fn every_event_counts_once_despite_duplicates_and_poison() {
         .iter()
         .find(|e| e.aggregate_id == "o00000003")
         .unwrap();
-    log.publish(&[shoplens_ingest::synthetic::to_record(later)])
+    log.publish(&[shoplens_test_support::events::to_record(later)])
         .await
         .unwrap();
 

@@ -586,18 +586,6 @@ fn partitions(tpl: &TopicPartitionList) -> String {
         .join(",")
 }
 
-/// The brokers the Kafka tests run against. Panics when they are not configured, so a test
-/// run without a broker fails instead of silently skipping the tests.
-#[doc(hidden)]
-pub fn test_brokers() -> String {
-    std::env::var("SHOPLENS_TEST_KAFKA_BROKERS").unwrap_or_else(|_| {
-        panic!(
-            "SHOPLENS_TEST_KAFKA_BROKERS is not set: run the tests through ./scripts/test.sh, \
-             which starts a broker"
-        )
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,9 +27,6 @@ use bytes::Bytes;
 
 pub use embedded::{EmbeddedConsumer, EmbeddedLog, EmbeddedLogConfig};
 #[cfg(feature = "kafka")]
-#[doc(hidden)]
-pub use kafka::test_brokers;
-#[cfg(feature = "kafka")]
 pub use kafka::{KafkaBus, KafkaConfig, KafkaSource, ensure_topics};
 
 /// A record to publish.

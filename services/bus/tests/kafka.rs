@@ -14,8 +14,9 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use shoplens_bus::{
     BusError, BusRecord, ConsumedRecord, EventBus, EventSource, KafkaBus, KafkaConfig, KafkaSource,
-    Position, ensure_topics, test_brokers,
+    Position, ensure_topics,
 };
+use shoplens_test_support::kafka::test_brokers;
 
 /// Long enough for a slow CI machine, short enough that a lost record fails the test fast.
 const READ_DEADLINE: Duration = Duration::from_secs(60);

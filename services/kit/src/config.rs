@@ -11,14 +11,14 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 /// Loads `T` from its defaults, an optional TOML file and `SHOPLENS_` environment variables.
-pub fn load<T: Serialize + DeserializeOwned + Default>(file: Option<&Path>) -> anyhow::Result<T> {
+pub fn load<T: Serialize + DeserializeOwned + Default>(
+    file: Option<&Path>,
+) -> Result<T, crate::Error> {
     let mut figment = Figment::from(Serialized::defaults(T::default()));
     if let Some(file) = file {
-        anyhow::ensure!(
-            file.exists(),
-            "config file {} does not exist",
-            file.display()
-        );
+        if !file.exists() {
+            return Err(crate::Error::ConfigFileMissing(file.to_owned()));
+        }
         figment = figment.merge(Toml::file(file));
     }
     // SHOPLENS_CONFIG names the file itself (a CLI flag), not a setting; SHOPLENS_TEST_*

@@ -8,7 +8,6 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use anyhow::Context;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -26,9 +25,12 @@ pub struct Db {
 impl Db {
     /// Opens (creating if missing) the database and applies the kit's and the service's
     /// migrations.
-    pub async fn open(url: &str, service_migrations: Migrator) -> anyhow::Result<Db> {
+    pub async fn open(url: &str, service_migrations: Migrator) -> Result<Db, crate::Error> {
         let options = SqliteConnectOptions::from_str(url)
-            .with_context(|| format!("invalid database URL `{url}`"))?
+            .map_err(|source| crate::Error::DatabaseUrl {
+                url: url.to_owned(),
+                source,
+            })?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
@@ -38,7 +40,10 @@ impl Db {
             .max_connections(1)
             .connect_with(options.clone())
             .await
-            .with_context(|| format!("failed to open database `{url}`"))?;
+            .map_err(|source| crate::Error::Database {
+                url: url.to_owned(),
+                source,
+            })?;
         // An in-memory database exists once per connection: read through the writer.
         let reader = if url.contains(":memory:") {
             writer.clone()
@@ -47,19 +52,28 @@ impl Db {
                 .max_connections(8)
                 .connect_with(options.read_only(true))
                 .await
-                .with_context(|| format!("failed to open database `{url}` for reading"))?
+                .map_err(|source| crate::Error::Database {
+                    url: url.to_owned(),
+                    source,
+                })?
         };
         let mut shared = sqlx::migrate!("./migrations");
         shared.set_ignore_missing(true);
         shared
             .run(&writer)
             .await
-            .context("failed to apply the shared migrations")?;
+            .map_err(|source| crate::Error::Migration {
+                which: "shared",
+                source,
+            })?;
         let mut own = service_migrations;
         own.set_ignore_missing(true);
         own.run(&writer)
             .await
-            .context("failed to apply the service's migrations")?;
+            .map_err(|source| crate::Error::Migration {
+                which: "service's",
+                source,
+            })?;
         Ok(Db { writer, reader })
     }
 

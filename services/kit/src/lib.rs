@@ -11,12 +11,14 @@
 //! - [`service`]: starting and stopping a service;
 //! - [`client`]: calling another service;
 //! - [`identity`] and [`access`]: one identity scheme for every server (bearer tokens with
-//!   a subject and a role), and the access rule of every endpoint.
+//!   a subject and a role), and the access rule of every endpoint;
+//! - [`Error`]: what the kit's fallible functions return.
 
 pub mod access;
 pub mod client;
 pub mod config;
 pub mod db;
+mod error;
 pub mod http;
 pub mod idempotency;
 pub mod identity;
@@ -24,7 +26,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod service;
 pub mod telemetry;
-pub mod testing;
 
+pub use error::Error;
 pub use http::{ApiError, ValidJson, ValidQuery};
 pub use service::{ServiceContext, ServiceHandle, ServiceSpec, shutdown_signal};

@@ -176,7 +176,7 @@ impl Relay {
     }
 
     /// Publishes one batch of pending rows; returns how many were published.
-    pub async fn publish_batch(&self) -> anyhow::Result<usize> {
+    pub async fn publish_batch(&self) -> Result<usize, crate::Error> {
         let rows = sqlx::query(
             "SELECT seq, topic, aggregate_id, payload FROM outbox
              WHERE published_at IS NULL ORDER BY seq LIMIT ?",

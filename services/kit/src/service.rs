@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::Context;
 use shoplens_bus::EventBus;
 use shoplens_contract::Service;
 use sqlx::migrate::Migrator;
@@ -54,15 +53,16 @@ pub async fn start(
     config: &ServiceConfig,
     bus: Arc<dyn EventBus>,
     routes: impl FnOnce(ServiceContext) -> (Routes, Option<serde_json::Value>),
-) -> anyhow::Result<ServiceHandle> {
+) -> Result<ServiceHandle, crate::Error> {
     let name = spec.service.as_str();
     config
         .auth
         .check_exposure(config.listen)
-        .map_err(|e| anyhow::anyhow!("the {name} service refuses to start: {e}"))?;
-    let db = Db::open(&config.database_url, spec.migrations)
-        .await
-        .with_context(|| format!("failed to open the {name} service's database"))?;
+        .map_err(|reason| crate::Error::Exposure {
+            service: name.to_owned(),
+            reason,
+        })?;
+    let db = Db::open(&config.database_url, spec.migrations).await?;
     let topic = if config.topic.is_empty() {
         spec.service.default_topic()
     } else {
@@ -89,7 +89,11 @@ pub async fn start(
     );
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .with_context(|| format!("failed to bind the {name} service to {}", config.listen))?;
+        .map_err(|source| crate::Error::Bind {
+            service: name.to_owned(),
+            addr: config.listen,
+            source,
+        })?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
     let mut tasks = Vec::new();

@@ -159,7 +159,7 @@ pub async fn start(
     config: &ServiceConfig,
     upstreams: &Upstreams,
     bus: Arc<dyn EventBus>,
-) -> anyhow::Result<ServiceHandle> {
+) -> Result<ServiceHandle, shoplens_kit::Error> {
     let spec = ServiceSpec {
         service: Service::Order,
         migrations: sqlx::migrate!("./migrations"),

@@ -4,7 +4,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use shoplens_contract::{DomainEvent, Envelope, OrderStatus};
 use shoplens_kit::ServiceHandle;
-use shoplens_kit::testing::TestEnv;
+use shoplens_test_support::services::TestEnv;
 
 struct Shop {
     env: TestEnv,
@@ -30,7 +30,8 @@ async fn spawn_shop() -> Shop {
     let order = order_service::start(&env.service_config("order"), &upstreams, env.bus())
         .await
         .unwrap();
-    let http = shoplens_kit::testing::authorized_client(&env.service_config("order").auth);
+    let http =
+        shoplens_test_support::services::authorized_client(&env.service_config("order").auth);
     Shop {
         env,
         http,

@@ -132,7 +132,7 @@ struct ApiDoc;
 pub async fn start(
     config: &ServiceConfig,
     bus: Arc<dyn EventBus>,
-) -> anyhow::Result<ServiceHandle> {
+) -> Result<ServiceHandle, shoplens_kit::Error> {
     let spec = ServiceSpec {
         service: Service::Payment,
         migrations: sqlx::migrate!("./migrations"),

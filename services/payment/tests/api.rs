@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use shoplens_contract::{DomainEvent, Envelope};
-use shoplens_kit::testing::TestService;
+use shoplens_test_support::services::TestService;
 
 struct App(TestService);
 

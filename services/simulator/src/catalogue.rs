@@ -1,7 +1,6 @@
 //! The seeded catalogue: customers and products, each drawn from `(seed, item number)`, and
 //! their idempotent creation.
 
-use anyhow::Context;
 use futures::{StreamExt, TryStreamExt};
 use rand::Rng;
 use rand::seq::IndexedRandom;
@@ -10,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::client::{Http, Retry};
 use crate::plan::{Stream, rng_for};
-use crate::{Catalogue, ShopUrls, SimConfig};
+use crate::{Catalogue, ShopUrls, SimConfig, SimError};
 
 /// Creates in flight at once while seeding.
 const SEED_CONCURRENCY: usize = 8;
@@ -215,7 +214,7 @@ struct Created {
 /// Creates the customers and products (idempotently: uses Idempotency-Key headers derived
 /// from the seed so re-running with the same seed against the same services creates nothing
 /// new and returns the same ids).
-pub async fn seed_catalogue(urls: &ShopUrls, config: &SimConfig) -> anyhow::Result<Catalogue> {
+pub async fn seed_catalogue(urls: &ShopUrls, config: &SimConfig) -> Result<Catalogue, SimError> {
     let http = Http::new(&urls.token)?;
     let seed = config.seed;
     let customers_url = format!("{}/api/v1/customers", urls.customer.trim_end_matches('/'));
@@ -228,8 +227,11 @@ pub async fn seed_catalogue(urls: &ShopUrls, config: &SimConfig) -> anyhow::Resu
                 let created: Created = http
                     .post(url, Some(&key), &customer_for(seed, i), Retry::Safe)
                     .await
-                    .with_context(|| format!("failed to create customer {i}"))?;
-                anyhow::Ok(created.id)
+                    .map_err(|source| SimError::Seed {
+                        what: format!("customer {i}"),
+                        source,
+                    })?;
+                Ok::<_, SimError>(created.id)
             }
         })
         .buffered(SEED_CONCURRENCY)
@@ -243,8 +245,11 @@ pub async fn seed_catalogue(urls: &ShopUrls, config: &SimConfig) -> anyhow::Resu
                 let created: Created = http
                     .post(url, Some(&key), &product_for(seed, i), Retry::Safe)
                     .await
-                    .with_context(|| format!("failed to create product {i}"))?;
-                anyhow::Ok(created.id)
+                    .map_err(|source| SimError::Seed {
+                        what: format!("product {i}"),
+                        source,
+                    })?;
+                Ok::<_, SimError>(created.id)
             }
         })
         .buffered(SEED_CONCURRENCY)

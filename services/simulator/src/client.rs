@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -14,7 +13,7 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A failed call, with enough context to log.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum CallError {
+pub enum CallError {
     #[error("{method} {url}: {source}")]
     Transport {
         method: &'static str,
@@ -63,12 +62,12 @@ pub(crate) struct Http {
 
 impl Http {
     /// A client whose calls carry `token` (`Authorization: Bearer`; none when empty).
-    pub(crate) fn new(token: &str) -> anyhow::Result<Http> {
+    pub(crate) fn new(token: &str) -> Result<Http, crate::SimError> {
         let mut headers = reqwest::header::HeaderMap::new();
         if !token.is_empty() {
             let mut value: reqwest::header::HeaderValue = format!("Bearer {token}")
                 .parse()
-                .context("the token is not a valid header value")?;
+                .map_err(|_| crate::SimError::Token)?;
             value.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
@@ -78,7 +77,7 @@ impl Http {
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true)
             .build()
-            .context("failed to build the HTTP client")?;
+            .map_err(crate::SimError::Client)?;
         Ok(Http { client })
     }
 

@@ -28,9 +28,27 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use catalogue::{NewCustomer, NewProduct, customer_for, product_for, seed_catalogue};
+pub use client::CallError;
 pub use pace::Pacer;
 pub use plan::{FinalStatus, OrderPlan, PlannedLine, Planner};
 pub use zipf::ZipfPicker;
+
+/// What the simulator's public functions fail with: a configuration or catalogue that makes
+/// no sense, or a seeding call the services refused. (A failed call during a run abandons its
+/// order and is counted, not returned.)
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("invalid simulator configuration: {0}")]
+    InvalidConfig(String),
+    #[error("the catalogue needs at least one customer and one product")]
+    EmptyCatalogue,
+    #[error("the token is not a valid header value")]
+    Token,
+    #[error("failed to build the HTTP client: {0}")]
+    Client(reqwest::Error),
+    #[error("failed to create {what}: {source}")]
+    Seed { what: String, source: CallError },
+}
 
 /// Base URLs of the five services, like `http://127.0.0.1:8081` (no trailing path), and the
 /// bearer token the simulator's calls carry (the services answer only tokens of role
@@ -139,23 +157,27 @@ impl SimConfig {
     }
 
     /// Rejects values that make no sense (negative rates, a share outside 0..=1, ...).
-    pub fn validate(&self) -> anyhow::Result<()> {
+    pub fn validate(&self) -> Result<(), SimError> {
+        let invalid = |reason: String| Err(SimError::InvalidConfig(reason));
         let finite_non_negative = |name: &str, v: f64| {
-            anyhow::ensure!(
-                v.is_finite() && v >= 0.0,
-                "{name} must be a finite number >= 0, not {v}"
-            );
-            Ok(())
+            if v.is_finite() && v >= 0.0 {
+                Ok(())
+            } else {
+                invalid(format!("{name} must be a finite number >= 0, not {v}"))
+            }
         };
         finite_non_negative("rate_per_sec", self.rate_per_sec)?;
         finite_non_negative("zipf_exponent", self.zipf_exponent)?;
         finite_non_negative("festival.rate_multiplier", self.festival.rate_multiplier)?;
-        anyhow::ensure!(
-            (0.0..=1.0).contains(&self.festival.hot_share),
-            "festival.hot_share must be between 0 and 1, not {}",
-            self.festival.hot_share
-        );
-        anyhow::ensure!(self.concurrency >= 1, "concurrency must be at least 1");
+        if !(0.0..=1.0).contains(&self.festival.hot_share) {
+            return invalid(format!(
+                "festival.hot_share must be between 0 and 1, not {}",
+                self.festival.hot_share
+            ));
+        }
+        if self.concurrency < 1 {
+            return invalid("concurrency must be at least 1".into());
+        }
         Ok(())
     }
 }
@@ -223,12 +245,11 @@ pub async fn run(
     config: &SimConfig,
     catalogue: &Catalogue,
     shutdown: CancellationToken,
-) -> anyhow::Result<SimReport> {
+) -> Result<SimReport, SimError> {
     config.validate()?;
-    anyhow::ensure!(
-        !catalogue.customers.is_empty() && !catalogue.products.is_empty(),
-        "the catalogue needs at least one customer and one product"
-    );
+    if catalogue.customers.is_empty() || catalogue.products.is_empty() {
+        return Err(SimError::EmptyCatalogue);
+    }
     let planner = Arc::new(Planner::new(
         config,
         catalogue.customers.len(),
@@ -266,7 +287,11 @@ pub async fn run(
         let permit = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            permit = semaphore.clone().acquire_owned() => permit?,
+            // The semaphore is never closed.
+            permit = semaphore.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
         };
         while let Some(done) = tasks.try_join_next() {
             collect(done, config.orders.is_some(), &mut ids, &mut report);

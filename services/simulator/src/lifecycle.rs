@@ -69,7 +69,7 @@ impl Driver {
         config: &SimConfig,
         catalogue: Catalogue,
         shutdown: CancellationToken,
-    ) -> anyhow::Result<Driver> {
+    ) -> Result<Driver, crate::SimError> {
         let base = |url: &str| url.trim_end_matches('/').to_owned();
         Ok(Driver {
             http: Http::new(&urls.token)?,

@@ -8,7 +8,7 @@ use shop_simulator::{
     Catalogue, FestivalConfig, FinalStatus, OrderPlan, Planner, ShopUrls, SimConfig, SimReport,
 };
 use shoplens_kit::ServiceHandle;
-use shoplens_kit::testing::TestEnv;
+use shoplens_test_support::services::TestEnv;
 use tokio_util::sync::CancellationToken;
 
 struct Shop {
@@ -52,7 +52,7 @@ async fn spawn_shop() -> Shop {
     Shop {
         env,
         urls,
-        http: shoplens_kit::testing::authorized_client(&auth),
+        http: shoplens_test_support::services::authorized_client(&auth),
         _services: vec![customer, product, order, payment, shipping],
     }
 }
@@ -471,7 +471,7 @@ async fn orders_start_at_the_configured_rate_and_faster_during_the_festival() {
         .unwrap();
     // 12 orders at 40/s: the last starts 11/40 s = 275 ms in; without the festival it would
     // be 2.75 s. (The upper bound uses the orders' own timestamps, which a busy test machine
-    // delays far less than whole lifecycles.)
+    // delays far less than whole lifecycles; it stays well below the 2.75 s of the base rate.)
     let elapsed = started.elapsed();
     assert!(elapsed >= Duration::from_millis(275), "{elapsed:?}");
     assert_eq!(report.orders_placed, 12);
@@ -483,7 +483,7 @@ async fn orders_start_at_the_configured_rate_and_faster_during_the_festival() {
         .collect();
     let span = (created[11] - created[0]).to_std().unwrap();
     assert!(span >= Duration::from_millis(200), "{span:?}");
-    assert!(span < Duration::from_millis(1_500), "{span:?}");
+    assert!(span < Duration::from_millis(2_200), "{span:?}");
     let hot: HashSet<usize> = Planner::new(&base, 20, 15)
         .hot_products()
         .iter()

@@ -12,8 +12,8 @@ use serde_json::Value;
 use shoplens_bus::{EmbeddedLog, EmbeddedLogConfig, EventSource};
 use shoplens_contract::Envelope;
 
-use crate::ServiceHandle;
-use crate::config::ServiceConfig;
+use shoplens_kit::ServiceHandle;
+use shoplens_kit::config::ServiceConfig;
 
 /// A scratch directory holding an embedded log and service databases; removed on drop.
 pub struct TestEnv {
@@ -43,7 +43,7 @@ impl TestEnv {
                 "sqlite://{}",
                 self.dir.path().join(format!("{name}.db")).display()
             ),
-            relay: crate::config::RelayConfig {
+            relay: shoplens_kit::config::RelayConfig {
                 poll_interval_ms: 20,
                 ..Default::default()
             },
@@ -86,8 +86,8 @@ impl Default for TestEnv {
 
 /// A client whose requests carry a service token signed with `auth`'s key (what another
 /// ShopLens server sends).
-pub fn authorized_client(auth: &crate::identity::AuthConfig) -> reqwest::Client {
-    let token = crate::identity::ServiceToken::new(auth, "test");
+pub fn authorized_client(auth: &shoplens_kit::identity::AuthConfig) -> reqwest::Client {
+    let token = shoplens_kit::identity::ServiceToken::new(auth, "test");
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(
         reqwest::header::AUTHORIZATION,
@@ -117,7 +117,7 @@ impl TestService {
     pub async fn start<F, Fut>(name: &str, start: F) -> TestService
     where
         F: FnOnce(ServiceConfig, Arc<dyn shoplens_bus::EventBus>) -> Fut,
-        Fut: Future<Output = anyhow::Result<ServiceHandle>>,
+        Fut: Future<Output = Result<ServiceHandle, shoplens_kit::Error>>,
     {
         let env = TestEnv::new();
         let config = env.service_config(name);
@@ -157,7 +157,7 @@ impl TestService {
             .header("content-type", "application/json")
             .body(body.to_owned());
         if let Some(key) = key {
-            req = req.header(crate::idempotency::HEADER, key);
+            req = req.header(shoplens_kit::idempotency::HEADER, key);
         }
         self.send(req).await
     }
