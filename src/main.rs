@@ -219,7 +219,9 @@ async fn run() -> anyhow::Result<()> {
                 };
                 let settle = std::time::Duration::from_secs(settle_secs);
                 let token = config.auth.issue(&operator());
-                fetch_settled(&url, &token, from.as_deref(), to.as_deref(), settle).await
+                fetch_settled(&url, &token, from.as_deref(), to.as_deref(), settle)
+                    .await
+                    .map_err(anyhow::Error::from)
             }
             .await;
             let code = match result {

@@ -18,14 +18,15 @@ use shoplens_kit::http::{ApiError, ValidQuery};
 use shoplens_kit::identity::{AuthConfig, Identity, Role};
 use shoplens_readmodel::freshness::FreshnessReport;
 
+use crate::AnalyticsError;
 use crate::audit::Audit;
 use crate::dashboard::{self, BadParam, Dashboard, DateRange};
-use crate::engine::{Engine, Pii, QueryError};
+use crate::engine::{Engine, Pii};
 use crate::export::{self, ExportFormat, REPORTS};
 use crate::isolation::{Executor, Job, Output, SessionKind};
 use crate::metrics::AnalyticsMetrics;
 use crate::read_model::Table;
-use crate::reconcile::{ReconcileError, ReconcileReport, Reconciler};
+use crate::reconcile::{ReconcileReport, Reconciler};
 use crate::users::Users;
 
 #[derive(Clone)]
@@ -175,7 +176,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 
 /// A query error as the API's JSON error, naming `field` where the caller's input is at
 /// fault.
-pub fn api_error(field: &str, e: QueryError) -> ApiError {
+pub fn api_error(field: &str, e: AnalyticsError) -> ApiError {
     use crate::guard::GuardError;
     let bad = |code: &'static str, message: String| ApiError::BadRequest {
         code,
@@ -184,20 +185,38 @@ pub fn api_error(field: &str, e: QueryError) -> ApiError {
     };
     let unavailable = |code: &'static str, message: String| ApiError::Unavailable { code, message };
     match e {
-        QueryError::Forbidden(m) => bad("forbidden_statement", m),
-        QueryError::Invalid { message, .. } => bad("invalid_sql", message),
-        QueryError::Limit(g @ GuardError::TooManyRows(_)) => bad("too_many_rows", g.to_string()),
-        QueryError::Limit(g @ GuardError::Timeout(_)) => {
+        AnalyticsError::Forbidden(m) => bad("forbidden_statement", m),
+        AnalyticsError::Invalid { message, .. } => bad("invalid_sql", message),
+        AnalyticsError::Limit(g @ GuardError::TooManyRows(_)) => {
+            bad("too_many_rows", g.to_string())
+        }
+        AnalyticsError::Limit(g @ GuardError::Timeout(_)) => {
             unavailable("query_timeout", g.to_string())
         }
-        QueryError::Limit(g @ GuardError::CpuTime(_)) => {
+        AnalyticsError::Limit(g @ GuardError::CpuTime(_)) => {
             unavailable("query_cpu_limit", g.to_string())
         }
-        QueryError::Memory(m) => bad("memory_limit", format!("query needs too much memory: {m}")),
-        QueryError::Busy(m) => unavailable("too_busy", m),
-        QueryError::ReadModel(e) => unavailable("read_model_unavailable", e.to_string()),
-        e @ QueryError::Unavailable(_) => unavailable("query_workers_unavailable", e.to_string()),
-        QueryError::Internal(m) => ApiError::Internal(anyhow::anyhow!(m)),
+        AnalyticsError::Memory(m) => {
+            bad("memory_limit", format!("query needs too much memory: {m}"))
+        }
+        AnalyticsError::Busy(m) => unavailable("too_busy", m),
+        AnalyticsError::ReadModel(e) => unavailable("read_model_unavailable", e.to_string()),
+        e @ AnalyticsError::Unavailable(_) => {
+            unavailable("query_workers_unavailable", e.to_string())
+        }
+        e @ AnalyticsError::SourceOfTruth(_) => {
+            unavailable("source_of_truth_unavailable", e.to_string())
+        }
+        e @ AnalyticsError::ReconcileNotConfigured => {
+            unavailable("reconcile_not_configured", e.to_string())
+        }
+        AnalyticsError::Usage(m) => bad("invalid", m),
+        AnalyticsError::Internal(m) => ApiError::Internal(anyhow::anyhow!(m)),
+        // A server's start-up and a command's own failures never reach an HTTP answer.
+        e @ (AnalyticsError::Output(_)
+        | AnalyticsError::Remote(_)
+        | AnalyticsError::Listen { .. }
+        | AnalyticsError::Refused(_)) => ApiError::Internal(anyhow::anyhow!(e.to_string())),
     }
 }
 
@@ -338,7 +357,7 @@ async fn reconcile(
     observe(&state, "reconcile", async {
         let reconciler = state.reconciler.as_ref().ok_or(ApiError::Unavailable {
             code: "reconcile_not_configured",
-            message: ReconcileError::NotConfigured.to_string(),
+            message: AnalyticsError::ReconcileNotConfigured.to_string(),
         })?;
         let today = chrono::Utc::now().date_naive();
         let range =
@@ -346,17 +365,7 @@ async fn reconcile(
         let report = reconciler
             .reconcile(state.engine(), range)
             .await
-            .map_err(|e| match e {
-                ReconcileError::ReadModel(e) => api_error("query", e),
-                e @ ReconcileError::SourceOfTruth(_) => ApiError::Unavailable {
-                    code: "source_of_truth_unavailable",
-                    message: e.to_string(),
-                },
-                e @ ReconcileError::NotConfigured => ApiError::Unavailable {
-                    code: "reconcile_not_configured",
-                    message: e.to_string(),
-                },
-            })?;
+            .map_err(|e| api_error("query", e))?;
         if !report.matches {
             tracing::warn!(
                 from = %report.from,
@@ -488,7 +497,7 @@ fn sql_text(headers: &HeaderMap, body: &Bytes) -> Result<String, ApiError> {
 fn audited(
     answer: crate::isolation::ByteStream,
     audit: Audit,
-) -> impl futures::Stream<Item = Result<Bytes, QueryError>> + Send {
+) -> impl futures::Stream<Item = Result<Bytes, AnalyticsError>> + Send {
     futures::stream::unfold(
         (answer, Some(audit)),
         |(mut answer, mut audit): (crate::isolation::ByteStream, Option<Audit>)| async move {

@@ -12,8 +12,9 @@ use std::path::PathBuf;
 use chrono::NaiveDate;
 use shoplens_readmodel::config::ReadModelConfig;
 
+use crate::AnalyticsError;
 use crate::dashboard::{BadParam, DateRange};
-use crate::engine::{Engine, QueryConfig, QueryError};
+use crate::engine::{Engine, QueryConfig};
 use crate::export::{self, ExportFormat};
 
 /// What the export command was asked to do (the flags of both binaries).
@@ -54,37 +55,21 @@ pub enum ExitCode {
     Usage = 2,
 }
 
-/// Why an export failed, and its exit code.
-#[derive(Debug, thiserror::Error)]
-pub enum ExportError {
-    #[error("{0}")]
-    Usage(String),
-    #[error("{0}")]
-    Failed(String),
+impl From<BadParam> for AnalyticsError {
+    fn from(e: BadParam) -> Self {
+        AnalyticsError::Usage(format!("--{}: {}", e.field, e.message))
+    }
 }
 
-impl ExportError {
+impl AnalyticsError {
+    /// The export command's exit code for this error: bad arguments or SQL are the
+    /// caller's to fix (usage), anything else a failure.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            ExportError::Usage(_) => ExitCode::Usage,
-            ExportError::Failed(_) => ExitCode::Failed,
-        }
-    }
-}
-
-impl From<BadParam> for ExportError {
-    fn from(e: BadParam) -> Self {
-        ExportError::Usage(format!("--{}: {}", e.field, e.message))
-    }
-}
-
-impl From<QueryError> for ExportError {
-    fn from(e: QueryError) -> Self {
-        match e {
-            QueryError::Forbidden(_) | QueryError::Invalid { .. } => {
-                ExportError::Usage(e.to_string())
-            }
-            _ => ExportError::Failed(e.to_string()),
+            AnalyticsError::Usage(_)
+            | AnalyticsError::Forbidden(_)
+            | AnalyticsError::Invalid { .. } => ExitCode::Usage,
+            _ => ExitCode::Failed,
         }
     }
 }
@@ -126,11 +111,11 @@ pub async fn export(
     engine: &Engine,
     args: &ExportArgs,
     progress: &mut (dyn Write + Send),
-) -> Result<u64, ExportError> {
+) -> Result<u64, AnalyticsError> {
     let output = args
         .output
         .clone()
-        .ok_or_else(|| ExportError::Usage("--output is required".into()))?;
+        .ok_or_else(|| AnalyticsError::Usage("--output is required".into()))?;
     let format = match args.format.as_deref() {
         Some(f) => ExportFormat::parse("format", f)?,
         None if output.extension().is_some_and(|e| e == "parquet") => ExportFormat::Parquet,
@@ -150,16 +135,17 @@ pub async fn export(
             )
         }
         (None, Some(sql)) => (sql.clone(), "query".to_owned()),
-        _ => return Err(ExportError::Usage("give --report or --sql".into())),
+        _ => return Err(AnalyticsError::Usage("give --report or --sql".into())),
     };
     // Planning first: a bad query fails before any file is created.
     // The operator who runs it reads the read model's files anyway.
     let stream = engine.export(crate::privacy::Pii::Visible, &sql).await?;
     let file_name = output.file_name().ok_or_else(|| {
-        ExportError::Usage(format!("--output {} is not a file", output.display()))
+        AnalyticsError::Usage(format!("--output {} is not a file", output.display()))
     })?;
     let tmp = output.with_file_name(format!(".{}.partial", file_name.to_string_lossy()));
-    let failed = |e: &dyn std::fmt::Display| ExportError::Failed(format!("{}: {e}", tmp.display()));
+    let failed =
+        |e: &dyn std::fmt::Display| AnalyticsError::Output(format!("{}: {e}", tmp.display()));
     let file = std::fs::File::create(&tmp).map_err(|e| failed(&e))?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
     let mut bar = Progress::new(progress, label);
@@ -168,7 +154,7 @@ pub async fn export(
         Ok(rows) => rows,
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
-            return Err(ExportError::Failed(e.to_string()));
+            return Err(e);
         }
     };
     drop(out);

@@ -22,7 +22,8 @@ pub use shoplens_contract::sales::{
 use shoplens_contract::sales::{Sums, trend_rows};
 use shoplens_readmodel::freshness::FreshnessReport;
 
-use crate::engine::{Engine, Pii, QueryError};
+use crate::AnalyticsError;
+use crate::engine::{Engine, Pii};
 
 /// Checks a trend `period` (`month`, the default, or `year`).
 pub fn parse_period(period: Option<&str>) -> Result<Period, BadParam> {
@@ -84,7 +85,7 @@ impl Dashboard {
         pii: Pii,
         freshness: FreshnessReport,
         range: DateRange,
-    ) -> Result<Answer<DailyRow>, QueryError> {
+    ) -> Result<Answer<DailyRow>, AnalyticsError> {
         let sql = format!(
             "SELECT day, orders_placed, orders_paid, items_sold, revenue FROM daily_sales \
              WHERE {} ORDER BY day",
@@ -134,7 +135,7 @@ impl Dashboard {
         range: DateRange,
         limit: usize,
         category: Option<&str>,
-    ) -> Result<Answer<ProductRow>, QueryError> {
+    ) -> Result<Answer<ProductRow>, AnalyticsError> {
         // Rank on the aggregate table alone and join the names of the top `limit` only
         // (the dimension join is the expensive part); a category filter needs the join
         // first.
@@ -185,7 +186,7 @@ impl Dashboard {
         freshness: FreshnessReport,
         range: DateRange,
         limit: usize,
-    ) -> Result<Answer<CustomerRow>, QueryError> {
+    ) -> Result<Answer<CustomerRow>, AnalyticsError> {
         // Rank on the aggregate table alone, then join the names of the top `limit` only.
         let sql = format!(
             "WITH top AS (SELECT customer_id, SUM(orders_paid) AS orders_paid, \
@@ -223,7 +224,7 @@ impl Dashboard {
         freshness: FreshnessReport,
         range: DateRange,
         period: Period,
-    ) -> Result<Answer<TrendRow>, QueryError> {
+    ) -> Result<Answer<TrendRow>, AnalyticsError> {
         let (first, last) = (period.start(range.from), period.start(range.to));
         let before = period.previous(first);
         let sql = match period {

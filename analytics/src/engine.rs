@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use arrow_array::RecordBatch;
 use datafusion::common::ParamValues;
-use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
@@ -27,10 +26,11 @@ use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use shoplens_readmodel::freshness::FreshnessReport;
 
-use crate::guard::{GuardError, GuardRule, QueryLimits};
+use crate::AnalyticsError;
+use crate::guard::{GuardRule, QueryLimits};
 pub use crate::isolation::protocol::SessionKind;
 pub use crate::privacy::Pii;
-use crate::read_model::{ReadModel, ReadModelError, Table};
+use crate::read_model::{ReadModel, Table};
 
 /// The catalog and schema every table is in (the Postgres database is named after it).
 pub const CATALOG: &str = "shoplens";
@@ -103,7 +103,13 @@ pub struct WorkersConfig {
     /// CPU seconds an export may use.
     pub export_cpu_seconds: u64,
     /// Scheduling priority of the workers (`nice`, 0-19): the shop's threads come first.
+    /// Applies when `idle_class` is off or the kernel refuses it.
     pub nice: i32,
+    /// Run the workers in the kernel's idle scheduling class (`SCHED_IDLE`): they get a CPU
+    /// only when no other thread wants it, and a thread of the shop that wakes up preempts
+    /// them at once. When the shop keeps every core busy, queries wait (up to their
+    /// deadline) rather than the shop.
+    pub idle_class: bool,
     /// Queries running at once, over all users.
     pub max_concurrent: usize,
     /// Queries running at once for one user.
@@ -127,97 +133,12 @@ impl Default for WorkersConfig {
             cpu_seconds: 30,
             export_cpu_seconds: 3600,
             nice: 10,
+            idle_class: true,
             max_concurrent: 4,
             max_concurrent_per_user: 2,
             max_queued: 32,
             queue_timeout_ms: 10_000,
             start_timeout_ms: 30_000,
-        }
-    }
-}
-
-/// Why a query did not answer.
-#[derive(Debug, thiserror::Error)]
-pub enum QueryError {
-    /// Not one read-only `SELECT` (or a statement a session may run).
-    #[error("{0}")]
-    Forbidden(String),
-    /// The SQL does not parse or does not plan (unknown table or column, bad types), or
-    /// evaluating it failed (division by zero, a bad cast); `sqlstate` is the Postgres
-    /// code for it.
-    #[error("{message}")]
-    Invalid { message: String, sqlstate: String },
-    #[error(transparent)]
-    Limit(GuardError),
-    /// The query needed more memory than it may use.
-    #[error("query needs more memory than allowed: {0}")]
-    Memory(String),
-    /// Too many queries are running or waiting; try again later.
-    #[error("{0}")]
-    Busy(String),
-    #[error(transparent)]
-    ReadModel(#[from] ReadModelError),
-    /// No query worker could be started.
-    #[error("query workers unavailable: {0}")]
-    Unavailable(String),
-    #[error("query failed: {0}")]
-    Internal(String),
-}
-
-impl QueryError {
-    /// Bad input with the generic SQLSTATE (22000, data exception).
-    pub fn invalid(message: impl Into<String>) -> QueryError {
-        QueryError::Invalid {
-            message: message.into(),
-            sqlstate: "22000".into(),
-        }
-    }
-
-    /// The Postgres SQLSTATE of this error.
-    pub fn sqlstate(&self) -> &str {
-        match self {
-            QueryError::Forbidden(_) => "25006",
-            QueryError::Invalid { sqlstate, .. } => sqlstate,
-            QueryError::Limit(GuardError::TooManyRows(_)) => "54000",
-            QueryError::Limit(GuardError::Timeout(_) | GuardError::CpuTime(_)) => "57014",
-            QueryError::Memory(_) => "53200",
-            QueryError::Busy(_) => "53300",
-            QueryError::ReadModel(_) => "58000",
-            QueryError::Unavailable(_) => "58000",
-            QueryError::Internal(_) => "XX000",
-        }
-    }
-}
-
-impl From<DataFusionError> for QueryError {
-    fn from(e: DataFusionError) -> Self {
-        if let Some(g) = GuardError::find(&e) {
-            return QueryError::Limit(g.clone());
-        }
-        if let DataFusionError::External(inner) = e.find_root()
-            && let Some(rm) = inner.downcast_ref::<ReadModelError>()
-        {
-            return QueryError::ReadModel(rm.clone());
-        }
-        let invalid = |message: String, sqlstate: &str| QueryError::Invalid {
-            message,
-            sqlstate: sqlstate.to_owned(),
-        };
-        match e.find_root() {
-            DataFusionError::SQL(..) => invalid(e.strip_backtrace(), "42601"),
-            DataFusionError::SchemaError(..) => invalid(e.strip_backtrace(), "42703"),
-            DataFusionError::Plan(m) if m.contains("not found") && m.contains("table") => {
-                invalid(e.strip_backtrace(), "42P01")
-            }
-            DataFusionError::Plan(_) => invalid(e.strip_backtrace(), "42000"),
-            DataFusionError::NotImplemented(_) => invalid(e.strip_backtrace(), "0A000"),
-            DataFusionError::ResourcesExhausted(m) => QueryError::Memory(m.clone()),
-            // Errors evaluating the user's expressions (division by zero, bad casts).
-            DataFusionError::Execution(m) if !m.trim().is_empty() => invalid(m.clone(), "22000"),
-            // The second field is context (a backtrace), not the message.
-            DataFusionError::ArrowError(a, _) => invalid(a.to_string(), "22000"),
-            DataFusionError::Execution(_) => invalid(e.strip_backtrace(), "22000"),
-            _ => QueryError::Internal(e.strip_backtrace()),
         }
     }
 }
@@ -251,7 +172,7 @@ impl Engine {
     pub async fn new(
         read_model: Arc<dyn ReadModel>,
         config: &QueryConfig,
-    ) -> Result<Engine, QueryError> {
+    ) -> Result<Engine, AnalyticsError> {
         let mib = 1024 * 1024;
         let interactive = Limits {
             query: QueryLimits {
@@ -323,7 +244,7 @@ impl Engine {
     }
 
     /// How fresh the live read model is now.
-    pub async fn freshness(&self) -> Result<FreshnessReport, QueryError> {
+    pub async fn freshness(&self) -> Result<FreshnessReport, AnalyticsError> {
         let (generation, f) = self.read_model.freshness().await?;
         Ok(FreshnessReport::new(
             generation,
@@ -352,13 +273,13 @@ impl Engine {
         pii: Pii,
         sql: &str,
         params: Option<ParamValues>,
-    ) -> Result<SendableRecordBatchStream, QueryError> {
+    ) -> Result<SendableRecordBatchStream, AnalyticsError> {
         run(&self.context(session, pii), sql, params).await
     }
 
     /// Runs one read-only query in the interactive session, personal data as `pii` says,
     /// and collects its rows.
-    pub async fn collect(&self, pii: Pii, sql: &str) -> Result<Vec<RecordBatch>, QueryError> {
+    pub async fn collect(&self, pii: Pii, sql: &str) -> Result<Vec<RecordBatch>, AnalyticsError> {
         Ok(self
             .run_in(SessionKind::Interactive, pii, sql, None)
             .await?
@@ -372,7 +293,7 @@ impl Engine {
         &self,
         pii: Pii,
         sql: &str,
-    ) -> Result<SendableRecordBatchStream, QueryError> {
+    ) -> Result<SendableRecordBatchStream, AnalyticsError> {
         self.run_in(SessionKind::Export, pii, sql, None).await
     }
 }
@@ -381,7 +302,7 @@ async fn run(
     ctx: &SessionContext,
     sql: &str,
     params: Option<ParamValues>,
-) -> Result<SendableRecordBatchStream, QueryError> {
+) -> Result<SendableRecordBatchStream, AnalyticsError> {
     let statement = parse_read_only(sql)?;
     let state = ctx.state();
     let mut plan = state.statement_to_plan(statement).await?;
@@ -391,7 +312,7 @@ async fn run(
             LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(_)) => "SELECT INTO",
             _ => "a statement that writes",
         };
-        QueryError::Forbidden(format!(
+        AnalyticsError::Forbidden(format!(
             "cannot execute {what}: the ShopLens analytics endpoint is read-only ({})",
             e.strip_backtrace()
         ))
@@ -412,18 +333,18 @@ pub fn read_only_options() -> SQLOptions {
 }
 
 /// Parses `sql` as exactly one read-only query (`SELECT`, `WITH`, `VALUES`, `EXPLAIN`).
-pub fn parse_read_only(sql: &str) -> Result<DfStatement, QueryError> {
+pub fn parse_read_only(sql: &str) -> Result<DfStatement, AnalyticsError> {
     let mut statements =
         DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {}).map_err(|e| {
-            QueryError::Invalid {
+            AnalyticsError::Invalid {
                 message: e.to_string(),
                 sqlstate: "42601".into(),
             }
         })?;
     let statement = match (statements.pop_front(), statements.is_empty()) {
-        (None, _) => return Err(QueryError::invalid("no SQL statement given")),
+        (None, _) => return Err(AnalyticsError::invalid("no SQL statement given")),
         (Some(_), false) => {
-            return Err(QueryError::invalid(
+            return Err(AnalyticsError::invalid(
                 "exactly one statement per request, please",
             ));
         }
@@ -440,8 +361,8 @@ pub fn parse_read_only(sql: &str) -> Result<DfStatement, QueryError> {
     Ok(statement)
 }
 
-fn forbidden() -> QueryError {
-    QueryError::Forbidden(
+fn forbidden() -> AnalyticsError {
+    AnalyticsError::Forbidden(
         "only read-only queries (SELECT, WITH, VALUES, EXPLAIN) are allowed; \
          the analytics SQL endpoint cannot write, create, copy or read files"
             .into(),
@@ -451,7 +372,7 @@ fn forbidden() -> QueryError {
 /// Ok for a plain query that is not nested too deeply and hides no statement (`WITH t AS
 /// (...) INSERT ...` parses as a query whose body is an `INSERT`); the Postgres endpoint
 /// also lets session statements through.
-pub fn check_query_statement(s: &Statement) -> Result<(), QueryError> {
+pub fn check_query_statement(s: &Statement) -> Result<(), AnalyticsError> {
     match s {
         Statement::Query(_) => match walk(s) {
             Walk::Ok => Ok(()),
@@ -469,15 +390,15 @@ pub fn check_query_statement(s: &Statement) -> Result<(), QueryError> {
 pub const MAX_NESTING: usize = 256;
 
 /// Refuses a statement whose expressions or subqueries nest deeper than [`MAX_NESTING`].
-pub fn check_nesting(s: &Statement) -> Result<(), QueryError> {
+pub fn check_nesting(s: &Statement) -> Result<(), AnalyticsError> {
     match walk(s) {
         Walk::TooDeep => Err(too_deep()),
         _ => Ok(()),
     }
 }
 
-fn too_deep() -> QueryError {
-    QueryError::Invalid {
+fn too_deep() -> AnalyticsError {
+    AnalyticsError::Invalid {
         message: format!(
             "the query nests expressions or subqueries more than {MAX_NESTING} levels deep"
         ),
@@ -555,7 +476,10 @@ struct Limits {
 
 /// A runtime whose memory pool holds `memory_bytes`; `spill_quota` (bytes) lets its queries
 /// spill to disk, up to that.
-fn runtime(memory_bytes: usize, spill_quota: Option<u64>) -> Result<Arc<RuntimeEnv>, QueryError> {
+fn runtime(
+    memory_bytes: usize,
+    spill_quota: Option<u64>,
+) -> Result<Arc<RuntimeEnv>, AnalyticsError> {
     let disk = match spill_quota {
         Some(quota) => DiskManagerBuilder::default()
             .with_mode(DiskManagerMode::OsTmpDirectory)
@@ -573,7 +497,7 @@ async fn session(
     read_model: &Arc<dyn ReadModel>,
     limits: &Limits,
     pii: Pii,
-) -> Result<Arc<SessionContext>, QueryError> {
+) -> Result<Arc<SessionContext>, AnalyticsError> {
     let config = SessionConfig::new()
         .with_default_catalog_and_schema(CATALOG, SCHEMA)
         .with_create_default_catalog_and_schema(true)
@@ -660,21 +584,21 @@ mod tests {
             "WITH t AS (SELECT 1) DELETE FROM orders",
         ] {
             assert!(
-                matches!(parse_read_only(bad), Err(QueryError::Forbidden(_))),
+                matches!(parse_read_only(bad), Err(AnalyticsError::Forbidden(_))),
                 "{bad} was not refused"
             );
         }
         assert!(matches!(
             parse_read_only("SELECT 1; SELECT 2"),
-            Err(QueryError::Invalid { .. })
+            Err(AnalyticsError::Invalid { .. })
         ));
         assert!(matches!(
             parse_read_only(""),
-            Err(QueryError::Invalid { .. })
+            Err(AnalyticsError::Invalid { .. })
         ));
         assert!(matches!(
             parse_read_only("SELEC 1"),
-            Err(QueryError::Invalid { .. })
+            Err(AnalyticsError::Invalid { .. })
         ));
     }
 }

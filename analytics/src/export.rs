@@ -17,6 +17,7 @@ use parquet::file::properties::WriterProperties;
 use serde::Serialize;
 use shoplens_readmodel::freshness::FreshnessReport;
 
+use crate::AnalyticsError;
 use crate::dashboard::{BadParam, DateRange};
 pub use crate::isolation::protocol::Output;
 
@@ -258,7 +259,7 @@ enum EncoderKind {
 
 impl Encoder {
     /// A file of `format` (exports).
-    pub fn new(format: ExportFormat, schema: arrow_schema::SchemaRef) -> anyhow::Result<Encoder> {
+    pub fn new(format: ExportFormat, schema: arrow_schema::SchemaRef) -> crate::Result<Encoder> {
         Encoder::for_output(format.output(), schema, None)
     }
 
@@ -267,7 +268,7 @@ impl Encoder {
         output: Output,
         schema: arrow_schema::SchemaRef,
         freshness: Option<FreshnessReport>,
-    ) -> anyhow::Result<Encoder> {
+    ) -> crate::Result<Encoder> {
         let buffer = Buffer::default();
         let inner = match output {
             Output::Csv => EncoderKind::Csv(Box::new(
@@ -281,15 +282,13 @@ impl Encoder {
                     .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
                     .set_compression(Compression::ZSTD(ZstdLevel::default()))
                     .build();
-                EncoderKind::Parquet(Box::new(ArrowWriter::try_new(
-                    buffer.clone(),
-                    schema,
-                    Some(props),
-                )?))
+                EncoderKind::Parquet(Box::new(
+                    ArrowWriter::try_new(buffer.clone(), schema, Some(props)).map_err(encoding)?,
+                ))
             }
-            Output::Arrow => {
-                EncoderKind::Arrow(Box::new(StreamWriter::try_new(buffer.clone(), &schema)?))
-            }
+            Output::Arrow => EncoderKind::Arrow(Box::new(
+                StreamWriter::try_new(buffer.clone(), &schema).map_err(encoding)?,
+            )),
             Output::Json => EncoderKind::Json {
                 rows: Box::new(datafusion::arrow::json::ArrayWriter::new(buffer.clone())),
                 schema,
@@ -313,13 +312,13 @@ impl Encoder {
 
     /// Encodes one batch; returns the bytes ready so far (may be empty for Parquet until a
     /// row group is full, and is always empty for JSON).
-    pub fn write(&mut self, batch: &RecordBatch) -> anyhow::Result<Vec<u8>> {
+    pub fn write(&mut self, batch: &RecordBatch) -> crate::Result<Vec<u8>> {
         match &mut self.inner {
-            EncoderKind::Csv(w) => w.write(batch)?,
-            EncoderKind::Parquet(w) => w.write(batch)?,
-            EncoderKind::Arrow(w) => w.write(batch)?,
+            EncoderKind::Csv(w) => w.write(batch).map_err(encoding)?,
+            EncoderKind::Parquet(w) => w.write(batch).map_err(encoding)?,
+            EncoderKind::Arrow(w) => w.write(batch).map_err(encoding)?,
             EncoderKind::Json { rows, .. } => {
-                rows.write(batch)?;
+                rows.write(batch).map_err(encoding)?;
                 self.rows += batch.num_rows() as u64;
                 return Ok(Vec::new());
             }
@@ -329,19 +328,19 @@ impl Encoder {
     }
 
     /// Finishes the answer; returns its last bytes (all of a JSON answer).
-    pub fn finish(self) -> anyhow::Result<Vec<u8>> {
+    pub fn finish(self) -> crate::Result<Vec<u8>> {
         match self.inner {
             EncoderKind::Csv(w) => drop(w.into_inner()),
             EncoderKind::Parquet(w) => {
-                w.close()?;
+                w.close().map_err(encoding)?;
             }
-            EncoderKind::Arrow(mut w) => w.finish()?,
+            EncoderKind::Arrow(mut w) => w.finish().map_err(encoding)?,
             EncoderKind::Json {
                 mut rows,
                 schema,
                 freshness,
             } => {
-                rows.finish()?;
+                rows.finish().map_err(encoding)?;
                 drop(rows);
                 let mut body = self.buffer.take();
                 if body.is_empty() {
@@ -356,6 +355,11 @@ impl Encoder {
     pub fn rows(&self) -> u64 {
         self.rows
     }
+}
+
+/// An answer that could not be encoded (a bug, or a value the format cannot hold).
+fn encoding(e: impl std::fmt::Display) -> AnalyticsError {
+    AnalyticsError::Internal(format!("cannot encode the answer: {e}"))
 }
 
 /// The columns of a schema as the API lists them.
@@ -385,13 +389,13 @@ fn json_document(
     row_count: u64,
     freshness: Option<&FreshnessReport>,
     rows: Vec<u8>,
-) -> anyhow::Result<Vec<u8>> {
+) -> crate::Result<Vec<u8>> {
     let head = serde_json::json!({
         "columns": columns(schema),
         "row_count": row_count,
         "freshness": freshness,
     });
-    let mut out = serde_json::to_vec(&head)?;
+    let mut out = serde_json::to_vec(&head).map_err(encoding)?;
     out.pop(); // the closing brace
     out.extend_from_slice(b",\"rows\":");
     out.extend(rows);
@@ -407,7 +411,7 @@ pub fn encode_stream(
 ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     tokio::spawn(async move {
-        let result: anyhow::Result<()> = async {
+        let result: crate::Result<()> = async {
             let mut encoder = Encoder::new(format, stream.schema())?;
             while let Some(batch) = stream.next().await {
                 let bytes = encoder.write(&batch?)?;
@@ -441,16 +445,18 @@ pub async fn write_stream(
     format: ExportFormat,
     out: &mut (dyn Write + Send),
     mut progress: impl FnMut(u64),
-) -> anyhow::Result<u64> {
+) -> crate::Result<u64> {
+    let output =
+        |e: std::io::Error| AnalyticsError::Output(format!("cannot write the export: {e}"));
     let mut encoder = Encoder::new(format, stream.schema())?;
     while let Some(batch) = stream.next().await {
         let bytes = encoder.write(&batch?)?;
-        out.write_all(&bytes)?;
+        out.write_all(&bytes).map_err(output)?;
         progress(encoder.rows());
     }
     let rows = encoder.rows();
-    out.write_all(&encoder.finish()?)?;
-    out.flush()?;
+    out.write_all(&encoder.finish()?).map_err(output)?;
+    out.flush().map_err(output)?;
     Ok(rows)
 }
 

@@ -14,6 +14,7 @@ pub mod config;
 pub mod dashboard;
 pub mod embedded;
 pub mod engine;
+mod error;
 pub mod export;
 pub mod guard;
 pub mod isolation;
@@ -26,6 +27,7 @@ pub mod startup;
 pub mod users;
 
 pub use config::{AnalyticsConfig, PgConfig, ReconcileConfig};
-pub use engine::{Engine, QueryConfig, QueryError};
+pub use engine::{Engine, QueryConfig};
+pub use error::{AnalyticsError, Result};
 pub use read_model::{ReadModel, ReadModelError, Table};
 pub use startup::{AnalyticsHandle, start};

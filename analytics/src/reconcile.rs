@@ -22,9 +22,10 @@ use serde_json::Value;
 use shoplens_contract::sales::{CustomerSums, DateRange, LedgerReport, ProductSums, Sums};
 use shoplens_readmodel::freshness::FreshnessReport;
 
+use crate::AnalyticsError;
 use crate::config::ReconcileConfig;
 use crate::dashboard::Columns;
-use crate::engine::{Engine, QueryError};
+use crate::engine::Engine;
 
 /// Which kind of key a difference is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -93,17 +94,6 @@ pub struct ReadModelSums {
     pub customers: BTreeMap<String, CustomerSums>,
 }
 
-/// Why a reconciliation could not be made.
-#[derive(Debug, thiserror::Error)]
-pub enum ReconcileError {
-    #[error("reconciliation is not configured: set analytics.reconcile.composer_url")]
-    NotConfigured,
-    #[error("the source of truth (the composer's ledger) is unavailable: {0}")]
-    SourceOfTruth(String),
-    #[error(transparent)]
-    ReadModel(#[from] QueryError),
-}
-
 /// Fetches the services' ledger and compares the read model with it.
 #[derive(Clone)]
 pub struct Reconciler {
@@ -143,14 +133,14 @@ impl Reconciler {
     }
 
     /// The services' own figures for `range`.
-    pub async fn ledger(&self, range: &DateRange) -> Result<LedgerReport, ReconcileError> {
+    pub async fn ledger(&self, range: &DateRange) -> Result<LedgerReport, AnalyticsError> {
         let url = format!(
             "{}/api/v1/sales/ledger?from={}&to={}",
             self.config.composer_url.trim_end_matches('/'),
             range.from,
             range.to
         );
-        let failed = |e: &dyn std::fmt::Display| ReconcileError::SourceOfTruth(e.to_string());
+        let failed = |e: &dyn std::fmt::Display| AnalyticsError::SourceOfTruth(e.to_string());
         let resp = self
             .http
             .get(&url)
@@ -172,12 +162,12 @@ impl Reconciler {
         &self,
         engine: &Engine,
         range: DateRange,
-    ) -> Result<ReconcileReport, ReconcileError> {
+    ) -> Result<ReconcileReport, AnalyticsError> {
         // Both sides at (nearly) the same moment, so a quiet shop compares like with like.
         let (ledger, read_model) = tokio::join!(self.ledger(&range), async {
             let freshness = engine.freshness().await?;
             let sums = read_model_sums(engine, &range).await?;
-            Ok::<_, QueryError>((freshness, sums))
+            Ok::<_, AnalyticsError>((freshness, sums))
         });
         let ledger = ledger?;
         let (freshness, sums) = read_model?;
@@ -196,12 +186,12 @@ impl Reconciler {
 pub async fn read_model_sums(
     engine: &Engine,
     range: &DateRange,
-) -> Result<ReadModelSums, QueryError> {
+) -> Result<ReadModelSums, AnalyticsError> {
     let collect = |sql: String| async move {
         let stream = engine.export(crate::privacy::Pii::Visible, &sql).await?;
         let batches: Vec<arrow_array::RecordBatch> =
             futures::TryStreamExt::try_collect(stream).await?;
-        Ok::<_, QueryError>(batches)
+        Ok::<_, AnalyticsError>(batches)
     };
     let r = range.sql("day");
     let (daily, products, customers) = tokio::try_join!(
@@ -478,11 +468,13 @@ pub async fn fetch_settled(
     from: Option<&str>,
     to: Option<&str>,
     settle: Duration,
-) -> anyhow::Result<ReconcileReport> {
-    use anyhow::Context;
+) -> crate::Result<ReconcileReport> {
+    let remote =
+        |what: &str, e: &dyn std::fmt::Display| AnalyticsError::Remote(format!("{what}: {e}"));
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
-        .build()?;
+        .build()
+        .map_err(|e| remote("cannot build an HTTP client", &e))?;
     let mut query = Vec::new();
     if let Some(f) = from {
         query.push(("from", f));
@@ -499,18 +491,28 @@ pub async fn fetch_settled(
             .query(&query)
             .send()
             .await
-            .with_context(|| format!("failed to reach the analytics server at {url}"))?;
+            .map_err(|e| {
+                remote(
+                    &format!("failed to reach the analytics server at {url}"),
+                    &e,
+                )
+            })?;
         let status = resp.status();
-        let body = resp.bytes().await.context("failed to read the report")?;
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| remote("failed to read the report", &e))?;
         if !status.is_success() {
             let msg = serde_json::from_slice::<Value>(&body)
                 .ok()
                 .and_then(|v| v["error"].as_str().map(str::to_owned))
                 .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-            anyhow::bail!("reconcile failed ({status}): {msg}");
+            return Err(AnalyticsError::Remote(format!(
+                "reconcile failed ({status}): {msg}"
+            )));
         }
         let report: ReconcileReport =
-            serde_json::from_slice(&body).context("failed to parse the report")?;
+            serde_json::from_slice(&body).map_err(|e| remote("failed to parse the report", &e))?;
         if report.matches || tokio::time::Instant::now() >= deadline {
             return Ok(report);
         }

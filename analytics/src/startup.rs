@@ -8,11 +8,12 @@ use shoplens_readmodel::config::{ReadModelConfig, ReadModelKind};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::AnalyticsError;
 use crate::api::{AppState, endpoints};
 use crate::config::AnalyticsConfig;
 use crate::dashboard::Dashboard;
 use crate::embedded::EmbeddedReadModel;
-use crate::engine::{Engine, QueryConfig, QueryError};
+use crate::engine::{Engine, QueryConfig};
 use crate::isolation::{Executor, PoolMetrics};
 use crate::metrics::AnalyticsMetrics;
 use crate::read_model::{ReadModel, ReadModelError};
@@ -30,21 +31,11 @@ pub async fn read_model(config: &ReadModelConfig) -> Result<Arc<dyn ReadModel>, 
 }
 
 /// An engine over the read model `config` names.
-pub async fn engine(config: &ReadModelConfig, query: &QueryConfig) -> Result<Engine, QueryError> {
+pub async fn engine(
+    config: &ReadModelConfig,
+    query: &QueryConfig,
+) -> Result<Engine, AnalyticsError> {
     Engine::new(read_model(config).await?, query).await
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("cannot start the query workers: {0}")]
-    Workers(QueryError),
-    #[error("the analytics server refuses to start: {0}")]
-    Auth(String),
 }
 
 /// A running analytics server.
@@ -90,13 +81,13 @@ impl AnalyticsHandle {
     }
 }
 
-async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), StartError> {
+async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), AnalyticsError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|source| StartError::Listen { addr, source })?;
+        .map_err(|source| AnalyticsError::Listen { addr, source })?;
     let local = listener
         .local_addr()
-        .map_err(|source| StartError::Listen { addr, source })?;
+        .map_err(|source| AnalyticsError::Listen { addr, source })?;
     Ok((listener, local))
 }
 
@@ -106,9 +97,9 @@ async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr),
 pub async fn start(
     config: &AnalyticsConfig,
     engine: Engine,
-) -> Result<AnalyticsHandle, StartError> {
-    config.check_exposure().map_err(StartError::Auth)?;
-    let users = Users::new(&config.users).map_err(StartError::Auth)?;
+) -> Result<AnalyticsHandle, AnalyticsError> {
+    config.check_exposure().map_err(AnalyticsError::Refused)?;
+    let users = Users::new(&config.users).map_err(AnalyticsError::Refused)?;
     let verifier = Verifier::new(&config.auth);
     let shutdown = CancellationToken::new();
     let metrics = shoplens_kit::metrics::Metrics::new();
@@ -119,8 +110,7 @@ pub async fn start(
         &users.names(),
         PoolMetrics::register(&metrics),
     )
-    .await
-    .map_err(StartError::Workers)?;
+    .await?;
     let analytics_metrics = AnalyticsMetrics::register(&metrics);
     let state = AppState {
         executor: executor.clone(),

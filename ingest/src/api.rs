@@ -10,7 +10,8 @@ use shoplens_kit::access::{Access, Endpoints, get, post, rules};
 use shoplens_kit::http::ApiError;
 use shoplens_readmodel::freshness::FreshnessReport;
 
-use crate::supervisor::{Ingest, IngestError};
+use crate::IngestError;
+use crate::supervisor::Ingest;
 
 /// The API's endpoints. Status and freshness stay open: health checks and dashboards read
 /// them, and they hold counts and timestamps only. Dead letters (whole events, personal

@@ -4,8 +4,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use anyhow::Context;
-
+use crate::IngestError;
 use crate::supervisor::RebuildStatus;
 
 /// Starts a rebuild on the ingest API at `url` (or follows the one already running) and
@@ -14,41 +13,47 @@ pub async fn rebuild(
     url: &str,
     token: &str,
     out: &mut (dyn Write + Send),
-) -> anyhow::Result<RebuildStatus> {
+) -> crate::Result<RebuildStatus> {
+    let remote =
+        |what: &str, e: &dyn std::fmt::Display| IngestError::Remote(format!("{what}: {e}"));
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(
         reqwest::header::AUTHORIZATION,
         format!("Bearer {token}")
             .parse()
-            .context("the token is not a valid header value")?,
+            .map_err(|e| remote("the token is not a valid header value", &e))?,
     );
     let http = reqwest::Client::builder()
         .default_headers(headers)
         .timeout(Duration::from_secs(10))
-        .build()?;
+        .build()
+        .map_err(|e| remote("cannot build an HTTP client", &e))?;
     let url = url.trim_end_matches('/');
     let resp = http
         .post(format!("{url}/api/v1/rebuild"))
         .send()
         .await
-        .with_context(|| format!("failed to reach the ingest API at {url}"))?;
+        .map_err(|e| remote(&format!("failed to reach the ingest API at {url}"), &e))?;
     match resp.status().as_u16() {
         202 => {}
         409 => writeln!(out, "a rebuild is already running; following it")?,
         status => {
             let body = resp.text().await.unwrap_or_default();
-            anyhow::bail!("the ingest API refused the rebuild ({status}): {body}");
+            return Err(IngestError::Remote(format!(
+                "the ingest API refused the rebuild ({status}): {body}"
+            )));
         }
     }
     loop {
         let status: RebuildStatus = http
             .get(format!("{url}/api/v1/rebuild"))
             .send()
-            .await?
-            .error_for_status()?
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| remote("failed to ask for the rebuild status", &e))?
             .json()
             .await
-            .context("failed to read the rebuild status")?;
+            .map_err(|e| remote("failed to read the rebuild status", &e))?;
         write!(out, "\r{}", progress_line(&status))?;
         out.flush()?;
         match status.state.as_str() {
@@ -62,10 +67,10 @@ pub async fn rebuild(
             }
             "failed" => {
                 writeln!(out)?;
-                anyhow::bail!(
+                return Err(IngestError::Remote(format!(
                     "the rebuild failed: {}",
                     status.error.as_deref().unwrap_or("unknown error")
-                );
+                )));
             }
             _ => tokio::time::sleep(Duration::from_millis(250)).await,
         }
@@ -75,7 +80,9 @@ pub async fn rebuild(
 /// `[#########           ] 45%  45000/100000 events  generation 2`
 pub fn progress_line(s: &RebuildStatus) -> String {
     const WIDTH: u64 = 30;
-    let target = s.target.max(s.applied).max(1);
+    // A count never passes its total, whatever a (possibly older) server reports.
+    let total = s.target.max(s.applied);
+    let target = total.max(1);
     let filled = (s.applied * WIDTH / target).min(WIDTH);
     let percent = s.applied * 100 / target;
     format!(
@@ -83,7 +90,7 @@ pub fn progress_line(s: &RebuildStatus) -> String {
         "#".repeat(filled as usize),
         " ".repeat((WIDTH - filled) as usize),
         s.applied,
-        s.target,
+        total,
         s.generation
     )
 }
@@ -107,5 +114,13 @@ mod tests {
         let line = progress_line(&s);
         assert!(line.starts_with("[#######       "), "{line}");
         assert!(line.contains(" 25%  50/200 events  generation 2"), "{line}");
+        // The new generation read ahead of the live one: 4783 of 4783, not of 4766.
+        let ahead = RebuildStatus {
+            applied: 4783,
+            target: 4766,
+            ..s
+        };
+        let line = progress_line(&ahead);
+        assert!(line.contains("100%  4783/4783 events"), "{line}");
     }
 }

@@ -12,8 +12,11 @@ pub mod api;
 pub mod clickhouse;
 pub mod client;
 pub mod embedded;
+mod error;
 pub mod metrics;
 pub mod sink;
 pub mod startup;
 pub mod supervisor;
 pub mod worker;
+
+pub use error::{IngestError, Result};

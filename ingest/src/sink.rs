@@ -74,28 +74,8 @@ pub struct ApplyReport {
     pub dead_letters_written: usize,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum SinkError {
-    /// The store cannot be reached or refused the write; the worker backs off and retries.
-    #[error("sink unavailable: {0}")]
-    Unavailable(String),
-    /// The store holds something this version cannot read; retrying will not help.
-    #[error("sink is corrupt or incompatible: {0}")]
-    Corrupt(String),
-    #[error("sink I/O failed: {0}")]
-    Io(#[from] std::io::Error),
-}
-
-impl From<shoplens_readmodel::Error> for SinkError {
-    fn from(e: shoplens_readmodel::Error) -> Self {
-        match e {
-            shoplens_readmodel::Error::Corrupt(m) => SinkError::Corrupt(m),
-            shoplens_readmodel::Error::Io(e) => SinkError::Io(e),
-        }
-    }
-}
-
-pub type SinkResult<T> = std::result::Result<T, SinkError>;
+/// What a store's operations return.
+pub type SinkResult<T> = crate::Result<T>;
 
 /// A read-model store the worker writes to.
 #[async_trait]

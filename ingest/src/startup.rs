@@ -14,11 +14,12 @@ use shoplens_readmodel::config::{ReadModelConfig, ReadModelKind};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::IngestError;
 use crate::clickhouse::ClickHouseStore;
 use crate::embedded::EmbeddedStore;
 use crate::metrics::IngestMetrics;
 use crate::sink::{ReadModelStore, SinkResult};
-use crate::supervisor::{Ingest, IngestError, SourceFactory, SupervisorConfig};
+use crate::supervisor::{Ingest, SourceFactory, SupervisorConfig};
 use crate::worker::{DeadLetterTopic, WorkerConfig};
 
 /// The ingest process's configuration (the sink and the bus are chosen by the caller: the
@@ -142,28 +143,13 @@ impl IngestHandle {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Ingest(#[from] IngestError),
-    #[error("bad dead-letter topic: {0}")]
-    DeadLetterTopic(#[from] shoplens_bus::BusError),
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("the ingest API refuses to start: {0}")]
-    Auth(String),
-}
-
 /// Starts the workers on `store` and `sources`, and the API on `config.listen` (port 0
 /// picks a free port). Dead letters go to the store only; see [`start_on`].
 pub async fn start(
     config: &IngestConfig,
     store: Arc<dyn ReadModelStore>,
     sources: SourceFactory,
-) -> Result<IngestHandle, StartError> {
+) -> Result<IngestHandle, IngestError> {
     start_on(config, store, sources, None).await
 }
 
@@ -174,10 +160,11 @@ pub async fn start_on(
     store: Arc<dyn ReadModelStore>,
     sources: SourceFactory,
     bus: Option<Arc<dyn EventBus>>,
-) -> Result<IngestHandle, StartError> {
+) -> Result<IngestHandle, IngestError> {
     let dead_letter_topic = match bus {
         Some(bus) if !config.dead_letter_topic.is_empty() => {
-            shoplens_bus::validate_topic(&config.dead_letter_topic)?;
+            shoplens_bus::validate_topic(&config.dead_letter_topic)
+                .map_err(IngestError::DeadLetterTopic)?;
             Some(DeadLetterTopic {
                 bus,
                 topic: config.dead_letter_topic.clone(),
@@ -201,18 +188,20 @@ pub async fn start_on(
     .await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|source| StartError::Listen {
+        .map_err(|source| IngestError::Listen {
             addr: config.listen,
             source,
         })?;
-    let addr = listener.local_addr().map_err(|source| StartError::Listen {
-        addr: config.listen,
-        source,
-    })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| IngestError::Listen {
+            addr: config.listen,
+            source,
+        })?;
     config
         .auth
         .check_exposure(config.listen)
-        .map_err(StartError::Auth)?;
+        .map_err(IngestError::Refused)?;
     let verifier = shoplens_kit::identity::Verifier::new(&config.auth);
     let router = shoplens_kit::http::standard_router(
         crate::api::endpoints().with_state(ingest.clone(), &verifier),

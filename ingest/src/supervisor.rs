@@ -19,11 +19,10 @@ use shoplens_readmodel::freshness::Freshness;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::IngestError;
 use crate::metrics::IngestMetrics;
-use crate::sink::{ReadModelStore, Sink, SinkError};
-use crate::worker::{
-    DeadLetterTopic, SharedStatus, Worker, WorkerConfig, WorkerError, WorkerStatus,
-};
+use crate::sink::{ReadModelStore, Sink};
+use crate::worker::{DeadLetterTopic, SharedStatus, Worker, WorkerConfig, WorkerStatus};
 
 /// Makes a bus consumer for a consumer group (a new group starts at the earliest record).
 pub type SourceFactory =
@@ -41,16 +40,6 @@ pub struct SupervisorConfig {
     pub dead_letter_topic: Option<DeadLetterTopic>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum IngestError {
-    #[error(transparent)]
-    Sink(#[from] SinkError),
-    #[error("cannot read the event bus: {0}")]
-    Bus(#[from] BusError),
-    #[error("a rebuild is already running (generation {0})")]
-    RebuildRunning(u32),
-}
-
 /// The state of the latest rebuild, for the API and the `rebuild` command's progress bar.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct RebuildStatus {
@@ -62,7 +51,8 @@ pub struct RebuildStatus {
     pub state: String,
     /// Bus records the new generation has consumed up to (summed next offsets).
     pub applied: u64,
-    /// What it must reach: the live generation's summed next offsets (moves under load).
+    /// What it must reach: the live generation's summed next offsets (moves under load),
+    /// and never less than `applied` (the new generation may read ahead of the live one).
     pub target: u64,
     pub started_at_ms: i64,
     pub finished_at_ms: Option<i64>,
@@ -84,7 +74,7 @@ struct Running {
     /// Whether this worker writes the live generation (see `Worker::live_switch`).
     live: Arc<AtomicBool>,
     stop: CancellationToken,
-    task: JoinHandle<Result<(), WorkerError>>,
+    task: JoinHandle<Result<(), IngestError>>,
 }
 
 impl Running {
@@ -174,7 +164,7 @@ impl Ingest {
         let mut rebuild = state.rebuild_status.clone();
         if let (Some(r), Some(running)) = (&mut rebuild, &state.rebuild) {
             r.applied = running.status().applied_offsets();
-            r.target = state.live.status().applied_offsets();
+            r.target = state.live.status().applied_offsets().max(r.applied);
         }
         IngestStatus {
             live_generation: state.live.generation,
@@ -272,7 +262,7 @@ impl Ingest {
                     if let Some(s) = &mut state.rebuild_status {
                         s.state = "switched".into();
                         s.applied = rebuilt.applied_offsets();
-                        s.target = live.applied_offsets();
+                        s.target = live.applied_offsets().max(s.applied);
                         s.finished_at_ms = Some(now_ms());
                     }
                     old

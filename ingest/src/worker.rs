@@ -27,8 +27,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::IngestError;
 use crate::metrics::{IngestMetrics, ReasonLabels, TableLabels};
-use crate::sink::{ApplyReport, DeadLetter, IngestBatch, Sink, SinkError};
+use crate::sink::{ApplyReport, DeadLetter, IngestBatch, Sink};
 
 /// How long a stopping worker keeps retrying to apply what it holds.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -90,12 +91,6 @@ impl WorkerStatus {
 }
 
 pub type SharedStatus = Arc<Mutex<WorkerStatus>>;
-
-#[derive(Debug, thiserror::Error)]
-pub enum WorkerError {
-    #[error("the read model cannot be used: {0}")]
-    Sink(#[from] SinkError),
-}
 
 /// One worker: one bus consumer-group member writing one read-model generation.
 pub struct Worker {
@@ -187,7 +182,7 @@ impl Worker {
     /// Runs until `shutdown`, then applies what it holds (retrying for a few seconds if
     /// the sink is down). Stopping never loses buffered events: what was not applied was not
     /// committed either, and is read again on restart.
-    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), WorkerError> {
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), IngestError> {
         self.set_status(|s| s.running = true);
         let result = self.run_inner(&shutdown).await;
         self.set_status(|s| {
@@ -199,7 +194,7 @@ impl Worker {
         result
     }
 
-    async fn run_inner(&mut self, shutdown: &CancellationToken) -> Result<(), WorkerError> {
+    async fn run_inner(&mut self, shutdown: &CancellationToken) -> Result<(), IngestError> {
         let Some(start) = self.load_start_state(shutdown).await? else {
             return Ok(());
         };
@@ -278,14 +273,14 @@ impl Worker {
     async fn load_start_state(
         &mut self,
         shutdown: &CancellationToken,
-    ) -> Result<Option<BatchState>, WorkerError> {
+    ) -> Result<Option<BatchState>, IngestError> {
         let mut backoff = Backoff::new(&self.config);
         loop {
             let loaded = async {
                 let parked = self.sink.parked_keys().await?;
                 let stored = self.sink.stored_positions().await?;
                 let freshness = self.sink.freshness().await?;
-                Ok::<_, SinkError>((parked, stored, freshness))
+                Ok::<_, IngestError>((parked, stored, freshness))
             }
             .await;
             match loaded {
@@ -307,7 +302,7 @@ impl Worker {
                     self.update_gauges(freshness);
                     return Ok(Some(state));
                 }
-                Err(SinkError::Corrupt(e)) => return Err(SinkError::Corrupt(e).into()),
+                Err(IngestError::Corrupt(e)) => return Err(IngestError::Corrupt(e).into()),
                 Err(e) => {
                     self.sink_failed(&e);
                     if !backoff.wait(shutdown).await {
@@ -323,7 +318,7 @@ impl Worker {
         &mut self,
         state: &mut BatchState,
         shutdown: &CancellationToken,
-    ) -> Result<(), WorkerError> {
+    ) -> Result<(), IngestError> {
         if state.positions.is_empty() {
             state.first_at = None;
             return Ok(());
@@ -344,7 +339,7 @@ impl Worker {
                     }
                     break report;
                 }
-                Err(SinkError::Corrupt(e)) => return Err(SinkError::Corrupt(e).into()),
+                Err(IngestError::Corrupt(e)) => return Err(IngestError::Corrupt(e).into()),
                 Err(e) => {
                     self.sink_failed(&e);
                     if !backoff.wait(shutdown).await {
@@ -460,7 +455,7 @@ impl Worker {
         }
     }
 
-    fn sink_failed(&self, e: &SinkError) {
+    fn sink_failed(&self, e: &IngestError) {
         tracing::warn!(error = %e, "the read-model sink refused a request; backing off");
         if self.is_live() {
             self.metrics.sink_failures.inc();

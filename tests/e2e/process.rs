@@ -41,6 +41,12 @@ pub fn base_env(data_dir: &Path) -> Vec<(String, String)> {
         ),
         ("SHOPLENS_BUS__FSYNC".to_owned(), "false".to_owned()),
         ("RUST_LOG".to_owned(), "warn".to_owned()),
+        // Tests run several systems at once on few cores: in SCHED_IDLE (the default) a
+        // query worker would wait on the neighbouring tests' work; nice 10 still lets it run.
+        (
+            "SHOPLENS_ANALYTICS__QUERY__WORKERS__IDLE_CLASS".to_owned(),
+            "false".to_owned(),
+        ),
     ];
     for svc in [
         "CUSTOMER", "PRODUCT", "ORDER", "PAYMENT", "SHIPPING", "COMPOSER", "INGEST",

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use crate::engine::QueryError;
+use crate::AnalyticsError;
 
 /// User entries kept before idle ones are dropped from the map.
 const USERS_KEPT: usize = 1024;
@@ -76,7 +76,7 @@ impl Admission {
     }
 
     /// A slot for `user`, waiting in line until `deadline` at the latest.
-    pub async fn acquire(&self, user: &str, deadline: Instant) -> Result<Permit, QueryError> {
+    pub async fn acquire(&self, user: &str, deadline: Instant) -> Result<Permit, AnalyticsError> {
         let mine = self.user(user);
         if let Ok(u) = mine.clone().try_acquire_owned() {
             if let Ok(t) = self.total.clone().try_acquire_owned() {
@@ -109,8 +109,8 @@ impl Admission {
         }
     }
 
-    fn busy(&self) -> QueryError {
-        QueryError::Busy(format!(
+    fn busy(&self) -> AnalyticsError {
+        AnalyticsError::Busy(format!(
             "the analytics server is too busy: {} queries may run at once ({} per user) and \
              {} wait; try again shortly",
             self.max_total, self.per_user, self.max_waiting
@@ -133,7 +133,7 @@ mod tests {
         // Ann's second query waits for her first, then gives up as too busy.
         let started = Instant::now();
         let e = a.acquire("ann", later(1000)).await.unwrap_err();
-        assert!(matches!(e, QueryError::Busy(_)), "{e}");
+        assert!(matches!(e, AnalyticsError::Busy(_)), "{e}");
         assert!(started.elapsed() >= Duration::from_millis(150));
         // Bob has his own slot.
         let second = a.acquire("bob", later(1000)).await.unwrap();
@@ -149,7 +149,7 @@ mod tests {
         );
         let started = Instant::now();
         let e = a.acquire("dave", later(1000)).await.unwrap_err();
-        assert!(matches!(e, QueryError::Busy(_)));
+        assert!(matches!(e, AnalyticsError::Busy(_)));
         assert!(started.elapsed() < Duration::from_millis(50));
         drop(first);
         let third = carol.await.unwrap();

@@ -42,20 +42,21 @@ use shoplens_readmodel::config::ReadModelConfig;
 use shoplens_readmodel::freshness::FreshnessReport;
 
 pub use metrics::PoolMetrics;
-pub use os::lower_priority;
+pub use os::{lower_priority, scheduling_policy};
 pub use pool::QueryPool;
 pub use protocol::{Output, SessionKind};
 pub use worker::run_if_requested;
 
-use crate::engine::{Engine, Pii, QueryConfig, QueryError};
+use crate::AnalyticsError;
+use crate::engine::{Engine, Pii, QueryConfig};
 use crate::export::Encoder;
 use admission::Admission;
 use protocol::{Init, Request};
 
 /// An answer's bytes.
-pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, QueryError>> + Send>>;
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, AnalyticsError>> + Send>>;
 /// An answer's batches.
-pub type BatchStream = Pin<Box<dyn Stream<Item = Result<RecordBatch, QueryError>> + Send>>;
+pub type BatchStream = Pin<Box<dyn Stream<Item = Result<RecordBatch, AnalyticsError>> + Send>>;
 
 /// One ad-hoc query.
 #[derive(Debug, Clone)]
@@ -115,12 +116,12 @@ impl Executor {
         config: &QueryConfig,
         pg_users: &[String],
         metrics: PoolMetrics,
-    ) -> Result<Executor, QueryError> {
+    ) -> Result<Executor, AnalyticsError> {
         let w = &config.workers;
         let kind = if w.enabled {
             let program = if w.program.is_empty() {
                 std::env::current_exe().map_err(|e| {
-                    QueryError::Unavailable(format!("cannot tell this program's path: {e}"))
+                    AnalyticsError::Unavailable(format!("cannot tell this program's path: {e}"))
                 })?
             } else {
                 PathBuf::from(&w.program)
@@ -173,8 +174,8 @@ impl Executor {
         (job.timeout.map_or(timeout, |t| t.min(timeout)), cpu)
     }
 
-    fn count<T>(&self, result: Result<T, QueryError>) -> Result<T, QueryError> {
-        if let Err(QueryError::Busy(_)) = &result {
+    fn count<T>(&self, result: Result<T, AnalyticsError>) -> Result<T, AnalyticsError> {
+        if let Err(AnalyticsError::Busy(_)) = &result {
             self.metrics.refused_busy();
         }
         result
@@ -189,7 +190,7 @@ impl Executor {
         buffered: bool,
         freshness: Option<FreshnessReport>,
         rows: Arc<AtomicU64>,
-    ) -> Result<ByteStream, QueryError> {
+    ) -> Result<ByteStream, AnalyticsError> {
         let (timeout, cpu_seconds) = self.limits(job);
         let result = match &self.kind {
             Kind::Isolated(pool) => {
@@ -204,9 +205,36 @@ impl Executor {
                     freshness,
                     cpu_seconds,
                 };
-                pool.run(&job.user, &request, params.as_deref(), timeout)
+                match pool
+                    .run(&job.user, &request, params.as_deref(), timeout)
                     .await
-                    .map(|running| Box::pin(running.count_rows(rows).into_stream()) as ByteStream)
+                {
+                    // Read to the end here: the worker is free for the next query at once,
+                    // and the answer leaves in one piece.
+                    Ok(running) if buffered => {
+                        let mut running = running.count_rows(rows);
+                        let mut out = Vec::new();
+                        let mut failed = None;
+                        while let Some(chunk) = running.next_chunk().await {
+                            match chunk {
+                                Ok(bytes) => out.extend_from_slice(&bytes),
+                                Err(e) => {
+                                    failed = Some(e);
+                                    break;
+                                }
+                            }
+                        }
+                        match failed {
+                            Some(e) => Err(e),
+                            None => Ok(Box::pin(futures::stream::iter([Ok(Bytes::from(out))]))
+                                as ByteStream),
+                        }
+                    }
+                    Ok(running) => {
+                        Ok(Box::pin(running.count_rows(rows).into_stream()) as ByteStream)
+                    }
+                    Err(e) => Err(e),
+                }
             }
             Kind::InProcess { engine, admission } => {
                 let answer = InProcess {
@@ -222,7 +250,7 @@ impl Executor {
     }
 
     /// The answer to `job` as Arrow batches.
-    pub async fn batches(&self, job: &Job) -> Result<(SchemaRef, BatchStream), QueryError> {
+    pub async fn batches(&self, job: &Job) -> Result<(SchemaRef, BatchStream), AnalyticsError> {
         let (timeout, cpu_seconds) = self.limits(job);
         let result = match &self.kind {
             Kind::Isolated(pool) => {
@@ -256,7 +284,7 @@ impl Executor {
                         .await
                         .map(|stream| {
                             let schema = stream.schema();
-                            let batches = stream.map_err(QueryError::from).map(move |b| {
+                            let batches = stream.map_err(AnalyticsError::from).map(move |b| {
                                 let _held = &permit;
                                 b
                             });
@@ -284,7 +312,7 @@ async fn in_process_bytes(
     job: &Job,
     timeout: Duration,
     answer: InProcess,
-) -> Result<ByteStream, QueryError> {
+) -> Result<ByteStream, AnalyticsError> {
     let InProcess {
         output,
         buffered,
@@ -297,16 +325,15 @@ async fn in_process_bytes(
     let mut stream = engine
         .run_in(job.session, job.pii, &job.sql, job.params.clone())
         .await?;
-    let internal = |e: anyhow::Error| QueryError::Internal(e.to_string());
-    let mut encoder = Encoder::for_output(output, stream.schema(), freshness).map_err(internal)?;
+    let mut encoder = Encoder::for_output(output, stream.schema(), freshness)?;
     if buffered {
         let mut out = encoder.head();
         while let Some(batch) = stream.next().await {
             let batch = batch?;
             rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-            out.extend(encoder.write(&batch).map_err(internal)?);
+            out.extend(encoder.write(&batch)?);
         }
-        out.extend(encoder.finish().map_err(internal)?);
+        out.extend(encoder.finish()?);
         drop(permit);
         return Ok(Box::pin(futures::stream::iter([Ok(Bytes::from(out))])));
     }
@@ -333,13 +360,13 @@ async fn in_process_bytes(
                                     ));
                                 }
                                 Err(e) => {
-                                    return Some((Err(internal(e)), (None, None, permit)));
+                                    return Some((Err(e), (None, None, permit)));
                                 }
                             }
                         }
                         Some(Err(e)) => return Some((Err(e.into()), (None, None, permit))),
                         None => {
-                            let last = encoder.finish().map(Bytes::from).map_err(internal);
+                            let last = encoder.finish().map(Bytes::from);
                             return Some((last, (None, None, permit)));
                         }
                     }

@@ -32,6 +32,36 @@ pub fn die_with_parent() {
         .ok();
 }
 
+/// Puts the calling thread, and the threads it starts later, in the idle scheduling class
+/// (`SCHED_IDLE`): it runs only when a CPU would otherwise be idle, and any ordinary thread
+/// that wakes up preempts it. Lowering one's own class needs no privilege. Call it before
+/// [`lower_priority`] (setting the class resets the nice value to 0).
+pub fn idle_class() -> io::Result<()> {
+    use thread_priority::unix::{
+        NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy,
+        thread_native_id,
+    };
+    set_thread_priority_and_policy(
+        thread_native_id(),
+        thread_priority::ThreadPriority::Min,
+        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+    )
+    .map_err(|e| io::Error::other(format!("cannot enter SCHED_IDLE: {e:?}")))
+}
+
+/// The scheduling policy of process `pid`'s main thread (`/proc/<pid>/stat`, field 41):
+/// 0 ordinary, 3 batch, 5 idle.
+pub fn scheduling_policy(pid: u32) -> Option<u32> {
+    policy_in(&format!("/proc/{pid}/stat"))
+}
+
+fn policy_in(stat_file: &str) -> Option<u32> {
+    let stat = std::fs::read_to_string(stat_file).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    // `rest` starts at field 3.
+    rest.split_whitespace().nth(41 - 3)?.parse().ok()
+}
+
 /// Lowers the calling thread's priority to `nice` (never raises it). On Linux the nice value
 /// is per thread and inherited by threads started later, so call this before starting any.
 pub fn lower_priority(nice: i32) {
@@ -116,5 +146,18 @@ mod tests {
     fn this_process_reports_its_address_space_and_cpu_time() {
         assert!(address_space_bytes().unwrap() > 1024 * 1024);
         assert!(cpu_seconds_used().is_some());
+        assert_eq!(scheduling_policy(std::process::id()), Some(0));
+    }
+
+    #[test]
+    fn a_thread_can_put_itself_in_the_idle_class() {
+        let policy = std::thread::spawn(|| {
+            idle_class().unwrap();
+            let tid = rustix::thread::gettid().as_raw_nonzero().get();
+            policy_in(&format!("/proc/self/task/{tid}/stat"))
+        })
+        .join()
+        .unwrap();
+        assert_eq!(policy, Some(5), "SCHED_IDLE");
     }
 }

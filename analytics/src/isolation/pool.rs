@@ -34,7 +34,8 @@ use super::protocol::{
     self, End, Init, MAX_FRAME, Request, Tag, WireError, read_frame, write_frame,
 };
 use super::worker::SUBCOMMAND;
-use crate::engine::{QueryError, WorkersConfig};
+use crate::AnalyticsError;
+use crate::engine::WorkersConfig;
 use crate::guard::GuardError;
 
 /// How long past its deadline a query's worker gets to report the deadline itself (the
@@ -103,7 +104,7 @@ impl Worker {
     }
 
     /// Why the worker ended (it closed its stdout): its exit status and last words.
-    async fn death(mut self, cpu_seconds: u64) -> QueryError {
+    async fn death(mut self, cpu_seconds: u64) -> AnalyticsError {
         let status = tokio::time::timeout(Duration::from_secs(2), self.child.wait()).await;
         if let Some(done) = self.stderr_done.take() {
             let _ = tokio::time::timeout(Duration::from_secs(1), done).await;
@@ -117,7 +118,7 @@ impl Worker {
             .collect();
         let error = match status {
             Ok(Ok(status)) => classify(status, &tail, cpu_seconds),
-            _ => QueryError::Internal("the query worker stopped answering".into()),
+            _ => AnalyticsError::Internal("the query worker stopped answering".into()),
         };
         self.kill();
         error
@@ -140,7 +141,7 @@ fn reap(mut child: Child, tmp: PathBuf) {
 }
 
 /// A dead worker's exit as the query's error.
-fn classify(status: ExitStatus, stderr: &[String], cpu_seconds: u64) -> QueryError {
+fn classify(status: ExitStatus, stderr: &[String], cpu_seconds: u64) -> AnalyticsError {
     const SIGABRT: i32 = 6;
     const SIGKILL: i32 = 9;
     const SIGSEGV: i32 = 11;
@@ -151,21 +152,25 @@ fn classify(status: ExitStatus, stderr: &[String], cpu_seconds: u64) -> QueryErr
         .iter()
         .any(|l| l.contains("memory allocation of") || l.contains("out of memory"));
     match status.signal() {
-        Some(SIGXCPU) => QueryError::Limit(GuardError::CpuTime(cpu_seconds)),
-        Some(SIGXFSZ) => QueryError::Memory("the query's spill files exceeded their quota".into()),
-        Some(SIGABRT) if out_of_memory => QueryError::Memory(
+        Some(SIGXCPU) => AnalyticsError::Limit(GuardError::CpuTime(cpu_seconds)),
+        Some(SIGXFSZ) => {
+            AnalyticsError::Memory("the query's spill files exceeded their quota".into())
+        }
+        Some(SIGABRT) if out_of_memory => AnalyticsError::Memory(
             "the query's worker ran out of its memory allowance and was ended".into(),
         ),
         // Nobody but the kernel's OOM killer sends it a SIGKILL the server did not send.
-        Some(SIGKILL) => QueryError::Memory("the query's worker was killed by the system".into()),
-        Some(SIGSEGV) if said.contains("overflowed its stack") => QueryError::Invalid {
+        Some(SIGKILL) => {
+            AnalyticsError::Memory("the query's worker was killed by the system".into())
+        }
+        Some(SIGSEGV) if said.contains("overflowed its stack") => AnalyticsError::Invalid {
             message: "the query is too complex (its worker ran out of stack)".into(),
             sqlstate: "54001".into(),
         },
-        _ if out_of_memory => QueryError::Memory(
+        _ if out_of_memory => AnalyticsError::Memory(
             "the query's worker ran out of its memory allowance and was ended".into(),
         ),
-        _ => QueryError::Internal(format!(
+        _ => AnalyticsError::Internal(format!(
             "the query's worker ended unexpectedly ({status}){}",
             if said.is_empty() {
                 String::new()
@@ -197,9 +202,9 @@ impl Running {
         self
     }
 
-    async fn frame(&mut self) -> Result<(Tag, Vec<u8>), QueryError> {
+    async fn frame(&mut self) -> Result<(Tag, Vec<u8>), AnalyticsError> {
         let Some(worker) = self.worker.as_mut() else {
-            return Err(QueryError::Internal("the query has no worker".into()));
+            return Err(AnalyticsError::Internal("the query has no worker".into()));
         };
         match tokio::time::timeout_at(self.kill_at, read_frame(&mut worker.stdout)).await {
             Err(_) => {
@@ -207,7 +212,7 @@ impl Running {
                 if let Some(w) = self.take_worker() {
                     w.kill();
                 }
-                Err(QueryError::Limit(GuardError::Timeout(self.timeout)))
+                Err(AnalyticsError::Limit(GuardError::Timeout(self.timeout)))
             }
             Ok(Ok(Some(frame))) => Ok(frame),
             Ok(Ok(None)) | Ok(Err(_)) => {
@@ -215,7 +220,7 @@ impl Running {
                 let worker = self.take_worker();
                 Err(match worker {
                     Some(w) => w.death(self.cpu_seconds).await,
-                    None => QueryError::Internal("the query has no worker".into()),
+                    None => AnalyticsError::Internal("the query has no worker".into()),
                 })
             }
         }
@@ -227,7 +232,7 @@ impl Running {
     }
 
     /// The next bytes of the answer; `None` after the last.
-    pub async fn next_chunk(&mut self) -> Option<Result<Bytes, QueryError>> {
+    pub async fn next_chunk(&mut self) -> Option<Result<Bytes, AnalyticsError>> {
         if self.done {
             return None;
         }
@@ -253,7 +258,7 @@ impl Running {
                 if let Some(w) = self.take_worker() {
                     w.kill();
                 }
-                Some(Err(QueryError::Internal(format!(
+                Some(Err(AnalyticsError::Internal(format!(
                     "the query's worker sent an unexpected {tag:?} frame"
                 ))))
             }
@@ -262,7 +267,7 @@ impl Running {
     }
 
     /// The answer's bytes as a stream (CSV, Parquet, JSON: what the worker encoded).
-    pub fn into_stream(self) -> impl Stream<Item = Result<Bytes, QueryError>> + Send + 'static {
+    pub fn into_stream(self) -> impl Stream<Item = Result<Bytes, AnalyticsError>> + Send + 'static {
         futures::StreamExt::fuse(futures::stream::unfold(self, |mut running| async move {
             running.next_chunk().await.map(|item| (item, running))
         }))
@@ -274,9 +279,9 @@ impl Running {
     ) -> Result<
         (
             SchemaRef,
-            impl Stream<Item = Result<RecordBatch, QueryError>> + Send + 'static,
+            impl Stream<Item = Result<RecordBatch, AnalyticsError>> + Send + 'static,
         ),
-        QueryError,
+        AnalyticsError,
     > {
         let mut decoding = Decoding {
             decoder: StreamDecoder::new(),
@@ -291,7 +296,7 @@ impl Running {
             match self.next_chunk().await {
                 Some(Ok(bytes)) => decoding.feed(bytes)?,
                 Some(Err(e)) => return Err(e),
-                None => return Err(QueryError::Internal("the answer has no schema".into())),
+                None => return Err(AnalyticsError::Internal("the answer has no schema".into())),
             }
         };
         let batches = futures::stream::unfold(
@@ -341,10 +346,10 @@ struct Decoding {
 }
 
 impl Decoding {
-    fn feed(&mut self, bytes: Bytes) -> Result<(), QueryError> {
+    fn feed(&mut self, bytes: Bytes) -> Result<(), AnalyticsError> {
         self.fed += bytes.len();
         if self.fed > 2 * MAX_FRAME {
-            return Err(QueryError::Internal(
+            return Err(AnalyticsError::Internal(
                 "the query's worker sent a batch larger than allowed".into(),
             ));
         }
@@ -356,17 +361,17 @@ impl Decoding {
                     self.ready.push_back(batch);
                 }
                 Ok(None) => {}
-                Err(e) => return Err(QueryError::Internal(format!("bad answer: {e}"))),
+                Err(e) => return Err(AnalyticsError::Internal(format!("bad answer: {e}"))),
             }
         }
         Ok(())
     }
 }
 
-fn wire_error(payload: &[u8]) -> QueryError {
+fn wire_error(payload: &[u8]) -> AnalyticsError {
     match protocol::parse::<WireError>(payload) {
         Ok(w) => protocol::from_wire(w),
-        Err(e) => QueryError::Internal(format!("bad error from the query's worker: {e}")),
+        Err(e) => AnalyticsError::Internal(format!("bad error from the query's worker: {e}")),
     }
 }
 
@@ -378,18 +383,19 @@ impl QueryPool {
         init: &Init,
         config: &WorkersConfig,
         metrics: PoolMetrics,
-    ) -> Result<QueryPool, QueryError> {
+    ) -> Result<QueryPool, AnalyticsError> {
         let tmp_root = std::env::temp_dir().join(format!(
             "shoplens-queries-{}-{}",
             std::process::id(),
             uuid_like()
         ));
         std::fs::create_dir_all(&tmp_root)
-            .map_err(|e| QueryError::Unavailable(format!("cannot create {tmp_root:?}: {e}")))?;
+            .map_err(|e| AnalyticsError::Unavailable(format!("cannot create {tmp_root:?}: {e}")))?;
         let pool = QueryPool {
             inner: Arc::new(Inner {
                 program,
-                init: serde_json::to_vec(init).map_err(|e| QueryError::Internal(e.to_string()))?,
+                init: serde_json::to_vec(init)
+                    .map_err(|e| AnalyticsError::Internal(e.to_string()))?,
                 admission: Admission::new(
                     config.max_concurrent,
                     config.max_concurrent_per_user,
@@ -420,6 +426,12 @@ impl QueryPool {
         self.inner.idle_count()
     }
 
+    /// The process ids of the idle workers.
+    pub fn idle_pids(&self) -> Vec<u32> {
+        let idle = self.inner.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.iter().filter_map(|w| w.child.id()).collect()
+    }
+
     /// Runs `request` for `user` in a worker, within `timeout` from now (waiting for a slot
     /// included). Returns once the worker started answering: an error before that is the
     /// query's error (a planning error, too busy, the deadline, the worker's death).
@@ -429,11 +441,11 @@ impl QueryPool {
         request: &Request,
         params: Option<&[u8]>,
         timeout: Duration,
-    ) -> Result<Running, QueryError> {
+    ) -> Result<Running, AnalyticsError> {
         let deadline = Instant::now() + timeout;
         let permit = self.inner.admission.acquire(user, deadline).await?;
         let header =
-            serde_json::to_vec(request).map_err(|e| QueryError::Internal(e.to_string()))?;
+            serde_json::to_vec(request).map_err(|e| AnalyticsError::Internal(e.to_string()))?;
         // A worker that died while idle fails the write: try a fresh one once.
         let mut worker = None;
         for _ in 0..2 {
@@ -458,7 +470,7 @@ impl QueryPool {
             }
         }
         let Some(mut worker) = worker else {
-            return Err(QueryError::Unavailable(
+            return Err(AnalyticsError::Unavailable(
                 "query workers die as soon as they get a query".into(),
             ));
         };
@@ -487,7 +499,7 @@ impl QueryPool {
                 if let Some(w) = running.take_worker() {
                     w.kill();
                 }
-                Err(QueryError::Internal(format!(
+                Err(AnalyticsError::Internal(format!(
                     "the query's worker sent an unexpected {tag:?} frame"
                 )))
             }
@@ -506,14 +518,14 @@ impl Inner {
         self: &Arc<Self>,
         deadline: Instant,
         timeout: Duration,
-    ) -> Result<Worker, QueryError> {
+    ) -> Result<Worker, AnalyticsError> {
         let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         self.replenish();
         match idle {
             Some(worker) => Ok(worker),
             None => match tokio::time::timeout_at(deadline, self.spawn()).await {
                 Ok(worker) => worker,
-                Err(_) => Err(QueryError::Limit(GuardError::Timeout(timeout))),
+                Err(_) => Err(AnalyticsError::Limit(GuardError::Timeout(timeout))),
             },
         }
     }
@@ -558,11 +570,11 @@ impl Inner {
     }
 
     /// Starts a worker and waits until it is ready.
-    async fn spawn(&self) -> Result<Worker, QueryError> {
+    async fn spawn(&self) -> Result<Worker, AnalyticsError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let tmp = self.tmp_root.join(format!("w{id}"));
         let unavailable = |what: &str, e: &dyn std::fmt::Display| {
-            QueryError::Unavailable(format!("{what} {}: {e}", self.program.display()))
+            AnalyticsError::Unavailable(format!("{what} {}: {e}", self.program.display()))
         };
         std::fs::create_dir_all(&tmp)
             .map_err(|e| unavailable("cannot create a directory for", &e))?;
@@ -584,7 +596,7 @@ impl Inner {
         let (Some(stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
-            return Err(QueryError::Unavailable(
+            return Err(AnalyticsError::Unavailable(
                 "a worker's pipes are missing".into(),
             ));
         };
@@ -624,19 +636,19 @@ impl Inner {
             }
             Ok(Ok(Some((tag, _)))) => {
                 worker.kill();
-                Err(QueryError::Unavailable(format!(
+                Err(AnalyticsError::Unavailable(format!(
                     "a query worker sent {tag:?} instead of Ready"
                 )))
             }
             Ok(Ok(None) | Err(_)) => {
                 let why = worker.death(0).await;
-                Err(QueryError::Unavailable(format!(
+                Err(AnalyticsError::Unavailable(format!(
                     "a query worker ended during start-up: {why}"
                 )))
             }
             Err(_) => {
                 worker.kill();
-                Err(QueryError::Unavailable(format!(
+                Err(AnalyticsError::Unavailable(format!(
                     "a query worker did not start within {} ms",
                     self.config.start_timeout_ms
                 )))
@@ -672,21 +684,21 @@ mod tests {
         let oom = vec!["memory allocation of 491520000000 bytes failed".to_owned()];
         assert!(matches!(
             classify(signal(6), &oom, 30),
-            QueryError::Memory(_)
+            AnalyticsError::Memory(_)
         ));
         assert!(matches!(
             classify(signal(24), &[], 30),
-            QueryError::Limit(GuardError::CpuTime(30))
+            AnalyticsError::Limit(GuardError::CpuTime(30))
         ));
         assert!(matches!(
             classify(signal(9), &[], 30),
-            QueryError::Memory(_)
+            AnalyticsError::Memory(_)
         ));
         assert_eq!(classify(signal(25), &[], 30).sqlstate(), "53200");
         let stack = vec!["thread 'x' has overflowed its stack".to_owned()];
         assert_eq!(classify(signal(11), &stack, 30).sqlstate(), "54001");
         match classify(exit(101), &["panicked at boom".to_owned()], 30) {
-            QueryError::Internal(m) => assert!(m.contains("panicked at boom"), "{m}"),
+            AnalyticsError::Internal(m) => assert!(m.contains("panicked at boom"), "{m}"),
             other => panic!("{other:?}"),
         }
     }

@@ -14,7 +14,8 @@ use shoplens_readmodel::config::ReadModelConfig;
 use shoplens_readmodel::freshness::FreshnessReport;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::engine::{Pii, QueryConfig, QueryError};
+use crate::AnalyticsError;
+use crate::engine::{Pii, QueryConfig};
 use crate::guard::GuardError;
 use crate::read_model::ReadModelError;
 
@@ -151,30 +152,38 @@ pub enum ErrorKind {
 }
 
 /// `e` as it crosses the pipe.
-pub fn to_wire(e: &QueryError) -> WireError {
+pub fn to_wire(e: &AnalyticsError) -> WireError {
     let (kind, limit) = match e {
-        QueryError::Forbidden(_) => (ErrorKind::Forbidden, None),
-        QueryError::Invalid { .. } => (ErrorKind::Invalid, None),
-        QueryError::Limit(GuardError::Timeout(d)) => {
+        AnalyticsError::Forbidden(_) => (ErrorKind::Forbidden, None),
+        AnalyticsError::Invalid { .. } => (ErrorKind::Invalid, None),
+        AnalyticsError::Limit(GuardError::Timeout(d)) => {
             (ErrorKind::Timeout, Some(d.as_millis() as u64))
         }
-        QueryError::Limit(GuardError::CpuTime(s)) => (ErrorKind::CpuTime, Some(*s)),
-        QueryError::Limit(GuardError::TooManyRows(n)) => (ErrorKind::TooManyRows, Some(*n)),
-        QueryError::Memory(_) => (ErrorKind::Memory, None),
-        QueryError::Busy(_) => (ErrorKind::Busy, None),
-        QueryError::ReadModel(_) => (ErrorKind::ReadModel, None),
-        QueryError::Unavailable(_) => (ErrorKind::Unavailable, None),
-        QueryError::Internal(_) => (ErrorKind::Internal, None),
+        AnalyticsError::Limit(GuardError::CpuTime(s)) => (ErrorKind::CpuTime, Some(*s)),
+        AnalyticsError::Limit(GuardError::TooManyRows(n)) => (ErrorKind::TooManyRows, Some(*n)),
+        AnalyticsError::Memory(_) => (ErrorKind::Memory, None),
+        AnalyticsError::Busy(_) => (ErrorKind::Busy, None),
+        AnalyticsError::ReadModel(_) => (ErrorKind::ReadModel, None),
+        AnalyticsError::Unavailable(_) => (ErrorKind::Unavailable, None),
+        // What no query worker sends: carried as internal errors with their message.
+        AnalyticsError::Internal(_)
+        | AnalyticsError::Usage(_)
+        | AnalyticsError::Output(_)
+        | AnalyticsError::ReconcileNotConfigured
+        | AnalyticsError::SourceOfTruth(_)
+        | AnalyticsError::Remote(_)
+        | AnalyticsError::Listen { .. }
+        | AnalyticsError::Refused(_) => (ErrorKind::Internal, None),
     };
     let message = match e {
         // Their own wording is added back on the other side.
-        QueryError::Memory(m)
-        | QueryError::Internal(m)
-        | QueryError::Unavailable(m)
-        | QueryError::Busy(m)
-        | QueryError::Forbidden(m) => m.clone(),
-        QueryError::ReadModel(ReadModelError::Unavailable(m))
-        | QueryError::ReadModel(ReadModelError::Corrupt(m)) => m.clone(),
+        AnalyticsError::Memory(m)
+        | AnalyticsError::Internal(m)
+        | AnalyticsError::Unavailable(m)
+        | AnalyticsError::Busy(m)
+        | AnalyticsError::Forbidden(m) => m.clone(),
+        AnalyticsError::ReadModel(ReadModelError::Unavailable(m))
+        | AnalyticsError::ReadModel(ReadModelError::Corrupt(m)) => m.clone(),
         other => other.to_string(),
     };
     WireError {
@@ -186,24 +195,24 @@ pub fn to_wire(e: &QueryError) -> WireError {
 }
 
 /// The error `w` describes.
-pub fn from_wire(w: WireError) -> QueryError {
+pub fn from_wire(w: WireError) -> AnalyticsError {
     let limit = w.limit.unwrap_or(0);
     match w.kind {
-        ErrorKind::Forbidden => QueryError::Forbidden(w.message),
-        ErrorKind::Invalid => QueryError::Invalid {
+        ErrorKind::Forbidden => AnalyticsError::Forbidden(w.message),
+        ErrorKind::Invalid => AnalyticsError::Invalid {
             message: w.message,
             sqlstate: w.sqlstate,
         },
         ErrorKind::Timeout => {
-            QueryError::Limit(GuardError::Timeout(std::time::Duration::from_millis(limit)))
+            AnalyticsError::Limit(GuardError::Timeout(std::time::Duration::from_millis(limit)))
         }
-        ErrorKind::CpuTime => QueryError::Limit(GuardError::CpuTime(limit)),
-        ErrorKind::TooManyRows => QueryError::Limit(GuardError::TooManyRows(limit)),
-        ErrorKind::Memory => QueryError::Memory(w.message),
-        ErrorKind::Busy => QueryError::Busy(w.message),
-        ErrorKind::ReadModel => QueryError::ReadModel(ReadModelError::Unavailable(w.message)),
-        ErrorKind::Unavailable => QueryError::Unavailable(w.message),
-        ErrorKind::Internal => QueryError::Internal(w.message),
+        ErrorKind::CpuTime => AnalyticsError::Limit(GuardError::CpuTime(limit)),
+        ErrorKind::TooManyRows => AnalyticsError::Limit(GuardError::TooManyRows(limit)),
+        ErrorKind::Memory => AnalyticsError::Memory(w.message),
+        ErrorKind::Busy => AnalyticsError::Busy(w.message),
+        ErrorKind::ReadModel => AnalyticsError::ReadModel(ReadModelError::Unavailable(w.message)),
+        ErrorKind::Unavailable => AnalyticsError::Unavailable(w.message),
+        ErrorKind::Internal => AnalyticsError::Internal(w.message),
     }
 }
 
@@ -298,18 +307,18 @@ mod tests {
     fn errors_cross_the_pipe_with_their_kind_limit_and_sqlstate() {
         use std::time::Duration;
         for e in [
-            QueryError::Forbidden("no".into()),
-            QueryError::Invalid {
+            AnalyticsError::Forbidden("no".into()),
+            AnalyticsError::Invalid {
                 message: "table 'x' not found".into(),
                 sqlstate: "42P01".into(),
             },
-            QueryError::Limit(GuardError::Timeout(Duration::from_millis(1500))),
-            QueryError::Limit(GuardError::CpuTime(30)),
-            QueryError::Limit(GuardError::TooManyRows(1000)),
-            QueryError::Memory("pool".into()),
-            QueryError::Busy("busy".into()),
-            QueryError::ReadModel(ReadModelError::Unavailable("down".into())),
-            QueryError::Internal("boom".into()),
+            AnalyticsError::Limit(GuardError::Timeout(Duration::from_millis(1500))),
+            AnalyticsError::Limit(GuardError::CpuTime(30)),
+            AnalyticsError::Limit(GuardError::TooManyRows(1000)),
+            AnalyticsError::Memory("pool".into()),
+            AnalyticsError::Busy("busy".into()),
+            AnalyticsError::ReadModel(ReadModelError::Unavailable("down".into())),
+            AnalyticsError::Internal("boom".into()),
         ] {
             let back = from_wire(to_wire(&e));
             assert_eq!(back.to_string(), e.to_string());

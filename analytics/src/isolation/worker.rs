@@ -2,12 +2,13 @@
 //! with the argument `query-worker`) that runs ad-hoc queries one at a time under operating
 //! system limits, and streams each answer back to the server.
 //!
-//! Start-up: read [`Init`] from stdin, lower the priority (before any thread starts, so
-//! every thread inherits it), open the read model, build the engine and warm it up, then
-//! cap the address space at what start-up took plus the configured budget, and say
-//! `Ready`. Per query: move the CPU-time limit to what has been used plus the query's
-//! budget, run it, and send the answer. Whatever a query does, the worst it can do is end
-//! this process; the server reports that as the query's error and starts another worker.
+//! Start-up: read [`Init`] from stdin, enter the idle scheduling class and lower the
+//! priority (before any thread starts, so every thread inherits them), open the read model,
+//! build the engine and warm it up, then cap the address space at what start-up took plus
+//! the configured budget, and say `Ready`. Per query: move the CPU-time limit to what has
+//! been used plus the query's budget, run it, and send the answer. Whatever a query does,
+//! the worst it can do is end this process; the server reports that as the query's error
+//! and starts another worker.
 
 use std::io::{self, Read};
 
@@ -22,7 +23,8 @@ use super::protocol::{
     self, End, Init, MAX_FRAME, Output, Ready, Request, TARGET_FRAME, Tag, read_frame, write_frame,
     write_json,
 };
-use crate::engine::{Engine, Pii, QueryConfig, QueryError};
+use crate::AnalyticsError;
+use crate::engine::{Engine, Pii, QueryConfig};
 use crate::export::Encoder;
 
 /// The first argument that makes a program a query worker.
@@ -50,6 +52,11 @@ fn main() -> i32 {
             return 2;
         }
     };
+    if init.query.workers.idle_class
+        && let Err(e) = os::idle_class()
+    {
+        eprintln!("query worker: {e}; only its nice value lowers its priority");
+    }
     os::lower_priority(init.query.workers.nice);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -155,7 +162,7 @@ async fn serve(init: Init) -> io::Result<()> {
     }
 }
 
-async fn send_error<W: AsyncWrite + Unpin>(out: &mut W, e: &QueryError) -> io::Result<()> {
+async fn send_error<W: AsyncWrite + Unpin>(out: &mut W, e: &AnalyticsError) -> io::Result<()> {
     write_json(out, Tag::Error, &protocol::to_wire(e)).await
 }
 
@@ -174,11 +181,10 @@ async fn answer<W: AsyncWrite + Unpin>(
         Ok(stream) => stream,
         Err(e) => return send_error(out, &e).await,
     };
-    let internal = |e: anyhow::Error| QueryError::Internal(e.to_string());
     let mut encoder =
         match Encoder::for_output(request.output, stream.schema(), request.freshness.clone()) {
             Ok(encoder) => encoder,
-            Err(e) => return send_error(out, &internal(e)).await,
+            Err(e) => return send_error(out, &e).await,
         };
     let mut sent = End::default();
     let mut pending: Vec<u8> = encoder.head();
@@ -196,16 +202,16 @@ async fn answer<W: AsyncWrite + Unpin>(
     while let Some(batch) = stream.next().await {
         let batch = match batch {
             Ok(batch) => batch,
-            Err(e) => return send_error(out, &QueryError::from(e)).await,
+            Err(e) => return send_error(out, &AnalyticsError::from(e)).await,
         };
         sent.rows += batch.num_rows() as u64;
         for piece in pieces(&batch, request.output) {
             let bytes = match encoder.write(&piece) {
                 Ok(bytes) => bytes,
-                Err(e) => return send_error(out, &internal(e)).await,
+                Err(e) => return send_error(out, &e).await,
             };
             if request.output == Output::Arrow && bytes.len() > MAX_FRAME {
-                let e = QueryError::Invalid {
+                let e = AnalyticsError::Invalid {
                     message: format!(
                         "a result row is larger than {} MiB; select less of it",
                         MAX_FRAME / (1024 * 1024)
@@ -222,7 +228,7 @@ async fn answer<W: AsyncWrite + Unpin>(
     }
     match encoder.finish() {
         Ok(bytes) => pending.extend_from_slice(&bytes),
-        Err(e) => return send_error(out, &internal(e)).await,
+        Err(e) => return send_error(out, &e).await,
     }
     if request.buffered {
         write_frame(out, Tag::Started, b"").await?;
@@ -255,16 +261,16 @@ fn pieces(batch: &RecordBatch, output: Output) -> Vec<RecordBatch> {
 }
 
 /// Positional parameters as one row of Arrow IPC: column `i` holds `$i+1`.
-pub fn encode_params(params: &ParamValues) -> Result<Vec<u8>, QueryError> {
+pub fn encode_params(params: &ParamValues) -> Result<Vec<u8>, AnalyticsError> {
     let values: Vec<ScalarValue> = match params {
         ParamValues::List(list) => list.iter().map(|p| p.value.clone()).collect(),
         ParamValues::Map(_) => {
-            return Err(QueryError::invalid(
+            return Err(AnalyticsError::invalid(
                 "named parameters are not supported; use $1, $2, ...",
             ));
         }
     };
-    let internal = |e: datafusion::error::DataFusionError| QueryError::Internal(e.to_string());
+    let internal = |e: datafusion::error::DataFusionError| AnalyticsError::Internal(e.to_string());
     let columns: Vec<(String, ArrayRef)> = values
         .iter()
         .enumerate()
@@ -274,30 +280,30 @@ pub fn encode_params(params: &ParamValues) -> Result<Vec<u8>, QueryError> {
                 v.to_array_of_size(1).map_err(internal)?,
             ))
         })
-        .collect::<Result<_, QueryError>>()?;
+        .collect::<Result<_, AnalyticsError>>()?;
     let mut out = Vec::new();
     if columns.is_empty() {
         return Ok(out);
     }
     let batch =
-        RecordBatch::try_from_iter(columns).map_err(|e| QueryError::Internal(e.to_string()))?;
+        RecordBatch::try_from_iter(columns).map_err(|e| AnalyticsError::Internal(e.to_string()))?;
     let mut writer =
         datafusion::arrow::ipc::writer::StreamWriter::try_new(&mut out, &batch.schema())
-            .map_err(|e| QueryError::Internal(e.to_string()))?;
+            .map_err(|e| AnalyticsError::Internal(e.to_string()))?;
     writer
         .write(&batch)
         .and_then(|()| writer.finish())
-        .map_err(|e| QueryError::Internal(e.to_string()))?;
+        .map_err(|e| AnalyticsError::Internal(e.to_string()))?;
     drop(writer);
     Ok(out)
 }
 
 /// The inverse of [`encode_params`].
-pub fn decode_params(bytes: &[u8]) -> Result<ParamValues, QueryError> {
+pub fn decode_params(bytes: &[u8]) -> Result<ParamValues, AnalyticsError> {
     if bytes.is_empty() {
         return Ok(ParamValues::List(Vec::new()));
     }
-    let bad = |e: String| QueryError::Internal(format!("bad parameters: {e}"));
+    let bad = |e: String| AnalyticsError::Internal(format!("bad parameters: {e}"));
     let mut reader = StreamReader::try_new(bytes, None).map_err(|e| bad(e.to_string()))?;
     let batch = reader
         .next()

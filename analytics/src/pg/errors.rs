@@ -6,7 +6,7 @@ use datafusion::error::DataFusionError;
 use datafusion_postgres::pgwire::api::{ClientInfo, ErrorHandler, METADATA_USER};
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError};
 
-use crate::engine::QueryError;
+use crate::AnalyticsError;
 
 /// Turns errors into the `ErrorResponse` a Postgres client expects, and logs them once.
 pub struct ErrorReporter;
@@ -66,13 +66,13 @@ pub fn user_error(severity: &str, code: &str, message: String) -> PgWireError {
 }
 
 /// A query's failure as a Postgres error.
-pub fn query_error(e: QueryError) -> PgWireError {
+pub fn query_error(e: AnalyticsError) -> PgWireError {
     user_error("ERROR", e.sqlstate(), e.to_string())
 }
 
 /// An engine failure (planning in this process) as a Postgres error.
 pub fn engine_error(e: DataFusionError) -> PgWireError {
-    query_error(QueryError::from(e))
+    query_error(AnalyticsError::from(e))
 }
 
 /// An error as the `ErrorResponse` of one statement of several (the statements after it are
@@ -136,9 +136,9 @@ mod tests {
             }
         }
         for (e, code) in [
-            (QueryError::Memory("x".into()), "53200"),
-            (QueryError::Busy("x".into()), "53300"),
-            (QueryError::Limit(GuardError::CpuTime(3)), "57014"),
+            (AnalyticsError::Memory("x".into()), "53200"),
+            (AnalyticsError::Busy("x".into()), "53300"),
+            (AnalyticsError::Limit(GuardError::CpuTime(3)), "57014"),
         ] {
             match query_error(e) {
                 PgWireError::UserError(info) => assert_eq!(info.code, code),

@@ -145,6 +145,9 @@ pub async fn serve(
                 }
             },
         };
+        // Small messages (a row description, then rows, then CommandComplete) must not wait
+        // for the client's delayed ACK.
+        let _ = socket.set_nodelay(true);
         next_id += 1;
         let span = tracing::info_span!("pg_connection", id = next_id, %peer);
         match slots.clone().try_acquire_owned() {

@@ -37,8 +37,9 @@ use futures::{FutureExt, Sink, StreamExt};
 use super::errors::{engine_error, error_info, query_error, user_error};
 use super::gate::{Route, plan_read_only, route};
 use super::{cursor, session};
+use crate::AnalyticsError;
 use crate::audit::Audit;
-use crate::engine::{Pii, QueryError, read_only_options};
+use crate::engine::{Pii, read_only_options};
 use crate::isolation::{BatchStream, Executor, Job, SessionKind};
 use crate::metrics::AnalyticsMetrics;
 use crate::users::Users;
@@ -290,7 +291,7 @@ fn capped(batches: BatchStream, max_bytes: usize) -> BatchStream {
                     total += batch.get_array_memory_size();
                     if total > max_bytes {
                         stopped = true;
-                        Some(Err(QueryError::Invalid {
+                        Some(Err(AnalyticsError::Invalid {
                             message: format!(
                                 "the answer is larger than {} MiB; add a LIMIT, select fewer \
                                  columns, or use an export",
@@ -315,7 +316,7 @@ fn capped(batches: BatchStream, max_bytes: usize) -> BatchStream {
 /// Batches as Postgres data rows.
 fn rows(
     fields: Arc<Vec<FieldInfo>>,
-    batches: impl futures::Stream<Item = Result<datafusion::arrow::array::RecordBatch, QueryError>>
+    batches: impl futures::Stream<Item = Result<datafusion::arrow::array::RecordBatch, AnalyticsError>>
     + Send
     + 'static,
 ) -> impl futures::Stream<Item = PgWireResult<DataRow>> + Send + 'static {

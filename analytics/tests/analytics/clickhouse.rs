@@ -17,7 +17,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use rust_decimal::Decimal;
 use shoplens_analytics::clickhouse::{ClickHouseReadModel, LIVE_TTL};
 use shoplens_analytics::engine::Pii;
-use shoplens_analytics::{Engine, QueryError, ReadModel, ReadModelError, Table};
+use shoplens_analytics::{AnalyticsError, Engine, ReadModel, ReadModelError, Table};
 use shoplens_contract::tables::RawTable;
 use shoplens_contract::{
     CustomerRegistered, CustomerUpdated, Envelope, OrderStatus, OrderStatusChanged, PaymentFailed,
@@ -687,7 +687,7 @@ async fn clickhouse_down_is_an_unavailable_error() {
         "SELECT count(*) FROM products",
     ] {
         match engine.collect(Pii::Visible, sql).await {
-            Err(QueryError::ReadModel(ReadModelError::Unavailable(m))) => {
+            Err(AnalyticsError::ReadModel(ReadModelError::Unavailable(m))) => {
                 assert!(m.contains("unreachable"), "{m}");
             }
             other => panic!("{sql}: expected an unavailable read model, got {other:?}"),
@@ -695,7 +695,7 @@ async fn clickhouse_down_is_an_unavailable_error() {
     }
     assert!(matches!(
         engine.freshness().await,
-        Err(QueryError::ReadModel(ReadModelError::Unavailable(_)))
+        Err(AnalyticsError::ReadModel(ReadModelError::Unavailable(_)))
     ));
 }
 

@@ -374,20 +374,8 @@ async fn limited_app(
 }
 
 async fn metric(app: &TestApp, reason: &str) -> f64 {
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
     let key = format!("shoplens_analytics_query_workers_ended_total{{reason=\"{reason}\"}}");
-    text.lines()
-        .filter(|l| l.starts_with(&key))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    counter(app, &key).await
 }
 
 #[tokio::test]
@@ -431,6 +419,66 @@ async fn a_query_past_its_cpu_time_ends_its_worker() {
     );
     let (status, _) = attack(&app, "SELECT 1 AS n").await;
     assert_eq!(status, 200);
+}
+
+/// A counter of `/metrics` (summed over its labels).
+async fn counter(app: &TestApp, name: &str) -> f64 {
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter(|l| l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn ordinary_queries_reuse_warm_workers() {
+    let (_dir, app) = limited_app(1024, 30, 30_000).await;
+    let started = "shoplens_analytics_query_workers_started_total";
+    // The pool settles after the first query (it tops up to its idle minimum).
+    for _ in 0..3 {
+        assert_eq!(attack(&app, "SELECT 1 AS n").await.0, 200);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let before = counter(&app, started).await;
+    assert!(before >= 1.0, "no worker started: {before}");
+    for i in 0..20 {
+        let (status, body) = attack(&app, &format!("SELECT {i} AS n")).await;
+        assert_eq!((status, &body["rows"][0]["n"]), (200, &Value::from(i)));
+    }
+    assert_eq!(
+        counter(&app, started).await,
+        before,
+        "a query that ends normally must leave its worker for the next one"
+    );
+}
+
+#[tokio::test]
+async fn query_workers_run_in_the_idle_scheduling_class() {
+    let events = support::events();
+    let dir = support::embedded_store(&events).await;
+    let mut config = support::query_config();
+    config.workers.idle_class = shoplens_analytics::engine::WorkersConfig::default().idle_class;
+    let engine = support::embedded_engine_at(&dir, &config).await;
+    let app = support::spawn_app(engine).await;
+    let pool = app.handle.executor().pool().expect("query workers");
+    let pids = pool.idle_pids();
+    assert!(!pids.is_empty(), "no idle worker");
+    for pid in pids {
+        assert_eq!(
+            shoplens_analytics::isolation::scheduling_policy(pid),
+            Some(5),
+            "worker {pid} is not in SCHED_IDLE"
+        );
+    }
 }
 
 #[tokio::test]

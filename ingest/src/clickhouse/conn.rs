@@ -7,22 +7,23 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ::clickhouse::Client;
 use bytes::Bytes;
 
-use crate::sink::{SinkError, SinkResult};
+use crate::IngestError;
+use crate::sink::SinkResult;
 
 /// A ClickHouse error as a sink error: anything on the way (network, timeout, an HTTP error
 /// answer) is `Unavailable` and worth a retry; data the client cannot read is `Corrupt`.
-fn ch_err(context: &str, e: ::clickhouse::error::Error) -> SinkError {
+fn ch_err(context: &str, e: ::clickhouse::error::Error) -> IngestError {
     use ::clickhouse::error::Error as E;
     match e {
         E::Network(_) | E::TimedOut | E::BadResponse(_) | E::Compression(_) => {
-            SinkError::Unavailable(format!("{context}: {e}"))
+            IngestError::Unavailable(format!("{context}: {e}"))
         }
-        other => SinkError::Corrupt(format!("{context}: {other}")),
+        other => IngestError::Corrupt(format!("{context}: {other}")),
     }
 }
 
-pub(super) fn corrupt(msg: impl Into<String>) -> SinkError {
-    SinkError::Corrupt(msg.into())
+pub(super) fn corrupt(msg: impl Into<String>) -> IngestError {
+    IngestError::Corrupt(msg.into())
 }
 
 pub(super) fn now_ms() -> i64 {
@@ -55,7 +56,7 @@ impl Conn {
     ) -> SinkResult<T> {
         match tokio::time::timeout(self.timeout, fut).await {
             Ok(result) => result.map_err(|e| ch_err(context, e)),
-            Err(_) => Err(SinkError::Unavailable(format!(
+            Err(_) => Err(IngestError::Unavailable(format!(
                 "{context}: no answer within {:?}",
                 self.timeout
             ))),
@@ -85,9 +86,9 @@ impl Conn {
 
 /// A concurrent `CREATE ... IF NOT EXISTS` of the same object may still lose the race with
 /// "already exists"; that is success.
-pub(super) fn already_exists(e: SinkError) -> SinkResult<()> {
+pub(super) fn already_exists(e: IngestError) -> SinkResult<()> {
     match &e {
-        SinkError::Unavailable(m) if m.contains("already exists") => Ok(()),
+        IngestError::Unavailable(m) if m.contains("already exists") => Ok(()),
         _ => Err(e),
     }
 }

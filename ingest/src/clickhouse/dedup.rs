@@ -140,7 +140,7 @@ impl ClickHouseSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sink::SinkError;
+    use crate::IngestError;
 
     #[test]
     fn ids_are_looked_up_in_sorted_chunks() {
@@ -153,6 +153,9 @@ mod tests {
         assert_eq!(chunks[1], vec![format!("{LOOKUP_CHUNK:06}").as_str()]);
         assert!(id_chunks(&[]).is_empty());
         assert_eq!(id_list(&["0a-1", "ff"]).unwrap(), "'0a-1','ff'");
-        assert!(matches!(id_list(&["x' OR 1"]), Err(SinkError::Corrupt(_))));
+        assert!(matches!(
+            id_list(&["x' OR 1"]),
+            Err(IngestError::Corrupt(_))
+        ));
     }
 }

@@ -12,7 +12,8 @@ use super::conn::{corrupt, now_ms};
 use super::migrations::view_selects;
 use super::rowbinary::RowBinary;
 use super::sink::ClickHouseSink;
-use crate::sink::{SinkError, SinkResult};
+use crate::IngestError;
+use crate::sink::SinkResult;
 
 impl ClickHouseSink {
     pub(super) async fn journal(&self, apply_id: &str, done: u8) -> SinkResult<()> {
@@ -80,7 +81,7 @@ impl ClickHouseSink {
                 break;
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(SinkError::Unavailable(format!(
+                return Err(IngestError::Unavailable(format!(
                     "{running} inserts into {} still running; repair later",
                     self.db
                 )));

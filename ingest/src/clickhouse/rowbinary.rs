@@ -202,7 +202,7 @@ mod tests {
 
     use super::super::readback::{money_array, strings};
     use super::*;
-    use crate::sink::SinkError;
+    use crate::IngestError;
 
     #[test]
     fn rows_are_encoded_as_rowbinary() {
@@ -248,7 +248,7 @@ mod tests {
         assert!(err.to_string().contains("Decimal(18, 2)"), "{err}");
         // A batch of another table's schema is refused, not mis-encoded.
         let err = encode_rows(RawTable::Orders, &b, &[0]).unwrap_err();
-        assert!(matches!(err, SinkError::Corrupt(_)), "{err}");
+        assert!(matches!(err, IngestError::Corrupt(_)), "{err}");
     }
 
     #[test]

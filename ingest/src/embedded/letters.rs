@@ -9,7 +9,8 @@ use arrow_array::{Array, ArrayRef, Int32Array, RecordBatch, StringArray, UInt64A
 use bytes::Bytes;
 use shoplens_readmodel::tables::dead_letters_schema;
 
-use crate::sink::{DeadLetter, SinkError, SinkResult};
+use crate::IngestError;
+use crate::sink::{DeadLetter, SinkResult};
 
 /// The dead letters as one batch. The payload column is text: bytes that are not UTF-8 are
 /// stored with replacement characters (the table's schema, shared with ClickHouse).
@@ -49,8 +50,8 @@ pub(super) fn to_batch(letters: &[&DeadLetter]) -> RecordBatch {
         .expect("dead-letter columns follow their schema")
 }
 
-fn corrupt(what: &str) -> SinkError {
-    SinkError::Corrupt(format!("dead-letter segment: {what}"))
+fn corrupt(what: &str) -> IngestError {
+    IngestError::Corrupt(format!("dead-letter segment: {what}"))
 }
 
 /// The columns that identify a dead letter and its aggregate: what [`coordinates`] reads.

@@ -25,7 +25,8 @@ use shoplens_readmodel::embedded::sync_dir;
 
 pub use sink::EmbeddedSink;
 
-use crate::sink::{ReadModelStore, Sink, SinkError, SinkResult};
+use crate::IngestError;
+use crate::sink::{ReadModelStore, Sink, SinkResult};
 use sink::blocking;
 
 /// The generations of the embedded read model under one directory.
@@ -83,8 +84,8 @@ impl EmbeddedStore {
     }
 }
 
-fn invalid(what: String) -> SinkError {
-    SinkError::Io(std::io::Error::new(std::io::ErrorKind::InvalidInput, what))
+fn invalid(what: String) -> IngestError {
+    IngestError::Io(std::io::Error::new(std::io::ErrorKind::InvalidInput, what))
 }
 
 #[async_trait]

@@ -13,13 +13,14 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 
-use crate::sink::{SinkError, SinkResult};
+use crate::IngestError;
+use crate::sink::SinkResult;
 
 /// Rows per Parquet row group; large enough for scans, small enough for bounded memory.
 const ROW_GROUP_ROWS: usize = 128 * 1024;
 
-fn io(e: impl std::fmt::Display) -> SinkError {
-    SinkError::Io(std::io::Error::other(e.to_string()))
+fn io(e: impl std::fmt::Display) -> IngestError {
+    IngestError::Io(std::io::Error::other(e.to_string()))
 }
 
 /// Writes `batches` (all in `schema`) as one Parquet file at `path`, synced to disk when
@@ -70,7 +71,7 @@ impl SegmentWriter {
 
 /// Reads the columns named `columns` (all when `None`) of the segment at
 /// `path`, checking that the file holds exactly `schema`'s fields. A missing or unreadable
-/// file, or one of another schema, is [`SinkError::Corrupt`]: the manifest lists it.
+/// file, or one of another schema, is [`IngestError::Corrupt`]: the manifest lists it.
 pub(super) fn read(
     path: &Path,
     schema: &SchemaRef,
@@ -93,7 +94,7 @@ pub(super) fn for_each(
     mut f: impl FnMut(RecordBatch) -> SinkResult<()>,
 ) -> SinkResult<()> {
     let corrupt = |e: &dyn std::fmt::Display| {
-        SinkError::Corrupt(format!("segment {} cannot be read: {e}", path.display()))
+        IngestError::Corrupt(format!("segment {} cannot be read: {e}", path.display()))
     };
     let file = File::open(path).map_err(|e| corrupt(&e))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| corrupt(&e))?;
@@ -173,18 +174,18 @@ mod tests {
         let other = Arc::new(Schema::new(vec![Field::new("a", DataType::Utf8, false)]));
         assert!(matches!(
             read(&path, &other, None),
-            Err(SinkError::Corrupt(_))
+            Err(IngestError::Corrupt(_))
         ));
         fs::write(&path, b"not parquet").unwrap();
         assert!(matches!(
             read(&path, &schema, None),
-            Err(SinkError::Corrupt(_))
+            Err(IngestError::Corrupt(_))
         ));
         remove(&path).unwrap();
         remove(&path).unwrap();
         assert!(matches!(
             read(&path, &schema, None),
-            Err(SinkError::Corrupt(_))
+            Err(IngestError::Corrupt(_))
         ));
     }
 }

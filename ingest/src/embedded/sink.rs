@@ -30,7 +30,8 @@ use shoplens_readmodel::tables::{AggTable, dead_letters_schema};
 use super::dedup::{IdIndex, format_id, parse_id};
 use super::letters;
 use super::segment;
-use crate::sink::{ApplyReport, DeadLetter, Sink, SinkError, SinkResult};
+use crate::IngestError;
+use crate::sink::{ApplyReport, DeadLetter, Sink, SinkResult};
 
 /// What readers see; replaced (manifest) or extended (aggregates, parked keys) under a short
 /// write lock at the end of each commit.
@@ -74,8 +75,8 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-fn corrupt(what: impl std::fmt::Display) -> SinkError {
-    SinkError::Corrupt(what.to_string())
+fn corrupt(what: impl std::fmt::Display) -> IngestError {
+    IngestError::Corrupt(what.to_string())
 }
 
 /// Runs blocking file work off the async threads.
@@ -84,7 +85,7 @@ pub(super) async fn blocking<T: Send + 'static>(
 ) -> SinkResult<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| SinkError::Io(std::io::Error::other(format!("blocking task failed: {e}"))))?
+        .map_err(|e| IngestError::Io(std::io::Error::other(format!("blocking task failed: {e}"))))?
 }
 
 fn schema_of(table: TableId) -> arrow_schema::SchemaRef {
@@ -336,7 +337,7 @@ impl Inner {
         batch: &crate::sink::IngestBatch,
     ) -> SinkResult<ApplyReport> {
         if w.poisoned {
-            return Err(SinkError::Unavailable(
+            return Err(IngestError::Unavailable(
                 "an earlier commit failed half-way; reopen the store".into(),
             ));
         }
@@ -488,7 +489,7 @@ impl Inner {
             }
         }
         if self.fail_before_commit.swap(false, Ordering::SeqCst) {
-            return Err(SinkError::Io(std::io::Error::other(
+            return Err(IngestError::Io(std::io::Error::other(
                 "injected failure before the manifest was replaced",
             )));
         }

@@ -13,10 +13,9 @@ use shoplens_contract::{
     CustomerRegistered, Envelope, OrderCreated, OrderLine, OrderStatus, OrderStatusChanged,
     PaymentCompleted, ProductCreated, ProductPurchased, ShipmentCreated,
 };
+use shoplens_ingest::IngestError;
 use shoplens_ingest::clickhouse::ClickHouseStore;
-use shoplens_ingest::sink::{
-    ApplyReport, DeadLetter, IngestBatch, ReadModelStore, Sink, SinkError,
-};
+use shoplens_ingest::sink::{ApplyReport, DeadLetter, IngestBatch, ReadModelStore, Sink};
 use shoplens_readmodel::aggregate::Aggregates;
 use shoplens_readmodel::config::ClickHouseConfig;
 use shoplens_readmodel::tables::AggTable;
@@ -530,7 +529,7 @@ async fn generations_are_databases_and_one_of_them_is_live() {
 
     // The live generation cannot be dropped; the other one can.
     let err = store.drop_generation(2).await.unwrap_err();
-    assert!(matches!(err, SinkError::Corrupt(_)), "{err}");
+    assert!(matches!(err, IngestError::Corrupt(_)), "{err}");
     store.drop_generation(1).await.unwrap();
     assert_eq!(store.generations().await.unwrap(), vec![2]);
     // An unknown generation cannot be made live.
@@ -553,7 +552,7 @@ async fn an_unreachable_server_is_unavailable() {
         ..config("down")
     };
     let err = ClickHouseStore::connect(&config).await.unwrap_err();
-    assert!(matches!(err, SinkError::Unavailable(_)), "{err}");
+    assert!(matches!(err, IngestError::Unavailable(_)), "{err}");
 
     // A server that refuses the write (here: the generation was dropped under the sink) is
     // unavailable too: the worker backs off and retries.
@@ -562,7 +561,7 @@ async fn an_unreachable_server_is_unavailable() {
     store.drop_generation(1).await.unwrap();
     let events = order(at(2026, 6, 1, 1), "o1", "a", &[("p", 1, "1.00")], true);
     let err = sink.apply(&batch_of(&events)).await.unwrap_err();
-    assert!(matches!(err, SinkError::Unavailable(_)), "{err}");
+    assert!(matches!(err, IngestError::Unavailable(_)), "{err}");
 }
 
 /// The one gap of the design, closed: raw rows stored while a view's insert never happened
@@ -652,7 +651,7 @@ async fn a_view_that_fails_after_the_raw_insert_is_repaired_on_retry() {
     ))
     .await;
     let err = sink.apply(&batch_of(b)).await.unwrap_err();
-    assert!(matches!(err, SinkError::Unavailable(_)), "{err}");
+    assert!(matches!(err, IngestError::Unavailable(_)), "{err}");
     run(format!("DROP TABLE {db}.mv_a_fault")).await;
     // The raw orders went in although the apply failed, and the aggregates are short.
     let orders = sink.raw_row_count(RawTable::Orders).await.unwrap();

@@ -18,10 +18,9 @@ use shoplens_contract::{
     CustomerRegistered, Envelope, OrderCreated, OrderLine, OrderStatus, OrderStatusChanged,
     PaymentCompleted, ProductCreated, ProductPurchased, ShipmentCreated,
 };
+use shoplens_ingest::IngestError;
 use shoplens_ingest::embedded::{EmbeddedSink, EmbeddedStore};
-use shoplens_ingest::sink::{
-    ApplyReport, DeadLetter, IngestBatch, ReadModelStore, Sink, SinkError,
-};
+use shoplens_ingest::sink::{ApplyReport, DeadLetter, IngestBatch, ReadModelStore, Sink};
 use shoplens_readmodel::aggregate::Aggregates;
 use shoplens_readmodel::config::EmbeddedConfig;
 use shoplens_readmodel::tables::{AggTable, dead_letters_schema};
@@ -666,7 +665,7 @@ async fn a_corrupt_or_unknown_manifest_is_an_error() {
         std::fs::write(&manifest, &bad).unwrap();
         let store = EmbeddedStore::open(config.clone()).unwrap();
         match store.open_generation(1).await {
-            Err(SinkError::Corrupt(_)) => {}
+            Err(IngestError::Corrupt(_)) => {}
             Err(e) => panic!("expected Corrupt for {bad}, got {e}"),
             Ok(_) => panic!("expected Corrupt for {bad}"),
         }
@@ -680,11 +679,11 @@ async fn a_corrupt_or_unknown_manifest_is_an_error() {
     let store = EmbeddedStore::open(config.clone()).unwrap();
     assert!(matches!(
         store.open_generation(1).await,
-        Err(SinkError::Corrupt(_))
+        Err(IngestError::Corrupt(_))
     ));
     // And a LIVE pointer that is not a number.
     std::fs::write(config.dir.join("LIVE"), "two").unwrap();
-    assert!(matches!(store.live().await, Err(SinkError::Corrupt(_))));
+    assert!(matches!(store.live().await, Err(IngestError::Corrupt(_))));
 }
 
 /// Throughput of `apply` with batches of 10,000 events (run in release:

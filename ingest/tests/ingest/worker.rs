@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use shoplens_bus::{BusRecord, EventBus, EventSource};
 use shoplens_contract::tables::RawTable;
+use shoplens_ingest::IngestError;
 use shoplens_ingest::sink::{
-    ApplyReport, DeadLetter, IngestBatch, ReadModelStore, Sink, SinkError, SinkResult,
+    ApplyReport, DeadLetter, IngestBatch, ReadModelStore, Sink, SinkResult,
 };
 use shoplens_ingest::startup::{IngestConfig, IngestHandle, embedded_sources, start, start_on};
 use shoplens_readmodel::freshness::Freshness;
@@ -260,7 +261,7 @@ impl ReadModelStore for Flaky {
 impl Sink for FlakySink {
     async fn apply(&self, batch: &IngestBatch) -> SinkResult<ApplyReport> {
         if self.down.load(Ordering::SeqCst) {
-            return Err(SinkError::Unavailable("store is down (test)".into()));
+            return Err(IngestError::Unavailable("store is down (test)".into()));
         }
         self.inner.apply(batch).await
     }
