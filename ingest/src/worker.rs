@@ -302,7 +302,7 @@ impl Worker {
                     self.update_gauges(freshness);
                     return Ok(Some(state));
                 }
-                Err(IngestError::Corrupt(e)) => return Err(IngestError::Corrupt(e).into()),
+                Err(IngestError::Corrupt(e)) => return Err(IngestError::Corrupt(e)),
                 Err(e) => {
                     self.sink_failed(&e);
                     if !backoff.wait(shutdown).await {
@@ -339,7 +339,7 @@ impl Worker {
                     }
                     break report;
                 }
-                Err(IngestError::Corrupt(e)) => return Err(IngestError::Corrupt(e).into()),
+                Err(IngestError::Corrupt(e)) => return Err(IngestError::Corrupt(e)),
                 Err(e) => {
                     self.sink_failed(&e);
                     if !backoff.wait(shutdown).await {
