@@ -476,3 +476,99 @@ async fn the_dashboard_asks_who_you_are_and_says_who_is_signed_in() {
         "{dom}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_fits_common_widths_and_offers_each_panel_as_a_file() {
+    let (_dir, engine) = support::embedded_engine(&support::events()).await;
+    let app = support::spawn_app(engine).await;
+    let url = format!("{}/dashboard?from={FROM}&to={TO}", app.signed_in_url);
+    for width in [1024, 1440] {
+        let dom = dump_dom_sized(&url, width).await;
+        assert!(dom.contains(r#"data-loaded="true""#), "{width} px: {dom}");
+        assert!(
+            dom.contains(r#"data-clipped="""#),
+            "{width} px: something does not fit: {}",
+            tags(&dom, "body")
+                .first()
+                .map(|b| attr(b, "data-clipped").to_owned())
+                .unwrap_or_default()
+        );
+        assert!(
+            tags_with(&dom, "tr", "data-customer-id").len() >= 3,
+            "{width} px: the top customers are listed"
+        );
+        // A screenshot at this width, for people.
+        let shot = screenshot_dir().join(format!("dashboard-{width}.png"));
+        headless(
+            &url,
+            &[
+                format!("--screenshot={}", shot.display()),
+                format!("--window-size={width},1400"),
+            ],
+        )
+        .await;
+        assert!(shot.exists(), "Chromium wrote {}", shot.display());
+    }
+
+    // An administrator gets a CSV and a Parquet link per panel, for the range on screen,
+    // and each one downloads.
+    let dom = dump_dom(&url).await;
+    let links = tags_with(&dom, "a", "data-download");
+    let names: Vec<&str> = links.iter().map(|a| attr(a, "data-download")).collect();
+    for want in [
+        "daily_sales.csv",
+        "daily_sales.parquet",
+        "top_products.csv",
+        "top_customers.parquet",
+        "monthly_sales.csv",
+    ] {
+        assert!(names.contains(&want), "no {want} link: {names:?}");
+    }
+    for link in &links {
+        let href = attr(link, "href");
+        assert!(
+            href.contains(&format!("from={FROM}&to={TO}")),
+            "the link follows the range on screen: {href}"
+        );
+        let resp = app
+            .client
+            .get(format!("{}{href}", app.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{href}");
+        let bytes = resp.bytes().await.unwrap();
+        if href.contains(".csv") {
+            assert!(
+                bytes.contains(&b'\n') && bytes.len() > 20,
+                "{href}: a CSV with rows"
+            );
+        } else {
+            assert!(bytes.starts_with(b"PAR1"), "{href}: a Parquet file");
+        }
+    }
+
+    // A viewer may not export: no links.
+    let viewer =
+        support::signed_in_proxy(app.url.clone(), shoplens_kit::identity::Role::Viewer).await;
+    let dom = dump_dom(&format!("{viewer}/dashboard?from={FROM}&to={TO}")).await;
+    assert!(dom.contains(r#"data-loaded="true""#), "{dom}");
+    assert!(
+        tags_with(&dom, "a", "data-download").is_empty(),
+        "a viewer sees no downloads"
+    );
+}
+
+/// As [`dump_dom`], in a window `width` pixels wide.
+async fn dump_dom_sized(url: &str, width: u32) -> String {
+    let dom = headless(
+        url,
+        &[
+            "--dump-dom".to_owned(),
+            format!("--window-size={width},900"),
+        ],
+    )
+    .await;
+    assert!(dom.contains("<body"), "Chromium printed no DOM: {dom}");
+    dom
+}
