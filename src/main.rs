@@ -111,6 +111,10 @@ enum Command {
         /// Lifetime in seconds.
         #[arg(long, default_value_t = 3600)]
         ttl_secs: u64,
+        /// Write the token to this file (replaced whole, readable by all: for a scraper's
+        /// `credentials_file` in a volume only it mounts) instead of printing it.
+        #[arg(long)]
+        output: Option<PathBuf>,
     },
 }
 
@@ -257,6 +261,7 @@ async fn run() -> anyhow::Result<()> {
             role,
             subject,
             ttl_secs,
+            output,
         } => {
             use shoplens_kit::identity::{Identity, Role};
             let identity = match (customer, admin, role) {
@@ -278,12 +283,25 @@ async fn run() -> anyhow::Result<()> {
                 .validate("auth.secret")
                 .map_err(|e| anyhow::anyhow!(e))?;
             let ttl = std::time::Duration::from_secs(ttl_secs);
-            println!(
-                "{}",
-                shoplens_kit::identity::issue(&config.auth.secret, &identity, ttl)
-            );
+            let token = shoplens_kit::identity::issue(&config.auth.secret, &identity, ttl);
+            match output {
+                None => println!("{token}"),
+                Some(path) => write_token(&path, &token)?,
+            }
         }
     }
+    Ok(())
+}
+
+/// Writes `token` to `path` through a temporary file and a rename, so a reader never sees
+/// half of it.
+fn write_token(path: &std::path::Path, token: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = path.with_extension("partial");
+    std::fs::write(&tmp, format!("{token}\n"))
+        .with_context(|| format!("failed to write {}", tmp.display()))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("failed to write {}", path.display()))?;
     Ok(())
 }
 

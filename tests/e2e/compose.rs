@@ -34,6 +34,14 @@ struct Service {
     #[serde(default)]
     depends_on: BTreeMap<String, DependsOn>,
     healthcheck: Option<Healthcheck>,
+    /// `"no"`: a one-shot job (it runs to completion at start-up; no health check).
+    restart: Option<String>,
+}
+
+impl Service {
+    fn is_job(&self) -> bool {
+        self.restart.as_deref() == Some("no")
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -49,7 +57,7 @@ struct Healthcheck {
 /// The binary the Dockerfile's `ENTRYPOINT` runs when a service sets none.
 const DEFAULT_BINARY: &str = "shoplens";
 /// Containers that keep state, so need a volume.
-const STATEFUL: [&str; 7] = [
+const STATEFUL: [&str; 9] = [
     "kafka",
     "clickhouse",
     "customer",
@@ -57,12 +65,21 @@ const STATEFUL: [&str; 7] = [
     "order",
     "payment",
     "shipping",
+    "prometheus",
+    "grafana",
 ];
 /// Containers only other containers call: nothing published.
-const INTERNAL: [&str; 6] = [
-    "customer", "product", "order", "payment", "shipping", "ingest",
+const INTERNAL: [&str; 8] = [
+    "customer",
+    "product",
+    "order",
+    "payment",
+    "shipping",
+    "ingest",
+    "prometheus",
+    "metrics-token",
 ];
-const REQUIRED: [&str; 10] = [
+const REQUIRED: [&str; 13] = [
     "kafka",
     "clickhouse",
     "customer",
@@ -73,6 +90,9 @@ const REQUIRED: [&str; 10] = [
     "composer",
     "ingest",
     "analytics",
+    "metrics-token",
+    "prometheus",
+    "grafana",
 ];
 
 fn root() -> &'static Path {
@@ -103,16 +123,19 @@ fn sample(var: &str) -> Option<String> {
             shoplens_analytics::users::hash("a sample password"),
             shoplens_analytics::users::hash("another sample password")
         ),
-        "CLICKHOUSE_PASSWORD" | "CLICKHOUSE_READER_PASSWORD" => "sample-password".into(),
+        "CLICKHOUSE_PASSWORD"
+        | "CLICKHOUSE_READER_PASSWORD"
+        | "GRAFANA_ADMIN_PASSWORD"
+        | "SHOPLENS_GRAFANA_PASSWORD" => "sample-password".into(),
         _ => return None,
     })
 }
 
 /// A key that holds a secret: it must have no default.
 fn is_secret(key: &str) -> bool {
-    ["SECRET", "PASSWORD", "USERS", "TOKEN"]
-        .iter()
-        .any(|s| key.contains(s))
+    // By its last word: `GF_USERS_ALLOW_SIGN_UP` is a setting, `..._USERS` a secret.
+    let last = key.rsplit('_').next().unwrap_or(key);
+    ["SECRET", "PASSWORD", "USERS", "TOKEN"].contains(&last)
 }
 
 /// `value` as Compose resolves it: `${VAR:-default}` and `${VAR-default}` with `VAR` unset,
@@ -249,6 +272,7 @@ fn problems(compose: &str, dockerfile: &str) -> Vec<String> {
             })
             .collect();
         match &svc.healthcheck {
+            None if svc.is_job() => {}
             None => errors.push(format!("{name}: no healthcheck")),
             Some(h) => match h.test.first().map(String::as_str) {
                 Some("CMD") => {
@@ -286,6 +310,14 @@ fn problems(compose: &str, dockerfile: &str) -> Vec<String> {
         for (dep, how) in &svc.depends_on {
             match services.get(dep) {
                 None => errors.push(format!("{name}: depends on `{dep}`, which does not exist")),
+                Some(d) if d.is_job() => {
+                    if how.condition != "service_completed_successfully" {
+                        errors.push(format!(
+                            "{name}: waits for the job `{dep}` to be `{}`, not completed",
+                            how.condition
+                        ));
+                    }
+                }
                 Some(d) if d.healthcheck.is_none() => errors.push(format!(
                     "{name}: depends on `{dep}`, which has no healthcheck"
                 )),
@@ -372,6 +404,143 @@ fn problems(compose: &str, dockerfile: &str) -> Vec<String> {
     errors
 }
 
+/// What is wrong with the monitoring that ships with the deployment: Prometheus must scrape
+/// every ShopLens server on a port it listens on, with the token file the `metrics-token`
+/// job writes into a volume Prometheus mounts; Grafana's data sources must name the
+/// analytics server's Postgres port and Prometheus, with the password from its environment.
+fn monitoring_problems(compose: &str, prometheus: &str, datasources: &str) -> Vec<String> {
+    let mut errors = Vec::new();
+    let compose: Compose = match serde_norway::from_str(compose) {
+        Ok(c) => c,
+        Err(e) => return vec![format!("docker-compose.yml does not parse: {e}")],
+    };
+    let services = &compose.services;
+    let listens = |name: &str| -> BTreeSet<u16> {
+        services
+            .get(name)
+            .map(|svc| {
+                svc.environment
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("SHOPLENS_") && k.ends_with("__LISTEN"))
+                    .filter_map(|(_, v)| scalar(v).rsplit_once(':')?.1.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let prometheus: Value = match serde_norway::from_str(prometheus) {
+        Ok(v) => v,
+        Err(e) => return vec![format!("prometheus.yml does not parse: {e}")],
+    };
+    // The token file: written by the job's `--output`, read through Prometheus's mount.
+    let output = services
+        .get("metrics-token")
+        .and_then(|j| j.command.as_ref())
+        .and_then(|c| {
+            c.iter()
+                .position(|a| a == "--output")
+                .map(|i| c[i + 1].clone())
+        });
+    let job_volume = services
+        .get("metrics-token")
+        .and_then(|j| j.volumes.first());
+    let mut scraped = BTreeSet::new();
+    for job in prometheus["scrape_configs"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+    {
+        let job_name = scalar(&job["job_name"]);
+        let file = scalar(&job["authorization"]["credentials_file"]);
+        let readable = match (&output, job_volume, services.get("prometheus")) {
+            (Some(out), Some(written), Some(prom)) => {
+                let (volume, inside) = written.split_once(':').unwrap_or(("", ""));
+                let name = out.strip_prefix(&format!("{inside}/")).unwrap_or("?");
+                prom.volumes.iter().any(|m| {
+                    let mut parts = m.split(':');
+                    parts.next() == Some(volume)
+                        && parts
+                            .next()
+                            .is_some_and(|at| file == format!("{at}/{name}"))
+                })
+            }
+            _ => false,
+        };
+        if !readable {
+            errors.push(format!(
+                "prometheus.yml: job {job_name} reads its token from `{file}`, which is not \
+                 the file the metrics-token job writes, mounted in prometheus"
+            ));
+        }
+        for sc in job["static_configs"].as_sequence().into_iter().flatten() {
+            for target in sc["targets"].as_sequence().into_iter().flatten() {
+                let target = scalar(target);
+                let Some((host, port)) = host_port(&target) else {
+                    errors.push(format!(
+                        "prometheus.yml: target `{target}` is not host:port"
+                    ));
+                    continue;
+                };
+                if !listens(host).contains(&port) {
+                    errors.push(format!(
+                        "prometheus.yml: {target}: `{host}` does not listen on {port}"
+                    ));
+                }
+                scraped.insert(host.to_owned());
+            }
+        }
+    }
+    for (name, svc) in services {
+        if svc.build.is_some() && !svc.is_job() && !scraped.contains(name.as_str()) {
+            errors.push(format!(
+                "prometheus.yml: the ShopLens server `{name}` is not scraped"
+            ));
+        }
+    }
+
+    let datasources: Value = match serde_norway::from_str(datasources) {
+        Ok(v) => v,
+        Err(e) => return vec![format!("the Grafana data sources do not parse: {e}")],
+    };
+    let sql_port = services
+        .get("analytics")
+        .and_then(|a| a.environment.get("SHOPLENS_ANALYTICS__SQL__LISTEN"))
+        .map(scalar)
+        .and_then(|l| l.rsplit_once(':')?.1.parse::<u16>().ok());
+    let grafana_env = services.get("grafana").map(|g| &g.environment);
+    for ds in datasources["datasources"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+    {
+        let url = scalar(&ds["url"]);
+        match scalar(&ds["type"]).as_str() {
+            "grafana-postgresql-datasource" | "postgres" => {
+                if Some(url.as_str()) != sql_port.map(|p| format!("analytics:{p}")).as_deref() {
+                    errors.push(format!(
+                        "Grafana: the SQL data source asks `{url}`, not the analytics server's \
+                         Postgres port {sql_port:?}"
+                    ));
+                }
+                let password = scalar(&ds["secureJsonData"]["password"]);
+                let var = password.trim_start_matches('$');
+                if !password.starts_with('$') || !grafana_env.is_some_and(|e| e.contains_key(var)) {
+                    errors.push(format!(
+                        "Grafana: the SQL password `{password}` is not a variable grafana's \
+                         environment sets"
+                    ));
+                }
+            }
+            "prometheus" => {
+                if host_port(&url).is_none_or(|(h, _)| h != "prometheus") {
+                    errors.push(format!("Grafana: Prometheus at `{url}`, not the container"));
+                }
+            }
+            other => errors.push(format!("Grafana: an unexpected data source type `{other}`")),
+        }
+    }
+    errors
+}
+
 /// Whether `from` depends on `to`, directly or through other services.
 fn depends(services: &BTreeMap<String, Service>, from: &str, to: &str) -> bool {
     let mut seen = BTreeSet::new();
@@ -421,6 +590,66 @@ fn docker_compose_matches_the_binaries_and_the_dockerfile() {
 }
 
 /// The check fails on each kind of mistake it is there for.
+#[test]
+fn prometheus_scrapes_every_server_and_grafana_reads_the_sql_endpoint() {
+    let compose = read("docker-compose.yml");
+    let prometheus = read("deploy/prometheus/prometheus.yml");
+    let datasources = read("deploy/grafana/provisioning/datasources/shoplens.yml");
+    let errors = monitoring_problems(&compose, &prometheus, &datasources);
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+    // The check can fail: a wrong port, a server left out, a token file nobody writes.
+    let broken = prometheus
+        .replace("\"composer:8080\"", "\"composer:9999\"")
+        .replace("\"ingest:8090\"", "")
+        .replacen("tokens/prometheus", "tokens/other", 1);
+    let errors = monitoring_problems(&compose, &broken, &datasources);
+    for want in ["composer:9999", "`ingest` is not scraped", "tokens/other"] {
+        assert!(
+            errors.iter().any(|e| e.contains(want)),
+            "missed {want}: {errors:?}"
+        );
+    }
+    let broken = datasources.replace("analytics:5433", "analytics:5432");
+    assert!(
+        !monitoring_problems(&compose, &prometheus, &broken).is_empty(),
+        "a wrong Postgres port"
+    );
+}
+
+#[test]
+fn the_token_command_writes_a_file_a_scraper_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("prometheus");
+    let out = Command::new(env!("CARGO_BIN_EXE_shoplens"))
+        .args([
+            "token",
+            "--role",
+            "monitor",
+            "--subject",
+            "prometheus",
+            "--output",
+        ])
+        .arg(&file)
+        .env_clear()
+        .env("SHOPLENS_AUTH__SECRET", "8f".repeat(32))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "the token goes to the file, not stdout"
+    );
+    let token = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(token.trim().split('.').count(), 3, "a JWT: {token}");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o644);
+}
+
 #[test]
 fn the_compose_check_catches_mistakes() {
     let compose = read("docker-compose.yml");

@@ -4,6 +4,7 @@
 mod access;
 mod api;
 mod clickhouse;
+mod grafana;
 mod hostile;
 mod page;
 mod pg;
