@@ -34,7 +34,8 @@ fn setup(m: &Machine, r: &IsolationResults) -> String {
         t,
         "- Date {}, commit {}, {} build; {} cores, {} MiB. The whole system runs in the \
          benchmark's process (embedded default), the load generator too; query workers are \
-         child processes at nice 10.",
+         child processes in the kernel's idle scheduling class (SCHED_IDLE, the default \
+         `analytics.query.workers.idle_class`); every HTTP connection has TCP_NODELAY.",
         m.date,
         m.commit(),
         m.profile,
