@@ -42,6 +42,7 @@ pub fn install_catalog(ctx: &SessionContext, users: &[String]) -> Result<(), Dat
     .map_err(|e| *e)?;
     ctx.register_udf(ScalarUDF::from(PgVersion::new()));
     ctx.register_udf(ScalarUDF::from(CurrentSetting::new()));
+    ctx.register_udf(ScalarUDF::from(TypeIsVisible::new()));
     Ok(())
 }
 
@@ -110,6 +111,56 @@ impl ScalarUDFImpl for PgVersion {
             datafusion::DATAFUSION_VERSION,
             std::env::consts::ARCH,
         )))))
+    }
+}
+
+/// `pg_type_is_visible(oid)`, which SQLAlchemy's reflection (domains, enums) asks: every
+/// type here lives in `pg_catalog`, which is always on the search path, so every type is
+/// visible (a NULL oid answers NULL, as in Postgres).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct TypeIsVisible {
+    signature: Signature,
+}
+
+impl TypeIsVisible {
+    fn new() -> TypeIsVisible {
+        TypeIsVisible {
+            signature: Signature::any(1, Volatility::Stable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for TypeIsVisible {
+    fn name(&self) -> &str {
+        "pg_type_is_visible"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> datafusion::error::Result<DataType> {
+        Ok(DataType::Boolean)
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::error::Result<ColumnarValue> {
+        match args.args.first() {
+            Some(ColumnarValue::Scalar(oid)) => Ok(ColumnarValue::Scalar(ScalarValue::Boolean(
+                (!oid.is_null()).then_some(true),
+            ))),
+            Some(ColumnarValue::Array(oids)) => {
+                let visible: datafusion::arrow::array::BooleanArray = (0..oids.len())
+                    .map(|i| (!oids.is_null(i)).then_some(true))
+                    .collect();
+                Ok(ColumnarValue::Array(Arc::new(visible)))
+            }
+            None => Err(DataFusionError::Plan(
+                "pg_type_is_visible takes a type oid".into(),
+            )),
+        }
     }
 }
 

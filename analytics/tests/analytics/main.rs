@@ -3,6 +3,7 @@
 
 mod access;
 mod api;
+mod bi_tools;
 mod clickhouse;
 mod grafana;
 mod hostile;
