@@ -110,6 +110,11 @@ pub struct WorkersConfig {
     /// them at once. When the shop keeps every core busy, queries wait (up to their
     /// deadline) rather than the shop.
     pub idle_class: bool,
+    /// The CPUs (as the kernel numbers them) the workers may run on; empty: any. CPUs left
+    /// out are the shop's alone, however hard the queries work (the scheduling class
+    /// cannot stop a CPU from stalling inside the hypervisor while a query touches fresh
+    /// memory).
+    pub cpus: Vec<usize>,
     /// Queries running at once, over all users.
     pub max_concurrent: usize,
     /// Queries running at once for one user.
@@ -134,6 +139,7 @@ impl Default for WorkersConfig {
             export_cpu_seconds: 3600,
             nice: 10,
             idle_class: true,
+            cpus: Vec::new(),
             max_concurrent: 4,
             max_concurrent_per_user: 2,
             max_queued: 32,

@@ -52,6 +52,10 @@ enum Command {
         /// Measured seconds per phase.
         #[arg(long)]
         duration_secs: Option<f64>,
+        /// The CPUs the query workers may run on (`analytics.query.workers.cpus`), e.g.
+        /// `--worker-cpus 1`; default: any.
+        #[arg(long, value_delimiter = ',')]
+        worker_cpus: Vec<usize>,
         /// Repeats; medians are reported.
         #[arg(long)]
         runs: Option<usize>,
@@ -449,6 +453,7 @@ async fn run() -> anyhow::Result<()> {
         Command::Analytics(args) => run_analytics(&args.options()?).await,
         Command::Isolation {
             duration_secs,
+            worker_cpus,
             runs,
             smoke,
             out,
@@ -461,6 +466,7 @@ async fn run() -> anyhow::Result<()> {
             if let Some(v) = duration_secs {
                 opts.duration = Duration::from_secs_f64(v);
             }
+            opts.worker_cpus = worker_cpus;
             if let Some(v) = runs {
                 opts.runs = v;
             }

@@ -42,7 +42,7 @@ use shoplens_readmodel::config::ReadModelConfig;
 use shoplens_readmodel::freshness::FreshnessReport;
 
 pub use metrics::PoolMetrics;
-pub use os::{lower_priority, scheduling_policy};
+pub use os::{allowed_cpus, lower_priority, scheduling_policy};
 pub use pool::QueryPool;
 pub use protocol::{Output, SessionKind};
 pub use worker::run_if_requested;

@@ -49,6 +49,25 @@ pub fn idle_class() -> io::Result<()> {
     .map_err(|e| io::Error::other(format!("cannot enter SCHED_IDLE: {e:?}")))
 }
 
+/// Lets the calling thread, and the threads it starts later, run only on `cpus` (ids past
+/// the kernel's set size are ignored).
+pub fn pin_to(cpus: &[usize]) -> io::Result<()> {
+    use rustix::thread::CpuSet;
+    let mut set = CpuSet::new();
+    for &cpu in cpus.iter().filter(|&&c| c < CpuSet::MAX_CPU) {
+        set.set(cpu);
+    }
+    rustix::thread::sched_setaffinity(None, &set).map_err(io::Error::from)
+}
+
+/// The CPUs process `pid` may run on.
+pub fn allowed_cpus(pid: u32) -> Option<Vec<usize>> {
+    use rustix::thread::CpuSet;
+    let pid = rustix::process::Pid::from_raw(i32::try_from(pid).ok()?)?;
+    let set = rustix::thread::sched_getaffinity(Some(pid)).ok()?;
+    Some((0..CpuSet::MAX_CPU).filter(|&c| set.is_set(c)).collect())
+}
+
 /// The scheduling policy of process `pid`'s main thread (`/proc/<pid>/stat`, field 41):
 /// 0 ordinary, 3 batch, 5 idle.
 pub fn scheduling_policy(pid: u32) -> Option<u32> {

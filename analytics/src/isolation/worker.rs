@@ -58,6 +58,11 @@ fn main() -> i32 {
         eprintln!("query worker: {e}; only its nice value lowers its priority");
     }
     os::lower_priority(init.query.workers.nice);
+    if !init.query.workers.cpus.is_empty()
+        && let Err(e) = os::pin_to(&init.query.workers.cpus)
+    {
+        eprintln!("query worker: cannot keep to CPUs {:?}: {e}", init.query.workers.cpus);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(4)

@@ -482,6 +482,28 @@ async fn query_workers_run_in_the_idle_scheduling_class() {
 }
 
 #[tokio::test]
+async fn query_workers_keep_to_the_cpus_they_are_given() {
+    let events = support::events();
+    let dir = support::embedded_store(&events).await;
+    let mut config = support::query_config();
+    config.workers.cpus = vec![0];
+    let engine = support::embedded_engine_at(&dir, &config).await;
+    let app = support::spawn_app(engine).await;
+    let pids = app.handle.executor().pool().expect("query workers").idle_pids();
+    assert!(!pids.is_empty(), "no idle worker");
+    for pid in pids {
+        assert_eq!(
+            shoplens_analytics::isolation::allowed_cpus(pid),
+            Some(vec![0]),
+            "worker {pid}"
+        );
+    }
+    // And they still answer.
+    let (status, body) = attack(&app, "SELECT count(*) AS n FROM orders").await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
 async fn a_query_past_its_deadline_is_killed_on_time_and_a_hang_up_kills_its_worker() {
     let (_dir, app) = limited_app(1024, 60, 1_000).await;
     // A scalar function in one long computation: only killing its worker stops it.

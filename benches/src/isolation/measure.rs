@@ -40,6 +40,7 @@ async fn start(opts: &IsolationOptions, isolated: bool) -> anyhow::Result<Shop> 
         q.workers.cpu_seconds = 6;
         q.workers.max_concurrent = opts.hostile.max(1);
         q.workers.max_concurrent_per_user = opts.hostile.max(1);
+        q.workers.cpus = opts.worker_cpus.clone();
     })
     .await
 }

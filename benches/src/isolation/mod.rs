@@ -45,6 +45,8 @@ pub struct IsolationOptions {
     pub samples: usize,
     pub runs: usize,
     pub smoke: bool,
+    /// The CPUs the query workers may run on; empty: any.
+    pub worker_cpus: Vec<usize>,
 }
 
 impl Default for IsolationOptions {
@@ -57,6 +59,7 @@ impl Default for IsolationOptions {
             samples: 500,
             runs: 3,
             smoke: false,
+            worker_cpus: Vec::new(),
         }
     }
 }
@@ -71,6 +74,7 @@ impl IsolationOptions {
             samples: 20,
             runs: 1,
             smoke: true,
+            worker_cpus: Vec::new(),
         }
     }
 }
@@ -177,7 +181,11 @@ pub async fn run(opts: &IsolationOptions) -> anyhow::Result<IsolationResults> {
         ),
     ];
     let results = IsolationResults {
-        command: std::env::args().collect::<Vec<_>>().join(" "),
+        // As the README says to run it, whatever the binary was called as.
+        command: std::iter::once("cargo run --release -p shoplens-benches --".to_owned())
+            .chain(std::env::args().skip(1))
+            .collect::<Vec<_>>()
+            .join(" "),
         machine: Machine::detect(),
         options: opts.clone(),
         runs,

@@ -46,11 +46,16 @@ fn setup(m: &Machine, r: &IsolationResults) -> String {
     let _ = writeln!(
         t,
         "- {} orders seeded; {} s per phase; {} hostile clients cycling CPU and memory bombs \
-         (deadline 3 s, 512 MiB and 6 CPU-s per worker); {} sequential requests per query \
-         shape; medians of {} runs.\n",
+         (deadline 3 s, 512 MiB and 6 CPU-s per worker); query workers on {}; {} sequential \
+         requests per query shape; medians of {} runs.\n",
         o.orders,
         o.duration.as_secs_f64(),
         o.hostile,
+        if o.worker_cpus.is_empty() {
+            "any CPU".to_owned()
+        } else {
+            format!("CPUs {:?} only (`--worker-cpus`)", o.worker_cpus)
+        },
         o.samples,
         o.runs
     );
