@@ -61,7 +61,10 @@ fn main() -> i32 {
     if !init.query.workers.cpus.is_empty()
         && let Err(e) = os::pin_to(&init.query.workers.cpus)
     {
-        eprintln!("query worker: cannot keep to CPUs {:?}: {e}", init.query.workers.cpus);
+        eprintln!(
+            "query worker: cannot keep to CPUs {:?}: {e}",
+            init.query.workers.cpus
+        );
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

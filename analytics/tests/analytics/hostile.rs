@@ -489,7 +489,12 @@ async fn query_workers_keep_to_the_cpus_they_are_given() {
     config.workers.cpus = vec![0];
     let engine = support::embedded_engine_at(&dir, &config).await;
     let app = support::spawn_app(engine).await;
-    let pids = app.handle.executor().pool().expect("query workers").idle_pids();
+    let pids = app
+        .handle
+        .executor()
+        .pool()
+        .expect("query workers")
+        .idle_pids();
     assert!(!pids.is_empty(), "no idle worker");
     for pid in pids {
         assert_eq!(
