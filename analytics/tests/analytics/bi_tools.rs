@@ -22,20 +22,11 @@ async fn app() -> (tempfile::TempDir, TestApp) {
 
 /// Connects as the analyst, naming the application as the tool does in its startup packet.
 async fn connect(app: &TestApp, application_name: &str) -> Client {
-    let (client, connection) = tokio_postgres::connect(
-        &format!(
-            "host=127.0.0.1 port={} user={} password={} dbname=shoplens \
-             application_name='{application_name}' connect_timeout=10",
-            app.pg_port,
-            support::ANALYST,
-            support::PG_PASSWORD
-        ),
-        tokio_postgres::NoTls,
+    app.pg_client_as(
+        support::ANALYST,
+        &format!("application_name='{application_name}'"),
     )
     .await
-    .expect("the tool connects");
-    tokio::spawn(connection);
-    client
 }
 
 /// Rows of a simple-protocol query string (every statement in it), as text; panics with the

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::support::{self, TestApp};
+use crate::support;
 
 /// The range the panels are asked for: within the synthetic stream.
 const FROM: &str = "2025-11-24T00:00:00Z";
@@ -61,27 +61,11 @@ fn expand(sql: &str) -> String {
     out
 }
 
-async fn connect_as_analyst(app: &TestApp) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(
-        &format!(
-            "host=127.0.0.1 port={} user={} password={} dbname=shoplens connect_timeout=10",
-            app.pg_port,
-            support::ANALYST,
-            support::PG_PASSWORD
-        ),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .expect("tokio-postgres connects");
-    tokio::spawn(connection);
-    client
-}
-
 #[tokio::test]
 async fn every_sql_panel_of_the_grafana_dashboard_returns_rows() {
     let (_dir, engine) = support::embedded_engine(&support::events()).await;
     let app = support::spawn_app(engine).await;
-    let client = connect_as_analyst(&app).await;
+    let client = app.pg_client_as(support::ANALYST, "").await;
     let dashboard = dashboard();
     let mut ran = 0;
     for panel in panels(&dashboard) {

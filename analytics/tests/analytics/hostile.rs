@@ -461,17 +461,32 @@ async fn ordinary_queries_reuse_warm_workers() {
     );
 }
 
-#[tokio::test]
-async fn query_workers_run_in_the_idle_scheduling_class() {
+/// A server whose query workers are configured by `configure`, and its idle workers' pids.
+async fn app_with_workers(
+    configure: impl FnOnce(&mut shoplens_analytics::engine::WorkersConfig),
+) -> (tempfile::TempDir, TestApp, Vec<u32>) {
     let events = support::events();
     let dir = support::embedded_store(&events).await;
     let mut config = support::query_config();
-    config.workers.idle_class = shoplens_analytics::engine::WorkersConfig::default().idle_class;
+    configure(&mut config.workers);
     let engine = support::embedded_engine_at(&dir, &config).await;
     let app = support::spawn_app(engine).await;
-    let pool = app.handle.executor().pool().expect("query workers");
-    let pids = pool.idle_pids();
+    let pids = app
+        .handle
+        .executor()
+        .pool()
+        .expect("query workers")
+        .idle_pids();
     assert!(!pids.is_empty(), "no idle worker");
+    (dir, app, pids)
+}
+
+#[tokio::test]
+async fn query_workers_run_in_the_idle_scheduling_class() {
+    let (_dir, _app, pids) = app_with_workers(|w| {
+        w.idle_class = shoplens_analytics::engine::WorkersConfig::default().idle_class;
+    })
+    .await;
     for pid in pids {
         assert_eq!(
             shoplens_analytics::isolation::scheduling_policy(pid),
@@ -483,19 +498,7 @@ async fn query_workers_run_in_the_idle_scheduling_class() {
 
 #[tokio::test]
 async fn query_workers_keep_to_the_cpus_they_are_given() {
-    let events = support::events();
-    let dir = support::embedded_store(&events).await;
-    let mut config = support::query_config();
-    config.workers.cpus = vec![0];
-    let engine = support::embedded_engine_at(&dir, &config).await;
-    let app = support::spawn_app(engine).await;
-    let pids = app
-        .handle
-        .executor()
-        .pool()
-        .expect("query workers")
-        .idle_pids();
-    assert!(!pids.is_empty(), "no idle worker");
+    let (_dir, app, pids) = app_with_workers(|w| w.cpus = vec![0]).await;
     for pid in pids {
         assert_eq!(
             shoplens_analytics::isolation::allowed_cpus(pid),

@@ -218,18 +218,7 @@ async fn psql_describes_the_tables() {
 
 /// A `tokio-postgres` client: the extended protocol, binary results.
 async fn pg_client(app: &TestApp) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(
-        &format!(
-            "{} password={}",
-            conninfo(app.pg_port, support::PG_USER),
-            support::PG_PASSWORD
-        ),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .expect("tokio-postgres connects");
-    tokio::spawn(connection);
-    client
+    app.pg_client_as(support::PG_USER, "").await
 }
 
 fn db_error(e: &tokio_postgres::Error) -> (SqlState, String) {

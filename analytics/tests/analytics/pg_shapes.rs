@@ -17,19 +17,7 @@ async fn app() -> (tempfile::TempDir, TestApp) {
 }
 
 async fn connect(app: &TestApp) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(
-        &format!(
-            "host=127.0.0.1 port={} user={} password={} dbname=shoplens connect_timeout=10",
-            app.pg_port,
-            support::PG_USER,
-            support::PG_PASSWORD
-        ),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .expect("tokio-postgres connects");
-    tokio::spawn(connection);
-    client
+    app.pg_client_as(support::PG_USER, "").await
 }
 
 /// The shapes a tool, a person or a fuzzer sends.

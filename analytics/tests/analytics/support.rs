@@ -175,6 +175,24 @@ pub async fn spawn_app_with(engine: Engine, config: &AnalyticsConfig) -> TestApp
 }
 
 impl TestApp {
+    /// A tokio-postgres client (the extended protocol, as JDBC, Npgsql and pgx drivers
+    /// speak it) of the Postgres endpoint, signed in as `user` with `PG_PASSWORD`; `extra`
+    /// adds connection parameters (`application_name='...'`).
+    pub async fn pg_client_as(&self, user: &str, extra: &str) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(
+            &format!(
+                "host=127.0.0.1 port={} user={user} password={PG_PASSWORD} dbname=shoplens \
+                 connect_timeout=10 {extra}",
+                self.pg_port
+            ),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{user} connects to the Postgres endpoint: {e}"));
+        tokio::spawn(connection);
+        client
+    }
+
     pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
         let resp = self
             .client
