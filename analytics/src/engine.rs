@@ -110,11 +110,17 @@ pub struct WorkersConfig {
     /// them at once. When the shop keeps every core busy, queries wait (up to their
     /// deadline) rather than the shop.
     pub idle_class: bool,
-    /// The CPUs (as the kernel numbers them) the workers may run on; empty: any. CPUs left
-    /// out are the shop's alone, however hard the queries work (the scheduling class
-    /// cannot stop a CPU from stalling inside the hypervisor while a query touches fresh
-    /// memory).
+    /// The CPUs (as the kernel numbers them) the workers run on. Empty: the last quarter
+    /// of this process's CPUs (at least one) when it has two or more, else any.
     pub cpus: Vec<usize>,
+    /// Let the workers run on any CPU (no CPUs of their own).
+    pub share_cpus: bool,
+    /// While a query runs, this process's own threads (in the all-in-one process, the
+    /// shop's) keep off the workers' CPUs, so that a query never shares a CPU with the shop:
+    /// measured, a CPU a worker runs on stalls other threads now and then even in
+    /// `SCHED_IDLE` (benches/RESULTS.md, "Query isolation"). With no query running, the
+    /// process has every CPU.
+    pub yield_cpus: bool,
     /// Queries running at once, over all users.
     pub max_concurrent: usize,
     /// Queries running at once for one user.
@@ -140,6 +146,8 @@ impl Default for WorkersConfig {
             nice: 10,
             idle_class: true,
             cpus: Vec::new(),
+            share_cpus: false,
+            yield_cpus: true,
             max_concurrent: 4,
             max_concurrent_per_user: 2,
             max_queued: 32,

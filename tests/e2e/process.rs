@@ -47,6 +47,11 @@ pub fn base_env(data_dir: &Path) -> Vec<(String, String)> {
             "SHOPLENS_ANALYTICS__QUERY__WORKERS__IDLE_CLASS".to_owned(),
             "false".to_owned(),
         ),
+        // Nor on one CPU of their own, where every test's workers would queue.
+        (
+            "SHOPLENS_ANALYTICS__QUERY__WORKERS__SHARE_CPUS".to_owned(),
+            "true".to_owned(),
+        ),
     ];
     for svc in [
         "CUSTOMER", "PRODUCT", "ORDER", "PAYMENT", "SHIPPING", "COMPOSER", "INGEST",

@@ -21,6 +21,7 @@
 //! line: they answer the common mistakes with a precise error before any worker is involved.
 
 pub mod admission;
+mod cpus;
 mod metrics;
 mod os;
 pub mod pool;

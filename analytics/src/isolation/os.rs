@@ -60,6 +60,28 @@ pub fn pin_to(cpus: &[usize]) -> io::Result<()> {
     rustix::thread::sched_setaffinity(None, &set).map_err(io::Error::from)
 }
 
+/// Lets every thread of this process run only on `cpus` (threads that end meanwhile are
+/// skipped; threads started later inherit their creator's CPUs).
+pub fn set_process_affinity(cpus: &[usize]) {
+    use rustix::thread::CpuSet;
+    let mut set = CpuSet::new();
+    for &cpu in cpus.iter().filter(|&&c| c < CpuSet::MAX_CPU) {
+        set.set(cpu);
+    }
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return;
+    };
+    for task in tasks.flatten() {
+        let tid = task
+            .file_name()
+            .to_str()
+            .and_then(|t| t.parse::<i32>().ok());
+        if let Some(pid) = tid.and_then(rustix::process::Pid::from_raw) {
+            let _ = rustix::thread::sched_setaffinity(Some(pid), &set);
+        }
+    }
+}
+
 /// The CPUs process `pid` may run on.
 pub fn allowed_cpus(pid: u32) -> Option<Vec<usize>> {
     use rustix::thread::CpuSet;

@@ -29,6 +29,7 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::time::Instant;
 
 use super::admission::{Admission, Permit};
+use super::cpus::{CpuGuard, CpuPlan};
 use super::metrics::PoolMetrics;
 use super::protocol::{
     self, End, Init, MAX_FRAME, Request, Tag, WireError, read_frame, write_frame,
@@ -63,6 +64,8 @@ struct Inner {
     tmp_root: PathBuf,
     next_id: AtomicU64,
     metrics: PoolMetrics,
+    /// The workers' CPUs, and this process keeping off them while queries run.
+    cpus: Arc<CpuPlan>,
 }
 
 impl Drop for Inner {
@@ -187,6 +190,8 @@ pub struct Running {
     pool: Arc<Inner>,
     worker: Option<Worker>,
     _permit: Permit,
+    /// Dropped with the query: this process may use the workers' CPUs again.
+    _cpus: CpuGuard,
     kill_at: Instant,
     timeout: Duration,
     cpu_seconds: u64,
@@ -391,10 +396,14 @@ impl QueryPool {
         ));
         std::fs::create_dir_all(&tmp_root)
             .map_err(|e| AnalyticsError::Unavailable(format!("cannot create {tmp_root:?}: {e}")))?;
+        let cpus = Arc::new(CpuPlan::new(config));
+        // The workers keep to their CPUs (the plan may have chosen them).
+        let mut init = init.clone();
+        init.query.workers.cpus = cpus.worker_cpus().to_vec();
         let pool = QueryPool {
             inner: Arc::new(Inner {
                 program,
-                init: serde_json::to_vec(init)
+                init: serde_json::to_vec(&init)
                     .map_err(|e| AnalyticsError::Internal(e.to_string()))?,
                 admission: Admission::new(
                     config.max_concurrent,
@@ -408,6 +417,7 @@ impl QueryPool {
                 tmp_root,
                 next_id: AtomicU64::new(0),
                 metrics,
+                cpus,
             }),
         };
         let first = pool.inner.spawn().await?;
@@ -424,6 +434,11 @@ impl QueryPool {
     /// Workers started and idle now.
     pub fn idle(&self) -> usize {
         self.inner.idle_count()
+    }
+
+    /// The CPUs the workers keep to; empty: any.
+    pub fn worker_cpus(&self) -> Vec<usize> {
+        self.inner.cpus.worker_cpus().to_vec()
     }
 
     /// The process ids of the idle workers.
@@ -444,6 +459,7 @@ impl QueryPool {
     ) -> Result<Running, AnalyticsError> {
         let deadline = Instant::now() + timeout;
         let permit = self.inner.admission.acquire(user, deadline).await?;
+        let cpus = self.inner.cpus.enter();
         let header =
             serde_json::to_vec(request).map_err(|e| AnalyticsError::Internal(e.to_string()))?;
         // A worker that died while idle fails the write: try a fresh one once.
@@ -480,6 +496,7 @@ impl QueryPool {
             pool: self.inner.clone(),
             worker: Some(worker),
             _permit: permit,
+            _cpus: cpus,
             kill_at: deadline + GRACE,
             timeout,
             cpu_seconds: request.cpu_seconds,

@@ -498,7 +498,11 @@ async fn query_workers_run_in_the_idle_scheduling_class() {
 
 #[tokio::test]
 async fn query_workers_keep_to_the_cpus_they_are_given() {
-    let (_dir, app, pids) = app_with_workers(|w| w.cpus = vec![0]).await;
+    let (_dir, app, pids) = app_with_workers(|w| {
+        w.share_cpus = false;
+        w.cpus = vec![0];
+    })
+    .await;
     for pid in pids {
         assert_eq!(
             shoplens_analytics::isolation::allowed_cpus(pid),
@@ -509,6 +513,58 @@ async fn query_workers_keep_to_the_cpus_they_are_given() {
     // And they still answer.
     let (status, body) = attack(&app, "SELECT count(*) AS n FROM orders").await;
     assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_a_query_runs_the_server_keeps_off_its_workers_cpus() {
+    let all = shoplens_analytics::isolation::allowed_cpus(std::process::id()).unwrap();
+    if all.len() < 2 {
+        eprintln!("skipped: one CPU, nothing to set apart");
+        return;
+    }
+    // The defaults: the workers on the last quarter of the CPUs (at least one), this
+    // process off them while a query runs.
+    let (_dir, app, pids) = app_with_workers(|w| {
+        let defaults = shoplens_analytics::engine::WorkersConfig::default();
+        w.share_cpus = defaults.share_cpus;
+        w.cpus = defaults.cpus;
+        w.yield_cpus = defaults.yield_cpus;
+    })
+    .await;
+    let theirs = app.handle.executor().pool().unwrap().worker_cpus();
+    assert_eq!(theirs, all[all.len() - (all.len() / 4).max(1)..].to_vec());
+    for pid in &pids {
+        assert_eq!(
+            shoplens_analytics::isolation::allowed_cpus(*pid).as_ref(),
+            Some(&theirs)
+        );
+    }
+    let ours = || shoplens_analytics::isolation::allowed_cpus(std::process::id()).unwrap();
+    assert_eq!(ours(), all, "no query runs: every CPU");
+    let slow = {
+        let app_url = app.url.clone();
+        let client = app.client.clone();
+        tokio::spawn(async move {
+            client
+                .post(format!("{app_url}/api/v1/sql"))
+                .json(&serde_json::json!({
+                    "sql": "SELECT levenshtein(repeat('a', 200000), repeat('b', 200000)) AS d"
+                }))
+                .timeout(std::time::Duration::from_millis(1500))
+                .send()
+                .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    let during = ours();
+    assert!(
+        during.iter().all(|c| !theirs.contains(c)) && !during.is_empty(),
+        "while a query runs this process keeps off {theirs:?}: {during:?}"
+    );
+    let _ = slow.await;
+    // The client gave up: its worker is killed and the process has every CPU again.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(ours(), all, "the query ended: every CPU again");
 }
 
 #[tokio::test]

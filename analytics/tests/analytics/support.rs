@@ -68,6 +68,9 @@ pub fn query_config() -> QueryConfig {
     // Tests run many servers at once on few cores: in SCHED_IDLE (the default) a worker
     // would wait on the neighbouring tests' work. `hostile.rs` checks the default.
     config.workers.idle_class = false;
+    // Likewise every test's workers on the same last CPU would queue behind each other
+    // (`hostile.rs` checks the default CPU plan).
+    config.workers.share_cpus = true;
     config
 }
 
