@@ -115,11 +115,10 @@ pub struct WorkersConfig {
     pub cpus: Vec<usize>,
     /// Let the workers run on any CPU (no CPUs of their own).
     pub share_cpus: bool,
-    /// While a query runs, this process's own threads (in the all-in-one process, the
-    /// shop's) keep off the workers' CPUs, so that a query never shares a CPU with the shop:
-    /// measured, a CPU a worker runs on stalls other threads now and then even in
-    /// `SCHED_IDLE` (benches/RESULTS.md, "Query isolation"). With no query running, the
-    /// process has every CPU.
+    /// This process's own threads (in the all-in-one process, the shop's) keep off the
+    /// workers' CPUs, so that a query never shares a CPU with the shop: measured, a CPU a
+    /// worker runs on stalls other threads now and then even in `SCHED_IDLE`
+    /// (benches/RESULTS.md, "Query isolation"). The price: the shop never uses those CPUs.
     pub yield_cpus: bool,
     /// Queries running at once, over all users.
     pub max_concurrent: usize,

@@ -1,18 +1,13 @@
-//! Which CPUs the query workers run on, and keeping this process off them while a query
-//! runs.
+//! Which CPUs the query workers run on, and keeping this process off them.
 //!
 //! The scheduling class alone does not keep a query from slowing the shop: a thread of the
 //! shop woken on a CPU a worker is using waits now and then (measured: order creation's
-//! p99 3x its idle value under four hostile queries, the same with the workers confined to
-//! one CPU, and unchanged from idle once the shop never shares a CPU with them). So the
+//! p99 3x its idle value under four hostile queries, 2.65x with the workers confined to one
+//! CPU, and unchanged from idle once the shop never shares a CPU with them; switching the
+//! process's CPUs on and off as queries start and end was worse than either). So the
 //! workers get CPUs of their own (by default the last quarter of this process's CPUs, at
-//! least one), and while any query runs every thread of this process keeps off them; with
-//! no query running the process has every CPU again.
-//!
-//! Invariant: the process's threads are restricted exactly while `active > 0`; the
-//! restriction and its lifting happen under one lock.
-
-use std::sync::{Arc, Mutex};
+//! least one), and every thread of this process, the shop's too in the all-in-one process,
+//! keeps off them from the start (threads started later inherit it).
 
 use super::os;
 use crate::engine::WorkersConfig;
@@ -22,12 +17,9 @@ use crate::engine::WorkersConfig;
 pub struct CpuPlan {
     /// The workers' CPUs; empty: any.
     workers: Vec<usize>,
-    /// This process's CPUs while a query runs (its CPUs but the workers').
+    /// This process's CPUs but the workers'.
     rest: Vec<usize>,
-    /// This process's CPUs when it started.
-    all: Vec<usize>,
     yield_cpus: bool,
-    active: Mutex<usize>,
 }
 
 impl CpuPlan {
@@ -42,36 +34,10 @@ impl CpuPlan {
         &self.workers
     }
 
-    /// A query starts: while the guard lives, this process keeps off the workers' CPUs.
-    pub fn enter(self: &Arc<Self>) -> CpuGuard {
-        if !self.yield_cpus || self.workers.is_empty() || self.rest.is_empty() {
-            return CpuGuard(None);
-        }
-        let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
-        if *active == 0 {
+    /// Keeps every thread of this process off the workers' CPUs, when the plan says so.
+    pub fn apply(&self) {
+        if self.yield_cpus && !self.workers.is_empty() && !self.rest.is_empty() {
             os::set_process_affinity(&self.rest);
-        }
-        *active += 1;
-        CpuGuard(Some(self.clone()))
-    }
-
-    fn leave(&self) {
-        let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
-        *active = active.saturating_sub(1);
-        if *active == 0 {
-            os::set_process_affinity(&self.all);
-        }
-    }
-}
-
-/// Held for as long as a query runs (see [`CpuPlan::enter`]).
-#[derive(Debug)]
-pub struct CpuGuard(Option<Arc<CpuPlan>>);
-
-impl Drop for CpuGuard {
-    fn drop(&mut self) {
-        if let Some(plan) = self.0.take() {
-            plan.leave();
         }
     }
 }
@@ -96,9 +62,7 @@ fn plan(all: &[usize], config: &WorkersConfig) -> CpuPlan {
     CpuPlan {
         workers,
         rest,
-        all: all.to_vec(),
         yield_cpus: config.yield_cpus,
-        active: Mutex::new(0),
     }
 }
 

@@ -29,7 +29,7 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::time::Instant;
 
 use super::admission::{Admission, Permit};
-use super::cpus::{CpuGuard, CpuPlan};
+use super::cpus::CpuPlan;
 use super::metrics::PoolMetrics;
 use super::protocol::{
     self, End, Init, MAX_FRAME, Request, Tag, WireError, read_frame, write_frame,
@@ -64,7 +64,7 @@ struct Inner {
     tmp_root: PathBuf,
     next_id: AtomicU64,
     metrics: PoolMetrics,
-    /// The workers' CPUs, and this process keeping off them while queries run.
+    /// The workers' CPUs (this process keeps off them).
     cpus: Arc<CpuPlan>,
 }
 
@@ -190,8 +190,6 @@ pub struct Running {
     pool: Arc<Inner>,
     worker: Option<Worker>,
     _permit: Permit,
-    /// Dropped with the query: this process may use the workers' CPUs again.
-    _cpus: CpuGuard,
     kill_at: Instant,
     timeout: Duration,
     cpu_seconds: u64,
@@ -397,6 +395,7 @@ impl QueryPool {
         std::fs::create_dir_all(&tmp_root)
             .map_err(|e| AnalyticsError::Unavailable(format!("cannot create {tmp_root:?}: {e}")))?;
         let cpus = Arc::new(CpuPlan::new(config));
+        cpus.apply();
         // The workers keep to their CPUs (the plan may have chosen them).
         let mut init = init.clone();
         init.query.workers.cpus = cpus.worker_cpus().to_vec();
@@ -459,7 +458,6 @@ impl QueryPool {
     ) -> Result<Running, AnalyticsError> {
         let deadline = Instant::now() + timeout;
         let permit = self.inner.admission.acquire(user, deadline).await?;
-        let cpus = self.inner.cpus.enter();
         let header =
             serde_json::to_vec(request).map_err(|e| AnalyticsError::Internal(e.to_string()))?;
         // A worker that died while idle fails the write: try a fresh one once.
@@ -496,7 +494,6 @@ impl QueryPool {
             pool: self.inner.clone(),
             worker: Some(worker),
             _permit: permit,
-            _cpus: cpus,
             kill_at: deadline + GRACE,
             timeout,
             cpu_seconds: request.cpu_seconds,

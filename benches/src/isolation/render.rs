@@ -52,7 +52,9 @@ fn setup(m: &Machine, r: &IsolationResults) -> String {
         o.duration.as_secs_f64(),
         o.hostile,
         if o.worker_cpus.is_empty() {
-            "any CPU".to_owned()
+            "CPUs of their own by default (`analytics.query.workers.cpus`: the last quarter, \
+             at least one; the rest the shop's)"
+                .to_owned()
         } else {
             format!("CPUs {:?} only (`--worker-cpus`)", o.worker_cpus)
         },
