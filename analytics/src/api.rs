@@ -1,5 +1,6 @@
 //! The analytics HTTP API: the dashboard page and its JSON views, `POST /api/v1/sql`, the
-//! table catalogue, and report exports. `/health` and `/metrics` come from the kit.
+//! table catalogue, and report exports, and the OpenAPI document describing them
+//! (`/openapi.json`). `/health` and `/metrics` come from the kit.
 
 use std::time::Instant;
 
@@ -16,6 +17,7 @@ use shoplens_kit::access::{
 };
 use shoplens_kit::http::{ApiError, ValidQuery};
 use shoplens_kit::identity::{AuthConfig, Identity, Role};
+use shoplens_kit::utoipa::{self, OpenApi, ToSchema};
 use shoplens_readmodel::freshness::FreshnessReport;
 
 use crate::AnalyticsError;
@@ -83,6 +85,86 @@ pub fn endpoints() -> Endpoints<AppState> {
         .with(get("/api/v1/reports/{file}", rules::ANALYSTS, report_file))
         .with(post("/api/v1/export", rules::ANALYSTS, export_sql))
         .with(get("/api/v1/reconcile", rules::ADMINS, reconcile))
+        .with(get("/openapi.json", Access::Public, openapi))
+}
+
+/// The API's OpenAPI document: its JSON endpoints with their parameters and the rules the
+/// handlers check (the page, sign-in and sign-out are HTML and forms, left out).
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "ShopLens analytics",
+        version = "1",
+        description = "The sales dashboard's views, SQL, exports and reconciliation over the \
+            read model. Every endpoint takes a bearer token (or the dashboard's session \
+            cookie): viewers the views, analysts also SQL and exports, admins reconciliation. \
+            `from`/`to` are days `YYYY-MM-DD`: `from` not after `to` (which defaults to the \
+            newest data's day), the range at most 3,660 days, years 1970 to 9999."
+    ),
+    paths(
+        me,
+        freshness,
+        daily,
+        top_products,
+        top_customers,
+        trends,
+        tables,
+        sql,
+        reports,
+        report_file,
+        export_sql,
+        reconcile
+    ),
+    components(schemas(SqlRequest, ViewPeriod, SqlResultFormat, ReportFormat))
+)]
+pub struct ApiDoc;
+
+/// `/openapi.json`: the document (served here, beside the routes it describes).
+async fn openapi() -> Response {
+    Json(ApiDoc::openapi()).into_response()
+}
+
+/// The JSON body of `POST /api/v1/sql` and `/api/v1/export` (a `text/plain` body is the SQL
+/// itself).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+struct SqlRequest {
+    /// One read-only statement (`SELECT`, `WITH`, `VALUES`, `EXPLAIN`); not blank.
+    #[schema(
+        min_length = 1,
+        pattern = r"\S",
+        example = "SELECT count(*) FROM orders"
+    )]
+    sql: String,
+}
+
+/// Trend periods.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum ViewPeriod {
+    Month,
+    Year,
+}
+
+/// The answer formats of `POST /api/v1/sql`.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum SqlResultFormat {
+    Json,
+    Csv,
+    Arrow,
+    Parquet,
+}
+
+/// The file formats of reports and exports.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum ReportFormat {
+    Csv,
+    Parquet,
 }
 
 /// The rules of the API's endpoints, for the access tests.
@@ -135,6 +217,7 @@ async fn logout() -> Response {
 }
 
 /// `GET /api/v1/me`: who is signed in.
+#[utoipa::path(get, path = "/api/v1/me", responses((status = 200, description = "The caller: subject and role"), (status = 401)))]
 async fn me(KitCaller(who): KitCaller) -> Json<serde_json::Value> {
     Json(serde_json::json!({
         "user": who.subject,
@@ -232,6 +315,7 @@ async fn current_freshness(state: &AppState) -> Result<FreshnessReport, ApiError
         .map_err(|e| api_error("freshness", e))
 }
 
+#[utoipa::path(get, path = "/api/v1/freshness", responses((status = 200, description = "How fresh the read model is"), (status = 401), (status = 403)))]
 async fn freshness(State(state): State<AppState>) -> Result<Json<FreshnessReport>, ApiError> {
     Ok(Json(current_freshness(&state).await?))
 }
@@ -269,6 +353,7 @@ async fn observe<T: Serialize>(
     result.map(Json)
 }
 
+#[utoipa::path(get, path = "/api/v1/dashboard/daily", params(("from" = Option<chrono::NaiveDate>, Query, description = "First day (default: 29 days before `to`); not after `to`"), ("to" = Option<chrono::NaiveDate>, Query, description = "Last day, inclusive (default: the newest data's day)")), responses((status = 200, description = "Sales per day"), (status = 401), (status = 403), (status = 422)))]
 async fn daily(
     State(state): State<AppState>,
     caller: Caller,
@@ -286,6 +371,7 @@ async fn daily(
     .await
 }
 
+#[utoipa::path(get, path = "/api/v1/dashboard/top-products", params(("from" = Option<chrono::NaiveDate>, Query, description = "First day (default: 29 days before `to`); not after `to`"), ("to" = Option<chrono::NaiveDate>, Query, description = "Last day, inclusive (default: the newest data's day)"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Top-N size (default 10)"), ("category" = Option<String>, Query, max_length = 100, description = "Only this category: at most 100 printable characters")), responses((status = 200, description = "Best-selling products"), (status = 401), (status = 403), (status = 422)))]
 async fn top_products(
     State(state): State<AppState>,
     caller: Caller,
@@ -305,6 +391,7 @@ async fn top_products(
     .await
 }
 
+#[utoipa::path(get, path = "/api/v1/dashboard/top-customers", params(("from" = Option<chrono::NaiveDate>, Query, description = "First day (default: 29 days before `to`); not after `to`"), ("to" = Option<chrono::NaiveDate>, Query, description = "Last day, inclusive (default: the newest data's day)"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Top-N size (default 10)")), responses((status = 200, description = "Best customers"), (status = 401), (status = 403), (status = 422)))]
 async fn top_customers(
     State(state): State<AppState>,
     caller: Caller,
@@ -323,6 +410,7 @@ async fn top_customers(
     .await
 }
 
+#[utoipa::path(get, path = "/api/v1/dashboard/trends", params(("from" = Option<chrono::NaiveDate>, Query, description = "First day (default: 29 days before `to`); not after `to`"), ("to" = Option<chrono::NaiveDate>, Query, description = "Last day, inclusive (default: the newest data's day)"), ("period" = Option<ViewPeriod>, Query, description = "`month` (default) or `year`")), responses((status = 200, description = "Sales per period"), (status = 401), (status = 403), (status = 422)))]
 async fn trends(
     State(state): State<AppState>,
     caller: Caller,
@@ -350,6 +438,7 @@ struct ReconcileQuery {
 
 /// `GET /api/v1/reconcile?from&to`: the read model against the services' own figures per
 /// day, product and customer (default range: the 30 days up to today, UTC).
+#[utoipa::path(get, path = "/api/v1/reconcile", params(("from" = Option<chrono::NaiveDate>, Query, description = "First day (default: 29 days before `to`); not after `to`"), ("to" = Option<chrono::NaiveDate>, Query, description = "Last day, inclusive (default: the newest data's day)")), responses((status = 200, description = "Differences per day, product and customer"), (status = 401), (status = 403), (status = 422), (status = 503)))]
 async fn reconcile(
     State(state): State<AppState>,
     ValidQuery(q): ValidQuery<ReconcileQuery>,
@@ -388,6 +477,7 @@ struct TableInfo {
 }
 
 /// The tables and views the SQL endpoints expose, with their columns.
+#[utoipa::path(get, path = "/api/v1/tables", responses((status = 200, description = "The tables and their columns"), (status = 401), (status = 403)))]
 async fn tables(State(state): State<AppState>) -> Result<Json<Vec<TableInfo>>, ApiError> {
     let mut out: Vec<TableInfo> = Table::all()
         .into_iter()
@@ -541,6 +631,7 @@ fn with_headers(mut resp: Response, headers: Vec<(&'static str, HeaderValue)>) -
 /// `POST /api/v1/sql`: one read-only query; the answer in the chosen format, with the
 /// read model's freshness (in the JSON body, and as `X-ShopLens-*` headers in every format).
 /// The query runs in a query worker; its answer is complete before the status is sent.
+#[utoipa::path(post, path = "/api/v1/sql", request_body(content = SqlRequest, description = "JSON, or the SQL as `text/plain`"), params(("format" = Option<SqlResultFormat>, Query, description = "The answer format (default: by `Accept`, else JSON)")), responses((status = 200, description = "The answer"), (status = 400), (status = 401), (status = 403), (status = 422), (status = 429), (status = 503)))]
 async fn sql(
     State(state): State<AppState>,
     caller: Caller,
@@ -607,6 +698,7 @@ struct ReportInfo {
     parquet: String,
 }
 
+#[utoipa::path(get, path = "/api/v1/reports", responses((status = 200, description = "The named reports and their file URLs"), (status = 401), (status = 403)))]
 async fn reports() -> Json<Vec<ReportInfo>> {
     Json(
         REPORTS
@@ -629,6 +721,7 @@ struct ReportQuery {
 }
 
 /// `GET /api/v1/reports/{name}.{csv|parquet}?from=&to=`: streamed.
+#[utoipa::path(get, path = "/api/v1/reports/{file}", params(("file" = String, Path, pattern = r"^[A-Za-z0-9_-]+\.(csv|parquet)$", description = "`REPORT.csv` or `REPORT.parquet`, REPORT a name `/api/v1/reports` lists (404 otherwise)"), ("from" = Option<chrono::NaiveDate>, Query, description = "First day (default: 29 days before `to`); not after `to`"), ("to" = Option<chrono::NaiveDate>, Query, description = "Last day, inclusive (default: the newest data's day)")), responses((status = 200, description = "The report, streamed"), (status = 401), (status = 403), (status = 404), (status = 422)))]
 async fn report_file(
     State(state): State<AppState>,
     caller: Caller,
@@ -670,6 +763,7 @@ async fn report_file(
 }
 
 /// `POST /api/v1/export?format=csv|parquet` with a query: an ad-hoc report, streamed.
+#[utoipa::path(post, path = "/api/v1/export", request_body(content = SqlRequest, description = "JSON, or the SQL as `text/plain`"), params(("format" = Option<ReportFormat>, Query, description = "`csv` (default) or `parquet`")), responses((status = 200, description = "The answer as a file, streamed"), (status = 400), (status = 401), (status = 403), (status = 422), (status = 503)))]
 async fn export_sql(
     State(state): State<AppState>,
     caller: Caller,

@@ -124,7 +124,7 @@ pub async fn start(
     let verifier = shoplens_kit::identity::Verifier::new(&config.auth);
     let router = shoplens_kit::http::standard_router(
         routes::endpoints().with_state(composer.clone(), &verifier),
-        None,
+        routes::openapi(),
         registry,
         &config.http,
         &verifier,

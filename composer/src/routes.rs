@@ -16,6 +16,7 @@ use serde::Deserialize;
 use shoplens_kit::access::{Access, Caller, Endpoints, get, rules};
 use shoplens_kit::http::parse_id;
 use shoplens_kit::identity::Role;
+use shoplens_kit::utoipa::{self, IntoParams, OpenApi, ToSchema};
 use shoplens_kit::{ApiError, ValidQuery};
 use tracing::Instrument;
 
@@ -25,6 +26,35 @@ use crate::metrics::{EndpointLabels, RequestLabels};
 
 /// The "My Orders" page: one self-contained file, no external resources.
 const PAGE: &str = include_str!("page.html");
+
+/// The composer's OpenAPI document (`/openapi.json`): its JSON endpoints with their
+/// parameters and the rules the handlers check.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "ShopLens API composer",
+        version = "1",
+        description = "Order Summary, My Orders and the live sales figures. Every endpoint \
+            takes a bearer token; a customer reads only their own orders (403 otherwise)."
+    ),
+    paths(order_summary, customer_orders, sales_dashboard, sales_ledger),
+    components(schemas(Period))
+)]
+pub struct ApiDoc;
+
+/// The OpenAPI document, as the kit serves it.
+pub fn openapi() -> Option<serde_json::Value> {
+    serde_json::to_value(ApiDoc::openapi()).ok()
+}
+
+/// Trend periods of the sales dashboard.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum Period {
+    Month,
+    Year,
+}
 
 /// Who may call what: the page is open (it sends the token it is given); a customer's
 /// orders are theirs (and support's); the live sales figures are for admins, and the
@@ -101,6 +131,12 @@ where
     result.map(Json)
 }
 
+/// One order with its customer, products, payment and shipping, each section with its
+/// own status (`ok`, `stale`, `unavailable`); 404 only for an unknown order.
+#[utoipa::path(get, path = "/api/v1/orders/{order_id}/summary",
+    params(("order_id" = uuid::Uuid, Path, description = "Order id (UUID)")),
+    responses((status = 200, description = "The Order Summary"), (status = 400),
+        (status = 401), (status = 403), (status = 404), (status = 503)))]
 async fn order_summary(
     State(composer): State<Arc<Composer>>,
     Caller(who): Caller,
@@ -117,15 +153,23 @@ async fn order_summary(
         .map(|j| j.into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
     /// Orders per page, 1 to 50 (default 10).
+    #[param(minimum = 1, maximum = 50)]
     limit: Option<u32>,
-    /// The `next_cursor` of the previous page.
+    /// The `next_cursor` of the previous page (an order id; empty is none).
+    #[param(format = Uuid)]
     cursor: Option<String>,
 }
 
+/// A customer's orders, newest first, a page at a time, each as an Order Summary.
+#[utoipa::path(get, path = "/api/v1/customers/{customer_id}/orders",
+    params(("customer_id" = uuid::Uuid, Path, description = "Customer id (UUID)"), ListQuery),
+    responses((status = 200, description = "A page of Order Summaries and `next_cursor`"),
+        (status = 400), (status = 401), (status = 403), (status = 422)))]
 async fn customer_orders(
     State(composer): State<Arc<Composer>>,
     Caller(who): Caller,
@@ -156,18 +200,26 @@ async fn customer_orders(
         .map(|j| j.into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct SalesParams {
-    /// First day, `YYYY-MM-DD` (default: 29 days before `to`).
+    /// First day, `YYYY-MM-DD` (default: 29 days before `to`); not after `to` (so not after
+    /// today when `to` is absent), the range at most 3,660 days, years 1970 to 9999.
+    #[param(format = Date)]
     from: Option<String>,
-    /// Last day, inclusive (default: today, UTC).
+    /// Last day, inclusive, `YYYY-MM-DD` (default: today, UTC).
+    #[param(format = Date)]
     to: Option<String>,
-    /// Top-N size, 1 to 1,000 (default 10).
+    /// Top-N size, 1 to 1,000 (default 10). Dashboard only.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
-    /// Only products of this category in the top products.
+    /// Only products of this category in the top products: at most 100 printable
+    /// characters. Dashboard only.
+    #[param(max_length = 100)]
     category: Option<String>,
-    /// Trend periods: `month` (default) or `year`.
+    /// Trend periods: `month` (default) or `year`. Dashboard only.
+    #[param(value_type = Option<Period>)]
     period: Option<String>,
 }
 
@@ -195,6 +247,9 @@ fn sales_deadline(c: &Composer) -> (tokio::time::Instant, u64) {
 
 /// The sales dashboard's four views computed live from the services (every order paged
 /// through at request time): the API-composition answer the read model is measured against.
+#[utoipa::path(get, path = "/api/v1/sales/dashboard", params(SalesParams),
+    responses((status = 200, description = "Daily sales, top products and customers, trends"),
+        (status = 400), (status = 401), (status = 403), (status = 422), (status = 503)))]
 async fn sales_dashboard(
     State(composer): State<Arc<Composer>>,
     query: Result<ValidQuery<SalesParams>, ApiError>,
@@ -221,6 +276,13 @@ async fn sales_dashboard(
 
 /// Per-day, per-product and per-customer sums of a range from the services' own data, for
 /// reconciling the read model (`limit`, `category` and `period` do not apply).
+#[utoipa::path(get, path = "/api/v1/sales/ledger",
+    params(
+        ("from" = Option<chrono::NaiveDate>, Query, description = "First day, `YYYY-MM-DD` (default: 29 days before `to`); not after `to` (today when absent), the range at most 3,660 days"),
+        ("to" = Option<chrono::NaiveDate>, Query, description = "Last day, inclusive (default: today, UTC)")
+    ),
+    responses((status = 200, description = "Per-day, per-product and per-customer sums"),
+        (status = 400), (status = 401), (status = 403), (status = 422), (status = 503)))]
 async fn sales_ledger(
     State(composer): State<Arc<Composer>>,
     query: Result<ValidQuery<SalesParams>, ApiError>,

@@ -1,5 +1,6 @@
 //! The ingest process's HTTP API: status and freshness (the analytics server reads these),
-//! dead letters, and the blue/green rebuild. `/health` and `/metrics` come from the kit.
+//! dead letters, and the blue/green rebuild, and the OpenAPI document describing them
+//! (`/openapi.json`). `/health` and `/metrics` come from the kit.
 
 use axum::Json;
 use axum::extract::{Query, State};
@@ -8,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use shoplens_kit::access::{Access, Endpoints, get, post, rules};
 use shoplens_kit::http::ApiError;
+use shoplens_kit::utoipa::{self, IntoParams, OpenApi};
 use shoplens_readmodel::freshness::FreshnessReport;
 
 use crate::IngestError;
@@ -23,6 +25,25 @@ pub fn endpoints() -> Endpoints<Ingest> {
         .with(get("/api/v1/dead-letters", rules::ADMINS, dead_letters))
         .with(get("/api/v1/rebuild", rules::ADMINS, rebuild_status))
         .with(post("/api/v1/rebuild", rules::ADMINS, start_rebuild))
+        .with(get("/openapi.json", Access::Public, openapi))
+}
+
+/// The API's OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "ShopLens ingest API",
+        version = "1",
+        description = "The ingest worker's status, freshness, dead letters and blue/green \
+            rebuild. Status and freshness are open; the rest takes an admin's bearer token."
+    ),
+    paths(status, freshness, dead_letters, rebuild_status, start_rebuild)
+)]
+pub struct ApiDoc;
+
+/// `/openapi.json`: the document (served here, beside the routes it describes).
+async fn openapi() -> Response {
+    Json(ApiDoc::openapi()).into_response()
 }
 
 /// The rules of the API's endpoints, for the access tests.
@@ -30,10 +51,15 @@ pub fn rules() -> Vec<shoplens_kit::access::Rule> {
     endpoints().rules()
 }
 
+/// The worker's state: live generation, positions, lag, a rebuild in progress.
+#[utoipa::path(get, path = "/api/v1/status", responses((status = 200, description = "Status")))]
 async fn status(State(ingest): State<Ingest>) -> Response {
     Json(ingest.status()).into_response()
 }
 
+/// How fresh the live read model is (`as_of`, `visible_at`, the bus lag).
+#[utoipa::path(get, path = "/api/v1/freshness",
+    responses((status = 200, description = "The freshness report")))]
 async fn freshness(State(ingest): State<Ingest>) -> Json<FreshnessReport> {
     let status = ingest.status();
     Json(FreshnessReport::new(
@@ -44,9 +70,12 @@ async fn freshness(State(ingest): State<Ingest>) -> Json<FreshnessReport> {
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct DeadLetterQuery {
+    /// How many dead letters to return, 1 to 1,000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
@@ -67,6 +96,10 @@ struct DeadLetterView {
 
 const MAX_DEAD_LETTERS: usize = 1_000;
 
+/// The live generation's dead letters (whole events, personal data included).
+#[utoipa::path(get, path = "/api/v1/dead-letters", params(DeadLetterQuery),
+    responses((status = 200, description = "`generation`, `total` and the first `limit` items"),
+        (status = 401), (status = 403), (status = 422)))]
 async fn dead_letters(
     State(ingest): State<Ingest>,
     query: Result<Query<DeadLetterQuery>, axum::extract::rejection::QueryRejection>,
@@ -105,6 +138,10 @@ async fn dead_letters(
     })))
 }
 
+/// The latest rebuild's progress.
+#[utoipa::path(get, path = "/api/v1/rebuild",
+    responses((status = 200, description = "The rebuild's status"), (status = 401),
+        (status = 403), (status = 404, description = "No rebuild has run")))]
 async fn rebuild_status(State(ingest): State<Ingest>) -> Result<Response, ApiError> {
     match ingest.status().rebuild {
         Some(r) => Ok(Json(r).into_response()),
@@ -112,6 +149,11 @@ async fn rebuild_status(State(ingest): State<Ingest>) -> Result<Response, ApiErr
     }
 }
 
+/// Starts a blue/green rebuild of the read model (no body).
+#[utoipa::path(post, path = "/api/v1/rebuild",
+    responses((status = 202, description = "Started; the rebuild's status"), (status = 401),
+        (status = 403), (status = 409, description = "A rebuild is already running"),
+        (status = 503)))]
 async fn start_rebuild(State(ingest): State<Ingest>) -> Result<Response, ApiError> {
     match ingest.start_rebuild().await {
         Ok(status) => Ok((StatusCode::ACCEPTED, Json(status)).into_response()),

@@ -335,7 +335,7 @@ async fn every_route_of_every_server_checks_who_calls_it() {
         (
             "composer",
             info.composer.clone(),
-            [shoplens_composer::rules(), standard(false)].concat(),
+            [shoplens_composer::rules(), standard(true)].concat(),
         ),
         (
             "ingest",

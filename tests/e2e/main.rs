@@ -8,6 +8,7 @@ mod exposure;
 mod faults;
 mod fuzz_corpus;
 mod hostile;
+mod openapi;
 mod process;
 mod read_model;
 mod reconcile;

@@ -38,8 +38,19 @@ pub struct Customer {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCustomer {
+    /// Not blank; at most 200 characters.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"\S",
+        example = "Ada Lovelace"
+    )]
     pub name: String,
+    /// Contains `@`; at most 320 characters; unique among customers (409 `email_taken`).
+    #[schema(format = Email, min_length = 1, max_length = 320, pattern = "@", example = "ada@example.com")]
     pub email: String,
+    /// Not blank; at most 64 characters.
+    #[schema(min_length = 1, max_length = 64, pattern = r"\S", example = "GB")]
     pub country: String,
 }
 
@@ -47,8 +58,19 @@ pub struct NewCustomer {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CustomerPatch {
+    /// Not blank; at most 200 characters.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"\S",
+        example = "Ada Lovelace"
+    )]
     pub name: Option<String>,
+    /// Contains `@`; at most 320 characters; unique among customers (409 `email_taken`).
+    #[schema(format = Email, min_length = 1, max_length = 320, pattern = "@", example = "ada@example.com")]
     pub email: Option<String>,
+    /// Not blank; at most 64 characters.
+    #[schema(min_length = 1, max_length = 64, pattern = r"\S", example = "GB")]
     pub country: Option<String>,
 }
 
@@ -190,7 +212,7 @@ async fn create_customer(
 
 /// One customer.
 #[utoipa::path(get, path = "/api/v1/customers/{id}",
-    params(("id" = String, Path, description = "Customer id (UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Customer id (UUID)")),
     responses((status = 200, body = Customer), (status = 400), (status = 404)))]
 async fn get_customer(
     State(ctx): State<ServiceContext>,
@@ -205,7 +227,7 @@ async fn get_customer(
 
 /// Changes a customer's details.
 #[utoipa::path(patch, path = "/api/v1/customers/{id}", request_body = CustomerPatch,
-    params(("id" = String, Path, description = "Customer id (UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Customer id (UUID)")),
     responses((status = 200, body = Customer), (status = 400), (status = 404), (status = 409), (status = 422)))]
 async fn update_customer(
     State(ctx): State<ServiceContext>,

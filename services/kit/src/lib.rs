@@ -30,3 +30,6 @@ pub mod telemetry;
 pub use error::Error;
 pub use http::{ApiError, ValidJson, ValidQuery};
 pub use service::{ServiceContext, ServiceHandle, ServiceSpec, shutdown_signal};
+/// The OpenAPI library the servers describe their endpoints with (`/openapi.json`), for the
+/// crates that reach it only through the kit (the composer, ingest, analytics).
+pub use utoipa;

@@ -76,7 +76,7 @@ pub struct Line {
 pub struct Order {
     pub id: String,
     pub customer_id: String,
-    #[schema(value_type = String, example = "Placed")]
+    #[schema(value_type = schema::OrderStatus, example = "Placed")]
     pub status: OrderStatus,
     pub lines: Vec<Line>,
     #[schema(value_type = String)]
@@ -92,22 +92,47 @@ pub struct Order {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewLine {
+    /// An existing product (a UUID; 422 `no such product` otherwise). Each product at most
+    /// once per order, and all products of an order in one currency.
+    #[schema(format = Uuid, example = "0190a5b0-7c1e-7d3a-9f00-000000000002")]
     pub product_id: String,
+    #[schema(minimum = 1, maximum = 10_000, example = 2)]
     pub quantity: i32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewOrder {
+    /// An existing customer (a UUID; 422 `no such customer` otherwise).
+    #[schema(format = Uuid, example = "0190a5b0-7c1e-7d3a-9f00-000000000001")]
     pub customer_id: String,
+    /// 1 to 50 lines, no product twice (raise its quantity instead); the order's total
+    /// (quantity × the product's current price, summed) must stay below 10^16.
+    #[schema(min_items = 1, max_items = 50)]
     pub lines: Vec<NewLine>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StatusChange {
-    #[schema(value_type = String, example = "Paid")]
+    /// The new status. Placed → Paid → Shipped → Delivered, or Cancelled before Shipped;
+    /// another transition is a 409 `illegal_transition`, the current status a no-op.
+    #[schema(value_type = schema::OrderStatus, example = "Paid")]
     pub status: OrderStatus,
+}
+
+/// Schema-only types: how values of other crates look on the wire.
+mod schema {
+    /// The lifecycle of an order.
+    #[derive(utoipa::ToSchema)]
+    #[allow(dead_code)]
+    pub enum OrderStatus {
+        Placed,
+        Paid,
+        Shipped,
+        Delivered,
+        Cancelled,
+    }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -143,7 +168,15 @@ pub struct OrderPage {
 #[openapi(
     info(title = "ShopLens order service", version = "1"),
     paths(create_order, get_order, list_orders, change_status),
-    components(schemas(Order, Line, NewOrder, NewLine, StatusChange, OrderPage))
+    components(schemas(
+        Order,
+        Line,
+        NewOrder,
+        NewLine,
+        StatusChange,
+        OrderPage,
+        schema::OrderStatus
+    ))
 )]
 struct ApiDoc;
 
@@ -459,7 +492,7 @@ async fn create_order(
 
 /// One order.
 #[utoipa::path(get, path = "/api/v1/orders/{id}",
-    params(("id" = String, Path, description = "Order id (UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Order id (UUID)")),
     responses((status = 200, body = Order), (status = 400), (status = 404)))]
 async fn get_order(
     State(state): State<AppState>,
@@ -598,7 +631,7 @@ fn split_page(mut ids: Vec<String>, limit: u32) -> (Vec<String>, Option<String>)
 
 /// Moves an order to a new status. Asking for the status it already has changes nothing.
 #[utoipa::path(post, path = "/api/v1/orders/{id}/status", request_body = StatusChange,
-    params(("id" = String, Path, description = "Order id (UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Order id (UUID)")),
     responses((status = 200, body = Order), (status = 400), (status = 404), (status = 409)))]
 async fn change_status(
     State(state): State<AppState>,

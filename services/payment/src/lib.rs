@@ -68,22 +68,51 @@ pub struct Payment {
 #[serde(deny_unknown_fields)]
 pub struct NewPayment {
     /// The order being paid (a UUID).
+    #[schema(format = Uuid, example = "0190a5b0-7c1e-7d3a-9f00-000000000001")]
     pub order_id: String,
-    /// A JSON string, above zero, with at most two decimal places.
+    /// A JSON string, above zero, with at most two decimal places, below 10^16.
     #[serde(with = "rust_decimal::serde::str")]
-    #[schema(value_type = String, example = "42.00")]
+    #[schema(
+        value_type = String,
+        pattern = r"^([1-9][0-9]{0,15}(\.[0-9]{1,2})?|0\.(0[1-9]|[1-9][0-9]?))$",
+        example = "42.00"
+    )]
     pub amount: Decimal,
+    /// An ISO 4217 code: three upper-case letters.
+    #[schema(
+        min_length = 3,
+        max_length = 3,
+        pattern = "^[A-Z]{3}$",
+        example = "EUR"
+    )]
     pub currency: String,
-    /// `card`, `paypal` or `bank_transfer`.
+    #[schema(value_type = PaymentMethod)]
     pub method: String,
     /// For the fake provider: `tok_declined` fails, `tok_pending` waits for a capture,
     /// anything else (or nothing) succeeds. Never stored.
+    #[schema(nullable)]
     pub card_token: Option<String>,
+}
+
+/// How a payment is made (the accepted values of `method`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentMethod {
+    Card,
+    Paypal,
+    BankTransfer,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Refund {
+    /// Not blank; at most 500 characters (counted after trimming).
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"\S",
+        example = "damaged in transit"
+    )]
     pub reason: String,
 }
 
@@ -124,7 +153,7 @@ impl TryFrom<MoneyText> for Decimal {
         get_payment,
         list_payments
     ),
-    components(schemas(Payment, PaymentStatus, NewPayment, Refund, PaymentList))
+    components(schemas(Payment, PaymentStatus, PaymentMethod, NewPayment, Refund, PaymentList))
 )]
 struct ApiDoc;
 
@@ -337,7 +366,7 @@ async fn transition(
 
 /// Captures a `Pending` payment: it becomes `Success`.
 #[utoipa::path(post, path = "/api/v1/payments/{id}/capture",
-    params(("id" = String, Path, description = "Payment id (UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Payment id (UUID)")),
     responses((status = 200, body = Payment), (status = 400), (status = 404), (status = 409)))]
 async fn capture_payment(
     State(ctx): State<ServiceContext>,
@@ -356,7 +385,7 @@ async fn capture_payment(
 
 /// Refunds a `Success` payment in full: it becomes `Refunded`.
 #[utoipa::path(post, path = "/api/v1/payments/{id}/refund", request_body = Refund,
-    params(("id" = String, Path, description = "Payment id (UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Payment id (UUID)")),
     responses((status = 200, body = Payment), (status = 400), (status = 404), (status = 409), (status = 422)))]
 async fn refund_payment(
     State(ctx): State<ServiceContext>,
@@ -395,7 +424,7 @@ async fn refund_payment(
 
 /// One payment.
 #[utoipa::path(get, path = "/api/v1/payments/{id}",
-    params(("id" = String, Path, description = "Payment id (UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Payment id (UUID)")),
     responses((status = 200, body = Payment), (status = 400), (status = 404)))]
 async fn get_payment(
     State(ctx): State<ServiceContext>,

@@ -52,24 +52,52 @@ pub struct Product {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewProduct {
+    /// Not blank; at most 64 characters; unique in the catalogue (409 `sku_taken`).
+    #[schema(min_length = 1, max_length = 64, pattern = r"\S", example = "SKU-0001")]
     pub sku: String,
+    /// Not blank; at most 200 characters.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"\S",
+        example = "Espresso cup"
+    )]
     pub name: String,
-    /// May be empty.
+    /// May be empty; at most 2000 characters.
+    #[schema(max_length = 2000, example = "A small cup.")]
     pub description: String,
+    /// Not blank; at most 100 characters.
+    #[schema(min_length = 1, max_length = 100, pattern = r"\S", example = "kitchen")]
     pub category: String,
+    /// Omitted or null for none; otherwise not blank and at most 500 characters.
+    #[schema(
+        nullable,
+        min_length = 1,
+        max_length = 500,
+        pattern = r"\S",
+        example = "https://example.com/cup.png"
+    )]
     pub image_url: Option<String>,
-    /// A JSON string with at most two decimal places.
+    /// A JSON string: not negative, at most two decimal places, below 10^16.
     #[serde(with = "rust_decimal::serde::str")]
-    #[schema(value_type = String, example = "19.90")]
+    #[schema(value_type = String, pattern = r"^[0-9]{1,16}(\.[0-9]{1,2})?$", example = "19.90")]
     pub price: Decimal,
+    /// An ISO 4217 code: three upper-case letters.
+    #[schema(
+        min_length = 3,
+        max_length = 3,
+        pattern = "^[A-Z]{3}$",
+        example = "EUR"
+    )]
     pub currency: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PriceChange {
+    /// A JSON string: not negative, at most two decimal places, below 10^16.
     #[serde(with = "rust_decimal::serde::str")]
-    #[schema(value_type = String, example = "17.50")]
+    #[schema(value_type = String, pattern = r"^[0-9]{1,16}(\.[0-9]{1,2})?$", example = "17.50")]
     pub price: Decimal,
 }
 
@@ -282,7 +310,7 @@ async fn create_product(
 
 /// One product.
 #[utoipa::path(get, path = "/api/v1/products/{id}",
-    params(("id" = String, Path, description = "Product id (UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Product id (UUID)")),
     responses((status = 200, body = Product), (status = 400), (status = 404)))]
 async fn get_product(
     State(ctx): State<ServiceContext>,
@@ -298,7 +326,7 @@ async fn get_product(
 
 /// Sets a product's price; publishes `ProductPriceChanged` only if the price changed.
 #[utoipa::path(put, path = "/api/v1/products/{id}/price", request_body = PriceChange,
-    params(("id" = String, Path, description = "Product id (UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Product id (UUID)")),
     responses((status = 200, body = Product), (status = 400), (status = 404), (status = 422)))]
 async fn change_price(
     State(ctx): State<ServiceContext>,

@@ -55,9 +55,18 @@ pub struct Shipment {
 #[serde(deny_unknown_fields)]
 pub struct NewShipment {
     /// The order being shipped (a UUID).
+    #[schema(format = Uuid, example = "0190a5b0-7c1e-7d3a-9f00-000000000001")]
     pub order_id: String,
+    /// Not blank; at most 64 characters (counted after trimming).
+    #[schema(min_length = 1, max_length = 64, pattern = r"\S", example = "DHL")]
     pub carrier: String,
-    /// Where the shipment starts.
+    /// Where the shipment starts. Not blank; at most 200 characters (counted after trimming).
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"\S",
+        example = "Leipzig hub"
+    )]
     pub location: String,
     /// RFC 3339.
     pub eta: DateTime<Utc>,
@@ -66,15 +75,29 @@ pub struct NewShipment {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LocationUpdate {
+    /// Not blank; at most 200 characters (counted after trimming).
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"\S",
+        example = "Berlin depot"
+    )]
     pub location: String,
-    /// A new estimate; absent keeps the current one.
+    /// A new estimate (RFC 3339); absent or null keeps the current one.
+    #[schema(nullable)]
     pub eta: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Delivery {
-    /// Where it was delivered.
+    /// Where it was delivered. Not blank; at most 200 characters (counted after trimming).
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"\S",
+        example = "front door"
+    )]
     pub location: String,
 }
 
@@ -266,7 +289,7 @@ async fn advance(
 
 /// Records where a shipment is now (and optionally a new ETA): it is `InTransit`.
 #[utoipa::path(post, path = "/api/v1/shipments/{id}/locations", request_body = LocationUpdate,
-    params(("id" = String, Path, description = "Shipment id (UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Shipment id (UUID)")),
     responses((status = 200, body = Shipment), (status = 400), (status = 404), (status = 409), (status = 422)))]
 async fn update_location(
     State(ctx): State<ServiceContext>,
@@ -291,7 +314,7 @@ async fn update_location(
 
 /// Records the delivery: the shipment is `Delivered` and changes no more.
 #[utoipa::path(post, path = "/api/v1/shipments/{id}/deliver", request_body = Delivery,
-    params(("id" = String, Path, description = "Shipment id (UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Shipment id (UUID)")),
     responses((status = 200, body = Shipment), (status = 400), (status = 404), (status = 409), (status = 422)))]
 async fn deliver_shipment(
     State(ctx): State<ServiceContext>,
@@ -314,7 +337,7 @@ async fn deliver_shipment(
 
 /// One shipment.
 #[utoipa::path(get, path = "/api/v1/shipments/{id}",
-    params(("id" = String, Path, description = "Shipment id (UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Shipment id (UUID)")),
     responses((status = 200, body = Shipment), (status = 400), (status = 404)))]
 async fn get_shipment(
     State(ctx): State<ServiceContext>,
