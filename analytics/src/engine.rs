@@ -111,7 +111,7 @@ pub struct WorkersConfig {
     /// deadline) rather than the shop.
     pub idle_class: bool,
     /// The CPUs (as the kernel numbers them) the workers run on. Empty: the last quarter
-    /// of this process's CPUs (at least one) when it has two or more, else any.
+    /// of this process's CPUs when it has four or more, else any.
     pub cpus: Vec<usize>,
     /// Let the workers run on any CPU (no CPUs of their own).
     pub share_cpus: bool,

@@ -531,17 +531,18 @@ async fn the_server_keeps_off_its_workers_cpus() {
         eprintln!("skipped: one CPU, nothing to set apart");
         return;
     }
-    // The defaults: the workers on the last quarter of the CPUs (at least one), this
-    // process (and every thread it starts later) off them.
+    // The workers on the last CPU (the default on four CPUs or more: the last quarter),
+    // this process (and every thread it starts later) off it.
+    let last = *all.last().unwrap();
     let (_dir, app, pids) = app_with_workers(|w| {
         let defaults = shoplens_analytics::engine::WorkersConfig::default();
         w.share_cpus = defaults.share_cpus;
-        w.cpus = defaults.cpus;
+        w.cpus = vec![last];
         w.yield_cpus = defaults.yield_cpus;
     })
     .await;
     let theirs = app.handle.executor().pool().unwrap().worker_cpus();
-    assert_eq!(theirs, all[all.len() - (all.len() / 4).max(1)..].to_vec());
+    assert_eq!(theirs, vec![last]);
     for pid in &pids {
         assert_eq!(
             shoplens_analytics::isolation::allowed_cpus(*pid).as_ref(),

@@ -52,8 +52,8 @@ fn setup(m: &Machine, r: &IsolationResults) -> String {
         o.duration.as_secs_f64(),
         o.hostile,
         if o.worker_cpus.is_empty() {
-            "CPUs of their own by default (`analytics.query.workers.cpus`: the last quarter, \
-             at least one; the rest the shop's)"
+            "the default CPU plan (`analytics.query.workers.cpus`: on four CPUs or more the \
+             last quarter is theirs and the rest the shop's; on fewer, none set apart)"
                 .to_owned()
         } else {
             format!("CPUs {:?} only (`--worker-cpus`)", o.worker_cpus)
