@@ -42,6 +42,15 @@ impl Service {
     fn is_job(&self) -> bool {
         self.restart.as_deref() == Some("no")
     }
+
+    /// The ports a ShopLens container listens on (its `SHOPLENS_*__LISTEN` addresses).
+    fn listen_ports(&self) -> BTreeSet<u16> {
+        self.environment
+            .iter()
+            .filter(|(k, _)| k.starts_with("SHOPLENS_") && k.ends_with("__LISTEN"))
+            .filter_map(|(_, v)| scalar(v).rsplit_once(':')?.1.parse().ok())
+            .collect()
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -227,17 +236,11 @@ fn problems(compose: &str, dockerfile: &str) -> Vec<String> {
     }
 
     // Where each ShopLens container listens (its `*__LISTEN` ports).
-    let mut listens: BTreeMap<&str, BTreeSet<u16>> = BTreeMap::new();
-    for (name, svc) in services {
-        for (key, value) in &svc.environment {
-            if key.starts_with("SHOPLENS_") && key.ends_with("__LISTEN") {
-                let port = scalar(value)
-                    .rsplit_once(':')
-                    .and_then(|(_, p)| p.parse::<u16>().ok());
-                listens.entry(name).or_default().extend(port);
-            }
-        }
-    }
+    let listens: BTreeMap<&str, BTreeSet<u16>> = services
+        .iter()
+        .map(|(name, svc)| (name.as_str(), svc.listen_ports()))
+        .filter(|(_, ports)| !ports.is_empty())
+        .collect();
     let final_stage = dockerfile
         .rsplit_once("\nFROM ")
         .map_or("", |(_, stage)| stage);
@@ -415,16 +418,10 @@ fn monitoring_problems(compose: &str, prometheus: &str, datasources: &str) -> Ve
         Err(e) => return vec![format!("docker-compose.yml does not parse: {e}")],
     };
     let services = &compose.services;
-    let listens = |name: &str| -> BTreeSet<u16> {
+    let listens = |name: &str| {
         services
             .get(name)
-            .map(|svc| {
-                svc.environment
-                    .iter()
-                    .filter(|(k, _)| k.starts_with("SHOPLENS_") && k.ends_with("__LISTEN"))
-                    .filter_map(|(_, v)| scalar(v).rsplit_once(':')?.1.parse().ok())
-                    .collect()
-            })
+            .map(Service::listen_ports)
             .unwrap_or_default()
     };
     let prometheus: Value = match serde_norway::from_str(prometheus) {

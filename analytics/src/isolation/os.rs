@@ -52,22 +52,13 @@ pub fn idle_class() -> io::Result<()> {
 /// Lets the calling thread, and the threads it starts later, run only on `cpus` (ids past
 /// the kernel's set size are ignored).
 pub fn pin_to(cpus: &[usize]) -> io::Result<()> {
-    use rustix::thread::CpuSet;
-    let mut set = CpuSet::new();
-    for &cpu in cpus.iter().filter(|&&c| c < CpuSet::MAX_CPU) {
-        set.set(cpu);
-    }
-    rustix::thread::sched_setaffinity(None, &set).map_err(io::Error::from)
+    rustix::thread::sched_setaffinity(None, &cpu_set(cpus)).map_err(io::Error::from)
 }
 
 /// Lets every thread of this process run only on `cpus` (threads that end meanwhile are
 /// skipped; threads started later inherit their creator's CPUs).
 pub fn set_process_affinity(cpus: &[usize]) {
-    use rustix::thread::CpuSet;
-    let mut set = CpuSet::new();
-    for &cpu in cpus.iter().filter(|&&c| c < CpuSet::MAX_CPU) {
-        set.set(cpu);
-    }
+    let set = cpu_set(cpus);
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return;
     };
@@ -80,6 +71,16 @@ pub fn set_process_affinity(cpus: &[usize]) {
             let _ = rustix::thread::sched_setaffinity(Some(pid), &set);
         }
     }
+}
+
+/// `cpus` as the kernel's CPU set (ids past its size are left out).
+fn cpu_set(cpus: &[usize]) -> rustix::thread::CpuSet {
+    use rustix::thread::CpuSet;
+    let mut set = CpuSet::new();
+    for &cpu in cpus.iter().filter(|&&c| c < CpuSet::MAX_CPU) {
+        set.set(cpu);
+    }
+    set
 }
 
 /// The CPUs process `pid` may run on.
@@ -97,10 +98,19 @@ pub fn scheduling_policy(pid: u32) -> Option<u32> {
 }
 
 fn policy_in(stat_file: &str) -> Option<u32> {
+    stat_fields(stat_file, &[41])?[0].parse().ok()
+}
+
+/// Fields `numbers` (1-based, as `proc(5)` numbers them) of a `/proc/.../stat` file.
+fn stat_fields(stat_file: &str, numbers: &[usize]) -> Option<Vec<String>> {
     let stat = std::fs::read_to_string(stat_file).ok()?;
+    // After the command name (in parentheses, and it may hold spaces) comes field 3.
     let rest = &stat[stat.rfind(')')? + 2..];
-    // `rest` starts at field 3.
-    rest.split_whitespace().nth(41 - 3)?.parse().ok()
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    numbers
+        .iter()
+        .map(|n| fields.get(n.checked_sub(3)?).map(|f| (*f).to_owned()))
+        .collect()
 }
 
 /// Lowers the calling thread's priority to `nice` (never raises it). On Linux the nice value
@@ -151,13 +161,10 @@ pub fn allow_cpu_seconds(seconds: u64) -> io::Result<()> {
 
 /// CPU seconds (user and system) this process has used, rounded up.
 pub fn cpu_seconds_used() -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name (which is in parentheses and may hold spaces):
-    // state is field 3, utime 14, stime 15.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
+    // utime is field 14, stime 15.
+    let fields = stat_fields("/proc/self/stat", &[14, 15])?;
+    let utime: u64 = fields[0].parse().ok()?;
+    let stime: u64 = fields[1].parse().ok()?;
     let ticks = rustix::param::clock_ticks_per_second().max(1);
     Some((utime + stime).div_ceil(ticks))
 }

@@ -146,31 +146,24 @@ impl ClickHouseSink {
             let names: Vec<&str> = sums.iter().map(|(n, _)| n.as_str()).collect();
             let db = &self.db;
             let name = table.name();
+            // The keys whose stored sums differ from the truth: counted, then repaired.
+            let differing = format!(
+                "(SELECT {keys}, {truth_sums} FROM ({union}) GROUP BY {keys}) \
+                 ALL FULL OUTER JOIN \
+                 (SELECT {keys}, {stored_sums} FROM {db}.{name} GROUP BY {keys}) \
+                 USING ({keys}) WHERE {differs}",
+                truth_sums = truth_sums.join(", "),
+                stored_sums = stored_sums.join(", "),
+                union = selects.join(" UNION ALL "),
+                differs = differs.join(" OR "),
+            );
             let insert = format!(
                 "INSERT INTO {db}.{name} ({keys}, {names}) \
-                 SELECT {keys}, {differences} FROM \
-                 (SELECT {keys}, {truth_sums} FROM ({union}) GROUP BY {keys}) \
-                 ALL FULL OUTER JOIN \
-                 (SELECT {keys}, {stored_sums} FROM {db}.{name} GROUP BY {keys}) \
-                 USING ({keys}) WHERE {differs}",
+                 SELECT {keys}, {differences} FROM {differing}",
                 names = names.join(", "),
                 differences = differences.join(", "),
-                truth_sums = truth_sums.join(", "),
-                stored_sums = stored_sums.join(", "),
-                union = selects.join(" UNION ALL "),
-                differs = differs.join(" OR "),
             );
-            let count = format!(
-                "SELECT count() FROM \
-                 (SELECT {keys}, {truth_sums} FROM ({union}) GROUP BY {keys}) \
-                 ALL FULL OUTER JOIN \
-                 (SELECT {keys}, {stored_sums} FROM {db}.{name} GROUP BY {keys}) \
-                 USING ({keys}) WHERE {differs}",
-                truth_sums = truth_sums.join(", "),
-                stored_sums = stored_sums.join(", "),
-                union = selects.join(" UNION ALL "),
-                differs = differs.join(" OR "),
-            );
+            let count = format!("SELECT count() FROM {differing}");
             let rows = self
                 .conn
                 .run(&count, self.conn.client.query(&count).fetch_one::<u64>())
