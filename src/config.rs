@@ -139,17 +139,27 @@ impl Default for BusConfig {
 pub struct DemoConfig {
     /// Seed a catalogue and keep placing orders with the shop simulator.
     pub enabled: bool,
+    /// The live orders (after the history).
     pub simulator: shop_simulator::SimConfig,
+    /// The shop's past, created first (needs the five services in this process).
+    pub history: shop_simulator::HistoryConfig,
 }
 
 impl Default for DemoConfig {
     fn default() -> Self {
         DemoConfig {
             enabled: true,
+            // An order every 20 s: visible on the pages, and today's volume stays near the
+            // history's for the first half hour or so.
             simulator: shop_simulator::SimConfig {
                 orders: None,
-                rate_per_sec: 2.0,
+                rate_per_sec: 0.05,
                 step_delay_ms: 1_500,
+                ..Default::default()
+            },
+            // A year of about 9,000 orders: about a minute of a release build's time.
+            history: shop_simulator::HistoryConfig {
+                days: 365,
                 ..Default::default()
             },
         }

@@ -7,6 +7,7 @@
 //! directory with every URL, so scripts and tests can find a system started on port 0.
 
 pub mod config;
+mod demo;
 
 use std::sync::Arc;
 
@@ -121,12 +122,31 @@ impl System {
         // configured URLs (`order_upstreams`, `composer.services`).
         let runs = config.components();
         let here = |c: Component| runs.contains(&c);
+        // The demo's history runs the services on a clock it moves through the past.
+        let services_here = [
+            Component::Customer,
+            Component::Product,
+            Component::Order,
+            Component::Payment,
+            Component::Shipping,
+        ]
+        .into_iter()
+        .all(here);
+        let demo_plan = demo::DemoPlan::new(
+            &config.demo,
+            &config.data_dir,
+            services_here && here(Component::Composer),
+        );
+        let deps = shoplens_kit::Deps {
+            bus: bus.clone(),
+            clock: demo_plan.clock.clone(),
+        };
         let customer = match here(Component::Customer) {
-            true => Some(customer_service::start(&config.customer, bus.clone()).await?),
+            true => Some(customer_service::start(&config.customer, deps.clone()).await?),
             false => None,
         };
         let product = match here(Component::Product) {
-            true => Some(product_service::start(&config.product, bus.clone()).await?),
+            true => Some(product_service::start(&config.product, deps.clone()).await?),
             false => None,
         };
         let local_or = |svc: &Option<ServiceHandle>, url: &String| {
@@ -139,16 +159,16 @@ impl System {
                     product_url: local_or(&product, &config.order_upstreams.product_url),
                     ..config.order_upstreams.clone()
                 };
-                Some(order_service::start(&config.order, &upstreams, bus.clone()).await?)
+                Some(order_service::start(&config.order, &upstreams, deps.clone()).await?)
             }
             false => None,
         };
         let payment = match here(Component::Payment) {
-            true => Some(payment_service::start(&config.payment, bus.clone()).await?),
+            true => Some(payment_service::start(&config.payment, deps.clone()).await?),
             false => None,
         };
         let shipping = match here(Component::Shipping) {
-            true => Some(shipping_service::start(&config.shipping, bus.clone()).await?),
+            true => Some(shipping_service::start(&config.shipping, deps.clone()).await?),
             false => None,
         };
         // Where each service answers: here, or where the composer is told it is.
@@ -263,14 +283,13 @@ impl System {
         // The demo runs beside the composer (its "My Orders" link points there).
         let demo = (config.demo.enabled && composer.is_some()).then(|| {
             let urls = info.shop_urls(config.service_token("demo"));
-            let sim = config.demo.simulator.clone();
-            let token = shutdown.clone();
-            let page = DemoPage {
+            let page = demo::DemoPage {
                 composer_url: info.composer.clone(),
                 secret: config.auth.secret.clone(),
             };
+            let task = demo::run(urls, config.demo.clone(), demo_plan, page, shutdown.clone());
             tokio::spawn(async move {
-                if let Err(e) = run_demo(urls, sim, page, token).await {
+                if let Err(e) = task.await {
                     tracing::warn!(error = %e, "demo traffic stopped");
                 }
             })
@@ -331,44 +350,6 @@ fn read_side_runtime(nice: i32) -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("failed to start the read side's runtime")
-}
-
-/// Where the demo's "My Orders" link points, and the key its token is signed with.
-struct DemoPage {
-    composer_url: String,
-    secret: String,
-}
-
-async fn run_demo(
-    urls: shop_simulator::ShopUrls,
-    sim: shop_simulator::SimConfig,
-    page: DemoPage,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let catalogue = shop_simulator::seed_catalogue(&urls, &sim).await?;
-    tracing::info!(
-        customers = catalogue.customers.len(),
-        products = catalogue.products.len(),
-        "demo catalogue ready; placing orders"
-    );
-    // Customer 0 is the most active one under the simulator's Zipf popularity.
-    if let Some(customer) = catalogue.customers.first() {
-        let token = shoplens_kit::identity::issue(
-            &page.secret,
-            &shoplens_kit::identity::Identity::new(
-                customer.clone(),
-                shoplens_kit::identity::Role::Customer,
-            ),
-            std::time::Duration::from_secs(24 * 3600),
-        );
-        println!(
-            "  My Orders page of the busiest demo customer:\n    {}/my-orders?token={token}",
-            page.composer_url
-        );
-    }
-    let report = shop_simulator::run(&urls, &sim, &catalogue, shutdown).await?;
-    tracing::info!(?report, "demo traffic finished");
-    Ok(())
 }
 
 pub use shoplens_kit::shutdown_signal;

@@ -325,6 +325,7 @@ async fn freshness(State(state): State<AppState>) -> Result<Json<FreshnessReport
 struct RangeQuery {
     from: Option<String>,
     to: Option<String>,
+    days: Option<u32>,
     limit: Option<usize>,
     category: Option<String>,
     period: Option<String>,
@@ -332,9 +333,10 @@ struct RangeQuery {
 
 impl RangeQuery {
     fn range(&self, freshness: &FreshnessReport) -> Result<DateRange, ApiError> {
-        DateRange::parse(
+        DateRange::parse_latest(
             self.from.as_deref(),
             self.to.as_deref(),
+            self.days,
             Dashboard::default_to(freshness),
         )
         .map_err(param_error)
@@ -353,7 +355,7 @@ async fn observe<T: Serialize>(
     result.map(Json)
 }
 
-#[utoipa::path(get, path = "/api/v1/dashboard/daily", params(("from" = Option<chrono::NaiveDate>, Query, description = "First day (default: 29 days before `to`); not after `to`"), ("to" = Option<chrono::NaiveDate>, Query, description = "Last day, inclusive (default: the newest data's day)")), responses((status = 200, description = "Sales per day"), (status = 401), (status = 403), (status = 422)))]
+#[utoipa::path(get, path = "/api/v1/dashboard/daily", params(("from" = Option<chrono::NaiveDate>, Query, description = "First day (default: 29 days before `to`); not after `to`"), ("to" = Option<chrono::NaiveDate>, Query, description = "Last day, inclusive (default: the newest data's day)"), ("days" = Option<u32>, Query, minimum = 1, maximum = 3660, description = "Instead of `from` (not with it): the range holds this many days up to `to` (default 30)")), responses((status = 200, description = "Sales per day"), (status = 401), (status = 403), (status = 422)))]
 async fn daily(
     State(state): State<AppState>,
     caller: Caller,
@@ -371,7 +373,7 @@ async fn daily(
     .await
 }
 
-#[utoipa::path(get, path = "/api/v1/dashboard/top-products", params(("from" = Option<chrono::NaiveDate>, Query, description = "First day (default: 29 days before `to`); not after `to`"), ("to" = Option<chrono::NaiveDate>, Query, description = "Last day, inclusive (default: the newest data's day)"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Top-N size (default 10)"), ("category" = Option<String>, Query, max_length = 100, description = "Only this category: at most 100 printable characters")), responses((status = 200, description = "Best-selling products"), (status = 401), (status = 403), (status = 422)))]
+#[utoipa::path(get, path = "/api/v1/dashboard/top-products", params(("from" = Option<chrono::NaiveDate>, Query, description = "First day (default: 29 days before `to`); not after `to`"), ("to" = Option<chrono::NaiveDate>, Query, description = "Last day, inclusive (default: the newest data's day)"), ("days" = Option<u32>, Query, minimum = 1, maximum = 3660, description = "Instead of `from` (not with it): the range holds this many days up to `to` (default 30)"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Top-N size (default 10)"), ("category" = Option<String>, Query, max_length = 100, description = "Only this category: at most 100 printable characters")), responses((status = 200, description = "Best-selling products"), (status = 401), (status = 403), (status = 422)))]
 async fn top_products(
     State(state): State<AppState>,
     caller: Caller,
@@ -391,7 +393,7 @@ async fn top_products(
     .await
 }
 
-#[utoipa::path(get, path = "/api/v1/dashboard/top-customers", params(("from" = Option<chrono::NaiveDate>, Query, description = "First day (default: 29 days before `to`); not after `to`"), ("to" = Option<chrono::NaiveDate>, Query, description = "Last day, inclusive (default: the newest data's day)"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Top-N size (default 10)")), responses((status = 200, description = "Best customers"), (status = 401), (status = 403), (status = 422)))]
+#[utoipa::path(get, path = "/api/v1/dashboard/top-customers", params(("from" = Option<chrono::NaiveDate>, Query, description = "First day (default: 29 days before `to`); not after `to`"), ("to" = Option<chrono::NaiveDate>, Query, description = "Last day, inclusive (default: the newest data's day)"), ("days" = Option<u32>, Query, minimum = 1, maximum = 3660, description = "Instead of `from` (not with it): the range holds this many days up to `to` (default 30)"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Top-N size (default 10)")), responses((status = 200, description = "Best customers"), (status = 401), (status = 403), (status = 422)))]
 async fn top_customers(
     State(state): State<AppState>,
     caller: Caller,
@@ -410,7 +412,7 @@ async fn top_customers(
     .await
 }
 
-#[utoipa::path(get, path = "/api/v1/dashboard/trends", params(("from" = Option<chrono::NaiveDate>, Query, description = "First day (default: 29 days before `to`); not after `to`"), ("to" = Option<chrono::NaiveDate>, Query, description = "Last day, inclusive (default: the newest data's day)"), ("period" = Option<ViewPeriod>, Query, description = "`month` (default) or `year`")), responses((status = 200, description = "Sales per period"), (status = 401), (status = 403), (status = 422)))]
+#[utoipa::path(get, path = "/api/v1/dashboard/trends", params(("from" = Option<chrono::NaiveDate>, Query, description = "First day (default: 29 days before `to`); not after `to`"), ("to" = Option<chrono::NaiveDate>, Query, description = "Last day, inclusive (default: the newest data's day)"), ("days" = Option<u32>, Query, minimum = 1, maximum = 3660, description = "Instead of `from` (not with it): the range holds this many days up to `to` (default 30)"), ("period" = Option<ViewPeriod>, Query, description = "`month` (default) or `year`")), responses((status = 200, description = "Sales per period"), (status = 401), (status = 403), (status = 422)))]
 async fn trends(
     State(state): State<AppState>,
     caller: Caller,

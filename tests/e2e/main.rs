@@ -4,6 +4,7 @@ mod access;
 mod analytics;
 mod components;
 mod compose;
+mod demo;
 mod exposure;
 mod faults;
 mod fuzz_corpus;

@@ -41,6 +41,9 @@ pub fn base_env(data_dir: &Path) -> Vec<(String, String)> {
         ),
         ("SHOPLENS_BUS__FSYNC".to_owned(), "false".to_owned()),
         ("RUST_LOG".to_owned(), "warn".to_owned()),
+        // A year of demo history is a minute of a release build: the tests that want a
+        // past ask for a short one.
+        ("SHOPLENS_DEMO__HISTORY__DAYS".to_owned(), "0".to_owned()),
         // Tests run several systems at once on few cores: in SCHED_IDLE (the default) a
         // query worker would wait on the neighbouring tests' work; nice 10 still lets it run.
         (

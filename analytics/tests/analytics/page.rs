@@ -477,6 +477,38 @@ async fn the_dashboard_asks_who_you_are_and_says_who_is_signed_in() {
     );
 }
 
+/// Without a range the page shows the latest year (a demo has one), and its span picker
+/// asks for the latest 30 or 90 days instead; a shared link keeps the choice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_the_latest_year_unless_asked_for_a_shorter_span() {
+    let (_dir, engine) = support::embedded_engine(&support::events()).await;
+    let app = support::spawn_app(engine).await;
+    for (query, days, label) in [
+        ("", 365, "(latest year)"),
+        ("?days=30", 30, "(latest 30 days)"),
+        ("?days=90", 90, "(latest 90 days)"),
+        // An unknown span is the default, not an error.
+        ("?days=7", 365, "(latest year)"),
+    ] {
+        let dom = dump_dom(&format!("{}/dashboard{query}", app.signed_in_url)).await;
+        assert!(dom.contains(r#"data-loaded="true""#), "{query}: {dom}");
+        assert_eq!(text_of(&dom, "error"), "", "{query}: no error shown");
+        let points = tags_with(&dom, "circle", "data-orders");
+        assert_eq!(points.len(), days, "{query}: one point per day");
+        let status = text_of(&dom, "status");
+        assert!(status.contains(label), "{query}: status `{status}`");
+        let selected = tags(&dom, "option")
+            .into_iter()
+            .find(|o| o.contains_key("selected"))
+            .map(|o| attr(&o, "value").to_owned());
+        assert_eq!(
+            selected.as_deref(),
+            Some(days.to_string().as_str()),
+            "{query}: the span picker shows the span"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_fits_common_widths_and_offers_each_panel_as_a_file() {
     let (_dir, engine) = support::embedded_engine(&support::events()).await;

@@ -54,6 +54,17 @@ impl DateRange {
         to: Option<&str>,
         default_to: NaiveDate,
     ) -> Result<DateRange, BadParam> {
+        DateRange::parse_latest(from, to, None, default_to)
+    }
+
+    /// Like [`DateRange::parse`], and a missing `from` is `days` days before `to` (the range
+    /// holds `days` days) when `days` is given: "the latest year" is `days=365`.
+    pub fn parse_latest(
+        from: Option<&str>,
+        to: Option<&str>,
+        days: Option<u32>,
+        default_to: NaiveDate,
+    ) -> Result<DateRange, BadParam> {
         let date = |field: &'static str, s: &str| {
             NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d").map_err(|_| {
                 bad(
@@ -70,13 +81,28 @@ impl DateRange {
             from.filter(|s| !s.trim().is_empty()),
             to.filter(|s| !s.trim().is_empty()),
         );
+        if from.is_some() && days.is_some() {
+            return Err(bad("days", "give either `from` or `days`, not both"));
+        }
         let to = match to {
             Some(s) => date("to", s)?,
             None => default_to,
         };
         let from = match from {
             Some(s) => date("from", s)?,
-            None => to - chrono::Duration::days(DEFAULT_RANGE_DAYS - 1),
+            None => {
+                let days = match days {
+                    None => DEFAULT_RANGE_DAYS,
+                    Some(d) if (1..=MAX_RANGE_DAYS).contains(&i64::from(d)) => i64::from(d),
+                    Some(d) => {
+                        return Err(bad(
+                            "days",
+                            format!("must be between 1 and {MAX_RANGE_DAYS}, not {d}"),
+                        ));
+                    }
+                };
+                to - chrono::Duration::days(days - 1)
+            }
         };
         if from > to {
             return Err(bad("from", format!("must not be after `to` ({to})")));
@@ -348,6 +374,23 @@ mod tests {
 
     fn d(s: &str) -> NaiveDate {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn days_picks_the_length_of_the_latest_range() {
+        let today = d("2026-12-05");
+        let year = DateRange::parse_latest(None, None, Some(365), today).unwrap();
+        assert_eq!((year.from, year.to), (d("2025-12-06"), today));
+        let one = DateRange::parse_latest(None, Some("2026-03-01"), Some(1), today).unwrap();
+        assert_eq!((one.from, one.to), (d("2026-03-01"), d("2026-03-01")));
+        for bad_days in [0, 3_661] {
+            let e = DateRange::parse_latest(None, None, Some(bad_days), today).unwrap_err();
+            assert_eq!(e.field, "days", "{e}");
+        }
+        let both = DateRange::parse_latest(Some("2026-01-01"), None, Some(7), today).unwrap_err();
+        assert_eq!(both.field, "days");
+        // An empty `from` is an absent one.
+        assert!(DateRange::parse_latest(Some(" "), None, Some(7), today).is_ok());
     }
 
     #[test]

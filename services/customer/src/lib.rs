@@ -3,15 +3,12 @@
 //! Publishes `CustomerRegistered` and `CustomerUpdated`. Answers look-ups by id, one or many
 //! at a time, for the order service and the composer.
 
-use std::sync::Arc;
-
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use shoplens_bus::EventBus;
 use shoplens_contract::{CustomerRegistered, CustomerUpdated, DomainEvent, Envelope, Service};
 use shoplens_kit::access::rules::SERVICES;
 use shoplens_kit::access::{Endpoints, get, patch, post};
@@ -99,13 +96,13 @@ struct ApiDoc;
 /// Starts the service.
 pub async fn start(
     config: &ServiceConfig,
-    bus: Arc<dyn EventBus>,
+    deps: impl Into<shoplens_kit::Deps>,
 ) -> Result<ServiceHandle, shoplens_kit::Error> {
     let spec = ServiceSpec {
         service: Service::Customer,
         migrations: sqlx::migrate!("./migrations"),
     };
-    shoplens_kit::service::start(spec, config, bus, |ctx| {
+    shoplens_kit::service::start(spec, config, deps, |ctx| {
         let openapi = serde_json::to_value(ApiDoc::openapi()).ok();
         (endpoints().with_state(ctx.clone(), &ctx.verifier), openapi)
     })
@@ -168,7 +165,7 @@ async fn create_customer(
     if let Some(replay) = idem.replay(&mut tx, "create_customer", &req).await? {
         return Ok(replay.into_response());
     }
-    let now = Utc::now();
+    let now = ctx.clock.now();
     let customer = Customer {
         id,
         name: req.name.trim().to_owned(),
@@ -251,7 +248,7 @@ async fn update_customer(
         customer.country = country.trim().to_owned();
     }
     validate(&id, &customer.name, &customer.email, &customer.country)?;
-    customer.updated_at = Utc::now();
+    customer.updated_at = ctx.clock.now();
     sqlx::query(
         "UPDATE customers SET name = ?, email = ?, country = ?, updated_at = ? WHERE id = ?",
     )

@@ -10,12 +10,14 @@
 //! - [`idempotency`]: replaying the response to a retried write;
 //! - [`service`]: starting and stopping a service;
 //! - [`client`]: calling another service;
+//! - [`clock`]: the time a service stamps its records with (the system's, or the demo's);
 //! - [`identity`] and [`access`]: one identity scheme for every server (bearer tokens with
 //!   a subject and a role), and the access rule of every endpoint;
 //! - [`Error`]: what the kit's fallible functions return.
 
 pub mod access;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod db;
 mod error;
@@ -29,7 +31,7 @@ pub mod telemetry;
 
 pub use error::Error;
 pub use http::{ApiError, ValidJson, ValidQuery};
-pub use service::{ServiceContext, ServiceHandle, ServiceSpec, shutdown_signal};
+pub use service::{Deps, ServiceContext, ServiceHandle, ServiceSpec, shutdown_signal};
 /// The OpenAPI library the servers describe their endpoints with (`/openapi.json`), for the
 /// crates that reach it only through the kit (the composer, ingest, analytics).
 pub use utoipa;

@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::access::Routes;
+use crate::clock::Clock;
 use crate::config::ServiceConfig;
 use crate::db::Db;
 use crate::identity::{ServiceToken, Verifier};
@@ -24,10 +25,30 @@ pub struct ServiceSpec {
     pub migrations: Migrator,
 }
 
+/// What a service is given rather than builds: the bus its relay publishes to, and the
+/// clock it stamps its records and events with. A bus alone is a service on the system
+/// time.
+#[derive(Clone)]
+pub struct Deps {
+    pub bus: Arc<dyn EventBus>,
+    pub clock: Clock,
+}
+
+impl From<Arc<dyn EventBus>> for Deps {
+    fn from(bus: Arc<dyn EventBus>) -> Deps {
+        Deps {
+            bus,
+            clock: Clock::system(),
+        }
+    }
+}
+
 /// What a service's handlers get.
 #[derive(Clone)]
 pub struct ServiceContext {
     pub db: Db,
+    /// The time of this service's records and events.
+    pub clock: Clock,
     pub outbox: Outbox,
     pub metrics: Arc<Metrics>,
     /// Checks the tokens of calls to this service.
@@ -51,9 +72,10 @@ pub struct ServiceHandle {
 pub async fn start(
     spec: ServiceSpec,
     config: &ServiceConfig,
-    bus: Arc<dyn EventBus>,
+    deps: impl Into<Deps>,
     routes: impl FnOnce(ServiceContext) -> (Routes, Option<serde_json::Value>),
 ) -> Result<ServiceHandle, crate::Error> {
+    let Deps { bus, clock } = deps.into();
     let name = spec.service.as_str();
     config
         .auth
@@ -74,6 +96,7 @@ pub async fn start(
     let verifier = Verifier::new(&config.auth);
     let ctx = ServiceContext {
         db: db.clone(),
+        clock,
         outbox: outbox.clone(),
         metrics: metrics.clone(),
         verifier: verifier.clone(),

@@ -6,7 +6,6 @@
 //! `OrderCreated`, `OrderStatusChanged` and, when an order is paid, one `ProductPurchased` per
 //! line.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
@@ -16,7 +15,6 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use shoplens_bus::EventBus;
 use shoplens_contract::{
     Envelope, OrderCreated, OrderLine as EventLine, OrderStatus, OrderStatusChanged,
     ProductPurchased, Service, check_quantity,
@@ -191,7 +189,7 @@ struct AppState {
 pub async fn start(
     config: &ServiceConfig,
     upstreams: &Upstreams,
-    bus: Arc<dyn EventBus>,
+    deps: impl Into<shoplens_kit::Deps>,
 ) -> Result<ServiceHandle, shoplens_kit::Error> {
     let spec = ServiceSpec {
         service: Service::Order,
@@ -199,7 +197,7 @@ pub async fn start(
     };
     let timeout = Duration::from_millis(upstreams.timeout_ms);
     let upstreams = upstreams.clone();
-    shoplens_kit::service::start(spec, config, bus, move |ctx| {
+    shoplens_kit::service::start(spec, config, deps, move |ctx| {
         let client = |name: &str, url: &str| {
             ServiceClient::new(name, url, timeout).with_token(ctx.token.clone())
         };
@@ -423,7 +421,7 @@ async fn create_order(
         .iter()
         .map(|l| l.unit_price * Decimal::from(l.quantity))
         .sum();
-    let now = Utc::now();
+    let now = state.ctx.clock.now();
     let order_id = uuid::Uuid::now_v7().to_string();
     let created = OrderCreated {
         order_id: order_id.clone(),
@@ -652,7 +650,7 @@ async fn change_status(
             format!("an order cannot go from {} to {}", order.status, req.status),
         ));
     }
-    let now = Utc::now();
+    let now = state.ctx.clock.now();
     // `paid_at` is the instant of the Paid events below: the order's sales count on its day.
     let paid_at = (req.status == OrderStatus::Paid).then_some(now);
     sqlx::query(

@@ -5,8 +5,6 @@
 //! It does not call the order service: whoever drives checkout records the outcome on the
 //! order.
 
-use std::sync::Arc;
-
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -14,7 +12,6 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use shoplens_bus::EventBus;
 use shoplens_contract::{
     DomainEvent, Envelope, PaymentCompleted, PaymentFailed, PaymentRefunded, Service,
 };
@@ -160,13 +157,13 @@ struct ApiDoc;
 /// Starts the service.
 pub async fn start(
     config: &ServiceConfig,
-    bus: Arc<dyn EventBus>,
+    deps: impl Into<shoplens_kit::Deps>,
 ) -> Result<ServiceHandle, shoplens_kit::Error> {
     let spec = ServiceSpec {
         service: Service::Payment,
         migrations: sqlx::migrate!("./migrations"),
     };
-    shoplens_kit::service::start(spec, config, bus, |ctx| {
+    shoplens_kit::service::start(spec, config, deps, |ctx| {
         let openapi = serde_json::to_value(ApiDoc::openapi()).ok();
         (endpoints().with_state(ctx.clone(), &ctx.verifier), openapi)
     })
@@ -269,7 +266,7 @@ async fn create_payment(
         return Ok(replay.into_response());
     }
     let (status, failure_reason) = fake_provider(req.card_token.as_deref());
-    let now = Utc::now();
+    let now = ctx.clock.now();
     let payment = Payment {
         id,
         order_id,
@@ -350,7 +347,7 @@ async fn transition(
         ));
     }
     payment.status = to;
-    payment.updated_at = Utc::now();
+    payment.updated_at = ctx.clock.now();
     sqlx::query("UPDATE payments SET status = ?, updated_at = ? WHERE id = ?")
         .bind(payment.status)
         .bind(payment.updated_at)

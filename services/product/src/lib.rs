@@ -4,8 +4,6 @@
 //! at a time, for the order service (which snapshots prices into order lines) and the
 //! composer.
 
-use std::sync::Arc;
-
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -13,7 +11,6 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use shoplens_bus::EventBus;
 use shoplens_contract::{DomainEvent, Envelope, ProductCreated, ProductPriceChanged, Service};
 use shoplens_kit::access::rules::SERVICES;
 use shoplens_kit::access::{Endpoints, get, post, put};
@@ -150,13 +147,13 @@ struct ApiDoc;
 /// Starts the service.
 pub async fn start(
     config: &ServiceConfig,
-    bus: Arc<dyn EventBus>,
+    deps: impl Into<shoplens_kit::Deps>,
 ) -> Result<ServiceHandle, shoplens_kit::Error> {
     let spec = ServiceSpec {
         service: Service::Product,
         migrations: sqlx::migrate!("./migrations"),
     };
-    shoplens_kit::service::start(spec, config, bus, |ctx| {
+    shoplens_kit::service::start(spec, config, deps, |ctx| {
         let openapi = serde_json::to_value(ApiDoc::openapi()).ok();
         (endpoints().with_state(ctx.clone(), &ctx.verifier), openapi)
     })
@@ -252,7 +249,7 @@ async fn create_product(
     if let Some(replay) = idem.replay(&mut tx, "create_product", &req).await? {
         return Ok(replay.into_response());
     }
-    let now = Utc::now();
+    let now = ctx.clock.now();
     let product = Product {
         id,
         sku: new.sku,
@@ -344,7 +341,7 @@ async fn change_price(
     }
     let old_price = product.price;
     product.price = price;
-    product.updated_at = Utc::now();
+    product.updated_at = ctx.clock.now();
     sqlx::query("UPDATE products SET price = ?, updated_at = ? WHERE id = ?")
         .bind(price.to_string())
         .bind(product.updated_at)

@@ -4,15 +4,12 @@
 //! shipment id. It does not call the order service: whoever drives checkout records the
 //! progress on the order.
 
-use std::sync::Arc;
-
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use shoplens_bus::EventBus;
 use shoplens_contract::{
     DomainEvent, Envelope, Service, ShipmentCreated, ShipmentDelivered, ShipmentLocationUpdated,
 };
@@ -140,13 +137,13 @@ struct ApiDoc;
 /// Starts the service.
 pub async fn start(
     config: &ServiceConfig,
-    bus: Arc<dyn EventBus>,
+    deps: impl Into<shoplens_kit::Deps>,
 ) -> Result<ServiceHandle, shoplens_kit::Error> {
     let spec = ServiceSpec {
         service: Service::Shipping,
         migrations: sqlx::migrate!("./migrations"),
     };
-    shoplens_kit::service::start(spec, config, bus, |ctx| {
+    shoplens_kit::service::start(spec, config, deps, |ctx| {
         let openapi = serde_json::to_value(ApiDoc::openapi()).ok();
         (endpoints().with_state(ctx.clone(), &ctx.verifier), openapi)
     })
@@ -207,7 +204,7 @@ async fn create_shipment(
     if let Some(replay) = idem.replay(&mut tx, "create_shipment", &req).await? {
         return Ok(replay.into_response());
     }
-    let now = Utc::now();
+    let now = ctx.clock.now();
     let shipment = Shipment {
         id,
         order_id: created.order_id.clone(),
@@ -268,7 +265,7 @@ async fn advance(
     }
     let event = change(&mut shipment);
     event.validate()?;
-    shipment.updated_at = Utc::now();
+    shipment.updated_at = ctx.clock.now();
     sqlx::query(
         "UPDATE shipments SET status = ?, location = ?, eta = ?, updated_at = ? WHERE id = ?",
     )

@@ -10,11 +10,14 @@
 //!
 //! - [`seed_catalogue`] creates the customers and products (idempotently);
 //! - [`run`] drives order lifecycles and returns a [`SimReport`];
+//! - [`run_history`] creates a shop's past ([`HistoryConfig`]) with the services' clock
+//!   pinned to each order's moment;
 //! - [`Planner`] gives the decisions for one order without any I/O;
 //! - [`ZipfPicker`] is a seeded Zipf sampler, also used by the benchmarks.
 
 mod catalogue;
 mod client;
+mod history;
 mod lifecycle;
 mod pace;
 mod plan;
@@ -29,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use catalogue::{NewCustomer, NewProduct, customer_for, product_for, seed_catalogue};
 pub use client::CallError;
+pub use history::{HistoryConfig, is_festival, run_history};
 pub use pace::Pacer;
 pub use plan::{FinalStatus, OrderPlan, PlannedLine, Planner};
 pub use zipf::ZipfPicker;
@@ -260,6 +264,7 @@ pub async fn run(
         config,
         catalogue.clone(),
         shutdown.clone(),
+        shoplens_kit::clock::Clock::system(),
     )?);
     let semaphore = Arc::new(Semaphore::new(config.concurrency));
     let mut pacer = Pacer::new(config.effective_rate(), tokio::time::Instant::now());
@@ -299,7 +304,7 @@ pub async fn run(
         let plan = planner.plan(k);
         let driver = driver.clone();
         tasks.spawn(async move {
-            let outcome = driver.drive(plan).await;
+            let outcome = driver.drive(plan, None).await;
             drop(permit);
             (k, outcome)
         });

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
+use shoplens_kit::clock::Clock;
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{CallError, Http, Retry};
@@ -58,6 +60,8 @@ pub(crate) struct Driver {
     catalogue: Catalogue,
     step_delay: Duration,
     shutdown: CancellationToken,
+    /// The services' clock: a shipment's ETA is days after its creation.
+    clock: Clock,
     /// Part of every idempotency key: retries within this run are safe, and a later run with
     /// the same seed creates new orders instead of replaying this run's answers.
     run_id: String,
@@ -69,6 +73,7 @@ impl Driver {
         config: &SimConfig,
         catalogue: Catalogue,
         shutdown: CancellationToken,
+        clock: Clock,
     ) -> Result<Driver, crate::SimError> {
         let base = |url: &str| url.trim_end_matches('/').to_owned();
         Ok(Driver {
@@ -79,6 +84,7 @@ impl Driver {
             catalogue,
             step_delay: Duration::from_millis(config.step_delay_ms),
             shutdown,
+            clock,
             run_id: format!("sim-{}-{}", config.seed, uuid::Uuid::now_v7().simple()),
         })
     }
@@ -88,10 +94,15 @@ impl Driver {
     }
 
     /// Lives one order; the report holds its counts (and its id once placed). Never fails:
-    /// a failed call is logged and counted in `errors`.
-    pub(crate) async fn drive(&self, plan: OrderPlan) -> SimReport {
+    /// a failed call is logged and counted in `errors`. `placed` hears when the order
+    /// exists (it is dropped unheard when placing failed).
+    pub(crate) async fn drive(
+        &self,
+        plan: OrderPlan,
+        placed: Option<oneshot::Sender<()>>,
+    ) -> SimReport {
         let mut report = SimReport::default();
-        match self.lifecycle(&plan, &mut report).await {
+        match self.lifecycle(&plan, placed, &mut report).await {
             Ok(()) | Err(Stop::Shutdown) => {}
             Err(Stop::Failed(e)) => {
                 tracing::warn!(order = plan.index, error = %e, "order abandoned");
@@ -101,7 +112,12 @@ impl Driver {
         report
     }
 
-    async fn lifecycle(&self, plan: &OrderPlan, report: &mut SimReport) -> Result<(), Stop> {
+    async fn lifecycle(
+        &self,
+        plan: &OrderPlan,
+        placed: Option<oneshot::Sender<()>>,
+        report: &mut SimReport,
+    ) -> Result<(), Stop> {
         let k = plan.index;
         let lines: Vec<Value> = plan
             .lines
@@ -116,6 +132,9 @@ impl Driver {
             .await?;
         report.orders_placed += 1;
         report.order_ids.push(order.id.clone());
+        if let Some(placed) = placed {
+            let _ = placed.send(());
+        }
         tracing::debug!(order = k, id = %order.id, "order placed");
 
         if plan.cancel_at_once {
@@ -191,7 +210,7 @@ impl Driver {
         }
 
         self.pause().await?;
-        let eta = chrono::Utc::now() + chrono::Duration::days(i64::from(plan.eta_days));
+        let eta = self.clock.now() + chrono::Duration::days(i64::from(plan.eta_days));
         let key = format!("{}-shipment-{k}", self.run_id);
         let shipment: Shipment = self
             .http

@@ -16,6 +16,7 @@ pub(crate) enum Stream {
     Product = 2,
     Order = 3,
     HotProducts = 4,
+    History = 5,
 }
 
 /// The RNG for item `k` of `stream` under `seed`: the full 64 bits of each go into the
