@@ -70,6 +70,19 @@ impl DemoPlan {
     }
 }
 
+/// The services' clock, as the simulator's history moves it.
+struct ServicesClock(Clock);
+
+impl shop_simulator::ShopClock for ServicesClock {
+    fn now(&self) -> chrono::DateTime<Utc> {
+        self.0.now()
+    }
+
+    fn advance_to(&self, to: chrono::DateTime<Utc>) {
+        self.0.advance_to(to);
+    }
+}
+
 /// Where the demo's "My Orders" link points, and the key its token is signed with.
 pub(crate) struct DemoPage {
     pub composer_url: String,
@@ -100,7 +113,7 @@ pub(crate) async fn run(
             sim,
             &config.history,
             &catalogue,
-            &plan.clock,
+            std::sync::Arc::new(ServicesClock(plan.clock.clone())),
             &plan.days,
             shutdown.clone(),
             |day, _| record_progress(&plan.marker, day),

@@ -10,13 +10,31 @@ use std::sync::Arc;
 use chrono::{DateTime, Datelike, Duration, NaiveDate, TimeZone, Utc, Weekday};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use shoplens_kit::clock::Clock;
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::plan::{Stream, rng_for};
 use crate::{Catalogue, FestivalConfig, Planner, ShopUrls, SimConfig, SimError, SimReport};
+
+/// What the history needs of the services' clock (they share it, in one process): read it,
+/// and move it forward to the next order's moment.
+pub trait ShopClock: Send + Sync + 'static {
+    fn now(&self) -> DateTime<Utc>;
+    fn advance_to(&self, to: DateTime<Utc>);
+}
+
+/// The system time, which nobody moves: what live traffic runs on.
+#[derive(Debug, Clone, Copy)]
+pub struct SystemClock;
+
+impl ShopClock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+
+    fn advance_to(&self, _: DateTime<Utc>) {}
+}
 
 /// How much past to create, and its shape.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -137,7 +155,7 @@ pub async fn run_history(
     config: &SimConfig,
     history: &HistoryConfig,
     catalogue: &Catalogue,
-    clock: &Clock,
+    clock: Arc<dyn ShopClock>,
     days: &[NaiveDate],
     shutdown: CancellationToken,
     mut day_done: impl FnMut(NaiveDate, &SimReport),

@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use catalogue::{NewCustomer, NewProduct, customer_for, product_for, seed_catalogue};
 pub use client::CallError;
-pub use history::{HistoryConfig, is_festival, run_history};
+pub use history::{HistoryConfig, ShopClock, SystemClock, is_festival, run_history};
 pub use pace::Pacer;
 pub use plan::{FinalStatus, OrderPlan, PlannedLine, Planner};
 pub use zipf::ZipfPicker;
@@ -264,7 +264,7 @@ pub async fn run(
         config,
         catalogue.clone(),
         shutdown.clone(),
-        shoplens_kit::clock::Clock::system(),
+        Arc::new(SystemClock),
     )?);
     let semaphore = Arc::new(Semaphore::new(config.concurrency));
     let mut pacer = Pacer::new(config.effective_rate(), tokio::time::Instant::now());

@@ -1,15 +1,16 @@
 //! One order's life through the services: place, pay (declines, retries, refunds), ship
 //! with location updates, deliver, or cancel, as its [`OrderPlan`] says.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
-use shoplens_kit::clock::Clock;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{CallError, Http, Retry};
+use crate::history::ShopClock;
 use crate::plan::OrderPlan;
 use crate::{Catalogue, ShopUrls, SimConfig, SimReport};
 
@@ -61,7 +62,7 @@ pub(crate) struct Driver {
     step_delay: Duration,
     shutdown: CancellationToken,
     /// The services' clock: a shipment's ETA is days after its creation.
-    clock: Clock,
+    clock: Arc<dyn ShopClock>,
     /// Part of every idempotency key: retries within this run are safe, and a later run with
     /// the same seed creates new orders instead of replaying this run's answers.
     run_id: String,
@@ -73,7 +74,7 @@ impl Driver {
         config: &SimConfig,
         catalogue: Catalogue,
         shutdown: CancellationToken,
-        clock: Clock,
+        clock: Arc<dyn ShopClock>,
     ) -> Result<Driver, crate::SimError> {
         let base = |url: &str| url.trim_end_matches('/').to_owned();
         Ok(Driver {
