@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Array, StringArray};
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::array::{Array, Int32Array, ListArray, StringArray, StructArray};
+use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::common::ScalarValue;
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::{
@@ -40,9 +40,17 @@ pub fn install_catalog(ctx: &SessionContext, users: &[String]) -> Result<(), Dat
         },
     )
     .map_err(|e| *e)?;
+    if let Some(pg_catalog) = catalog.schema("pg_catalog") {
+        catalog.register_schema(
+            "pg_catalog",
+            Arc::new(super::catalog::CorrectedCatalog::new(pg_catalog)),
+        )?;
+    }
     ctx.register_udf(ScalarUDF::from(PgVersion::new()));
     ctx.register_udf(ScalarUDF::from(CurrentSetting::new()));
     ctx.register_udf(ScalarUDF::from(TypeIsVisible::new()));
+    ctx.register_udf(ScalarUDF::from(PgExpandArray::new()));
+    ctx.register_udf(ScalarUDF::from(Format::new()));
     Ok(())
 }
 
@@ -237,5 +245,246 @@ impl ScalarUDFImpl for CurrentSetting {
                 "current_setting takes a setting name".into(),
             )),
         }
+    }
+}
+
+/// `_pg_expandarray(a)`: the elements of `a` with their 1-based positions, as a list of
+/// `(x, n)` structs; the rewrite of `super::rewrite` unnests it, which gives Postgres's set
+/// of records (pgjdbc's primary keys ask for it).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct PgExpandArray {
+    signature: Signature,
+}
+
+impl PgExpandArray {
+    fn new() -> PgExpandArray {
+        PgExpandArray {
+            signature: Signature::any(1, Volatility::Immutable),
+        }
+    }
+
+    fn element(element: &DataType) -> Field {
+        Field::new_list_field(
+            DataType::Struct(
+                vec![
+                    Field::new("x", element.clone(), true),
+                    Field::new("n", DataType::Int32, false),
+                ]
+                .into(),
+            ),
+            true,
+        )
+    }
+}
+
+impl ScalarUDFImpl for PgExpandArray {
+    fn name(&self) -> &str {
+        "_pg_expandarray"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> datafusion::error::Result<DataType> {
+        match args.first() {
+            Some(DataType::List(field)) => {
+                Ok(DataType::List(Arc::new(Self::element(field.data_type()))))
+            }
+            other => Err(DataFusionError::Plan(format!(
+                "_pg_expandarray takes an array, not {other:?}"
+            ))),
+        }
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::error::Result<ColumnarValue> {
+        let Some(arg) = args.args.first() else {
+            return Err(DataFusionError::Plan(
+                "_pg_expandarray takes an array".into(),
+            ));
+        };
+        let array = arg.to_array(args.number_rows)?;
+        let list = datafusion::common::cast::as_list_array(&array)?;
+        let values = list.values().clone();
+        // Each element's position within its own row's slice (elements outside every row
+        // keep 0).
+        let mut positions = vec![0i32; values.len()];
+        for window in list.value_offsets().windows(2) {
+            let (start, end) = (window[0] as usize, window[1] as usize);
+            for (k, slot) in positions[start..end].iter_mut().enumerate() {
+                *slot = i32::try_from(k + 1).unwrap_or(i32::MAX);
+            }
+        }
+        let DataType::Struct(fields) = Self::element(values.data_type()).data_type().clone() else {
+            unreachable!("the element is a struct");
+        };
+        let pairs = StructArray::try_new(
+            fields,
+            vec![values, Arc::new(Int32Array::from(positions))],
+            None,
+        )?;
+        let expanded = ListArray::try_new(
+            Arc::new(Self::element(pairs.fields()[0].data_type())),
+            list.offsets().clone(),
+            Arc::new(pairs),
+            list.nulls().cloned(),
+        )?;
+        Ok(ColumnarValue::Array(Arc::new(expanded)))
+    }
+}
+
+/// `format(template, args...)` with Postgres's `%s` (the value as text, NULL as empty),
+/// `%I` (an identifier, quoted when needed), `%L` (a literal, quoted; NULL unquoted) and
+/// `%%`; Metabase builds type names and `regclass` casts with it.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Format {
+    signature: Signature,
+}
+
+impl Format {
+    fn new() -> Format {
+        Format {
+            signature: Signature::variadic_any(Volatility::Immutable),
+        }
+    }
+}
+
+/// Formats one row; `None` for a NULL template.
+fn format_row(template: Option<&str>, args: &[Option<String>]) -> Result<Option<String>, String> {
+    let Some(template) = template else {
+        return Ok(None);
+    };
+    let mut out = String::with_capacity(template.len());
+    let mut next = args.iter();
+    let mut chars = template.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let spec = chars.next().ok_or("unterminated format() type specifier")?;
+        if spec == '%' {
+            out.push('%');
+            continue;
+        }
+        let arg = next.next().ok_or("too few arguments for format()")?;
+        match (spec, arg) {
+            ('s', v) => out.push_str(v.as_deref().unwrap_or("")),
+            ('I', Some(v)) => out.push_str(&quote_ident(v)),
+            ('I', None) => {
+                return Err("null values cannot be formatted as an SQL identifier".into());
+            }
+            ('L', Some(v)) => {
+                out.push('\'');
+                out.push_str(&v.replace('\'', "''"));
+                out.push('\'');
+            }
+            ('L', None) => out.push_str("NULL"),
+            (other, _) => {
+                return Err(format!("unrecognized format() type specifier \"{other}\""));
+            }
+        }
+    }
+    Ok(Some(out))
+}
+
+/// An identifier as Postgres's `quote_ident` writes it: bare when it is lower case letters,
+/// digits and underscores not starting with a digit, double-quoted otherwise.
+fn quote_ident(name: &str) -> String {
+    let bare = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if bare {
+        name.to_owned()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
+
+impl ScalarUDFImpl for Format {
+    fn name(&self) -> &str {
+        "format"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> datafusion::error::Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: ScalarFunctionArgs,
+    ) -> datafusion::error::Result<ColumnarValue> {
+        let rows = args.number_rows;
+        let columns = args
+            .args
+            .iter()
+            .map(|a| {
+                let array = a.to_array(rows)?;
+                let text = datafusion::arrow::compute::cast(&array, &DataType::Utf8)?;
+                text.as_any()
+                    .downcast_ref::<StringArray>()
+                    .cloned()
+                    .ok_or_else(|| DataFusionError::Plan("format() takes text".into()))
+            })
+            .collect::<datafusion::error::Result<Vec<StringArray>>>()?;
+        let Some((template, values)) = columns.split_first() else {
+            return Err(DataFusionError::Plan("format() takes a template".into()));
+        };
+        let value = |column: &StringArray, i: usize| {
+            (!column.is_null(i)).then(|| column.value(i).to_owned())
+        };
+        let formatted = (0..rows)
+            .map(|i| {
+                let args: Vec<Option<String>> = values.iter().map(|c| value(c, i)).collect();
+                format_row(value(template, i).as_deref(), &args).map_err(DataFusionError::Execution)
+            })
+            .collect::<datafusion::error::Result<StringArray>>()?;
+        Ok(ColumnarValue::Array(Arc::new(formatted)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_follows_postgres() {
+        let f = |t: &str, args: &[Option<&str>]| {
+            let args: Vec<Option<String>> = args.iter().map(|a| a.map(str::to_owned)).collect();
+            format_row(Some(t), &args)
+        };
+        assert_eq!(f("%s", &[Some("int4")]).unwrap().unwrap(), "int4");
+        assert_eq!(
+            f("\"%s\".\"%s\"", &[Some("public"), Some("t")])
+                .unwrap()
+                .unwrap(),
+            "\"public\".\"t\""
+        );
+        assert_eq!(
+            f("%I.%I", &[Some("public"), Some("Daily Sales")])
+                .unwrap()
+                .unwrap(),
+            "public.\"Daily Sales\""
+        );
+        assert_eq!(
+            f("%L and %s%%", &[Some("it's"), None]).unwrap().unwrap(),
+            "'it''s' and %"
+        );
+        assert_eq!(f("%L", &[None]).unwrap().unwrap(), "NULL");
+        assert!(f("%s %s", &[Some("one")]).is_err(), "too few arguments");
+        assert!(f("%x", &[Some("one")]).is_err(), "unknown specifier");
+        assert!(f("%I", &[None]).is_err(), "a null identifier");
+        assert_eq!(format_row(None, &[]).unwrap(), None);
     }
 }

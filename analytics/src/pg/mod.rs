@@ -28,10 +28,12 @@
 //! protocol-level prepared statements BI drivers use do work).
 
 mod auth;
+mod catalog;
 mod cursor;
 mod errors;
 mod functions;
 mod gate;
+mod rewrite;
 mod service;
 mod session;
 

@@ -395,11 +395,7 @@ impl SimpleQueryHandler for PgService {
         C::Error: std::fmt::Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let statements = self
-            .parser
-            .sql
-            .parse(query)
-            .map_err(|e| user_error("ERROR", "42601", e.to_string()))?;
+        let statements = self.parser.parse(query)?;
         if statements.is_empty() {
             return Ok(vec![Response::EmptyQuery]);
         }
@@ -469,6 +465,20 @@ pub struct PgParser {
     sql: PostgresCompatibilityParser,
 }
 
+impl PgParser {
+    /// The statements of `sql`, with the compatibility parser's rewrites and ours.
+    fn parse(&self, sql: &str) -> PgWireResult<Vec<Statement>> {
+        let mut statements = self
+            .sql
+            .parse(&super::rewrite::before_compatibility(sql))
+            .map_err(|e| user_error("ERROR", "42601", e.to_string()))?;
+        statements
+            .iter_mut()
+            .for_each(super::rewrite::postgres_spellings);
+        Ok(statements)
+    }
+}
+
 #[async_trait]
 impl QueryParser for PgParser {
     type Statement = PgStatement;
@@ -483,10 +493,7 @@ impl QueryParser for PgParser {
         C: ClientInfo + Unpin + Send + Sync,
     {
         guarded(async {
-            let mut statements = self
-                .sql
-                .parse(sql)
-                .map_err(|e| user_error("ERROR", "42601", e.to_string()))?;
+            let mut statements = self.parse(sql)?;
             if statements.len() > 1 {
                 return Err(user_error(
                     "ERROR",

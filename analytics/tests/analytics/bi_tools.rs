@@ -213,22 +213,24 @@ async fn metabase_connects_and_syncs_the_tables_and_their_fields() {
     assert!(count[0].get::<_, i64>("count") > 0);
 }
 
-// Known gaps: Metabase's describe-fields joins information_schema.table_constraints and
-// key_column_usage (42P01 here), and pgjdbc's getPrimaryKeys calls
-// information_schema._pg_expandarray (not a function here); describe-fks compares pg_attribute.attnum
-// with ANY(c.conkey), and pg_constraint.conkey is not an array here.
+// Metabase's describe-fields joins information_schema.table_constraints and
+// key_column_usage and reads columns' udt_name (rewritten: `pg::rewrite`), pgjdbc's
+// getPrimaryKeys expands pg_index.indkey with information_schema._pg_expandarray, and
+// describe-fks compares pg_attribute.attnum with ANY(c.conkey): no ShopLens table has a key,
+// so both key queries answer no rows and no field is a primary key.
 #[tokio::test]
-#[ignore = "table_constraints, key_column_usage, _pg_expandarray missing; conkey not an array"]
 async fn metabase_describes_the_fields_and_primary_keys() {
     let (_dir, app) = app().await;
     let client = connect(&app, "Metabase").await;
-    extended(&client, METABASE_FKS, &[(&"public", Type::VARCHAR)]).await;
-    extended(
+    let fks = extended(&client, METABASE_FKS, &[(&"public", Type::VARCHAR)]).await;
+    assert!(fks.is_empty(), "no foreign keys");
+    let pks = extended(
         &client,
         PGJDBC_PRIMARY_KEYS,
         &[(&"public", Type::VARCHAR), (&"orders", Type::VARCHAR)],
     )
     .await;
+    assert!(pks.is_empty(), "no primary keys");
     let fields = extended(
         &client,
         METABASE_FIELDS,
@@ -245,6 +247,23 @@ async fn metabase_describes_the_fields_and_primary_keys() {
         .map(|r| text(r, "name"))
         .collect();
     assert_order_columns(&order_fields, "Metabase");
+    // Postgres type names, as Metabase maps them to its own types.
+    let types: Vec<String> = fields
+        .iter()
+        .filter(|r| text(r, "table-name") == "orders")
+        .map(|r| text(r, "database-type"))
+        .collect();
+    assert!(types.iter().any(|t| t == "text"), "{types:?}");
+    assert!(
+        types.iter().any(|t| t == "timestamptz" || t == "date"),
+        "{types:?}"
+    );
+    assert!(
+        fields
+            .iter()
+            .all(|r| r.get::<_, Option<bool>>("pk?") == Some(false)),
+        "no field is a primary key"
+    );
 }
 
 // DBeaver 25 (pgjdbc, extended protocol): connect, open the navigator, expand `public`, open
@@ -399,21 +418,12 @@ async fn grafana_tests_the_data_source_and_lists_tables_and_columns() {
     .await;
     assert!(timescale.is_empty(), "no TimescaleDB here");
 
-    // Known difference: Real Postgres (search_path `"$user", public`) lists `orders`; the
-    // endpoint lists `public.orders` (the search-path test in the query is false here).
-    // Both are table names Grafana's editor then uses, so the column listing below gets the
-    // name exactly as the table list gave it.
+    // As on real Postgres (search_path `"$user", public`): the tables of a schema on the
+    // search path are listed by their bare names.
     let tables = extended(&client, &grafana_show_tables(), &[]).await;
     let tables: Vec<String> = tables.iter().map(|r| text(r, "table")).collect();
-    let unqualified: Vec<String> = tables
-        .iter()
-        .map(|t| t.trim_start_matches("public.").to_owned())
-        .collect();
-    assert_tables(&unqualified, "Grafana");
-    let orders = tables
-        .iter()
-        .find(|t| t.trim_start_matches("public.") == "orders")
-        .expect("orders");
+    assert_tables(&tables, "Grafana");
+    let orders = tables.iter().find(|t| *t == "orders").expect("orders");
 
     let columns = extended(&client, &grafana_get_schema(orders), &[]).await;
     let columns: Vec<String> = columns.iter().map(|r| text(r, "column")).collect();
@@ -500,11 +510,9 @@ async fn superset_sqlalchemy_connects_and_inspects_the_tables_and_their_columns(
     simple(&client, "ROLLBACK").await;
 }
 
-// Known gap: SQLAlchemy's primary-key reflection unnests pg_index.indkey, which the catalog
-// does not type as an array ("unnest() can only be applied to array"). The tables have no
-// primary keys, so the answer would be empty.
+// SQLAlchemy's primary-key reflection unnests pg_index.indkey beside
+// generate_subscripts(ix.indkey, 1) (rewritten: `pg::rewrite`); no table has one.
 #[tokio::test]
-#[ignore = "pg_index.indkey is not an array, so unnest(ix.indkey) is refused"]
 async fn superset_sqlalchemy_reflects_the_primary_key() {
     let (_dir, app) = app().await;
     let client = connect(&app, "").await;
@@ -513,7 +521,8 @@ async fn superset_sqlalchemy_reflects_the_primary_key() {
         .first()
         .and_then(|r| r[0].clone())
         .expect("SQLAlchemy finds the table's oid");
-    simple(&client, &sqlalchemy_primary_key(&table_oid)).await;
+    let keys = simple(&client, &sqlalchemy_primary_key(&table_oid)).await;
+    assert!(keys.is_empty(), "no primary key: {keys:?}");
 }
 
 // Tableau's PostgreSQL connector (psqlODBC, the simple protocol, UseDeclareFetch: results are
@@ -665,12 +674,9 @@ JOIN pg_type ON pg_type.oid=enumtypid
 ORDER BY oid, enumsortorder;
 ";
 
-// Known gap: DataFusion refuses the correlated scalar subquery over pg_range
-// (`(SELECT rngtypid FROM pg_range WHERE rngmultitypid = typ.oid)`, "Correlated scalar
-// subquery must be aggregated"), so Npgsql cannot load its types yet. Run with
-// `--run-ignored all` to see it.
+// Npgsql's correlated scalar subquery over pg_range and its pg_proc joins on regproc
+// columns are rewritten (`pg::rewrite`).
 #[tokio::test]
-#[ignore = "DataFusion refuses Npgsql's correlated scalar subquery over pg_range"]
 async fn power_bi_npgsql_loads_its_types() {
     let (_dir, app) = app().await;
     let client = connect(&app, "PowerBI").await;
