@@ -166,28 +166,17 @@ pub async fn run_history(
         return Err(SimError::EmptyCatalogue);
     }
     let (customers, products) = (catalogue.customers.len(), catalogue.products.len());
-    let everyday = Planner::new(
-        &SimConfig {
+    let planner_for = |festival: bool| {
+        let config = SimConfig {
             festival: FestivalConfig {
-                enabled: false,
+                enabled: festival,
                 ..config.festival.clone()
             },
             ..config.clone()
-        },
-        customers,
-        products,
-    );
-    let festival = Planner::new(
-        &SimConfig {
-            festival: FestivalConfig {
-                enabled: true,
-                ..config.festival.clone()
-            },
-            ..config.clone()
-        },
-        customers,
-        products,
-    );
+        };
+        Planner::new(&config, customers, products)
+    };
+    let (everyday, festival) = (planner_for(false), planner_for(true));
     // The past is created as fast as the shop takes it: no pause between steps.
     let fast = SimConfig {
         step_delay_ms: 0,
