@@ -49,19 +49,34 @@ pub fn postgres_spellings(statement: &mut Statement) {
     let _ = statement.visit(&mut Spellings);
 }
 
-/// The SQL text with Grafana's search-path test rewritten ([`in_search_path`]), before the
-/// borrowed compatibility parser sees it (which would replace that test with one that is
-/// always false). Other text is returned as it is, unparsed.
+/// The SQL text as the borrowed compatibility parser must see it, or as it is (unparsed)
+/// when nothing applies:
+/// - Grafana's search-path test rewritten ([`in_search_path`]); the parser would replace
+///   it with one that is always false.
+/// - A scalar subquery in a select list that reads no catalog table is parenthesized once
+///   more: the parser replaces every correlated one with NULL (meant for tools' catalog
+///   queries DataFusion cannot plan), which over the shop's tables would be a wrong answer
+///   where the HTTP endpoint gives the right one.
 pub fn before_compatibility(sql: &str) -> std::borrow::Cow<'_, str> {
     let lower = sql.to_ascii_lowercase();
-    if !lower.contains("current_setting('search_path')") || !lower.contains("string_to_array") {
+    let search_path =
+        lower.contains("current_setting('search_path')") && lower.contains("string_to_array");
+    let subquery = lower
+        .split_whitespace()
+        .collect::<String>()
+        .contains("(select");
+    if !search_path && !subquery {
         return sql.into();
     }
     let Ok(mut statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
         return sql.into();
     };
+    let mut pass = BeforeCompatibility { changed: false };
     for statement in &mut statements {
-        let _ = statement.visit(&mut SearchPath);
+        let _ = statement.visit(&mut pass);
+    }
+    if !pass.changed {
+        return sql.into();
     }
     statements
         .iter()
@@ -71,17 +86,65 @@ pub fn before_compatibility(sql: &str) -> std::borrow::Cow<'_, str> {
         .into()
 }
 
-struct SearchPath;
+struct BeforeCompatibility {
+    changed: bool,
+}
 
-impl VisitorMut for SearchPath {
+impl VisitorMut for BeforeCompatibility {
     type Break = ();
+
+    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        if let SetExpr::Select(select) = query.body.as_mut() {
+            for item in &mut select.projection {
+                let (SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. }) = item
+                else {
+                    continue;
+                };
+                if let Expr::Subquery(subquery) = expr
+                    && !reads_catalog(subquery)
+                {
+                    *expr = Expr::Nested(Box::new(expr.clone()));
+                    self.changed = true;
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
 
     fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
         if let Some(in_path) = in_search_path(expr) {
             *expr = in_path;
+            self.changed = true;
         }
         ControlFlow::Continue(())
     }
+}
+
+/// Whether `query` reads a `pg_catalog` or `information_schema` table (or a `pg_*` one,
+/// which the parser resolves in `pg_catalog`).
+fn reads_catalog(query: &Query) -> bool {
+    struct Catalog(bool);
+    impl datafusion::sql::sqlparser::ast::Visitor for Catalog {
+        type Break = ();
+        fn pre_visit_relation(&mut self, name: &ObjectName) -> ControlFlow<()> {
+            let name = name.to_string().to_ascii_lowercase();
+            let table = name
+                .rsplit('.')
+                .next()
+                .unwrap_or_default()
+                .trim_matches('"');
+            if name.contains("pg_catalog")
+                || name.contains("information_schema")
+                || table.starts_with("pg_")
+            {
+                self.0 = true;
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut catalog = Catalog(false);
+    let _ = datafusion::sql::sqlparser::ast::Visit::visit(query, &mut catalog);
+    catalog.0
 }
 
 struct Spellings;
@@ -409,6 +472,21 @@ mod tests {
             ),
             "SELECT 1 FROM t WHERE (quote_ident(s)) IN ('public')"
         );
+        // A scalar subquery over the shop's tables is kept from the borrowed parser's NULL;
+        // one over the catalog, and text without subqueries, pass as they are.
+        let kept = before_compatibility(
+            "SELECT c.id, (SELECT max(o.total) FROM orders o WHERE o.customer_id = c.id) AS top FROM customers c",
+        );
+        assert_eq!(
+            kept,
+            "SELECT c.id, ((SELECT max(o.total) FROM orders o WHERE o.customer_id = c.id)) AS top FROM customers c"
+        );
+        for sql in [
+            "SELECT (SELECT n.nspname FROM pg_namespace n WHERE n.oid = c.relnamespace) FROM pg_class c",
+            "SELECT  1 FROM   orders",
+        ] {
+            assert_eq!(before_compatibility(sql), sql);
+        }
         // Another dimension is left alone (and refused as an unknown function).
         assert!(
             rewritten("SELECT generate_subscripts(a, 2) FROM t")

@@ -764,3 +764,22 @@ async fn a_tools_cursor_reads_personal_data_masked_for_analysts() {
     simple(&client, "close \"SQL_CUR1\"").await;
     simple(&client, "COMMIT").await;
 }
+
+/// A correlated scalar subquery over the shop's tables answers over Postgres as over HTTP
+/// (the borrowed compatibility parser would have made it NULL).
+#[tokio::test]
+async fn a_correlated_subquery_over_the_shops_tables_is_answered_not_nulled() {
+    let (_dir, app) = app().await;
+    let client = connect(&app, "").await;
+    let rows = simple(
+        &client,
+        "SELECT c.customer_id, (SELECT count(*) FROM orders o WHERE o.customer_id = c.customer_id) AS n \
+         FROM customers c ORDER BY n DESC, c.customer_id LIMIT 1",
+    )
+    .await;
+    let n: i64 = rows[0][1]
+        .as_deref()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a count, not NULL: {rows:?}"));
+    assert!(n > 0, "the busiest customer has orders: {rows:?}");
+}
