@@ -9,7 +9,8 @@ use serde::Serialize;
 /// The environment of one benchmark run.
 #[derive(Clone, Debug, Serialize)]
 pub struct Machine {
-    /// Logical CPUs this process may use (`available_parallelism`).
+    /// The machine's online logical CPUs (not only those this process may use: the
+    /// analytics server's CPU plan may restrict the benchmark's own process).
     pub cores: usize,
     /// CPU model from `/proc/cpuinfo`, if known.
     pub cpu_model: Option<String>,
@@ -68,9 +69,11 @@ impl Machine {
             if dirty { format!("{c}-dirty") } else { c }
         });
         Machine {
-            cores: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
+            cores: online_cpus().unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            }),
             cpu_model,
             memory_mib,
             os,
@@ -151,6 +154,35 @@ pub fn proc_status_mib(pid: &str, field: &str) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// The machine's online CPUs, from `/sys/devices/system/cpu/online` (`0-3,6`).
+fn online_cpus() -> Option<usize> {
+    count_cpu_list(
+        std::fs::read_to_string("/sys/devices/system/cpu/online")
+            .ok()?
+            .trim(),
+    )
+}
+
+/// The number of CPUs in a kernel CPU list such as `0-3,6` (None if it is not one).
+fn count_cpu_list(list: &str) -> Option<usize> {
+    let mut count = 0;
+    for part in list.split(',').filter(|p| !p.is_empty()) {
+        count += match part.split_once('-') {
+            Some((a, b)) => {
+                b.parse::<usize>()
+                    .ok()?
+                    .checked_sub(a.parse::<usize>().ok()?)?
+                    + 1
+            }
+            None => {
+                part.parse::<usize>().ok()?;
+                1
+            }
+        };
+    }
+    (count > 0).then_some(count)
+}
+
 /// `/proc/loadavg` (1, 5, 15 min): other work on the machine shares its cores.
 pub fn load_average() -> Option<String> {
     let text = std::fs::read_to_string("/proc/loadavg").ok()?;
@@ -176,6 +208,16 @@ pub fn dir_bytes(path: &Path) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_lists_count_ranges_and_singles() {
+        assert_eq!(count_cpu_list("0-1"), Some(2));
+        assert_eq!(count_cpu_list("0-3,6"), Some(5));
+        assert_eq!(count_cpu_list("0"), Some(1));
+        assert_eq!(count_cpu_list(""), None);
+        assert_eq!(count_cpu_list("3-1"), None);
+        assert_eq!(count_cpu_list("x"), None);
+    }
 
     #[test]
     fn lock_file_versions_are_found() {
