@@ -39,23 +39,22 @@ impl DemoPlan {
     /// The history still to make: `config.history.days` before today, less the days a
     /// previous run made. Only when all five services run in this process (the others
     /// would stamp the past with the system time).
-    pub fn new(config: &DemoConfig, data_dir: &Path, services_here: bool) -> DemoPlan {
+    pub fn new(config: &DemoConfig, data_dir: &Path, all_here: bool) -> DemoPlan {
         let marker = data_dir.join(MARKER);
-        let today = Utc::now().date_naive();
-        let done = std::fs::read(&marker)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice::<Marker>(&bytes).ok())
-            .map(|m| m.through);
-        let mut days = config.history.range(today);
-        days.retain(|day| done.is_none_or(|through| *day > through));
-        if !config.enabled || !services_here {
-            if config.enabled && config.history.days > 0 {
-                tracing::warn!(
-                    "no demo history: it needs the five services in this process (`only`)"
-                );
-            }
-            days.clear();
-        }
+        let days = if !config.enabled || config.history.days == 0 {
+            Vec::new()
+        } else if !all_here {
+            tracing::warn!("no demo history: it needs the five services in this process (`only`)");
+            Vec::new()
+        } else {
+            let done = std::fs::read(&marker)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<Marker>(&bytes).ok())
+                .map(|m| m.through);
+            let mut days = config.history.range(Utc::now().date_naive());
+            days.retain(|day| done.is_none_or(|through| *day > through));
+            days
+        };
         let clock = match days.first() {
             Some(first) => Clock::pinned(
                 Utc.from_utc_datetime(&first.and_hms_opt(0, 0, 0).expect("midnight exists")),
@@ -99,38 +98,43 @@ pub(crate) async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let sim = &config.simulator;
-    let catalogue = shop_simulator::seed_catalogue(&urls, sim).await?;
-    tracing::info!(
-        customers = catalogue.customers.len(),
-        products = catalogue.products.len(),
-        "demo catalogue ready"
-    );
-    print_my_orders_link(&catalogue, &page);
-    if !plan.days.is_empty() {
-        let started = Instant::now();
-        let result = shop_simulator::run_history(
-            &urls,
-            sim,
-            &config.history,
-            &catalogue,
-            std::sync::Arc::new(ServicesClock(plan.clock.clone())),
-            &plan.days,
-            shutdown.clone(),
-            |day, _| record_progress(&plan.marker, day),
-        )
-        .await;
-        plan.clock.release();
-        let report = result?;
-        println!(
-            "  Demo history: {} orders over {} days ({} to {}), created in {:.0} s",
-            report.orders_placed,
-            plan.days.len(),
-            plan.days[0],
-            plan.days[plan.days.len() - 1],
-            started.elapsed().as_secs_f64()
+    let past = async {
+        let catalogue = shop_simulator::seed_catalogue(&urls, sim).await?;
+        tracing::info!(
+            customers = catalogue.customers.len(),
+            products = catalogue.products.len(),
+            "demo catalogue ready"
         );
+        print_my_orders_link(&catalogue, &page);
+        if !plan.days.is_empty() {
+            let started = Instant::now();
+            let report = shop_simulator::run_history(
+                &urls,
+                sim,
+                &config.history,
+                &catalogue,
+                std::sync::Arc::new(ServicesClock(plan.clock.clone())),
+                &plan.days,
+                shutdown.clone(),
+                |day, _| record_progress(&plan.marker, day),
+            )
+            .await?;
+            println!(
+                "  Demo history: {} orders over {} days ({} to {}), created in {:.0} s",
+                report.orders_placed,
+                plan.days.len(),
+                plan.days[0],
+                plan.days[plan.days.len() - 1],
+                started.elapsed().as_secs_f64()
+            );
+        }
+        anyhow::Ok(catalogue)
     }
+    .await;
+    // Whatever became of the past (a refused seeding too), the services stamp everything
+    // from here on with the system time.
     plan.clock.release();
+    let catalogue = past?;
     let report = shop_simulator::run(&urls, sim, &catalogue, shutdown).await?;
     tracing::info!(?report, "demo traffic finished");
     Ok(())
