@@ -122,20 +122,12 @@ impl System {
         // configured URLs (`order_upstreams`, `composer.services`).
         let runs = config.components();
         let here = |c: Component| runs.contains(&c);
-        // The demo's history runs the services on a clock it moves through the past.
-        let services_here = [
-            Component::Customer,
-            Component::Product,
-            Component::Order,
-            Component::Payment,
-            Component::Shipping,
-        ]
-        .into_iter()
-        .all(here);
+        // The demo's history runs the services on a clock it moves through the past: all
+        // five here, and the composer the demo runs beside.
         let demo_plan = demo::DemoPlan::new(
             &config.demo,
             &config.data_dir,
-            services_here && here(Component::Composer),
+            Component::ALL.into_iter().all(here),
         );
         let deps = shoplens_kit::Deps {
             bus: bus.clone(),
