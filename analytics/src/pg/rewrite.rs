@@ -1,23 +1,28 @@
 //! Postgres spellings BI tools use in their schema browsing that DataFusion plans
-//! differently, rewritten to what means the same here. Applied to every statement after the
-//! borrowed compatibility parser's own rules.
+//! differently, rewritten to what means the same here.
 //!
+//! Before the borrowed compatibility parser sees the text ([`before_compatibility`]):
+//! - Grafana's "is this schema on the search path" subquery (`string_to_array` over
+//!   `current_setting('search_path')`, indexed by `generate_series`) is the list of the
+//!   search path's schemas.
+//! - A scalar subquery in a select list over no catalog table is kept from the parser's
+//!   rule that turns correlated ones into NULL.
+//!
+//! After its own rules, on every statement ([`postgres_spellings`]):
 //! - `generate_subscripts(a, 1)` (a set-returning function in the select list, expanding in
 //!   step with `unnest(a)` beside it) becomes `unnest(range(1, cardinality(a) + 1))`.
 //! - `_pg_expandarray(a)` (pgjdbc's primary keys: a set of `(x, n)` records) becomes
 //!   `unnest(_pg_expandarray(a))` over the list the `_pg_expandarray` function returns.
+//! - `(record).field` becomes `get_field(record, 'field')`.
 //! - `information_schema.table_constraints` and `key_column_usage` (Metabase's primary
 //!   keys), which DataFusion's `information_schema` does not have, become empty tables of
 //!   their Postgres columns: no ShopLens table has a constraint.
+//! - `information_schema.columns` gains the Postgres columns it lacks (`udt_name`, ...).
 //! - A correlated scalar subquery of a plain column, `(SELECT c FROM t WHERE t.k = o.k)`,
 //!   takes `max(c)`, which DataFusion wants to know it yields at most one row.
 //! - `pg_proc.oid = pg_type.typreceive` (and the other `regproc` columns) compares the
 //!   function's name, which is what the borrowed catalog stores there.
-//! - Before the borrowed parser, Grafana's "is this schema on the search path" subquery (`string_to_array` over
-//!   `current_setting('search_path')`, indexed by `generate_series`) is the list of the
-//!   search path's schemas.
 //! - `col_description(table, column)` is NULL: no ShopLens column has a comment.
-//! - `information_schema.columns` gains the Postgres columns it lacks (`udt_name`, ...).
 
 use std::ops::ControlFlow;
 
@@ -62,9 +67,8 @@ pub fn before_compatibility(sql: &str) -> std::borrow::Cow<'_, str> {
     let search_path =
         lower.contains("current_setting('search_path')") && lower.contains("string_to_array");
     let subquery = lower
-        .split_whitespace()
-        .collect::<String>()
-        .contains("(select");
+        .match_indices("select")
+        .any(|(at, _)| lower[..at].trim_end().ends_with('('));
     if !search_path && !subquery {
         return sql.into();
     }
