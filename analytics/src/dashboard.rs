@@ -91,9 +91,9 @@ impl Dashboard {
              WHERE {} ORDER BY day",
             range.sql("day")
         );
-        let batches = self.engine.collect(pii, &sql).await?;
+        let answer = self.engine.collect_cached(pii, &sql, &freshness).await?;
         let mut by_day = BTreeMap::new();
-        for b in &batches {
+        for b in &answer.batches {
             let c = Columns(b);
             for i in 0..b.num_rows() {
                 let day = c.date(0, i);
@@ -160,9 +160,9 @@ impl Dashboard {
                 literal(c)
             ),
         };
-        let batches = self.engine.collect(pii, &sql).await?;
+        let answer = self.engine.collect_cached(pii, &sql, &freshness).await?;
         let mut rows = Vec::new();
-        for b in &batches {
+        for b in &answer.batches {
             let c = Columns(b);
             for i in 0..b.num_rows() {
                 rows.push(ProductRow {
@@ -198,9 +198,9 @@ impl Dashboard {
              ORDER BY t.revenue DESC, t.customer_id",
             range.sql("s.day")
         );
-        let batches = self.engine.collect(pii, &sql).await?;
+        let answer = self.engine.collect_cached(pii, &sql, &freshness).await?;
         let mut rows = Vec::new();
-        for b in &batches {
+        for b in &answer.batches {
             let c = Columns(b);
             for i in 0..b.num_rows() {
                 rows.push(CustomerRow {
@@ -239,9 +239,9 @@ impl Dashboard {
                 last.year()
             ),
         };
-        let batches = self.engine.collect(pii, &sql).await?;
+        let answer = self.engine.collect_cached(pii, &sql, &freshness).await?;
         let mut sums = BTreeMap::new();
-        for b in &batches {
+        for b in &answer.batches {
             let c = Columns(b);
             for i in 0..b.num_rows() {
                 let start = match period {

@@ -32,10 +32,9 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use shoplens_readmodel::aggregate::Aggregates;
 use shoplens_readmodel::config::{ReadModelConfig, ReadModelKind};
 use shoplens_readmodel::embedded::{LiveFile, Snapshot, live_manifest, read_snapshot};
-use shoplens_readmodel::freshness::Freshness;
 use shoplens_readmodel::tables::AggTable;
 
-use crate::read_model::{REVENUE_SUM, ReadModel, ReadModelError, Table};
+use crate::read_model::{REVENUE_SUM, ReadModel, ReadModelError, Table, Watermark};
 
 /// The embedded read model under `dir` (the store's directory, `data/readmodel` by default).
 #[derive(Clone)]
@@ -223,13 +222,17 @@ impl ReadModel for EmbeddedReadModel {
         })
     }
 
-    async fn freshness(&self) -> Result<(u32, Freshness), ReadModelError> {
+    async fn watermark(&self) -> Result<Watermark, ReadModelError> {
         let inner = self.inner.clone();
         let snapshot = tokio::task::spawn_blocking(move || inner.snapshot())
             .await
             .map_err(unavailable)??;
         Ok(snapshot
-            .map(|s| (s.generation, s.freshness))
+            .map(|s| Watermark {
+                generation: s.generation,
+                freshness: s.freshness,
+                version: s.version,
+            })
             .unwrap_or_default())
     }
 }

@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use shoplens_readmodel::freshness::FreshnessReport;
 
 use crate::AnalyticsError;
+use crate::cache::{Cached, ResultCache};
 use crate::guard::{GuardRule, QueryLimits};
 pub use crate::isolation::protocol::SessionKind;
 pub use crate::privacy::Pii;
@@ -59,6 +60,9 @@ pub struct QueryConfig {
     /// The largest answer the Postgres endpoint gathers in the server process (MiB of Arrow
     /// data); a larger one is refused (SQLSTATE 54000) and should be an export.
     pub max_result_mb: usize,
+    /// The result cache of interactive answers (MiB of Arrow data; 0: none), shared by the
+    /// dashboard, HTTP SQL and the Postgres endpoint; see `crate::cache`.
+    pub result_cache_mb: usize,
     /// The query workers every ad-hoc query runs in.
     pub workers: WorkersConfig,
 }
@@ -74,6 +78,7 @@ impl Default for QueryConfig {
             export_max_rows: 100_000_000,
             spill_quota_mb: 4096,
             max_result_mb: 64,
+            result_cache_mb: 64,
             workers: WorkersConfig::default(),
         }
     }
@@ -168,6 +173,7 @@ pub struct Engine {
     /// The limits it was built with (query workers build theirs from the same).
     config: QueryConfig,
     lag_events: LagSource,
+    cache: ResultCache,
 }
 
 struct Sessions {
@@ -215,6 +221,7 @@ impl Engine {
             read_model,
             config: config.clone(),
             lag_events: Arc::new(|| None),
+            cache: ResultCache::disabled(),
         })
     }
 
@@ -256,15 +263,47 @@ impl Engine {
         ]
     }
 
-    /// How fresh the live read model is now.
+    /// How fresh the live read model is now, with its data version.
     pub async fn freshness(&self) -> Result<FreshnessReport, AnalyticsError> {
-        let (generation, f) = self.read_model.freshness().await?;
+        let w = self.read_model.watermark().await?;
         Ok(FreshnessReport::new(
-            generation,
-            f,
+            w.generation,
+            w.freshness,
             (self.lag_events)(),
             chrono::Utc::now().timestamp_millis(),
-        ))
+        )
+        .with_data_version(w.version))
+    }
+
+    /// The result cache the dashboard reads through (none unless a server set one).
+    pub fn with_result_cache(mut self, cache: ResultCache) -> Engine {
+        self.cache = cache;
+        self
+    }
+
+    /// Like [`Engine::collect`], through the result cache: `seen` is the read model's state
+    /// as read before the query (see [`crate::cache`]).
+    pub async fn collect_cached(
+        &self,
+        pii: Pii,
+        sql: &str,
+        seen: &FreshnessReport,
+    ) -> Result<Arc<Cached>, AnalyticsError> {
+        let compute = async {
+            let stream = self
+                .run_in(SessionKind::Interactive, pii, sql, None)
+                .await?;
+            let schema = stream.schema();
+            let batches: Vec<RecordBatch> = stream.try_collect().await?;
+            Ok((schema, batches))
+        };
+        match self.cache.key(sql, None, pii, seen) {
+            Some(key) => self.cache.get_or_compute(key, compute).await,
+            None => {
+                let (schema, batches) = compute.await?;
+                Ok(Arc::new(Cached::uncached(schema, batches)))
+            }
+        }
     }
 
     /// The session of `kind` for a reader who may (or may not) see personal data.
@@ -540,6 +579,9 @@ async fn session(
     }
     Ok(Arc::new(ctx))
 }
+
+/// The names of the dimension views.
+pub const VIEW_NAMES: &[&str] = &["products", "customers"];
 
 /// Dimension views over the raw events: the current state of every product and customer.
 const VIEWS: &[(&str, &str)] = &[

@@ -61,6 +61,37 @@ pub enum AnalyticsError {
     Refused(String),
 }
 
+/// By hand because of `Listen`'s I/O error, cloned as its kind and message: the result cache
+/// hands one computation's error to every caller that waited for it.
+impl Clone for AnalyticsError {
+    fn clone(&self) -> Self {
+        use AnalyticsError as E;
+        match self {
+            E::Forbidden(m) => E::Forbidden(m.clone()),
+            E::Invalid { message, sqlstate } => E::Invalid {
+                message: message.clone(),
+                sqlstate: sqlstate.clone(),
+            },
+            E::Limit(g) => E::Limit(g.clone()),
+            E::Memory(m) => E::Memory(m.clone()),
+            E::Busy(m) => E::Busy(m.clone()),
+            E::ReadModel(e) => E::ReadModel(e.clone()),
+            E::Unavailable(m) => E::Unavailable(m.clone()),
+            E::Internal(m) => E::Internal(m.clone()),
+            E::Usage(m) => E::Usage(m.clone()),
+            E::Output(m) => E::Output(m.clone()),
+            E::ReconcileNotConfigured => E::ReconcileNotConfigured,
+            E::SourceOfTruth(m) => E::SourceOfTruth(m.clone()),
+            E::Listen { addr, source } => E::Listen {
+                addr: *addr,
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            E::Remote(m) => E::Remote(m.clone()),
+            E::Refused(m) => E::Refused(m.clone()),
+        }
+    }
+}
+
 impl AnalyticsError {
     /// Bad input with the generic SQLSTATE (22000, data exception).
     pub fn invalid(message: impl Into<String>) -> AnalyticsError {

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod audit;
 mod bounded;
+pub mod cache;
 pub mod cli;
 pub mod clickhouse;
 pub mod config;

@@ -89,8 +89,25 @@ pub trait ReadModel: Send + Sync + 'static {
     /// The provider of `table`.
     fn provider(&self, table: Table) -> Arc<dyn TableProvider>;
 
+    /// Which state of the read model queries see now.
+    async fn watermark(&self) -> Result<Watermark, ReadModelError>;
+
     /// The live generation (0 before there is one) and its freshness watermark.
-    async fn freshness(&self) -> Result<(u32, Freshness), ReadModelError>;
+    async fn freshness(&self) -> Result<(u32, Freshness), ReadModelError> {
+        let w = self.watermark().await?;
+        Ok((w.generation, w.freshness))
+    }
+}
+
+/// One state of the read model: two reads with the same watermark see the same data, so an
+/// answer computed at one is the answer at the other (the result cache's key).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Watermark {
+    /// The live generation, 0 before there is one.
+    pub generation: u32,
+    pub freshness: Freshness,
+    /// Grows with every change of the generation's data (each back end says how).
+    pub version: u64,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]

@@ -541,6 +541,7 @@ mod tests {
             visible_at_ms: None,
             lag_ms: None,
             lag_events: lag,
+            data_version: None,
         }
     }
 

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::AnalyticsError;
 use crate::api::{AppState, endpoints};
+use crate::cache::ResultCache;
 use crate::config::AnalyticsConfig;
 use crate::dashboard::Dashboard;
 use crate::embedded::EmbeddedReadModel;
@@ -111,6 +112,13 @@ pub async fn start(
         PoolMetrics::register(&metrics),
     )
     .await?;
+    let cache = ResultCache::new(
+        engine.config().result_cache_mb,
+        &engine.interactive_context(),
+        &metrics,
+    );
+    let engine = engine.with_result_cache(cache.clone());
+    let executor = executor.with_cache(cache, &engine);
     let analytics_metrics = AnalyticsMetrics::register(&metrics);
     let state = AppState {
         executor: executor.clone(),

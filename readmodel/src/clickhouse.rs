@@ -57,6 +57,25 @@ pub fn freshness_sql(database: &str) -> String {
     )
 }
 
+/// One row, the generation in `database` as a reader's result cache needs it: a data
+/// version, then the freshness row count, the newest `as_of_ms` and when it first became
+/// visible (what [`freshness_sql`] answers, meaningless when the count is 0).
+///
+/// The version is the number of rows in `positions` and `apply_journal`: every apply that
+/// stores anything ends by inserting positions, and a repair of the aggregates by marking
+/// the journal, and neither table ever loses a row, so the data can only change together
+/// with this number.
+pub fn watermark_sql(database: &str) -> String {
+    format!(
+        "SELECT (SELECT count() FROM {database}.positions) \
+              + (SELECT count() FROM {database}.apply_journal), \
+                (SELECT count() FROM {database}.freshness), \
+                (SELECT max(as_of_ms) FROM {database}.freshness), \
+                (SELECT min(visible_at_ms) FROM {database}.freshness \
+                 WHERE as_of_ms = (SELECT max(as_of_ms) FROM {database}.freshness))"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// How fresh the read model is.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Freshness {
     /// The newest `occurred_at` of any event in the read model (ms since the Unix epoch).
     pub as_of_ms: Option<i64>,
@@ -27,6 +27,11 @@ pub struct FreshnessReport {
     pub lag_ms: Option<i64>,
     /// Events on the bus not applied yet (`null` until first measured).
     pub lag_events: Option<u64>,
+    /// Grows with every change of the generation's data: two answers with the same
+    /// generation and data version were computed from the same data. Absent where the
+    /// reader cannot tell (the ingest API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_version: Option<u64>,
 }
 
 impl FreshnessReport {
@@ -50,7 +55,14 @@ impl FreshnessReport {
             visible_at_ms: f.visible_at_ms,
             lag_ms,
             lag_events,
+            data_version: None,
         }
+    }
+
+    /// The report with the data version its reader saw.
+    pub fn with_data_version(mut self, version: u64) -> FreshnessReport {
+        self.data_version = Some(version);
+        self
     }
 }
 

@@ -4,11 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use shoplens_readmodel::clickhouse::{freshness_sql, live_pointer_sql};
+use shoplens_readmodel::clickhouse::{live_pointer_sql, watermark_sql};
 use shoplens_readmodel::freshness::Freshness;
 
 use super::client::{CallError, Inner, corrupt};
-use crate::read_model::ReadModelError;
+use crate::read_model::{ReadModelError, Watermark};
 
 /// How long a read of the live pointer is reused: a blue/green switch is seen this late at
 /// worst, and a dashboard refresh (a dozen scans) costs one look-up instead of a dozen.
@@ -52,26 +52,41 @@ impl Inner {
         Ok(generation)
     }
 
-    /// The freshness watermark of generation `generation`, as the sink reads it.
-    pub(super) async fn freshness(&self, generation: u32) -> Result<Freshness, ReadModelError> {
+    /// The watermark of generation `generation`: its data version and its freshness, as the
+    /// sink reads it, in one request.
+    pub(super) async fn watermark(&self, generation: u32) -> Result<Watermark, ReadModelError> {
         let sql = format!(
             "{} FORMAT TabSeparated",
-            freshness_sql(&self.database(generation))
+            watermark_sql(&self.database(generation))
         );
         let text = self.text(sql).await?;
         let line = text.trim_end_matches('\n');
-        if line.is_empty() {
-            return Ok(Freshness::default());
-        }
-        let parsed = match line.split('\t').collect::<Vec<_>>().as_slice() {
-            [as_of, visible] => as_of.parse::<i64>().ok().zip(visible.parse::<i64>().ok()),
+        let fields: Vec<&str> = line.split('\t').collect();
+        let parsed = match fields.as_slice() {
+            [version, rows, as_of, visible] => (|| {
+                Some((
+                    version.parse::<u64>().ok()?,
+                    rows.parse::<u64>().ok()?,
+                    as_of.parse::<i64>().ok()?,
+                    visible.parse::<i64>().ok()?,
+                ))
+            })(),
             _ => None,
         };
-        let (as_of, visible) =
-            parsed.ok_or_else(|| corrupt(format!("unexpected freshness answer `{line}`")))?;
-        Ok(Freshness {
-            as_of_ms: Some(as_of),
-            visible_at_ms: Some(visible),
+        let (version, rows, as_of, visible) =
+            parsed.ok_or_else(|| corrupt(format!("unexpected watermark answer `{line}`")))?;
+        let freshness = if rows == 0 {
+            Freshness::default()
+        } else {
+            Freshness {
+                as_of_ms: Some(as_of),
+                visible_at_ms: Some(visible),
+            }
+        };
+        Ok(Watermark {
+            generation,
+            freshness,
+            version,
         })
     }
 }

@@ -48,9 +48,8 @@ use async_trait::async_trait;
 use datafusion::catalog::TableProvider;
 use reqwest::header::{HeaderMap, HeaderValue};
 use shoplens_readmodel::config::{ClickHouseConfig, ReadModelConfig, ReadModelKind};
-use shoplens_readmodel::freshness::Freshness;
 
-use crate::read_model::{ReadModel, ReadModelError, Table};
+use crate::read_model::{ReadModel, ReadModelError, Table, Watermark};
 use client::{Inner, http_error, unavailable};
 pub use filter::quote;
 pub use live::LIVE_TTL;
@@ -156,10 +155,10 @@ impl ReadModel for ClickHouseReadModel {
         })
     }
 
-    async fn freshness(&self) -> Result<(u32, Freshness), ReadModelError> {
+    async fn watermark(&self) -> Result<Watermark, ReadModelError> {
         match self.inner.live().await? {
-            None => Ok((0, Freshness::default())),
-            Some(generation) => Ok((generation, self.inner.freshness(generation).await?)),
+            None => Ok(Watermark::default()),
+            Some(generation) => self.inner.watermark(generation).await,
         }
     }
 }

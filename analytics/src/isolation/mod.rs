@@ -49,6 +49,7 @@ pub use protocol::{Output, SessionKind};
 pub use worker::run_if_requested;
 
 use crate::AnalyticsError;
+use crate::cache::{Key, ResultCache};
 use crate::engine::{Engine, Pii, QueryConfig};
 use crate::export::Encoder;
 use admission::Admission;
@@ -97,6 +98,9 @@ pub struct Executor {
     kind: Kind,
     config: QueryConfig,
     metrics: PoolMetrics,
+    cache: ResultCache,
+    /// Where the read model's state is read for a cache key, when no caller passed it.
+    watermark: Option<Box<Engine>>,
 }
 
 #[derive(Clone)]
@@ -152,7 +156,26 @@ impl Executor {
             kind,
             config: config.clone(),
             metrics,
+            cache: ResultCache::disabled(),
+            watermark: None,
         })
+    }
+
+    /// Interactive answers go through `cache` (see [`crate::cache`]), keyed by the state of
+    /// `engine`'s read model.
+    pub fn with_cache(mut self, cache: ResultCache, engine: &Engine) -> Executor {
+        self.cache = cache;
+        self.watermark = Some(Box::new(engine.clone()));
+        self
+    }
+
+    /// The cache key of `job` as read at `seen`: interactive queries only.
+    fn cache_key(&self, job: &Job, seen: Option<&FreshnessReport>) -> Option<Key> {
+        if job.session != SessionKind::Interactive {
+            return None;
+        }
+        self.cache
+            .key(&job.sql, job.params.as_ref(), job.pii, seen?)
     }
 
     /// The query workers, when queries run in them.
@@ -192,6 +215,17 @@ impl Executor {
         freshness: Option<FreshnessReport>,
         rows: Arc<AtomicU64>,
     ) -> Result<ByteStream, AnalyticsError> {
+        if let Some(key) = self.cache_key(job, freshness.as_ref()) {
+            // Through the cache: the answer as batches (cached, or computed and kept), encoded
+            // here with the freshness of this request.
+            let result = match self.cached_batches(job, key).await {
+                Ok((schema, batches)) => {
+                    encode(schema, batches, output, buffered, freshness, rows).await
+                }
+                Err(e) => Err(e),
+            };
+            return self.count(result);
+        }
         let (timeout, cpu_seconds) = self.limits(job);
         let result = match &self.kind {
             Kind::Isolated(pool) => {
@@ -250,10 +284,44 @@ impl Executor {
         self.count(result)
     }
 
-    /// The answer to `job` as Arrow batches.
+    /// The answer to `job` as Arrow batches (an interactive one through the result cache).
     pub async fn batches(&self, job: &Job) -> Result<(SchemaRef, BatchStream), AnalyticsError> {
+        let seen = match &self.watermark {
+            Some(engine) if self.cache.enabled() && job.session == SessionKind::Interactive => {
+                Some(engine.freshness().await?)
+            }
+            _ => None,
+        };
+        match self.cache_key(job, seen.as_ref()) {
+            Some(key) => {
+                let result = self.cached_batches(job, key).await;
+                self.count(result)
+            }
+            None => self.count(self.computed_batches(job).await),
+        }
+    }
+
+    /// The cached answer of `key`, or `job` computed and kept under `key` as it streams.
+    async fn cached_batches(
+        &self,
+        job: &Job,
+        key: Key,
+    ) -> Result<(SchemaRef, BatchStream), AnalyticsError> {
+        if let Some(hit) = self.cache.get(&key).await {
+            return Ok((hit.schema.clone(), hit.stream()));
+        }
+        let (schema, batches) = self.computed_batches(job).await?;
+        let batches = self.cache.tee(key, schema.clone(), batches);
+        Ok((schema, batches))
+    }
+
+    /// `job` computed, as Arrow batches.
+    async fn computed_batches(
+        &self,
+        job: &Job,
+    ) -> Result<(SchemaRef, BatchStream), AnalyticsError> {
         let (timeout, cpu_seconds) = self.limits(job);
-        let result = match &self.kind {
+        match &self.kind {
             Kind::Isolated(pool) => {
                 let params = job.params.as_ref().map(worker::encode_params).transpose()?;
                 let request = Request {
@@ -294,8 +362,7 @@ impl Executor {
                     Err(e) => Err(e),
                 }
             }
-        };
-        self.count(result)
+        }
     }
 }
 
@@ -323,33 +390,51 @@ async fn in_process_bytes(
     let permit = admission
         .acquire(&job.user, tokio::time::Instant::now() + timeout)
         .await?;
-    let mut stream = engine
+    let stream = engine
         .run_in(job.session, job.pii, &job.sql, job.params.clone())
         .await?;
-    let mut encoder = Encoder::for_output(output, stream.schema(), freshness)?;
+    let schema = stream.schema();
+    // The slot is held until the answer's last batch.
+    let batches = stream.map_err(AnalyticsError::from).map(move |b| {
+        let _held = &permit;
+        b
+    });
+    encode(schema, Box::pin(batches), output, buffered, freshness, rows).await
+}
+
+/// `batches` encoded as `output` in this process: all of it before this returns when
+/// `buffered`, else as it streams.
+async fn encode(
+    schema: SchemaRef,
+    mut batches: BatchStream,
+    output: Output,
+    buffered: bool,
+    freshness: Option<FreshnessReport>,
+    rows: Arc<AtomicU64>,
+) -> Result<ByteStream, AnalyticsError> {
+    let mut encoder = Encoder::for_output(output, schema, freshness)?;
     if buffered {
         let mut out = encoder.head();
-        while let Some(batch) = stream.next().await {
+        while let Some(batch) = batches.next().await {
             let batch = batch?;
             rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
             out.extend(encoder.write(&batch)?);
         }
         out.extend(encoder.finish()?);
-        drop(permit);
         return Ok(Box::pin(futures::stream::iter([Ok(Bytes::from(out))])));
     }
     let head = encoder.head();
     let chunks = futures::stream::unfold(
-        (Some((stream, encoder)), Some(head), permit),
-        move |(state, head, permit)| {
+        (Some((batches, encoder)), Some(head)),
+        move |(state, head)| {
             let rows = rows.clone();
             async move {
                 if let Some(head) = head.filter(|h| !h.is_empty()) {
-                    return Some((Ok(Bytes::from(head)), (state, None, permit)));
+                    return Some((Ok(Bytes::from(head)), (state, None)));
                 }
-                let (mut stream, mut encoder) = state?;
+                let (mut batches, mut encoder) = state?;
                 loop {
-                    match stream.next().await {
+                    match batches.next().await {
                         Some(Ok(batch)) => {
                             rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
                             match encoder.write(&batch) {
@@ -357,18 +442,16 @@ async fn in_process_bytes(
                                 Ok(bytes) => {
                                     return Some((
                                         Ok(Bytes::from(bytes)),
-                                        (Some((stream, encoder)), None, permit),
+                                        (Some((batches, encoder)), None),
                                     ));
                                 }
-                                Err(e) => {
-                                    return Some((Err(e), (None, None, permit)));
-                                }
+                                Err(e) => return Some((Err(e), (None, None))),
                             }
                         }
-                        Some(Err(e)) => return Some((Err(e.into()), (None, None, permit))),
+                        Some(Err(e)) => return Some((Err(e), (None, None))),
                         None => {
                             let last = encoder.finish().map(Bytes::from);
-                            return Some((last, (None, None, permit)));
+                            return Some((last, (None, None)));
                         }
                     }
                 }

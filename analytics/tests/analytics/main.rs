@@ -4,6 +4,7 @@
 mod access;
 mod api;
 mod bi_tools;
+mod cache;
 mod clickhouse;
 mod grafana;
 mod hostile;

@@ -39,6 +39,10 @@ pub struct Snapshot {
     /// Dead letters, in [`crate::tables::dead_letters_schema`].
     pub dead_letters: Vec<LiveFile>,
     pub freshness: Freshness,
+    /// Grows whenever the files change (the manifest's segment counter): two snapshots of
+    /// one generation with the same version hold the same data, so an answer computed from
+    /// one is the answer of the other (the analytics server's result cache relies on it).
+    pub version: u64,
 }
 
 impl Snapshot {
@@ -67,6 +71,7 @@ impl Snapshot {
                 .collect(),
             dead_letters: files(TableId::DeadLetters),
             freshness: manifest.freshness,
+            version: manifest.next_segment,
         }
     }
 }
