@@ -562,6 +562,9 @@ async fn session(
         .with_physical_optimizer_rule(Arc::new(GuardRule {
             limits: limits.query,
         }))
+        // Whole sub-plans over ClickHouse tables run in ClickHouse (nothing to do for the
+        // embedded store's tables).
+        .with_query_planner(Arc::new(crate::clickhouse::RemotePlanner))
         .build();
     let ctx = SessionContext::new_with_state(state);
     crate::bounded::bound_functions(&ctx);

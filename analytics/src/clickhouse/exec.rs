@@ -25,13 +25,23 @@ use crate::read_model::Table;
 /// Streams one ClickHouse query's rows as record batches.
 pub(super) struct ClickHouseExec {
     model: Arc<Inner>,
-    table: Table,
+    /// The table a scan reads; `None` for a pushed-down query (`super::pushdown`).
+    table: Option<Table>,
     query: Arc<ScanQuery>,
     properties: Arc<PlanProperties>,
 }
 
 impl ClickHouseExec {
     pub(super) fn new(model: Arc<Inner>, table: Table, query: ScanQuery) -> ClickHouseExec {
+        Self::with(model, Some(table), query)
+    }
+
+    /// A pushed-down query (`super::pushdown`).
+    pub(super) fn pushed(model: Arc<Inner>, query: ScanQuery) -> ClickHouseExec {
+        Self::with(model, None, query)
+    }
+
+    fn with(model: Arc<Inner>, table: Option<Table>, query: ScanQuery) -> ClickHouseExec {
         let properties = PlanProperties::new(
             EquivalenceProperties::new(query.output.clone()),
             Partitioning::UnknownPartitioning(1),
@@ -50,7 +60,7 @@ impl ClickHouseExec {
 impl fmt::Debug for ClickHouseExec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClickHouseExec")
-            .field("table", &self.table.name())
+            .field("table", &self.table.map(Table::name))
             .field("sql", &self.query.sql)
             .finish()
     }
@@ -58,12 +68,15 @@ impl fmt::Debug for ClickHouseExec {
 
 impl DisplayAs for ClickHouseExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(
-            f,
-            "ClickHouseExec: table={}, sql={}",
-            self.table.name(),
-            self.query.sql
-        )
+        match self.table {
+            Some(table) => write!(
+                f,
+                "ClickHouseExec: table={}, sql={}",
+                table.name(),
+                self.query.sql
+            ),
+            None => write!(f, "ClickHouseExec: sql={}", self.query.sql),
+        }
     }
 }
 
@@ -123,6 +136,7 @@ impl ExecutionPlan for ClickHouseExec {
         let batch_size = context.session_config().batch_size().max(1);
         let model = self.model.clone();
         let query = self.query.clone();
+
         // The request goes out on the first poll; each later poll decodes one batch.
         let stream = futures::stream::try_unfold(None, move |reader: Option<Reader>| {
             let model = model.clone();

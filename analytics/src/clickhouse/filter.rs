@@ -95,6 +95,9 @@ fn literal(kind: Kind, e: &Expr) -> Option<String> {
         Kind::UInt64 => integer(v)
             .filter(|v| u64::try_from(*v).is_ok())
             .map(|v| v.to_string()),
+        Kind::Int64 => integer(v)
+            .filter(|v| i64::try_from(*v).is_ok())
+            .map(|v| v.to_string()),
         Kind::Millis => match v {
             ScalarValue::TimestampMillisecond(Some(ms), _) => Some(ms.to_string()),
             _ => None,

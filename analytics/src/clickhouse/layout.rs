@@ -17,6 +17,8 @@ pub(super) enum Kind {
     /// differ from that text.
     Bytes,
     Int32,
+    /// A sum of `Int32`s or a count, computed in ClickHouse (no stored column has it).
+    Int64,
     UInt64,
     /// `Int64` milliseconds -> Timestamp(ms, UTC).
     Millis,
@@ -122,16 +124,7 @@ impl Layout {
     /// The type the JSON decoder reads column `i` as.
     pub(super) fn wire_field(&self, i: usize) -> Field {
         let c = &self.cols[i];
-        let ty = match c.kind {
-            Kind::Str | Kind::Bytes => DataType::Utf8,
-            Kind::Int32 | Kind::Date => DataType::Int32,
-            Kind::UInt64 => DataType::UInt64,
-            Kind::Millis => DataType::Int64,
-            Kind::Decimal { wide, scale } => {
-                DataType::Decimal128(if wide { 38 } else { 18 }, scale)
-            }
-        };
-        Field::new(alias(i), ty, c.nullable)
+        Field::new(alias(i), c.kind.wire_type(), c.nullable)
     }
 }
 

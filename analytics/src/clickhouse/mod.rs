@@ -37,6 +37,7 @@ mod filter;
 mod layout;
 mod live;
 mod provider;
+mod pushdown;
 mod reader;
 mod scan;
 
@@ -54,6 +55,7 @@ use client::{Inner, http_error, unavailable};
 pub use filter::quote;
 pub use live::LIVE_TTL;
 use provider::ClickHouseTable;
+pub use pushdown::{RemotePlanner, push_down};
 pub use scan::scan_sql;
 
 /// The read model in ClickHouse, read through its HTTP interface. Cheap to clone.

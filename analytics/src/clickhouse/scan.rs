@@ -21,6 +21,8 @@ use crate::read_model::Table;
 #[derive(Debug, Clone)]
 pub(super) struct ScanQuery {
     pub(super) sql: String,
+    /// `sql` without its `FORMAT` (what a pushed-down query selects from).
+    pub(super) body: String,
     /// The columns of the answer as decoded.
     pub(super) wire: SchemaRef,
     /// The exposed columns the scan returns (`projected` of [`Table::schema`]).
@@ -164,6 +166,7 @@ pub(super) fn build_scan(
     };
     Ok(ScanQuery {
         sql,
+        body,
         wire,
         output,
         kinds: projection.iter().map(|&i| layout.cols[i].kind).collect(),
@@ -197,8 +200,12 @@ impl ScanQuery {
             .zip(&self.kinds)
             .zip(self.output.fields())
             .map(|((column, kind), field)| match kind {
-                Kind::Millis | Kind::Date => Ok(cast(column, field.data_type())?),
                 Kind::Bytes => unhex(column),
+                // Dates and times from their numbers, counts to `Int64`, decimals to the
+                // precision DataFusion gives them.
+                _ if column.data_type() != field.data_type() => {
+                    Ok(cast(column, field.data_type())?)
+                }
                 _ => Ok(column.clone()),
             })
             .collect::<DfResult<Vec<ArrayRef>>>()?;
