@@ -328,6 +328,10 @@ struct AnalyticsArgs {
     /// only).
     #[arg(long)]
     clickhouse_max_events: Option<u64>,
+    /// The analytics server's result cache in MiB (default 0: off, so that every request
+    /// computes its answer; the product's default is 64).
+    #[arg(long)]
+    result_cache_mb: Option<usize>,
     /// Tiny sizes: checks the harness, not for figures.
     #[arg(long)]
     smoke: bool,
@@ -370,6 +374,9 @@ impl AnalyticsArgs {
         }
         if let Some(v) = self.clickhouse_max_events {
             o.clickhouse_max_events = Some(v);
+        }
+        if let Some(v) = self.result_cache_mb {
+            o.result_cache_mb = v;
         }
         if let Some(v) = &self.out {
             o.out = v.clone();
@@ -436,6 +443,7 @@ async fn run() -> anyhow::Result<()> {
                 runs: None,
                 export_runs: None,
                 clickhouse_max_events: None,
+                result_cache_mb: None,
                 smoke: args.smoke,
                 out: args.out.clone(),
             };

@@ -11,4 +11,5 @@ mod hostile;
 mod page;
 mod pg;
 mod pg_shapes;
+mod slt;
 mod support;

@@ -176,7 +176,9 @@ pub const NOTES: &[&str] = &[
      off), then made live. The same events go to every back end.",
     "Dashboard: the real analytics server (shoplens_analytics::start on 127.0.0.1 port 0, \
      the product's query engine and limits except a longer query deadline and HTTP timeout \
-     for the raw scans); one reqwest client in a closed loop, latency = send to last body \
+     for the raw scans, and the result cache off unless `--result-cache-mb` says otherwise: \
+     with it on, every repeated request is a look-up, so the default measures what an answer \
+     costs to compute, as the first read after each applied batch pays it); one reqwest client in a closed loop, latency = send to last body \
      byte of GET /api/v1/dashboard/{daily, top-products, top-customers, trends} over a \
      30-day and a one-year range ending on the data's last day (limit=10, period=month). \
      Per run and question: warm-up requests, then `queries` timed ones (fewer once \

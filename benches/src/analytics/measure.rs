@@ -161,6 +161,7 @@ pub(super) async fn measure_size(
     let backend = loaded.backend;
     let mut query = QueryConfig {
         timeout_ms: opts.query_timeout_ms,
+        result_cache_mb: opts.result_cache_mb,
         ..QueryConfig::default()
     };
     query.workers.program = crate::worker_program();

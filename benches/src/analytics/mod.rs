@@ -92,6 +92,8 @@ pub struct AnalyticsOptions {
     /// The analytics server's interactive query deadline and HTTP request timeout (ms): raw
     /// scans of the larger sizes need more than the product's 10 s default.
     pub query_timeout_ms: u64,
+    /// The server's result cache (MiB; 0: off, so every request computes its answer).
+    pub result_cache_mb: usize,
     pub smoke: bool,
     /// Directory for `analytics.json` and `RESULTS.md`.
     pub out: PathBuf,
@@ -122,6 +124,7 @@ impl Default for AnalyticsOptions {
             export_report: "product_sales_detail".into(),
             export_runs: 3,
             query_timeout_ms: 120_000,
+            result_cache_mb: 0,
             smoke: false,
             out: PathBuf::from(env!("CARGO_MANIFEST_DIR")),
             exe: std::env::current_exe().unwrap_or_else(|_| "shoplens-bench".into()),
@@ -175,6 +178,11 @@ fn command_line(opts: &AnalyticsOptions) -> String {
         .clickhouse_max_events
         .map(|m| format!(" --clickhouse-max-events {m}"))
         .unwrap_or_default()
+        + &if opts.result_cache_mb > 0 {
+            format!(" --result-cache-mb {}", opts.result_cache_mb)
+        } else {
+            String::new()
+        }
 }
 
 /// Runs the analytics scenario and writes `analytics.json` and the "Analytics" section of
