@@ -121,7 +121,7 @@ impl Layout {
         }
     }
 
-    /// The type the JSON decoder reads column `i` as.
+    /// The column as the answer names it, and its type once converted (`ScanQuery::convert`).
     pub(super) fn wire_field(&self, i: usize) -> Field {
         let c = &self.cols[i];
         Field::new(alias(i), c.kind.wire_type(), c.nullable)

@@ -20,22 +20,25 @@
 //!   TRUE" (or FALSE, under NOT) with nullable columns guarded. On an aggregate, filters on
 //!   key columns go before the GROUP BY, the others after it. A LIMIT is pushed too: every
 //!   filter DataFusion hands the scan is then one ClickHouse applies exactly.
-//! - **Rows** come as `FORMAT JSONEachRow`, decoded batch by batch while the body streams in
-//!   with Arrow's JSON decoder. ClickHouse's own forms (Int64 milliseconds, `Date` as its day
+//! - **Rows** come as `FORMAT Native` (ClickHouse's columnar blocks, binary), decoded
+//!   straight into Arrow arrays while the body streams in and cut into batches of the
+//!   session's size. ClickHouse's own forms (Int64 milliseconds, `Date` as its day
 //!   number through `toInt32`, the dead letters' payload bytes through `hex`) become the
 //!   exposed Arrow types after decoding, so both back ends return identical batches.
 //!
 //! One concern a file: `client` (the HTTP requests and their errors), `live` (the live
 //! pointer and the freshness watermark), `layout` (how each column is stored and read),
 //! `filter` (filter translation), `scan` (a scan's SQL and how its rows are converted),
-//! `provider` (the `TableProvider`), `exec` (its execution plan) and `reader` (the streaming
-//! JSON reader of an answer).
+//! `provider` (the `TableProvider`), `exec` (its execution plan), `pushdown` (whole
+//! sub-plans as one ClickHouse statement), `reader` (the streaming reader of an answer) and
+//! `native` (the `Native` format's blocks as Arrow arrays).
 
 mod client;
 mod exec;
 mod filter;
 mod layout;
 mod live;
+mod native;
 mod provider;
 mod pushdown;
 mod reader;

@@ -146,7 +146,7 @@ impl Remote {
             .map(|((name, kind), field)| Field::new(name, kind.wire_type(), field.is_nullable()))
             .collect::<Vec<_>>();
         ScanQuery {
-            sql: format!("{} FORMAT JSONEachRow", self.sql),
+            sql: format!("{} FORMAT Native", self.sql),
             wire: Arc::new(Schema::new(wire)),
             output,
             kinds: self.columns.iter().map(|(_, k)| *k).collect(),
@@ -436,7 +436,7 @@ impl QueryPlanner for RemotePlanner {
 }
 
 impl Kind {
-    /// The type the JSON decoder reads a column of this kind as.
+    /// The type a column of this kind is read as before it becomes its exposed type.
     pub(super) fn wire_type(self) -> DataType {
         match self {
             Kind::Str | Kind::Bytes => DataType::Utf8,

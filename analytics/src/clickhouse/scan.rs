@@ -154,13 +154,13 @@ pub(super) fn build_scan(
     };
     let (sql, wire) = if count_only {
         (
-            format!("SELECT count() AS n FROM ({body}) FORMAT JSONEachRow"),
+            format!("SELECT count() AS n FROM ({body}) FORMAT Native"),
             Arc::new(Schema::new(vec![Field::new("n", DataType::UInt64, false)])),
         )
     } else {
         let fields: Vec<Field> = projection.iter().map(|&i| layout.wire_field(i)).collect();
         (
-            format!("{body} FORMAT JSONEachRow"),
+            format!("{body} FORMAT Native"),
             Arc::new(Schema::new(fields)),
         )
     };
@@ -288,7 +288,7 @@ mod tests {
             sql,
             "SELECT `order_id` AS c2, `total` AS c6 FROM shop_g2.`orders` \
              WHERE (`customer_id` = 'c1') AND (`total` > toDecimal64('1.00', 2)) LIMIT 5 \
-             FORMAT JSONEachRow"
+             FORMAT Native"
         );
         let all = scan_sql(ORDERS, "d", None, &[], None).unwrap();
         assert!(
@@ -298,7 +298,7 @@ mod tests {
         assert!(!all.contains("WHERE") && !all.contains("LIMIT"), "{all}");
         assert_eq!(
             scan_sql(ORDERS, "d", Some(&[]), &[], Some(3)).unwrap(),
-            "SELECT count() AS n FROM (SELECT 1 AS c FROM d.`orders` LIMIT 3) FORMAT JSONEachRow"
+            "SELECT count() AS n FROM (SELECT 1 AS c FROM d.`orders` LIMIT 3) FORMAT Native"
         );
         assert!(scan_sql(ORDERS, "d", Some(&[99]), &[], None).is_err());
         assert!(scan_sql(ORDERS, "d", None, &[col("order_id").like(lit("x"))], None).is_err());
@@ -319,7 +319,7 @@ mod tests {
             sql,
             "SELECT toInt32(`day`) AS c0, sum(`revenue`) AS c4 FROM d.`daily_sales` \
              WHERE (toInt32(`day`) >= 20000) GROUP BY `day` HAVING sum(`contributions`) != 0 \
-             LIMIT 10 FORMAT JSONEachRow"
+             LIMIT 10 FORMAT Native"
         );
         let products = Table::Agg(AggTable::ProductSalesDaily);
         let sql = scan_sql(
@@ -338,7 +338,7 @@ mod tests {
             "SELECT c1 FROM (SELECT toInt32(`day`) AS c0, `product_id` AS c1, sum(`units`) AS c2 \
              FROM d.`product_sales_daily` WHERE (`product_id` = 'p1') \
              GROUP BY `day`, `product_id` HAVING sum(`contributions`) != 0) \
-             WHERE ((c2 > 2) OR (c0 = 3)) FORMAT JSONEachRow"
+             WHERE ((c2 > 2) OR (c0 = 3)) FORMAT Native"
         );
         let count = scan_sql(
             products,
@@ -352,7 +352,7 @@ mod tests {
             count,
             "SELECT count() AS n FROM (SELECT 1 AS c FROM (SELECT sum(`units`) AS c2 \
              FROM d.`product_sales_daily` GROUP BY `day`, `product_id` \
-             HAVING sum(`contributions`) != 0) WHERE (c2 > 2)) FORMAT JSONEachRow"
+             HAVING sum(`contributions`) != 0) WHERE (c2 > 2)) FORMAT Native"
         );
     }
 

@@ -586,7 +586,7 @@ async fn filters_and_limits_are_evaluated_by_clickhouse() {
     assert!(
         explained.contains(&format!(
             "SELECT `customer_id` AS c3, `name` AS c4 FROM {database}.`customer_events` \
-             FORMAT JSONEachRow"
+             FORMAT Native"
         )),
         "{explained}"
     );
