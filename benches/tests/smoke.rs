@@ -244,6 +244,16 @@ fn check_compare(dir: &std::path::Path, stem: &str) {
         md.contains("| sales dashboard | same numbers | yes"),
         "{md}"
     );
+    // The served rule is stated with each requirement's latency objective.
+    assert!(
+        md.contains("served = goodput >= 95% of offered, no errors, p99 <= 50 ms"),
+        "{md}"
+    );
+    assert!(
+        md.contains("served = goodput >= 95% of offered, no errors, p99 <= 100 ms"),
+        "{md}"
+    );
+    assert!(md.contains("missed the 10 s deadline"), "{md}");
     let sizes = json["sizes"].as_array().unwrap();
     assert_eq!(sizes.len(), 2);
     assert!(sizes[1]["events"].as_u64().unwrap() > sizes[0]["events"].as_u64().unwrap());
@@ -258,13 +268,24 @@ fn check_compare(dir: &std::path::Path, stem: &str) {
             );
             assert!(p50 > 0.0 && p50 <= p99, "{path}");
         }
+        // Every staleness sample is either timed or counted as a miss, for each path.
         let round = &size["rounds"][0];
-        let samples = |k: &str| round["staleness"][k].as_array().unwrap().len();
-        assert_eq!(samples("composer_ms") + samples("cqrs_ms"), 6, "{round}");
+        let samples = |k: &str| round["staleness"][k].as_array().unwrap().len() as u64;
+        let misses = |k: &str| round["staleness"][k].as_u64().unwrap();
+        assert_eq!(
+            samples("composer_ms") + misses("composer_misses"),
+            3,
+            "{round}"
+        );
+        assert_eq!(samples("cqrs_ms") + misses("cqrs_misses"), 3, "{round}");
+        assert_eq!(size["staleness_samples"], 3, "{size}");
     }
     let curves = json["curves"].as_array().unwrap();
     // Four paths, two load steps and three burst phases each.
     assert_eq!(curves.len(), 4 * 5);
+    for c in curves {
+        assert!(c["late"].is_u64(), "{c}");
+    }
     for chart in ["tracking-load.svg", "dashboard-load.svg", "growth.svg"] {
         let svg =
             std::fs::read_to_string(dir.join("results").join(format!("{stem}-{chart}"))).unwrap();

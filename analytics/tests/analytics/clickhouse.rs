@@ -791,8 +791,18 @@ async fn freshness_is_the_sinks() {
         .max();
     assert_eq!(freshness.as_of_ms, newest);
     assert!(freshness.visible_at_ms.is_some());
-    let report = engine_over(model).await.freshness().await.expect("report");
+    let report = engine_over(model.clone())
+        .await
+        .freshness()
+        .await
+        .expect("report");
     assert_eq!(report.generation, 1);
+    // The data version grows with every apply (what the result cache keys on).
+    let before = model.watermark().await.expect("watermark").version;
+    assert!(before > 0);
+    support::apply(&sink, &extra_events(), 1_000).await;
+    let after = model.watermark().await.expect("watermark").version;
+    assert!(after > before, "data version {before} -> {after}");
 }
 
 #[tokio::test]

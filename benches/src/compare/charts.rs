@@ -26,7 +26,7 @@ pub fn charts(r: &CompareResults) -> Vec<(String, Chart)> {
                 name: p.label().into(),
                 points: curve_medians(&r.curves, p, "curve")
                     .into_iter()
-                    .map(|(offered, _, _, p99)| (offered, p99))
+                    .map(|s| (s.offered_rps, s.p99_ms))
                     .collect(),
             })
             .collect(),

@@ -131,19 +131,52 @@ impl Clients {
         }
     }
 
-    /// Whether the read model's four views equal the live composition (the rows of each).
-    async fn same_dashboard(&self) -> anyhow::Result<Option<String>> {
+    /// How the read model's four views differ from the live composition (the rows of
+    /// each), if they do.
+    async fn dashboard_difference(&self) -> anyhow::Result<Option<String>> {
         let live = self.live_dashboard().await?;
         let cqrs = self.cqrs_dashboard().await?;
-        for ((_, key, _), answer) in DASHBOARD_VIEWS.iter().zip(&cqrs) {
-            if answer["rows"] != live[*key] {
-                return Ok(Some(format!(
-                    "{key}: read model {} live {}",
-                    answer["rows"], live[*key]
-                )));
-            }
+        Ok(dashboard_difference(&live, &cqrs))
+    }
+}
+
+/// The first difference between the composer's live dashboard and the read model's four
+/// answers (in [`DASHBOARD_VIEWS`] order), named by view and row; `None` when every row of
+/// every view is equal.
+fn dashboard_difference(live: &Value, cqrs: &[Value]) -> Option<String> {
+    for ((_, key, _), answer) in DASHBOARD_VIEWS.iter().zip(cqrs) {
+        let (model, composed) = (&answer["rows"], &live[*key]);
+        if model == composed {
+            continue;
         }
-        Ok(None)
+        let Some((m, c)) = model.as_array().zip(composed.as_array()) else {
+            return Some(format!(
+                "{key}: read model {}, composer {}",
+                clip(model),
+                clip(composed)
+            ));
+        };
+        let row = (0..m.len().max(c.len()))
+            .find(|&i| m.get(i) != c.get(i))
+            .unwrap_or(0);
+        let shown = |r: Option<&Value>| r.map_or("no row".to_owned(), clip);
+        return Some(format!(
+            "{key} row {row}: read model {}, composer {} ({} rows against {})",
+            shown(m.get(row)),
+            shown(c.get(row)),
+            m.len(),
+            c.len()
+        ));
+    }
+    None
+}
+
+/// A JSON value for an error message, cut short: a whole view would drown the difference.
+fn clip(v: &Value) -> String {
+    let s = v.to_string();
+    match s.char_indices().nth(300) {
+        Some((at, _)) => format!("{}...", &s[..at]),
+        None => s,
     }
 }
 
@@ -166,19 +199,76 @@ pub(super) async fn events_in_read_model(c: &Clients) -> anyhow::Result<u64> {
 }
 
 /// Waits (at most 120 s) until the read model answers the dashboard with the live figures:
-/// the seconds waited, and whether it did.
-pub(super) async fn catch_up(c: &Clients) -> (f64, bool) {
+/// the seconds waited, or an error naming the last difference seen.
+pub(super) async fn catch_up(c: &Clients) -> anyhow::Result<f64> {
     let start = Instant::now();
-    let mut last = String::new();
+    let mut last = String::from("no answer compared");
     while start.elapsed() < Duration::from_secs(120) {
-        match c.same_dashboard().await {
-            Ok(None) => return (start.elapsed().as_secs_f64(), true),
+        match c.dashboard_difference().await {
+            Ok(None) => return Ok(start.elapsed().as_secs_f64()),
             Ok(Some(diff)) => last = diff,
-            Err(e) => last = e.to_string(),
+            Err(e) => last = format!("asking both paths failed: {e:#}"),
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    tracing::warn!(difference = %last.chars().take(400).collect::<String>(),
-        "the read model did not come to the live figures within 120 s");
-    (start.elapsed().as_secs_f64(), false)
+    anyhow::bail!(
+        "the composer's live dashboard and the read model's still differ after 120 s: {last}"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// The composer's answer holding `top_products` rows, with the other views equal to
+    /// the read model's (empty).
+    fn live(top_products: Value) -> Value {
+        json!({"daily": [], "top_products": top_products, "top_customers": [], "trends": []})
+    }
+
+    fn model(top_products: Value) -> Vec<Value> {
+        vec![
+            json!({"rows": []}),
+            json!({"rows": top_products}),
+            json!({"rows": []}),
+            json!({"rows": []}),
+        ]
+    }
+
+    #[test]
+    fn equal_dashboards_have_no_difference() {
+        let rows = json!([{"product_id": "p1", "revenue": 10.0}]);
+        assert_eq!(
+            dashboard_difference(&live(rows.clone()), &model(rows)),
+            None
+        );
+    }
+
+    #[test]
+    fn a_difference_names_the_view_the_row_and_both_values() {
+        let ours =
+            json!([{"product_id": "p1", "revenue": 10.0}, {"product_id": "p2", "revenue": 5.0}]);
+        let theirs =
+            json!([{"product_id": "p1", "revenue": 10.0}, {"product_id": "p2", "revenue": 6.0}]);
+        let diff = dashboard_difference(&live(theirs), &model(ours)).expect("a difference");
+        assert!(diff.starts_with("top_products row 1:"), "{diff}");
+        assert!(diff.contains("5.0") && diff.contains("6.0"), "{diff}");
+        assert!(diff.ends_with("(2 rows against 2)"), "{diff}");
+    }
+
+    #[test]
+    fn a_missing_row_or_view_is_a_difference() {
+        let one = json!([{"product_id": "p1"}]);
+        let diff = dashboard_difference(&live(json!([])), &model(one.clone())).expect("differ");
+        assert!(
+            diff.contains("row 0") && diff.contains("composer no row"),
+            "{diff}"
+        );
+        let no_view = json!({"daily": [], "top_customers": [], "trends": []});
+        let diff = dashboard_difference(&no_view, &model(one)).expect("differ");
+        assert!(diff.starts_with("top_products: read model"), "{diff}");
+        assert!(diff.ends_with("composer null"), "{diff}");
+    }
 }

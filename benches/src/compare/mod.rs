@@ -44,9 +44,25 @@ mod sizes;
 mod summary;
 
 pub use figures::{CompareResults, CurvePoint, PathRun, PathSummary, Round, SizeResult, Staleness};
-pub use summary::curve_medians;
+pub use summary::{StepMedians, curve_medians};
 
 use sizes::measure;
+
+/// The p99 latency (from the scheduled start) an order-tracking load step must meet to count
+/// as served: a customer refreshing one order expects an answer at once.
+pub const TRACKING_P99_OBJECTIVE: Duration = Duration::from_millis(50);
+
+/// The p99 latency a dashboard load step must meet to count as served: a page of four views
+/// a business user waits for.
+pub const DASHBOARD_P99_OBJECTIVE: Duration = Duration::from_millis(100);
+
+/// The share of the offered load a step must answer without error, inside its window, to
+/// count as served.
+pub const SERVED_GOODPUT_SHARE: f64 = 0.95;
+
+/// How long a path may take to show a new order, or its status change, before the
+/// staleness sample counts as a miss for that path.
+pub const STALENESS_DEADLINE: Duration = Duration::from_secs(10);
 
 /// What to measure, and how long.
 #[derive(Clone, Debug, Serialize)]
@@ -162,6 +178,14 @@ impl ReadPath {
             ReadPath::TrackingCqrs => "order tracking via CQRS read model",
             ReadPath::DashboardCqrs => "sales dashboard via CQRS read model",
             ReadPath::DashboardComposer => "sales dashboard via API Composer (live, all orders)",
+        }
+    }
+
+    /// The p99 latency a load step of this path must meet to count as served.
+    pub fn p99_objective(self) -> Duration {
+        match self {
+            ReadPath::TrackingComposer | ReadPath::TrackingCqrs => TRACKING_P99_OBJECTIVE,
+            ReadPath::DashboardCqrs | ReadPath::DashboardComposer => DASHBOARD_P99_OBJECTIVE,
         }
     }
 
