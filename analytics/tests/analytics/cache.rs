@@ -5,14 +5,12 @@
 
 use std::sync::Arc;
 
-use shoplens_ingest::embedded::EmbeddedStore;
-use shoplens_ingest::sink::{ReadModelStore, Sink};
+use shoplens_ingest::sink::Sink;
 use shoplens_kit::identity::Role;
-use shoplens_readmodel::config::EmbeddedConfig;
 
 use crate::support::{
-    ANALYST, PG_USER, TestApp, apply, client_as, embedded_engine_at, events, query_config,
-    spawn_app,
+    ANALYST, PG_USER, TestApp, apply, client_as, embedded_engine_at, embedded_store_and_sink,
+    events, query_config, spawn_app,
 };
 
 /// `shoplens_analytics_result_cache_lookups` with `outcome`.
@@ -42,16 +40,7 @@ async fn half_filled() -> (
 ) {
     let all = events();
     let (first, rest) = all.split_at(all.len() / 2);
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = EmbeddedStore::open(EmbeddedConfig {
-        dir: dir.path().join("readmodel"),
-        fsync: false,
-        ..EmbeddedConfig::default()
-    })
-    .expect("open the embedded store");
-    let sink = store.open(1).await.expect("open generation 1");
-    apply(&sink, first, 97).await;
-    store.set_live(1).await.expect("make generation 1 live");
+    let (dir, sink) = embedded_store_and_sink(first).await;
     let engine = embedded_engine_at(&dir, &query_config()).await;
     let app = spawn_app(engine).await;
     (dir, sink, rest.to_vec(), app)

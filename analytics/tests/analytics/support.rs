@@ -42,6 +42,11 @@ pub async fn apply(sink: &Arc<dyn Sink>, events: &[Envelope], chunk: usize) {
 
 /// An embedded read model in a fresh directory holding `events` (generation 1, live).
 pub async fn embedded_store(events: &[Envelope]) -> TempDir {
+    embedded_store_and_sink(events).await.0
+}
+
+/// [`embedded_store`], and the sink that can add more events to it.
+pub async fn embedded_store_and_sink(events: &[Envelope]) -> (TempDir, Arc<dyn Sink>) {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = EmbeddedStore::open(EmbeddedConfig {
         dir: dir.path().join("readmodel"),
@@ -53,7 +58,7 @@ pub async fn embedded_store(events: &[Envelope]) -> TempDir {
     // Several applies, so aggregates are several delta files.
     apply(&sink, events, 97).await;
     store.set_live(1).await.expect("make generation 1 live");
-    dir
+    (dir, sink)
 }
 
 /// The engine's limits in tests: a smaller row limit, and query workers started from the
