@@ -54,7 +54,36 @@ struct Inner {
 struct Merged {
     files: Vec<PathBuf>,
     state: Aggregates,
-    batch: RecordBatch,
+    partitions: Partitions,
+}
+
+/// A merged table as the scans read it: [`PARTITIONS`] partitions of batches of at most
+/// [`BATCH_ROWS`] rows, each with buffers of its own.
+type Partitions = Arc<Vec<Vec<RecordBatch>>>;
+
+/// Partitions of a merged table: one per core a query uses (`engine`'s target partitions),
+/// so an aggregate over it needs no repartitioning.
+const PARTITIONS: usize = 2;
+
+/// Rows per batch of a merged table: DataFusion's batch size. One batch of a million rows
+/// would be buffered whole by every operator that holds a batch.
+const BATCH_ROWS: usize = 8192;
+
+/// `batch` cut into [`PARTITIONS`] partitions of batches of at most [`BATCH_ROWS`] rows,
+/// copied (a slice would keep, and be accounted as, the whole batch's buffers).
+fn partitions(batch: &RecordBatch) -> DfResult<Partitions> {
+    let mut parts = vec![Vec::new(); PARTITIONS];
+    let mut at = 0;
+    let mut i = 0;
+    while at < batch.num_rows() {
+        let n = BATCH_ROWS.min(batch.num_rows() - at);
+        let slice = batch.slice(at, n);
+        let copied = datafusion::arrow::compute::concat_batches(&batch.schema(), [&slice])?;
+        parts[i % PARTITIONS].push(copied);
+        at += n;
+        i += 1;
+    }
+    Ok(Arc::new(parts))
 }
 
 /// Identifies one version of the live generation's manifest: it is replaced by a rename,
@@ -124,7 +153,7 @@ impl Inner {
     }
 
     /// `table` merged to one row per key, as of `snapshot`.
-    async fn merged(&self, table: AggTable, snapshot: &Snapshot) -> DfResult<RecordBatch> {
+    async fn merged(&self, table: AggTable, snapshot: &Snapshot) -> DfResult<Partitions> {
         let files: Vec<PathBuf> = snapshot
             .aggregates
             .get(&table)
@@ -134,9 +163,9 @@ impl Inner {
         let entry = all.remove(&table);
         let (mut state, done) = match entry {
             Some(m) if m.files == files => {
-                let batch = m.batch.clone();
+                let partitions = m.partitions.clone();
                 all.insert(table, m);
-                return Ok(batch);
+                return Ok(partitions);
             }
             // Only new deltas appended: merge just those.
             Some(m) if files.starts_with(&m.files) => {
@@ -159,16 +188,16 @@ impl Inner {
         })
         .await
         .map_err(|e| DataFusionError::External(Box::new(e)))??;
-        let batch = widen_revenue(table, state.to_record_batch(table))?;
+        let partitions = partitions(&widen_revenue(table, state.to_record_batch(table))?)?;
         all.insert(
             table,
             Merged {
                 files,
                 state,
-                batch: batch.clone(),
+                partitions: partitions.clone(),
             },
         );
-        Ok(batch)
+        Ok(partitions)
     }
 }
 
@@ -304,8 +333,8 @@ impl TableProvider for EmbeddedTable {
             return empty();
         };
         if let Table::Agg(t) = self.table {
-            let batch = self.model.merged(t, &snapshot).await?;
-            let mem = MemTable::try_new(self.schema.clone(), vec![vec![batch]])?;
+            let partitions = self.model.merged(t, &snapshot).await?;
+            let mem = MemTable::try_new(self.schema.clone(), partitions.as_ref().clone())?;
             return mem.scan(state, projection, filters, limit).await;
         }
         let files = self.files(&snapshot);
