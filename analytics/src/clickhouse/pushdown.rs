@@ -71,6 +71,9 @@ pub struct Remote {
     level: usize,
     /// The sort with fetch this node already applies (so the rule does not apply it again).
     top: Option<(Vec<datafusion::logical_expr::SortExpr>, usize)>,
+    /// For a plain scan of an aggregate table: the table, the columns the scan selects and
+    /// its stored rows before the merge (see [`sums_of_keys`]).
+    unmerged: Option<(Layout, Vec<usize>, String)>,
 }
 
 impl fmt::Debug for Remote {
@@ -133,6 +136,7 @@ impl Remote {
             columns,
             level,
             top: None,
+            unmerged: None,
         })
     }
 
@@ -152,6 +156,7 @@ impl Remote {
             kinds: self.columns.iter().map(|(_, k)| *k).collect(),
             count_only: false,
             body: self.sql.clone(),
+            unmerged_from: None,
         }
     }
 }
@@ -258,6 +263,7 @@ fn from_scan(scan: &TableScan) -> Option<Remote> {
             .collect(),
         level: 0,
         top: None,
+        unmerged: query.unmerged_from.map(|from| (layout, projection, from)),
     })
 }
 
@@ -281,6 +287,9 @@ fn aggregate(r: &Remote, a: &Aggregate) -> Option<Remote> {
     if a.group_expr.is_empty() {
         return None;
     }
+    if let Some(summed) = sums_of_keys(r, a) {
+        return Some(summed);
+    }
     let groups = a
         .group_expr
         .iter()
@@ -300,6 +309,82 @@ fn aggregate(r: &Remote, a: &Aggregate) -> Option<Remote> {
         select,
         &format!(" GROUP BY {}", group_by.join(", ")),
     )
+}
+
+/// Sums of an aggregate table's sums grouped by some of its keys, straight from the stored
+/// rows in one `GROUP BY`, without first merging them per key (which costs ClickHouse a
+/// second grouping of every key in the range: measured 9x the time over two years of
+/// `customer_spend_daily`).
+///
+/// The same answer: a sum over the merged rows of a group is the sum over its stored rows;
+/// and a key whose merged row is absent (its contributions net to 0) has no events, so its
+/// sums are 0 and it changes no sum. A group is present when any of its keys is, that is when
+/// its contributions (never negative per key: they count events) sum to more than 0.
+fn sums_of_keys(r: &Remote, a: &Aggregate) -> Option<Remote> {
+    let (layout, projection, from) = r.unmerged.as_ref()?;
+    let column = |e: &Expr| -> Option<usize> { Some(projection[r.column(e)?]) };
+    let mut select = Vec::new();
+    let mut group_by = Vec::new();
+    for e in &a.group_expr {
+        let i = column(e)?;
+        if !layout.cols[i].key {
+            return None;
+        }
+        let expr = layout.base_expr(i);
+        group_by.push(expr.clone());
+        select.push((expr, layout.cols[i].kind));
+    }
+    for e in &a.aggr_expr {
+        let e = match e {
+            Expr::Alias(a) => a.expr.as_ref(),
+            e => e,
+        };
+        let Expr::AggregateFunction(AggregateFunction { func, params }) = e else {
+            return None;
+        };
+        let [arg] = params.args.as_slice() else {
+            return None;
+        };
+        if func.name() != "sum"
+            || params.distinct
+            || params.filter.is_some()
+            || !params.order_by.is_empty()
+        {
+            return None;
+        }
+        let i = column(arg)?;
+        let kind = match layout.cols[i].kind {
+            _ if layout.cols[i].key => return None,
+            Kind::UInt64 => Kind::UInt64,
+            Kind::Decimal { scale, .. } => Kind::Decimal { wide: true, scale },
+            _ => return None,
+        };
+        select.push((format!("sum(`{}`)", layout.cols[i].name), kind));
+    }
+    let level = 1;
+    let mut columns = Vec::new();
+    let mut items = Vec::new();
+    for (i, (expr, kind)) in select.into_iter().enumerate() {
+        let name = format!("q{level}_{i}");
+        items.push(format!("{expr} AS {name}"));
+        columns.push((name, kind));
+    }
+    if columns.len() != a.schema.fields().len() {
+        return None;
+    }
+    Some(Remote {
+        model: r.model.clone(),
+        sql: format!(
+            "SELECT {} FROM {from} GROUP BY {} HAVING sum(`contributions`) != 0",
+            items.join(", "),
+            group_by.join(", ")
+        ),
+        schema: a.schema.clone(),
+        columns,
+        level,
+        top: None,
+        unmerged: None,
+    })
 }
 
 /// One aggregate as ClickHouse SQL over `r`'s columns, and the kind of its result.

@@ -31,6 +31,9 @@ pub(super) struct ScanQuery {
     pub(super) kinds: Vec<Kind>,
     /// No column wanted (`count(*)`): the query returns the row count instead of rows.
     pub(super) count_only: bool,
+    /// An aggregate's stored rows as the scan reads them before merging them, when nothing
+    /// but the merge comes after (no filter on a sum, no limit): `FROM .. WHERE ..`.
+    pub(super) unmerged_from: Option<String>,
 }
 
 /// The ClickHouse SQL of a scan of `table` in `database`: the columns of `projection` (all
@@ -106,6 +109,8 @@ pub(super) fn build_scan(
         }
     };
     let from = format!("{database}.`{}`", table.name());
+    let unmerged_from = (layout.is_agg() && merged_where.is_empty() && limit.is_none())
+        .then(|| format!("{from}{}", conjunction(&base_where)));
     let limit = limit.map(|n| format!(" LIMIT {n}")).unwrap_or_default();
     let body = if layout.is_agg() {
         let keys: Vec<String> = layout
@@ -171,6 +176,7 @@ pub(super) fn build_scan(
         output,
         kinds: projection.iter().map(|&i| layout.cols[i].kind).collect(),
         count_only,
+        unmerged_from,
     })
 }
 
