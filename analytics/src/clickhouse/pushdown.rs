@@ -11,7 +11,8 @@
 //!   NULL in DataFusion and 0 in ClickHouse) of `sum`, `count`, `min` and `max` of a column
 //!   (or `count(*)`), none `DISTINCT`, filtered or ordered. The result types match:
 //!   `sum` of a `UInt64` is a `UInt64`, of an `Int32` an `Int64`, of a decimal a
-//!   `Decimal(38, s)` in both engines;
+//!   `Decimal(38, s)` in both engines. Sums of an aggregate table grouped by its keys skip
+//!   the per-key merge ([`sums_of_keys`]);
 //! - **Top-N**: a sort of plain columns with a fetch becomes `ORDER BY .. LIMIT n` in
 //!   ClickHouse, with the nulls placed explicitly (DataFusion's `NULLS FIRST` for
 //!   descending, `LAST` for ascending; ClickHouse's default differs). The sort itself stays
