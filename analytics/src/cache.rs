@@ -34,7 +34,7 @@ use datafusion::common::ParamValues;
 use datafusion::logical_expr::Volatility;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DfStatement;
-use datafusion::sql::sqlparser::ast::{Expr, ObjectName, Query, Visit, Visitor};
+use datafusion::sql::sqlparser::ast::{Expr, ObjectName, Query as SqlQuery, Visit, Visitor};
 use futures::StreamExt;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -81,12 +81,19 @@ impl Cached {
     }
 }
 
-/// What identifies an answer. Built by [`ResultCache::key`] only.
+/// A cacheable statement as its reader asks it. Built by [`ResultCache::query`] only.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Key {
+pub struct Query {
     sql: String,
     params: Option<String>,
     pii: Pii,
+}
+
+/// What identifies an answer: the query and the read model's state it was computed at.
+/// Built by [`ResultCache::key_at`] only.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Key {
+    query: Query,
     generation: u32,
     as_of_ms: Option<i64>,
     visible_at_ms: Option<i64>,
@@ -156,7 +163,7 @@ impl ResultCache {
         let tables = crate::read_model::Table::all()
             .into_iter()
             .map(|t| t.name().to_owned())
-            .chain(crate::engine::VIEW_NAMES.iter().map(|v| (*v).to_owned()))
+            .chain(crate::engine::view_names().map(str::to_owned))
             .collect();
         let lookups = Family::<LookupLabels, Counter>::default();
         metrics.register(
@@ -186,13 +193,44 @@ impl ResultCache {
         ResultCache { inner: None }
     }
 
-    pub fn enabled(&self) -> bool {
-        self.inner.is_some()
+    /// `sql` as a cacheable query, or `None` when its answer is not cached (the cache is
+    /// off, or the statement is not one [`Inner::is_cacheable`] accepts). Checked before the
+    /// read model's state is read, which a query that is never cached need not pay for.
+    pub fn query(&self, sql: &str, params: Option<&ParamValues>, pii: Pii) -> Option<Query> {
+        let inner = self.inner.as_ref()?;
+        let statement = parse_read_only(sql).ok().filter(|s| inner.is_cacheable(s));
+        let Some(statement) = statement else {
+            inner.count("uncacheable");
+            return None;
+        };
+        Some(Query {
+            sql: statement.to_string(),
+            // A prepared statement without parameters is the plain statement.
+            params: params
+                .filter(|p| !matches!(p, ParamValues::List(l) if l.is_empty()))
+                .map(|p| format!("{p:?}")),
+            pii,
+        })
     }
 
-    /// The key of `sql` as read at `seen`, or `None` when its answer is not cached (the
-    /// cache is off, the statement is not one [`is_cacheable`] accepts, the watermark has no
-    /// data version).
+    /// The key of `query` as read at `seen` (`None` if `seen` has no data version).
+    pub fn key_at(&self, query: Query, seen: &FreshnessReport) -> Option<Key> {
+        let inner = self.inner.as_ref()?;
+        let Some(data_version) = seen.data_version else {
+            inner.count("uncacheable");
+            return None;
+        };
+        Some(Key {
+            query,
+            generation: seen.generation,
+            as_of_ms: seen.as_of_ms,
+            visible_at_ms: seen.visible_at_ms,
+            data_version,
+        })
+    }
+
+    /// The key of `sql` as read at `seen`: [`ResultCache::query`], then
+    /// [`ResultCache::key_at`].
     pub fn key(
         &self,
         sql: &str,
@@ -200,30 +238,7 @@ impl ResultCache {
         pii: Pii,
         seen: &FreshnessReport,
     ) -> Option<Key> {
-        let inner = self.inner.as_ref()?;
-        let key = (|| {
-            let data_version = seen.data_version?;
-            let statement = parse_read_only(sql).ok()?;
-            if !inner.is_cacheable(&statement) {
-                return None;
-            }
-            Some(Key {
-                sql: statement.to_string(),
-                // A prepared statement without parameters is the plain statement.
-                params: params
-                    .filter(|p| !matches!(p, ParamValues::List(l) if l.is_empty()))
-                    .map(|p| format!("{p:?}")),
-                pii,
-                generation: seen.generation,
-                as_of_ms: seen.as_of_ms,
-                visible_at_ms: seen.visible_at_ms,
-                data_version,
-            })
-        })();
-        if key.is_none() {
-            inner.count("uncacheable");
-        }
-        key
+        self.key_at(self.query(sql, params, pii)?, seen)
     }
 
     /// The cached answer of `key`, counting the look-up.
@@ -405,7 +420,7 @@ struct Check<'a> {
 impl Visitor for Check<'_> {
     type Break = ();
 
-    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+    fn pre_visit_query(&mut self, query: &SqlQuery) -> ControlFlow<()> {
         if let Some(with) = &query.with {
             for cte in &with.cte_tables {
                 self.ctes.insert(cte.alias.name.value.to_ascii_lowercase());

@@ -584,7 +584,9 @@ async fn session(
 }
 
 /// The names of the dimension views.
-pub const VIEW_NAMES: &[&str] = &["products", "customers"];
+pub fn view_names() -> impl Iterator<Item = &'static str> {
+    VIEWS.iter().map(|(name, _)| *name)
+}
 
 /// Dimension views over the raw events: the current state of every product and customer.
 const VIEWS: &[(&str, &str)] = &[

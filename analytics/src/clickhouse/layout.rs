@@ -32,6 +32,21 @@ pub(super) enum Kind {
     },
 }
 
+impl Kind {
+    /// The type a column of this kind is read as before it becomes its exposed type.
+    pub(super) fn wire_type(self) -> DataType {
+        match self {
+            Kind::Str | Kind::Bytes => DataType::Utf8,
+            Kind::Int32 | Kind::Date => DataType::Int32,
+            Kind::UInt64 => DataType::UInt64,
+            Kind::Int64 | Kind::Millis => DataType::Int64,
+            Kind::Decimal { wide, scale } => {
+                DataType::Decimal128(if wide { 38 } else { 18 }, scale)
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(super) struct Col {
     pub(super) name: String,

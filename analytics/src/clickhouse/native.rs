@@ -145,7 +145,6 @@ impl<'a> Cursor<'a> {
 
     fn string(&mut self) -> Result<&'a [u8], NativeError> {
         let n = self.len()?;
-        // A name or type name is short; a huge one is text that is not a block.
         self.take(n)
     }
 }

@@ -35,7 +35,7 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use arrow_schema::{DataType, Field, Schema};
+use arrow_schema::{Field, Schema};
 use async_trait::async_trait;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{DFSchemaRef, Result as DfResult};
@@ -119,6 +119,17 @@ impl Remote {
     /// A node over this one: `select` (each expression named `q{level}_{i}`) and the rest of
     /// the statement (`GROUP BY`, `ORDER BY`, `LIMIT`).
     fn wrap(&self, schema: DFSchemaRef, select: Vec<(String, Kind)>, rest: &str) -> Option<Remote> {
+        self.select_from(schema, select, &format!("({}){rest}", self.sql))
+    }
+
+    /// A node one level up from this one, over the same ClickHouse: `SELECT select FROM
+    /// from`, each expression named `q{level}_{i}`; `from` holds the rest of the statement.
+    fn select_from(
+        &self,
+        schema: DFSchemaRef,
+        select: Vec<(String, Kind)>,
+        from: &str,
+    ) -> Option<Remote> {
         if select.len() != schema.fields().len() {
             return None;
         }
@@ -132,7 +143,7 @@ impl Remote {
         }
         Some(Remote {
             model: self.model.clone(),
-            sql: format!("SELECT {} FROM ({}){rest}", items.join(", "), self.sql),
+            sql: format!("SELECT {} FROM {from}", items.join(", ")),
             schema,
             columns,
             level,
@@ -272,14 +283,7 @@ fn project(r: &Remote, p: &Projection) -> Option<Remote> {
     let select = p
         .expr
         .iter()
-        .map(|e| {
-            let e = match e {
-                Expr::Alias(a) => a.expr.as_ref(),
-                e => e,
-            };
-            let i = r.column(e)?;
-            Some(r.columns[i].clone())
-        })
+        .map(|e| Some(r.columns[r.column(unalias(e))?].clone()))
         .collect::<Option<Vec<_>>>()?;
     r.wrap(p.schema.clone(), select, "")
 }
@@ -298,10 +302,6 @@ fn aggregate(r: &Remote, a: &Aggregate) -> Option<Remote> {
         .collect::<Option<Vec<_>>>()?;
     let mut select = groups.clone();
     for e in &a.aggr_expr {
-        let e = match e {
-            Expr::Alias(a) => a.expr.as_ref(),
-            e => e,
-        };
         select.push(aggregate_call(r, e)?);
     }
     let group_by: Vec<&str> = groups.iter().map(|(name, _)| name.as_str()).collect();
@@ -336,23 +336,9 @@ fn sums_of_keys(r: &Remote, a: &Aggregate) -> Option<Remote> {
         select.push((expr, layout.cols[i].kind));
     }
     for e in &a.aggr_expr {
-        let e = match e {
-            Expr::Alias(a) => a.expr.as_ref(),
-            e => e,
-        };
-        let Expr::AggregateFunction(AggregateFunction { func, params }) = e else {
+        let ("sum", arg) = plain_aggregate(e)? else {
             return None;
         };
-        let [arg] = params.args.as_slice() else {
-            return None;
-        };
-        if func.name() != "sum"
-            || params.distinct
-            || params.filter.is_some()
-            || !params.order_by.is_empty()
-        {
-            return None;
-        }
         let i = column(arg)?;
         let kind = match layout.cols[i].kind {
             _ if layout.cols[i].key => return None,
@@ -362,35 +348,29 @@ fn sums_of_keys(r: &Remote, a: &Aggregate) -> Option<Remote> {
         };
         select.push((format!("sum(`{}`)", layout.cols[i].name), kind));
     }
-    let level = 1;
-    let mut columns = Vec::new();
-    let mut items = Vec::new();
-    for (i, (expr, kind)) in select.into_iter().enumerate() {
-        let name = format!("q{level}_{i}");
-        items.push(format!("{expr} AS {name}"));
-        columns.push((name, kind));
-    }
-    if columns.len() != a.schema.fields().len() {
-        return None;
-    }
-    Some(Remote {
-        model: r.model.clone(),
-        sql: format!(
-            "SELECT {} FROM {from} GROUP BY {} HAVING sum(`contributions`) != 0",
-            items.join(", "),
+    r.select_from(
+        a.schema.clone(),
+        select,
+        &format!(
+            "{from} GROUP BY {} HAVING sum(`contributions`) != 0",
             group_by.join(", ")
         ),
-        schema: a.schema.clone(),
-        columns,
-        level,
-        top: None,
-        unmerged: None,
-    })
+    )
 }
 
-/// One aggregate as ClickHouse SQL over `r`'s columns, and the kind of its result.
-fn aggregate_call(r: &Remote, e: &Expr) -> Option<(String, Kind)> {
-    let Expr::AggregateFunction(AggregateFunction { func, params }) = e else {
+/// `e` without its alias.
+fn unalias(e: &Expr) -> &Expr {
+    match e {
+        Expr::Alias(a) => &a.expr,
+        e => e,
+    }
+}
+
+/// An aggregate of one argument with nothing that changes which rows it reads (no
+/// `DISTINCT`, `FILTER`, `ORDER BY` or null treatment), alias or not: its function's name
+/// and its argument.
+fn plain_aggregate(e: &Expr) -> Option<(&str, &Expr)> {
+    let Expr::AggregateFunction(AggregateFunction { func, params }) = unalias(e) else {
         return None;
     };
     if params.distinct
@@ -400,11 +380,15 @@ fn aggregate_call(r: &Remote, e: &Expr) -> Option<(String, Kind)> {
     {
         return None;
     }
-    let name = func.name();
-    let arg = match params.args.as_slice() {
-        [arg] => arg,
-        _ => return None,
-    };
+    match params.args.as_slice() {
+        [arg] => Some((func.name(), arg)),
+        _ => None,
+    }
+}
+
+/// One aggregate as ClickHouse SQL over `r`'s columns, and the kind of its result.
+fn aggregate_call(r: &Remote, e: &Expr) -> Option<(String, Kind)> {
+    let (name, arg) = plain_aggregate(e)?;
     if name == "count" && matches!(arg, Expr::Literal(v, _) if !v.is_null()) {
         return Some(("count()".to_owned(), Kind::Int64));
     }
@@ -518,20 +502,5 @@ impl QueryPlanner for RemotePlanner {
         DefaultPhysicalPlanner::with_extension_planners(vec![Arc::new(Planner)])
             .create_physical_plan(&plan, session)
             .await
-    }
-}
-
-impl Kind {
-    /// The type a column of this kind is read as before it becomes its exposed type.
-    pub(super) fn wire_type(self) -> DataType {
-        match self {
-            Kind::Str | Kind::Bytes => DataType::Utf8,
-            Kind::Int32 | Kind::Date => DataType::Int32,
-            Kind::UInt64 => DataType::UInt64,
-            Kind::Int64 | Kind::Millis => DataType::Int64,
-            Kind::Decimal { wide, scale } => {
-                DataType::Decimal128(if wide { 38 } else { 18 }, scale)
-            }
-        }
     }
 }

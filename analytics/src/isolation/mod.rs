@@ -49,7 +49,7 @@ pub use protocol::{Output, SessionKind};
 pub use worker::run_if_requested;
 
 use crate::AnalyticsError;
-use crate::cache::{Key, ResultCache};
+use crate::cache::{Key, Query, ResultCache};
 use crate::engine::{Engine, Pii, QueryConfig};
 use crate::export::Encoder;
 use admission::Admission;
@@ -169,13 +169,12 @@ impl Executor {
         self
     }
 
-    /// The cache key of `job` as read at `seen`: interactive queries only.
-    fn cache_key(&self, job: &Job, seen: Option<&FreshnessReport>) -> Option<Key> {
+    /// `job` as a cacheable query: interactive queries only.
+    fn cache_query(&self, job: &Job) -> Option<Query> {
         if job.session != SessionKind::Interactive {
             return None;
         }
-        self.cache
-            .key(&job.sql, job.params.as_ref(), job.pii, seen?)
+        self.cache.query(&job.sql, job.params.as_ref(), job.pii)
     }
 
     /// The query workers, when queries run in them.
@@ -215,7 +214,11 @@ impl Executor {
         freshness: Option<FreshnessReport>,
         rows: Arc<AtomicU64>,
     ) -> Result<ByteStream, AnalyticsError> {
-        if let Some(key) = self.cache_key(job, freshness.as_ref()) {
+        let key = match (self.cache_query(job), &freshness) {
+            (Some(query), Some(seen)) => self.cache.key_at(query, seen),
+            _ => None,
+        };
+        if let Some(key) = key {
             // Through the cache: the answer as batches (cached, or computed and kept), encoded
             // here with the freshness of this request.
             let result = match self.cached_batches(job, key).await {
@@ -272,13 +275,12 @@ impl Executor {
                 }
             }
             Kind::InProcess { engine, admission } => {
-                let answer = InProcess {
-                    output,
-                    buffered,
-                    freshness,
-                    rows,
-                };
-                in_process_bytes(engine, admission, job, timeout, answer).await
+                match in_process_batches(engine, admission, job, timeout).await {
+                    Ok((schema, batches)) => {
+                        encode(schema, batches, output, buffered, freshness, rows).await
+                    }
+                    Err(e) => Err(e),
+                }
             }
         };
         self.count(result)
@@ -286,13 +288,12 @@ impl Executor {
 
     /// The answer to `job` as Arrow batches (an interactive one through the result cache).
     pub async fn batches(&self, job: &Job) -> Result<(SchemaRef, BatchStream), AnalyticsError> {
-        let seen = match &self.watermark {
-            Some(engine) if self.cache.enabled() && job.session == SessionKind::Interactive => {
-                Some(engine.freshness().await?)
-            }
+        // The read model's state is read only for a query the cache may answer.
+        let key = match (&self.watermark, self.cache_query(job)) {
+            (Some(engine), Some(query)) => self.cache.key_at(query, &engine.freshness().await?),
             _ => None,
         };
-        match self.cache_key(job, seen.as_ref()) {
+        match key {
             Some(key) => {
                 let result = self.cached_batches(job, key).await;
                 self.count(result)
@@ -346,47 +347,20 @@ impl Executor {
                 }
             }
             Kind::InProcess { engine, admission } => {
-                let deadline = tokio::time::Instant::now() + timeout;
-                match admission.acquire(&job.user, deadline).await {
-                    Ok(permit) => engine
-                        .run_in(job.session, job.pii, &job.sql, job.params.clone())
-                        .await
-                        .map(|stream| {
-                            let schema = stream.schema();
-                            let batches = stream.map_err(AnalyticsError::from).map(move |b| {
-                                let _held = &permit;
-                                b
-                            });
-                            (schema, Box::pin(batches) as BatchStream)
-                        }),
-                    Err(e) => Err(e),
-                }
+                in_process_batches(engine, admission, job, timeout).await
             }
         }
     }
 }
 
-/// What an answer in this process is made of.
-struct InProcess {
-    output: Output,
-    buffered: bool,
-    freshness: Option<FreshnessReport>,
-    rows: Arc<AtomicU64>,
-}
-
-async fn in_process_bytes(
+/// `job` run in this process once `admission` lets it, its slot held until the answer's
+/// last batch.
+async fn in_process_batches(
     engine: &Engine,
     admission: &Arc<Admission>,
     job: &Job,
     timeout: Duration,
-    answer: InProcess,
-) -> Result<ByteStream, AnalyticsError> {
-    let InProcess {
-        output,
-        buffered,
-        freshness,
-        rows,
-    } = answer;
+) -> Result<(SchemaRef, BatchStream), AnalyticsError> {
     let permit = admission
         .acquire(&job.user, tokio::time::Instant::now() + timeout)
         .await?;
@@ -394,12 +368,11 @@ async fn in_process_bytes(
         .run_in(job.session, job.pii, &job.sql, job.params.clone())
         .await?;
     let schema = stream.schema();
-    // The slot is held until the answer's last batch.
     let batches = stream.map_err(AnalyticsError::from).map(move |b| {
         let _held = &permit;
         b
     });
-    encode(schema, Box::pin(batches), output, buffered, freshness, rows).await
+    Ok((schema, Box::pin(batches)))
 }
 
 /// `batches` encoded as `output` in this process: all of it before this returns when
