@@ -153,10 +153,12 @@ impl Inner {
     }
 
     /// `table` merged to one row per key, as of `snapshot`.
+    /// A month rollup is not stored: it is its daily table's deltas, each row at its month.
     async fn merged(&self, table: AggTable, snapshot: &Snapshot) -> DfResult<Partitions> {
+        let stored = table.rolls_up().unwrap_or(table);
         let files: Vec<PathBuf> = snapshot
             .aggregates
-            .get(&table)
+            .get(&stored)
             .map(|f| f.iter().map(|f| f.path.clone()).collect())
             .unwrap_or_default();
         let mut all = self.merged.lock().await;
@@ -179,9 +181,12 @@ impl Inner {
         state = tokio::task::spawn_blocking(move || -> DfResult<Aggregates> {
             for path in &new_files {
                 for batch in read_parquet(path)? {
-                    state
-                        .merge_record_batch(table, &batch)
-                        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                    let merged = if stored == table {
+                        state.merge_record_batch(table, &batch)
+                    } else {
+                        state.roll_up(table, &batch)
+                    };
+                    merged.map_err(|e| DataFusionError::External(Box::new(e)))?;
                 }
             }
             Ok(state)

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_array::RecordBatch;
+use datafusion::catalog::TableProvider;
 use datafusion::common::ParamValues;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
@@ -32,6 +33,7 @@ use crate::guard::{GuardRule, QueryLimits};
 pub use crate::isolation::protocol::SessionKind;
 pub use crate::privacy::Pii;
 use crate::read_model::{ReadModel, Table};
+use crate::rollup::RollupRule;
 
 /// The catalog and schema every table is in (the Postgres database is named after it).
 pub const CATALOG: &str = "shoplens";
@@ -555,10 +557,30 @@ async fn session(
         .with_create_default_catalog_and_schema(true)
         .with_information_schema(true)
         .with_target_partitions(2);
+    let providers: Vec<(Table, Arc<dyn TableProvider>)> = Table::all()
+        .into_iter()
+        .map(|table| {
+            let provider = read_model.provider(table);
+            let provider = match pii {
+                Pii::Visible => provider,
+                Pii::Masked => crate::privacy::masked(table, provider),
+            };
+            (table, provider)
+        })
+        .collect();
+    // Sums of a daily table over whole months read its month rollup.
+    let rollups = RollupRule::new(|t| {
+        let found = providers.iter().find(|(table, _)| *table == Table::Agg(t));
+        found
+            .expect("every aggregate table has a provider")
+            .1
+            .clone()
+    });
     let state = SessionStateBuilder::new()
         .with_config(config)
         .with_runtime_env(limits.runtime.clone())
         .with_default_features()
+        .with_optimizer_rule(Arc::new(rollups))
         .with_physical_optimizer_rule(Arc::new(GuardRule {
             limits: limits.query,
         }))
@@ -568,12 +590,7 @@ async fn session(
         .build();
     let ctx = SessionContext::new_with_state(state);
     crate::bounded::bound_functions(&ctx);
-    for table in Table::all() {
-        let provider = read_model.provider(table);
-        let provider = match pii {
-            Pii::Visible => provider,
-            Pii::Masked => crate::privacy::masked(table, provider),
-        };
+    for (table, provider) in providers {
         ctx.register_table(table.name(), provider)?;
     }
     for (name, sql) in VIEWS {

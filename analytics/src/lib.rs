@@ -24,6 +24,7 @@ pub mod pg;
 pub mod privacy;
 pub mod read_model;
 pub mod reconcile;
+pub mod rollup;
 pub mod startup;
 pub mod users;
 

@@ -119,7 +119,11 @@ impl CustomerSums {
 ///
 /// Keys: `daily_sales` by day, `product_sales_daily` by (day, product id),
 /// `customer_spend_daily` by (day, customer id), `monthly_sales` by the month's first day,
-/// `yearly_sales` by year. A key is present only if some row contributed to it.
+/// `yearly_sales` by year, the month rollups by (the month's first day, id). A key is
+/// present only if some row contributed to it.
+///
+/// Every way of adding rows to a daily product or customer table adds them to its month
+/// rollup too, so a rollup is always its daily table summed by month.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Aggregates {
     pub daily_sales: BTreeMap<i32, SalesSums>,
@@ -127,6 +131,8 @@ pub struct Aggregates {
     pub customer_spend_daily: BTreeMap<(i32, String), CustomerSums>,
     pub monthly_sales: BTreeMap<i32, SalesSums>,
     pub yearly_sales: BTreeMap<i32, SalesSums>,
+    pub product_sales_monthly: BTreeMap<(i32, String), ProductSums>,
+    pub customer_spend_monthly: BTreeMap<(i32, String), CustomerSums>,
 }
 
 impl Aggregates {
@@ -258,31 +264,99 @@ impl Aggregates {
         self.yearly_sales.entry(year_of(day)).or_default().add(sums);
     }
 
-    fn add_product(&mut self, key: (i32, String), sums: &ProductSums) {
-        self.product_sales_daily.entry(key).or_default().add(sums);
+    /// Adds to a day and product, and to its month.
+    fn add_product(&mut self, (day, id): (i32, String), sums: &ProductSums) {
+        self.product_sales_monthly
+            .entry((month_of(day), id.clone()))
+            .or_default()
+            .add(sums);
+        self.product_sales_daily
+            .entry((day, id))
+            .or_default()
+            .add(sums);
     }
 
-    fn add_customer(&mut self, key: (i32, String), sums: &CustomerSums) {
-        self.customer_spend_daily.entry(key).or_default().add(sums);
+    /// Adds to a day and customer, and to its month.
+    fn add_customer(&mut self, (day, id): (i32, String), sums: &CustomerSums) {
+        self.customer_spend_monthly
+            .entry((month_of(day), id.clone()))
+            .or_default()
+            .add(sums);
+        self.customer_spend_daily
+            .entry((day, id))
+            .or_default()
+            .add(sums);
     }
 
     /// Adds a delta (or another state) key by key.
     pub fn merge(&mut self, delta: &Aggregates) {
-        for (k, v) in &delta.daily_sales {
-            self.daily_sales.entry(*k).or_default().add(v);
+        fn add<K: Ord + Clone, V: Default>(
+            to: &mut BTreeMap<K, V>,
+            from: &BTreeMap<K, V>,
+            add: impl Fn(&mut V, &V),
+        ) {
+            for (k, v) in from {
+                add(to.entry(k.clone()).or_default(), v);
+            }
         }
-        for (k, v) in &delta.product_sales_daily {
-            self.add_product(k.clone(), v);
+        add(&mut self.daily_sales, &delta.daily_sales, SalesSums::add);
+        add(
+            &mut self.monthly_sales,
+            &delta.monthly_sales,
+            SalesSums::add,
+        );
+        add(&mut self.yearly_sales, &delta.yearly_sales, SalesSums::add);
+        add(
+            &mut self.product_sales_daily,
+            &delta.product_sales_daily,
+            ProductSums::add,
+        );
+        add(
+            &mut self.product_sales_monthly,
+            &delta.product_sales_monthly,
+            ProductSums::add,
+        );
+        add(
+            &mut self.customer_spend_daily,
+            &delta.customer_spend_daily,
+            CustomerSums::add,
+        );
+        add(
+            &mut self.customer_spend_monthly,
+            &delta.customer_spend_monthly,
+            CustomerSums::add,
+        );
+    }
+
+    /// Adds the rows of a batch of `rollup`'s daily table ([`AggTable::rolls_up`]) to
+    /// `rollup` alone, each at its month: how a reader derives a rollup from stored daily
+    /// deltas without keeping the daily table too.
+    pub fn roll_up(&mut self, rollup: AggTable, daily: &RecordBatch) -> Result<()> {
+        let Some(source) = rollup.rolls_up() else {
+            return Err(AggregateError(format!(
+                "`{}` is not a month rollup",
+                rollup.name()
+            )));
+        };
+        let mut delta = Aggregates::new();
+        delta.merge_record_batch(source, daily)?;
+        match rollup {
+            AggTable::ProductSalesMonthly => {
+                let rolled = Aggregates {
+                    product_sales_monthly: delta.product_sales_monthly,
+                    ..Aggregates::new()
+                };
+                self.merge(&rolled);
+            }
+            _ => {
+                let rolled = Aggregates {
+                    customer_spend_monthly: delta.customer_spend_monthly,
+                    ..Aggregates::new()
+                };
+                self.merge(&rolled);
+            }
         }
-        for (k, v) in &delta.customer_spend_daily {
-            self.add_customer(k.clone(), v);
-        }
-        for (k, v) in &delta.monthly_sales {
-            self.monthly_sales.entry(*k).or_default().add(v);
-        }
-        for (k, v) in &delta.yearly_sales {
-            self.yearly_sales.entry(*k).or_default().add(v);
-        }
+        Ok(())
     }
 
     /// Whether no row of any table is present.
@@ -298,6 +372,8 @@ impl Aggregates {
             AggTable::CustomerSpendDaily => self.customer_spend_daily.len(),
             AggTable::MonthlySales => self.monthly_sales.len(),
             AggTable::YearlySales => self.yearly_sales.len(),
+            AggTable::ProductSalesMonthly => self.product_sales_monthly.len(),
+            AggTable::CustomerSpendMonthly => self.customer_spend_monthly.len(),
         }
     }
 
@@ -322,8 +398,12 @@ impl Aggregates {
                 )),
                 &self.yearly_sales,
             ),
-            AggTable::ProductSalesDaily => {
-                let m = &self.product_sales_daily;
+            AggTable::ProductSalesDaily | AggTable::ProductSalesMonthly => {
+                let m = if table == AggTable::ProductSalesDaily {
+                    &self.product_sales_daily
+                } else {
+                    &self.product_sales_monthly
+                };
                 vec![
                     Arc::new(Date32Array::from_iter_values(m.keys().map(|k| k.0))),
                     Arc::new(StringArray::from_iter_values(m.keys().map(|k| &k.1))),
@@ -334,8 +414,12 @@ impl Aggregates {
                     )),
                 ]
             }
-            AggTable::CustomerSpendDaily => {
-                let m = &self.customer_spend_daily;
+            AggTable::CustomerSpendDaily | AggTable::CustomerSpendMonthly => {
+                let m = if table == AggTable::CustomerSpendDaily {
+                    &self.customer_spend_daily
+                } else {
+                    &self.customer_spend_monthly
+                };
                 vec![
                     Arc::new(Date32Array::from_iter_values(m.keys().map(|k| k.0))),
                     Arc::new(StringArray::from_iter_values(m.keys().map(|k| &k.1))),
@@ -385,36 +469,52 @@ impl Aggregates {
                     });
                 }
             }
-            AggTable::ProductSalesDaily => {
-                let day = dates(batch, name, "day")?;
+            AggTable::ProductSalesDaily | AggTable::ProductSalesMonthly => {
+                let daily = table == AggTable::ProductSalesDaily;
+                let period = dates(batch, name, if daily { "day" } else { "month" })?;
                 let product = strings(batch, name, "product_id")?;
                 let units = uint64s(batch, name, "units")?;
                 let revenue = money(batch, name, "revenue")?;
                 let lines = uint64s(batch, name, "order_lines")?;
                 for i in 0..batch.num_rows() {
-                    delta.add_product(
-                        (day.value(i), product.value(i).to_owned()),
-                        &ProductSums {
-                            units: units.value(i),
-                            revenue: revenue.value(i),
-                            order_lines: lines.value(i),
-                        },
-                    );
+                    let key = (period.value(i), product.value(i).to_owned());
+                    let sums = ProductSums {
+                        units: units.value(i),
+                        revenue: revenue.value(i),
+                        order_lines: lines.value(i),
+                    };
+                    if daily {
+                        delta.add_product(key, &sums);
+                    } else {
+                        delta
+                            .product_sales_monthly
+                            .entry(key)
+                            .or_default()
+                            .add(&sums);
+                    }
                 }
             }
-            AggTable::CustomerSpendDaily => {
-                let day = dates(batch, name, "day")?;
+            AggTable::CustomerSpendDaily | AggTable::CustomerSpendMonthly => {
+                let daily = table == AggTable::CustomerSpendDaily;
+                let period = dates(batch, name, if daily { "day" } else { "month" })?;
                 let customer = strings(batch, name, "customer_id")?;
                 let paid = uint64s(batch, name, "orders_paid")?;
                 let revenue = money(batch, name, "revenue")?;
                 for i in 0..batch.num_rows() {
-                    delta.add_customer(
-                        (day.value(i), customer.value(i).to_owned()),
-                        &CustomerSums {
-                            orders_paid: paid.value(i),
-                            revenue: revenue.value(i),
-                        },
-                    );
+                    let key = (period.value(i), customer.value(i).to_owned());
+                    let sums = CustomerSums {
+                        orders_paid: paid.value(i),
+                        revenue: revenue.value(i),
+                    };
+                    if daily {
+                        delta.add_customer(key, &sums);
+                    } else {
+                        delta
+                            .customer_spend_monthly
+                            .entry(key)
+                            .or_default()
+                            .add(&sums);
+                    }
                 }
             }
         }
@@ -713,6 +813,34 @@ mod tests {
                 (date(2027, 1, 1), "bob", customer(0, 999)),
             ]
         );
+        // The month rollups: November's two days of p1 and alice are one month row.
+        let products_monthly: Vec<_> = agg
+            .product_sales_monthly
+            .iter()
+            .map(|((m, p), v)| (*m, p.as_str(), *v))
+            .collect();
+        assert_eq!(
+            products_monthly,
+            vec![
+                (date(2026, 11, 1), "p1", product(2, 1998, 1)),
+                (date(2026, 11, 1), "p2", product(1, 500, 1)),
+                (date(2026, 12, 1), "p1", product(3, 2997, 1)),
+                (date(2027, 1, 1), "p1", product(1, 999, 1)),
+            ]
+        );
+        let customers_monthly: Vec<_> = agg
+            .customer_spend_monthly
+            .iter()
+            .map(|((m, c), v)| (*m, c.as_str(), *v))
+            .collect();
+        assert_eq!(
+            customers_monthly,
+            vec![
+                (date(2026, 11, 1), "alice", customer(1, 2498)),
+                (date(2026, 12, 1), "alice", customer(1, 2997)),
+                (date(2027, 1, 1), "bob", customer(0, 999)),
+            ]
+        );
     }
 
     #[test]
@@ -791,12 +919,34 @@ mod tests {
             .unwrap();
         assert_eq!(years.values().to_vec(), vec![2026]);
 
+        // A rollup comes back with its daily table.
         let mut back = Aggregates::new();
-        for table in AggTable::ALL {
+        for table in AggTable::ALL.into_iter().filter(|t| t.rolls_up().is_none()) {
             back.merge_record_batch(table, &agg.to_record_batch(table))
                 .unwrap();
         }
         assert_eq!(back, agg);
+        // And on its own, from its own rows or its daily table's.
+        for rollup in [
+            AggTable::ProductSalesMonthly,
+            AggTable::CustomerSpendMonthly,
+        ] {
+            let rows = agg.to_record_batch(rollup);
+            assert_eq!(rows.schema(), rollup.schema());
+            let mut own = Aggregates::new();
+            own.merge_record_batch(rollup, &rows).unwrap();
+            let mut rolled = Aggregates::new();
+            let daily = agg.to_record_batch(rollup.rolls_up().unwrap());
+            rolled.roll_up(rollup, &daily).unwrap();
+            assert_eq!(rolled, own);
+            assert_eq!(rolled.to_record_batch(rollup), rows);
+            assert_eq!(rolled.len(rollup.rolls_up().unwrap()), 0);
+        }
+        assert!(
+            Aggregates::new()
+                .roll_up(AggTable::DailySales, &daily)
+                .is_err()
+        );
     }
 
     #[test]

@@ -39,15 +39,23 @@ pub enum AggTable {
     MonthlySales,
     /// Per year: as `DailySales`.
     YearlySales,
+    /// Per month (its first day) and product: as `ProductSalesDaily`. A rollup: long ranges
+    /// read it for their whole months (the analytics server chooses it per query).
+    ProductSalesMonthly,
+    /// Per month (its first day) and customer: as `CustomerSpendDaily`. A rollup, as
+    /// `ProductSalesMonthly`.
+    CustomerSpendMonthly,
 }
 
 impl AggTable {
-    pub const ALL: [AggTable; 5] = [
+    pub const ALL: [AggTable; 7] = [
         AggTable::DailySales,
         AggTable::ProductSalesDaily,
         AggTable::CustomerSpendDaily,
         AggTable::MonthlySales,
         AggTable::YearlySales,
+        AggTable::ProductSalesMonthly,
+        AggTable::CustomerSpendMonthly,
     ];
 
     pub fn name(self) -> &'static str {
@@ -57,13 +65,36 @@ impl AggTable {
             AggTable::CustomerSpendDaily => "customer_spend_daily",
             AggTable::MonthlySales => "monthly_sales",
             AggTable::YearlySales => "yearly_sales",
+            AggTable::ProductSalesMonthly => "product_sales_monthly",
+            AggTable::CustomerSpendMonthly => "customer_spend_monthly",
         }
+    }
+
+    /// For a month rollup: the daily table it sums by month (its rows are that table's rows
+    /// with `day` replaced by the first day of its month, summed per key). The embedded
+    /// store derives a rollup from that table's deltas rather than storing it.
+    pub fn rolls_up(self) -> Option<AggTable> {
+        match self {
+            AggTable::ProductSalesMonthly => Some(AggTable::ProductSalesDaily),
+            AggTable::CustomerSpendMonthly => Some(AggTable::CustomerSpendDaily),
+            _ => None,
+        }
+    }
+
+    /// The month rollup of this daily table, if it has one.
+    pub fn rollup(self) -> Option<AggTable> {
+        AggTable::ALL
+            .into_iter()
+            .find(|t| t.rolls_up() == Some(self))
     }
 
     /// How many leading columns form the key; the rest are sums.
     pub fn key_columns(self) -> usize {
         match self {
-            AggTable::ProductSalesDaily | AggTable::CustomerSpendDaily => 2,
+            AggTable::ProductSalesDaily
+            | AggTable::CustomerSpendDaily
+            | AggTable::ProductSalesMonthly
+            | AggTable::CustomerSpendMonthly => 2,
             _ => 1,
         }
     }
@@ -72,6 +103,7 @@ impl AggTable {
         let count = |name: &str| Field::new(name, DataType::UInt64, false);
         let money = |name: &str| Field::new(name, MONEY, false);
         let day = Field::new("day", DataType::Date32, false);
+        let month = Field::new("month", DataType::Date32, false);
         let sales = || {
             vec![
                 count("orders_placed"),
@@ -80,24 +112,30 @@ impl AggTable {
                 money("revenue"),
             ]
         };
-        let fields = match self {
-            AggTable::DailySales => [vec![day], sales()].concat(),
-            AggTable::ProductSalesDaily => vec![
-                day,
+        let product = |period: Field| {
+            vec![
+                period,
                 Field::new("product_id", DataType::Utf8, false),
                 count("units"),
                 money("revenue"),
                 count("order_lines"),
-            ],
-            AggTable::CustomerSpendDaily => vec![
-                day,
+            ]
+        };
+        let customer = |period: Field| {
+            vec![
+                period,
                 Field::new("customer_id", DataType::Utf8, false),
                 count("orders_paid"),
                 money("revenue"),
-            ],
-            AggTable::MonthlySales => {
-                [vec![Field::new("month", DataType::Date32, false)], sales()].concat()
-            }
+            ]
+        };
+        let fields = match self {
+            AggTable::DailySales => [vec![day], sales()].concat(),
+            AggTable::ProductSalesDaily => product(day),
+            AggTable::CustomerSpendDaily => customer(day),
+            AggTable::ProductSalesMonthly => product(month),
+            AggTable::CustomerSpendMonthly => customer(month),
+            AggTable::MonthlySales => [vec![month], sales()].concat(),
             AggTable::YearlySales => {
                 [vec![Field::new("year", DataType::Int32, false)], sales()].concat()
             }

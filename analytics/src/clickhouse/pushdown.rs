@@ -18,6 +18,7 @@
 //!   descending, `LAST` for ascending; ClickHouse's default differs). The sort itself stays
 //!   above the node, now over at most `n` rows: DataFusion then knows the order and keeps it;
 //! - **Limits** without a sort (any `n` rows are a right answer);
+//! - **Unions** (`UNION ALL`) of such sub-plans with columns stored alike;
 //! - **Subquery aliases** (qualifiers only).
 //!
 //! Everything else (joins, filters above an aggregate, expressions) stays in DataFusion,
@@ -44,7 +45,7 @@ use datafusion::execution::context::QueryPlanner;
 use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::{
-    Aggregate, Expr, Extension, Limit, LogicalPlan, Projection, Sort, TableScan,
+    Aggregate, Expr, Extension, Limit, LogicalPlan, Projection, Sort, TableScan, Union,
     UserDefinedLogicalNode, UserDefinedLogicalNodeCore,
 };
 use datafusion::physical_plan::ExecutionPlan;
@@ -225,6 +226,7 @@ fn push_into(node: LogicalPlan) -> Transformed<LogicalPlan> {
             .map(extension),
         LogicalPlan::Sort(s) => remote(&s.input).and_then(|r| top(r, s)),
         LogicalPlan::Limit(l) => remote(&l.input).and_then(|r| limit(r, l)).map(extension),
+        LogicalPlan::Union(u) => union(u).map(extension),
         _ => None,
     };
     match pushed {
@@ -276,6 +278,54 @@ fn from_scan(scan: &TableScan) -> Option<Remote> {
         level: 0,
         top: None,
         unmerged: query.unmerged_from.map(|from| (layout, projection, from)),
+    })
+}
+
+/// `UNION ALL` of sub-plans ClickHouse answers (e.g. a month rollup's rows and the edge
+/// days', `crate::rollup`), each branch's columns renamed to the union's, which must be
+/// stored alike.
+fn union(u: &Union) -> Option<Remote> {
+    let inputs = u
+        .inputs
+        .iter()
+        .map(|i| remote(i))
+        .collect::<Option<Vec<&Remote>>>()?;
+    let first = *inputs.first()?;
+    let kinds = |r: &Remote| r.columns.iter().map(|(_, k)| *k).collect::<Vec<_>>();
+    if inputs
+        .iter()
+        .any(|r| !Arc::ptr_eq(&r.model, &first.model) || kinds(r) != kinds(first))
+    {
+        return None;
+    }
+    let level = inputs.iter().map(|r| r.level).max()? + 1;
+    let names: Vec<String> = (0..first.columns.len())
+        .map(|i| format!("q{level}_{i}"))
+        .collect();
+    let branches: Vec<String> = inputs
+        .iter()
+        .map(|r| {
+            let items: Vec<String> = r
+                .columns
+                .iter()
+                .zip(&names)
+                .map(|((column, _), name)| format!("{column} AS {name}"))
+                .collect();
+            format!("SELECT {} FROM ({})", items.join(", "), r.sql)
+        })
+        .collect();
+    Some(Remote {
+        model: first.model.clone(),
+        sql: format!(
+            "SELECT {} FROM ({})",
+            names.join(", "),
+            branches.join(" UNION ALL ")
+        ),
+        schema: u.schema.clone(),
+        columns: names.into_iter().zip(kinds(first)).collect(),
+        level,
+        top: None,
+        unmerged: None,
     })
 }
 

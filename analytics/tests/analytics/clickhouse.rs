@@ -633,24 +633,42 @@ async fn whole_sub_plans_run_in_clickhouse() {
     // The dashboard's top-N: grouped, ranked and cut in ClickHouse; DataFusion sorts the
     // ten rows it gets back and joins their names.
     let database = format!("{}_g1", config.database);
-    let explained = text(
-        &rows(
-            &clickhouse,
+    let explain = |range: &str| {
+        let sql = format!(
             "EXPLAIN SELECT product_id, sum(revenue) AS revenue FROM product_sales_daily \
-             WHERE day >= DATE '2025-12-01' GROUP BY product_id \
-             ORDER BY revenue DESC, product_id LIMIT 10",
-        )
-        .await,
-    );
-    // Summed straight from the stored rows, without merging them per (day, product) first.
+             WHERE {range} GROUP BY product_id ORDER BY revenue DESC, product_id LIMIT 10"
+        );
+        let clickhouse = clickhouse.clone();
+        async move { text(&rows(&clickhouse, &sql).await) }
+    };
+    // Within one month: summed straight from the stored daily rows, without merging them
+    // per (day, product) first.
+    let explained = explain("day BETWEEN DATE '2026-01-05' AND DATE '2026-01-20'").await;
     assert!(
         explained.contains(&format!(
             "SELECT `product_id` AS q1_0, sum(`revenue`) AS q1_1 \
-             FROM {database}.`product_sales_daily` WHERE (toInt32(`day`) >= 20423) \
-             GROUP BY `product_id` HAVING sum(`contributions`) != 0"
-        )) && explained.contains("ORDER BY q2_1 DESC NULLS FIRST, q2_0 ASC NULLS LAST LIMIT 10"),
+             FROM {database}.`product_sales_daily` WHERE (toInt32(`day`) >= 20458) \
+             AND (toInt32(`day`) <= 20473) GROUP BY `product_id` HAVING sum(`contributions`) != 0"
+        )) && explained.contains("LIMIT 10"),
         "{explained}"
     );
+    assert!(!explained.contains("product_sales_monthly"), "{explained}");
+    assert!(!explained.contains("AggregateExec"), "{explained}");
+    // Whole months from the month rollup, the edge days from the daily table, in one
+    // statement (`crate::rollup`).
+    let explained = explain("day BETWEEN DATE '2025-11-25' AND DATE '2026-01-10'").await;
+    for part in [
+        format!("FROM {database}.`product_sales_monthly` WHERE (toInt32(`month`) = 20423)"),
+        format!(
+            "FROM {database}.`product_sales_daily` WHERE (((toInt32(`day`) >= 20417) \
+             AND (toInt32(`day`) <= 20422)) OR ((toInt32(`day`) >= 20454) \
+             AND (toInt32(`day`) <= 20463)))"
+        ),
+        "UNION ALL".to_owned(),
+        "ORDER BY q3_1 DESC NULLS FIRST, q3_0 ASC NULLS LAST LIMIT 10".to_owned(),
+    ] {
+        assert!(explained.contains(&part), "{part}\n{explained}");
+    }
     assert!(!explained.contains("AggregateExec"), "{explained}");
 }
 

@@ -11,5 +11,6 @@ mod hostile;
 mod page;
 mod pg;
 mod pg_shapes;
+mod rollup;
 mod slt;
 mod support;

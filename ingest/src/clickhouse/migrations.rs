@@ -4,7 +4,10 @@
 
 use std::collections::HashSet;
 
+use shoplens_readmodel::tables::AggTable;
+
 use super::conn::{Conn, already_exists, now_ms};
+use super::journal::repair;
 use super::rowbinary::RowBinary;
 use crate::sink::SinkResult;
 
@@ -23,7 +26,21 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0003_apply_journal",
         include_str!("../../../sql/0003_apply_journal.sql"),
     ),
+    (
+        "0004_month_rollups",
+        include_str!("../../../sql/0004_month_rollups.sql"),
+    ),
 ];
+
+/// The aggregate tables a migration creates over events already stored: filled from the raw
+/// tables before the migration is recorded (its views see only later inserts).
+const FILLS: &[(&str, &[AggTable])] = &[(
+    "0004_month_rollups",
+    &[
+        AggTable::ProductSalesMonthly,
+        AggTable::CustomerSpendMonthly,
+    ],
+)];
 
 /// The statements of one migration file for database `db`.
 pub fn migration_statements(sql: &str, db: &str) -> Vec<String> {
@@ -84,6 +101,12 @@ pub(super) async fn migrate(conn: &Conn, db: &str) -> SinkResult<()> {
         for statement in migration_statements(text, db) {
             conn.execute(&statement).await.or_else(already_exists)?;
         }
+        if let Some((_, tables)) = FILLS.iter().find(|(v, _)| v == version) {
+            let rows = repair(conn, db, tables).await?;
+            if rows > 0 {
+                tracing::info!(database = db, version, rows, "filled new aggregate tables");
+            }
+        }
         let mut row = RowBinary::default();
         row.str(version);
         row.i64(now_ms());
@@ -98,7 +121,6 @@ pub(super) async fn migrate(conn: &Conn, db: &str) -> SinkResult<()> {
 mod tests {
     use arrow_schema::DataType;
     use shoplens_contract::tables::{MONEY, RawTable};
-    use shoplens_readmodel::tables::AggTable;
 
     use super::*;
 
@@ -176,12 +198,14 @@ mod tests {
                 .filter(|(target, _)| target == t.name())
                 .count()
         };
-        assert_eq!(views.len(), 12);
+        assert_eq!(views.len(), 15);
         assert_eq!(count(AggTable::DailySales), 3);
         assert_eq!(count(AggTable::MonthlySales), 3);
         assert_eq!(count(AggTable::YearlySales), 3);
         assert_eq!(count(AggTable::ProductSalesDaily), 1);
         assert_eq!(count(AggTable::CustomerSpendDaily), 2);
+        assert_eq!(count(AggTable::ProductSalesMonthly), 1);
+        assert_eq!(count(AggTable::CustomerSpendMonthly), 2);
         for (_, select) in &views {
             assert!(select.starts_with("SELECT"), "{select}");
             assert!(select.contains("FROM d."), "{select}");

@@ -89,13 +89,14 @@ impl ClickHouseSink {
             AggTable::DailySales => self.sales(table, "day").await,
             AggTable::MonthlySales => self.sales(table, "month").await,
             AggTable::YearlySales => self.sales(table, "year").await,
-            AggTable::ProductSalesDaily => {
+            AggTable::ProductSalesDaily | AggTable::ProductSalesMonthly => {
                 let sql = format!(
-                    "SELECT toInt32(day) AS d, product_id, sum(units), sum(revenue), \
+                    "SELECT toInt32({period}) AS d, product_id, sum(units), sum(revenue), \
                      sum(order_lines) FROM {}.{} GROUP BY d, product_id \
                      HAVING sum(contributions) != 0 ORDER BY d, product_id",
                     self.db,
-                    table.name()
+                    table.name(),
+                    period = table.schema().field(0).name(),
                 );
                 let rows = self
                     .conn
@@ -112,13 +113,14 @@ impl ClickHouseSink {
                     ],
                 )
             }
-            AggTable::CustomerSpendDaily => {
+            AggTable::CustomerSpendDaily | AggTable::CustomerSpendMonthly => {
                 let sql = format!(
-                    "SELECT toInt32(day) AS d, customer_id, sum(orders_paid), sum(revenue) \
+                    "SELECT toInt32({period}) AS d, customer_id, sum(orders_paid), sum(revenue) \
                      FROM {}.{} GROUP BY d, customer_id \
                      HAVING sum(contributions) != 0 ORDER BY d, customer_id",
                     self.db,
-                    table.name()
+                    table.name(),
+                    period = table.schema().field(0).name(),
                 );
                 let rows = self
                     .conn

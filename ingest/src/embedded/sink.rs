@@ -413,8 +413,9 @@ impl Inner {
 
             let delta = Aggregates::from_raw(fresh_tables.iter().map(|(t, b)| (*t, b)))
                 .map_err(|e| corrupt(format!("aggregating: {e}")))?;
+            // Month rollups are not stored: readers derive them from the daily deltas.
             for table in AggTable::ALL {
-                if delta.len(table) == 0 {
+                if delta.len(table) == 0 || table.rolls_up().is_some() {
                     continue;
                 }
                 let id = TableId::Agg(table);

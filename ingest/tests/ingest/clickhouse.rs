@@ -14,7 +14,7 @@ use shoplens_contract::{
     PaymentCompleted, ProductCreated, ProductPurchased, ShipmentCreated,
 };
 use shoplens_ingest::IngestError;
-use shoplens_ingest::clickhouse::ClickHouseStore;
+use shoplens_ingest::clickhouse::{ClickHouseStore, MIGRATIONS, migration_statements};
 use shoplens_ingest::sink::{ApplyReport, DeadLetter, IngestBatch, ReadModelStore, Sink};
 use shoplens_readmodel::aggregate::Aggregates;
 use shoplens_readmodel::config::ClickHouseConfig;
@@ -672,4 +672,60 @@ async fn a_view_that_fails_after_the_raw_insert_is_repaired_on_retry() {
         .map(|e| e.occurred_at.timestamp_millis())
         .max();
     assert_eq!(sink.freshness().await.unwrap().as_of_ms, newest);
+}
+
+/// A generation written before the month rollups existed (migrations up to 0003 recorded,
+/// events stored) gets them, filled from its raw tables, when a worker opens it.
+#[tokio::test]
+async fn a_database_from_before_the_month_rollups_gets_them_filled_when_opened() {
+    let config = config("rollups");
+    let store = ClickHouseStore::connect(&config).await.unwrap();
+    let events = data_set();
+    let current = store.open_sink(1).await.unwrap();
+    current.apply(&batch_of(&events)).await.unwrap();
+    let client = clickhouse::Client::default()
+        .with_url(config.url.clone())
+        .with_validation(false);
+    let run = |sql: String| {
+        let client = client.clone();
+        async move { client.query(&sql).execute().await.unwrap() }
+    };
+
+    // Generation 2 as an older worker left it, holding the same events.
+    let (from, old) = (
+        current.database().to_owned(),
+        format!("{}_g2", config.database),
+    );
+    run(format!("CREATE DATABASE {old}")).await;
+    run(format!(
+        "CREATE TABLE {old}.schema_migrations (version String, applied_at Int64) \
+         ENGINE = MergeTree ORDER BY version"
+    ))
+    .await;
+    let (before, rollups) = MIGRATIONS.split_at(3);
+    assert_eq!(rollups[0].0, "0004_month_rollups");
+    for (version, text) in before {
+        for statement in migration_statements(text, &old) {
+            run(statement).await;
+        }
+        run(format!(
+            "INSERT INTO {old}.schema_migrations VALUES ('{version}', 0)"
+        ))
+        .await;
+    }
+    for table in RawTable::ALL {
+        let name = table.name();
+        run(format!(
+            "INSERT INTO {old}.{name} SELECT * FROM {from}.{name}"
+        ))
+        .await;
+    }
+
+    let upgraded = store.open_sink(2).await.unwrap();
+    assert_eq!(upgraded.database(), old);
+    assert_read_model(&upgraded, &events).await;
+    // Filling is the aggregate repair: run again, it finds nothing to add.
+    assert_eq!(upgraded.repair_aggregates().await.unwrap(), 0);
+    let reopened = store.open_sink(2).await.unwrap();
+    assert_read_model(&reopened, &events).await;
 }

@@ -37,7 +37,13 @@ impl TableId {
         RawTable::ALL
             .into_iter()
             .map(TableId::Raw)
-            .chain(AggTable::ALL.into_iter().map(TableId::Agg))
+            // Month rollups are derived from their daily tables' deltas, never stored.
+            .chain(
+                AggTable::ALL
+                    .into_iter()
+                    .filter(|t| t.rolls_up().is_none())
+                    .map(TableId::Agg),
+            )
             .chain([TableId::DeadLetters])
     }
 
