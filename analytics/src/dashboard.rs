@@ -4,7 +4,7 @@
 //! The queries are plain DataFusion SQL over the merged aggregate tables, so both back
 //! ends answer them identically; the same SQL is what an analyst would type.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Date32Type, Decimal128Type, Int32Type, UInt64Type};
@@ -136,30 +136,58 @@ impl Dashboard {
         limit: usize,
         category: Option<&str>,
     ) -> Result<Answer<ProductRow>, AnalyticsError> {
-        // Rank on the aggregate table alone and join the names of the top `limit` only
-        // (the dimension join is the expensive part); a category filter needs the join
-        // first.
         let range_sql = range.sql("s.day");
-        let sql = match category {
-            None => format!(
-                "WITH top AS (SELECT product_id, SUM(units) AS units, SUM(revenue) AS revenue, \
-                                     SUM(order_lines) AS order_lines \
-                              FROM product_sales_daily s WHERE {range_sql} \
-                              GROUP BY product_id ORDER BY revenue DESC, product_id LIMIT {limit}) \
-                 SELECT t.product_id, p.name, p.category, t.units, t.revenue, t.order_lines \
-                 FROM top t LEFT JOIN products p ON t.product_id = p.product_id \
-                 ORDER BY t.revenue DESC, t.product_id"
-            ),
-            Some(c) => format!(
-                "SELECT s.product_id, p.name, p.category, SUM(s.units) AS units, \
-                        SUM(s.revenue) AS revenue, SUM(s.order_lines) AS order_lines \
-                 FROM product_sales_daily s JOIN products p ON s.product_id = p.product_id \
-                 WHERE {range_sql} AND p.category = {} \
-                 GROUP BY s.product_id, p.name, p.category \
-                 ORDER BY revenue DESC, s.product_id LIMIT {limit}",
-                literal(c)
-            ),
+        let Some(c) = category else {
+            // Rank on the aggregate table alone, then look up the names of the top `limit`
+            // only: the dimension view over every product is the expensive part, and a
+            // look-up by id reads just those products' events.
+            let sql = format!(
+                "SELECT product_id, SUM(units) AS units, SUM(revenue) AS revenue, \
+                        SUM(order_lines) AS order_lines \
+                 FROM product_sales_daily s WHERE {range_sql} \
+                 GROUP BY product_id ORDER BY revenue DESC, product_id LIMIT {limit}"
+            );
+            let top = self.engine.collect_cached(pii, &sql, &freshness).await?;
+            let ids = ids(&top.batches);
+            let names = self
+                .names(
+                    pii,
+                    &freshness,
+                    "product_id, name, category",
+                    "products",
+                    "product_id",
+                    &ids,
+                )
+                .await?;
+            let mut rows = Vec::new();
+            for b in &top.batches {
+                let c = Columns(b);
+                for i in 0..b.num_rows() {
+                    let product_id = c.string(0, i).unwrap_or_default();
+                    let (name, category) = names.get(&product_id).cloned().unwrap_or_default();
+                    rows.push(ProductRow {
+                        rank: rows.len() + 1,
+                        product_id,
+                        name,
+                        category,
+                        units: c.u64(1, i),
+                        revenue: c.money(2, i),
+                        order_lines: c.u64(3, i),
+                    });
+                }
+            }
+            return Ok(self.answer(freshness, range, rows));
         };
+        // A category filter needs the join first.
+        let sql = format!(
+            "SELECT s.product_id, p.name, p.category, SUM(s.units) AS units, \
+                    SUM(s.revenue) AS revenue, SUM(s.order_lines) AS order_lines \
+             FROM product_sales_daily s JOIN products p ON s.product_id = p.product_id \
+             WHERE {range_sql} AND p.category = {} \
+             GROUP BY s.product_id, p.name, p.category \
+             ORDER BY revenue DESC, s.product_id LIMIT {limit}",
+            literal(c)
+        );
         let answer = self.engine.collect_cached(pii, &sql, &freshness).await?;
         let mut rows = Vec::new();
         for b in &answer.batches {
@@ -187,33 +215,76 @@ impl Dashboard {
         range: DateRange,
         limit: usize,
     ) -> Result<Answer<CustomerRow>, AnalyticsError> {
-        // Rank on the aggregate table alone, then join the names of the top `limit` only.
+        // Rank on the aggregate table alone, then look up the names of the top `limit` only.
         let sql = format!(
-            "WITH top AS (SELECT customer_id, SUM(orders_paid) AS orders_paid, \
-                                 SUM(revenue) AS revenue \
-                          FROM customer_spend_daily s WHERE {} \
-                          GROUP BY customer_id ORDER BY revenue DESC, customer_id LIMIT {limit}) \
-             SELECT t.customer_id, c.name, c.country, t.orders_paid, t.revenue \
-             FROM top t LEFT JOIN customers c ON t.customer_id = c.customer_id \
-             ORDER BY t.revenue DESC, t.customer_id",
+            "SELECT customer_id, SUM(orders_paid) AS orders_paid, SUM(revenue) AS revenue \
+             FROM customer_spend_daily s WHERE {} \
+             GROUP BY customer_id ORDER BY revenue DESC, customer_id LIMIT {limit}",
             range.sql("s.day")
         );
-        let answer = self.engine.collect_cached(pii, &sql, &freshness).await?;
+        let top = self.engine.collect_cached(pii, &sql, &freshness).await?;
+        let ids = ids(&top.batches);
+        let names = self
+            .names(
+                pii,
+                &freshness,
+                "customer_id, name, country",
+                "customers",
+                "customer_id",
+                &ids,
+            )
+            .await?;
         let mut rows = Vec::new();
-        for b in &answer.batches {
+        for b in &top.batches {
             let c = Columns(b);
             for i in 0..b.num_rows() {
+                let customer_id = c.string(0, i).unwrap_or_default();
+                let (name, country) = names.get(&customer_id).cloned().unwrap_or_default();
                 rows.push(CustomerRow {
                     rank: rows.len() + 1,
-                    customer_id: c.string(0, i).unwrap_or_default(),
-                    name: c.string(1, i),
-                    country: c.string(2, i),
-                    orders_paid: c.u64(3, i),
-                    revenue: c.money(4, i),
+                    customer_id,
+                    name,
+                    country,
+                    orders_paid: c.u64(1, i),
+                    revenue: c.money(2, i),
                 });
             }
         }
         Ok(self.answer(freshness, range, rows))
+    }
+
+    /// Two text columns of dimension view `view` for the rows whose `key` is one of `ids`,
+    /// by key (`select` names the key and the two columns). The filter on the view's key
+    /// reaches the scan of its events, so only those ids' events are read.
+    async fn names(
+        &self,
+        pii: Pii,
+        freshness: &FreshnessReport,
+        select: &str,
+        view: &str,
+        key: &str,
+        ids: &[String],
+    ) -> Result<HashMap<String, (Option<String>, Option<String>)>, AnalyticsError> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let list: Vec<String> = ids.iter().map(|id| literal(id)).collect();
+        let sql = format!(
+            "SELECT {select} FROM {view} WHERE {key} IN ({}) ORDER BY {key}",
+            list.join(", ")
+        );
+        let answer = self.engine.collect_cached(pii, &sql, freshness).await?;
+        let mut names = HashMap::new();
+        for b in &answer.batches {
+            let c = Columns(b);
+            for i in 0..b.num_rows() {
+                names.insert(
+                    c.string(0, i).unwrap_or_default(),
+                    (c.string(1, i), c.string(2, i)),
+                );
+            }
+        }
+        Ok(names)
     }
 
     /// Every month (or year) overlapping the range, zero-filled, each with its change
@@ -264,6 +335,14 @@ impl Dashboard {
         let rows = trend_rows(period, range.from, range.to, &sums);
         Ok(self.answer(freshness, range, rows))
     }
+}
+
+/// The first column of a result, as text (the ids a top-N ranked).
+fn ids(batches: &[RecordBatch]) -> Vec<String> {
+    batches
+        .iter()
+        .flat_map(|b| (0..b.num_rows()).map(move |i| Columns(b).string(0, i).unwrap_or_default()))
+        .collect()
 }
 
 /// Typed access to the columns of a result the dashboard's own SQL produced.

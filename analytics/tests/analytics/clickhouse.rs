@@ -670,6 +670,20 @@ async fn whole_sub_plans_run_in_clickhouse() {
         assert!(explained.contains(&part), "{part}\n{explained}");
     }
     assert!(!explained.contains("AggregateExec"), "{explained}");
+
+    // The dashboard's name look-up for the ids it ranked reads only their events.
+    let explained = text(
+        &rows(
+            &clickhouse,
+            "EXPLAIN SELECT customer_id, name, country FROM customers \
+             WHERE customer_id IN ('c00001', 'c00002')",
+        )
+        .await,
+    );
+    assert!(
+        explained.contains(&format!("FROM {database}.`customer_events` WHERE")),
+        "{explained}"
+    );
 }
 
 #[tokio::test]
