@@ -4,7 +4,7 @@
 //! with a row limit, a deadline and a memory pool without spilling; the *export* one with
 //! no row limit, a long deadline, and spilling to disk so exports stay memory-bounded.
 //!
-//! Tables (in catalog `shoplens`, schema `public`): the seven raw event tables, the five
+//! Tables (in catalog `shoplens`, schema `public`): the seven raw event tables, the seven
 //! pre-aggregated tables (merged: one row per key), `dead_letters`, and two dimension views
 //! derived from the raw events, `products` and `customers`. See `docs/analytics.md`.
 

@@ -15,7 +15,7 @@
 //! history: before inserting a raw table's rows it reads which of the batch's event ids are
 //! already stored (raw tables are `ORDER BY event_id`, and UUIDv7 ids sort by time, so the
 //! batch's `[min, max]` id range is a narrow index range) and inserts only the new rows, in one
-//! `INSERT` per table (one part: all or nothing). The five aggregate tables are fed only by
+//! `INSERT` per table (one part: all or nothing). The seven aggregate tables are fed only by
 //! materialized views on the raw tables, so they see exactly the rows that were new. Dead
 //! letters are deduplicated the same way by (topic, partition, offset). A batch whose apply
 //! failed is retried whole by the worker; whatever reached ClickHouse the first time is then
