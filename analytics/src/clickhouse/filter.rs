@@ -13,17 +13,19 @@ use super::layout::{Kind, Layout, alias};
 const MAX_FILTER_SQL: usize = 8 * 1024;
 
 /// Where a filter is evaluated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Scope {
+#[derive(Debug, Clone, Copy)]
+enum Scope<'a> {
     /// On stored rows (a raw table, or an aggregate's keys before its GROUP BY).
     Base,
     /// On an aggregate's merged rows, by alias.
     Merged,
+    /// On the rows of a pushed sub-plan, whose columns have these names in its SQL.
+    Named(&'a [String]),
 }
 
 struct Translator<'a> {
     layout: &'a Layout,
-    scope: Scope,
+    scope: Scope<'a>,
     /// The columns the filter reads.
     used: Vec<usize>,
 }
@@ -148,6 +150,7 @@ impl Translator<'_> {
             Scope::Base if self.layout.is_agg() && !col.key => return None,
             Scope::Base => self.layout.base_expr(i),
             Scope::Merged => alias(i),
+            Scope::Named(names) => names.get(i)?.clone(),
         };
         self.used.push(i);
         Some((i, sql))
@@ -273,6 +276,19 @@ pub(super) fn translate(layout: &Layout, filter: &Expr) -> Option<Placement> {
         Placement::Base(sql) | Placement::Merged(sql, _) => sql.len(),
     };
     (len <= MAX_FILTER_SQL).then_some(placement)
+}
+
+/// `filter` over the rows of a pushed sub-plan as ClickHouse SQL, if ClickHouse answers it
+/// exactly as DataFusion: `layout` holds the sub-plan's columns (as DataFusion names them,
+/// with their kinds), `names` their names in its SQL.
+pub(super) fn translate_named(layout: &Layout, names: &[String], filter: &Expr) -> Option<String> {
+    let mut t = Translator {
+        layout,
+        scope: Scope::Named(names),
+        used: Vec::new(),
+    };
+    let sql = t.truth(filter, true)?;
+    (sql.len() <= MAX_FILTER_SQL).then_some(sql)
 }
 
 #[cfg(test)]

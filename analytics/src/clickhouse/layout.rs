@@ -57,10 +57,10 @@ pub(super) struct Col {
     pub(super) key: bool,
 }
 
-/// A table's columns in its exposed order.
+/// A table's columns in its exposed order (or a pushed sub-plan's: no table).
 #[derive(Debug, Clone)]
 pub(super) struct Layout {
-    pub(super) table: Table,
+    pub(super) table: Option<Table>,
     pub(super) cols: Vec<Col>,
 }
 
@@ -106,11 +106,14 @@ impl Layout {
                 })
             })
             .collect::<DfResult<Vec<_>>>()?;
-        Ok(Layout { table, cols })
+        Ok(Layout {
+            table: Some(table),
+            cols,
+        })
     }
 
     pub(super) fn is_agg(&self) -> bool {
-        matches!(self.table, Table::Agg(_))
+        matches!(self.table, Some(Table::Agg(_)))
     }
 
     pub(super) fn index(&self, name: &str) -> Option<usize> {

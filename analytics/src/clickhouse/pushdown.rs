@@ -21,7 +21,11 @@
 //! - **Unions** (`UNION ALL`) of such sub-plans with columns stored alike;
 //! - **Subquery aliases** (qualifiers only).
 //!
-//! Everything else (joins, filters above an aggregate, expressions) stays in DataFusion,
+//! - **Filters** over any of these (e.g. `HAVING` on an aggregate's sums) that ClickHouse
+//!   answers exactly as DataFusion (`super::filter`: comparisons, `BETWEEN`, `IN`, null
+//!   tests, `AND`/`OR`/`NOT` of plain columns and literals).
+//!
+//! Everything else (joins, expressions) stays in DataFusion,
 //! over the node's result. Masked tables (`crate::privacy`) are never pushed: their
 //! provider is not a ClickHouse table, so the masking always runs.
 //!
@@ -45,7 +49,7 @@ use datafusion::execution::context::QueryPlanner;
 use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::{
-    Aggregate, Expr, Extension, Limit, LogicalPlan, Projection, Sort, TableScan, Union,
+    Aggregate, Expr, Extension, Filter, Limit, LogicalPlan, Projection, Sort, TableScan, Union,
     UserDefinedLogicalNode, UserDefinedLogicalNodeCore,
 };
 use datafusion::physical_plan::ExecutionPlan;
@@ -54,7 +58,8 @@ use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, Phy
 
 use super::client::Inner;
 use super::exec::ClickHouseExec;
-use super::layout::{Kind, Layout, alias};
+use super::filter::translate_named;
+use super::layout::{Col, Kind, Layout, alias};
 use super::provider::ClickHouseTable;
 use super::scan::{ScanQuery, build_scan};
 
@@ -131,7 +136,8 @@ impl Remote {
         select: Vec<(String, Kind)>,
         from: &str,
     ) -> Option<Remote> {
-        if select.len() != schema.fields().len() {
+        // No column (a count's input) is no SELECT in ClickHouse's SQL.
+        if select.is_empty() || select.len() != schema.fields().len() {
             return None;
         }
         let level = self.level + 1;
@@ -227,6 +233,7 @@ fn push_into(node: LogicalPlan) -> Transformed<LogicalPlan> {
         LogicalPlan::Sort(s) => remote(&s.input).and_then(|r| top(r, s)),
         LogicalPlan::Limit(l) => remote(&l.input).and_then(|r| limit(r, l)).map(extension),
         LogicalPlan::Union(u) => union(u).map(extension),
+        LogicalPlan::Filter(f) => remote(&f.input).and_then(|r| filter(r, f)).map(extension),
         _ => None,
     };
     match pushed {
@@ -327,6 +334,40 @@ fn union(u: &Union) -> Option<Remote> {
         top: None,
         unmerged: None,
     })
+}
+
+/// A filter over a sub-plan (e.g. `HAVING` on an aggregate's sums), where ClickHouse
+/// answers it exactly as DataFusion (`filter::translate_named`).
+fn filter(r: &Remote, f: &Filter) -> Option<Remote> {
+    let layout = Layout {
+        table: None,
+        cols: r
+            .schema
+            .fields()
+            .iter()
+            .zip(&r.columns)
+            .map(|(field, (_, kind))| Col {
+                name: field.name().clone(),
+                kind: *kind,
+                nullable: field.is_nullable(),
+                key: true,
+            })
+            .collect(),
+    };
+    // Column names must be unique for the translation to find the one meant.
+    let mut names: Vec<&str> = layout.cols.iter().map(|c| c.name.as_str()).collect();
+    names.sort_unstable();
+    if names.windows(2).any(|w| w[0] == w[1]) {
+        return None;
+    }
+    let own: Vec<String> = r.columns.iter().map(|(name, _)| name.clone()).collect();
+    let condition = translate_named(&layout, &own, &f.predicate)?;
+    // The condition reads this level's names, which the subquery has.
+    r.wrap(
+        r.schema.clone(),
+        r.columns.clone(),
+        &format!(" WHERE {condition}"),
+    )
 }
 
 fn project(r: &Remote, p: &Projection) -> Option<Remote> {

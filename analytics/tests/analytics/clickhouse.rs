@@ -671,6 +671,21 @@ async fn whole_sub_plans_run_in_clickhouse() {
     }
     assert!(!explained.contains("AggregateExec"), "{explained}");
 
+    // A filter over an aggregate's sums (HAVING) runs in ClickHouse too.
+    let explained = text(
+        &rows(
+            &clickhouse,
+            "EXPLAIN SELECT product_id, sum(units) AS units FROM product_sales_daily \
+             GROUP BY product_id HAVING sum(units) > 40",
+        )
+        .await,
+    );
+    assert!(
+        explained.contains(") WHERE (isNotNull(q1_1) AND ifNull(q1_1 > 40, 0))"),
+        "{explained}"
+    );
+    assert!(!explained.contains("FilterExec"), "{explained}");
+
     // The dashboard's name look-up for the ids it ranked reads only their events.
     let explained = text(
         &rows(
