@@ -21,6 +21,12 @@ pub enum IngestError {
     Bus(#[from] BusError),
     #[error("bad dead-letter topic: {0}")]
     DeadLetterTopic(BusError),
+    /// Another writer (an ingest worker in another process) holds this embedded generation.
+    #[error(
+        "the embedded read model at {0} already has a writer{1}: the embedded store takes one \
+         ingest worker (run several on ClickHouse)"
+    )]
+    SecondWriter(String, String),
     #[error("a rebuild is already running (generation {0})")]
     RebuildRunning(u32),
     #[error("cannot listen on {addr}: {source}")]

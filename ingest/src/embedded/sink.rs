@@ -57,6 +57,9 @@ struct Writer {
 }
 
 struct Inner {
+    /// Held (an exclusive lock on `WRITER_LOCK`) while this sink exists: one writer per
+    /// generation across processes; the kernel releases it when the process dies.
+    _writer_lock: fs::File,
     root: PathBuf,
     config: EmbeddedConfig,
     generation: u32,
@@ -77,6 +80,43 @@ fn now_ms() -> i64 {
 
 fn corrupt(what: impl std::fmt::Display) -> IngestError {
     IngestError::Corrupt(what.to_string())
+}
+
+/// The file whose exclusive lock makes a process the writer of a generation.
+const WRITER_LOCK: &str = "writer.lock";
+
+/// Takes the writer's lock of the generation under `root`, or says who holds it. The lock is
+/// advisory (`flock`): every writer takes it; readers never do.
+fn lock_writer(root: &std::path::Path) -> SinkResult<fs::File> {
+    use std::io::{Read, Seek, Write};
+    let path = root.join(WRITER_LOCK);
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)?;
+    match file.try_lock() {
+        Ok(()) => {
+            file.set_len(0)?;
+            file.seek(std::io::SeekFrom::Start(0))?;
+            write!(file, "{}", std::process::id())?;
+            Ok(file)
+        }
+        Err(fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = match holder.trim() {
+                "" => String::new(),
+                pid => format!(" (process {pid})"),
+            };
+            Err(IngestError::SecondWriter(
+                root.display().to_string(),
+                holder,
+            ))
+        }
+        Err(fs::TryLockError::Error(e)) => Err(e.into()),
+    }
 }
 
 /// Runs blocking file work off the async threads.
@@ -106,6 +146,7 @@ impl EmbeddedSink {
         generation: u32,
     ) -> SinkResult<EmbeddedSink> {
         fs::create_dir_all(&root)?;
+        let writer_lock = lock_writer(&root)?;
         for table in TableId::all() {
             fs::create_dir_all(root.join(table.dir()))?;
         }
@@ -184,6 +225,7 @@ impl EmbeddedSink {
         };
         Ok(EmbeddedSink {
             inner: Arc::new(Inner {
+                _writer_lock: writer_lock,
                 root,
                 config,
                 generation,

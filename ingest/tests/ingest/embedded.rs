@@ -752,3 +752,40 @@ async fn new_ids_inside_stored_id_ranges_are_new_and_stored_ones_are_not() {
     );
     assert_holds(sink.as_ref(), &events).await;
 }
+
+/// One writer per generation: a second store over the same directory (as another process's
+/// worker would open it) is refused with an error that says so, until the first lets go.
+#[tokio::test]
+async fn a_second_writer_of_a_generation_is_refused_until_the_first_is_gone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = config(tmp.path());
+    let (store, sink) = open(&config, 1).await;
+    // The same store shares its writer.
+    let again = store.open_generation(1).await.unwrap();
+    assert!(Arc::ptr_eq(&sink, &again));
+    drop(again);
+
+    let other = EmbeddedStore::open(config.clone()).unwrap();
+    let err = match other.open_generation(1).await {
+        Ok(_) => panic!("a second writer was let in"),
+        Err(e) => e,
+    };
+    assert!(matches!(err, IngestError::SecondWriter(..)), "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains("already has a writer")
+            && message.contains(&format!("process {}", std::process::id()))
+            && message.contains("ClickHouse"),
+        "{message}"
+    );
+    // Another generation is another writer's to take.
+    other.open_generation(2).await.unwrap();
+
+    drop(sink);
+    drop(store);
+    let taken_over = other.open_generation(1).await.unwrap();
+    taken_over
+        .apply(&batch(&shop_events(3, "w"), vec![]))
+        .await
+        .unwrap();
+}

@@ -177,45 +177,86 @@ async fn every_event_counts_once_despite_duplicates_and_poison() {
 /// to a blocking thread finishes first (a real crash would stop it too, but here it would
 /// go on beside the next process and write into a store that process has already opened,
 /// which a real crash cannot do).
-fn crash_after(dir: &std::path::Path, log: &shoplens_bus::EmbeddedLog, delay: Duration) -> u64 {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let applied = runtime.block_on(async {
-        let handle = start_embedded(log, embedded_store(dir)).await;
-        tokio::time::sleep(delay).await;
-        let applied = handle.ingest().status().live.applied_offsets();
-        std::mem::forget(handle);
-        applied
-    });
-    runtime.shutdown_timeout(Duration::from_secs(30));
-    applied
+/// Where the crash test's child worker finds the log and the store.
+const CRASH_DIR: &str = "SHOPLENS_TEST_CRASH_DIR";
+
+/// Not a test on its own: the ingest worker process that
+/// `a_worker_killed_again_and_again_ends_with_exact_totals` starts and SIGKILLs. Without
+/// [`CRASH_DIR`] it returns at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the crash test's child process"]
+async fn crash_test_child_worker() {
+    let Some(dir) = std::env::var_os(CRASH_DIR) else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    let log = open_log(&dir);
+    let _handle = start_embedded(&log, embedded_store(&dir)).await;
+    std::future::pending::<()>().await;
+}
+
+/// Runs the worker in a child process (this test binary, running only
+/// [`crash_test_child_worker`]) and kills it with SIGKILL after `delay`: a real crash, at
+/// whatever point of an apply it happens to be. Returns the offsets stored by then.
+async fn crash_after(dir: &std::path::Path, delay: Duration) -> u64 {
+    let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "worker::crash_test_child_worker",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(CRASH_DIR, dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the child worker");
+    tokio::time::sleep(delay).await;
+    child.start_kill().expect("SIGKILL the child worker");
+    child.wait().await.expect("reap the child worker");
+    // The kernel released the dead writer's lock: this process may open the store.
+    let store = embedded_store(dir);
+    let Some(live) = store.live().await.unwrap() else {
+        return 0;
+    };
+    let sink = store.open(live).await.unwrap();
+    let stored = sink.stored_positions().await.unwrap();
+    stored.iter().map(|p| p.next_offset).sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_again_and_again_ends_with_exact_totals() {
     let dir = tempfile::tempdir().unwrap();
-    let log = open_log(dir.path());
-    let events = shop_events(&spec(2, 3_000));
-    publish(&log, &events).await;
-    let total: u64 = TOPICS.iter().map(|t| log.end_offset(t)).sum();
+    let events = shop_events(&spec(2, 20_000));
+    let total: u64 = {
+        // The log, like the store, has one process at a time: the children's, until the end.
+        let log = open_log(dir.path());
+        publish(&log, &events).await;
+        TOPICS.iter().map(|t| log.end_offset(t)).sum()
+    };
+    // Kill it at varied times until three kills landed mid-stream (a slow machine starts the
+    // child later: a kill before its first apply waits longer next time).
     let mut progress = Vec::new();
-    for delay_ms in [15, 40, 5, 60] {
-        let dir = dir.path().to_owned();
-        let log2 = log.clone();
-        let applied = tokio::task::spawn_blocking(move || {
-            crash_after(&dir, &log2, Duration::from_millis(delay_ms))
-        })
-        .await
-        .unwrap();
+    let mut delay_ms = 300;
+    for round in 0..12 {
+        let applied = crash_after(dir.path(), Duration::from_millis(delay_ms)).await;
         progress.push(applied);
+        let mid_stream = progress.iter().filter(|p| **p > 0 && **p < total).count();
+        if applied >= total || mid_stream >= 3 {
+            break;
+        }
+        delay_ms = if applied == 0 {
+            delay_ms + 400
+        } else {
+            150 + 170 * (round % 4)
+        };
     }
     assert!(
         progress.iter().any(|p| *p > 0 && *p < total),
         "some crash happened mid-stream: {progress:?} of {total}"
     );
+    let log = open_log(dir.path());
     let handle = start_embedded(&log, embedded_store(dir.path())).await;
     wait_caught_up(&handle, &log, &TOPICS).await;
     let (_, sink) = handle.ingest().live();
@@ -405,6 +446,7 @@ async fn a_rebuild_fills_a_new_generation_and_switches_without_going_blank() {
     }
     assert_eq!(store.live().await.unwrap(), Some(generation));
     handle.stop().await;
+    drop((sink, store));
 
     // A restart keeps serving the rebuilt generation.
     let handle = start_embedded(&log, embedded_store(dir.path())).await;
