@@ -988,3 +988,75 @@ async fn the_analytics_server_reads_as_a_read_only_user_with_limits() {
         assert_eq!((status, body.trim()), (200, value), "{setting}");
     }
 }
+
+/// Analytics servers keep no state of their own: two over the same ClickHouse give the same
+/// answers (rows, freshness, data version) before and after the data changes, and the
+/// result cache of neither serves an answer older than the other's.
+#[tokio::test]
+async fn two_analytics_servers_over_one_clickhouse_answer_identically() {
+    let events = support::events();
+    let (first_half, second_half) = events.split_at(events.len() / 2);
+    let config = support::clickhouse_config("two_servers");
+    let store = ClickHouseStore::connect(&config).await.unwrap();
+    let sink = store.open(1).await.unwrap();
+    support::apply(&sink, first_half, 97).await;
+    store.set_live(1).await.unwrap();
+
+    let server = || async {
+        let model = ClickHouseReadModel::connect(&config).await.unwrap();
+        let engine = Engine::new(Arc::new(model), &support::query_config())
+            .await
+            .unwrap();
+        support::spawn_app(engine).await
+    };
+    let (a, b) = (server().await, server().await);
+    let range = "from=2025-11-20&to=2026-01-31";
+    let views = [
+        format!("daily?{range}"),
+        format!("top-products?{range}&limit=15"),
+        format!("top-customers?{range}&limit=20"),
+        format!("trends?{range}&period=month"),
+    ];
+    let sql = "SELECT customer_id, count(*) AS n, sum(total) AS spent FROM orders \
+               GROUP BY customer_id ORDER BY spent DESC, customer_id LIMIT 20";
+    let mut seen = Vec::new();
+    for round in 0..2 {
+        if round == 1 {
+            support::apply(&sink, second_half, 97).await;
+        }
+        for view in &views {
+            let path = format!("/api/v1/dashboard/{view}");
+            let (status_a, mut answer_a) = a.get_json(&path).await;
+            let (status_b, mut answer_b) = b.get_json(&path).await;
+            assert_eq!((status_a, status_b), (200, 200), "{view}");
+            assert!(!answer_a["rows"].as_array().unwrap().is_empty(), "{view}");
+            seen.push(answer_a["freshness"]["data_version"].clone());
+            // The lag is measured at each request; the rest must match.
+            for answer in [&mut answer_a, &mut answer_b] {
+                answer["freshness"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("lag_ms");
+            }
+            assert_eq!(answer_a, answer_b, "{view}, round {round}");
+        }
+        let (rows_a, rows_b) = (a.sql(sql, "json").await, b.sql(sql, "json").await);
+        assert_eq!(
+            (rows_a.status().as_u16(), rows_b.status().as_u16()),
+            (200, 200)
+        );
+        let (mut rows_a, mut rows_b): (serde_json::Value, serde_json::Value) =
+            (rows_a.json().await.unwrap(), rows_b.json().await.unwrap());
+        for answer in [&mut rows_a, &mut rows_b] {
+            if let Some(f) = answer
+                .get_mut("freshness")
+                .and_then(serde_json::Value::as_object_mut)
+            {
+                f.remove("lag_ms");
+            }
+        }
+        assert_eq!(rows_a, rows_b, "round {round}");
+    }
+    // The second round saw the new data, not a cached answer from the first.
+    assert_ne!(seen.first(), seen.last(), "{seen:?}");
+}
