@@ -13,6 +13,7 @@ pub mod clickhouse;
 pub mod client;
 pub mod embedded;
 mod error;
+pub mod failpoint;
 pub mod metrics;
 pub mod sink;
 pub mod startup;

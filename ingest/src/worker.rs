@@ -386,6 +386,7 @@ impl Worker {
         if let Some(f) = freshness {
             self.update_gauges(f);
         }
+        crate::failpoint::hit(crate::failpoint::WORKER_APPLIED);
         // The sink holds the data and its positions; committing to the bus only saves
         // re-reading. A failed commit is harmless (the records are skipped when re-read).
         if let Err(e) = self.source.commit(&batch.positions).await {

@@ -84,6 +84,9 @@ impl Sink for ClickHouseSink {
                 }
             },
         )?;
+        if writes_raw {
+            crate::failpoint::hit(crate::failpoint::CLICKHOUSE_JOURNAL_STARTED);
+        }
         for ((table, rows), new) in tables.into_iter().zip(new_rows) {
             report.duplicates_skipped += rows.num_rows() - new.len();
             report.rows_written += new.len();
@@ -124,6 +127,9 @@ impl Sink for ClickHouseSink {
                 .map(|(table, rows)| async move { self.conn.insert(&table, rows).await }),
         )
         .await?;
+        if writes_raw {
+            crate::failpoint::hit(crate::failpoint::CLICKHOUSE_RAW_INSERTED);
+        }
 
         // Only now, with the data acknowledged: the positions (a restarted worker seeks there),
         // the freshness watermark and the journal's done mark, at once.
@@ -174,6 +180,9 @@ impl Sink for ClickHouseSink {
         };
         tokio::try_join!(positions, freshness, done)?;
         *repair_pending = Some(false);
+        if writes_raw {
+            crate::failpoint::hit(crate::failpoint::CLICKHOUSE_APPLY_DONE);
+        }
         Ok(report)
     }
 

@@ -439,6 +439,7 @@ impl Inner {
                 let path = self.root.join(&file);
                 written.push(path.clone());
                 let bytes = segment::write(&path, &table.schema(), &[&fresh], fsync)?;
+                crate::failpoint::hit(crate::failpoint::EMBEDDED_RAW_SEGMENT_WRITTEN);
                 dirs.insert(id.dir());
                 let lo = fresh_ids.iter().copied().min().unwrap_or(0);
                 let hi = fresh_ids.iter().copied().max().unwrap_or(0);
@@ -531,15 +532,19 @@ impl Inner {
                 sync_dir(&self.root.join(dir))?;
             }
         }
+        crate::failpoint::hit(crate::failpoint::EMBEDDED_SEGMENTS_WRITTEN);
         if self.fail_before_commit.swap(false, Ordering::SeqCst) {
             return Err(IngestError::Io(std::io::Error::other(
                 "injected failure before the manifest was replaced",
             )));
         }
-        if let Err(e) = next.store(&self.root, fsync) {
+        if let Err(e) = next.store_with(&self.root, fsync, || {
+            crate::failpoint::hit(crate::failpoint::EMBEDDED_MANIFEST_TMP_WRITTEN)
+        }) {
             w.poisoned = true;
             return Err(e.into());
         }
+        crate::failpoint::hit(crate::failpoint::EMBEDDED_MANIFEST_SWAPPED);
 
         // Committed: bring memory in step.
         for (table, file, ids) in resident {
@@ -708,6 +713,7 @@ impl Inner {
                 sync_dir(&self.root.join(dir))?;
             }
         }
+        crate::failpoint::hit(crate::failpoint::EMBEDDED_COMPACTION_BEFORE_SWAP);
         if let Err(e) = next.store(&self.root, self.config.fsync) {
             w.poisoned = true;
             return Err(e.into());

@@ -3,6 +3,7 @@
 
 mod clickhouse;
 mod embedded;
+mod failpoints;
 mod limits;
 mod outside_client;
 mod pipeline;

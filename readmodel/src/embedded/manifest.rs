@@ -192,6 +192,12 @@ impl Manifest {
     /// Replaces the manifest atomically: a reader (or a restart) sees the old one or this
     /// one, never a mix.
     pub fn store(&self, root: &Path, fsync: bool) -> Result<()> {
+        self.store_with(root, fsync, || {})
+    }
+
+    /// [`Manifest::store`], calling `before_rename` between writing the temporary file and
+    /// renaming it over the manifest (where the crash tests stop a writer).
+    pub fn store_with(&self, root: &Path, fsync: bool, before_rename: impl FnOnce()) -> Result<()> {
         let tmp = root.join(MANIFEST_TMP);
         let json = serde_json::to_vec(self).map_err(|e| Error::Io(std::io::Error::other(e)))?;
         let mut file = File::create(&tmp)?;
@@ -200,6 +206,7 @@ impl Manifest {
             file.sync_all()?;
         }
         drop(file);
+        before_rename();
         fs::rename(&tmp, root.join(MANIFEST))?;
         if fsync {
             sync_dir(root)?;
