@@ -358,7 +358,7 @@ impl Columns<'_> {
             .map_or(0, |a| a.value(row))
     }
 
-    fn i32(&self, col: usize, row: usize) -> i32 {
+    pub(crate) fn i32(&self, col: usize, row: usize) -> i32 {
         self.0
             .column(col)
             .as_primitive_opt::<Int32Type>()

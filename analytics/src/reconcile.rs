@@ -1,8 +1,11 @@
 //! Reconciliation: the read model against the sources of truth. The services' own figures
 //! come from the composer's ledger (`/api/v1/sales/ledger`, which pages through every order
 //! of the order service); the read model's come from the aggregate tables (`daily_sales`,
-//! `product_sales_daily`, `customer_spend_daily`) for the same range. Every field of every
-//! day, product and customer is compared, and each difference is reported with its key.
+//! `product_sales_daily`, `customer_spend_daily` (read through their month rollups for the
+//! range's whole months, `crate::rollup`), and `monthly_sales` and `yearly_sales` for the
+//! whole months and years inside the range) for the same range. Every field of every day,
+//! month, year, product and customer is compared, and each difference is reported with its
+//! key.
 //!
 //! The read model is eventually consistent, so a difference on a busy system may be lag,
 //! not loss: the report carries the read model's freshness and the events on the bus it has
@@ -15,7 +18,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -32,6 +35,10 @@ use crate::engine::Engine;
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
     Day,
+    /// A whole month inside the range (`monthly_sales`), keyed by its first day.
+    Month,
+    /// A whole year inside the range (`yearly_sales`).
+    Year,
     Product,
     Customer,
 }
@@ -52,6 +59,10 @@ pub struct Difference {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checked {
     pub days: usize,
+    #[serde(default)]
+    pub months: usize,
+    #[serde(default)]
+    pub years: usize,
     pub products: usize,
     pub customers: usize,
 }
@@ -90,6 +101,10 @@ pub struct ReconcileReport {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ReadModelSums {
     pub daily: BTreeMap<NaiveDate, Sums>,
+    /// `monthly_sales` of the whole months inside the range, by first day.
+    pub monthly: BTreeMap<NaiveDate, Sums>,
+    /// `yearly_sales` of the whole years inside the range.
+    pub yearly: BTreeMap<i32, Sums>,
     pub products: BTreeMap<String, ProductSums>,
     pub customers: BTreeMap<String, CustomerSums>,
 }
@@ -194,10 +209,27 @@ pub async fn read_model_sums(
         Ok::<_, AnalyticsError>(batches)
     };
     let r = range.sql("day");
-    let (daily, products, customers) = tokio::try_join!(
+    let (months, years) = whole_periods(range);
+    let month_range = match (months.first(), months.last()) {
+        (Some(first), Some(last)) => format!("month BETWEEN DATE '{first}' AND DATE '{last}'"),
+        _ => "FALSE".to_owned(),
+    };
+    let year_range = match (years.first(), years.last()) {
+        (Some(first), Some(last)) => format!("year BETWEEN {first} AND {last}"),
+        _ => "FALSE".to_owned(),
+    };
+    let (daily, monthly, yearly, products, customers) = tokio::try_join!(
         collect(format!(
             "SELECT day, SUM(orders_placed), SUM(orders_paid), SUM(items_sold), SUM(revenue) \
              FROM daily_sales WHERE {r} GROUP BY day"
+        )),
+        collect(format!(
+            "SELECT month, SUM(orders_placed), SUM(orders_paid), SUM(items_sold), \
+                    SUM(revenue) FROM monthly_sales WHERE {month_range} GROUP BY month"
+        )),
+        collect(format!(
+            "SELECT year, SUM(orders_placed), SUM(orders_paid), SUM(items_sold), \
+                    SUM(revenue) FROM yearly_sales WHERE {year_range} GROUP BY year"
         )),
         collect(format!(
             "SELECT product_id, SUM(units), SUM(revenue), SUM(order_lines) \
@@ -208,19 +240,29 @@ pub async fn read_model_sums(
              FROM customer_spend_daily WHERE {r} GROUP BY customer_id"
         )),
     )?;
+    let sums = |c: &Columns, i: usize| Sums {
+        orders_placed: c.u64(1, i),
+        orders_paid: c.u64(2, i),
+        items_sold: c.u64(3, i),
+        revenue: c.money(4, i),
+    };
     let mut out = ReadModelSums::default();
     for b in &daily {
         let c = Columns(b);
         for i in 0..b.num_rows() {
-            out.daily.insert(
-                c.date(0, i),
-                Sums {
-                    orders_placed: c.u64(1, i),
-                    orders_paid: c.u64(2, i),
-                    items_sold: c.u64(3, i),
-                    revenue: c.money(4, i),
-                },
-            );
+            out.daily.insert(c.date(0, i), sums(&c, i));
+        }
+    }
+    for b in &monthly {
+        let c = Columns(b);
+        for i in 0..b.num_rows() {
+            out.monthly.insert(c.date(0, i), sums(&c, i));
+        }
+    }
+    for b in &yearly {
+        let c = Columns(b);
+        for i in 0..b.num_rows() {
+            out.yearly.insert(c.i32(0, i), sums(&c, i));
         }
     }
     for b in &products {
@@ -249,6 +291,29 @@ pub async fn read_model_sums(
         }
     }
     Ok(out)
+}
+
+/// The whole months (their first days) and whole years inside `range`.
+pub fn whole_periods(range: &DateRange) -> (Vec<NaiveDate>, Vec<i32>) {
+    let months = range
+        .from
+        .iter_days()
+        .take_while(|d| *d <= range.to)
+        .filter(|d| d.day() == 1)
+        .filter(|first| {
+            let next = first
+                .checked_add_months(chrono::Months::new(1))
+                .unwrap_or(NaiveDate::MAX);
+            next.pred_opt().is_some_and(|last| last <= range.to)
+        })
+        .collect();
+    let years = (range.from.year()..=range.to.year())
+        .filter(|y| {
+            NaiveDate::from_ymd_opt(*y, 1, 1).is_some_and(|first| first >= range.from)
+                && NaiveDate::from_ymd_opt(*y, 12, 31).is_some_and(|last| last <= range.to)
+        })
+        .collect();
+    (months, years)
 }
 
 /// Collects differences, keeping at most `max` of them but counting all.
@@ -331,6 +396,51 @@ pub fn report(
         d.count(s, &key, "items_sold", t.items_sold, r.items_sold);
         d.money(s, &key, "revenue", t.revenue, r.revenue);
     }
+    // Whole months and years: the ledger's days summed, against their own tables.
+    let range = DateRange {
+        from: ledger.from,
+        to: ledger.to,
+    };
+    let (months, years) = whole_periods(&range);
+    let add = |into: &mut Sums, s: &Sums| {
+        into.orders_placed += s.orders_placed;
+        into.orders_paid += s.orders_paid;
+        into.items_sold += s.items_sold;
+        into.revenue += s.revenue;
+    };
+    let mut truth_months: BTreeMap<NaiveDate, Sums> = BTreeMap::new();
+    let mut truth_years: BTreeMap<i32, Sums> = BTreeMap::new();
+    for (day, sums) in &truth_days {
+        let month = day.with_day(1).unwrap_or(*day);
+        if months.contains(&month) {
+            add(truth_months.entry(month).or_default(), sums);
+        }
+        if years.contains(&day.year()) {
+            add(truth_years.entry(day.year()).or_default(), sums);
+        }
+    }
+    let mut periods = |scope: Scope, key: String, t: Sums, r: Sums| {
+        d.count(
+            scope,
+            &key,
+            "orders_placed",
+            t.orders_placed,
+            r.orders_placed,
+        );
+        d.count(scope, &key, "orders_paid", t.orders_paid, r.orders_paid);
+        d.count(scope, &key, "items_sold", t.items_sold, r.items_sold);
+        d.money(scope, &key, "revenue", t.revenue, r.revenue);
+    };
+    for month in &months {
+        let t = truth_months.get(month).copied().unwrap_or_default();
+        let r = read.monthly.get(month).copied().unwrap_or_default();
+        periods(Scope::Month, month.to_string(), t, r);
+    }
+    for year in &years {
+        let t = truth_years.get(year).copied().unwrap_or_default();
+        let r = read.yearly.get(year).copied().unwrap_or_default();
+        periods(Scope::Year, year.to_string(), t, r);
+    }
     let products: BTreeSet<&String> = ledger.products.keys().chain(read.products.keys()).collect();
     for id in &products {
         let t = ledger.products.get(*id).cloned().unwrap_or_default();
@@ -382,6 +492,8 @@ pub fn report(
         read_model: freshness,
         checked: Checked {
             days: days.len(),
+            months: months.len(),
+            years: years.len(),
             products: products.len(),
             customers: customers.len(),
         },
@@ -406,8 +518,11 @@ impl ReconcileReport {
         );
         let _ = writeln!(
             out,
-            "  checked {} days, {} products, {} customers ({} orders scanned at {})",
+            "  checked {} days, {} whole months, {} whole years, {} products, {} customers \
+             ({} orders scanned at {})",
             self.checked.days,
+            self.checked.months,
+            self.checked.years,
             self.checked.products,
             self.checked.customers,
             self.source_of_truth.orders_scanned,
@@ -594,9 +709,57 @@ mod tests {
                     (r.day, s)
                 })
                 .collect(),
+            // January 2026 is the one whole month of the range; no whole year.
+            monthly: [(
+                d("2026-01-01"),
+                Sums {
+                    orders_placed: 3,
+                    orders_paid: 2,
+                    items_sold: 5,
+                    revenue: money("15.50"),
+                },
+            )]
+            .into(),
+            yearly: BTreeMap::new(),
             products: l.products.clone(),
             customers: l.customers.clone(),
         }
+    }
+
+    #[test]
+    fn whole_months_and_years_are_the_ones_inside_the_range() {
+        let range = |from: &str, to: &str| DateRange {
+            from: d(from),
+            to: d(to),
+        };
+        let (months, years) = whole_periods(&range("2025-01-15", "2026-03-31"));
+        assert_eq!(months.first(), Some(&d("2025-02-01")));
+        assert_eq!(months.last(), Some(&d("2026-03-01")));
+        assert_eq!(months.len(), 14);
+        assert_eq!(years, Vec::<i32>::new());
+        let (months, years) = whole_periods(&range("2024-01-01", "2025-12-31"));
+        assert_eq!((months.len(), years), (24, vec![2024, 2025]));
+        let (months, years) = whole_periods(&range("2024-02-02", "2024-02-28"));
+        assert!(months.is_empty() && years.is_empty());
+    }
+
+    #[test]
+    fn a_month_that_differs_from_its_days_is_named() {
+        let l = ledger();
+        let mut read = same(&l);
+        read.monthly.get_mut(&d("2026-01-01")).unwrap().items_sold += 1;
+        let r = report(&l, &read, freshness(Some(0)), "clickhouse", 10);
+        assert!(!r.matches);
+        let keys: Vec<(Scope, &str, &str)> = r
+            .differences
+            .iter()
+            .map(|x| (x.scope, x.key.as_str(), x.field.as_str()))
+            .collect();
+        assert_eq!(keys, [(Scope::Month, "2026-01-01", "items_sold")]);
+        // A month missing from the read model is all zeros there.
+        read.monthly.clear();
+        let r = report(&l, &read, freshness(Some(0)), "clickhouse", 10);
+        assert_eq!(r.difference_count, 4);
     }
 
     #[test]
@@ -609,6 +772,8 @@ mod tests {
             r.checked,
             Checked {
                 days: 1,
+                months: 1,
+                years: 0,
                 products: 1,
                 customers: 1
             }
@@ -669,6 +834,8 @@ mod tests {
             r.checked,
             Checked {
                 days: 2,
+                months: 1,
+                years: 0,
                 products: 2,
                 customers: 1
             }
