@@ -5,6 +5,7 @@
 //! ends answer them identically; the same SQL is what an analyst would type.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Date32Type, Decimal128Type, Int32Type, UInt64Type};
@@ -23,6 +24,7 @@ use shoplens_contract::sales::{Sums, trend_rows};
 use shoplens_readmodel::freshness::FreshnessReport;
 
 use crate::AnalyticsError;
+use crate::cache::Cached;
 use crate::engine::{Engine, Pii};
 
 /// Checks a trend `period` (`month`, the default, or `year`).
@@ -147,16 +149,13 @@ impl Dashboard {
                  FROM product_sales_daily s WHERE {range_sql} \
                  GROUP BY product_id ORDER BY revenue DESC, product_id LIMIT {limit}"
             );
-            let top = self.engine.collect_cached(pii, &sql, &freshness).await?;
-            let ids = ids(&top.batches);
-            let names = self
-                .names(
+            let (top, names) = self
+                .ranked(
                     pii,
                     &freshness,
-                    "product_id, name, category",
+                    &sql,
                     "products",
-                    "product_id",
-                    &ids,
+                    "product_id, name, category",
                 )
                 .await?;
             let mut rows = Vec::new();
@@ -222,16 +221,13 @@ impl Dashboard {
              GROUP BY customer_id ORDER BY revenue DESC, customer_id LIMIT {limit}",
             range.sql("s.day")
         );
-        let top = self.engine.collect_cached(pii, &sql, &freshness).await?;
-        let ids = ids(&top.batches);
-        let names = self
-            .names(
+        let (top, names) = self
+            .ranked(
                 pii,
                 &freshness,
-                "customer_id, name, country",
+                &sql,
                 "customers",
-                "customer_id",
-                &ids,
+                "customer_id, name, country",
             )
             .await?;
         let mut rows = Vec::new();
@@ -253,24 +249,27 @@ impl Dashboard {
         Ok(self.answer(freshness, range, rows))
     }
 
-    /// Two text columns of dimension view `view` for the rows whose `key` is one of `ids`,
-    /// by key (`select` names the key and the two columns). The filter on the view's key
-    /// reaches the scan of its events, so only those ids' events are read.
-    async fn names(
+    /// The answer of `sql`, a top-N whose first column is an id, and two text columns of
+    /// dimension view `view` for the ids it ranked, by id (`columns` names the id column and
+    /// the two). The filter on the view's key reaches the scan of its events, so only those
+    /// ids' events are read.
+    async fn ranked(
         &self,
         pii: Pii,
         freshness: &FreshnessReport,
-        select: &str,
+        sql: &str,
         view: &str,
-        key: &str,
-        ids: &[String],
-    ) -> Result<HashMap<String, (Option<String>, Option<String>)>, AnalyticsError> {
+        columns: &str,
+    ) -> Result<(Arc<Cached>, Names), AnalyticsError> {
+        let top = self.engine.collect_cached(pii, sql, freshness).await?;
+        let ids = ids(&top.batches);
         if ids.is_empty() {
-            return Ok(HashMap::new());
+            return Ok((top, HashMap::new()));
         }
+        let key = columns.split(',').next().unwrap_or_default();
         let list: Vec<String> = ids.iter().map(|id| literal(id)).collect();
         let sql = format!(
-            "SELECT {select} FROM {view} WHERE {key} IN ({}) ORDER BY {key}",
+            "SELECT {columns} FROM {view} WHERE {key} IN ({}) ORDER BY {key}",
             list.join(", ")
         );
         let answer = self.engine.collect_cached(pii, &sql, freshness).await?;
@@ -284,7 +283,7 @@ impl Dashboard {
                 );
             }
         }
-        Ok(names)
+        Ok((top, names))
     }
 
     /// Every month (or year) overlapping the range, zero-filled, each with its change
@@ -336,6 +335,9 @@ impl Dashboard {
         Ok(self.answer(freshness, range, rows))
     }
 }
+
+/// Names by id: two text columns of a dimension view.
+type Names = HashMap<String, (Option<String>, Option<String>)>;
 
 /// The first column of a result, as text (the ids a top-N ranked).
 fn ids(batches: &[RecordBatch]) -> Vec<String> {
