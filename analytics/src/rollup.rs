@@ -13,7 +13,8 @@
 //! ```
 //!
 //! where every filter conjunct is either a bound on `day` against a date literal (`<`, `<=`,
-//! `=`, `>=`, `>`, `BETWEEN`) or a deterministic condition on the other key columns only,
+//! `=`, `>=`, `>`, `BETWEEN`) or a deterministic condition on the other key columns only
+//! (no subquery),
 //! and the bounds cover at least one whole month. It becomes the same aggregate over
 //!
 //! ```text
@@ -148,7 +149,16 @@ impl RollupRule {
                 continue;
             }
             let refs = c.column_refs();
-            if c.is_volatile() || refs.iter().any(|r| !keys.contains(&r.name.as_str())) {
+            let subquery = c
+                .exists(|e| {
+                    Ok(matches!(
+                        e,
+                        Expr::ScalarSubquery(_) | Expr::InSubquery(_) | Expr::Exists(_)
+                    ))
+                })
+                .unwrap_or(true);
+            if subquery || c.is_volatile() || refs.iter().any(|r| !keys.contains(&r.name.as_str()))
+            {
                 return Ok(None);
             }
             on_keys.push(unqualified(c)?);
