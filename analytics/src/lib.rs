@@ -21,6 +21,7 @@ pub mod guard;
 pub mod isolation;
 pub mod metrics;
 pub mod pg;
+mod plan;
 pub mod privacy;
 pub mod read_model;
 pub mod reconcile;

@@ -22,7 +22,7 @@ use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use shoplens_contract::sales::{CustomerSums, DateRange, LedgerReport, ProductSums, Sums};
+use shoplens_contract::sales::{CustomerSums, DateRange, LedgerReport, Period, ProductSums, Sums};
 use shoplens_readmodel::freshness::FreshnessReport;
 
 use crate::AnalyticsError;
@@ -295,25 +295,24 @@ pub async fn read_model_sums(
 
 /// The whole months (their first days) and whole years inside `range`.
 pub fn whole_periods(range: &DateRange) -> (Vec<NaiveDate>, Vec<i32>) {
-    let months = range
-        .from
-        .iter_days()
-        .take_while(|d| *d <= range.to)
-        .filter(|d| d.day() == 1)
-        .filter(|first| {
-            let next = first
-                .checked_add_months(chrono::Months::new(1))
-                .unwrap_or(NaiveDate::MAX);
-            next.pred_opt().is_some_and(|last| last <= range.to)
-        })
-        .collect();
-    let years = (range.from.year()..=range.to.year())
-        .filter(|y| {
-            NaiveDate::from_ymd_opt(*y, 1, 1).is_some_and(|first| first >= range.from)
-                && NaiveDate::from_ymd_opt(*y, 12, 31).is_some_and(|last| last <= range.to)
-        })
-        .collect();
-    (months, years)
+    let whole = |period: Period| {
+        let mut start = period.start(range.from);
+        if start < range.from {
+            start = period.next(start);
+        }
+        let mut starts = Vec::new();
+        while period
+            .next(start)
+            .pred_opt()
+            .is_some_and(|end| end <= range.to)
+        {
+            starts.push(start);
+            start = period.next(start);
+        }
+        starts
+    };
+    let years = whole(Period::Year).iter().map(|y| y.year()).collect();
+    (whole(Period::Month), years)
 }
 
 /// Collects differences, keeping at most `max` of them but counting all.
@@ -411,7 +410,7 @@ pub fn report(
     let mut truth_months: BTreeMap<NaiveDate, Sums> = BTreeMap::new();
     let mut truth_years: BTreeMap<i32, Sums> = BTreeMap::new();
     for (day, sums) in &truth_days {
-        let month = day.with_day(1).unwrap_or(*day);
+        let month = Period::Month.start(*day);
         if months.contains(&month) {
             add(truth_months.entry(month).or_default(), sums);
         }

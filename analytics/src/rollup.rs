@@ -37,7 +37,7 @@ use datafusion::catalog::TableProvider;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, Result as DfResult, ScalarValue};
 use datafusion::datasource::{provider_as_source, source_as_provider};
-use datafusion::logical_expr::expr::{AggregateFunction, Between, BinaryExpr};
+use datafusion::logical_expr::expr::{Between, BinaryExpr};
 use datafusion::logical_expr::utils::{conjunction, disjunction, split_conjunction};
 use datafusion::logical_expr::{
     Aggregate, Expr, LogicalPlan, LogicalPlanBuilder, Operator, col, lit,
@@ -45,6 +45,8 @@ use datafusion::logical_expr::{
 use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
 use shoplens_readmodel::aggregate::month_of;
 use shoplens_readmodel::tables::AggTable;
+
+use crate::plan::plain_aggregate;
 
 /// The optimizer rule; holds the providers of the daily tables and their rollups as the
 /// session registered them.
@@ -64,15 +66,16 @@ impl RollupRule {
         RollupRule { providers }
     }
 
-    /// The daily table `plan` scans, if it is one with a rollup (the session's own table,
-    /// not a look-alike of the same name).
-    fn daily_table(&self, plan: &LogicalPlan) -> Option<AggTable> {
+    /// The daily table `plan` scans and its rollup, if it is one with a rollup (the
+    /// session's own table, not a look-alike of the same name).
+    fn daily_table(&self, plan: &LogicalPlan) -> Option<(AggTable, AggTable)> {
         let LogicalPlan::TableScan(scan) = plan else {
             return None;
         };
         let provider = source_as_provider(&scan.source).ok()?;
         self.providers.iter().find_map(|(table, p)| {
-            (table.rollup().is_some() && Arc::ptr_eq(p, &provider)).then_some(*table)
+            let rollup = table.rollup()?;
+            Arc::ptr_eq(p, &provider).then_some((*table, rollup))
         })
     }
 
@@ -80,7 +83,7 @@ impl RollupRule {
         // Down to the scan, collecting the filters on the way.
         let mut conjuncts: Vec<Expr> = Vec::new();
         let mut node = agg.input.as_ref();
-        let daily = loop {
+        let (daily, rollup) = loop {
             match node {
                 LogicalPlan::Projection(p)
                     if p.expr.iter().all(|e| matches!(e, Expr::Column(_))) =>
@@ -103,9 +106,6 @@ impl RollupRule {
                 },
                 _ => return Ok(None),
             }
-        };
-        let Some(rollup) = daily.rollup() else {
-            return Ok(None);
         };
         let schema = daily.schema();
         let period = schema.field(0).name().as_str();
@@ -196,18 +196,14 @@ impl RollupRule {
             }
         }
 
-        let columns: Vec<Expr> = used
-            .iter()
-            .map(|c| c.name.as_str())
-            .fold(Vec::<&str>::new(), |mut names, n| {
-                if !names.contains(&n) {
-                    names.push(n);
-                }
-                names
-            })
-            .into_iter()
-            .map(col)
-            .collect();
+        // The columns used, each once.
+        let mut names: Vec<&str> = Vec::new();
+        for c in &used {
+            if !names.contains(&c.name.as_str()) {
+                names.push(&c.name);
+            }
+        }
+        let columns: Vec<Expr> = names.into_iter().map(col).collect();
         let branch = |table: AggTable, predicate: Option<Expr>| -> DfResult<LogicalPlan> {
             let source = provider_as_source(self.providers[&table].clone());
             let mut b = LogicalPlanBuilder::scan(table.name(), source, None)?;
@@ -257,23 +253,8 @@ impl OptimizerRule for RollupRule {
 
 /// The column of `sum(column)` (possibly aliased), if `e` is exactly that.
 fn summed_column(e: &Expr) -> Option<&Column> {
-    let e = match e {
-        Expr::Alias(a) => a.expr.as_ref(),
-        e => e,
-    };
-    let Expr::AggregateFunction(AggregateFunction { func, params }) = e else {
-        return None;
-    };
-    if func.name() != "sum"
-        || params.distinct
-        || params.filter.is_some()
-        || !params.order_by.is_empty()
-        || params.null_treatment.is_some()
-    {
-        return None;
-    }
-    match params.args.as_slice() {
-        [Expr::Column(c)] => Some(c),
+    match plain_aggregate(e)? {
+        ("sum", Expr::Column(c)) => Some(c),
         _ => None,
     }
 }

@@ -338,22 +338,17 @@ impl Aggregates {
                 rollup.name()
             )));
         };
-        let mut delta = Aggregates::new();
-        delta.merge_record_batch(source, daily)?;
-        match rollup {
-            AggTable::ProductSalesMonthly => {
-                let rolled = Aggregates {
-                    product_sales_monthly: delta.product_sales_monthly,
-                    ..Aggregates::new()
-                };
-                self.merge(&rolled);
+        // The batch is read whole before anything is added: on error nothing is.
+        let name = source.name();
+        if rollup == AggTable::ProductSalesMonthly {
+            for ((day, id), sums) in product_rows(daily, name, "day")? {
+                let month = self.product_sales_monthly.entry((month_of(day), id));
+                month.or_default().add(&sums);
             }
-            _ => {
-                let rolled = Aggregates {
-                    customer_spend_monthly: delta.customer_spend_monthly,
-                    ..Aggregates::new()
-                };
-                self.merge(&rolled);
+        } else {
+            for ((day, id), sums) in customer_rows(daily, name, "day")? {
+                let month = self.customer_spend_monthly.entry((month_of(day), id));
+                month.or_default().add(&sums);
             }
         }
         Ok(())
@@ -469,58 +464,82 @@ impl Aggregates {
                     });
                 }
             }
-            AggTable::ProductSalesDaily | AggTable::ProductSalesMonthly => {
-                let daily = table == AggTable::ProductSalesDaily;
-                let period = dates(batch, name, if daily { "day" } else { "month" })?;
-                let product = strings(batch, name, "product_id")?;
-                let units = uint64s(batch, name, "units")?;
-                let revenue = money(batch, name, "revenue")?;
-                let lines = uint64s(batch, name, "order_lines")?;
-                for i in 0..batch.num_rows() {
-                    let key = (period.value(i), product.value(i).to_owned());
-                    let sums = ProductSums {
-                        units: units.value(i),
-                        revenue: revenue.value(i),
-                        order_lines: lines.value(i),
-                    };
-                    if daily {
-                        delta.add_product(key, &sums);
-                    } else {
-                        delta
-                            .product_sales_monthly
-                            .entry(key)
-                            .or_default()
-                            .add(&sums);
-                    }
+            AggTable::ProductSalesDaily => {
+                for (key, sums) in product_rows(batch, name, "day")? {
+                    delta.add_product(key, &sums);
                 }
             }
-            AggTable::CustomerSpendDaily | AggTable::CustomerSpendMonthly => {
-                let daily = table == AggTable::CustomerSpendDaily;
-                let period = dates(batch, name, if daily { "day" } else { "month" })?;
-                let customer = strings(batch, name, "customer_id")?;
-                let paid = uint64s(batch, name, "orders_paid")?;
-                let revenue = money(batch, name, "revenue")?;
-                for i in 0..batch.num_rows() {
-                    let key = (period.value(i), customer.value(i).to_owned());
-                    let sums = CustomerSums {
-                        orders_paid: paid.value(i),
-                        revenue: revenue.value(i),
-                    };
-                    if daily {
-                        delta.add_customer(key, &sums);
-                    } else {
-                        delta
-                            .customer_spend_monthly
-                            .entry(key)
-                            .or_default()
-                            .add(&sums);
-                    }
+            AggTable::ProductSalesMonthly => {
+                for (key, sums) in product_rows(batch, name, "month")? {
+                    delta
+                        .product_sales_monthly
+                        .entry(key)
+                        .or_default()
+                        .add(&sums);
+                }
+            }
+            AggTable::CustomerSpendDaily => {
+                for (key, sums) in customer_rows(batch, name, "day")? {
+                    delta.add_customer(key, &sums);
+                }
+            }
+            AggTable::CustomerSpendMonthly => {
+                for (key, sums) in customer_rows(batch, name, "month")? {
+                    delta
+                        .customer_spend_monthly
+                        .entry(key)
+                        .or_default()
+                        .add(&sums);
                 }
             }
         }
         self.merge(&delta);
         Ok(())
     }
+}
+
+/// The rows of a batch of a per-product table, keyed by (`period` column, product id).
+fn product_rows(
+    batch: &RecordBatch,
+    name: &str,
+    period: &str,
+) -> Result<Vec<((i32, String), ProductSums)>> {
+    let period = dates(batch, name, period)?;
+    let product = strings(batch, name, "product_id")?;
+    let units = uint64s(batch, name, "units")?;
+    let revenue = money(batch, name, "revenue")?;
+    let lines = uint64s(batch, name, "order_lines")?;
+    Ok((0..batch.num_rows())
+        .map(|i| {
+            let sums = ProductSums {
+                units: units.value(i),
+                revenue: revenue.value(i),
+                order_lines: lines.value(i),
+            };
+            ((period.value(i), product.value(i).to_owned()), sums)
+        })
+        .collect())
+}
+
+/// The rows of a batch of a per-customer table, keyed by (`period` column, customer id).
+fn customer_rows(
+    batch: &RecordBatch,
+    name: &str,
+    period: &str,
+) -> Result<Vec<((i32, String), CustomerSums)>> {
+    let period = dates(batch, name, period)?;
+    let customer = strings(batch, name, "customer_id")?;
+    let paid = uint64s(batch, name, "orders_paid")?;
+    let revenue = money(batch, name, "revenue")?;
+    Ok((0..batch.num_rows())
+        .map(|i| {
+            let sums = CustomerSums {
+                orders_paid: paid.value(i),
+                revenue: revenue.value(i),
+            };
+            ((period.value(i), customer.value(i).to_owned()), sums)
+        })
+        .collect())
 }
 
 fn sales_columns(key: ArrayRef, map: &BTreeMap<i32, SalesSums>) -> Vec<ArrayRef> {

@@ -46,7 +46,6 @@ use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{DFSchemaRef, Result as DfResult};
 use datafusion::datasource::source_as_provider;
 use datafusion::execution::context::QueryPlanner;
-use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::{
     Aggregate, Expr, Extension, Filter, Limit, LogicalPlan, Projection, Sort, TableScan, Union,
@@ -62,6 +61,7 @@ use super::filter::translate_named;
 use super::layout::{Col, Kind, Layout, alias};
 use super::provider::ClickHouseTable;
 use super::scan::{ScanQuery, build_scan};
+use crate::plan::{plain_aggregate, unalias};
 
 /// Where the live generation's database goes in a [`Remote`] node's SQL. A NUL never
 /// appears in SQL we build otherwise: literals escape it (`filter::quote`).
@@ -447,34 +447,6 @@ fn sums_of_keys(r: &Remote, a: &Aggregate) -> Option<Remote> {
             group_by.join(", ")
         ),
     )
-}
-
-/// `e` without its alias.
-fn unalias(e: &Expr) -> &Expr {
-    match e {
-        Expr::Alias(a) => &a.expr,
-        e => e,
-    }
-}
-
-/// An aggregate of one argument with nothing that changes which rows it reads (no
-/// `DISTINCT`, `FILTER`, `ORDER BY` or null treatment), alias or not: its function's name
-/// and its argument.
-fn plain_aggregate(e: &Expr) -> Option<(&str, &Expr)> {
-    let Expr::AggregateFunction(AggregateFunction { func, params }) = unalias(e) else {
-        return None;
-    };
-    if params.distinct
-        || params.filter.is_some()
-        || !params.order_by.is_empty()
-        || params.null_treatment.is_some()
-    {
-        return None;
-    }
-    match params.args.as_slice() {
-        [arg] => Some((func.name(), arg)),
-        _ => None,
-    }
 }
 
 /// One aggregate as ClickHouse SQL over `r`'s columns, and the kind of its result.

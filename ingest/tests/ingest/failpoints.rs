@@ -79,8 +79,8 @@ async fn start_worker(
     (handle, log)
 }
 
-/// Not a test on its own: the worker process the failpoint tests start. Without [`DIR`] it
-/// returns at once.
+/// Not a test on its own: the worker process the failpoint tests (and the worker's
+/// SIGKILL test) start with [`spawn_worker`]. Without [`DIR`] it returns at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "the failpoint tests' child process"]
 async fn failpoint_child_worker() {
@@ -90,6 +90,32 @@ async fn failpoint_child_worker() {
     let clickhouse = std::env::var(CLICKHOUSE_DATABASE).ok();
     let _running = start_worker(&PathBuf::from(dir), clickhouse.as_deref()).await;
     std::future::pending::<()>().await;
+}
+
+/// Starts the worker in a child process: this test binary, running only
+/// [`failpoint_child_worker`], over the log and store under `dir` (ClickHouse's `clickhouse`
+/// database when given), armed at `failpoint` (`name@n`) when given. It is killed if the
+/// handle is dropped.
+pub fn spawn_worker(
+    dir: &Path,
+    clickhouse: Option<&str>,
+    failpoint: Option<String>,
+) -> tokio::process::Child {
+    tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "failpoints::failpoint_child_worker",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(DIR, dir)
+        .envs(failpoint.map(|f| ("SHOPLENS_FAILPOINT", f)))
+        .envs(clickhouse.map(|d| (CLICKHOUSE_DATABASE, d)))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the child worker")
 }
 
 /// Publishes a shop's events, runs the worker in a child process armed at `point` (its
@@ -110,21 +136,11 @@ async fn crash_at(point: &'static str, nth: u32, clickhouse: bool) {
     }
     let database = clickhouse.then(|| format!("t_fp_{}", uuid::Uuid::now_v7().simple()));
 
-    let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "failpoints::failpoint_child_worker",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env(DIR, dir.path())
-        .env("SHOPLENS_FAILPOINT", format!("{point}@{nth}"))
-        .envs(database.iter().map(|d| (CLICKHOUSE_DATABASE, d)))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the child worker");
+    let mut child = spawn_worker(
+        dir.path(),
+        database.as_deref(),
+        Some(format!("{point}@{nth}")),
+    );
     let status = tokio::time::timeout(Duration::from_secs(120), child.wait())
         .await
         .unwrap_or_else(|_| panic!("the worker never reached failpoint {point}"))

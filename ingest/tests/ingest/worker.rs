@@ -172,46 +172,11 @@ async fn every_event_counts_once_despite_duplicates_and_poison() {
     handle.stop().await;
 }
 
-/// Runs an ingest process on its own runtime and kills it without any clean-up, as a
-/// crash would: tasks stop at whatever await point they are at. File work already handed
-/// to a blocking thread finishes first (a real crash would stop it too, but here it would
-/// go on beside the next process and write into a store that process has already opened,
-/// which a real crash cannot do).
-/// Where the crash test's child worker finds the log and the store.
-const CRASH_DIR: &str = "SHOPLENS_TEST_CRASH_DIR";
-
-/// Not a test on its own: the ingest worker process that
-/// `a_worker_killed_again_and_again_ends_with_exact_totals` starts and SIGKILLs. Without
-/// [`CRASH_DIR`] it returns at once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the crash test's child process"]
-async fn crash_test_child_worker() {
-    let Some(dir) = std::env::var_os(CRASH_DIR) else {
-        return;
-    };
-    let dir = std::path::PathBuf::from(dir);
-    let log = open_log(&dir);
-    let _handle = start_embedded(&log, embedded_store(&dir)).await;
-    std::future::pending::<()>().await;
-}
-
-/// Runs the worker in a child process (this test binary, running only
-/// [`crash_test_child_worker`]) and kills it with SIGKILL after `delay`: a real crash, at
-/// whatever point of an apply it happens to be. Returns the offsets stored by then.
+/// Runs the worker in a child process (`failpoints::spawn_worker`, armed at no failpoint)
+/// and kills it with SIGKILL after `delay`: a real crash, at whatever point of an apply it
+/// happens to be. Returns the offsets stored by then.
 async fn crash_after(dir: &std::path::Path, delay: Duration) -> u64 {
-    let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "worker::crash_test_child_worker",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env(CRASH_DIR, dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start the child worker");
+    let mut child = crate::failpoints::spawn_worker(dir, None, None);
     tokio::time::sleep(delay).await;
     child.start_kill().expect("SIGKILL the child worker");
     child.wait().await.expect("reap the child worker");
