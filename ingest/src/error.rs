@@ -15,6 +15,11 @@ pub enum IngestError {
     /// The store holds something this version cannot read; retrying will not help.
     #[error("sink is corrupt or incompatible: {0}")]
     Corrupt(String),
+    /// Another worker claimed partitions this writer wrote: some of its last apply may have
+    /// been turned away. Claim the current assignment again and re-read from the stored
+    /// positions.
+    #[error("fenced off: {0}")]
+    Fenced(String),
     #[error("I/O failed: {0}")]
     Io(#[from] std::io::Error),
     #[error("cannot read the event bus: {0}")]

@@ -98,6 +98,23 @@ pub trait Sink: Send + Sync + 'static {
         Ok(Vec::new())
     }
 
+    /// Takes `partitions` over for this sink's writer and returns the positions stored for
+    /// them. A store that several workers may write (ClickHouse) fences off every earlier
+    /// writer of those partitions: their later writes store nothing, and an apply of this
+    /// sink that another claim overtook fails with [`IngestError::Fenced`](crate::IngestError).
+    /// A single-writer store just returns the positions.
+    async fn claim(&self, partitions: &[(String, i32)]) -> SinkResult<Vec<Position>> {
+        let stored = self.stored_positions().await?;
+        Ok(stored
+            .into_iter()
+            .filter(|p| {
+                partitions
+                    .iter()
+                    .any(|(t, n)| *t == p.topic && *n == p.partition)
+            })
+            .collect())
+    }
+
     // Reading back: for parity tests, the rebuild's checks and the analytics server.
 
     /// The whole pre-aggregated table, fully merged (one row per key), sorted by key, in

@@ -104,6 +104,12 @@ pub struct Worker {
     live: Arc<std::sync::atomic::AtomicBool>,
     /// Where dead letters are also published (besides the sink's dead-letter table).
     dead_letter_topic: Option<DeadLetterTopic>,
+    /// For a consumer-group member: the partitions this worker claimed in the sink (see
+    /// [`Worker::claim`]); it takes records of these only. `None` for a source read alone.
+    claimed: Option<Vec<(String, i32)>>,
+    /// Claimed partitions whose seek to the stored position has not succeeded yet: their
+    /// records are dropped until it does (they are read again from there).
+    unsought: HashSet<(String, i32)>,
 }
 
 /// A bus topic that receives a copy of every dead letter, for tools that watch the bus.
@@ -159,6 +165,8 @@ impl Worker {
             status: Arc::new(Mutex::new(status)),
             live: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             dead_letter_topic: None,
+            claimed: None,
+            unsought: HashSet::new(),
         }
     }
 
@@ -225,8 +233,18 @@ impl Worker {
                         self.metrics.events_consumed.inc_by(records.len() as u64);
                     }
                     self.set_status(|s| s.events_consumed += records.len() as u64);
+                    if self.assignment_changed() {
+                        // What these records hold is read again from the stored positions.
+                        if !self.claim(&mut state, shutdown).await? {
+                            break;
+                        }
+                        continue;
+                    }
+                    self.seek_unsought(&state);
                     for record in records {
-                        state.take(record);
+                        if self.takes(&record) {
+                            state.take(record);
+                        }
                     }
                 }
                 Err(e) => {
@@ -241,8 +259,10 @@ impl Worker {
             let due = state.first_at.is_some_and(|first| {
                 first.elapsed() >= Duration::from_millis(self.config.batch_max_delay_ms)
             });
-            if state.buffered() >= self.config.batch_max_events || due {
-                self.flush(&mut state, shutdown).await?;
+            if (state.buffered() >= self.config.batch_max_events || due)
+                && !self.flush_or_claim(&mut state, shutdown).await?
+            {
+                break;
             }
             if Instant::now() >= next_lag_sample {
                 self.sample_lag(&state).await;
@@ -260,12 +280,118 @@ impl Worker {
                 drain.cancel();
             })
         };
-        self.flush(&mut state, &drain).await?;
+        match self.flush(&mut state, &drain).await {
+            // Fenced off: the new owner reads it again.
+            Ok(()) | Err(IngestError::Fenced(_)) => {}
+            Err(e) => return Err(e),
+        }
         deadline.abort();
         if let Err(e) = self.source.commit(&state.stored_positions()).await {
             tracing::warn!(error = %e, "cannot commit bus positions on stop");
         }
         Ok(())
+    }
+
+    /// Whether the source is a consumer-group member whose assignment differs from what
+    /// this worker claimed.
+    fn assignment_changed(&self) -> bool {
+        match self.source.owned_partitions() {
+            None => false,
+            Some(owned) => self.claimed.as_ref() != Some(&owned),
+        }
+    }
+
+    /// Whether a polled record may be taken: with a consumer group, only from a claimed
+    /// partition whose seek has succeeded.
+    fn takes(&self, record: &ConsumedRecord) -> bool {
+        let Some(claimed) = &self.claimed else {
+            return true;
+        };
+        let partition = (record.topic.clone(), record.partition);
+        claimed.contains(&partition) && !self.unsought.contains(&partition)
+    }
+
+    /// Flushes; if another worker fenced this one off meanwhile, claims the assignment again
+    /// and re-reads. `false` if stopped meanwhile.
+    async fn flush_or_claim(
+        &mut self,
+        state: &mut BatchState,
+        shutdown: &CancellationToken,
+    ) -> Result<bool, IngestError> {
+        match self.flush(state, shutdown).await {
+            Ok(()) => Ok(true),
+            Err(IngestError::Fenced(why)) => {
+                tracing::warn!(reason = why, "fenced off; claiming the assignment again");
+                self.claim(state, shutdown).await
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Claims the source's current assignment in the sink (fencing off any earlier writer
+    /// of those partitions), drops what is buffered, and seeks every claimed partition back
+    /// to the position the sink stored, so nothing dropped is lost and nothing stored is
+    /// counted again. `false` if stopped while the sink was down.
+    async fn claim(
+        &mut self,
+        state: &mut BatchState,
+        shutdown: &CancellationToken,
+    ) -> Result<bool, IngestError> {
+        let Some(owned) = self.source.owned_partitions() else {
+            return Ok(true);
+        };
+        let mut backoff = Backoff::new(&self.config);
+        let (parked, stored) = loop {
+            let claimed = async {
+                let stored = self.sink.claim(&owned).await?;
+                let parked = self.sink.parked_keys().await?;
+                Ok::<_, IngestError>((parked, stored))
+            }
+            .await;
+            match claimed {
+                Ok(done) => break done,
+                Err(IngestError::Corrupt(e)) => return Err(IngestError::Corrupt(e)),
+                Err(e) => {
+                    self.sink_failed(&e);
+                    if !backoff.wait(shutdown).await {
+                        return Ok(false);
+                    }
+                }
+            }
+        };
+        tracing::info!(partitions = owned.len(), "claimed the assigned partitions");
+        *state = BatchState::new(parked.into_iter().collect(), &stored);
+        self.unsought = owned.iter().cloned().collect();
+        self.claimed = Some(owned);
+        self.seek_unsought(state);
+        self.set_status(|s| s.positions = stored);
+        Ok(true)
+    }
+
+    /// Seeks each claimed partition not sought yet to its stored position (the start of the
+    /// partition if none is stored).
+    fn seek_unsought(&mut self, state: &BatchState) {
+        let pending: Vec<(String, i32)> = self.unsought.iter().cloned().collect();
+        for (topic, partition) in pending {
+            let next_offset = state
+                .stored
+                .get(&(topic.clone(), partition))
+                .copied()
+                .unwrap_or(0);
+            let position = Position {
+                topic: topic.clone(),
+                partition,
+                next_offset,
+            };
+            match self.source.seek(&position) {
+                Ok(()) => {
+                    self.unsought.remove(&(topic, partition));
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, topic, partition, "seek not possible yet; retrying");
+                }
+            }
+        }
     }
 
     /// Reads what the sink remembers: parked aggregates and stored positions. Retries while
@@ -340,6 +466,7 @@ impl Worker {
                     break report;
                 }
                 Err(IngestError::Corrupt(e)) => return Err(IngestError::Corrupt(e)),
+                Err(IngestError::Fenced(e)) => return Err(IngestError::Fenced(e)),
                 Err(e) => {
                     self.sink_failed(&e);
                     if !backoff.wait(shutdown).await {

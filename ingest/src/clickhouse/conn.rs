@@ -45,6 +45,12 @@ pub(super) fn now_ns() -> i64 {
 pub(super) struct Conn {
     pub(super) client: Client,
     pub(super) timeout: Duration,
+    /// For the one request the `clickhouse` crate cannot make: an `INSERT .. SELECT` over
+    /// rows sent beside the query as external data ([`Conn::insert_where`]).
+    pub(super) http: reqwest::Client,
+    pub(super) url: String,
+    pub(super) user: String,
+    pub(super) password: String,
 }
 
 impl Conn {
@@ -81,6 +87,76 @@ impl Conn {
             insert.end().await
         })
         .await
+    }
+}
+
+impl Conn {
+    /// Sends RowBinary rows of `structure` (`name Type, ..`: the table's columns in order)
+    /// and inserts them into `table` (qualified) only if `condition` holds when the insert
+    /// starts, all in one request: `INSERT INTO table SELECT * FROM incoming WHERE condition`,
+    /// `incoming` being the rows sent as ClickHouse external data. One `INSERT`: all or
+    /// nothing, and the table's views see exactly the rows inserted.
+    pub(super) async fn insert_where(
+        &self,
+        table: &str,
+        structure: &str,
+        rows: Vec<u8>,
+        condition: &str,
+    ) -> SinkResult<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let context = format!("insert into {table}");
+        let query = format!("INSERT INTO {table} SELECT * FROM incoming WHERE {condition}");
+        // A boundary that no RowBinary body of ours can hold by chance.
+        let boundary = format!("shoplens-{}", uuid::Uuid::new_v4().simple());
+        let mut body = Vec::with_capacity(rows.len() + 256);
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"incoming\"; \
+                 filename=\"incoming\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(&rows);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let request = self
+            .http
+            .post(&self.url)
+            .query(&[
+                ("query", query.as_str()),
+                ("incoming_structure", structure),
+                ("incoming_format", "RowBinary"),
+            ])
+            .header("X-ClickHouse-User", &self.user)
+            .header("X-ClickHouse-Key", &self.password)
+            .header(
+                "Content-Type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(body);
+        let sent = async {
+            let response = request
+                .send()
+                .await
+                .map_err(|e| IngestError::Unavailable(format!("{context}: {e}")))?;
+            let status = response.status();
+            if status.is_success() {
+                return Ok(());
+            }
+            let text = response.text().await.unwrap_or_default();
+            Err(IngestError::Unavailable(format!(
+                "{context}: {status}: {}",
+                text.trim()
+            )))
+        };
+        match tokio::time::timeout(self.timeout, sent).await {
+            Ok(result) => result,
+            Err(_) => Err(IngestError::Unavailable(format!(
+                "{context}: no answer within {:?}",
+                self.timeout
+            ))),
+        }
     }
 }
 

@@ -62,6 +62,10 @@ impl ClickHouseStore {
             conn: Conn {
                 client,
                 timeout: Duration::from_millis(config.request_timeout_ms.max(1)),
+                http: reqwest::Client::new(),
+                url: config.url.clone(),
+                user: config.user.clone(),
+                password: config.password.clone(),
             },
             base: config.database.clone(),
         };
@@ -100,6 +104,8 @@ impl ClickHouseStore {
             db,
             as_of: Mutex::new(None),
             repair_pending: Mutex::new(None),
+            fence: std::sync::Mutex::new(None),
+            structures: Default::default(),
         })
     }
 }

@@ -9,6 +9,7 @@ use shoplens_contract::tables::MONEY;
 use shoplens_readmodel::tables::AggTable;
 
 use super::conn::{Conn, corrupt, now_ms};
+use super::fence::{REPAIR_TOKEN, holds};
 use super::migrations::view_selects;
 use super::rowbinary::RowBinary;
 use super::sink::ClickHouseSink;
@@ -16,45 +17,114 @@ use crate::IngestError;
 use crate::sink::SinkResult;
 
 impl ClickHouseSink {
-    pub(super) async fn journal(&self, apply_id: &str, done: u8) -> SinkResult<()> {
+    pub(super) async fn journal(
+        &self,
+        apply_id: &str,
+        done: u8,
+        token: Option<&str>,
+    ) -> SinkResult<()> {
         let mut row = RowBinary::default();
         row.str(apply_id);
         row.0.push(done);
         row.i64(now_ms());
+        row.str(token.unwrap_or_default());
         self.conn
             .insert(&format!("{}.apply_journal", self.db), row.0)
             .await
     }
 
-    /// Repairs the aggregates if the journal holds an apply that never finished, then marks
-    /// those applies done.
     /// Makes every aggregate table equal to what its views give over the raw tables
-    /// ([`repair`]); returns the number of correction rows.
+    /// ([`repair`]); returns the number of correction rows. Only for a single writer: with
+    /// fenced writers the repair runs through [`Self::repair_if_journal_says_so`].
     pub async fn repair_aggregates(&self) -> SinkResult<u64> {
-        repair(&self.conn, &self.db, &AggTable::ALL).await
+        repair(&self.conn, &self.db, &AggTable::ALL, None).await
     }
 
-    pub(super) async fn repair_if_journal_says_so(&self) -> SinkResult<()> {
+    /// Repairs the aggregates if the journal holds an apply that never finished and can no
+    /// longer finish: written by no fenced writer (a single writer, e.g. a crashed one), or
+    /// by one that was fenced off since, or this sink's own apply that failed
+    /// (`own_failed`). Then marks those applies done.
+    ///
+    /// A fenced sink first claims every partition with a repair token, so no other writer
+    /// inserts during the repair, and fails with `Fenced` afterwards (its own claim is gone
+    /// too; the worker claims its assignment again).
+    pub(super) async fn repair_if_journal_says_so(&self, own_failed: bool) -> SinkResult<()> {
         let sql = format!(
-            "SELECT apply_id FROM {}.apply_journal GROUP BY apply_id HAVING max(done) = 0",
-            self.db
+            "SELECT apply_id, token FROM {db}.apply_journal GROUP BY apply_id, token \
+             HAVING max(done) = 0",
+            db = self.db
         );
-        let unfinished = self
+        let open = self
             .conn
-            .run(&sql, self.conn.client.query(&sql).fetch_all::<String>())
+            .run(
+                &sql,
+                self.conn.client.query(&sql).fetch_all::<(String, String)>(),
+            )
             .await?;
+        if open.is_empty() {
+            return Ok(());
+        }
+        let own = self.token();
+        let holders: Vec<String> = if open.iter().any(|(_, t)| !t.is_empty()) {
+            let sql = format!("SELECT token FROM {}.fence_holders", self.db);
+            self.conn
+                .run(&sql, self.conn.client.query(&sql).fetch_all::<String>())
+                .await?
+        } else {
+            Vec::new()
+        };
+        let unfinished: Vec<(String, String)> = open
+            .into_iter()
+            .filter(|(_, t)| {
+                t.is_empty()
+                    || !holders.contains(t)
+                    || (own_failed && own.as_deref() == Some(t.as_str()))
+            })
+            .collect();
         if unfinished.is_empty() {
             return Ok(());
         }
-        let fixed = self.repair_aggregates().await?;
+        let fixed = match &own {
+            None => self.repair_aggregates().await?,
+            Some(_) => {
+                let token = format!("{REPAIR_TOKEN}{}", uuid::Uuid::now_v7().simple());
+                let partitions = self.claimed_partitions().await?;
+                self.store_claims(&token, &partitions).await?;
+                self.drain_inserts().await?;
+                let fixed = repair(
+                    &self.conn,
+                    &self.db,
+                    &AggTable::ALL,
+                    Some(&holds(&self.db, &token)),
+                )
+                .await?;
+                if !self.still_holds(&token).await? {
+                    return Err(IngestError::Unavailable(format!(
+                        "a claim interrupted the repair of {}; repairing again later",
+                        self.db
+                    )));
+                }
+                fixed
+            }
+        };
         tracing::warn!(
             database = %self.db,
             unfinished_applies = unfinished.len(),
             corrected_rows = fixed,
             "repaired aggregates after an interrupted apply"
         );
-        for id in unfinished {
-            self.journal(&id, 1).await?;
+        for (id, token) in &unfinished {
+            self.journal(id, 1, Some(token)).await?;
+        }
+        if own.is_some() {
+            // Let the writers the repair fenced off claim their partitions again at once.
+            let partitions = self.claimed_partitions().await?;
+            let released = format!("released-{}", uuid::Uuid::now_v7().simple());
+            self.store_claims(&released, &partitions).await?;
+            return Err(IngestError::Fenced(format!(
+                "repaired {}; claim the assignment again",
+                self.db
+            )));
         }
         Ok(())
     }
@@ -68,7 +138,14 @@ impl ClickHouseSink {
 ///
 /// Also how a new aggregate table of an existing database is filled (`migrations`): it
 /// inserts only differences, so running it again adds nothing.
-pub(super) async fn repair(conn: &Conn, db: &str, tables: &[AggTable]) -> SinkResult<u64> {
+/// With `fence`, an SQL condition, a correction is inserted only while it holds when the
+/// insert starts (a repair of fenced writers; see `fence`).
+pub(super) async fn repair(
+    conn: &Conn,
+    db: &str,
+    tables: &[AggTable],
+    fence: Option<&str>,
+) -> SinkResult<u64> {
     // An insert whose client gave up (a timeout, or a sibling insert of the same apply
     // that failed) may still be running on the server: wait for it, within the request
     // timeout, so the repair never races it.
@@ -158,7 +235,7 @@ pub(super) async fn repair(conn: &Conn, db: &str, tables: &[AggTable]) -> SinkRe
             "(SELECT {keys}, {truth_sums} FROM ({union}) GROUP BY {keys}) \
              ALL FULL OUTER JOIN \
              (SELECT {keys}, {stored_sums} FROM {db}.{name} GROUP BY {keys}) \
-             USING ({keys}) WHERE {differs}",
+             USING ({keys}) WHERE ({differs})",
             truth_sums = truth_sums.join(", "),
             stored_sums = stored_sums.join(", "),
             union = selects.join(" UNION ALL "),
@@ -166,9 +243,10 @@ pub(super) async fn repair(conn: &Conn, db: &str, tables: &[AggTable]) -> SinkRe
         );
         let insert = format!(
             "INSERT INTO {db}.{name} ({keys}, {names}) \
-             SELECT {keys}, {differences} FROM {differing}",
+             SELECT {keys}, {differences} FROM {differing}{fenced}",
             names = names.join(", "),
             differences = differences.join(", "),
+            fenced = fence.map(|f| format!(" AND {f}")).unwrap_or_default(),
         );
         let count = format!("SELECT count() FROM {differing}");
         let rows = conn

@@ -41,6 +41,7 @@
 
 mod conn;
 mod dedup;
+mod fence;
 mod generations;
 mod journal;
 mod migrations;

@@ -15,6 +15,7 @@ use tokio::sync::Mutex;
 
 use super::conn::{Conn, corrupt, now_ms};
 use super::rowbinary::{RowBinary, encode_dead_letter, encode_rows, typed};
+use crate::IngestError;
 use crate::sink::{ApplyReport, DeadLetter, IngestBatch, Sink, SinkResult};
 
 /// One generation of the read model in ClickHouse.
@@ -27,6 +28,10 @@ pub struct ClickHouseSink {
     /// Whether an apply may have left the aggregates short (see the module docs). `None`
     /// until the journal was read.
     pub(super) repair_pending: Mutex<Option<bool>>,
+    /// The token of this sink's claim, once it claimed partitions: every write is then
+    /// fenced (see `fence`). `None`: the only writer, writing plainly.
+    pub(super) fence: std::sync::Mutex<Option<String>>,
+    pub(super) structures: super::fence::Structures,
 }
 
 impl fmt::Debug for ClickHouseSink {
@@ -57,10 +62,13 @@ impl Sink for ClickHouseSink {
         // Held for the whole apply: a repair never runs beside raw inserts.
         let mut repair_pending = self.repair_pending.lock().await;
         if repair_pending.is_none() || *repair_pending == Some(true) {
+            let own_failed = *repair_pending == Some(true);
             *repair_pending = Some(true);
-            self.repair_if_journal_says_so().await?;
+            self.repair_if_journal_says_so(own_failed).await?;
             *repair_pending = Some(false);
         }
+        let token = self.token();
+        let token = token.as_deref();
         let apply_id = uuid::Uuid::now_v7().to_string();
         // Which rows and dead letters are new: all look-ups at once.
         let tables: Vec<&(RawTable, RecordBatch)> = batch
@@ -78,7 +86,7 @@ impl Sink for ClickHouseSink {
             self.new_dead_letters(&batch.dead_letters),
             async {
                 if writes_raw {
-                    self.journal(&apply_id, 0).await
+                    self.journal(&apply_id, 0, token).await
                 } else {
                     Ok(())
                 }
@@ -124,7 +132,7 @@ impl Sink for ClickHouseSink {
         futures::future::try_join_all(
             inserts
                 .into_iter()
-                .map(|(table, rows)| async move { self.conn.insert(&table, rows).await }),
+                .map(|(table, rows)| async move { self.write(&table, rows, token).await }),
         )
         .await?;
         if writes_raw {
@@ -145,8 +153,7 @@ impl Sink for ClickHouseSink {
                 out.u64(p.next_offset);
                 out.i64(applied_at);
             }
-            self.conn
-                .insert(&format!("{}.positions", self.db), out.0)
+            self.write(&format!("{}.positions", self.db), out.0, token)
                 .await
         };
         let freshness = async {
@@ -162,8 +169,7 @@ impl Sink for ClickHouseSink {
                 let mut out = RowBinary::default();
                 out.i64(newest);
                 out.i64(now_ms());
-                self.conn
-                    .insert(&format!("{}.freshness", self.db), out.0)
+                self.write(&format!("{}.freshness", self.db), out.0, token)
                     .await?;
                 *as_of = Some(Some(newest));
             } else {
@@ -173,17 +179,32 @@ impl Sink for ClickHouseSink {
         };
         let done = async {
             if writes_raw {
-                self.journal(&apply_id, 1).await
+                self.journal(&apply_id, 1, token).await
             } else {
                 Ok(())
             }
         };
         tokio::try_join!(positions, freshness, done)?;
         *repair_pending = Some(false);
+        if let Some(token) = token
+            && !self.still_holds(token).await?
+        {
+            // Some inserts may have been turned away: what is stored is re-read by whoever
+            // owns the partitions now (this worker too, once it claimed them again).
+            *self.as_of.lock().await = None;
+            return Err(IngestError::Fenced(format!(
+                "another writer claimed partitions of {}",
+                self.db
+            )));
+        }
         if writes_raw {
             crate::failpoint::hit(crate::failpoint::CLICKHOUSE_APPLY_DONE);
         }
         Ok(report)
+    }
+
+    async fn claim(&self, partitions: &[(String, i32)]) -> SinkResult<Vec<Position>> {
+        self.claim_partitions(partitions).await
     }
 
     async fn parked_keys(&self) -> SinkResult<Vec<(String, String)>> {

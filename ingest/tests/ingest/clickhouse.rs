@@ -597,7 +597,7 @@ async fn an_interrupted_apply_is_repaired_from_the_raw_tables() {
     .await;
     run(format!("ATTACH TABLE {db}.mv_orders_yearly_sales")).await;
     run(format!(
-        "INSERT INTO {db}.apply_journal VALUES ('crashed', 0, 0)"
+        "INSERT INTO {db}.apply_journal VALUES ('crashed', 0, 0, '')"
     ))
     .await;
     let so_far: Vec<Envelope> = a.iter().chain(b).cloned().collect();
@@ -728,4 +728,124 @@ async fn a_database_from_before_the_month_rollups_gets_them_filled_when_opened()
     assert_eq!(upgraded.repair_aggregates().await.unwrap(), 0);
     let reopened = store.open_sink(2).await.unwrap();
     assert_read_model(&reopened, &events).await;
+}
+
+fn at_offset(partition: i32, next_offset: u64) -> Position {
+    Position {
+        topic: "orders".into(),
+        partition,
+        next_offset,
+    }
+}
+
+/// Two writers of one generation (a rebalance, or a paused worker that wakes up): once the
+/// second claims a partition, the first one's writes store nothing (not its rows, not its
+/// positions) and its apply says it was fenced off; the new owner sees the first one's
+/// stored position and applies the rest, each event once.
+#[tokio::test]
+async fn a_writer_whose_partition_was_claimed_stores_nothing_more() {
+    let store = store("fence").await;
+    let first = store.open_sink(1).await.unwrap();
+    let second = store.open_sink(1).await.unwrap();
+    let both = vec![("orders".to_owned(), 0), ("orders".to_owned(), 1)];
+    let events = data_set();
+    let (a, rest) = events.split_at(15);
+    let (b, c) = rest.split_at(15);
+
+    assert!(first.claim(&both).await.unwrap().is_empty());
+    let mut batch = batch_of(a);
+    batch.positions = vec![at_offset(0, 10), at_offset(1, 5)];
+    first.apply(&batch).await.unwrap();
+
+    let stored = second.claim(&both[..1]).await.unwrap();
+    assert_eq!(stored, vec![at_offset(0, 10)]);
+
+    let mut late = batch_of(b);
+    late.positions = vec![at_offset(0, 20)];
+    let err = first.apply(&late).await.unwrap_err();
+    assert!(matches!(err, IngestError::Fenced(_)), "{err}");
+    assert_read_model(&first, a).await;
+    assert_eq!(
+        first.stored_positions().await.unwrap(),
+        vec![at_offset(0, 10), at_offset(1, 5)]
+    );
+
+    let report = second.apply(&late).await.unwrap();
+    assert_eq!(report.rows_written, b.len());
+    second.apply(&batch_of(c)).await.unwrap();
+    assert_read_model(&second, &events).await;
+    assert_eq!(
+        second.stored_positions().await.unwrap(),
+        vec![at_offset(0, 20), at_offset(1, 5)]
+    );
+
+    // Claiming again (its next assignment) lets the first writer write again; what it
+    // replays is found stored.
+    first.claim(&both[1..]).await.unwrap();
+    let replay = first.apply(&batch_of(&events)).await.unwrap();
+    assert_eq!(replay.rows_written, 0);
+    assert_eq!(replay.duplicates_skipped, events.len());
+    // Both claims hold now: neither writer is fenced off by the other.
+    second.apply(&batch_of(c)).await.unwrap();
+    assert_read_model(&second, &events).await;
+}
+
+/// An apply left unfinished by a writer that has since been fenced off is repaired by the
+/// next writer, which first fences off everyone (its correction inserts are fenced too) and
+/// then asks to be claimed again; an unfinished apply of a writer that still holds its
+/// partitions is left alone (it may still be running).
+#[tokio::test]
+async fn an_unfinished_apply_of_a_fenced_off_writer_is_repaired_by_the_next() {
+    let config = config("fencerepair");
+    let store = ClickHouseStore::connect(&config).await.unwrap();
+    let first = store.open_sink(1).await.unwrap();
+    let db = first.database().to_owned();
+    let client = clickhouse::Client::default()
+        .with_url(config.url.clone())
+        .with_validation(false);
+    let run = |sql: String| {
+        let client = client.clone();
+        async move { client.query(&sql).execute().await.unwrap() }
+    };
+    let both = vec![("orders".to_owned(), 0), ("orders".to_owned(), 1)];
+    let events = data_set();
+    let (a, rest) = events.split_at(15);
+    let (b, c) = rest.split_at(15);
+
+    first.claim(&both).await.unwrap();
+    first.apply(&batch_of(a)).await.unwrap();
+    // The gap: the raw rows of `b` stored, a view's rows missing, no done mark.
+    run(format!("DETACH TABLE {db}.mv_orders_yearly_sales")).await;
+    first.apply(&batch_of(b)).await.unwrap();
+    run(format!("ATTACH TABLE {db}.mv_orders_yearly_sales")).await;
+    let token = client
+        .query(&format!("SELECT any(token) FROM {db}.owners"))
+        .fetch_one::<String>()
+        .await
+        .unwrap();
+    run(format!(
+        "INSERT INTO {db}.apply_journal VALUES ('crashed', 0, 0, '{token}')"
+    ))
+    .await;
+
+    // While the first writer holds its partitions, a second writer of other partitions
+    // leaves its apply alone.
+    let second = store.open_sink(1).await.unwrap();
+    second.claim(&[("orders".to_owned(), 2)]).await.unwrap();
+    second.apply(&batch_of(&[])).await.unwrap();
+    assert_ne!(
+        second.aggregate(AggTable::YearlySales).await.unwrap(),
+        reference(&events[..30]).to_record_batch(AggTable::YearlySales),
+        "repaired while its writer may still be running"
+    );
+
+    // The first writer is fenced off (a rebalance): the next apply repairs, then asks to
+    // be claimed again.
+    second.claim(&both).await.unwrap();
+    let err = second.apply(&batch_of(c)).await.unwrap_err();
+    assert!(matches!(err, IngestError::Fenced(_)), "{err}");
+    assert_read_model(&second, &events[..30]).await;
+    second.claim(&both).await.unwrap();
+    second.apply(&batch_of(c)).await.unwrap();
+    assert_read_model(&second, &events).await;
 }

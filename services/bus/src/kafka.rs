@@ -488,6 +488,12 @@ impl EventSource for KafkaSource {
             })
     }
 
+    fn owned_partitions(&self) -> Option<Vec<(String, i32)>> {
+        let mut owned = self.assignment();
+        owned.sort();
+        Some(owned)
+    }
+
     /// High watermarks of the partitions currently assigned to this member (none before it
     /// has joined its group), asked for all partitions at once (one round trip each).
     /// Meant for lag metrics only: brokers may report them late.

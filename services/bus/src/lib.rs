@@ -102,6 +102,12 @@ pub trait EventSource: Send {
 
     /// The offset one past the last record stored, per topic partition, for lag metrics.
     async fn end_offsets(&mut self) -> Result<Vec<Position>>;
+
+    /// For a member of a consumer group: the (topic, partition)s it is assigned now, sorted
+    /// (empty during a rebalance). `None`: the source reads all its topics alone.
+    fn owned_partitions(&self) -> Option<Vec<(String, i32)>> {
+        None
+    }
 }
 
 /// Checks a topic name: 1-200 characters of `[A-Za-z0-9._-]`, as Kafka allows.
