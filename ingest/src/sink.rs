@@ -151,4 +151,10 @@ pub trait ReadModelStore: Send + Sync + 'static {
 
     /// Deletes a generation that is not live.
     async fn drop_generation(&self, generation: u32) -> SinkResult<()>;
+
+    /// Whether several ingest processes may write this store at once (each fencing the
+    /// others off its partitions); `false` for a store that takes one writer.
+    fn shared(&self) -> bool {
+        false
+    }
 }

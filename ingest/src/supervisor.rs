@@ -105,8 +105,15 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    /// Opens the live generation (making generation 1 live on a new store), drops any
-    /// generation an interrupted rebuild left behind, and starts the live worker.
+    /// Opens the live generation (making the newest, or generation 1, live on a store that
+    /// has none), drops generations an earlier switch left behind, and starts the live
+    /// worker.
+    ///
+    /// Several ingest processes may start at once on a shared store (ClickHouse): they all
+    /// pick the same first generation (opening and making it live are idempotent), and a
+    /// generation newer than the live one is left alone there, as it may be another
+    /// process's rebuild. On a single-writer store it can only be an interrupted rebuild of
+    /// this one, and is dropped.
     pub async fn start(
         store: Arc<dyn ReadModelStore>,
         sources: SourceFactory,
@@ -117,18 +124,26 @@ impl Ingest {
         let live = match store.live().await? {
             Some(g) => g,
             None => {
-                let g = generations.iter().max().map_or(1, |g| g + 1);
+                let g = generations.iter().max().copied().unwrap_or(1);
                 store.open(g).await?;
                 store.set_live(g).await?;
                 g
             }
         };
-        for g in generations.iter().filter(|g| **g != live) {
+        for &g in generations.iter().filter(|g| **g != live) {
+            if g > live && store.shared() {
+                tracing::warn!(
+                    generation = g,
+                    "a read-model generation newer than the live one: another ingest process's \
+                     rebuild, or an interrupted one (drop it through that process's rebuild)"
+                );
+                continue;
+            }
             tracing::info!(
                 generation = g,
                 "dropping a read-model generation that is not live"
             );
-            store.drop_generation(*g).await?;
+            store.drop_generation(g).await?;
         }
         metrics.live_generation.set(i64::from(live));
         let shutdown = CancellationToken::new();

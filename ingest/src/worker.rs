@@ -359,7 +359,11 @@ impl Worker {
                 }
             }
         };
-        tracing::info!(partitions = owned.len(), "claimed the assigned partitions");
+        tracing::info!(
+            partitions = ?owned,
+            stored = ?stored.iter().map(|p| (p.partition, p.next_offset)).collect::<Vec<_>>(),
+            "claimed the assigned partitions"
+        );
         *state = BatchState::new(parked.into_iter().collect(), &stored);
         self.unsought = owned.iter().cloned().collect();
         self.claimed = Some(owned);
@@ -385,6 +389,7 @@ impl Worker {
             };
             match self.source.seek(&position) {
                 Ok(()) => {
+                    tracing::info!(topic, partition, next_offset, "sought the stored position");
                     self.unsought.remove(&(topic, partition));
                 }
                 Err(e) => {

@@ -59,11 +59,13 @@ struct Rig {
     database: String,
     _shop: Shoplens,
     info: RunInfo,
-    worker: IngestWorker,
+    /// The members of the one `shoplens-ingest` consumer group.
+    workers: Vec<IngestWorker>,
 }
 
-/// Starts a private broker, (optionally) a private ClickHouse, the system and the worker.
-async fn rig(private_clickhouse: bool) -> Rig {
+/// Starts a private broker, (optionally) a private ClickHouse, the system and `workers`
+/// ingest workers in one consumer group, over topics of 6 partitions.
+async fn rig(private_clickhouse: bool, workers: usize) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let kafka = PrivateKafka::start(&dir.path().join("tansu"));
     let clickhouse = private_clickhouse.then(|| {
@@ -84,6 +86,7 @@ async fn rig(private_clickhouse: bool) -> Rig {
         ("SHOPLENS_BUS__KIND", "kafka".to_owned()),
         ("SHOPLENS_BUS__KAFKA__BROKERS", kafka.brokers()),
         ("SHOPLENS_BUS__KAFKA__SESSION_TIMEOUT_MS", "6000".to_owned()),
+        ("SHOPLENS_BUS__KAFKA__PARTITIONS", "6".to_owned()),
         ("SHOPLENS_INGEST__ENABLED", "false".to_owned()),
         ("SHOPLENS_READ_MODEL__KIND", "clickhouse".to_owned()),
         (
@@ -99,8 +102,14 @@ async fn rig(private_clickhouse: bool) -> Rig {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut shop = Shoplens::spawn(&data, &["run", "--no-demo"], &env);
     let info = shop.wait_ready();
-    let mut worker = IngestWorker::new(dir.path(), &kafka.brokers(), &clickhouse_url, &database);
-    worker.start();
+    let workers = (0..workers)
+        .map(|i| {
+            let mut worker =
+                IngestWorker::member(dir.path(), i, &kafka.brokers(), &clickhouse_url, &database);
+            worker.start();
+            worker
+        })
+        .collect();
     Rig {
         _dir: dir,
         data,
@@ -110,7 +119,7 @@ async fn rig(private_clickhouse: bool) -> Rig {
         database,
         _shop: shop,
         info,
-        worker,
+        workers,
     }
 }
 
@@ -208,7 +217,7 @@ async fn clickhouse(url: &str, sql: &str) -> String {
 async fn killing_the_ingest_worker_under_load_loses_and_double_counts_nothing() {
     let seed = seed("worker kills");
     let mut rng = Rng(seed);
-    let mut rig = rig(false).await;
+    let mut rig = rig(false, 1).await;
     let urls = rig.info.shop_urls(crate::process::service_token());
     let catalogue = catalogue(&urls, seed).await;
     let orders = 240;
@@ -222,7 +231,7 @@ async fn killing_the_ingest_worker_under_load_loses_and_double_counts_nothing() 
     while kills.len() < 4 && !load.is_finished() {
         let start = Instant::now();
         loop {
-            let now = applied(&rig.worker).await;
+            let now = applied(&rig.workers[0]).await;
             if now > last || load.is_finished() {
                 break;
             }
@@ -234,15 +243,15 @@ async fn killing_the_ingest_worker_under_load_loses_and_double_counts_nothing() 
         }
         let delay = rng.below(1_200);
         tokio::time::sleep(Duration::from_millis(delay)).await;
-        let at = applied(&rig.worker).await;
-        rig.worker.kill();
+        let at = applied(&rig.workers[0]).await;
+        rig.workers[0].kill();
         eprintln!(
             "worker kills: kill {} after +{delay} ms, at {at} events applied",
             kills.len() + 1
         );
         kills.push((delay, at));
         last = at;
-        rig.worker.start();
+        rig.workers[0].start();
     }
     let report = load.await.unwrap();
     assert_load_ok(&report, orders);
@@ -251,7 +260,7 @@ async fn killing_the_ingest_worker_under_load_loses_and_double_counts_nothing() 
         "seed {seed}: the worker was killed under load only {} times",
         kills.len()
     );
-    assert!(rig.worker.alive());
+    assert!(rig.workers[0].alive());
     assert_reconciled(&rig, orders, &format!("seed {seed}, kills {kills:?}"));
 
     // The same check catches a wrong read model: an extra aggregate row for a customer who
@@ -296,7 +305,7 @@ async fn killing_the_ingest_worker_under_load_loses_and_double_counts_nothing() 
 async fn the_broker_and_clickhouse_stopped_under_load_lose_nothing() {
     let seed = seed("server outages");
     let mut rng = Rng(seed);
-    let mut rig = rig(true).await;
+    let mut rig = rig(true, 1).await;
     let urls = rig.info.shop_urls(crate::process::service_token());
     let catalogue = catalogue(&urls, seed).await;
     let per_phase = 120;
@@ -315,7 +324,7 @@ async fn the_broker_and_clickhouse_stopped_under_load_lose_nothing() {
         "the outbox holds the events while the broker is down"
     );
     assert!(
-        rig.worker.alive(),
+        rig.workers[0].alive(),
         "the worker survives the broker's outage"
     );
     rig.kafka.restart();
@@ -335,7 +344,7 @@ async fn the_broker_and_clickhouse_stopped_under_load_lose_nothing() {
     let start = Instant::now();
     let mut saw_sink_down = false;
     while start.elapsed() < outage || !saw_sink_down {
-        let status = rig.worker.status().await;
+        let status = rig.workers[0].status().await;
         if let Some(s) = &status {
             saw_sink_down |= s["live"]["sink_up"] == false;
         }
@@ -346,7 +355,7 @@ async fn the_broker_and_clickhouse_stopped_under_load_lose_nothing() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(
-        rig.worker.alive(),
+        rig.workers[0].alive(),
         "the worker survives ClickHouse's outage"
     );
     clickhouse.restart().expect("ClickHouse restarts");
@@ -355,6 +364,122 @@ async fn the_broker_and_clickhouse_stopped_under_load_lose_nothing() {
 
     // 3. Everything catches up, exactly.
     assert_reconciled(&rig, 2 * per_phase, &format!("seed {seed}"));
-    assert!(rig.worker.alive(), "the same worker process caught up");
+    assert!(rig.workers[0].alive(), "the same worker process caught up");
     assert_eq!(order_outbox_pending(&rig).await, 0);
+}
+
+/// Events applied by the whole group: every member's stored positions (a partition's
+/// position may be reported by its old and its new owner; the larger counts).
+async fn applied_by_group(workers: &[IngestWorker]) -> u64 {
+    let mut positions: std::collections::BTreeMap<(String, u64), u64> = Default::default();
+    for worker in workers {
+        let Some(s) = worker.status().await else {
+            continue;
+        };
+        for p in s["live"]["positions"].as_array().into_iter().flatten() {
+            let key = (
+                p["topic"].as_str().unwrap_or_default().to_owned(),
+                p["partition"].as_u64().unwrap_or_default(),
+            );
+            let next = p["next_offset"].as_u64().unwrap_or(0);
+            let e = positions.entry(key).or_default();
+            *e = (*e).max(next);
+        }
+    }
+    positions.values().sum()
+}
+
+/// Waits until the group applied more than `than` events (or 60 s pass: a failure).
+async fn wait_for_progress(workers: &[IngestWorker], than: u64, context: &str) -> u64 {
+    let start = Instant::now();
+    loop {
+        let now = applied_by_group(workers).await;
+        if now > than {
+            return now;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{context}: the group made no progress past {than} events"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Three `shoplens-ingest` processes in one consumer group over topics of 6 partitions,
+/// writing one ClickHouse generation, under load: one is SIGKILLed and restarted, one is
+/// SIGSTOPped past the session timeout (its partitions go to the others) and then resumed
+/// (a zombie holding a batch), one leaves and joins again. Nothing is lost and nothing is
+/// counted twice, and more than one member wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_ingest_workers_with_kills_zombies_and_rebalances_count_every_event_once() {
+    let seed = seed("worker group");
+    let mut rng = Rng(seed);
+    let mut rig = rig(false, 3).await;
+    let urls = rig.info.shop_urls(crate::process::service_token());
+    let catalogue = catalogue(&urls, seed).await;
+    let orders = 300;
+    // 10 orders/s: ~30 s of load, across every step below.
+    let load = load(&urls, &catalogue, sim(seed, orders, 10.0));
+    let context = format!("seed {seed}");
+
+    let at = wait_for_progress(&rig.workers, 0, &context).await;
+    // 1. A member killed mid-work and started again.
+    tokio::time::sleep(Duration::from_millis(rng.below(1_000))).await;
+    rig.workers[0].kill();
+    eprintln!("worker group: member 0 killed at {at} events");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    rig.workers[0].start();
+    let at = wait_for_progress(&rig.workers, at, &context).await;
+
+    // 2. A member paused past the session timeout (6 s): the group moves its partitions
+    //    to the others, then it wakes up with what it held.
+    rig.workers[1].pause();
+    eprintln!("worker group: member 1 paused at {at} events");
+    tokio::time::sleep(Duration::from_millis(8_000 + rng.below(2_000))).await;
+    let during = applied_by_group(&rig.workers).await;
+    rig.workers[1].resume();
+    eprintln!("worker group: member 1 resumed; the group applied {during} events meanwhile");
+    let at = wait_for_progress(&rig.workers, during, &context).await;
+
+    // 3. A member leaves (stopped) and joins again.
+    rig.workers[2].kill();
+    tokio::time::sleep(Duration::from_millis(1_000 + rng.below(1_000))).await;
+    rig.workers[2].start();
+    eprintln!("worker group: member 2 left and joined again at {at} events");
+
+    let report = load.await.unwrap();
+    assert_load_ok(&report, orders);
+    for (i, w) in rig.workers.iter_mut().enumerate() {
+        assert!(w.alive(), "{context}: member {i} died");
+    }
+    assert_reconciled(&rig, orders, &context);
+
+    // Several members claimed partitions and wrote: claims by more than one writer, and
+    // every partition of the order topic has a stored position.
+    let generation = clickhouse(
+        &rig.clickhouse_url,
+        &format!(
+            "SELECT name FROM system.databases WHERE name LIKE '{}\\_g%'",
+            rig.database
+        ),
+    )
+    .await;
+    let generation = generation.trim();
+    let tokens = clickhouse(
+        &rig.clickhouse_url,
+        &format!("SELECT uniqExact(token) FROM {generation}.owners"),
+    )
+    .await;
+    let tokens: u64 = tokens.trim().parse().unwrap();
+    assert!(tokens >= 4, "{context}: only {tokens} claims were made");
+    let partitions = clickhouse(
+        &rig.clickhouse_url,
+        &format!("SELECT uniqExact(topic, partition) FROM {generation}.positions"),
+    )
+    .await;
+    let partitions: u64 = partitions.trim().parse().unwrap();
+    assert!(
+        partitions >= 6,
+        "{context}: positions of {partitions} partitions"
+    );
 }

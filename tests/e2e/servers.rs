@@ -147,10 +147,18 @@ pub struct IngestWorker {
 }
 
 impl IngestWorker {
-    /// Writes the worker's config file into `dir`; does not start it.
-    pub fn new(dir: &Path, brokers: &str, clickhouse_url: &str, database: &str) -> IngestWorker {
+    /// Member `index` of the worker group (its own config file and API port; the same
+    /// consumer group, broker and database as every other member). Writes its config file
+    /// into `dir`; does not start it.
+    pub fn member(
+        dir: &Path,
+        index: usize,
+        brokers: &str,
+        clickhouse_url: &str,
+        database: &str,
+    ) -> IngestWorker {
         let port = free_port();
-        let config = dir.join("ingest.toml");
+        let config = dir.join(format!("ingest-{index}.toml"));
         std::fs::write(
             &config,
             format!(
@@ -163,6 +171,7 @@ batch_max_events = 200
 batch_max_delay_ms = 50
 [kafka]
 brokers = "{brokers}"
+partitions = 6
 session_timeout_ms = 6000
 [read_model]
 kind = "clickhouse"
@@ -186,8 +195,16 @@ request_timeout_ms = 3000
         let child = Command::new(ingest_bin())
             .arg("--config")
             .arg(&self.config)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
+            // `SHOPLENS_TEST_WORKER_LOG=info` shows every claim and seek when debugging.
+            .env(
+                "RUST_LOG",
+                std::env::var("SHOPLENS_TEST_WORKER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(if std::env::var_os("SHOPLENS_TEST_WORKER_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start shoplens-ingest");
@@ -202,6 +219,26 @@ request_timeout_ms = 3000
         }
     }
 
+    /// SIGSTOP: the process stays a group member in its own view but sends no heartbeat;
+    /// past the session timeout the group gives its partitions to others (a "zombie").
+    pub fn pause(&mut self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`IngestWorker::pause`]: it wakes up with whatever it held.
+    pub fn resume(&mut self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&mut self, signal: &str) {
+        let child = self.child.as_ref().expect("the worker is running");
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} failed");
+    }
+
     /// Whether the process is still running (it has not crashed).
     pub fn alive(&mut self) -> bool {
         match &mut self.child {
@@ -210,9 +247,13 @@ request_timeout_ms = 3000
         }
     }
 
-    /// The worker's `/api/v1/status` (`None` while it does not answer).
+    /// The worker's `/api/v1/status` (`None` while it does not answer within 2 s).
     pub async fn status(&self) -> Option<serde_json::Value> {
-        let resp = reqwest::get(format!("{}/api/v1/status", self.url))
+        // A paused worker accepts connections (the kernel does) but never answers.
+        let resp = reqwest::Client::new()
+            .get(format!("{}/api/v1/status", self.url))
+            .timeout(Duration::from_secs(2))
+            .send()
             .await
             .ok()?;
         resp.json().await.ok()

@@ -162,6 +162,10 @@ impl ReadModelStore for ClickHouseStore {
         Ok(generations)
     }
 
+    fn shared(&self) -> bool {
+        true
+    }
+
     async fn drop_generation(&self, generation: u32) -> SinkResult<()> {
         if self.live().await? == Some(generation) {
             return Err(corrupt(format!(
