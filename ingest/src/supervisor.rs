@@ -24,6 +24,9 @@ use crate::metrics::IngestMetrics;
 use crate::sink::{ReadModelStore, Sink};
 use crate::worker::{DeadLetterTopic, SharedStatus, Worker, WorkerConfig, WorkerStatus};
 
+/// How often a process on a shared store checks whether another one switched generations.
+const FOLLOW_LIVE_EVERY: Duration = Duration::from_secs(2);
+
 /// Makes a bus consumer for a consumer group (a new group starts at the earliest record).
 pub type SourceFactory =
     Arc<dyn Fn(String) -> BoxFuture<'static, Result<Box<dyn EventSource>, BusError>> + Send + Sync>;
@@ -148,7 +151,8 @@ impl Ingest {
         metrics.live_generation.set(i64::from(live));
         let shutdown = CancellationToken::new();
         let running = spawn_worker(&store, &sources, &config, &metrics, live, true).await?;
-        Ok(Ingest {
+        let shared = store.shared();
+        let ingest = Ingest {
             inner: Arc::new(Inner {
                 store,
                 sources,
@@ -161,7 +165,65 @@ impl Ingest {
                 }),
                 shutdown,
             }),
-        })
+        };
+        if shared {
+            let this = ingest.clone();
+            tokio::spawn(async move { this.follow_live().await });
+        }
+        Ok(ingest)
+    }
+
+    /// On a store several ingest processes share: when another process's rebuild made a
+    /// newer generation live, stop writing the old one and write the new one (joining its
+    /// consumer group), so every process ends up on the generation readers see.
+    async fn follow_live(self) {
+        let i = &self.inner;
+        loop {
+            tokio::select! {
+                _ = i.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(FOLLOW_LIVE_EVERY) => {}
+            }
+            let live = match i.store.live().await {
+                Ok(Some(g)) => g,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot read the live generation");
+                    continue;
+                }
+            };
+            let (ours, rebuilding) = {
+                let state = i.state.lock().expect("state lock");
+                (state.live.generation, state.rebuild.is_some())
+            };
+            // Our own rebuild switches by itself; never go back to an older generation.
+            if live <= ours || rebuilding {
+                continue;
+            }
+            let running = match spawn_worker(
+                &i.store, &i.sources, &i.config, &i.metrics, live, true,
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(generation = live, error = %e, "cannot follow the live generation; retrying");
+                    continue;
+                }
+            };
+            let old = {
+                let mut state = i.state.lock().expect("state lock");
+                std::mem::replace(&mut state.live, running)
+            };
+            i.metrics.live_generation.set(i64::from(live));
+            tracing::info!(
+                generation = live,
+                replaced = old.generation,
+                "another ingest process made a rebuilt read model live; following it"
+            );
+            old.live.store(false, Ordering::Relaxed);
+            old.stop.cancel();
+            let _ = old.task.await;
+        }
     }
 
     /// The live generation and its sink (what readers query).
@@ -249,11 +311,23 @@ impl Ingest {
                 _ = i.shutdown.cancelled() => return,
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {}
             }
-            let (live, rebuilt, finished) = {
+            let (mut live, rebuilt, finished, live_sink) = {
                 let state = i.state.lock().expect("state lock");
                 let Some(r) = &state.rebuild else { return };
-                (state.live.status(), r.status(), r.task.is_finished())
+                (
+                    state.live.status(),
+                    r.status(),
+                    r.task.is_finished(),
+                    state.live.sink.clone(),
+                )
             };
+            // What the live generation stored, for every partition: with several ingest
+            // processes, the live worker here owns only some of them.
+            if let Ok(stored) = live_sink.stored_positions().await
+                && !stored.is_empty()
+            {
+                live.positions = stored;
+            }
             if finished && !rebuilt.running {
                 let error = rebuilt
                     .last_error

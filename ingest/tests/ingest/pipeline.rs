@@ -336,3 +336,85 @@ async fn a_clickhouse_outage_loses_nothing() {
     );
     handle.stop().await;
 }
+
+/// Waits until the live generation of `handle` stored `total` records, over every
+/// partition (whichever process applied them).
+async fn wait_stored(handle: &IngestHandle, total: u64, within: Duration) {
+    let start = Instant::now();
+    loop {
+        let (_, sink) = handle.ingest().live();
+        let stored: u64 = sink
+            .stored_positions()
+            .await
+            .map(|ps| ps.iter().map(|p| p.next_offset).sum())
+            .unwrap_or(0);
+        if stored >= total {
+            return;
+        }
+        assert!(
+            start.elapsed() < within,
+            "the read model stored {stored}/{total} records"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Two ingest processes in one consumer group on one ClickHouse store: one rebuilds the
+/// read model; the other follows its switch to the new generation; both then write the new
+/// one, each event once, and the old generation is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_in_one_of_two_ingest_processes_moves_both_to_the_new_generation() {
+    let prefix = unique("follow");
+    let topics = topics(&prefix);
+    let kafka = kafka_config();
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let bus = KafkaBus::connect(&kafka, &names).await.unwrap();
+    let events = shop_events(&spec(5, 300));
+    let (first, second) = events.split_at(events.len() / 2);
+    publish_all(&bus, &records(&prefix, first)).await;
+
+    let store_config = clickhouse_config(&clickhouse_url(), &unique("follow"));
+    let mut config = ingest_config(&unique("follow"));
+    config.drop_old_generation_after_ms = 200;
+    let process = || async {
+        let store = ClickHouseStore::connect(&store_config).await.unwrap();
+        start(
+            &config,
+            Arc::new(store),
+            kafka_sources(kafka.clone(), topics.clone()),
+        )
+        .await
+        .unwrap()
+    };
+    let a = process().await;
+    let b = process().await;
+    wait_stored(&a, first.len() as u64, Duration::from_secs(60)).await;
+
+    a.ingest().start_rebuild().await.unwrap();
+    let start_wait = Instant::now();
+    while b.ingest().status().live_generation != 2 {
+        assert!(
+            start_wait.elapsed() < Duration::from_secs(60),
+            "the second process never followed: {:?}",
+            b.ingest().status()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(a.ingest().status().live_generation, 2);
+    publish_all(&bus, &records(&prefix, second)).await;
+    wait_stored(&b, events.len() as u64, Duration::from_secs(60)).await;
+    let (_, sink) = b.ingest().live();
+    assert_read_model(&sink, &events).await;
+    assert!(b.ingest().status().live.running);
+    let store = a.ingest().store();
+    let start_wait = Instant::now();
+    while store.generations().await.unwrap() != vec![2] {
+        assert!(
+            start_wait.elapsed() < Duration::from_secs(30),
+            "the old generation was not dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    a.stop().await;
+    b.stop().await;
+}
