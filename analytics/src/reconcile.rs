@@ -41,6 +41,10 @@ pub enum Scope {
     Year,
     Product,
     Customer,
+    /// Another service's records in one state on one day (`shoplens_contract::sales::
+    /// RecordCount`), keyed `{entity} {day} {kind}`: the raw event tables against the
+    /// payment, shipping, customer and product services.
+    Records,
 }
 
 /// One field of one key on which the two sides disagree. Counts are numbers, money is a
@@ -65,6 +69,9 @@ pub struct Checked {
     pub years: usize,
     pub products: usize,
     pub customers: usize,
+    /// (entity, day, state) keys of the other services' records.
+    #[serde(default)]
+    pub records: usize,
 }
 
 /// The services' side of a report.
@@ -107,6 +114,115 @@ pub struct ReadModelSums {
     pub yearly: BTreeMap<i32, Sums>,
     pub products: BTreeMap<String, ProductSums>,
     pub customers: BTreeMap<String, CustomerSums>,
+    /// The raw tables' records per (entity, day, state): count and amount.
+    pub records: RecordSums,
+}
+
+/// How the raw event tables give each service's records, as `RecordCount`s (`shoplens_contract::sales`): per record
+/// (its id) the latest event's type, which names its state, the day of that event and the
+/// record's amount; or, for customers and products, the day of the event that created
+/// them.
+struct RecordSource {
+    entity: &'static str,
+    /// Rows of (day, kind, count, amount).
+    sql: &'static str,
+    /// Event type → the state the service calls it.
+    states: &'static [(&'static str, &'static str)],
+}
+
+/// Records per (entity, day, state): their count and amount.
+pub type RecordSums = BTreeMap<(String, NaiveDate, String), (u64, Option<Decimal>)>;
+
+const RECORDS: &[RecordSource] = &[
+    RecordSource {
+        entity: "payments",
+        sql: "SELECT CAST(to_timestamp_millis(last_at) AS DATE), kind, \
+                arrow_cast(COUNT(*), 'UInt64'), SUM(amount) \
+         FROM (SELECT payment_id, MAX(occurred_at) AS last_at, \
+                      last_value(event_type ORDER BY occurred_at, event_id) AS kind, \
+                      MAX(amount) AS amount \
+               FROM payment_events GROUP BY payment_id) AS p \
+         GROUP BY 1, 2",
+        states: &[
+            ("PaymentCompleted", "Success"),
+            ("PaymentFailed", "Failed"),
+            ("PaymentRefunded", "Refunded"),
+        ],
+    },
+    RecordSource {
+        entity: "shipments",
+        sql: "SELECT CAST(to_timestamp_millis(last_at) AS DATE), kind, \
+                arrow_cast(COUNT(*), 'UInt64'), NULL \
+         FROM (SELECT shipment_id, MAX(occurred_at) AS last_at, \
+                      last_value(event_type ORDER BY occurred_at, event_id) AS kind \
+               FROM shipment_events GROUP BY shipment_id) AS s \
+         GROUP BY 1, 2",
+        states: &[
+            ("ShipmentCreated", "Created"),
+            ("ShipmentLocationUpdated", "InTransit"),
+            ("ShipmentDelivered", "Delivered"),
+        ],
+    },
+    RecordSource {
+        entity: "customers",
+        sql: "SELECT CAST(to_timestamp_millis(MIN(occurred_at)) AS DATE), 'registered', \
+                arrow_cast(1, 'UInt64'), NULL \
+         FROM customer_events WHERE event_type = 'CustomerRegistered' GROUP BY customer_id",
+        states: &[],
+    },
+    RecordSource {
+        entity: "products",
+        sql: "SELECT CAST(to_timestamp_millis(MIN(occurred_at)) AS DATE), 'created', \
+                arrow_cast(1, 'UInt64'), NULL \
+         FROM product_events WHERE event_type = 'ProductCreated' GROUP BY product_id",
+        states: &[],
+    },
+];
+
+/// The raw tables' side of the services' `RecordCount`s, for the days of `range`.
+pub async fn read_model_records(
+    engine: &Engine,
+    range: &DateRange,
+) -> Result<RecordSums, AnalyticsError> {
+    let reads = RECORDS.iter().map(|source| async move {
+        let RecordSource {
+            entity,
+            sql,
+            states,
+        } = source;
+        let stream = engine.export(crate::privacy::Pii::Visible, sql).await?;
+        let batches: Vec<arrow_array::RecordBatch> =
+            futures::TryStreamExt::try_collect(stream).await?;
+        let mut out = Vec::new();
+        for b in &batches {
+            let c = Columns(b);
+            for i in 0..b.num_rows() {
+                let day = c.date(0, i);
+                if day < range.from || day > range.to {
+                    continue;
+                }
+                let kind = c.string(1, i).unwrap_or_default();
+                let kind = states
+                    .iter()
+                    .find(|(event, _)| *event == kind)
+                    .map_or(kind.clone(), |(_, state)| (*state).to_owned());
+                let amount = (!b.column(3).is_null(i)).then(|| c.money(3, i));
+                out.push(((entity.to_string(), day, kind), (c.u64(2, i), amount)));
+            }
+        }
+        Ok::<_, AnalyticsError>(out)
+    });
+    let mut records = RecordSums::new();
+    for rows in futures::future::try_join_all(reads).await? {
+        for (key, (count, amount)) in rows {
+            let r = records.entry(key).or_default();
+            r.0 += count;
+            if let Some(a) = amount {
+                r.1 = Some(r.1.unwrap_or_default() + a);
+            }
+        }
+    }
+    Ok(records)
 }
 
 /// Fetches the services' ledger and compares the read model with it.
@@ -181,7 +297,8 @@ impl Reconciler {
         // Both sides at (nearly) the same moment, so a quiet shop compares like with like.
         let (ledger, read_model) = tokio::join!(self.ledger(&range), async {
             let freshness = engine.freshness().await?;
-            let sums = read_model_sums(engine, &range).await?;
+            let mut sums = read_model_sums(engine, &range).await?;
+            sums.records = read_model_records(engine, &range).await?;
             Ok::<_, AnalyticsError>((freshness, sums))
         });
         let ledger = ledger?;
@@ -461,6 +578,39 @@ pub fn report(
         d.count(s, id, "orders_paid", t.orders_paid, r.orders_paid);
         d.money(s, id, "revenue", t.revenue, r.revenue);
     }
+    let truth_records: RecordSums = ledger
+        .records
+        .iter()
+        .filter(|r| in_range(&r.day))
+        .map(|r| {
+            (
+                (r.entity.clone(), r.day, r.kind.clone()),
+                (r.count, r.amount),
+            )
+        })
+        .collect();
+    let record_keys: BTreeSet<&(String, NaiveDate, String)> = truth_records
+        .keys()
+        .chain(read.records.keys().filter(|(_, day, _)| in_range(day)))
+        .collect();
+    for key in &record_keys {
+        let (t, r) = (
+            truth_records.get(*key).copied().unwrap_or_default(),
+            read.records.get(*key).copied().unwrap_or_default(),
+        );
+        let name = format!("{} {} {}", key.0, key.1, key.2);
+        d.count(Scope::Records, &name, "count", t.0, r.0);
+        if t.1.is_some() || r.1.is_some() {
+            let zero = Decimal::ZERO;
+            d.money(
+                Scope::Records,
+                &name,
+                "amount",
+                t.1.unwrap_or(zero),
+                r.1.unwrap_or(zero),
+            );
+        }
+    }
     let matches = d.count == 0;
     let note = if matches {
         "the read model matches the services".to_owned()
@@ -495,6 +645,7 @@ pub fn report(
             years: years.len(),
             products: products.len(),
             customers: customers.len(),
+            records: record_keys.len(),
         },
         difference_count: d.count,
         truncated: d.count > d.list.len(),
@@ -517,13 +668,14 @@ impl ReconcileReport {
         );
         let _ = writeln!(
             out,
-            "  checked {} days, {} whole months, {} whole years, {} products, {} customers \
-             ({} orders scanned at {})",
+            "  checked {} days, {} whole months, {} whole years, {} products, {} customers, \
+             {} record counts of the other services ({} orders scanned at {})",
             self.checked.days,
             self.checked.months,
             self.checked.years,
             self.checked.products,
             self.checked.customers,
+            self.checked.records,
             self.source_of_truth.orders_scanned,
             self.source_of_truth.computed_at.to_rfc3339(),
         );
@@ -637,7 +789,7 @@ pub async fn fetch_settled(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shoplens_contract::sales::DailyRow;
+    use shoplens_contract::sales::{DailyRow, RecordCount};
 
     fn d(s: &str) -> NaiveDate {
         s.parse().unwrap()
@@ -689,6 +841,22 @@ mod tests {
                 },
             )]
             .into(),
+            records: vec![
+                RecordCount {
+                    entity: "payments".into(),
+                    day: d("2026-01-02"),
+                    kind: "Success".into(),
+                    count: 2,
+                    amount: Some(money("15.50")),
+                },
+                RecordCount {
+                    entity: "customers".into(),
+                    day: d("2026-01-01"),
+                    kind: "registered".into(),
+                    count: 1,
+                    amount: None,
+                },
+            ],
         }
     }
 
@@ -722,7 +890,48 @@ mod tests {
             yearly: BTreeMap::new(),
             products: l.products.clone(),
             customers: l.customers.clone(),
+            records: l
+                .records
+                .iter()
+                .map(|r| {
+                    (
+                        (r.entity.clone(), r.day, r.kind.clone()),
+                        (r.count, r.amount),
+                    )
+                })
+                .collect(),
         }
+    }
+
+    #[test]
+    fn a_service_record_count_that_differs_is_named() {
+        let l = ledger();
+        let mut read = same(&l);
+        // A payment counted twice in the raw table, a customer missing from it.
+        let key = ("payments".to_owned(), d("2026-01-02"), "Success".to_owned());
+        let p = read.records.get_mut(&key).unwrap();
+        p.0 += 1;
+        p.1 = Some(money("20.00"));
+        read.records.remove(&(
+            "customers".to_owned(),
+            d("2026-01-01"),
+            "registered".to_owned(),
+        ));
+        let r = report(&l, &read, freshness(Some(0)), "clickhouse", 10);
+        let keys: Vec<(Scope, &str, &str)> = r
+            .differences
+            .iter()
+            .map(|x| (x.scope, x.key.as_str(), x.field.as_str()))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                (Scope::Records, "customers 2026-01-01 registered", "count"),
+                (Scope::Records, "payments 2026-01-02 Success", "count"),
+                (Scope::Records, "payments 2026-01-02 Success", "amount"),
+            ]
+        );
+        assert_eq!(r.checked.records, 2);
     }
 
     #[test]
@@ -774,7 +983,8 @@ mod tests {
                 months: 1,
                 years: 0,
                 products: 1,
-                customers: 1
+                customers: 1,
+                records: 2,
             }
         );
         assert!(r.summary(5).starts_with("MATCH"));
@@ -836,7 +1046,8 @@ mod tests {
                 months: 1,
                 years: 0,
                 products: 2,
-                customers: 1
+                customers: 1,
+                records: 2,
             }
         );
         assert!(r.note.contains("not ingest lag"), "{}", r.note);

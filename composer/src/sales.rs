@@ -20,7 +20,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use shoplens_contract::Service;
 use shoplens_contract::sales::{
-    CustomerRow, DailyRow, DateRange, Period, ProductRow, Sums, TrendRow, trend_rows,
+    CustomerRow, DailyRow, DateRange, Period, ProductRow, RecordCount, Sums, TrendRow, trend_rows,
 };
 pub use shoplens_contract::sales::{CustomerSums, LedgerReport, ProductSums};
 use shoplens_kit::ApiError;
@@ -113,6 +113,8 @@ impl Ledger {
 pub enum SalesError {
     #[error("the order service could not be read: {0}")]
     Orders(FetchError),
+    #[error("the {0} service's ledger could not be read: {1}")]
+    Records(&'static str, FetchError),
     #[error(
         "the live computation did not finish within its {deadline_ms} ms deadline after \
          {orders} orders"
@@ -392,6 +394,37 @@ pub async fn dashboard(
     })
 }
 
+/// The other services' records per day and state in `range` (their `/api/v1/ledger`), all
+/// asked at once.
+async fn record_counts(
+    downstream: &Downstream,
+    range: &DateRange,
+    deadline: Instant,
+) -> Result<Vec<RecordCount>, SalesError> {
+    let path = format!("/api/v1/ledger?from={}&to={}", range.from, range.to);
+    let services = [
+        Service::Payment,
+        Service::Shipping,
+        Service::Customer,
+        Service::Product,
+    ];
+    let answers = futures::future::join_all(services.iter().map(|svc| {
+        let path = path.clone();
+        async move {
+            downstream
+                .get_within::<Vec<RecordCount>>(*svc, &path, deadline, None)
+                .await
+                .map_err(|e| SalesError::Records(svc.as_str(), e))
+        }
+    }))
+    .await;
+    let mut records = Vec::new();
+    for answer in answers {
+        records.extend(answer?);
+    }
+    Ok(records)
+}
+
 /// The ledger of `range` as a report.
 pub async fn ledger_report(
     downstream: &Downstream,
@@ -400,8 +433,12 @@ pub async fn ledger_report(
     deadline_ms: u64,
 ) -> Result<LedgerReport, SalesError> {
     let computed_at = Utc::now();
-    let l = ledger(downstream, range, deadline, deadline_ms).await?;
+    let (l, records) = tokio::try_join!(
+        ledger(downstream, range, deadline, deadline_ms),
+        record_counts(downstream, range, deadline),
+    )?;
     Ok(LedgerReport {
+        records,
         computed_at,
         from: range.from,
         to: range.to,

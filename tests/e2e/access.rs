@@ -65,6 +65,7 @@ fn example(server: &str, rule: &Rule, s: &Seeded, n: usize) -> Option<Example> {
         (_, "GET", "/health") => get("/health"),
         (_, "GET", "/metrics") => get("/metrics"),
         (_, "GET", "/openapi.json") => get("/openapi.json"),
+        (_, "GET", "/api/v1/ledger") => get(format!("/api/v1/ledger?{range}")),
         ("customer", "GET", "/api/v1/customers") => {
             get(format!("/api/v1/customers?ids={}", s.customer))
         }

@@ -6,7 +6,7 @@
 //!
 //! Each test has its own tansu broker (and, where it stops it, its own ClickHouse) so the
 //! shared servers stay up for the tests running beside it. Random choices come from a seed
-//! that is printed; `SHOPLENS_FAULT_SEED=N` repeats a run.
+//! that is printed; `SHOPLENS_TEST_FAULT_SEED=N` repeats a run.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -21,9 +21,9 @@ use crate::reconcile::reconcile_json;
 use crate::servers::{IngestWorker, PrivateKafka};
 use shoplens_test_support::clickhouse::LocalClickHouse;
 
-/// The run's seed: `SHOPLENS_FAULT_SEED`, or the clock; printed so a failure can be repeated.
+/// The run's seed: `SHOPLENS_TEST_FAULT_SEED`, or the clock; printed so a failure can be repeated.
 fn seed(test: &str) -> u64 {
-    let seed = std::env::var("SHOPLENS_FAULT_SEED")
+    let seed = std::env::var("SHOPLENS_TEST_FAULT_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| {
@@ -32,7 +32,7 @@ fn seed(test: &str) -> u64 {
                 .unwrap()
                 .as_nanos() as u64
         });
-    eprintln!("{test}: seed {seed} (SHOPLENS_FAULT_SEED={seed} repeats this run)");
+    eprintln!("{test}: seed {seed} (SHOPLENS_TEST_FAULT_SEED={seed} repeats this run)");
     seed
 }
 
@@ -408,7 +408,7 @@ async fn wait_for_progress(workers: &[IngestWorker], than: u64, context: &str) -
 /// Three `shoplens-ingest` processes in one consumer group over topics of 6 partitions,
 /// writing one ClickHouse generation, under load: one is SIGKILLed and restarted, one is
 /// SIGSTOPped past the session timeout (its partitions go to the others) and then resumed
-/// (a zombie holding a batch), one leaves and joins again. Nothing is lost and nothing is
+/// (a zombie holding a batch), one is stopped (it leaves the group) and joins again. Nothing is lost and nothing is
 /// counted twice, and more than one member wrote.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_ingest_workers_with_kills_zombies_and_rebalances_count_every_event_once() {
@@ -441,8 +441,10 @@ async fn three_ingest_workers_with_kills_zombies_and_rebalances_count_every_even
     eprintln!("worker group: member 1 resumed; the group applied {during} events meanwhile");
     let at = wait_for_progress(&rig.workers, during, &context).await;
 
-    // 3. A member leaves (stopped) and joins again.
-    rig.workers[2].kill();
+    // 3. A member leaves (stopped: it leaves the group) and joins again. (A member killed
+    //    here, while the group is still settling after step 2, can keep its partitions in
+    //    tansu's group long past the session timeout; step 1 kills one.)
+    rig.workers[2].stop();
     tokio::time::sleep(Duration::from_millis(1_000 + rng.below(1_000))).await;
     rig.workers[2].start();
     eprintln!("worker group: member 2 left and joined again at {at} events");

@@ -90,6 +90,11 @@ async fn reconcile_matches_then_names_the_keys_of_a_corrupted_read_model() {
     assert!(report["checked"]["days"].as_u64().unwrap() >= 1, "{report}");
     assert!(report["checked"]["products"].as_u64().unwrap() >= 1);
     assert!(report["checked"]["customers"].as_u64().unwrap() >= 1);
+    // Payments, shipments, customers and products counted by each service, each state.
+    assert!(
+        report["checked"]["records"].as_u64().unwrap() >= 4,
+        "{report}"
+    );
     assert_eq!(report["differences"], serde_json::json!([]));
     assert!(report["read_model"]["as_of"].is_string(), "{report}");
     let human = reconcile(data, &[]);
@@ -118,6 +123,16 @@ async fn reconcile_matches_then_names_the_keys_of_a_corrupted_read_model() {
     };
     let (product, customer) = (line.product_id.clone(), line.customer_id.clone());
     let day = purchase.occurred_at.date_naive().to_string();
+    // And a payment the payment service never took (a stray event in the raw table).
+    let mut payment = events_of(data, "shop.payments")
+        .into_iter()
+        .find(|e| matches!(e.payload, DomainEvent::PaymentCompleted(_)))
+        .expect("a completed payment");
+    payment.event_id = uuid::Uuid::now_v7();
+    if let DomainEvent::PaymentCompleted(p) = &mut payment.payload {
+        p.payment_id = uuid::Uuid::now_v7().to_string();
+    }
+    let payments_key = format!("payments {} Success", payment.occurred_at.date_naive());
     {
         let mut config = ReadModelConfig {
             kind: ReadModelKind::Embedded,
@@ -129,12 +144,12 @@ async fn reconcile_matches_then_names_the_keys_of_a_corrupted_read_model() {
         let sink = store.open(generation).await.unwrap();
         let report = sink
             .apply(&IngestBatch {
-                tables: shoplens_contract::tables::to_batches([&purchase]),
+                tables: shoplens_contract::tables::to_batches([&purchase, &payment]),
                 ..IngestBatch::default()
             })
             .await
             .unwrap();
-        assert_eq!(report.rows_written, 1);
+        assert_eq!(report.rows_written, 2);
     }
 
     // 3. Reconcile names the affected keys: that day, that product, that customer.
@@ -154,11 +169,14 @@ async fn reconcile_matches_then_names_the_keys_of_a_corrupted_read_model() {
     assert!(has("product", &product, "units"), "{report:#}");
     assert!(has("product", &product, "order_lines"), "{report:#}");
     assert!(has("customer", &customer, "revenue"), "{report:#}");
+    assert!(has("records", &payments_key, "count"), "{report:#}");
+    assert!(has("records", &payments_key, "amount"), "{report:#}");
     // Only those keys: the rest of the shop still matches.
     assert!(
         diffs.iter().all(|d| d["key"] == day.as_str()
             || d["key"] == product.as_str()
-            || d["key"] == customer.as_str()),
+            || d["key"] == customer.as_str()
+            || d["key"] == payments_key.as_str()),
         "{report:#}"
     );
     assert_eq!(report["difference_count"], diffs.len());

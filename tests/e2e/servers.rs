@@ -219,6 +219,17 @@ request_timeout_ms = 3000
         }
     }
 
+    /// SIGTERM, and waits for the process to exit: it applies what it holds and leaves its
+    /// consumer group (a scale-down).
+    pub fn stop(&mut self) {
+        if self.child.is_some() {
+            self.signal("-TERM");
+            if let Some(mut child) = self.child.take() {
+                let _ = child.wait();
+            }
+        }
+    }
+
     /// SIGSTOP: the process stays a group member in its own view but sends no heartbeat;
     /// past the session timeout the group gives its partitions to others (a "zombie").
     pub fn pause(&mut self) {

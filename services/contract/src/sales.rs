@@ -289,6 +289,59 @@ pub struct LedgerReport {
     pub daily: Vec<DailyRow>,
     pub products: BTreeMap<String, ProductSums>,
     pub customers: BTreeMap<String, CustomerSums>,
+    /// The other services' records (payments, shipments, customers, products) per day and
+    /// state, for the raw tables' side of a reconciliation.
+    #[serde(default)]
+    pub records: Vec<RecordCount>,
+}
+
+/// How many of one service's records are in one state, by the UTC day of their latest
+/// event (the moment of their last change that published one), and the sum of their amounts
+/// where they have one. What a service's `/api/v1/ledger` answers, and what a
+/// reconciliation compares the raw event tables with.
+///
+/// `entity` and `kind`: `payments` by status (`Success`, `Failed`, `Refunded`; a `Pending`
+/// payment has published nothing), with amounts; `shipments` by status (`Created`,
+/// `InTransit`, `Delivered`); `customers` (`registered`, by the day they registered);
+/// `products` (`created`, by the day they were created).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RecordCount {
+    pub entity: String,
+    pub day: NaiveDate,
+    pub kind: String,
+    pub count: u64,
+    pub amount: Option<Decimal>,
+}
+
+/// Counts records given as (kind, time, amount) into [`RecordCount`]s of `entity` for the
+/// days of `range`, sorted.
+pub fn count_records(
+    entity: &str,
+    range: &DateRange,
+    records: impl IntoIterator<Item = (String, DateTime<Utc>, Option<Decimal>)>,
+) -> Vec<RecordCount> {
+    let mut counts: BTreeMap<(NaiveDate, String), (u64, Option<Decimal>)> = BTreeMap::new();
+    for (kind, at, amount) in records {
+        let day = at.date_naive();
+        if day < range.from || day > range.to {
+            continue;
+        }
+        let c = counts.entry((day, kind)).or_default();
+        c.0 += 1;
+        if let Some(a) = amount {
+            c.1 = Some(c.1.unwrap_or_default() + a);
+        }
+    }
+    counts
+        .into_iter()
+        .map(|((day, kind), (count, amount))| RecordCount {
+            entity: entity.to_owned(),
+            day,
+            kind,
+            count,
+            amount,
+        })
+        .collect()
 }
 
 /// The sums of one day, month or year.

@@ -117,6 +117,7 @@ pub fn rules() -> Vec<shoplens_kit::access::Rule> {
 /// The service's endpoints: only other ShopLens servers (and admins) call them.
 fn endpoints() -> Endpoints<ServiceContext> {
     Endpoints::new()
+        .with(get("/api/v1/ledger", SERVICES, ledger))
         .with(get("/api/v1/customers", SERVICES, batch_customers))
         .with(post("/api/v1/customers", SERVICES, create_customer))
         .with(get("/api/v1/customers/{id}", SERVICES, get_customer))
@@ -291,4 +292,17 @@ async fn batch_customers(
         .filter(|id| !customers.iter().any(|c| &c.id == id))
         .collect();
     Ok(Json(CustomerBatch { customers, missing }))
+}
+/// Customers by the day they registered. For reconciliation (`shoplens_kit::ledger`).
+async fn ledger(
+    State(ctx): State<ServiceContext>,
+    ValidQuery(q): ValidQuery<shoplens_kit::ledger::LedgerParams>,
+) -> Result<Json<Vec<shoplens_contract::sales::RecordCount>>, ApiError> {
+    shoplens_kit::ledger::record_counts(
+        &ctx.db.reader,
+        "customers",
+        "SELECT 'registered', created_at, NULL FROM customers",
+        &q,
+    )
+    .await
 }

@@ -24,6 +24,7 @@ mod error;
 pub mod http;
 pub mod idempotency;
 pub mod identity;
+pub mod ledger;
 pub mod metrics;
 pub mod outbox;
 pub mod service;
