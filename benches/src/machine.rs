@@ -130,7 +130,38 @@ pub fn crate_versions(wanted: &[&str]) -> Vec<(String, String)> {
 
 /// CPU seconds (user + system) this process has used, from `/proc/self/stat` (USER_HZ 100).
 pub fn process_cpu_secs() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+    stat_cpu_secs("/proc/self/stat")
+}
+
+/// CPU seconds (user + system) process `pid` has used so far; NaN if unknown.
+pub fn pid_cpu_secs(pid: u32) -> f64 {
+    stat_cpu_secs(&format!("/proc/{pid}/stat"))
+}
+
+/// CPU seconds the whole machine has been busy so far (every CPU's user, nice, system, irq,
+/// softirq and steal time, from `/proc/stat`); NaN if unknown.
+pub fn machine_busy_secs() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return f64::NAN;
+    };
+    let Some(cpu) = stat.lines().next() else {
+        return f64::NAN;
+    };
+    let ticks: Vec<f64> = cpu
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let busy: f64 = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .filter_map(|i| ticks.get(*i))
+        .sum();
+    busy / 100.0
+}
+
+fn stat_cpu_secs(path: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(path) else {
         return f64::NAN;
     };
     // Fields after the command name (which is in parentheses and may hold spaces).

@@ -43,6 +43,9 @@ enum Command {
     Composer(ComposerArgs),
     /// The event pipeline: events/s, freshness lag and worker memory, per read model.
     Ingest(IngestArgs),
+    /// Several ingest worker processes in one consumer group (Kafka -> ClickHouse): events/s
+    /// and CPU per million events with 1, 2 and 3 workers, and the rebalance pause.
+    ScaleOut(ScaleArgs),
     /// The analytics server: dashboard latency against raw scans as the data grows, export
     /// throughput and memory, per read model.
     Analytics(AnalyticsArgs),
@@ -304,6 +307,43 @@ impl IngestArgs {
 }
 
 #[derive(Args, Clone)]
+struct ScaleArgs {
+    /// Events in the backlog each run drains (default 2,000,000).
+    #[arg(long)]
+    events: Option<u64>,
+    /// Partitions of every topic (default 6).
+    #[arg(long)]
+    partitions: Option<i32>,
+    /// Tiny sizes: checks the harness, not for figures.
+    #[arg(long)]
+    smoke: bool,
+    /// Directory for the results files.
+    #[arg(long, env = "SHOPLENS_BENCH_OUT")]
+    out: Option<PathBuf>,
+}
+
+impl ScaleArgs {
+    fn options(&self) -> anyhow::Result<ingest::scale::ScaleOptions> {
+        let mut ingest = IngestOptions {
+            worker_exe: std::env::current_exe()?,
+            ..IngestOptions::default()
+        };
+        if let Some(v) = &self.out {
+            ingest.out = v.clone();
+        }
+        Ok(ingest::scale::ScaleOptions {
+            events: self
+                .events
+                .unwrap_or(if self.smoke { 30_000 } else { 2_000_000 }),
+            partitions: self.partitions.unwrap_or(6),
+            workers: vec![1, 2, 3],
+            smoke: self.smoke,
+            ingest,
+        })
+    }
+}
+
+#[derive(Args, Clone)]
 struct AnalyticsArgs {
     /// Which read model: the embedded Parquet store, ClickHouse, or both. ClickHouse: the
     /// server SHOPLENS_TEST_CLICKHOUSE_URL names, else one started here.
@@ -406,6 +446,15 @@ async fn run() -> anyhow::Result<()> {
     match cli.command {
         Command::Composer(args) => run_composer(&args).await,
         Command::Ingest(args) => run_ingest(&args.options()?).await,
+        Command::ScaleOut(args) => {
+            let opts = args.options()?;
+            let results = ingest::scale::run(&opts).await?;
+            show(
+                &results,
+                &data_dir(&opts.ingest.out).join(format!("{}.json", results.stem())),
+            );
+            Ok(())
+        }
         Command::Compare(args) => run_compare(&args.options()?).await,
         Command::Components { smoke, out } => run_components(smoke, out).await,
         Command::All(args) => {

@@ -357,3 +357,56 @@ async fn isolation_smoke_run_writes_sane_results() {
     assert!(md.contains("## Query isolation"), "{md}");
     assert!(dir.path().join("results/isolation.json").exists());
 }
+
+/// The scale-out scenario at tiny sizes on the test script's broker and ClickHouse: 1, 2 and
+/// 3 worker processes and the embedded-log ceiling each drained the whole backlog (the
+/// harness fails otherwise), and both membership changes were measured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_out_smoke_run_drains_with_one_two_and_three_workers() {
+    use shoplens_benches::ingest::IngestOptions;
+    use shoplens_benches::ingest::scale::{self, ScaleOptions};
+
+    let dir = tempfile::tempdir().unwrap();
+    let opts = ScaleOptions {
+        events: 20_000,
+        partitions: 6,
+        workers: vec![1, 2, 3],
+        smoke: true,
+        ingest: IngestOptions {
+            out: dir.path().to_path_buf(),
+            worker_exe: env!("CARGO_BIN_EXE_shoplens-bench").into(),
+            ..IngestOptions::default()
+        },
+    };
+    scale::run(&opts).await.expect("scale-out smoke run");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("results/scale-out.json")).unwrap())
+            .unwrap();
+    let runs = json["runs"].as_array().unwrap();
+    let shape: Vec<(u64, &str)> = runs
+        .iter()
+        .map(|r| {
+            (
+                r["workers"].as_u64().unwrap(),
+                r["source"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            (1, "kafka"),
+            (2, "kafka"),
+            (3, "kafka"),
+            (1, "embedded log")
+        ]
+    );
+    for r in runs {
+        assert_eq!(r["events"].as_u64().unwrap(), 20_000);
+        assert!(r["events_per_sec"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["worker_cpu_secs"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    assert_eq!(json["pauses"].as_array().unwrap().len(), 2);
+    let md = std::fs::read_to_string(dir.path().join("RESULTS.md")).unwrap();
+    assert!(md.contains("## Ingest scale-out"), "{md}");
+}

@@ -20,7 +20,8 @@
 //! Files: `figures` (what `ingest.json` holds), `events` (the synthetic backlog and
 //! publishing it), `drain` (a worker draining a backlog), `freshness`, `memory` (the worker in
 //! a child process), `embedded` and `clickhouse` (each back end's measurements), `aims`,
-//! `render` (the section of `RESULTS.md`).
+//! `render` (the section of `RESULTS.md`); `scale` is the scale-out scenario (several worker
+//! processes in one consumer group).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -42,6 +43,7 @@ mod figures;
 mod freshness;
 mod memory;
 mod render;
+pub mod scale;
 
 pub use figures::{
     BackendResult, BusRates, DrainRun, FreshnessResult, IngestResults, MemoryResult, NOTES,
