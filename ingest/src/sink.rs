@@ -104,15 +104,7 @@ pub trait Sink: Send + Sync + 'static {
     /// sink that another claim overtook fails with [`IngestError::Fenced`](crate::IngestError).
     /// A single-writer store just returns the positions.
     async fn claim(&self, partitions: &[(String, i32)]) -> SinkResult<Vec<Position>> {
-        let stored = self.stored_positions().await?;
-        Ok(stored
-            .into_iter()
-            .filter(|p| {
-                partitions
-                    .iter()
-                    .any(|(t, n)| *t == p.topic && *n == p.partition)
-            })
-            .collect())
+        Ok(positions_of(self.stored_positions().await?, partitions))
     }
 
     // Reading back: for parity tests, the rebuild's checks and the analytics server.
@@ -127,6 +119,18 @@ pub trait Sink: Send + Sync + 'static {
 
     /// Every stored dead letter, ordered by (`topic`, `partition`, `offset`).
     async fn dead_letters(&self) -> SinkResult<Vec<DeadLetter>>;
+}
+
+/// The positions in `stored` of the given (topic, partition)s.
+pub fn positions_of(stored: Vec<Position>, partitions: &[(String, i32)]) -> Vec<Position> {
+    stored
+        .into_iter()
+        .filter(|p| {
+            partitions
+                .iter()
+                .any(|(t, n)| *t == p.topic && *n == p.partition)
+        })
+        .collect()
 }
 
 /// The generations of a read model on one back end, and which one is live.

@@ -109,6 +109,42 @@ struct Group {
 }
 
 impl Group {
+    /// No workers yet, in a new consumer group writing a new ClickHouse read model; and the
+    /// database of its first generation.
+    fn new(
+        opts: &ScaleOptions,
+        servers: &Servers,
+        dir: &Path,
+        source: ChildSource,
+        topics: &[String],
+    ) -> (Group, String) {
+        let base = unique_name("scale");
+        let db = generation_database(&base, 1);
+        let group = Group {
+            spec: ChildSpec {
+                ingest: ingest_config(
+                    &unique_name("scale"),
+                    topics,
+                    &opts.ingest.clickhouse_worker,
+                ),
+                read_model: ReadModelConfig {
+                    kind: ReadModelKind::Clickhouse,
+                    clickhouse: ClickHouseConfig {
+                        url: servers.clickhouse_url.clone(),
+                        database: base,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+                source,
+            },
+            dir: dir.to_owned(),
+            exe: opts.ingest.worker_exe.clone(),
+            children: Vec::new(),
+        };
+        (group, db)
+    }
+
     fn add(&mut self) -> anyhow::Result<()> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
@@ -172,34 +208,11 @@ async fn drain(
     topics: &[String],
     workers: usize,
 ) -> anyhow::Result<ScaleRun> {
-    let base = unique_name("scale");
-    let db = generation_database(&base, 1);
     let source_name = match source {
         ChildSource::Kafka(_) => "kafka",
         ChildSource::EmbeddedLog { .. } => "embedded log",
     };
-    let mut group = Group {
-        spec: ChildSpec {
-            ingest: ingest_config(
-                &unique_name("scale"),
-                topics,
-                &opts.ingest.clickhouse_worker,
-            ),
-            read_model: ReadModelConfig {
-                kind: ReadModelKind::Clickhouse,
-                clickhouse: ClickHouseConfig {
-                    url: servers.clickhouse_url.clone(),
-                    database: base,
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-            source,
-        },
-        dir: dir.to_owned(),
-        exe: opts.ingest.worker_exe.clone(),
-        children: Vec::new(),
-    };
+    let (mut group, db) = Group::new(opts, servers, dir, source, topics);
     let http = reqwest::Client::new();
     let machine0 = machine_busy_secs();
     let started = Instant::now();
@@ -250,30 +263,13 @@ async fn pauses(
     kafka: &KafkaConfig,
     topics: &[String],
 ) -> anyhow::Result<Vec<RebalancePause>> {
-    let base = unique_name("pause");
-    let db = generation_database(&base, 1);
-    let mut group = Group {
-        spec: ChildSpec {
-            ingest: ingest_config(
-                &unique_name("pause"),
-                topics,
-                &opts.ingest.clickhouse_worker,
-            ),
-            read_model: ReadModelConfig {
-                kind: ReadModelKind::Clickhouse,
-                clickhouse: ClickHouseConfig {
-                    url: servers.clickhouse_url.clone(),
-                    database: base,
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-            source: ChildSource::Kafka(kafka.clone()),
-        },
-        dir: dir.to_owned(),
-        exe: opts.ingest.worker_exe.clone(),
-        children: Vec::new(),
-    };
+    let (mut group, db) = Group::new(
+        opts,
+        servers,
+        dir,
+        ChildSource::Kafka(kafka.clone()),
+        topics,
+    );
     let http = reqwest::Client::new();
     let started = Instant::now();
     group.add()?;

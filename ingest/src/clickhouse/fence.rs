@@ -35,7 +35,7 @@ use super::conn::{Conn, corrupt, now_ms, now_ns};
 use super::rowbinary::RowBinary;
 use super::sink::ClickHouseSink;
 use crate::IngestError;
-use crate::sink::{Sink, SinkResult};
+use crate::sink::{Sink, SinkResult, positions_of};
 
 /// How long a claim waits while another sink's repair holds the partitions: the repair
 /// fences everyone, and taking partitions back at once would only make it start over.
@@ -76,15 +76,10 @@ impl ClickHouseSink {
         // A writer that was fenced off may have left an apply unfinished: look again.
         *self.repair_pending.lock().await = None;
         *self.as_of.lock().await = None;
-        let stored = Sink::stored_positions(self).await?;
-        Ok(stored
-            .into_iter()
-            .filter(|p| {
-                partitions
-                    .iter()
-                    .any(|(t, n)| *t == p.topic && *n == p.partition)
-            })
-            .collect())
+        Ok(positions_of(
+            Sink::stored_positions(self).await?,
+            partitions,
+        ))
     }
 
     /// Stores one claim per partition for `token`, with an epoch above every stored one.
