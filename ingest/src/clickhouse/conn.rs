@@ -60,13 +60,55 @@ impl Conn {
         context: &str,
         fut: impl Future<Output = ::clickhouse::error::Result<T>>,
     ) -> SinkResult<T> {
+        self.within(context, async { fut.await.map_err(|e| ch_err(context, e)) })
+            .await
+    }
+
+    /// `fut` within the request timeout; after it, `Unavailable`.
+    async fn within<T>(
+        &self,
+        context: &str,
+        fut: impl Future<Output = SinkResult<T>>,
+    ) -> SinkResult<T> {
         match tokio::time::timeout(self.timeout, fut).await {
-            Ok(result) => result.map_err(|e| ch_err(context, e)),
+            Ok(result) => result,
             Err(_) => Err(IngestError::Unavailable(format!(
                 "{context}: no answer within {:?}",
                 self.timeout
             ))),
         }
+    }
+
+    /// Waits, within the request timeout, until every insert into database `db` that is
+    /// running on the server now has ended (one whose client gave up may still run; so may
+    /// one that passed a fence check just before a claim).
+    pub(super) async fn wait_for_inserts(&self, db: &str) -> SinkResult<()> {
+        let sql = "SELECT query_id FROM system.processes WHERE startsWith(query, ?)";
+        let prefix = format!("INSERT INTO {db}.");
+        let running = || async {
+            self.run(
+                sql,
+                self.client
+                    .query(sql)
+                    .bind(prefix.as_str())
+                    .fetch_all::<String>(),
+            )
+            .await
+        };
+        let mut left = running().await?;
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        while !left.is_empty() {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(IngestError::Unavailable(format!(
+                    "{} inserts into {db} still running; try again later",
+                    left.len()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let now = running().await?;
+            left.retain(|id| now.contains(id));
+        }
+        Ok(())
     }
 
     pub(super) async fn execute(&self, sql: &str) -> SinkResult<()> {
@@ -150,13 +192,7 @@ impl Conn {
                 text.trim()
             )))
         };
-        match tokio::time::timeout(self.timeout, sent).await {
-            Ok(result) => result,
-            Err(_) => Err(IngestError::Unavailable(format!(
-                "{context}: no answer within {:?}",
-                self.timeout
-            ))),
-        }
+        self.within(&context, sent).await
     }
 }
 

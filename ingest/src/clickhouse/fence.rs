@@ -31,10 +31,9 @@ use std::time::Duration;
 
 use shoplens_bus::Position;
 
-use super::conn::{Conn, corrupt, now_ms, now_ns};
+use super::conn::{corrupt, now_ms, now_ns};
 use super::rowbinary::RowBinary;
 use super::sink::ClickHouseSink;
-use crate::IngestError;
 use crate::sink::{Sink, SinkResult, positions_of};
 
 /// How long a claim waits while another sink's repair holds the partitions: the repair
@@ -71,7 +70,7 @@ impl ClickHouseSink {
         self.wait_for_repair(partitions).await?;
         let token = uuid::Uuid::now_v7().simple().to_string();
         self.store_claims(&token, partitions).await?;
-        self.drain_inserts().await?;
+        self.conn.wait_for_inserts(&self.db).await?;
         *self.fence.lock().expect("fence lock") = Some(token);
         // A writer that was fenced off may have left an apply unfinished: look again.
         *self.repair_pending.lock().await = None;
@@ -116,42 +115,6 @@ impl ClickHouseSink {
         self.conn
             .insert(&format!("{}.owners", self.db), out.0)
             .await
-    }
-
-    /// Waits until every insert into this database that is running now has ended.
-    pub(super) async fn drain_inserts(&self) -> SinkResult<()> {
-        let sql = "SELECT query_id FROM system.processes WHERE startsWith(query, ?)";
-        let prefix = format!("INSERT INTO {}.", self.db);
-        let running = |conn: &Conn| {
-            let prefix = prefix.clone();
-            let conn = conn.clone();
-            async move {
-                conn.run(
-                    sql,
-                    conn.client
-                        .query(sql)
-                        .bind(prefix.as_str())
-                        .fetch_all::<String>(),
-                )
-                .await
-            }
-        };
-        let before: Vec<String> = running(&self.conn).await?;
-        let deadline = tokio::time::Instant::now() + self.conn.timeout;
-        let mut left = before;
-        while !left.is_empty() {
-            if tokio::time::Instant::now() >= deadline {
-                return Err(IngestError::Unavailable(format!(
-                    "{} inserts into {} still running after a claim",
-                    left.len(),
-                    self.db
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            let now = running(&self.conn).await?;
-            left.retain(|id| now.contains(id));
-        }
-        Ok(())
     }
 
     /// Whether `token` still holds the fence.

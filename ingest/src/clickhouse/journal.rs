@@ -3,8 +3,6 @@
 //! no done mark, the aggregates recomputed from the raw tables with the views' own `SELECT`s
 //! and corrected per key.
 
-use std::time::Duration;
-
 use shoplens_contract::tables::MONEY;
 use shoplens_readmodel::tables::AggTable;
 
@@ -84,13 +82,17 @@ impl ClickHouseSink {
         if unfinished.is_empty() {
             return Ok(());
         }
-        let fixed = match &own {
+        // A fenced sink fences off every partition ever claimed for the repair, and releases
+        // them afterwards.
+        let fenced = match &own {
+            None => None,
+            Some(_) => Some(self.claimed_partitions().await?),
+        };
+        let fixed = match &fenced {
             None => self.repair_aggregates().await?,
-            Some(_) => {
+            Some(partitions) => {
                 let token = format!("{REPAIR_TOKEN}{}", uuid::Uuid::now_v7().simple());
-                let partitions = self.claimed_partitions().await?;
-                self.store_claims(&token, &partitions).await?;
-                self.drain_inserts().await?;
+                self.store_claims(&token, partitions).await?;
                 let fixed = repair(
                     &self.conn,
                     &self.db,
@@ -116,11 +118,10 @@ impl ClickHouseSink {
         for (id, token) in &unfinished {
             self.journal(id, 1, Some(token)).await?;
         }
-        if own.is_some() {
+        if let Some(partitions) = &fenced {
             // Let the writers the repair fenced off claim their partitions again at once.
-            let partitions = self.claimed_partitions().await?;
             let released = format!("released-{}", uuid::Uuid::now_v7().simple());
-            self.store_claims(&released, &partitions).await?;
+            self.store_claims(&released, partitions).await?;
             return Err(IngestError::Fenced(format!(
                 "repaired {}; claim the assignment again",
                 self.db
@@ -133,8 +134,9 @@ impl ClickHouseSink {
 /// Makes the aggregate `tables` of database `db` equal to what their materialized views
 /// give over the whole raw tables, by inserting per key the difference (truth minus stored
 /// sums; counts wrap modulo 2^64, which `sum` undoes). Returns the number of correction rows. Must not run
-/// beside an apply (the sink's own applies wait for it); refuses while an insert into
-/// this database is still running on the server (e.g. one whose client timed out).
+/// beside an apply (the sink's own applies wait for it); first waits for the inserts into
+/// this database still running on the server (e.g. one whose client timed out), and
+/// refuses if they do not end within the request timeout.
 ///
 /// Also how a new aggregate table of an existing database is filled (`migrations`): it
 /// inserts only differences, so running it again adds nothing.
@@ -147,32 +149,9 @@ pub(super) async fn repair(
     fence: Option<&str>,
 ) -> SinkResult<u64> {
     // An insert whose client gave up (a timeout, or a sibling insert of the same apply
-    // that failed) may still be running on the server: wait for it, within the request
-    // timeout, so the repair never races it.
-    let sql = "SELECT count() FROM system.processes WHERE startsWith(query, ?)";
-    let prefix = format!("INSERT INTO {}.", db);
-    let deadline = tokio::time::Instant::now() + conn.timeout;
-    loop {
-        let running = conn
-            .run(
-                sql,
-                conn.client
-                    .query(sql)
-                    .bind(prefix.as_str())
-                    .fetch_one::<u64>(),
-            )
-            .await?;
-        if running == 0 {
-            break;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Err(IngestError::Unavailable(format!(
-                "{running} inserts into {} still running; repair later",
-                db
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // that failed) may still be running on the server; so may one of a writer a repair
+    // claim just fenced off: wait for them, so the repair never races them.
+    conn.wait_for_inserts(db).await?;
     let views = view_selects(db);
     let mut corrected = 0;
     for &table in tables {

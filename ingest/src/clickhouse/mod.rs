@@ -32,12 +32,13 @@
 //! rows writes `(apply_id, done = 0)` beside its look-ups (no added latency) and
 //! `(apply_id, done = 1)` once every raw insert was acknowledged. If an apply fails in
 //! between (this process remembers it), or a sink starts and finds an apply id without its
-//! done row (a crashed worker), the sink first waits until no insert into its database is
-//! still running on the server and then recomputes each aggregate from the raw tables, using
+//! done row (a crashed worker), the sink first waits until the inserts into its database
+//! still running on the server have ended and then recomputes each aggregate from the raw tables, using
 //! the views' own `SELECT`s read from the migrations, and inserts per key the difference to
 //! what is stored ([`ClickHouseSink::repair_aggregates`]). That costs one scan of the raw
 //! tables, only after a failure; a repair that finds nothing to correct inserts nothing.
-//! It relies on one writer per generation, which the dedup needs anyway.
+//! It relies on one writer per partition at a time; several workers get that from fencing
+//! (`fence`), which also keeps every other writer out while a repair runs.
 
 mod conn;
 mod dedup;
