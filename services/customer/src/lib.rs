@@ -117,7 +117,11 @@ pub fn rules() -> Vec<shoplens_kit::access::Rule> {
 /// The service's endpoints: only other ShopLens servers (and admins) call them.
 fn endpoints() -> Endpoints<ServiceContext> {
     Endpoints::new()
-        .with(get("/api/v1/ledger", SERVICES, ledger))
+        // Customers by the day they registered.
+        .with(shoplens_kit::ledger::endpoint(
+            "customers",
+            "SELECT 'registered', created_at, NULL FROM customers",
+        ))
         .with(get("/api/v1/customers", SERVICES, batch_customers))
         .with(post("/api/v1/customers", SERVICES, create_customer))
         .with(get("/api/v1/customers/{id}", SERVICES, get_customer))
@@ -292,17 +296,4 @@ async fn batch_customers(
         .filter(|id| !customers.iter().any(|c| &c.id == id))
         .collect();
     Ok(Json(CustomerBatch { customers, missing }))
-}
-/// Customers by the day they registered. For reconciliation (`shoplens_kit::ledger`).
-async fn ledger(
-    State(ctx): State<ServiceContext>,
-    ValidQuery(q): ValidQuery<shoplens_kit::ledger::LedgerParams>,
-) -> Result<Json<Vec<shoplens_contract::sales::RecordCount>>, ApiError> {
-    shoplens_kit::ledger::record_counts(
-        &ctx.db.reader,
-        "customers",
-        "SELECT 'registered', created_at, NULL FROM customers",
-        &q,
-    )
-    .await
 }

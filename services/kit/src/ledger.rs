@@ -3,13 +3,29 @@
 //! ShopLens servers (and admins) call it.
 
 use axum::Json;
+use axum::extract::State;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use shoplens_contract::sales::{DateRange, RecordCount, count_records};
 use sqlx::SqlitePool;
 
-use crate::http::ApiError;
+use crate::access::rules::SERVICES;
+use crate::access::{Endpoint, get};
+use crate::http::{ApiError, ValidQuery};
+use crate::service::ServiceContext;
+
+/// The service's `GET /api/v1/ledger`: the records `sql` selects (see [`record_counts`]),
+/// counted as `entity`.
+pub fn endpoint(entity: &'static str, sql: &'static str) -> Endpoint<ServiceContext> {
+    get(
+        "/api/v1/ledger",
+        SERVICES,
+        move |State(ctx): State<ServiceContext>, ValidQuery(q): ValidQuery<LedgerParams>| async move {
+            record_counts(&ctx.db.reader, entity, sql, &q).await
+        },
+    )
+}
 
 /// The range asked for: `from` and `to`, both required (`YYYY-MM-DD`, inclusive).
 #[derive(Debug, Deserialize)]

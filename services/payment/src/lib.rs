@@ -178,7 +178,12 @@ pub fn rules() -> Vec<shoplens_kit::access::Rule> {
 /// The service's endpoints: only other ShopLens servers (and admins) call them.
 fn endpoints() -> Endpoints<ServiceContext> {
     Endpoints::new()
-        .with(get("/api/v1/ledger", SERVICES, ledger))
+        // Payments by status (not `Pending`: such a payment published nothing) and amount, by the
+        // day of their last change.
+        .with(shoplens_kit::ledger::endpoint(
+            "payments",
+            "SELECT status, updated_at, amount FROM payments WHERE status != 'Pending'",
+        ))
         .with(get("/api/v1/payments", SERVICES, list_payments))
         .with(post("/api/v1/payments", SERVICES, create_payment))
         .with(get("/api/v1/payments/{id}", SERVICES, get_payment))
@@ -460,20 +465,6 @@ async fn list_payments(
     // UUIDv7 ids order payments made within the same instant.
     payments.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
     Ok(Json(PaymentList { payments }))
-}
-
-/// Payments by status (not `Pending`: such a payment published nothing) and amount, by the day of their last change. For reconciliation (`shoplens_kit::ledger`).
-async fn ledger(
-    State(ctx): State<ServiceContext>,
-    ValidQuery(q): ValidQuery<shoplens_kit::ledger::LedgerParams>,
-) -> Result<Json<Vec<shoplens_contract::sales::RecordCount>>, ApiError> {
-    shoplens_kit::ledger::record_counts(
-        &ctx.db.reader,
-        "payments",
-        "SELECT status, updated_at, amount FROM payments WHERE status != 'Pending'",
-        &q,
-    )
-    .await
 }
 
 #[cfg(test)]

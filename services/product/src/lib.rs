@@ -168,7 +168,11 @@ pub fn rules() -> Vec<shoplens_kit::access::Rule> {
 /// The service's endpoints: only other ShopLens servers (and admins) call them.
 fn endpoints() -> Endpoints<ServiceContext> {
     Endpoints::new()
-        .with(get("/api/v1/ledger", SERVICES, ledger))
+        // Products by the day they were created.
+        .with(shoplens_kit::ledger::endpoint(
+            "products",
+            "SELECT 'created', created_at, NULL FROM products",
+        ))
         .with(get("/api/v1/products", SERVICES, batch_products))
         .with(post("/api/v1/products", SERVICES, create_product))
         .with(get("/api/v1/products/{id}", SERVICES, get_product))
@@ -380,20 +384,6 @@ async fn batch_products(
         .filter(|id| !products.iter().any(|p| &p.id == id))
         .collect();
     Ok(Json(ProductBatch { products, missing }))
-}
-
-/// Products by the day they were created. For reconciliation (`shoplens_kit::ledger`).
-async fn ledger(
-    State(ctx): State<ServiceContext>,
-    ValidQuery(q): ValidQuery<shoplens_kit::ledger::LedgerParams>,
-) -> Result<Json<Vec<shoplens_contract::sales::RecordCount>>, ApiError> {
-    shoplens_kit::ledger::record_counts(
-        &ctx.db.reader,
-        "products",
-        "SELECT 'created', created_at, NULL FROM products",
-        &q,
-    )
-    .await
 }
 
 #[cfg(test)]

@@ -158,7 +158,11 @@ pub fn rules() -> Vec<shoplens_kit::access::Rule> {
 /// The service's endpoints: only other ShopLens servers (and admins) call them.
 fn endpoints() -> Endpoints<ServiceContext> {
     Endpoints::new()
-        .with(get("/api/v1/ledger", SERVICES, ledger))
+        // Shipments by status, by the day of their last change.
+        .with(shoplens_kit::ledger::endpoint(
+            "shipments",
+            "SELECT status, updated_at, NULL FROM shipments",
+        ))
         .with(get("/api/v1/shipments", SERVICES, list_shipments))
         .with(post("/api/v1/shipments", SERVICES, create_shipment))
         .with(get("/api/v1/shipments/{id}", SERVICES, get_shipment))
@@ -372,17 +376,4 @@ async fn list_shipments(
     // UUIDv7 ids order shipments made within the same instant.
     shipments.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
     Ok(Json(ShipmentList { shipments }))
-}
-/// Shipments by status, by the day of their last change. For reconciliation (`shoplens_kit::ledger`).
-async fn ledger(
-    State(ctx): State<ServiceContext>,
-    ValidQuery(q): ValidQuery<shoplens_kit::ledger::LedgerParams>,
-) -> Result<Json<Vec<shoplens_contract::sales::RecordCount>>, ApiError> {
-    shoplens_kit::ledger::record_counts(
-        &ctx.db.reader,
-        "shipments",
-        "SELECT status, updated_at, NULL FROM shipments",
-        &q,
-    )
-    .await
 }
