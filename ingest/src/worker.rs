@@ -340,24 +340,18 @@ impl Worker {
         let Some(owned) = self.source.owned_partitions() else {
             return Ok(true);
         };
-        let mut backoff = Backoff::new(&self.config);
-        let (parked, stored) = loop {
-            let claimed = async {
-                let stored = self.sink.claim(&owned).await?;
-                let parked = self.sink.parked_keys().await?;
-                Ok::<_, IngestError>((parked, stored))
-            }
-            .await;
-            match claimed {
-                Ok(done) => break done,
-                Err(IngestError::Corrupt(e)) => return Err(IngestError::Corrupt(e)),
-                Err(e) => {
-                    self.sink_failed(&e);
-                    if !backoff.wait(shutdown).await {
-                        return Ok(false);
-                    }
+        let claimed = self
+            .until_the_sink_answers(shutdown, |sink| {
+                let owned = owned.clone();
+                async move {
+                    let stored = sink.claim(&owned).await?;
+                    let parked = sink.parked_keys().await?;
+                    Ok((parked, stored))
                 }
-            }
+            })
+            .await?;
+        let Some((parked, stored)) = claimed else {
+            return Ok(false);
         };
         tracing::info!(
             partitions = ?owned,
@@ -405,34 +399,52 @@ impl Worker {
         &mut self,
         shutdown: &CancellationToken,
     ) -> Result<Option<BatchState>, IngestError> {
+        let loaded = self
+            .until_the_sink_answers(shutdown, |sink| async move {
+                let parked = sink.parked_keys().await?;
+                let stored = sink.stored_positions().await?;
+                let freshness = sink.freshness().await?;
+                Ok((parked, stored, freshness))
+            })
+            .await?;
+        let Some((parked, stored, freshness)) = loaded else {
+            return Ok(None);
+        };
+        for p in &stored {
+            // Where the bus can seek now (the embedded log), start there; Kafka members join
+            // their group later, so records below the stored position are also skipped as
+            // they arrive.
+            if let Err(e) = self.source.seek(p) {
+                tracing::debug!(error = %e, topic = p.topic, partition = p.partition, "seek deferred");
+            }
+        }
+        let state = BatchState::new(parked.into_iter().collect(), &stored);
+        self.set_status(|s| {
+            s.positions = stored;
+            s.freshness = freshness;
+            s.sink_up = true;
+        });
+        self.update_gauges(freshness);
+        Ok(Some(state))
+    }
+
+    /// Runs `op` on the sink until it succeeds, backing off while the sink is unavailable;
+    /// a corrupt store stops the worker. `None` if stopped meanwhile.
+    async fn until_the_sink_answers<T, Op, Fut>(
+        // `&mut`: a `&Worker` is not `Send` (the event source is not `Sync`).
+        &mut self,
+        shutdown: &CancellationToken,
+        mut op: Op,
+    ) -> Result<Option<T>, IngestError>
+    where
+        Op: FnMut(Arc<dyn Sink>) -> Fut + Send,
+        Fut: std::future::Future<Output = Result<T, IngestError>> + Send,
+        T: Send,
+    {
         let mut backoff = Backoff::new(&self.config);
         loop {
-            let loaded = async {
-                let parked = self.sink.parked_keys().await?;
-                let stored = self.sink.stored_positions().await?;
-                let freshness = self.sink.freshness().await?;
-                Ok::<_, IngestError>((parked, stored, freshness))
-            }
-            .await;
-            match loaded {
-                Ok((parked, stored, freshness)) => {
-                    for p in &stored {
-                        // Where the bus can seek now (the embedded log), start there; Kafka
-                        // members join their group later, so records below the stored
-                        // position are also skipped as they arrive.
-                        if let Err(e) = self.source.seek(p) {
-                            tracing::debug!(error = %e, topic = p.topic, partition = p.partition, "seek deferred");
-                        }
-                    }
-                    let state = BatchState::new(parked.into_iter().collect(), &stored);
-                    self.set_status(|s| {
-                        s.positions = stored;
-                        s.freshness = freshness;
-                        s.sink_up = true;
-                    });
-                    self.update_gauges(freshness);
-                    return Ok(Some(state));
-                }
+            match op(self.sink.clone()).await {
+                Ok(done) => return Ok(Some(done)),
                 Err(IngestError::Corrupt(e)) => return Err(IngestError::Corrupt(e)),
                 Err(e) => {
                     self.sink_failed(&e);
