@@ -22,7 +22,9 @@ use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use shoplens_contract::sales::{CustomerSums, DateRange, LedgerReport, Period, ProductSums, Sums};
+use shoplens_contract::sales::{
+    CustomerSums, DateRange, LedgerReport, Period, ProductSums, Sums, add_records,
+};
 use shoplens_readmodel::freshness::FreshnessReport;
 
 use crate::AnalyticsError;
@@ -215,11 +217,7 @@ pub async fn read_model_records(
     let mut records = RecordSums::new();
     for rows in futures::future::try_join_all(reads).await? {
         for (key, (count, amount)) in rows {
-            let r = records.entry(key).or_default();
-            r.0 += count;
-            if let Some(a) = amount {
-                r.1 = Some(r.1.unwrap_or_default() + a);
-            }
+            add_records(records.entry(key).or_default(), count, amount);
         }
     }
     Ok(records)

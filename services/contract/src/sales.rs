@@ -313,6 +313,15 @@ pub struct RecordCount {
     pub amount: Option<Decimal>,
 }
 
+/// Adds `count` records with `amount` in all to a (count, amount) total; the amount stays
+/// `None` while no record had one.
+pub fn add_records(total: &mut (u64, Option<Decimal>), count: u64, amount: Option<Decimal>) {
+    total.0 += count;
+    if let Some(a) = amount {
+        total.1 = Some(total.1.unwrap_or_default() + a);
+    }
+}
+
 /// Counts records given as (kind, time, amount) into [`RecordCount`]s of `entity` for the
 /// days of `range`, sorted.
 pub fn count_records(
@@ -326,11 +335,7 @@ pub fn count_records(
         if day < range.from || day > range.to {
             continue;
         }
-        let c = counts.entry((day, kind)).or_default();
-        c.0 += 1;
-        if let Some(a) = amount {
-            c.1 = Some(c.1.unwrap_or_default() + a);
-        }
+        add_records(counts.entry((day, kind)).or_default(), 1, amount);
     }
     counts
         .into_iter()
