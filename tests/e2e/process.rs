@@ -5,6 +5,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use shoplens::RunInfo;
+use shoplens_test_support::services::{ServicesDb, postgres_database, services_database};
 
 /// A service token for a system started with the default `auth` key (the simulator's and
 /// the tests' calls to the services carry one).
@@ -56,6 +57,14 @@ pub fn base_env(data_dir: &Path) -> Vec<(String, String)> {
             "true".to_owned(),
         ),
     ];
+    if let ServicesDb::Postgres(server) = services_database() {
+        for svc in ["customer", "product", "order", "payment", "shipping"] {
+            env.push((
+                format!("SHOPLENS_{}__DATABASE_URL", svc.to_uppercase()),
+                postgres_database(&server, data_dir, svc),
+            ));
+        }
+    }
     for svc in [
         "CUSTOMER", "PRODUCT", "ORDER", "PAYMENT", "SHIPPING", "COMPOSER", "INGEST",
     ] {
@@ -138,13 +147,17 @@ impl Drop for Shoplens {
     }
 }
 
-/// Opens a service's SQLite database read-only.
-pub async fn open_db(data_dir: &Path, service: &str) -> sqlx::SqlitePool {
-    let url = format!(
-        "sqlite://{}?mode=ro",
-        data_dir.join(format!("{service}.db")).display()
-    );
-    sqlx::SqlitePool::connect(&url).await.unwrap()
+/// Opens a service's database (read-only on SQLite), whichever the tests run on.
+pub async fn open_db(data_dir: &Path, service: &str) -> sqlx::AnyPool {
+    sqlx::any::install_default_drivers();
+    let url = match services_database() {
+        ServicesDb::Sqlite => format!(
+            "sqlite://{}?mode=ro",
+            data_dir.join(format!("{service}.db")).display()
+        ),
+        ServicesDb::Postgres(server) => postgres_database(&server, data_dir, service),
+    };
+    sqlx::AnyPool::connect(&url).await.unwrap()
 }
 
 /// Waits until `orders` orders of the order service reached a final state (delivered or

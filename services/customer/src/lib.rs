@@ -28,7 +28,9 @@ pub struct Customer {
     pub name: String,
     pub email: String,
     pub country: String,
+    #[sqlx(try_from = "shoplens_kit::db::Stamp")]
     pub created_at: DateTime<Utc>,
+    #[sqlx(try_from = "shoplens_kit::db::Stamp")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -100,7 +102,7 @@ pub async fn start(
 ) -> Result<ServiceHandle, shoplens_kit::Error> {
     let spec = ServiceSpec {
         service: Service::Customer,
-        migrations: sqlx::migrate!("./migrations"),
+        migrations: shoplens_kit::migrations!(),
     };
     shoplens_kit::service::start(spec, config, deps, |ctx| {
         let openapi = serde_json::to_value(ApiDoc::openapi()).ok();
@@ -140,7 +142,7 @@ fn validate(id: &str, name: &str, email: &str, country: &str) -> Result<(), ApiE
 }
 
 async fn find(ctx: &ServiceContext, id: &str) -> Result<Option<Customer>, ApiError> {
-    Ok(sqlx::query_as("SELECT * FROM customers WHERE id = ?")
+    Ok(sqlx::query_as("SELECT * FROM customers WHERE id = $1")
         .bind(id)
         .fetch_optional(&ctx.db.reader)
         .await?)
@@ -179,13 +181,13 @@ async fn create_customer(
         created_at: now,
         updated_at: now,
     };
-    sqlx::query("INSERT INTO customers (id, name, email, country, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)")
+    sqlx::query("INSERT INTO customers (id, name, email, country, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6)")
         .bind(&customer.id)
         .bind(&customer.name)
         .bind(&customer.email)
         .bind(&customer.country)
-        .bind(now)
-        .bind(now)
+        .bind(shoplens_kit::db::stamp(now))
+        .bind(shoplens_kit::db::stamp(now))
         .execute(&mut *tx)
         .await
         .map_err(email_taken)?;
@@ -238,7 +240,12 @@ async fn update_customer(
 ) -> Result<Json<Customer>, ApiError> {
     parse_id("id", &id)?;
     let mut tx = ctx.db.begin().await?;
-    let current: Option<Customer> = sqlx::query_as("SELECT * FROM customers WHERE id = ?")
+    // Locked until the transaction ends: see shoplens_kit::db.
+    let sql = format!(
+        "SELECT * FROM customers WHERE id = $1{}",
+        shoplens_kit::db::for_update(&tx)
+    );
+    let current: Option<Customer> = sqlx::query_as(&sql)
         .bind(&id)
         .fetch_optional(&mut *tx)
         .await?;
@@ -255,12 +262,12 @@ async fn update_customer(
     validate(&id, &customer.name, &customer.email, &customer.country)?;
     customer.updated_at = ctx.clock.now();
     sqlx::query(
-        "UPDATE customers SET name = ?, email = ?, country = ?, updated_at = ? WHERE id = ?",
+        "UPDATE customers SET name = $1, email = $2, country = $3, updated_at = $4 WHERE id = $5",
     )
     .bind(&customer.name)
     .bind(&customer.email)
     .bind(&customer.country)
-    .bind(customer.updated_at)
+    .bind(shoplens_kit::db::stamp(customer.updated_at))
     .bind(&id)
     .execute(&mut *tx)
     .await

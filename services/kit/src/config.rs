@@ -66,6 +66,10 @@ pub struct RelayConfig {
     pub poll_interval_ms: u64,
     /// Longest wait between retries while the bus is down.
     pub max_backoff_ms: u64,
+    /// On PostgreSQL, where several replicas share the outbox and one publishes: how often a
+    /// standing-by replica tries to take over (the longest an outbox waits after its
+    /// publisher died, plus the server noticing the dead session).
+    pub takeover_poll_ms: u64,
     /// Published rows older than this are deleted.
     pub retention_hours: u64,
     /// Fault injection for tests: abort the process right after the bus acknowledged this
@@ -80,6 +84,7 @@ impl Default for RelayConfig {
             batch_size: 500,
             poll_interval_ms: 200,
             max_backoff_ms: 5_000,
+            takeover_poll_ms: 1_000,
             retention_hours: 24 * 7,
             crash_after_batches: None,
         }
@@ -92,8 +97,12 @@ impl Default for RelayConfig {
 pub struct ServiceConfig {
     /// Address to listen on (port 0 picks a free port).
     pub listen: SocketAddr,
-    /// `sqlite://path/to/file.db` (created if missing) or `sqlite::memory:`.
+    /// `sqlite://path/to/file.db` (created if missing), `sqlite::memory:`, or
+    /// `postgres://user:password@host:port/database` (created if missing and allowed), which
+    /// several replicas of the service may share.
     pub database_url: String,
+    /// Most connections one replica opens to PostgreSQL.
+    pub database_max_connections: u32,
     /// Topic this service's events are published to; empty means the contract's default.
     pub topic: String,
     pub http: HttpConfig,
@@ -110,6 +119,7 @@ impl Default for ServiceConfig {
         ServiceConfig {
             listen: "127.0.0.1:0".parse().expect("valid address"),
             database_url: "sqlite::memory:".into(),
+            database_max_connections: 10,
             topic: String::new(),
             http: HttpConfig::default(),
             relay: RelayConfig::default(),

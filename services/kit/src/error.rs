@@ -11,8 +11,8 @@ pub enum Error {
     ConfigFileMissing(PathBuf),
     #[error("invalid configuration: {0}")]
     Config(Box<figment::Error>),
-    #[error("invalid database URL `{url}`: {source}")]
-    DatabaseUrl { url: String, source: sqlx::Error },
+    #[error("invalid database URL `{url}`: {reason}")]
+    DatabaseUrl { url: String, reason: String },
     #[error("failed to open database `{url}`: {source}")]
     Database { url: String, source: sqlx::Error },
     #[error("failed to apply the {which} migrations: {source}")]

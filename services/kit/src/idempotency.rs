@@ -11,7 +11,9 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use sqlx::{Row, SqliteConnection};
+use sqlx::Row;
+
+use crate::db::{Backend, Conn};
 
 use crate::ApiError;
 
@@ -77,13 +79,21 @@ impl IdempotencyKey {
     /// used before for `scope` with the same request.
     pub async fn replay(
         &self,
-        tx: &mut SqliteConnection,
+        tx: &mut Conn,
         scope: &str,
         request: &impl Serialize,
     ) -> Result<Option<Replay>, ApiError> {
         let Some(key) = &self.0 else { return Ok(None) };
+        if Backend::of(tx) == Backend::Postgres {
+            // Two replicas given the same key at once: the second waits here until the first
+            // commits, then finds its answer below (SQLite's one writer already serializes).
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0)) IS NULL")
+                .bind(format!("{scope}\u{1f}{key}"))
+                .fetch_one(&mut *tx)
+                .await?;
+        }
         let row = sqlx::query(
-            "SELECT request_hash, status, body FROM idempotency_keys WHERE scope = ? AND key = ?",
+            "SELECT request_hash, status, body FROM idempotency_keys WHERE scope = $1 AND key = $2",
         )
         .bind(scope)
         .bind(key)
@@ -107,7 +117,7 @@ impl IdempotencyKey {
     /// Inside the write transaction, after the change: remembers the answer.
     pub async fn store(
         &self,
-        tx: &mut SqliteConnection,
+        tx: &mut Conn,
         scope: &str,
         request: &impl Serialize,
         status: StatusCode,
@@ -116,14 +126,14 @@ impl IdempotencyKey {
         let Some(key) = &self.0 else { return Ok(()) };
         sqlx::query(
             "INSERT INTO idempotency_keys (scope, key, request_hash, status, body, created_at)
-             VALUES (?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(scope)
         .bind(key)
         .bind(request_hash(request))
         .bind(status.as_u16() as i64)
         .bind(serde_json::to_vec(body).map_err(|e| ApiError::Internal(e.into()))?)
-        .bind(Utc::now().to_rfc3339())
+        .bind(crate::db::stamp(Utc::now()))
         .execute(tx)
         .await?;
         Ok(())

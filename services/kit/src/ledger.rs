@@ -8,7 +8,6 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use shoplens_contract::sales::{DateRange, RecordCount, count_records};
-use sqlx::SqlitePool;
 
 use crate::access::rules::SERVICES;
 use crate::access::{Endpoint, get};
@@ -38,7 +37,7 @@ pub struct LedgerParams {
 /// The records `sql` selects as `(kind, at, amount)` rows (`amount` a decimal's text or
 /// NULL), counted per day of `at` and kind for the range of `params`.
 pub async fn record_counts(
-    pool: &SqlitePool,
+    pool: &crate::db::Pool,
     entity: &str,
     sql: &str,
     params: &LedgerParams,
@@ -54,10 +53,12 @@ pub async fn record_counts(
         Utc::now().date_naive(),
     )
     .map_err(|e| ApiError::invalid(e.field, e.message))?;
-    let rows: Vec<(String, DateTime<Utc>, Option<String>)> =
-        sqlx::query_as(sql).fetch_all(pool).await?;
+    let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(sql).fetch_all(pool).await?;
     let mut records = Vec::with_capacity(rows.len());
     for (kind, at, amount) in rows {
+        let at: DateTime<Utc> = crate::db::parse_stamp(&at).map_err(|e| {
+            ApiError::Internal(anyhow::anyhow!("stored time `{at}` is not RFC 3339: {e}"))
+        })?;
         let amount = match amount {
             Some(a) => Some(a.parse::<Decimal>().map_err(|e| {
                 ApiError::Internal(anyhow::anyhow!("stored amount `{a}` is not a decimal: {e}"))

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use shoplens_bus::EventBus;
 use shoplens_contract::Service;
-use sqlx::migrate::Migrator;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -21,8 +20,9 @@ use crate::outbox::{Outbox, Relay};
 /// What a service crate tells the kit about itself.
 pub struct ServiceSpec {
     pub service: Service,
-    /// The service's own migrations (`sqlx::migrate!()`), numbered from 100.
-    pub migrations: Migrator,
+    /// The service's own migrations for both databases (`shoplens_kit::migrations!()`),
+    /// numbered from 100.
+    pub migrations: crate::db::Migrations,
 }
 
 /// What a service is given rather than builds: the bus its relay publishes to, and the
@@ -84,7 +84,14 @@ pub async fn start(
             service: name.to_owned(),
             reason,
         })?;
-    let db = Db::open(&config.database_url, spec.migrations).await?;
+    let db = Db::open(
+        &config.database_url,
+        &crate::db::DbOptions {
+            max_connections: config.database_max_connections,
+        },
+        spec.migrations,
+    )
+    .await?;
     let topic = if config.topic.is_empty() {
         spec.service.default_topic()
     } else {

@@ -21,13 +21,14 @@ use shoplens_contract::{
 };
 use shoplens_kit::access::rules::SERVICES;
 use shoplens_kit::access::{Endpoints, get, post};
+use shoplens_kit::balance::ReplicaUrls;
 use shoplens_kit::client::{ClientError, ServiceClient};
 use shoplens_kit::config::ServiceConfig;
+use shoplens_kit::db::Conn;
 use shoplens_kit::db::fetch_by_ids;
 use shoplens_kit::http::{parse_id, parse_id_list};
 use shoplens_kit::idempotency::IdempotencyKey;
 use shoplens_kit::{ApiError, ServiceContext, ServiceHandle, ServiceSpec, ValidJson, ValidQuery};
-use sqlx::SqliteConnection;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 /// Most ids one batch look-up may ask for.
@@ -37,14 +38,16 @@ pub const MAX_LINES: usize = 50;
 /// Largest page of the all-orders listing (`?all=true`).
 pub const MAX_SCAN_PAGE: u32 = 1_000;
 
-/// Where the services the order service depends on live.
+/// Where the services the order service depends on live. Each is one base URL, or its
+/// replicas' (a list, or a comma-separated string): calls go to them in turn, and a replica
+/// that keeps failing is skipped until it answers again (`shoplens_kit::balance`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Upstreams {
-    /// Base URL of the customer service.
-    pub customer_url: String,
-    /// Base URL of the product service.
-    pub product_url: String,
+    /// Base URL of the customer service, or of each of its replicas.
+    pub customer_url: ReplicaUrls,
+    /// Base URL of the product service, or of each of its replicas.
+    pub product_url: ReplicaUrls,
     /// Timeout of one call to either, in milliseconds.
     pub timeout_ms: u64,
 }
@@ -193,13 +196,13 @@ pub async fn start(
 ) -> Result<ServiceHandle, shoplens_kit::Error> {
     let spec = ServiceSpec {
         service: Service::Order,
-        migrations: sqlx::migrate!("./migrations"),
+        migrations: shoplens_kit::migrations!(),
     };
     let timeout = Duration::from_millis(upstreams.timeout_ms);
     let upstreams = upstreams.clone();
     shoplens_kit::service::start(spec, config, deps, move |ctx| {
-        let client = |name: &str, url: &str| {
-            ServiceClient::new(name, url, timeout).with_token(ctx.token.clone())
+        let client = |name: &str, urls: &ReplicaUrls| {
+            ServiceClient::new(name, urls.clone(), timeout).with_token(ctx.token.clone())
         };
         let state = AppState {
             customers: client("customer service", &upstreams.customer_url),
@@ -233,9 +236,11 @@ struct OrderRow {
     status: String,
     total: String,
     currency: String,
+    #[sqlx(try_from = "shoplens_kit::db::Stamp")]
     created_at: DateTime<Utc>,
+    #[sqlx(try_from = "shoplens_kit::db::Stamp")]
     updated_at: DateTime<Utc>,
-    paid_at: Option<DateTime<Utc>>,
+    paid_at: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -286,26 +291,38 @@ fn assemble(rows: Vec<OrderRow>, mut lines: Vec<LineRow>) -> Result<Vec<Order>, 
                 currency: row.currency,
                 created_at: row.created_at,
                 updated_at: row.updated_at,
-                paid_at: row.paid_at,
+                paid_at: row
+                    .paid_at
+                    .as_deref()
+                    .map(shoplens_kit::db::parse_stamp)
+                    .transpose()
+                    .map_err(|e| {
+                        ApiError::Internal(anyhow::anyhow!("corrupt paid_at in database: {e}"))
+                    })?,
             })
         })
         .collect()
 }
 
-async fn load(pool: &sqlx::SqlitePool, ids: &[String]) -> Result<Vec<Order>, ApiError> {
+async fn load(pool: &shoplens_kit::db::Pool, ids: &[String]) -> Result<Vec<Order>, ApiError> {
     let rows: Vec<OrderRow> = fetch_by_ids(pool, "SELECT * FROM orders WHERE id IN", ids).await?;
     let lines: Vec<LineRow> =
         fetch_by_ids(pool, "SELECT * FROM order_lines WHERE order_id IN", ids).await?;
     assemble(rows, lines)
 }
 
-async fn load_one_in_tx(tx: &mut SqliteConnection, id: &str) -> Result<Option<Order>, ApiError> {
-    let row: Option<OrderRow> = sqlx::query_as("SELECT * FROM orders WHERE id = ?")
+async fn load_one_in_tx(tx: &mut Conn, id: &str) -> Result<Option<Order>, ApiError> {
+    // Locked until the transaction ends: see shoplens_kit::db.
+    let sql = format!(
+        "SELECT * FROM orders WHERE id = $1{}",
+        shoplens_kit::db::for_update(tx)
+    );
+    let row: Option<OrderRow> = sqlx::query_as(&sql)
         .bind(id)
         .fetch_optional(&mut *tx)
         .await?;
     let Some(row) = row else { return Ok(None) };
-    let lines: Vec<LineRow> = sqlx::query_as("SELECT * FROM order_lines WHERE order_id = ?")
+    let lines: Vec<LineRow> = sqlx::query_as("SELECT * FROM order_lines WHERE order_id = $1")
         .bind(id)
         .fetch_all(&mut *tx)
         .await?;
@@ -438,26 +455,26 @@ async fn create_order(
     }
     sqlx::query(
         "INSERT INTO orders (id, customer_id, status, total, currency, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(&order_id)
     .bind(&created.customer_id)
     .bind(OrderStatus::Placed.as_str())
     .bind(total.to_string())
     .bind(&created.currency)
-    .bind(now)
-    .bind(now)
+    .bind(shoplens_kit::db::stamp(now))
+    .bind(shoplens_kit::db::stamp(now))
     .execute(&mut *tx)
     .await?;
     for line in &created.lines {
         sqlx::query(
             "INSERT INTO order_lines (order_id, line_no, product_id, quantity, unit_price)
-             VALUES (?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(&order_id)
-        .bind(line.line_no)
+        .bind(i64::from(line.line_no))
         .bind(&line.product_id)
-        .bind(line.quantity)
+        .bind(i64::from(line.quantity))
         .bind(line.unit_price.to_string())
         .execute(&mut *tx)
         .await?;
@@ -551,13 +568,13 @@ async fn list_orders(
             }
             // One more than asked tells whether there is a next page.
             let ids: Vec<String> = sqlx::query_scalar(
-                "SELECT id FROM orders WHERE customer_id = ? AND (? IS NULL OR id < ?)
-                 ORDER BY id DESC LIMIT ?",
+                "SELECT id FROM orders WHERE customer_id = $1 AND ($2 IS NULL OR id < $3)
+                 ORDER BY id DESC LIMIT $4",
             )
             .bind(customer_id)
             .bind(&q.before)
             .bind(&q.before)
-            .bind(limit + 1)
+            .bind(i64::from(limit) + 1)
             .fetch_all(pool)
             .await?;
             let (ids, next) = split_page(ids, limit);
@@ -577,11 +594,11 @@ async fn list_orders(
             // Ids are UUIDv7: id order is creation order, and an order placed while a
             // reader pages lands after its cursor, never before it.
             let ids: Vec<String> = sqlx::query_scalar(
-                "SELECT id FROM orders WHERE (? IS NULL OR id > ?) ORDER BY id LIMIT ?",
+                "SELECT id FROM orders WHERE ($1 IS NULL OR id > $2) ORDER BY id LIMIT $3",
             )
             .bind(&q.after)
             .bind(&q.after)
-            .bind(limit + 1)
+            .bind(i64::from(limit) + 1)
             .fetch_all(pool)
             .await?;
             let (ids, next) = split_page(ids, limit);
@@ -654,11 +671,11 @@ async fn change_status(
     // `paid_at` is the instant of the Paid events below: the order's sales count on its day.
     let paid_at = (req.status == OrderStatus::Paid).then_some(now);
     sqlx::query(
-        "UPDATE orders SET status = ?, updated_at = ?, paid_at = COALESCE(?, paid_at) WHERE id = ?",
+        "UPDATE orders SET status = $1, updated_at = $2, paid_at = COALESCE($3, paid_at) WHERE id = $4",
     )
     .bind(req.status.as_str())
-    .bind(now)
-    .bind(paid_at)
+    .bind(shoplens_kit::db::stamp(now))
+    .bind(paid_at.map(shoplens_kit::db::stamp))
     .bind(&id)
     .execute(&mut *tx)
     .await?;

@@ -18,7 +18,7 @@ use shoplens_contract::{
 use shoplens_kit::access::rules::SERVICES;
 use shoplens_kit::access::{Endpoints, get, post};
 use shoplens_kit::config::ServiceConfig;
-use shoplens_kit::db::fetch_by_ids;
+use shoplens_kit::db::{Conn, fetch_by_ids};
 use shoplens_kit::http::{one_or_many_ids, parse_id};
 use shoplens_kit::idempotency::IdempotencyKey;
 use shoplens_kit::{ApiError, ServiceContext, ServiceHandle, ServiceSpec, ValidJson, ValidQuery};
@@ -35,7 +35,7 @@ pub const TOKEN_DECLINED: &str = "tok_declined";
 /// The fake provider leaves a payment with this card token `Pending` until it is captured.
 pub const TOKEN_PENDING: &str = "tok_pending";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::Type)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub enum PaymentStatus {
     Pending,
     Success,
@@ -43,10 +43,37 @@ pub enum PaymentStatus {
     Refunded,
 }
 
+impl PaymentStatus {
+    /// How it is stored (the variant's name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PaymentStatus::Pending => "Pending",
+            PaymentStatus::Success => "Success",
+            PaymentStatus::Failed => "Failed",
+            PaymentStatus::Refunded => "Refunded",
+        }
+    }
+}
+
+/// Reads a stored status.
+impl TryFrom<String> for PaymentStatus {
+    type Error = String;
+    fn try_from(text: String) -> Result<PaymentStatus, String> {
+        match text.as_str() {
+            "Pending" => Ok(PaymentStatus::Pending),
+            "Success" => Ok(PaymentStatus::Success),
+            "Failed" => Ok(PaymentStatus::Failed),
+            "Refunded" => Ok(PaymentStatus::Refunded),
+            other => Err(format!("unknown payment status `{other}` in database")),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema, sqlx::FromRow)]
 pub struct Payment {
     pub id: String,
     pub order_id: String,
+    #[sqlx(try_from = "String")]
     pub status: PaymentStatus,
     /// `card`, `paypal` or `bank_transfer`.
     pub method: String,
@@ -57,7 +84,9 @@ pub struct Payment {
     pub currency: String,
     /// Why the provider refused the payment (only when `Failed`).
     pub failure_reason: Option<String>,
+    #[sqlx(try_from = "shoplens_kit::db::Stamp")]
     pub created_at: DateTime<Utc>,
+    #[sqlx(try_from = "shoplens_kit::db::Stamp")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -161,7 +190,7 @@ pub async fn start(
 ) -> Result<ServiceHandle, shoplens_kit::Error> {
     let spec = ServiceSpec {
         service: Service::Payment,
-        migrations: sqlx::migrate!("./migrations"),
+        migrations: shoplens_kit::migrations!(),
     };
     shoplens_kit::service::start(spec, config, deps, |ctx| {
         let openapi = serde_json::to_value(ApiDoc::openapi()).ok();
@@ -247,8 +276,17 @@ fn validate(id: &str, req: &NewPayment) -> Result<(String, Decimal), ApiError> {
     Ok((order_id, amount))
 }
 
-async fn find(db: &mut sqlx::SqliteConnection, id: &str) -> Result<Payment, ApiError> {
-    sqlx::query_as("SELECT * FROM payments WHERE id = ?")
+/// Reads one payment; `lock` inside a write transaction that changes it (see shoplens_kit::db).
+async fn find(db: &mut Conn, id: &str, lock: bool) -> Result<Payment, ApiError> {
+    let sql = format!(
+        "SELECT * FROM payments WHERE id = $1{}",
+        if lock {
+            shoplens_kit::db::for_update(db)
+        } else {
+            ""
+        }
+    );
+    sqlx::query_as(&sql)
         .bind(id)
         .fetch_optional(db)
         .await?
@@ -287,17 +325,17 @@ async fn create_payment(
     sqlx::query(
         "INSERT INTO payments (id, order_id, status, method, amount, currency, failure_reason,
                                created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(&payment.id)
     .bind(&payment.order_id)
-    .bind(payment.status)
+    .bind(payment.status.as_str())
     .bind(&payment.method)
     .bind(payment.amount.to_string())
     .bind(&payment.currency)
     .bind(&payment.failure_reason)
-    .bind(now)
-    .bind(now)
+    .bind(shoplens_kit::db::stamp(now))
+    .bind(shoplens_kit::db::stamp(now))
     .execute(&mut *tx)
     .await?;
     let event = match payment.status {
@@ -342,7 +380,7 @@ async fn transition(
 ) -> Result<Payment, ApiError> {
     let id = parse_id("id", id)?.to_string();
     let mut tx = ctx.db.begin().await?;
-    let mut payment = find(&mut tx, &id).await?;
+    let mut payment = find(&mut tx, &id, true).await?;
     if payment.status != from {
         return Err(ApiError::conflict(
             "illegal_transition",
@@ -354,9 +392,9 @@ async fn transition(
     }
     payment.status = to;
     payment.updated_at = ctx.clock.now();
-    sqlx::query("UPDATE payments SET status = ?, updated_at = ? WHERE id = ?")
-        .bind(payment.status)
-        .bind(payment.updated_at)
+    sqlx::query("UPDATE payments SET status = $1, updated_at = $2 WHERE id = $3")
+        .bind(payment.status.as_str())
+        .bind(shoplens_kit::db::stamp(payment.updated_at))
         .bind(&id)
         .execute(&mut *tx)
         .await?;
@@ -435,7 +473,7 @@ async fn get_payment(
 ) -> Result<Json<Payment>, ApiError> {
     let id = parse_id("id", &id)?.to_string();
     let mut conn = ctx.db.reader.acquire().await?;
-    Ok(Json(find(&mut conn, &id).await?))
+    Ok(Json(find(&mut conn, &id, false).await?))
 }
 
 /// The order ids a look-up asks for: `order_id` or `order_ids`, exactly one of them.

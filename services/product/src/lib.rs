@@ -15,11 +15,11 @@ use shoplens_contract::{DomainEvent, Envelope, ProductCreated, ProductPriceChang
 use shoplens_kit::access::rules::SERVICES;
 use shoplens_kit::access::{Endpoints, get, post, put};
 use shoplens_kit::config::ServiceConfig;
+use shoplens_kit::db::Conn;
 use shoplens_kit::db::fetch_by_ids;
 use shoplens_kit::http::{parse_id, parse_id_list};
 use shoplens_kit::idempotency::IdempotencyKey;
 use shoplens_kit::{ApiError, ServiceContext, ServiceHandle, ServiceSpec, ValidJson, ValidQuery};
-use sqlx::SqliteConnection;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 /// Most ids one batch look-up may ask for.
@@ -42,7 +42,9 @@ pub struct Product {
     #[schema(value_type = String, example = "19.90")]
     pub price: Decimal,
     pub currency: String,
+    #[sqlx(try_from = "shoplens_kit::db::Stamp")]
     pub created_at: DateTime<Utc>,
+    #[sqlx(try_from = "shoplens_kit::db::Stamp")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -151,7 +153,7 @@ pub async fn start(
 ) -> Result<ServiceHandle, shoplens_kit::Error> {
     let spec = ServiceSpec {
         service: Service::Product,
-        migrations: sqlx::migrate!("./migrations"),
+        migrations: shoplens_kit::migrations!(),
     };
     shoplens_kit::service::start(spec, config, deps, |ctx| {
         let openapi = serde_json::to_value(ApiDoc::openapi()).ok();
@@ -223,11 +225,17 @@ fn validate(id: &str, req: &NewProduct) -> Result<NewProduct, ApiError> {
     Ok(product)
 }
 
-async fn find(db: &mut SqliteConnection, id: &str) -> Result<Option<Product>, ApiError> {
-    Ok(sqlx::query_as("SELECT * FROM products WHERE id = ?")
-        .bind(id)
-        .fetch_optional(db)
-        .await?)
+/// Reads one product; `lock` inside a write transaction that changes it (see shoplens_kit::db).
+async fn find(db: &mut Conn, id: &str, lock: bool) -> Result<Option<Product>, ApiError> {
+    let sql = format!(
+        "SELECT * FROM products WHERE id = $1{}",
+        if lock {
+            shoplens_kit::db::for_update(db)
+        } else {
+            ""
+        }
+    );
+    Ok(sqlx::query_as(&sql).bind(id).fetch_optional(db).await?)
 }
 
 fn sku_taken(e: sqlx::Error) -> ApiError {
@@ -270,7 +278,7 @@ async fn create_product(
     sqlx::query(
         "INSERT INTO products (id, sku, name, description, category, image_url, price, currency,
                                created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(&product.id)
     .bind(&product.sku)
@@ -280,8 +288,8 @@ async fn create_product(
     .bind(&product.image_url)
     .bind(product.price.to_string())
     .bind(&product.currency)
-    .bind(now)
-    .bind(now)
+    .bind(shoplens_kit::db::stamp(now))
+    .bind(shoplens_kit::db::stamp(now))
     .execute(&mut *tx)
     .await
     .map_err(sku_taken)?;
@@ -320,7 +328,7 @@ async fn get_product(
 ) -> Result<Json<Product>, ApiError> {
     let id = parse_id("id", &id)?.to_string();
     let mut conn = ctx.db.reader.acquire().await?;
-    find(&mut conn, &id)
+    find(&mut conn, &id, false)
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::not_found("product", id))
@@ -338,7 +346,7 @@ async fn change_price(
     let id = parse_id("id", &id)?.to_string();
     let price = money("price", req.price)?;
     let mut tx = ctx.db.begin().await?;
-    let mut product = find(&mut tx, &id)
+    let mut product = find(&mut tx, &id, true)
         .await?
         .ok_or_else(|| ApiError::not_found("product", &id))?;
     if product.price == price {
@@ -347,9 +355,9 @@ async fn change_price(
     let old_price = product.price;
     product.price = price;
     product.updated_at = ctx.clock.now();
-    sqlx::query("UPDATE products SET price = ?, updated_at = ? WHERE id = ?")
+    sqlx::query("UPDATE products SET price = $1, updated_at = $2 WHERE id = $3")
         .bind(price.to_string())
-        .bind(product.updated_at)
+        .bind(shoplens_kit::db::stamp(product.updated_at))
         .bind(&id)
         .execute(&mut *tx)
         .await?;

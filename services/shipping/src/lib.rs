@@ -16,7 +16,7 @@ use shoplens_contract::{
 use shoplens_kit::access::rules::SERVICES;
 use shoplens_kit::access::{Endpoints, get, post};
 use shoplens_kit::config::ServiceConfig;
-use shoplens_kit::db::fetch_by_ids;
+use shoplens_kit::db::{Conn, fetch_by_ids};
 use shoplens_kit::http::{one_or_many_ids, parse_id};
 use shoplens_kit::idempotency::IdempotencyKey;
 use shoplens_kit::{ApiError, ServiceContext, ServiceHandle, ServiceSpec, ValidJson, ValidQuery};
@@ -27,11 +27,35 @@ pub const MAX_BATCH: usize = 100;
 
 /// Where a shipment is in its life: `Created`, then `InTransit` from its first location
 /// update, then `Delivered`, after which it no longer changes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, sqlx::Type)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub enum ShipmentStatus {
     Created,
     InTransit,
     Delivered,
+}
+
+impl ShipmentStatus {
+    /// How it is stored (the variant's name).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShipmentStatus::Created => "Created",
+            ShipmentStatus::InTransit => "InTransit",
+            ShipmentStatus::Delivered => "Delivered",
+        }
+    }
+}
+
+/// Reads a stored status.
+impl TryFrom<String> for ShipmentStatus {
+    type Error = String;
+    fn try_from(text: String) -> Result<ShipmentStatus, String> {
+        match text.as_str() {
+            "Created" => Ok(ShipmentStatus::Created),
+            "InTransit" => Ok(ShipmentStatus::InTransit),
+            "Delivered" => Ok(ShipmentStatus::Delivered),
+            other => Err(format!("unknown shipping status `{other}` in database")),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema, sqlx::FromRow)]
@@ -39,12 +63,16 @@ pub struct Shipment {
     pub id: String,
     pub order_id: String,
     pub carrier: String,
+    #[sqlx(try_from = "String")]
     pub status: ShipmentStatus,
     /// Where the shipment was last seen.
     pub location: String,
     /// When it is expected to arrive.
+    #[sqlx(try_from = "shoplens_kit::db::Stamp")]
     pub eta: DateTime<Utc>,
+    #[sqlx(try_from = "shoplens_kit::db::Stamp")]
     pub created_at: DateTime<Utc>,
+    #[sqlx(try_from = "shoplens_kit::db::Stamp")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -141,7 +169,7 @@ pub async fn start(
 ) -> Result<ServiceHandle, shoplens_kit::Error> {
     let spec = ServiceSpec {
         service: Service::Shipping,
-        migrations: sqlx::migrate!("./migrations"),
+        migrations: shoplens_kit::migrations!(),
     };
     shoplens_kit::service::start(spec, config, deps, |ctx| {
         let openapi = serde_json::to_value(ApiDoc::openapi()).ok();
@@ -178,8 +206,17 @@ fn endpoints() -> Endpoints<ServiceContext> {
         ))
 }
 
-async fn find(db: &mut sqlx::SqliteConnection, id: &str) -> Result<Shipment, ApiError> {
-    sqlx::query_as("SELECT * FROM shipments WHERE id = ?")
+/// Reads one shipping; `lock` inside a write transaction that changes it (see shoplens_kit::db).
+async fn find(db: &mut Conn, id: &str, lock: bool) -> Result<Shipment, ApiError> {
+    let sql = format!(
+        "SELECT * FROM shipments WHERE id = $1{}",
+        if lock {
+            shoplens_kit::db::for_update(db)
+        } else {
+            ""
+        }
+    );
+    sqlx::query_as(&sql)
         .bind(id)
         .fetch_optional(db)
         .await?
@@ -223,16 +260,16 @@ async fn create_shipment(
     sqlx::query(
         "INSERT INTO shipments (id, order_id, carrier, status, location, eta, created_at,
                                 updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(&shipment.id)
     .bind(&shipment.order_id)
     .bind(&shipment.carrier)
-    .bind(shipment.status)
+    .bind(shipment.status.as_str())
     .bind(&shipment.location)
-    .bind(shipment.eta)
-    .bind(now)
-    .bind(now)
+    .bind(shoplens_kit::db::stamp(shipment.eta))
+    .bind(shoplens_kit::db::stamp(now))
+    .bind(shoplens_kit::db::stamp(now))
     .execute(&mut *tx)
     .await?;
     ctx.outbox
@@ -261,7 +298,7 @@ async fn advance(
 ) -> Result<Shipment, ApiError> {
     let id = parse_id("id", id)?.to_string();
     let mut tx = ctx.db.begin().await?;
-    let mut shipment = find(&mut tx, &id).await?;
+    let mut shipment = find(&mut tx, &id, true).await?;
     if shipment.status == ShipmentStatus::Delivered {
         return Err(ApiError::conflict(
             "illegal_transition",
@@ -272,12 +309,12 @@ async fn advance(
     event.validate()?;
     shipment.updated_at = ctx.clock.now();
     sqlx::query(
-        "UPDATE shipments SET status = ?, location = ?, eta = ?, updated_at = ? WHERE id = ?",
+        "UPDATE shipments SET status = $1, location = $2, eta = $3, updated_at = $4 WHERE id = $5",
     )
-    .bind(shipment.status)
+    .bind(shipment.status.as_str())
     .bind(&shipment.location)
-    .bind(shipment.eta)
-    .bind(shipment.updated_at)
+    .bind(shoplens_kit::db::stamp(shipment.eta))
+    .bind(shoplens_kit::db::stamp(shipment.updated_at))
     .bind(&id)
     .execute(&mut *tx)
     .await?;
@@ -347,7 +384,7 @@ async fn get_shipment(
 ) -> Result<Json<Shipment>, ApiError> {
     let id = parse_id("id", &id)?.to_string();
     let mut conn = ctx.db.reader.acquire().await?;
-    Ok(Json(find(&mut conn, &id).await?))
+    Ok(Json(find(&mut conn, &id, false).await?))
 }
 
 /// The order ids a look-up asks for: `order_id` or `order_ids`, exactly one of them.

@@ -36,18 +36,29 @@ impl TestEnv {
         Arc::new(self.log.clone())
     }
 
-    /// A config on port 0 with its own database file `NAME.db`.
+    /// A config on port 0 with its own database: the file `NAME.db`, or (when the tests run
+    /// on PostgreSQL, see [`services_database`]) a fresh database of the test server.
     pub fn service_config(&self, name: &str) -> ServiceConfig {
         ServiceConfig {
-            database_url: format!(
-                "sqlite://{}",
-                self.dir.path().join(format!("{name}.db")).display()
-            ),
+            database_url: self.database_url(name),
             relay: shoplens_kit::config::RelayConfig {
                 poll_interval_ms: 20,
                 ..Default::default()
             },
             ..Default::default()
+        }
+    }
+
+    /// The URL of this environment's database `name`: the same one every time it is asked.
+    pub fn database_url(&self, name: &str) -> String {
+        match services_database() {
+            ServicesDb::Sqlite => {
+                format!(
+                    "sqlite://{}",
+                    self.dir.path().join(format!("{name}.db")).display()
+                )
+            }
+            ServicesDb::Postgres(server) => postgres_database(&server, self.dir.path(), name),
         }
     }
 
@@ -82,6 +93,43 @@ impl Default for TestEnv {
     fn default() -> Self {
         TestEnv::new()
     }
+}
+
+/// The database the services' tests run on.
+pub enum ServicesDb {
+    /// A file per service in the test's scratch directory (the default).
+    Sqlite,
+    /// A database per service on the PostgreSQL server at this URL (its own database is the
+    /// maintenance one; the tests create theirs beside it).
+    Postgres(String),
+}
+
+/// `SHOPLENS_TEST_SERVICES_DB=postgres` runs the services of every test on the PostgreSQL
+/// server at `SHOPLENS_TEST_POSTGRES_URL` (the test script starts one and runs the services'
+/// and end-to-end suites once more so); unset, on SQLite.
+pub fn services_database() -> ServicesDb {
+    match std::env::var("SHOPLENS_TEST_SERVICES_DB").as_deref() {
+        Ok("postgres") => ServicesDb::Postgres(std::env::var("SHOPLENS_TEST_POSTGRES_URL").expect(
+            "SHOPLENS_TEST_SERVICES_DB=postgres needs SHOPLENS_TEST_POSTGRES_URL (scripts/servers.sh starts a server)",
+        )),
+        Ok("sqlite") | Ok("") | Err(_) => ServicesDb::Sqlite,
+        Ok(other) => panic!("SHOPLENS_TEST_SERVICES_DB must be sqlite or postgres, not {other}"),
+    }
+}
+
+/// The URL of database `name` of the test whose scratch directory is `scope`, on `server`:
+/// named after both, so every process of one test finds the same database, and two tests
+/// never share one. The services create it on first use.
+pub fn postgres_database(server: &str, scope: &std::path::Path, name: &str) -> String {
+    // FNV-1a of the directory: stable, short, a valid identifier.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in scope.as_os_str().as_encoded_bytes() {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    let mut url = reqwest::Url::parse(server).expect("SHOPLENS_TEST_POSTGRES_URL is a URL");
+    url.set_path(&format!("t{hash:016x}_{name}"));
+    url.to_string()
 }
 
 /// A client whose requests carry a service token signed with `auth`'s key (what another
