@@ -142,6 +142,11 @@ impl Relay {
         }
     }
 
+    /// Its `outbox_relay_leader` gauge: 1 while it publishes.
+    pub fn leader(&self) -> Gauge {
+        self.metrics.leader.clone()
+    }
+
     /// Publishes until `shutdown`, then drains what is left (for up to five seconds, while
     /// the bus accepts it), so a clean stop leaves nothing in the outbox.
     pub async fn run(self, shutdown: CancellationToken) {

@@ -64,6 +64,8 @@ pub struct ServiceHandle {
     db: Db,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+    /// The relay's `outbox_relay_leader` gauge (0 without a relay).
+    relay_leader: prometheus_client::metrics::gauge::Gauge,
 }
 
 /// Starts a service. `routes` builds the service's own routes (from its endpoints, with
@@ -133,8 +135,10 @@ pub async fn start(
             tracing::error!(error = %e, service = name, "HTTP server failed");
         }
     }));
+    let mut relay_leader = prometheus_client::metrics::gauge::Gauge::default();
     if config.relay.enabled {
         let relay = Relay::new(db.clone(), &outbox, bus, config.relay.clone(), &metrics);
+        relay_leader = relay.leader();
         tasks.push(tokio::spawn(relay.run(shutdown.clone())));
     }
     tracing::info!(service = name, %addr, topic, "service started");
@@ -144,6 +148,7 @@ pub async fn start(
         db,
         shutdown,
         tasks,
+        relay_leader,
     })
 }
 
@@ -163,6 +168,12 @@ impl ServiceHandle {
 
     pub fn db(&self) -> &Db {
         &self.db
+    }
+
+    /// Whether this replica's relay is the one publishing the service's outbox now (on
+    /// SQLite, whether it has a relay).
+    pub fn publishes_outbox(&self) -> bool {
+        self.relay_leader.get() == 1
     }
 
     /// A token that stops the service when cancelled.

@@ -23,8 +23,8 @@ async fn spawn_shop() -> Shop {
         .await
         .unwrap();
     let upstreams = order_service::Upstreams {
-        customer_url: customer.url(),
-        product_url: product.url(),
+        customer_url: customer.url().into(),
+        product_url: product.url().into(),
         timeout_ms: 1_000,
     };
     let order = order_service::start(&env.service_config("order"), &upstreams, env.bus())
@@ -405,4 +405,178 @@ async fn every_order_comes_oldest_first_a_page_at_a_time_with_its_paid_time() {
         .get(&format!("/api/v1/orders?all=true&customer_id={c}"))
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{err}");
+}
+
+/// Whether this run's services are on PostgreSQL, where several replicas of a service share
+/// one database (on SQLite, one process owns the file).
+fn on_postgres() -> bool {
+    let pg = matches!(
+        shoplens_test_support::services::services_database(),
+        shoplens_test_support::services::ServicesDb::Postgres(_)
+    );
+    if !pg {
+        eprintln!(
+            "replicas share a database on PostgreSQL only: run with SHOPLENS_TEST_SERVICES_DB=postgres"
+        );
+    }
+    pg
+}
+
+/// A second replica of the shop's order service: the same database, bus and upstreams.
+async fn second_replica(shop: &Shop, relay: shoplens_kit::config::RelayConfig) -> ServiceHandle {
+    let upstreams = order_service::Upstreams {
+        customer_url: shop.customer.as_ref().unwrap().url().into(),
+        product_url: shop.product.url().into(),
+        timeout_ms: 1_000,
+    };
+    let config = shoplens_kit::config::ServiceConfig {
+        relay,
+        ..shop.env.service_config("order")
+    };
+    order_service::start(&config, &upstreams, shop.env.bus())
+        .await
+        .unwrap()
+}
+
+/// The order's status changes as published, in order.
+async fn status_chain(
+    shop: &Shop,
+    id: &str,
+    at_least: usize,
+) -> Vec<(Option<OrderStatus>, OrderStatus)> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let chain: Vec<_> = shop
+            .events(0)
+            .await
+            .into_iter()
+            .filter_map(|e| match e.payload {
+                DomainEvent::OrderStatusChanged(c) if c.order_id == id => Some((c.from, c.to)),
+                _ => None,
+            })
+            .collect();
+        if chain.len() >= at_least || std::time::Instant::now() > deadline {
+            return chain;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_change_one_order_one_change_at_a_time() {
+    if !on_postgres() {
+        return;
+    }
+    let shop = spawn_shop().await;
+    let second = second_replica(&shop, Default::default()).await;
+    let c = shop.customer("replicas@example.com").await;
+    let p = shop.product("R1", "5.00").await;
+    let (status, order) = shop
+        .place(
+            json!({"customer_id": c, "lines": [{"product_id": p, "quantity": 1}]}),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    let id = order["id"].as_str().unwrap().to_owned();
+
+    // Every legal next status at once, half through each replica: without a row lock two of
+    // them would both start from Placed and the later would overwrite the earlier.
+    let targets = ["Paid", "Cancelled", "Shipped", "Delivered"];
+    let calls = (0..24).map(|i| {
+        let base = if i % 2 == 0 {
+            shop.order.url()
+        } else {
+            second.url()
+        };
+        let url = format!("{base}/api/v1/orders/{id}/status");
+        let req = shop
+            .http
+            .post(url)
+            .json(&json!({"status": targets[i % targets.len()]}));
+        async move {
+            let resp = req.send().await.unwrap();
+            resp.status()
+        }
+    });
+    let answers = futures::future::join_all(calls).await;
+    assert!(
+        answers
+            .iter()
+            .all(|s| *s == StatusCode::OK || *s == StatusCode::CONFLICT),
+        "{answers:?}"
+    );
+
+    let (_, now) = shop.get(&format!("/api/v1/orders/{id}")).await;
+    let chain = status_chain(&shop, &id, 2).await;
+    // One chain: every change starts where the one before ended.
+    assert_eq!(chain[0], (None, OrderStatus::Placed), "{chain:?}");
+    for pair in chain.windows(2) {
+        assert_eq!(pair[1].0, Some(pair[0].1), "a lost update: {chain:?}");
+    }
+    assert_eq!(now["status"], chain.last().unwrap().1.as_str(), "{chain:?}");
+    assert!(chain.len() >= 2, "one change went through: {chain:?}");
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_replica_publishes_the_outbox_and_another_takes_over_when_it_stops() {
+    if !on_postgres() {
+        return;
+    }
+    let mut shop = spawn_shop().await;
+    let fast = shoplens_kit::config::RelayConfig {
+        poll_interval_ms: 20,
+        takeover_poll_ms: 100,
+        ..Default::default()
+    };
+    let second = second_replica(&shop, fast).await;
+    let c = shop.customer("relay@example.com").await;
+    let p = shop.product("R2", "5.00").await;
+    let place = |url: String| {
+        let req = shop
+            .http
+            .post(format!("{url}/api/v1/orders"))
+            .json(&json!({"customer_id": c, "lines": [{"product_id": p, "quantity": 1}]}));
+        async move {
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), StatusCode::CREATED);
+        }
+    };
+    // The first replica started first and holds the lock; orders placed through the second
+    // are published by the first's relay.
+    for _ in 0..5 {
+        place(second.url()).await;
+    }
+    let created = |events: &[Envelope]| {
+        events
+            .iter()
+            .filter(|e| matches!(e.payload, DomainEvent::OrderCreated(_)))
+            .map(|e| e.event_id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(created(&shop.events(10).await).len(), 5);
+    assert!(shop.order.publishes_outbox(), "the first replica publishes");
+    assert!(!second.publishes_outbox(), "the second stands by");
+
+    // The first stops (draining what it holds); the second takes over and publishes the
+    // orders placed after, each once.
+    let first = std::mem::replace(&mut shop.order, second);
+    first.stop().await;
+    for _ in 0..5 {
+        place(shop.order.url()).await;
+    }
+    let events = shop.events(20).await;
+    let ids = created(&events);
+    assert_eq!(
+        ids.len(),
+        10,
+        "every order published once after the takeover"
+    );
+    let unique: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(unique.len(), 10);
+    assert!(
+        shop.order.publishes_outbox(),
+        "the second replica publishes now"
+    );
 }
