@@ -9,13 +9,15 @@
 //!   publishes them;
 //! - [`idempotency`]: replaying the response to a retried write;
 //! - [`service`]: starting and stopping a service;
-//! - [`client`]: calling another service;
+//! - [`client`]: calling another service; [`balance`]: spreading the calls over its
+//!   replicas, each behind a circuit breaker;
 //! - [`clock`]: the time a service stamps its records with (the system's, or the demo's);
 //! - [`identity`] and [`access`]: one identity scheme for every server (bearer tokens with
 //!   a subject and a role), and the access rule of every endpoint;
 //! - [`Error`]: what the kit's fallible functions return.
 
 pub mod access;
+pub mod balance;
 pub mod client;
 pub mod clock;
 pub mod config;
