@@ -302,18 +302,16 @@ impl Config {
                 .check_exposure()
                 .map_err(|e| anyhow::anyhow!("invalid [analytics] configuration: {e}"))?;
         }
+        // The order service's upstreams that run elsewhere: one URL or several replicas'.
         let upstreams = &self.order_upstreams;
-        for (c, key, url) in [
+        for (c, key, urls) in [
             (Component::Customer, "customer_url", &upstreams.customer_url),
             (Component::Product, "product_url", &upstreams.product_url),
         ] {
-            anyhow::ensure!(
-                !runs.contains(&Component::Order)
-                    || runs.contains(&c)
-                    || url.starts_with("http://")
-                    || url.starts_with("https://"),
-                "order_upstreams.{key} must be an http(s) URL, got `{url}`"
-            );
+            if runs.contains(&Component::Order) && !runs.contains(&c) {
+                urls.check(&format!("order_upstreams.{key}"))
+                    .map_err(anyhow::Error::msg)?;
+            }
         }
         if self.bus.kind == BusKind::Kafka {
             anyhow::ensure!(

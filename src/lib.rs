@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use shoplens_bus::{EmbeddedLog, EmbeddedLogConfig, EventBus, KafkaBus};
 use shoplens_ingest::startup::{IngestHandle, embedded_sources, kafka_sources};
 use shoplens_kit::ServiceHandle;
+use shoplens_kit::balance::ReplicaUrls;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -26,7 +27,7 @@ pub use config::{BusKind, Component, Config};
 pub struct RunInfo {
     pub pid: u32,
     /// The components running in this process (`only`); the URLs of the others are where
-    /// this process reaches them (its configuration).
+    /// this process reaches them (its configuration; of several replicas, the first).
     #[serde(default = "Component::all")]
     pub components: Vec<Component>,
     /// The Order Summary API and the "My Orders" page (empty when it does not run here).
@@ -141,8 +142,9 @@ impl System {
             true => Some(product_service::start(&config.product, deps.clone()).await?),
             false => None,
         };
-        let local_or = |svc: &Option<ServiceHandle>, url: &String| {
-            svc.as_ref().map_or_else(|| url.clone(), ServiceHandle::url)
+        let local_or = |svc: &Option<ServiceHandle>, urls: &ReplicaUrls| {
+            svc.as_ref()
+                .map_or_else(|| urls.clone(), |svc| svc.url().into())
         };
         let order = match here(Component::Order) {
             true => {
@@ -248,15 +250,16 @@ impl System {
             None
         };
 
+        let first = |urls: &ReplicaUrls| urls.first().unwrap_or_default().to_owned();
         let info = RunInfo {
             pid: std::process::id(),
             components: runs.clone(),
             composer: composer.as_ref().map(|c| c.url()).unwrap_or_default(),
-            customer: urls.customer,
-            product: urls.product,
-            order: urls.order,
-            payment: urls.payment,
-            shipping: urls.shipping,
+            customer: first(&urls.customer),
+            product: first(&urls.product),
+            order: first(&urls.order),
+            payment: first(&urls.payment),
+            shipping: first(&urls.shipping),
             ingest: ingest.as_ref().map(IngestHandle::url),
             analytics: analytics.as_ref().map(|a| a.url()),
             analytics_sql: analytics.as_ref().and_then(|a| a.pg_addr()).map(|a| {

@@ -5,6 +5,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+/// The circuit breaker of each replica of each service (`breaker`).
+pub use shoplens_kit::balance::BreakerConfig;
+use shoplens_kit::balance::ReplicaUrls;
 use shoplens_kit::config::HttpConfig;
 
 /// Everything the composer is configured with. Built-in defaults make a bare `start` work
@@ -14,7 +17,7 @@ use shoplens_kit::config::HttpConfig;
 pub struct ComposerConfig {
     /// Address to listen on (port 0 picks a free port).
     pub listen: SocketAddr,
-    /// Base URLs of the five domain services.
+    /// Base URLs of the five domain services, each one URL or a list of its replicas'.
     pub services: ServiceUrls,
     /// How bearer tokens are checked, and the key the composer's calls to the services are
     /// signed with: the root `auth` section, filled in by the launcher (not configurable
@@ -38,7 +41,7 @@ pub struct ComposerConfig {
     pub invalidation: bool,
     /// Retries of failed reads.
     pub retry: RetryConfig,
-    /// The circuit breaker in front of each service.
+    /// The circuit breaker in front of each replica of each service.
     pub breaker: BreakerConfig,
 }
 
@@ -69,7 +72,8 @@ impl ComposerConfig {
         Duration::from_millis(self.deadline_ms)
     }
 
-    /// Rejects values that cannot work (a zero deadline, an empty URL).
+    /// Rejects values that cannot work (a zero deadline, a service without a URL, a URL
+    /// that is not http(s)).
     pub fn validate(&self) -> Result<(), crate::Error> {
         let positive = [
             ("call_timeout_ms", self.call_timeout_ms),
@@ -91,26 +95,25 @@ impl ComposerConfig {
         self.auth
             .check_exposure(self.listen)
             .map_err(crate::Error::Exposure)?;
-        for (name, url) in self.services.all() {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(crate::Error::InvalidConfig(format!(
-                    "services.{name} must be an http(s) URL, got `{url}`"
-                )));
-            }
+        for (name, urls) in self.services.all() {
+            urls.check(&format!("services.{name}"))
+                .map_err(crate::Error::InvalidConfig)?;
         }
         Ok(())
     }
 }
 
-/// Base URLs (`http://host:port`, no trailing path) of the domain services.
+/// Base URLs (`http://host:port`, no trailing path) of the domain services. Each is one URL,
+/// or its replicas' as a list or a comma-separated string: calls go to them in turn, and a
+/// replica that fails is skipped until it answers again.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServiceUrls {
-    pub customer: String,
-    pub product: String,
-    pub order: String,
-    pub payment: String,
-    pub shipping: String,
+    pub customer: ReplicaUrls,
+    pub product: ReplicaUrls,
+    pub order: ReplicaUrls,
+    pub payment: ReplicaUrls,
+    pub shipping: ReplicaUrls,
 }
 
 impl Default for ServiceUrls {
@@ -126,7 +129,7 @@ impl Default for ServiceUrls {
 }
 
 impl ServiceUrls {
-    pub fn all(&self) -> [(&'static str, &str); 5] {
+    pub fn all(&self) -> [(&'static str, &ReplicaUrls); 5] {
         [
             ("customer", &self.customer),
             ("product", &self.product),
@@ -205,29 +208,6 @@ impl Default for RetryConfig {
     }
 }
 
-/// The circuit breaker per service.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct BreakerConfig {
-    /// Use circuit breakers at all.
-    pub enabled: bool,
-    /// Consecutive failures that open the circuit.
-    pub failure_threshold: u32,
-    /// How long an open circuit rejects calls before letting one probe through, in
-    /// milliseconds.
-    pub open_ms: u64,
-}
-
-impl Default for BreakerConfig {
-    fn default() -> Self {
-        BreakerConfig {
-            enabled: true,
-            failure_threshold: 5,
-            open_ms: 2_000,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,5 +234,48 @@ mod tests {
             ..Default::default()
         };
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn a_service_is_one_url_or_its_replicas_and_never_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("composer.toml");
+        std::fs::write(
+            &file,
+            r#"
+[services]
+customer = "http://customer:8081"
+order = ["http://order-1:8083", "http://order-2:8083/"]
+payment = "http://payment-1:8084, http://payment-2:8084"
+"#,
+        )
+        .unwrap();
+        let c: ComposerConfig = shoplens_kit::config::load(Some(&file)).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.services.customer.as_slice(), ["http://customer:8081"]);
+        assert_eq!(
+            c.services.order.as_slice(),
+            ["http://order-1:8083", "http://order-2:8083/"]
+        );
+        assert_eq!(
+            c.services.payment.as_slice(),
+            ["http://payment-1:8084", "http://payment-2:8084"]
+        );
+        assert_eq!(c.services.shipping, ServiceUrls::default().shipping);
+
+        std::fs::write(&file, "[services]\norder = []\n").unwrap();
+        let c: ComposerConfig = shoplens_kit::config::load(Some(&file)).unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("services.order must name at least one URL"),
+            "{err}"
+        );
+        std::fs::write(&file, "[services]\nshipping = [\"http://a:1\", \"b:2\"]\n").unwrap();
+        let c: ComposerConfig = shoplens_kit::config::load(Some(&file)).unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("services.shipping must be an http(s) URL, got `b:2`"),
+            "{err}"
+        );
     }
 }

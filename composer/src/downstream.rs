@@ -1,6 +1,7 @@
 //! Calling the domain services: one pooled keep-alive HTTP client, a timeout per attempt
-//! that never outlives the request's deadline, retries of these idempotent GETs within a
-//! budget, a circuit breaker per service, a metric and a tracing span per call.
+//! that never outlives the request's deadline, a service's replicas taken in turn, each
+//! behind its own circuit breaker, retries of these idempotent GETs within a budget (on
+//! another replica when there is one), a metric and a tracing span per call.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,8 +13,8 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::config::ComposerConfig;
-use crate::metrics::{CallLabels, ComposerMetrics, ServiceLabels};
-use crate::resilience::{CircuitBreaker, RetryBudget};
+use crate::metrics::{CallLabels, ComposerMetrics, ReplicaLabels, ServiceLabels};
+use crate::resilience::{Balancer, Pick, RetryBudget};
 
 tokio::task_local! {
     /// Downstream calls made on behalf of the current composer request.
@@ -37,14 +38,11 @@ pub enum FetchError {
 enum AttemptError {
     /// Worth another attempt (refused, timed out, 5xx).
     Retryable(String),
-    /// The circuit is open: no call was made and none should be.
-    Rejected,
     Final(FetchError),
 }
 
 struct Endpoint {
-    base: String,
-    breaker: Arc<CircuitBreaker>,
+    replicas: Balancer,
     budget: RetryBudget,
 }
 
@@ -84,18 +82,30 @@ impl Downstream {
             .build()
             .map_err(crate::Error::Client)?;
         let urls = &config.services;
-        let endpoint = |svc: Service, base: &str| Endpoint {
-            base: base.trim_end_matches('/').to_owned(),
-            breaker: CircuitBreaker::new(
-                config.breaker.clone(),
+        let endpoint = |svc: Service, urls| {
+            let service = svc.as_str();
+            let replica_gauge = |replica: &str| {
                 metrics
-                    .circuit_state
-                    .get_or_create(&ServiceLabels {
-                        service: svc.as_str(),
+                    .replica_circuit_state
+                    .get_or_create(&ReplicaLabels {
+                        service,
+                        replica: replica.to_owned(),
                     })
-                    .clone(),
-            ),
-            budget: RetryBudget::new(&config.retry),
+                    .clone()
+            };
+            Endpoint {
+                replicas: Balancer::with_gauges(
+                    &format!("{svc} service"),
+                    urls,
+                    &config.breaker,
+                    metrics
+                        .circuit_state
+                        .get_or_create(&ServiceLabels { service })
+                        .clone(),
+                    replica_gauge,
+                ),
+                budget: RetryBudget::new(&config.retry),
+            }
         };
         Ok(Downstream {
             http,
@@ -140,25 +150,39 @@ impl Downstream {
             service: svc.as_str(),
         };
         ep.budget.deposit();
+        let mut replica = ep.replicas.pick();
         let mut attempt = 1;
         loop {
+            let Some(this) = replica.take() else {
+                self.metrics.breaker_rejections.get_or_create(&labels).inc();
+                return Err(FetchError::Unavailable(format!(
+                    "{svc} service circuit is open (recent calls failed)"
+                )));
+            };
+            let tried = this.index();
+            let named = (ep.replicas.len() > 1).then(|| this.url());
             match self
-                .attempt(svc, ep, path_and_query, deadline, call_timeout)
+                .attempt(svc, this, path_and_query, deadline, call_timeout)
                 .await
             {
                 Ok(v) => return Ok(v),
                 Err(AttemptError::Final(e)) => return Err(e),
-                Err(AttemptError::Rejected) => {
-                    return Err(FetchError::Unavailable(format!(
-                        "{svc} service circuit is open (recent calls failed)"
-                    )));
-                }
                 Err(AttemptError::Retryable(reason)) => {
-                    let reason = format!("{svc} service {reason}");
+                    let reason = match named {
+                        Some(url) => format!("{svc} service replica {url} {reason}"),
+                        None => format!("{svc} service {reason}"),
+                    };
+                    if attempt >= self.max_attempts {
+                        return Err(FetchError::Unavailable(reason));
+                    }
+                    // Another replica is tried at once; the same one after a pause.
+                    let other = ep.replicas.pick_other(tried);
+                    let pause = match other {
+                        Some(_) => Duration::ZERO,
+                        None => self.backoff,
+                    };
                     let time_left = deadline.saturating_duration_since(Instant::now());
-                    if attempt >= self.max_attempts
-                        || time_left <= self.backoff + Duration::from_millis(5)
-                    {
+                    if time_left <= pause + Duration::from_millis(5) {
                         return Err(FetchError::Unavailable(reason));
                     }
                     if !ep.budget.try_withdraw() {
@@ -167,29 +191,29 @@ impl Downstream {
                     }
                     self.metrics.retries.get_or_create(&labels).inc();
                     tracing::debug!(service = %svc, attempt, %reason, "retrying");
-                    tokio::time::sleep(self.backoff).await;
+                    replica = match other {
+                        Some(other) => Some(other),
+                        None => {
+                            tokio::time::sleep(pause).await;
+                            ep.replicas.pick()
+                        }
+                    };
                     attempt += 1;
                 }
             }
         }
     }
 
+    /// One call to one replica; its outcome goes to the replica's circuit breaker.
     async fn attempt<T: DeserializeOwned>(
         &self,
         svc: Service,
-        ep: &Endpoint,
+        replica: Pick<'_>,
         path_and_query: &str,
         deadline: Instant,
         call_timeout: Option<Duration>,
     ) -> Result<T, AttemptError> {
         let service = svc.as_str();
-        let Some(permit) = ep.breaker.try_acquire() else {
-            self.metrics
-                .breaker_rejections
-                .get_or_create(&ServiceLabels { service })
-                .inc();
-            return Err(AttemptError::Rejected);
-        };
         let now = Instant::now();
         if now >= deadline {
             return Err(AttemptError::Final(FetchError::Unavailable(format!(
@@ -198,8 +222,13 @@ impl Downstream {
         }
         let limit = call_timeout.map_or(deadline - now, |t| t.min(deadline - now));
         let _ = REQUEST_CALLS.try_with(|c| c.fetch_add(1, Ordering::Relaxed));
-        let url = format!("{}{path_and_query}", ep.base);
-        let span = tracing::info_span!("downstream", service, path = path_and_query);
+        let url = format!("{}{path_and_query}", replica.url());
+        let span = tracing::info_span!(
+            "downstream",
+            service,
+            replica = replica.url(),
+            path = path_and_query
+        );
         let call = async {
             let resp = self
                 .http
@@ -225,7 +254,7 @@ impl Downstream {
         match result {
             Err(_) => {
                 count("error");
-                permit.failure();
+                replica.failure();
                 Err(AttemptError::Retryable(format!(
                     "timed out after {} ms",
                     limit.as_millis()
@@ -233,7 +262,7 @@ impl Downstream {
             }
             Ok(Err(e)) => {
                 count("error");
-                permit.failure();
+                replica.failure();
                 let what = if e.is_connect() {
                     "refused the connection".to_owned()
                 } else {
@@ -244,10 +273,10 @@ impl Downstream {
             Ok(Ok((status, body))) => {
                 if status.is_server_error() {
                     count("error");
-                    permit.failure();
+                    replica.failure();
                     return Err(AttemptError::Retryable(format!("answered {status}")));
                 }
-                permit.success();
+                replica.success();
                 if status == reqwest::StatusCode::NOT_FOUND {
                     count("not_found");
                     return Err(AttemptError::Final(FetchError::NotFound));

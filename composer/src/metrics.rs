@@ -28,6 +28,13 @@ pub struct ServiceLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReplicaLabels {
+    pub service: &'static str,
+    /// The replica's base URL, as configured.
+    pub replica: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CallLabels {
     pub service: &'static str,
     /// `ok`, `not_found`, `error` (5xx, refused, timed out) or `unexpected` (other 4xx,
@@ -60,6 +67,7 @@ pub struct ComposerMetrics {
     pub retries_denied: Family<ServiceLabels, Counter>,
     pub breaker_rejections: Family<ServiceLabels, Counter>,
     pub circuit_state: Family<ServiceLabels, Gauge>,
+    pub replica_circuit_state: Family<ReplicaLabels, Gauge>,
     pub cache_hits: Family<SectionLabels, Counter>,
     pub cache_misses: Family<SectionLabels, Counter>,
     pub cache_coalesced: Family<SectionLabels, Counter>,
@@ -83,6 +91,7 @@ impl ComposerMetrics {
             retries_denied: Family::default(),
             breaker_rejections: Family::default(),
             circuit_state: Family::default(),
+            replica_circuit_state: Family::default(),
             cache_hits: Family::default(),
             cache_misses: Family::default(),
             cache_coalesced: Family::default(),
@@ -134,13 +143,20 @@ impl ComposerMetrics {
         );
         r.register(
             "composer_breaker_rejections",
-            "Calls not made because the service's circuit was open",
+            "Calls not made because every replica's circuit was open",
             m.breaker_rejections.clone(),
         );
         r.register(
             "composer_circuit_state",
-            "Circuit breaker state per service: 0 closed, 1 open, 2 half-open",
+            "Circuit breaker state per service: 0 closed (a replica's circuit is), \
+             1 open (every replica's is), 2 half-open",
             m.circuit_state.clone(),
+        );
+        r.register(
+            "composer_replica_circuit_state",
+            "Circuit breaker state per replica of a service: 0 closed, 1 open (ejected), \
+             2 half-open",
+            m.replica_circuit_state.clone(),
         );
         r.register(
             "composer_cache_hits",

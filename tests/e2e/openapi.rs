@@ -29,8 +29,8 @@ async fn services_accept_requests_generated_from_their_openapi_documents() {
     })
     .await;
     let upstreams = order_service::Upstreams {
-        customer_url: customer.url.clone(),
-        product_url: product.url.clone(),
+        customer_url: customer.url.as_str().into(),
+        product_url: product.url.as_str().into(),
         ..Default::default()
     };
     let order = TestService::start("order", |c, bus| async move {

@@ -51,11 +51,11 @@ pub(super) async fn start_composer(
     let mut config = ComposerConfig {
         listen: ([127, 0, 0, 1], 0).into(),
         services: ServiceUrls {
-            customer: shop.urls.customer.clone(),
-            product: shop.urls.product.clone(),
-            order: shop.urls.order.clone(),
-            payment: shop.urls.payment.clone(),
-            shipping: shop.urls.shipping.clone(),
+            customer: shop.urls.customer.as_str().into(),
+            product: shop.urls.product.as_str().into(),
+            order: shop.urls.order.as_str().into(),
+            payment: shop.urls.payment.as_str().into(),
+            shipping: shop.urls.shipping.as_str().into(),
         },
         invalidation: mode == Mode::CacheInvalidation,
         ..Default::default()

@@ -14,7 +14,7 @@ const SHIPPING: usize = 4;
 async fn a_stopped_service_degrades_the_answer_and_it_recovers_when_the_service_returns() {
     let mut shop = spawn_shop().await;
     let mut cfg = fast(&shop);
-    cfg.services.shipping = shop.url("shipping"); // the real service, no double
+    cfg.services.shipping = shop.url("shipping").into(); // the real service, no double
     cfg.cache.shipping_ttl_ms = 100;
     cfg.cache.stale_for_ms = 60_000;
     let composer = spawn_composer(&shop, cfg, false).await;
@@ -131,7 +131,7 @@ async fn the_order_service_down_is_a_503_with_a_json_error() {
     let mut cfg = fast(&shop);
     // A port nobody listens on.
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    cfg.services.order = format!("http://{}", closed.local_addr().unwrap());
+    cfg.services.order = format!("http://{}", closed.local_addr().unwrap()).into();
     drop(closed);
     let composer = spawn_composer(&shop, cfg, false).await;
     let s = shop.seed().await;
@@ -233,11 +233,11 @@ async fn services_stopped_under_load_degrade_within_the_deadline_and_recover() {
     let mut cfg = fast(&shop);
     // The real services, no doubles: a stopped one refuses connections.
     cfg.services = shoplens_composer::ServiceUrls {
-        customer: shop.url("customer"),
-        product: shop.url("product"),
-        order: shop.url("order"),
-        payment: shop.url("payment"),
-        shipping: shop.url("shipping"),
+        customer: shop.url("customer").into(),
+        product: shop.url("product").into(),
+        order: shop.url("order").into(),
+        payment: shop.url("payment").into(),
+        shipping: shop.url("shipping").into(),
     };
     // Short TTLs: once they pass, a stopped service shows in its section.
     let ttl = Duration::from_millis(100);
@@ -327,8 +327,8 @@ async fn services_stopped_under_load_degrade_within_the_deadline_and_recover() {
             "product" => product_service::start(&svc, bus).await,
             "order" => {
                 let upstreams = order_service::Upstreams {
-                    customer_url: shop.url("customer"),
-                    product_url: shop.url("product"),
+                    customer_url: shop.url("customer").into(),
+                    product_url: shop.url("product").into(),
                     timeout_ms: 5_000,
                 };
                 order_service::start(&svc, &upstreams, bus).await

@@ -52,7 +52,7 @@ async fn the_request_timeout_and_the_concurrency_limit_apply() {
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let mut config = ComposerConfig::default();
     config.auth.secret = crate::support::SECRET.into();
-    config.services.order = format!("http://{}", silent.local_addr().unwrap());
+    config.services.order = format!("http://{}", silent.local_addr().unwrap()).into();
     config.deadline_ms = 30_000;
     config.call_timeout_ms = 30_000;
     config.http.request_timeout_ms = 300;

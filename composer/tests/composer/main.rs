@@ -6,5 +6,6 @@ mod faults;
 mod limits;
 mod list;
 mod page;
+mod replicas;
 mod summary;
 mod support;

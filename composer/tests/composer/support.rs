@@ -50,8 +50,8 @@ pub async fn spawn_shop() -> Shop {
         .await
         .unwrap();
     let upstreams = order_service::Upstreams {
-        customer_url: customer.url(),
-        product_url: product.url(),
+        customer_url: customer.url().into(),
+        product_url: product.url().into(),
         timeout_ms: 5_000,
     };
     let order = order_service::start(&env.service_config("order"), &upstreams, env.bus())
@@ -100,11 +100,11 @@ pub fn config(shop: &Shop) -> ComposerConfig {
 pub fn fast(shop: &Shop) -> ComposerConfig {
     let mut c = ComposerConfig {
         services: ServiceUrls {
-            customer: shop.doubles.customer.url.clone(),
-            product: shop.doubles.product.url.clone(),
-            order: shop.doubles.order.url.clone(),
-            payment: shop.doubles.payment.url.clone(),
-            shipping: shop.doubles.shipping.url.clone(),
+            customer: shop.doubles.customer.url.as_str().into(),
+            product: shop.doubles.product.url.as_str().into(),
+            order: shop.doubles.order.url.as_str().into(),
+            payment: shop.doubles.payment.url.as_str().into(),
+            shipping: shop.doubles.shipping.url.as_str().into(),
         },
         call_timeout_ms: 200,
         deadline_ms: 500,
@@ -377,6 +377,7 @@ pub enum Mode {
 /// A fault-injecting stand-in in front of a real service (test double, for faults only).
 pub struct Double {
     pub url: String,
+    pub addr: SocketAddr,
     mode: Arc<AtomicU8>,
     hits: Arc<AtomicUsize>,
     _stop: tokio_util::sync::DropGuard,
@@ -384,8 +385,25 @@ pub struct Double {
 
 impl Double {
     pub async fn start(upstream: String) -> Double {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        Double::start_at(upstream, "127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// A double listening on `at`: the port of one that was dropped, once it is free again
+    /// (a stopped replica coming back).
+    pub async fn start_at(upstream: String, at: SocketAddr) -> Double {
+        let mut tries = 0;
+        let listener = loop {
+            match tokio::net::TcpListener::bind(at).await {
+                Ok(listener) => break listener,
+                Err(_) if tries < 100 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("cannot bind {at}: {e}"),
+            }
+        };
+        let addr = listener.local_addr().unwrap();
+        let url = format!("http://{addr}");
         let mode = Arc::new(AtomicU8::new(Mode::Pass as u8));
         let hits = Arc::new(AtomicUsize::new(0));
         let client = reqwest::Client::new();
@@ -415,6 +433,7 @@ impl Double {
         });
         Double {
             url,
+            addr,
             mode,
             hits,
             _stop: stop.drop_guard(),

@@ -27,8 +27,8 @@ async fn spawn_shop() -> Shop {
         .await
         .unwrap();
     let upstreams = order_service::Upstreams {
-        customer_url: customer.url(),
-        product_url: product.url(),
+        customer_url: customer.url().into(),
+        product_url: product.url().into(),
         timeout_ms: 5_000,
     };
     let order = order_service::start(&env.service_config("order"), &upstreams, env.bus())
