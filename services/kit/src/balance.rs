@@ -647,12 +647,13 @@ mod tests {
         }
     }
 
-    fn from_toml(toml: &str) -> Result<ReplicaUrls, figment::Error> {
+    fn from_toml(toml: &str) -> Result<ReplicaUrls, String> {
         use figment::providers::{Format, Serialized, Toml};
         figment::Figment::from(Serialized::defaults(Upstream::default()))
             .merge(Toml::string(toml))
             .extract::<Upstream>()
             .map(|u| u.urls)
+            .map_err(|e| e.to_string())
     }
 
     #[test]
