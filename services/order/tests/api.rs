@@ -580,3 +580,50 @@ async fn one_replica_publishes_the_outbox_and_another_takes_over_when_it_stops()
         "the second replica publishes now"
     );
 }
+
+/// An order service whose customer and product services each have a replica that is down
+/// (a port nobody listens on) beside the real one.
+async fn order_service_with_a_dead_replica_of_each(shop: &Shop) -> (ServiceHandle, String) {
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let upstreams = order_service::Upstreams {
+        customer_url: vec![dead.clone(), shop.customer.as_ref().unwrap().url()].into(),
+        product_url: vec![shop.product.url(), dead.clone()].into(),
+        timeout_ms: 1_000,
+    };
+    let config = shop.env.service_config("order-beside-a-dead-replica");
+    let order = order_service::start(&config, &upstreams, shop.env.bus())
+        .await
+        .unwrap();
+    (order, dead)
+}
+
+#[tokio::test]
+async fn orders_are_placed_while_a_replica_of_each_dependency_is_down() {
+    let mut shop = spawn_shop().await;
+    let (order, _dead) = order_service_with_a_dead_replica_of_each(&shop).await;
+    let c = shop.customer("replicas@example.com").await;
+    let p = shop.product("R", "2.00").await;
+    let url = format!("{}/api/v1/orders", order.url());
+    for i in 1..=6 {
+        let body = json!({"customer_id": c, "lines": [{"product_id": p, "quantity": i}]});
+        let (s, o) = shop.send(shop.http.post(&url).json(&body)).await;
+        assert_eq!(s, StatusCode::CREATED, "order {i}: {o}");
+        assert_eq!(o["total"], format!("{}.00", 2 * i), "{o}");
+    }
+    // A customer that does not exist is still told apart from a replica that is down.
+    let body = json!({"customer_id": uuid::Uuid::now_v7().to_string(),
+                      "lines": [{"product_id": p, "quantity": 1}]});
+    let (s, err) = shop.send(shop.http.post(&url).json(&body)).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
+
+    // Every customer replica down: the dependency's error, as with one URL.
+    shop.customer.take().unwrap().stop().await;
+    let body = json!({"customer_id": c, "lines": [{"product_id": p, "quantity": 1}]});
+    for _ in 0..3 {
+        let (s, err) = shop.send(shop.http.post(&url).json(&body)).await;
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{err}");
+        assert_eq!(err["code"], "dependency_unavailable");
+    }
+}
