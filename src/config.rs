@@ -370,4 +370,52 @@ password = "ch-s3cret-3"
             }
         }
     }
+
+    /// `order_upstreams.*` and `composer.services.*`: one URL, a list of replicas' or a
+    /// comma-separated string (what an environment variable gives); an empty list is an
+    /// error naming the key.
+    #[test]
+    fn upstreams_are_one_url_or_several_replicas() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("shoplens.toml");
+        let load = |toml: &str| -> Config {
+            std::fs::write(&file, toml).unwrap();
+            shoplens_kit::config::load(Some(&file)).unwrap()
+        };
+        let config = load(
+            r#"
+only = "order,composer"
+[order_upstreams]
+customer_url = "http://customer:8081"
+product_url = ["http://product-1:8082", "http://product-2:8082"]
+[composer.services]
+customer = "http://customer:8081"
+product = "http://product-1:8082,http://product-2:8082"
+"#,
+        );
+        config.validate().unwrap();
+        let two = ["http://product-1:8082", "http://product-2:8082"];
+        assert_eq!(
+            config.order_upstreams.customer_url.as_slice(),
+            ["http://customer:8081"]
+        );
+        assert_eq!(config.order_upstreams.product_url.as_slice(), two);
+        assert_eq!(config.composer.services.product.as_slice(), two);
+
+        let config = load("only = \"order\"\n[order_upstreams]\ncustomer_url = []\n");
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("order_upstreams.customer_url must name at least one URL"),
+            "{err}"
+        );
+        let config = load("[composer.services]\npayment = []\n");
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("services.payment must name at least one URL"),
+            "{err}"
+        );
+        // The customer service runs here: its configured URLs are not used.
+        let config = load("only = \"customer,order\"\n[order_upstreams]\ncustomer_url = []\n");
+        config.validate().unwrap();
+    }
 }
