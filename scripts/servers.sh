@@ -4,7 +4,8 @@
 #
 #   source scripts/servers.sh && start_servers
 #
-# Exports SHOPLENS_TEST_CLICKHOUSE_URL and SHOPLENS_TEST_KAFKA_BROKERS, and stops both
+# Exports SHOPLENS_TEST_CLICKHOUSE_URL, SHOPLENS_TEST_KAFKA_BROKERS and (a PostgreSQL server
+# for the services' tests on PostgreSQL) SHOPLENS_TEST_POSTGRES_URL, and stops the
 # servers when the calling shell exits (stop_servers, installed as the EXIT trap; a caller
 # with its own EXIT trap calls stop_servers from it). A server that does not start makes
 # start_servers fail with that server's log on stderr. ClickHouse alone:
@@ -186,9 +187,70 @@ start_kafka() {
     return 1
 }
 
+# The newest PostgreSQL server programs installed (apt `postgresql`), or nothing.
+postgres_bin() {
+    ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
+}
+
+# Runs a PostgreSQL program as the `postgres` user when we are root (the server refuses to run
+# as root), else as ourselves.
+as_postgres() {
+    if [[ $(id -u) -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+# A PostgreSQL server on 127.0.0.1 for the services' tests on PostgreSQL: its own data dir,
+# port and a random password (scram); exports SHOPLENS_TEST_POSTGRES_URL (a superuser on the
+# maintenance database; the tests create their own databases beside it).
+start_postgres() {
+    local bin attempt port password
+    bin=$(postgres_bin)
+    if [[ -z "$bin" ]]; then
+        echo "installing postgresql (apt)" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null \
+            && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+        bin=$(postgres_bin)
+        [[ -n "$bin" ]] || { echo "no PostgreSQL server programs" >&2; return 1; }
+    fi
+    # Outside SERVERS_DIR (root's, mode 700): the server's user must reach its directory.
+    PG_DIR=$(mktemp -d -t shoplens-postgres.XXXXXX) || return 1
+    chmod 755 "$PG_DIR"
+    [[ $(id -u) -ne 0 ]] || chown postgres "$PG_DIR"
+    password=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
+    printf '%s\n' "$password" > "$PG_DIR/pw"
+    [[ $(id -u) -ne 0 ]] || chown postgres "$PG_DIR/pw"
+    as_postgres "$bin/initdb" -D "$PG_DIR/data" -U shoplens --auth=scram-sha-256 \
+        --pwfile="$PG_DIR/pw" --encoding=UTF8 > "$PG_DIR/initdb.log" 2>&1 \
+        || { show_logs "$PG_DIR/initdb.log"; return 1; }
+    rm -f "$PG_DIR/pw"
+    for attempt in $(seq 1 "$SERVER_START_ATTEMPTS"); do
+        port=$(free_port) || return 1
+        # fsync off: a test server's data does not outlive the run.
+        if as_postgres "$bin/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 60 \
+            -o "-h 127.0.0.1 -p $port -k $PG_DIR -c fsync=off -c max_connections=400" \
+            start > /dev/null 2>&1; then
+            PG_BIN="$bin"
+            export SHOPLENS_TEST_POSTGRES_URL="postgres://shoplens:$password@127.0.0.1:$port/postgres"
+            return 0
+        fi
+        show_logs "$PG_DIR/server.log"
+        echo "PostgreSQL start attempt $attempt of $SERVER_START_ATTEMPTS failed" >&2
+    done
+    return 1
+}
+
+stop_postgres() {
+    if [[ -n "${PG_BIN:-}" && -n "${PG_DIR:-}" ]]; then
+        as_postgres "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m immediate stop > /dev/null 2>&1 || true
+    fi
+    [[ -z "${PG_DIR:-}" ]] || rm -rf "$PG_DIR"
+    PG_DIR=""
+    PG_BIN=""
+}
+
 stop_servers() {
     stop_pid "$CH_PID"
     stop_pid "$TANSU_PID"
+    stop_postgres
     CH_PID=""
     TANSU_PID=""
     if [[ -n "$SERVERS_DIR" ]]; then
@@ -202,5 +264,6 @@ start_servers() {
     trap stop_servers EXIT
     start_clickhouse || { echo "ClickHouse did not start" >&2; return 1; }
     start_kafka || { echo "the tansu Kafka broker did not start" >&2; return 1; }
-    echo "ClickHouse at $SHOPLENS_TEST_CLICKHOUSE_URL, Kafka broker at $SHOPLENS_TEST_KAFKA_BROKERS (logs in $SERVERS_DIR)" >&2
+    start_postgres || { echo "PostgreSQL did not start" >&2; return 1; }
+    echo "ClickHouse at $SHOPLENS_TEST_CLICKHOUSE_URL, Kafka broker at $SHOPLENS_TEST_KAFKA_BROKERS, PostgreSQL on port ${SHOPLENS_TEST_POSTGRES_URL##*:} (logs in $SERVERS_DIR, $PG_DIR)" >&2
 }

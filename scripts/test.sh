@@ -5,7 +5,9 @@
 # tansu on 127.0.0.1 with their own ports and temp dirs, then runs formatting, lints and all
 # tests with cargo-nextest. The servers are stopped when the script exits, however it exits.
 #
-# Every test sees SHOPLENS_TEST_CLICKHOUSE_URL and SHOPLENS_TEST_KAFKA_BROKERS.
+# Every test sees SHOPLENS_TEST_CLICKHOUSE_URL, SHOPLENS_TEST_KAFKA_BROKERS and
+# SHOPLENS_TEST_POSTGRES_URL; the services' and end-to-end tests run a second time with their
+# services on PostgreSQL (SHOPLENS_TEST_SERVICES_DB=postgres).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -91,7 +93,10 @@ TANSU_BUILD_PID=""
 TANSU_BIN=$(tail -n 1 "$TANSU_BIN_FILE")
 export TANSU_BIN
 
-log "starting ClickHouse and the Kafka broker"
+# The end-to-end tests that also run on PostgreSQL: all but those about SQLite files.
+POSTGRES_E2E_FILTER='not (binary(e2e) and test(/^components::/))'
+
+log "starting ClickHouse, the Kafka broker and PostgreSQL"
 # shellcheck source=scripts/servers.sh
 source scripts/servers.sh
 start_servers
@@ -99,4 +104,13 @@ trap cleanup EXIT # start_servers installed its own trap; cleanup stops the serv
 
 log "tests"
 cargo nextest run --workspace --locked --no-fail-fast --failure-output final
+
+# The services again, on PostgreSQL: their own suites, the simulator's, and the end-to-end
+# tests (whose systems then keep every service's data in a database of the test server);
+# the tests of several replicas sharing one database run in this pass only.
+log "tests of the services on PostgreSQL"
+SHOPLENS_TEST_SERVICES_DB=postgres cargo nextest run --locked --no-fail-fast \
+    --failure-output final -p customer-service -p order-service -p payment-service \
+    -p product-service -p shipping-service -p shop-simulator -p shoplens --test e2e \
+    -E "$POSTGRES_E2E_FILTER"
 log "all checks and tests passed"

@@ -290,6 +290,11 @@ impl Config {
                 svc.auth
                     .check_exposure(svc.listen)
                     .map_err(|e| anyhow::anyhow!("invalid [{name}] configuration: {e}"))?;
+                anyhow::ensure!(
+                    shoplens_kit::db::Backend::of_url(&svc.database_url).is_some(),
+                    "{name}.database_url must start with sqlite: or postgres://, got `{}`",
+                    shoplens_kit::db::redact(&svc.database_url)
+                );
             }
         }
         if self.ingest.enabled {
