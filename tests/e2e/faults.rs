@@ -485,3 +485,168 @@ async fn three_ingest_workers_with_kills_zombies_and_rebalances_count_every_even
         "{context}: positions of {partitions} partitions"
     );
 }
+
+/// A port free now, for a process that must be told its address before it starts.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Two replicas of the order service (`shoplens run --only order`, their own processes) on
+/// one PostgreSQL database, beside a process with the other services and the composer, on
+/// Kafka with the read model in ClickHouse. The simulator places orders through the second
+/// replica; the first started first, so its relay publishes the shared outbox. It is
+/// SIGKILLed under load: the second replica's relay takes over, and `shoplens reconcile` finds
+/// the read model equal to the services' figures (nothing lost, nothing counted twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_order_replica_that_publishes_under_load_loses_nothing() {
+    use shoplens_test_support::services::{ServicesDb, postgres_database, services_database};
+    let ServicesDb::Postgres(server) = services_database() else {
+        eprintln!(
+            "replicas share a database on PostgreSQL only: run with SHOPLENS_TEST_SERVICES_DB=postgres"
+        );
+        return;
+    };
+    let seed = seed("order replicas");
+    let dir = tempfile::tempdir().unwrap();
+    let kafka = PrivateKafka::start(&dir.path().join("tansu"));
+    let clickhouse_url = std::env::var("SHOPLENS_TEST_CLICKHOUSE_URL")
+        .expect("SHOPLENS_TEST_CLICKHOUSE_URL is not set: run the tests through ./scripts/test.sh");
+    let database = format!("replicas_{}", uuid::Uuid::now_v7().simple());
+    let order_db = postgres_database(&server, dir.path(), "order");
+    let replica_ports = [free_port(), free_port()];
+    let replica_urls = replica_ports.map(|p| format!("http://127.0.0.1:{p}"));
+    let bus = [
+        ("SHOPLENS_BUS__KIND", "kafka".to_owned()),
+        ("SHOPLENS_BUS__KAFKA__BROKERS", kafka.brokers()),
+        ("SHOPLENS_BUS__KAFKA__PARTITIONS", "6".to_owned()),
+    ];
+
+    // The other services, the composer (calling both replicas) and the analytics server.
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let mut env = bus.to_vec();
+    env.extend([
+        ("SHOPLENS_INGEST__ENABLED", "false".to_owned()),
+        ("SHOPLENS_READ_MODEL__KIND", "clickhouse".to_owned()),
+        (
+            "SHOPLENS_READ_MODEL__CLICKHOUSE__URL",
+            clickhouse_url.clone(),
+        ),
+        (
+            "SHOPLENS_READ_MODEL__CLICKHOUSE__DATABASE",
+            database.clone(),
+        ),
+        ("SHOPLENS_ANALYTICS__SQL__ENABLED", "false".to_owned()),
+        ("SHOPLENS_COMPOSER__SERVICES__ORDER", replica_urls.join(",")),
+    ]);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut shop = Shoplens::spawn(
+        &data,
+        &[
+            "run",
+            "--no-demo",
+            "--only",
+            "customer,product,payment,shipping,composer",
+        ],
+        &env,
+    );
+    let info = shop.wait_ready();
+
+    // The replicas, the first one first (it takes the outbox's lock).
+    let mut replicas = Vec::new();
+    for (i, port) in replica_ports.iter().enumerate() {
+        let data = dir.path().join(format!("order-{i}"));
+        std::fs::create_dir_all(&data).unwrap();
+        let mut env = bus.to_vec();
+        env.extend([
+            ("SHOPLENS_INGEST__ENABLED", "false".to_owned()),
+            ("SHOPLENS_ANALYTICS__ENABLED", "false".to_owned()),
+            ("SHOPLENS_ORDER__LISTEN", format!("127.0.0.1:{port}")),
+            ("SHOPLENS_ORDER__DATABASE_URL", order_db.clone()),
+            ("SHOPLENS_ORDER__RELAY__TAKEOVER_POLL_MS", "200".to_owned()),
+            (
+                "SHOPLENS_ORDER_UPSTREAMS__CUSTOMER_URL",
+                info.customer.clone(),
+            ),
+            (
+                "SHOPLENS_ORDER_UPSTREAMS__PRODUCT_URL",
+                info.product.clone(),
+            ),
+        ]);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut replica = Shoplens::spawn(&data, &["run", "--no-demo", "--only", "order"], &env);
+        replica.wait_ready();
+        replicas.push(replica);
+        if i == 0 {
+            wait_until_publisher(&replica_urls[0], true).await;
+        }
+    }
+    let mut worker =
+        IngestWorker::member(dir.path(), 0, &kafka.brokers(), &clickhouse_url, &database);
+    worker.start();
+
+    let mut urls = info.shop_urls(crate::process::service_token());
+    urls.order = replica_urls[1].clone();
+    let catalogue = catalogue(&urls, seed).await;
+    let orders = 150;
+    // 15 orders/s: ~10 s of load; the publisher dies a few seconds in.
+    let load = load(&urls, &catalogue, sim(seed, orders, 15.0));
+    let mut rng = Rng(seed);
+    tokio::time::sleep(Duration::from_millis(2_000 + rng.below(3_000))).await;
+    assert!(
+        is_publisher(&replica_urls[1]).await == Some(false),
+        "the second replica stood by"
+    );
+    replicas[0].child.kill().unwrap();
+    let killed = Instant::now();
+    eprintln!("order replicas: the publishing replica killed");
+    wait_until_publisher(&replica_urls[1], true).await;
+    eprintln!(
+        "order replicas: the second replica publishes {:?} after the kill",
+        killed.elapsed()
+    );
+
+    let report = load.await.unwrap();
+    assert_load_ok(&report, orders);
+    let (code, report) = reconcile_json(&data, 120);
+    let context = format!("seed {seed}");
+    assert_eq!(code, 0, "{context}: {report:#}");
+    assert_eq!(report["matches"], true, "{context}: {report:#}");
+    assert_eq!(
+        report["source_of_truth"]["orders_scanned"], orders,
+        "{context}: {report:#}"
+    );
+    drop(shop);
+}
+
+/// The replica's `shoplens_outbox_relay_leader` gauge: `Some(true)` while it publishes its outbox.
+async fn is_publisher(url: &str) -> Option<bool> {
+    let token = crate::process::token(shoplens_kit::identity::Role::Monitor);
+    let text = reqwest::Client::new()
+        .get(format!("{url}/metrics"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find(|l| l.starts_with("shoplens_outbox_relay_leader "))
+        .map(|l| l.ends_with(" 1"))
+}
+
+async fn wait_until_publisher(url: &str, publishes: bool) {
+    let start = Instant::now();
+    while is_publisher(url).await != Some(publishes) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{url}: outbox_relay_leader is not {publishes} after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
