@@ -65,35 +65,31 @@ struct Healthcheck {
 
 /// The binary the Dockerfile's `ENTRYPOINT` runs when a service sets none.
 const DEFAULT_BINARY: &str = "shoplens";
+/// The domain services, each with its own database.
+const SERVICES: [&str; 5] = ["customer", "product", "order", "payment", "shipping"];
 /// Containers that keep state, so need a volume.
-const STATEFUL: [&str; 9] = [
-    "kafka",
-    "clickhouse",
-    "customer",
-    "product",
-    "order",
-    "payment",
-    "shipping",
-    "prometheus",
-    "grafana",
-];
+const STATEFUL: [&str; 5] = ["kafka", "clickhouse", "postgres", "prometheus", "grafana"];
 /// Containers only other containers call: nothing published.
-const INTERNAL: [&str; 8] = [
+const INTERNAL: [&str; 10] = [
+    "postgres",
     "customer",
     "product",
     "order",
+    "order-2",
     "payment",
     "shipping",
     "ingest",
     "prometheus",
     "metrics-token",
 ];
-const REQUIRED: [&str; 13] = [
+const REQUIRED: [&str; 15] = [
     "kafka",
     "clickhouse",
+    "postgres",
     "customer",
     "product",
     "order",
+    "order-2",
     "payment",
     "shipping",
     "composer",
@@ -135,7 +131,13 @@ fn sample(var: &str) -> Option<String> {
         "CLICKHOUSE_PASSWORD"
         | "CLICKHOUSE_READER_PASSWORD"
         | "GRAFANA_ADMIN_PASSWORD"
-        | "SHOPLENS_GRAFANA_PASSWORD" => "sample-password".into(),
+        | "SHOPLENS_GRAFANA_PASSWORD"
+        | "POSTGRES_PASSWORD"
+        | "SHOPLENS_CUSTOMER_DB_PASSWORD"
+        | "SHOPLENS_PRODUCT_DB_PASSWORD"
+        | "SHOPLENS_ORDER_DB_PASSWORD"
+        | "SHOPLENS_PAYMENT_DB_PASSWORD"
+        | "SHOPLENS_SHIPPING_DB_PASSWORD" => "sample-password".into(),
         _ => return None,
     })
 }
@@ -301,7 +303,10 @@ fn problems(compose: &str, dockerfile: &str) -> Vec<String> {
                 _ => errors.push(format!("{name}: healthcheck.test is not CMD or CMD-SHELL")),
             },
         }
-        if STATEFUL.contains(&name.as_str()) && svc.volumes.is_empty() {
+        // State lives in a named volume (a bind-mounted script is not where data goes).
+        if STATEFUL.contains(&name.as_str())
+            && svc.volumes.iter().all(|v| v.starts_with(['.', '/']))
+        {
             errors.push(format!("{name}: keeps state but has no volume"));
         }
         for volume in &svc.volumes {
@@ -373,6 +378,34 @@ fn problems(compose: &str, dockerfile: &str) -> Vec<String> {
             }
         }
 
+        // A service's database: its own, on the postgres container, as its own user, with a
+        // password the deployer sets.
+        let only = svc.command.as_ref().and_then(|c| {
+            (c.first().map(String::as_str) == Some("run"))
+                .then(|| {
+                    c.iter()
+                        .position(|a| a == "--only")
+                        .map(|i| c[i + 1].clone())
+                })
+                .flatten()
+        });
+        if let Some(own) = only.as_deref().filter(|o| SERVICES.contains(o)) {
+            let key = format!("SHOPLENS_{}__DATABASE_URL", own.to_uppercase());
+            let want = format!(
+                "postgres://{own}:${{SHOPLENS_{0}_DB_PASSWORD:?set SHOPLENS_{0}_DB_PASSWORD}}@postgres:5432/{own}",
+                own.to_uppercase()
+            );
+            match svc.environment.get(&key).map(scalar) {
+                Some(url) if url == want => {}
+                other => errors.push(format!("{name}: {key} is {other:?}, not {want}")),
+            }
+            if !svc.depends_on.contains_key("postgres") {
+                errors.push(format!(
+                    "{name}: keeps its data in postgres without depending on it"
+                ));
+            }
+        }
+
         // The ShopLens containers: the real binary accepts the command and environment.
         if svc.build.is_none() {
             continue;
@@ -394,6 +427,48 @@ fn problems(compose: &str, dockerfile: &str) -> Vec<String> {
         let args = svc.command.clone().unwrap_or_default();
         if let Err(e) = check_config(bin, &args, &env) {
             errors.push(format!("{name}: `{bin} {}` refused: {e}", args.join(" ")));
+        }
+    }
+    // Several replicas of the order service, each called by the composer.
+    let replicas: Vec<&String> = services
+        .iter()
+        .filter(|(_, svc)| {
+            svc.command
+                .as_ref()
+                .is_some_and(|c| c.windows(2).any(|w| w[0] == "--only" && w[1] == "order"))
+        })
+        .map(|(name, _)| name)
+        .collect();
+    if replicas.len() < 2 {
+        errors.push(format!(
+            "the order service runs as {} replica(s), not two",
+            replicas.len()
+        ));
+    }
+    let composer_orders = services
+        .get("composer")
+        .and_then(|c| c.environment.get("SHOPLENS_COMPOSER__SERVICES__ORDER"))
+        .map(scalar)
+        .unwrap_or_default();
+    for replica in &replicas {
+        if !composer_orders
+            .split(',')
+            .any(|u| host_port(u).is_some_and(|(h, _)| h == replica.as_str()))
+        {
+            errors.push(format!(
+                "composer: SHOPLENS_COMPOSER__SERVICES__ORDER leaves out the replica `{replica}`"
+            ));
+        }
+    }
+    if let Some(pg) = services.get("postgres") {
+        if !pg.image.as_deref().unwrap_or("").starts_with("postgres:") {
+            errors.push("postgres: not the official postgres image".into());
+        }
+        for own in SERVICES {
+            let var = format!("SHOPLENS_{}_DB_PASSWORD", own.to_uppercase());
+            if !pg.environment.contains_key(&var) {
+                errors.push(format!("postgres: {var} is not passed to its init script"));
+            }
         }
     }
     if dockerfile
@@ -668,9 +743,24 @@ fn the_compose_check_catches_mistakes() {
             "refused",
         ),
         (
-            "SHOPLENS_COMPOSER__SERVICES__ORDER: http://order:8083",
-            "SHOPLENS_COMPOSER__SERVICES__ORDER: http://order:8093",
+            "SHOPLENS_COMPOSER__SERVICES__ORDER: http://order:8083,http://order-2:8083",
+            "SHOPLENS_COMPOSER__SERVICES__ORDER: http://order:8093,http://order-2:8083",
             "composer: SHOPLENS_COMPOSER__SERVICES__ORDER asks order on port 8093",
+        ),
+        (
+            "SHOPLENS_COMPOSER__SERVICES__ORDER: http://order:8083,http://order-2:8083",
+            "SHOPLENS_COMPOSER__SERVICES__ORDER: http://order:8083",
+            "leaves out the replica `order-2`",
+        ),
+        (
+            "postgres://payment:${SHOPLENS_PAYMENT_DB_PASSWORD:?set SHOPLENS_PAYMENT_DB_PASSWORD}@postgres:5432/payment",
+            "postgres://payment:payment@postgres:5432/payment",
+            "SHOPLENS_PAYMENT__DATABASE_URL is",
+        ),
+        (
+            "POSTGRES_PASSWORD: ${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD}",
+            "POSTGRES_PASSWORD: postgres",
+            "is a default secret",
         ),
         (
             "SHOPLENS_ORDER_UPSTREAMS__PRODUCT_URL: http://product:8082",
@@ -683,9 +773,9 @@ fn the_compose_check_catches_mistakes() {
             "composer: depends on `shiping`, which does not exist",
         ),
         (
-            "      - order-data:/data\n",
+            "      - postgres-data:/var/lib/postgresql/data\n",
             "",
-            "order: keeps state but has no volume",
+            "postgres: keeps state but has no volume",
         ),
         (
             "${SHOPLENS_DEMO:-true}",
@@ -698,8 +788,8 @@ fn the_compose_check_catches_mistakes() {
             "is a default secret",
         ),
         (
-            "      - customer-data:/data\n",
-            "      - customer-data:/data\n    ports:\n      - \"8081:8081\"\n",
+            "      SHOPLENS_CUSTOMER__LISTEN: 0.0.0.0:8081\n      RUST_LOG: info,librdkafka=warn\n",
+            "      SHOPLENS_CUSTOMER__LISTEN: 0.0.0.0:8081\n      RUST_LOG: info,librdkafka=warn\n    ports:\n      - \"8081:8081\"\n",
             "customer: is internal but publishes",
         ),
         (
