@@ -188,6 +188,19 @@ impl ServiceHandle {
         self.wait().await;
     }
 
+    /// Stops at once, as a crash would: no request finishes, the relay neither drains nor
+    /// stamps what it published, and its connections (with a PostgreSQL lock session) close.
+    /// For fault tests and benchmarks of a replica dying.
+    pub async fn abort(self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.db.close().await;
+    }
+
     /// Waits until the service has stopped (after its token was cancelled).
     pub async fn wait(self) {
         for task in self.tasks {
