@@ -627,3 +627,39 @@ async fn orders_are_placed_while_a_replica_of_each_dependency_is_down() {
         assert_eq!(err["code"], "dependency_unavailable");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_idempotency_key_at_two_replicas_at_once_places_one_order() {
+    if !on_postgres() {
+        return;
+    }
+    let shop = spawn_shop().await;
+    let second = second_replica(&shop, Default::default()).await;
+    let c = shop.customer("idem-replicas@example.com").await;
+    let p = shop.product("R3", "5.00").await;
+    let body = json!({"customer_id": c, "lines": [{"product_id": p, "quantity": 2}]});
+    let calls = (0..12).map(|i| {
+        let base = if i % 2 == 0 {
+            shop.order.url()
+        } else {
+            second.url()
+        };
+        let req = shop
+            .http
+            .post(format!("{base}/api/v1/orders"))
+            .header("Idempotency-Key", "retried-at-two-replicas")
+            .json(&body);
+        async move {
+            let resp = req.send().await.unwrap();
+            (resp.status(), resp.json::<Value>().await.unwrap())
+        }
+    });
+    let answers = futures::future::join_all(calls).await;
+    for (status, order) in &answers {
+        assert_eq!(*status, StatusCode::CREATED, "{order}");
+        assert_eq!(order["id"], answers[0].1["id"], "one order for one key");
+    }
+    let (_, page) = shop.get(&format!("/api/v1/orders?customer_id={c}")).await;
+    assert_eq!(page["orders"].as_array().unwrap().len(), 1, "{page}");
+    second.stop().await;
+}
