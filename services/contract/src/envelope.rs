@@ -71,6 +71,31 @@ struct WireOut<'a> {
     payload: &'a DomainEvent,
 }
 
+/// The envelope as the fast path reads it: metadata typed, the payload left as its raw JSON
+/// text, deserialized once its type is known (no `serde_json::Value` tree in between).
+#[derive(Deserialize)]
+struct WireFast<'a> {
+    event_id: Uuid,
+    #[serde(borrow)]
+    event_type: std::borrow::Cow<'a, str>,
+    schema_version: u16,
+    aggregate_id: String,
+    occurred_at: DateTime<Utc>,
+    producer: Service,
+    #[serde(borrow)]
+    payload: &'a serde_json::value::RawValue,
+}
+
+/// An envelope's fields once read, before the checks every decoded event goes through.
+struct Read {
+    event_id: Uuid,
+    schema_version: u16,
+    aggregate_id: String,
+    occurred_at: DateTime<Utc>,
+    producer: Service,
+    payload: DomainEvent,
+}
+
 #[derive(Deserialize)]
 struct WireIn {
     event_id: Uuid,
@@ -122,7 +147,72 @@ impl Envelope {
     }
 
     /// Decodes and validates one event. Never panics, whatever the bytes.
+    ///
+    /// Two readings, one result: the fast one deserializes the metadata and then the payload
+    /// straight into their types; anything it cannot read (malformed, missing, mistyped,
+    /// duplicated, unknown) goes to the careful one, which reads through a JSON tree to name
+    /// what is wrong. The fast one accepts only what the careful one accepts, with the same
+    /// values (a property test checks it), and every event then goes through the same checks.
     pub fn decode(bytes: &[u8]) -> Result<Envelope, DecodeError> {
+        let read = match Envelope::read_fast(bytes) {
+            Some(read) => read,
+            None => Envelope::read_careful(bytes)?,
+        };
+        read.payload.validate()?;
+        if read.payload.aggregate_id() != read.aggregate_id {
+            return Err(field(
+                "aggregate_id",
+                format!(
+                    "must equal the payload's id `{}`",
+                    read.payload.aggregate_id()
+                ),
+            ));
+        }
+        if read.event_id.get_version_num() != 7 {
+            return Err(field("event_id", "must be a UUIDv7"));
+        }
+        Ok(Envelope {
+            event_id: read.event_id,
+            schema_version: read.schema_version,
+            aggregate_id: read.aggregate_id,
+            occurred_at: read.occurred_at,
+            producer: read.producer,
+            payload: read.payload,
+        })
+    }
+
+    /// The fast reading; `None` for anything the careful one must look at.
+    fn read_fast(bytes: &[u8]) -> Option<Read> {
+        // A struct also deserializes from a JSON array: only objects are events.
+        if first_byte(bytes) != Some(b'{') {
+            return None;
+        }
+        let wire: WireFast = serde_json::from_slice(bytes).ok()?;
+        let event_type: EventType = wire.event_type.parse().ok()?;
+        if !event_type
+            .supported_versions()
+            .contains(&wire.schema_version)
+            || wire.producer != event_type.producer()
+        {
+            return None;
+        }
+        let payload = wire.payload.get();
+        if first_byte(payload.as_bytes()) != Some(b'{') {
+            return None;
+        }
+        let payload = DomainEvent::from_json_str(event_type, payload).ok()?;
+        Some(Read {
+            event_id: wire.event_id,
+            schema_version: wire.schema_version,
+            aggregate_id: wire.aggregate_id,
+            occurred_at: wire.occurred_at,
+            producer: wire.producer,
+            payload,
+        })
+    }
+
+    /// The careful reading, naming the first thing wrong.
+    fn read_careful(bytes: &[u8]) -> Result<Read, DecodeError> {
         let value: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|e| DecodeError::Json(e.to_string()))?;
         if !value.is_object() {
@@ -153,17 +243,7 @@ impl Envelope {
         }
         let payload = DomainEvent::from_json(event_type, wire.payload)
             .map_err(|e| field("payload", e.to_string()))?;
-        payload.validate()?;
-        if payload.aggregate_id() != wire.aggregate_id {
-            return Err(field(
-                "aggregate_id",
-                format!("must equal the payload's id `{}`", payload.aggregate_id()),
-            ));
-        }
-        if wire.event_id.get_version_num() != 7 {
-            return Err(field("event_id", "must be a UUIDv7"));
-        }
-        Ok(Envelope {
+        Ok(Read {
             event_id: wire.event_id,
             schema_version: wire.schema_version,
             aggregate_id: wire.aggregate_id,
@@ -172,6 +252,14 @@ impl Envelope {
             payload,
         })
     }
+}
+
+/// The first byte that is not JSON whitespace.
+fn first_byte(bytes: &[u8]) -> Option<u8> {
+    bytes
+        .iter()
+        .copied()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
 }
 
 fn field(field: &str, reason: impl Into<String>) -> DecodeError {
@@ -240,6 +328,10 @@ mod tests {
         let env = order_created();
         let back = Envelope::decode(&env.to_json()).unwrap();
         assert_eq!(back, env);
+        assert!(
+            Envelope::read_fast(&env.to_json()).is_some(),
+            "a well-formed event takes the fast reading"
+        );
         let json: serde_json::Value = serde_json::from_slice(&env.to_json()).unwrap();
         assert_eq!(json["event_type"], "OrderCreated");
         assert_eq!(
@@ -287,6 +379,44 @@ mod tests {
             Envelope::decode(b"[1,2]").unwrap_err().kind(),
             "malformed_json"
         );
+        // An envelope or a payload as an array would deserialize into a struct: refused.
+        let env = order_created();
+        let json: serde_json::Value = serde_json::from_slice(&env.to_json()).unwrap();
+        let fields = [
+            "event_id",
+            "event_type",
+            "schema_version",
+            "aggregate_id",
+            "occurred_at",
+            "producer",
+            "payload",
+        ];
+        let array = serde_json::Value::Array(fields.iter().map(|f| json[*f].clone()).collect());
+        assert_eq!(
+            Envelope::decode(&serde_json::to_vec(&array).unwrap())
+                .unwrap_err()
+                .kind(),
+            "malformed_json"
+        );
+        let e = tamper(|j| {
+            let p = j["payload"].clone();
+            j["payload"] = serde_json::Value::Array(
+                ["order_id", "customer_id", "lines", "total", "currency"]
+                    .iter()
+                    .map(|f| p[*f].clone())
+                    .collect(),
+            );
+        });
+        assert!(e.to_string().contains("payload"), "{e}");
+        // A duplicated key: the careful reading keeps the last, as before.
+        let text = String::from_utf8(env.to_json()).unwrap();
+        let doubled = text.replacen(
+            "\"currency\":\"EUR\"",
+            "\"currency\":\"USD\",\"currency\":\"EUR\"",
+            1,
+        );
+        assert_ne!(doubled, text);
+        assert_eq!(Envelope::decode(doubled.as_bytes()).unwrap(), env);
     }
 
     #[test]
@@ -305,9 +435,39 @@ mod tests {
     }
 
     proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2048))]
         #[test]
         fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
             let _ = Envelope::decode(&bytes);
+        }
+
+        /// The fast reading accepts only what the careful one accepts, with the same values.
+        #[test]
+        fn the_fast_reading_agrees_with_the_careful_one(which in 0usize..2, pos in 0usize..400, byte in proptest::num::u8::ANY, second in 0usize..400, other in proptest::num::u8::ANY) {
+            let event = match which {
+                0 => order_created(),
+                _ => Envelope::new(OrderStatusChanged {
+                    order_id: "o-1".into(),
+                    customer_id: "c-1".into(),
+                    from: Some(OrderStatus::Placed),
+                    to: OrderStatus::Paid,
+                }),
+            };
+            let mut json = event.to_json();
+            let (pos, second) = (pos % json.len(), second % json.len());
+            json[pos] = byte;
+            json[second] = other;
+            if let Some(fast) = Envelope::read_fast(&json) {
+                let careful = Envelope::read_careful(&json);
+                proptest::prop_assert!(careful.is_ok(), "fast accepted what careful refused: {}", String::from_utf8_lossy(&json));
+                let careful = careful.unwrap();
+                proptest::prop_assert_eq!(fast.payload, careful.payload);
+                proptest::prop_assert_eq!(fast.event_id, careful.event_id);
+                proptest::prop_assert_eq!(fast.aggregate_id, careful.aggregate_id);
+                proptest::prop_assert_eq!(fast.occurred_at, careful.occurred_at);
+                proptest::prop_assert_eq!(fast.producer, careful.producer);
+                proptest::prop_assert_eq!(fast.schema_version, careful.schema_version);
+            }
         }
 
         #[test]

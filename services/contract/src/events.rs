@@ -467,6 +467,29 @@ impl DomainEvent {
         })
     }
 
+    /// [`DomainEvent::from_json`] from the payload's JSON text, without a tree in between.
+    pub fn from_json_str(
+        event_type: EventType,
+        payload: &str,
+    ) -> Result<DomainEvent, serde_json::Error> {
+        use serde_json::from_str as v;
+        Ok(match event_type {
+            EventType::CustomerRegistered => DomainEvent::CustomerRegistered(v(payload)?),
+            EventType::CustomerUpdated => DomainEvent::CustomerUpdated(v(payload)?),
+            EventType::ProductCreated => DomainEvent::ProductCreated(v(payload)?),
+            EventType::ProductPriceChanged => DomainEvent::ProductPriceChanged(v(payload)?),
+            EventType::OrderCreated => DomainEvent::OrderCreated(v(payload)?),
+            EventType::OrderStatusChanged => DomainEvent::OrderStatusChanged(v(payload)?),
+            EventType::ProductPurchased => DomainEvent::ProductPurchased(v(payload)?),
+            EventType::PaymentCompleted => DomainEvent::PaymentCompleted(v(payload)?),
+            EventType::PaymentFailed => DomainEvent::PaymentFailed(v(payload)?),
+            EventType::PaymentRefunded => DomainEvent::PaymentRefunded(v(payload)?),
+            EventType::ShipmentCreated => DomainEvent::ShipmentCreated(v(payload)?),
+            EventType::ShipmentLocationUpdated => DomainEvent::ShipmentLocationUpdated(v(payload)?),
+            EventType::ShipmentDelivered => DomainEvent::ShipmentDelivered(v(payload)?),
+        })
+    }
+
     /// Checks that the values are possible: ids well formed, money exact and non-negative,
     /// quantities positive, totals adding up, status transitions legal.
     pub fn validate(&self) -> Result<(), InvalidField> {
