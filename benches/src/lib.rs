@@ -10,7 +10,8 @@
 //! tracking and the sales dashboard, with staleness, load curves and growth), [`composer`] (Order Summary: no cache / cache / cache + invalidation),
 //! [`ingest`] (the event pipeline: throughput, freshness and worker memory per read model) and
 //! [`analytics`] (dashboard latency against raw scans as the data grows, export throughput
-//! and memory, per read model).
+//! and memory, per read model) and [`writes`] (order writes on SQLite and PostgreSQL with one
+//! and two replicas, and the outbox relay's fail-over).
 
 pub mod analytics;
 pub mod backend;
@@ -30,6 +31,7 @@ pub mod results;
 pub mod servers;
 pub mod shop;
 pub mod synthetic;
+pub mod writes;
 
 /// The program the analytics server under test starts its query workers from: this one (the
 /// `shoplens-bench` binary answers `query-worker`), or what [`set_worker_program`] said (a
@@ -87,6 +89,7 @@ mod tests {
         "composer",
         "ingest",
         "isolation",
+        "writes",
     ];
 
     /// Every `.rs` file under `dir`, with the top-level module it belongs to.

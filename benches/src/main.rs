@@ -13,6 +13,7 @@ use shoplens_benches::ingest::{self, IngestOptions};
 use shoplens_benches::isolation::{self, IsolationOptions};
 use shoplens_benches::report::Report;
 use shoplens_benches::results::data_dir;
+use shoplens_benches::writes::{self, WritesOptions};
 
 #[derive(Parser)]
 #[command(
@@ -63,6 +64,23 @@ enum Command {
         #[arg(long)]
         runs: Option<usize>,
         /// Tiny sizes, one short run: checks the harness, not for figures.
+        #[arg(long)]
+        smoke: bool,
+        /// Directory for the results files.
+        #[arg(long, env = "SHOPLENS_BENCH_OUT")]
+        out: Option<PathBuf>,
+    },
+    /// The write side: order creation and status change on SQLite and on PostgreSQL with one
+    /// and two replicas, and the outbox relay's fail-over when its replica dies (starts its
+    /// own PostgreSQL server).
+    WriteSide {
+        /// Closed-loop clients per configuration (default 8).
+        #[arg(long)]
+        concurrency: Option<usize>,
+        /// Measured seconds per configuration (default 15).
+        #[arg(long)]
+        duration_secs: Option<f64>,
+        /// Short windows: checks the harness, not for figures.
         #[arg(long)]
         smoke: bool,
         /// Directory for the results files.
@@ -531,6 +549,35 @@ async fn run() -> anyhow::Result<()> {
                 opts.out = v;
             }
             run_isolation(&opts).await
+        }
+        Command::WriteSide {
+            concurrency,
+            duration_secs,
+            smoke,
+            out,
+        } => {
+            let mut opts = if smoke {
+                WritesOptions::smoke(WritesOptions::default().out)
+            } else {
+                WritesOptions::default()
+            };
+            if let Some(v) = concurrency {
+                anyhow::ensure!(v > 0, "--concurrency must be positive");
+                opts.clients = v;
+            }
+            if let Some(v) = duration_secs {
+                anyhow::ensure!(v > 0.0, "--duration-secs must be positive");
+                opts.duration = Duration::from_secs_f64(v);
+            }
+            if let Some(v) = out {
+                opts.out = v;
+            }
+            let results = writes::run(&opts).await?;
+            show(
+                &results,
+                &data_dir(&opts.out).join(format!("{}.json", results.stem())),
+            );
+            Ok(())
         }
         Command::IngestWorker { spec } => ingest::run_child(&spec).await,
         Command::AnalyticsExport { spec } => analytics::run_export_child(&spec).await,

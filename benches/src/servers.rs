@@ -1,7 +1,8 @@
 //! The servers the Kafka -> ClickHouse benchmark needs: the ones the environment names
 //! (`SHOPLENS_TEST_CLICKHOUSE_URL`, `SHOPLENS_TEST_KAFKA_BROKERS`), or a ClickHouse server
 //! and a tansu broker of the benchmark's own, on free 127.0.0.1 ports in a temp dir, stopped
-//! (and their files removed) when [`Servers`] is dropped.
+//! (and their files removed) when [`Servers`] is dropped. And the services' PostgreSQL
+//! server ([`Postgres`]), always the benchmark's own (fsync on, a random password).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -231,4 +232,196 @@ async fn start_tansu(bin: &Path, dir: &Path) -> anyhow::Result<(Child, String)> 
         "the tansu broker did not start; see {}/tansu.log",
         dir.display()
     )
+}
+
+/// A PostgreSQL server of the benchmark's own on a free 127.0.0.1 port, its data in a temp
+/// dir, stopped (and the data removed) when dropped. Always started here, never the test
+/// script's server (`SHOPLENS_TEST_POSTGRES_URL`): that one runs with fsync off, which would
+/// flatter every write figure. This one keeps fsync and synchronous_commit on, as the SQLite
+/// databases it is compared with run `synchronous = FULL`. One superuser, `shoplens`, with a
+/// random password (scram); the services create their databases on first use.
+pub struct Postgres {
+    /// `postgres://shoplens:PASSWORD@127.0.0.1:PORT`: holds the password, never printed.
+    server: String,
+    /// `postgres --version`, e.g. `postgres (PostgreSQL) 15.8 (Debian 15.8-0+deb12u1)`.
+    pub version: String,
+    /// The settings it runs with that matter for the figures.
+    pub settings: String,
+    bin: PathBuf,
+    dir: Option<tempfile::TempDir>,
+}
+
+/// The settings the benchmark's PostgreSQL server runs with (the server's defaults, spelled
+/// out so the results say so; more connections than the default 100 for two replicas' pools
+/// and lock sessions).
+const POSTGRES_SETTINGS: &[&str] = &[
+    "fsync=on",
+    "synchronous_commit=on",
+    "full_page_writes=on",
+    "max_connections=200",
+];
+
+impl Postgres {
+    /// Starts the server (three tries: a free port can be taken between choosing it and the
+    /// server binding it). Needs the PostgreSQL server programs (apt `postgresql`); run as
+    /// root, they run as the `postgres` user (the server refuses to run as root).
+    pub async fn start() -> anyhow::Result<Postgres> {
+        tokio::task::spawn_blocking(start_postgres).await?
+    }
+
+    /// The URL of database `name` on this server (created by the first service that opens
+    /// it). Holds the password: never print it.
+    pub fn database_url(&self, name: &str) -> String {
+        format!("{}/{name}", self.server)
+    }
+
+    /// Stops the server at once (its data is thrown away) and removes its files.
+    pub fn stop(&mut self) {
+        if let Some(dir) = self.dir.take() {
+            let _ = as_postgres(&self.bin.join("pg_ctl"))
+                .arg("-D")
+                .arg(dir.path().join("data"))
+                .args(["-m", "immediate", "-w", "stop"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The newest PostgreSQL server programs installed (`/usr/lib/postgresql/VERSION/bin`).
+fn postgres_bin() -> anyhow::Result<PathBuf> {
+    let newest = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version: u32 = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("pg_ctl").exists().then_some((version, bin))
+        })
+        .max_by_key(|(version, _)| *version);
+    match newest {
+        Some((_, bin)) => Ok(bin),
+        None => bail!(
+            "no PostgreSQL server programs under /usr/lib/postgresql \
+             (apt-get install postgresql)"
+        ),
+    }
+}
+
+/// Whether this process runs as root (then the server's programs run as `postgres`).
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// `program` as a command run as the `postgres` user when this process is root, else as
+/// this process's user.
+fn as_postgres(program: &Path) -> Command {
+    if running_as_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+/// Hands `path` to the `postgres` user when this process is root.
+fn give_to_postgres(path: &Path) -> anyhow::Result<()> {
+    if running_as_root() {
+        let status = Command::new("chown").arg("postgres").arg(path).status()?;
+        anyhow::ensure!(status.success(), "chown postgres {} failed", path.display());
+    }
+    Ok(())
+}
+
+/// 32 hex digits from the kernel's random source.
+fn random_password() -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The last lines of a server log, for an error message.
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(10)..].join("\n")
+}
+
+fn start_postgres() -> anyhow::Result<Postgres> {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = postgres_bin()?;
+    // The server's user must reach its directory: world-traversable, owned by it.
+    let dir = tempfile::Builder::new()
+        .prefix("shoplens-bench-postgres")
+        .tempdir()?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    give_to_postgres(dir.path())?;
+    let password = random_password()?;
+    let pwfile = dir.path().join("pw");
+    std::fs::write(&pwfile, format!("{password}\n"))?;
+    std::fs::set_permissions(&pwfile, std::fs::Permissions::from_mode(0o600))?;
+    give_to_postgres(&pwfile)?;
+    let data = dir.path().join("data");
+    let initdb = as_postgres(&bin.join("initdb"))
+        .arg("-D")
+        .arg(&data)
+        .args(["-U", "shoplens", "--auth=scram-sha-256", "--encoding=UTF8"])
+        // Only initdb's own final sync of the new cluster: the server keeps fsync on.
+        .arg("--no-sync")
+        .arg(format!("--pwfile={}", pwfile.display()))
+        .output()
+        .with_context(|| format!("cannot run {}", bin.join("initdb").display()))?;
+    let _ = std::fs::remove_file(&pwfile);
+    if !initdb.status.success() {
+        bail!(
+            "initdb failed: {}",
+            String::from_utf8_lossy(&initdb.stderr).trim()
+        );
+    }
+    let version = Command::new(bin.join("postgres"))
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "PostgreSQL (unknown version)".into());
+    let log = dir.path().join("server.log");
+    for _attempt in 0..3 {
+        let port = free_port()?;
+        let mut options = format!("-h 127.0.0.1 -p {port} -k {}", dir.path().display());
+        for setting in POSTGRES_SETTINGS {
+            options.push_str(" -c ");
+            options.push_str(setting);
+        }
+        let started = as_postgres(&bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(&log)
+            .args(["-w", "-t", "60", "-o", &options, "start"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()?;
+        if started.success() {
+            return Ok(Postgres {
+                server: format!("postgres://shoplens:{password}@127.0.0.1:{port}"),
+                version,
+                settings: POSTGRES_SETTINGS.join(", "),
+                bin,
+                dir: Some(dir),
+            });
+        }
+    }
+    bail!("PostgreSQL did not start:\n{}", log_tail(&log))
 }

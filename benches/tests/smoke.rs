@@ -410,3 +410,98 @@ async fn scale_out_smoke_run_drains_with_one_two_and_three_workers() {
     let md = std::fs::read_to_string(dir.path().join("RESULTS.md")).unwrap();
     assert!(md.contains("## Ingest scale-out"), "{md}");
 }
+
+/// The write-side scenario at tiny sizes (it starts its own PostgreSQL server): three
+/// configurations with both operations answered and timed, and the fail-over measured with
+/// A publishing first, B taking over, and no order's event lost (no timing assertions).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_side_smoke_run_measures_three_configurations_and_the_failover() {
+    use shoplens_benches::writes::{self, WritesOptions};
+    let dir = tempfile::tempdir().unwrap();
+    writes::run(&WritesOptions::smoke(dir.path().to_path_buf()))
+        .await
+        .expect("write-side smoke run");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("results/write-side.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["scenario"], "write-side");
+    assert!(json["machine"]["cores"].as_u64().unwrap() >= 1);
+    assert!(
+        json["versions"]["postgres"]
+            .as_str()
+            .unwrap()
+            .contains("PostgreSQL"),
+        "{}",
+        json["versions"]
+    );
+    let configurations = json["configurations"].as_array().unwrap();
+    let shape: Vec<(&str, u64)> = configurations
+        .iter()
+        .map(|c| {
+            (
+                c["database"].as_str().unwrap(),
+                c["replicas"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(shape, [("sqlite", 1), ("postgres", 1), ("postgres", 2)]);
+    for c in configurations {
+        assert_eq!(c["clients"], 8, "{c}");
+        let ops: Vec<&str> = c["operations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["operation"].as_str().unwrap())
+            .collect();
+        assert_eq!(ops, ["create", "pay"], "{c}");
+        for op in c["operations"].as_array().unwrap() {
+            let which = format!("{} {}", c["name"], op["operation"]);
+            assert!(op["requests"].as_u64().unwrap() > 0, "{which}: {op}");
+            assert_eq!(op["errors"], 0, "{which}: {op}");
+            assert!(op["throughput_per_sec"].as_f64().unwrap() > 0.0, "{which}");
+            let (p50, p99) = (
+                op["p50_ms"].as_f64().unwrap(),
+                op["p99_ms"].as_f64().unwrap(),
+            );
+            assert!(p50 > 0.0 && p50 <= p99, "{which}: {op}");
+        }
+    }
+    let ratios = json["ratios"].as_array().unwrap();
+    assert_eq!(ratios.len(), 2);
+    for r in ratios {
+        assert!(r["create_p99_over_sqlite"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    let f = &json["failover"];
+    assert_eq!(f["first_replica_published"], true, "{f}");
+    assert_eq!(f["takeover_poll_ms"], 1000, "{f}");
+    assert_eq!(f["poll_interval_ms"], 200, "{f}");
+    let created = f["orders_created"].as_u64().unwrap();
+    assert!(created > 0, "{f}");
+    assert_eq!(f["errors"], 0, "{f}");
+    // Nothing lost: every created order's OrderCreated event reached the log.
+    assert_eq!(f["lost"], 0, "{f}");
+    // At least an OrderCreated and an OrderStatusChanged per order, duplicates on top.
+    assert!(
+        f["events_in_log"].as_u64().unwrap() >= 2 * created + f["duplicates"].as_u64().unwrap(),
+        "{f}"
+    );
+    let takeover = f["takeover_ms"].as_f64().unwrap();
+    assert!(takeover > 0.0, "{f}");
+    assert!(f["stall_ms"].as_f64().unwrap() > 0.0, "{f}");
+    assert!(
+        f["longest_delay_ms"].as_f64().unwrap() >= f["before_crash_delay_max_ms"].as_f64().unwrap(),
+        "{f}"
+    );
+    assert_eq!(json["aims"].as_array().unwrap().len(), 2);
+    assert!(!json["notes"].as_array().unwrap().is_empty());
+    let md = std::fs::read_to_string(dir.path().join("RESULTS.md")).unwrap();
+    assert!(
+        md.contains("## Write side: SQLite and PostgreSQL, replicas, relay fail-over"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| PostgreSQL, 2 replicas | status change to Paid |"),
+        "{md}"
+    );
+    assert!(md.contains("| events lost | 0 |"), "{md}");
+}
