@@ -77,7 +77,7 @@ pub async fn rebuild(
     }
 }
 
-/// `[#########           ] 45%  45000/100000 events  generation 2`
+/// `[#########           ] 45%  45000/100000 events  212000 events/s  generation 2`
 pub fn progress_line(s: &RebuildStatus) -> String {
     const WIDTH: u64 = 30;
     // A count never passes its total, whatever a (possibly older) server reports.
@@ -86,11 +86,12 @@ pub fn progress_line(s: &RebuildStatus) -> String {
     let filled = (s.applied * WIDTH / target).min(WIDTH);
     let percent = s.applied * 100 / target;
     format!(
-        "[{}{}] {percent:>3}%  {}/{} events  generation {}",
+        "[{}{}] {percent:>3}%  {}/{} events  {:.0} events/s  generation {}",
         "#".repeat(filled as usize),
         " ".repeat((WIDTH - filled) as usize),
         s.applied,
         total,
+        s.events_per_sec,
         s.generation
     )
 }
@@ -110,10 +111,14 @@ mod tests {
             started_at_ms: 0,
             finished_at_ms: None,
             error: None,
+            events_per_sec: 125.4,
         };
         let line = progress_line(&s);
         assert!(line.starts_with("[#######       "), "{line}");
-        assert!(line.contains(" 25%  50/200 events  generation 2"), "{line}");
+        assert!(
+            line.contains(" 25%  50/200 events  125 events/s  generation 2"),
+            "{line}"
+        );
         // The new generation read ahead of the live one: 4783 of 4783, not of 4766.
         let ahead = RebuildStatus {
             applied: 4783,

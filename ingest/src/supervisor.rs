@@ -60,6 +60,21 @@ pub struct RebuildStatus {
     pub started_at_ms: i64,
     pub finished_at_ms: Option<i64>,
     pub error: Option<String>,
+    /// Records read per second since the rebuild started (until it finished).
+    #[serde(default)]
+    pub events_per_sec: f64,
+}
+
+impl RebuildStatus {
+    /// `applied` over the time from the start until `now_ms` (or the finish).
+    fn rate_at(&mut self, now_ms: i64) {
+        let secs = (self.finished_at_ms.unwrap_or(now_ms) - self.started_at_ms) as f64 / 1e3;
+        self.events_per_sec = if secs > 0.0 {
+            self.applied as f64 / secs
+        } else {
+            0.0
+        };
+    }
 }
 
 /// Everything about the ingest process a reader or an operator asks for.
@@ -243,6 +258,9 @@ impl Ingest {
             r.applied = running.status().applied_offsets();
             r.target = state.live.status().applied_offsets().max(r.applied);
         }
+        if let Some(r) = &mut rebuild {
+            r.rate_at(now_ms());
+        }
         IngestStatus {
             live_generation: state.live.generation,
             live: state.live.status(),
@@ -282,6 +300,7 @@ impl Ingest {
             started_at_ms: now_ms(),
             finished_at_ms: None,
             error: None,
+            events_per_sec: 0.0,
         };
         {
             let mut state = i.state.lock().expect("state lock");

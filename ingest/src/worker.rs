@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use shoplens_bus::{BusRecord, ConsumedRecord, EventBus, EventSource, Position};
-use shoplens_contract::Envelope;
 use shoplens_contract::tables::TableRows;
+use shoplens_contract::{DecodeError, Envelope};
 use shoplens_readmodel::freshness::Freshness;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -48,6 +48,10 @@ pub struct WorkerConfig {
     pub retry_max_ms: u64,
     /// How often the worker samples the bus's end offsets for the lag figure.
     pub lag_interval_ms: u64,
+    /// Threads that decode and validate a polled batch of records side by side (the
+    /// records are then taken in their order, and applied in order): 0 for one per core, 1
+    /// for the worker's own thread only.
+    pub decode_threads: usize,
 }
 
 impl Default for WorkerConfig {
@@ -58,6 +62,7 @@ impl Default for WorkerConfig {
             retry_initial_ms: 100,
             retry_max_ms: 5_000,
             lag_interval_ms: 1_000,
+            decode_threads: 0,
         }
     }
 }
@@ -241,9 +246,10 @@ impl Worker {
                         continue;
                     }
                     self.seek_unsought(&state);
-                    for record in records {
+                    let decoded = decode_all(&records, self.decode_threads());
+                    for (record, decoded) in records.into_iter().zip(decoded) {
                         if self.takes(&record) {
-                            state.take(record);
+                            state.take(record, decoded);
                         }
                     }
                 }
@@ -290,6 +296,13 @@ impl Worker {
             tracing::warn!(error = %e, "cannot commit bus positions on stop");
         }
         Ok(())
+    }
+
+    fn decode_threads(&self) -> usize {
+        match self.config.decode_threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        }
     }
 
     /// Whether the source is a consumer-group member whose assignment differs from what
@@ -713,8 +726,9 @@ impl BatchState {
         self.rows.len() + self.dead_letters.len()
     }
 
-    /// Takes one consumed record into the batch (or skips it).
-    fn take(&mut self, record: ConsumedRecord) {
+    /// Takes one consumed record, with what decoding its payload gave, into the batch (or
+    /// skips it).
+    fn take(&mut self, record: ConsumedRecord, decoded: Result<Envelope, DecodeError>) {
         let partition = (record.topic.clone(), record.partition);
         let floor = self
             .positions
@@ -729,7 +743,7 @@ impl BatchState {
         self.positions.insert(partition, record.offset + 1);
         self.first_at.get_or_insert_with(Instant::now);
         let parked_key = (record.topic.clone(), record.key.clone());
-        match Envelope::decode(&record.payload) {
+        match decoded {
             Err(e) => {
                 self.parked.insert(parked_key);
                 self.dead_letters
@@ -798,6 +812,39 @@ impl BatchState {
         out.sort();
         out
     }
+}
+
+/// Fewest records a decoding thread is given: below it, starting the thread costs more than
+/// it saves.
+const MIN_RECORDS_PER_THREAD: usize = 512;
+
+/// Decodes every record's payload, on up to `threads` threads (this one included), each a
+/// contiguous run of the records; the results in the records' order.
+fn decode_all(records: &[ConsumedRecord], threads: usize) -> Vec<Result<Envelope, DecodeError>> {
+    let decode = |r: &ConsumedRecord| Envelope::decode(&r.payload);
+    let threads = threads.min(records.len() / MIN_RECORDS_PER_THREAD).max(1);
+    if threads == 1 {
+        return records.iter().map(decode).collect();
+    }
+    let chunk = records.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let others: Vec<_> = records
+            .chunks(chunk)
+            .skip(1)
+            .map(|part| scope.spawn(move || part.iter().map(decode).collect::<Vec<_>>()))
+            .collect();
+        let mut out = Vec::with_capacity(records.len());
+        out.extend(records[..chunk].iter().map(decode));
+        for other in others {
+            // Decoding never panics; if it did, the worker fails as it would have inline.
+            out.extend(
+                other
+                    .join()
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            );
+        }
+        out
+    })
 }
 
 fn dead_letter(
@@ -877,6 +924,30 @@ mod tests {
 
     use super::*;
 
+    fn take(state: &mut BatchState, record: ConsumedRecord) {
+        let decoded = Envelope::decode(&record.payload);
+        state.take(record, decoded);
+    }
+
+    #[test]
+    fn decoding_on_several_threads_keeps_the_records_order() {
+        let records: Vec<ConsumedRecord> = (0..3_000)
+            .map(|i| {
+                let payload = if i % 7 == 0 {
+                    b"{not json".to_vec()
+                } else {
+                    paid(&format!("o{i}")).to_json()
+                };
+                record(i, &format!("o{i}"), payload)
+            })
+            .collect();
+        let inline = decode_all(&records, 1);
+        for threads in [2, 3, 8] {
+            assert_eq!(decode_all(&records, threads), inline, "{threads} threads");
+        }
+        assert_eq!(inline.iter().filter(|d| d.is_err()).count(), 429);
+    }
+
     fn record(offset: u64, key: &str, payload: Vec<u8>) -> ConsumedRecord {
         ConsumedRecord {
             topic: "shop.orders".into(),
@@ -900,9 +971,9 @@ mod tests {
     #[test]
     fn bad_records_are_dead_lettered_and_park_their_aggregate_only() {
         let mut state = BatchState::new(HashSet::new(), &[]);
-        state.take(record(0, "o1", b"{not json".to_vec()));
-        state.take(record(1, "o1", paid("o1").to_json()));
-        state.take(record(2, "o2", paid("o2").to_json()));
+        take(&mut state, record(0, "o1", b"{not json".to_vec()));
+        take(&mut state, record(1, "o1", paid("o1").to_json()));
+        take(&mut state, record(2, "o2", paid("o2").to_json()));
         let batch = state.finish();
         assert_eq!(batch.row_count(), 1);
         let kinds: Vec<_> = batch
@@ -923,10 +994,10 @@ mod tests {
         }];
         let mut state = BatchState::new(HashSet::new(), &stored);
         let e = paid("o1");
-        state.take(record(0, "o1", paid("o1").to_json()));
-        state.take(record(1, "o1", paid("o1").to_json()));
-        state.take(record(2, "o1", e.to_json()));
-        state.take(record(3, "o1", e.to_json()));
+        take(&mut state, record(0, "o1", paid("o1").to_json()));
+        take(&mut state, record(1, "o1", paid("o1").to_json()));
+        take(&mut state, record(2, "o1", e.to_json()));
+        take(&mut state, record(3, "o1", e.to_json()));
         let batch = state.finish();
         assert_eq!(batch.row_count(), 1);
         assert_eq!(batch.positions[0].next_offset, 4);
@@ -938,7 +1009,10 @@ mod tests {
         bad["payload"]["to"] = serde_json::json!("Teleported");
         let id = bad["event_id"].as_str().unwrap().to_owned();
         let mut state = BatchState::new(HashSet::new(), &[]);
-        state.take(record(0, "o1", serde_json::to_vec(&bad).unwrap()));
+        take(
+            &mut state,
+            record(0, "o1", serde_json::to_vec(&bad).unwrap()),
+        );
         let batch = state.finish();
         let dl = &batch.dead_letters[0];
         assert_eq!(dl.event_id.as_deref(), Some(id.as_str()));
