@@ -4,7 +4,8 @@ use super::BackendResult;
 use crate::backend::Backend;
 use crate::results::Aim;
 
-/// The aims per back end: events/s, freshness lag, worker memory.
+/// The aims per back end (issue 19): events/s on one core and on two, against the broker and
+/// without it, freshness lag, worker memory.
 pub(super) fn aims(backends: &[BackendResult]) -> Vec<Aim> {
     let mut aims = Vec::new();
     for b in backends {
@@ -23,9 +24,23 @@ pub(super) fn aims(backends: &[BackendResult]) -> Vec<Aim> {
                 met: t.median_events_per_sec >= 500_000.0,
                 target: None,
             }),
+            Backend::Clickhouse => {}
+        }
+        match b.backend {
+            Backend::Embedded => aims.push(Aim {
+                name: "embedded: a drain of the whole backlog (a rebuild) at least 800,000 \
+                       events/s on 2 cores"
+                    .into(),
+                measured: format!(
+                    "{:.0} events/s draining {} events ({})",
+                    b.memory.events_per_sec, b.memory.backlog_events, b.memory.process
+                ),
+                met: b.memory.events_per_sec >= 800_000.0,
+                target: None,
+            }),
             Backend::Clickhouse => aims.push(Aim {
-                name: "Kafka -> ClickHouse at least 100,000 events/s on this machine, broker and \
-                      ClickHouse on it"
+                name: "Kafka -> ClickHouse at least 90% of what a bare consumer reads from the \
+                      broker"
                     .into(),
                 measured: format!(
                     "{:.0} events/s end to end (median of {} drain(s) of {} events; {:.0}/s after \
@@ -38,14 +53,28 @@ pub(super) fn aims(backends: &[BackendResult]) -> Vec<Aim> {
                     b.bus.consume_events_per_sec.unwrap_or(f64::NAN),
                     b.bus.produce_events_per_sec
                 ),
-                met: t.median_events_per_sec >= 100_000.0,
+                met: b
+                    .bus
+                    .consume_events_per_sec
+                    .is_some_and(|bare| t.median_events_per_sec >= 0.9 * bare),
                 target: None,
             }),
+        }
+        if let Some(c) = &b.sink_ceiling {
+            aims.push(Aim {
+                name: "embedded log -> ClickHouse at least 400,000 events/s".into(),
+                measured: format!(
+                    "{:.0} events/s ({} events in {:.1} s, {} batches)",
+                    c.events_per_sec, c.events, c.secs, c.batches
+                ),
+                met: c.events_per_sec >= 400_000.0,
+                target: None,
+            });
         }
         let f = &b.freshness;
         aims.push(Aim {
             name: format!(
-                "{}: freshness lag p99 under 1 s at {:.0} events/s",
+                "{}: freshness lag p99 at most 250 ms at {:.0} events/s",
                 b.backend.name(),
                 f.target_rate
             ),
@@ -53,7 +82,7 @@ pub(super) fn aims(backends: &[BackendResult]) -> Vec<Aim> {
                 "p50 {:.0} ms, p99 {:.0} ms over {} batches at {:.0} events/s achieved",
                 f.p50_ms, f.p99_ms, f.samples, f.achieved_rate
             ),
-            met: f.p99_ms < 1_000.0 && f.achieved_rate >= 0.95 * f.target_rate,
+            met: f.p99_ms <= 250.0 && f.achieved_rate >= 0.95 * f.target_rate,
             target: None,
         });
         let m = &b.memory;

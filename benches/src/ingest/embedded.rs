@@ -11,6 +11,8 @@ use shoplens_ingest::worker::WorkerStatus;
 use shoplens_readmodel::config::{EmbeddedConfig, ReadModelConfig, ReadModelKind};
 use tokio::time::Instant;
 
+use shoplens_ingest::worker::WorkerConfig;
+
 use super::drain::{apply_secs, drain_run, drain_timeout, ingest_config, throughput, wait_drained};
 use super::events::{backlog_events, fill, topics};
 use super::freshness::measure_freshness;
@@ -55,7 +57,13 @@ pub(super) async fn run_embedded(opts: &IngestOptions) -> anyhow::Result<Backend
     let mut runs = Vec::new();
     for run in 1..=opts.runs {
         let store_dir = scratch.path().join(format!("readmodel-{run}"));
-        let config = ingest_config(&format!("bench{run}"), &topics, &opts.embedded_worker);
+        // One core: the worker's thread decodes too (the child process's drain below is
+        // the two-core figure).
+        let one_core = WorkerConfig {
+            decode_threads: 1,
+            ..opts.embedded_worker.clone()
+        };
+        let config = ingest_config(&format!("bench{run}"), &topics, &one_core);
         let log = log.clone();
         let fsync = opts.store_fsync;
         let target = opts.events;
