@@ -118,8 +118,8 @@ async fn ingest_smoke_run_writes_sane_results() {
     let peak = m["peak_rss_mib"].as_f64().unwrap();
     assert!(peak > 1.0, "{m}");
     assert!(m["rss_after_drain_mib"].as_f64().unwrap() <= peak, "{m}");
-    // Throughput, freshness and memory aims.
-    assert_eq!(json["aims"].as_array().unwrap().len(), 3);
+    // One-core and two-core throughput, freshness and memory aims.
+    assert_eq!(json["aims"].as_array().unwrap().len(), 4);
 }
 
 /// The analytics scenario at tiny sizes on the embedded back end (and on ClickHouse when
