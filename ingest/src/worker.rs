@@ -42,6 +42,11 @@ pub struct WorkerConfig {
     pub batch_max_events: usize,
     /// Flush a batch at most this long after its first event arrived.
     pub batch_max_delay_ms: u64,
+    /// Flush a batch once the bus has nothing more for now and its first event is this old:
+    /// at a low rate events become visible about this soon; at a high rate the bus always
+    /// has more, so batches grow (to `batch_max_events`, or what arrives within
+    /// `batch_max_delay_ms`) and each apply carries more.
+    pub batch_min_delay_ms: u64,
     /// First back-off after a failed apply; doubles up to `retry_max_ms`.
     pub retry_initial_ms: u64,
     /// Longest back-off between apply attempts while the sink is down.
@@ -59,6 +64,7 @@ impl Default for WorkerConfig {
         WorkerConfig {
             batch_max_events: 10_000,
             batch_max_delay_ms: 250,
+            batch_min_delay_ms: 50,
             retry_initial_ms: 100,
             retry_max_ms: 5_000,
             lag_interval_ms: 1_000,
@@ -213,13 +219,22 @@ impl Worker {
         };
         let mut state = start;
         let mut next_lag_sample = Instant::now();
+        // Whether the last poll found the bus drained (fewer records than there was room for).
+        let mut drained = false;
         loop {
             if shutdown.is_cancelled() {
                 break;
             }
             let wait = match state.first_at {
                 Some(first) => {
-                    let deadline = first + Duration::from_millis(self.config.batch_max_delay_ms);
+                    let max = first + Duration::from_millis(self.config.batch_max_delay_ms);
+                    let min = first + Duration::from_millis(self.config.batch_min_delay_ms);
+                    // Wake up when the batch may go, if the bus stays quiet until then.
+                    let deadline = if Instant::now() < min {
+                        min.min(max)
+                    } else {
+                        max
+                    };
                     deadline.saturating_duration_since(Instant::now())
                 }
                 None => Duration::from_millis(self.config.batch_max_delay_ms.max(50)),
@@ -234,6 +249,7 @@ impl Worker {
             };
             match polled {
                 Ok(records) => {
+                    drained = records.len() < room.max(1);
                     if self.is_live() {
                         self.metrics.events_consumed.inc_by(records.len() as u64);
                     }
@@ -263,7 +279,9 @@ impl Worker {
                 }
             }
             let due = state.first_at.is_some_and(|first| {
-                first.elapsed() >= Duration::from_millis(self.config.batch_max_delay_ms)
+                let age = first.elapsed();
+                age >= Duration::from_millis(self.config.batch_max_delay_ms)
+                    || (drained && age >= Duration::from_millis(self.config.batch_min_delay_ms))
             });
             if (state.buffered() >= self.config.batch_max_events || due)
                 && !self.flush_or_claim(&mut state, shutdown).await?

@@ -457,3 +457,35 @@ async fn stopping_while_the_sink_is_down_gives_up_in_time_and_loses_nothing() {
     assert_read_model(&sink, &events).await;
     handle.stop().await;
 }
+
+/// The batch policy adapts to the rate: events arriving slowly are applied once the bus has
+/// nothing more and the batch is `batch_min_delay_ms` old, long before `batch_max_delay_ms`;
+/// a backlog still goes in batches of `batch_max_events`.
+#[tokio::test]
+async fn a_quiet_bus_makes_events_visible_without_waiting_for_the_longest_delay() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path());
+    let mut config = config();
+    config.worker.batch_max_delay_ms = 30_000;
+    config.worker.batch_min_delay_ms = 20;
+    let topics = TOPICS.iter().map(|t| t.to_string()).collect();
+    let handle = start(
+        &config,
+        embedded_store(dir.path()),
+        embedded_sources(log.clone(), topics),
+    )
+    .await
+    .expect("start ingest");
+    let events = shop_events(&spec(5, 20));
+    for chunk in events.chunks(10).take(5) {
+        let started = Instant::now();
+        publish(&log, chunk).await;
+        wait_caught_up(&handle, &log, &TOPICS).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "a trickle waited {:?} (the longest delay is 30 s)",
+            started.elapsed()
+        );
+    }
+    handle.stop().await;
+}
