@@ -474,7 +474,7 @@ async fn write_side_smoke_run_measures_three_configurations_and_the_failover() {
     let f = &json["failover"];
     assert_eq!(f["first_replica_published"], true, "{f}");
     assert_eq!(f["takeover_poll_ms"], 1000, "{f}");
-    assert_eq!(f["poll_interval_ms"], 200, "{f}");
+    assert_eq!(f["poll_interval_ms"], 50, "{f}");
     let created = f["orders_created"].as_u64().unwrap();
     assert!(created > 0, "{f}");
     assert_eq!(f["errors"], 0, "{f}");

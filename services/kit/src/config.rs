@@ -62,7 +62,9 @@ pub struct RelayConfig {
     pub enabled: bool,
     /// Outbox rows published per bus call.
     pub batch_size: u32,
-    /// How often to look for rows when not woken by a write.
+    /// How often to look for rows when not woken by a write. A write wakes its own replica's
+    /// relay at once; on PostgreSQL, a write on a replica that does not publish waits for
+    /// the publishing replica's next look (half of this on average).
     pub poll_interval_ms: u64,
     /// Longest wait between retries while the bus is down.
     pub max_backoff_ms: u64,
@@ -82,7 +84,7 @@ impl Default for RelayConfig {
         RelayConfig {
             enabled: true,
             batch_size: 500,
-            poll_interval_ms: 200,
+            poll_interval_ms: 50,
             max_backoff_ms: 5_000,
             takeover_poll_ms: 1_000,
             retention_hours: 24 * 7,
