@@ -93,8 +93,11 @@ TANSU_BUILD_PID=""
 TANSU_BIN=$(tail -n 1 "$TANSU_BIN_FILE")
 export TANSU_BIN
 
-# The end-to-end tests that also run on PostgreSQL: all but those about SQLite files.
-POSTGRES_E2E_FILTER='not (binary(e2e) and test(/^components::/))'
+# What runs a second time with the services on PostgreSQL: the services' suites, the
+# simulator's, and the end-to-end tests but those about SQLite files.
+POSTGRES_FILTER='package(customer-service) | package(order-service) | package(payment-service)
+    | package(product-service) | package(shipping-service) | package(shop-simulator)
+    | (package(shoplens) & binary(e2e) & not test(/^components::/))'
 
 log "starting ClickHouse, the Kafka broker and PostgreSQL"
 # shellcheck source=scripts/servers.sh
@@ -109,8 +112,6 @@ cargo nextest run --workspace --locked --no-fail-fast --failure-output final
 # tests (whose systems then keep every service's data in a database of the test server);
 # the tests of several replicas sharing one database run in this pass only.
 log "tests of the services on PostgreSQL"
-SHOPLENS_TEST_SERVICES_DB=postgres cargo nextest run --locked --no-fail-fast \
-    --failure-output final -p customer-service -p order-service -p payment-service \
-    -p product-service -p shipping-service -p shop-simulator -p shoplens --test e2e \
-    -E "$POSTGRES_E2E_FILTER"
+SHOPLENS_TEST_SERVICES_DB=postgres cargo nextest run --workspace --locked --no-fail-fast \
+    --failure-output final -E "$POSTGRES_FILTER"
 log "all checks and tests passed"
