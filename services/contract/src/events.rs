@@ -449,22 +449,7 @@ impl DomainEvent {
         event_type: EventType,
         payload: serde_json::Value,
     ) -> Result<DomainEvent, serde_json::Error> {
-        use serde_json::from_value as v;
-        Ok(match event_type {
-            EventType::CustomerRegistered => DomainEvent::CustomerRegistered(v(payload)?),
-            EventType::CustomerUpdated => DomainEvent::CustomerUpdated(v(payload)?),
-            EventType::ProductCreated => DomainEvent::ProductCreated(v(payload)?),
-            EventType::ProductPriceChanged => DomainEvent::ProductPriceChanged(v(payload)?),
-            EventType::OrderCreated => DomainEvent::OrderCreated(v(payload)?),
-            EventType::OrderStatusChanged => DomainEvent::OrderStatusChanged(v(payload)?),
-            EventType::ProductPurchased => DomainEvent::ProductPurchased(v(payload)?),
-            EventType::PaymentCompleted => DomainEvent::PaymentCompleted(v(payload)?),
-            EventType::PaymentFailed => DomainEvent::PaymentFailed(v(payload)?),
-            EventType::PaymentRefunded => DomainEvent::PaymentRefunded(v(payload)?),
-            EventType::ShipmentCreated => DomainEvent::ShipmentCreated(v(payload)?),
-            EventType::ShipmentLocationUpdated => DomainEvent::ShipmentLocationUpdated(v(payload)?),
-            EventType::ShipmentDelivered => DomainEvent::ShipmentDelivered(v(payload)?),
-        })
+        DomainEvent::deserialize_as(event_type, payload)
     }
 
     /// [`DomainEvent::from_json`] from the payload's JSON text, without a tree in between.
@@ -472,21 +457,52 @@ impl DomainEvent {
         event_type: EventType,
         payload: &str,
     ) -> Result<DomainEvent, serde_json::Error> {
-        use serde_json::from_str as v;
+        let mut de = serde_json::Deserializer::from_str(payload);
+        let event = DomainEvent::deserialize_as(event_type, &mut de)?;
+        de.end()?;
+        Ok(event)
+    }
+
+    /// The payload of `event_type`, from any serde source.
+    fn deserialize_as<'de, D: serde::Deserializer<'de>>(
+        event_type: EventType,
+        d: D,
+    ) -> Result<DomainEvent, D::Error> {
+        use serde::Deserialize as _;
         Ok(match event_type {
-            EventType::CustomerRegistered => DomainEvent::CustomerRegistered(v(payload)?),
-            EventType::CustomerUpdated => DomainEvent::CustomerUpdated(v(payload)?),
-            EventType::ProductCreated => DomainEvent::ProductCreated(v(payload)?),
-            EventType::ProductPriceChanged => DomainEvent::ProductPriceChanged(v(payload)?),
-            EventType::OrderCreated => DomainEvent::OrderCreated(v(payload)?),
-            EventType::OrderStatusChanged => DomainEvent::OrderStatusChanged(v(payload)?),
-            EventType::ProductPurchased => DomainEvent::ProductPurchased(v(payload)?),
-            EventType::PaymentCompleted => DomainEvent::PaymentCompleted(v(payload)?),
-            EventType::PaymentFailed => DomainEvent::PaymentFailed(v(payload)?),
-            EventType::PaymentRefunded => DomainEvent::PaymentRefunded(v(payload)?),
-            EventType::ShipmentCreated => DomainEvent::ShipmentCreated(v(payload)?),
-            EventType::ShipmentLocationUpdated => DomainEvent::ShipmentLocationUpdated(v(payload)?),
-            EventType::ShipmentDelivered => DomainEvent::ShipmentDelivered(v(payload)?),
+            EventType::CustomerRegistered => {
+                DomainEvent::CustomerRegistered(Deserialize::deserialize(d)?)
+            }
+            EventType::CustomerUpdated => {
+                DomainEvent::CustomerUpdated(Deserialize::deserialize(d)?)
+            }
+            EventType::ProductCreated => DomainEvent::ProductCreated(Deserialize::deserialize(d)?),
+            EventType::ProductPriceChanged => {
+                DomainEvent::ProductPriceChanged(Deserialize::deserialize(d)?)
+            }
+            EventType::OrderCreated => DomainEvent::OrderCreated(Deserialize::deserialize(d)?),
+            EventType::OrderStatusChanged => {
+                DomainEvent::OrderStatusChanged(Deserialize::deserialize(d)?)
+            }
+            EventType::ProductPurchased => {
+                DomainEvent::ProductPurchased(Deserialize::deserialize(d)?)
+            }
+            EventType::PaymentCompleted => {
+                DomainEvent::PaymentCompleted(Deserialize::deserialize(d)?)
+            }
+            EventType::PaymentFailed => DomainEvent::PaymentFailed(Deserialize::deserialize(d)?),
+            EventType::PaymentRefunded => {
+                DomainEvent::PaymentRefunded(Deserialize::deserialize(d)?)
+            }
+            EventType::ShipmentCreated => {
+                DomainEvent::ShipmentCreated(Deserialize::deserialize(d)?)
+            }
+            EventType::ShipmentLocationUpdated => {
+                DomainEvent::ShipmentLocationUpdated(Deserialize::deserialize(d)?)
+            }
+            EventType::ShipmentDelivered => {
+                DomainEvent::ShipmentDelivered(Deserialize::deserialize(d)?)
+            }
         })
     }
 
