@@ -468,7 +468,6 @@ impl DomainEvent {
         event_type: EventType,
         d: D,
     ) -> Result<DomainEvent, D::Error> {
-        use serde::Deserialize as _;
         Ok(match event_type {
             EventType::CustomerRegistered => {
                 DomainEvent::CustomerRegistered(Deserialize::deserialize(d)?)

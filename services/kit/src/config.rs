@@ -94,7 +94,7 @@ impl Default for RelayConfig {
 }
 
 /// What every domain service is configured with.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServiceConfig {
     /// Address to listen on (port 0 picks a free port).
@@ -114,6 +114,21 @@ pub struct ServiceConfig {
     /// launcher (not configurable per service).
     #[serde(skip)]
     pub auth: crate::identity::AuthConfig,
+}
+
+/// The configuration is logged: a PostgreSQL URL's password shows as `***`.
+impl std::fmt::Debug for ServiceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceConfig")
+            .field("listen", &self.listen)
+            .field("database_url", &crate::db::redact(&self.database_url))
+            .field("database_max_connections", &self.database_max_connections)
+            .field("topic", &self.topic)
+            .field("http", &self.http)
+            .field("relay", &self.relay)
+            .field("auth", &self.auth)
+            .finish()
+    }
 }
 
 impl Default for ServiceConfig {

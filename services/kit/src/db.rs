@@ -345,6 +345,20 @@ mod tests {
     }
 
     #[test]
+    fn a_logged_config_hides_the_database_password() {
+        let config = crate::config::ServiceConfig {
+            database_url: "postgres://order:s3cret@db:5432/order".into(),
+            ..Default::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            shown.contains("postgres://order:***@db:5432/order"),
+            "{shown}"
+        );
+    }
+
+    #[test]
     fn stamps_read_back_as_written() {
         let at = DateTime::parse_from_rfc3339("2026-12-06T10:11:12.345678Z")
             .unwrap()
