@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::process::{Shoplens, open_db};
 use crate::reconcile::reconcile_json;
-use crate::servers::{IngestWorker, PrivateKafka};
+use crate::servers::{IngestWorker, PrivateKafka, free_port};
 use shoplens_test_support::clickhouse::LocalClickHouse;
 
 /// The run's seed: `SHOPLENS_TEST_FAULT_SEED`, or the clock; printed so a failure can be repeated.
@@ -484,15 +484,6 @@ async fn three_ingest_workers_with_kills_zombies_and_rebalances_count_every_even
         partitions >= 6,
         "{context}: positions of {partitions} partitions"
     );
-}
-
-/// A port free now, for a process that must be told its address before it starts.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Two replicas of the order service (`shoplens run --only order`, their own processes) on

@@ -306,6 +306,14 @@ pub fn parse_stamp(text: &str) -> Result<DateTime<Utc>, chrono::ParseError> {
         })
 }
 
+/// FNV-1a of `bytes`: the same on every build and platform, for names and keys that other
+/// processes must derive alike (a lock key, a test's database name).
+pub fn stable_hash(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
+        (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// `$first, $first+1, ..., $first+count-1`: the parameters of an `IN (...)` list.
 pub fn params(first: usize, count: usize) -> String {
     (first..first + count)
@@ -367,6 +375,14 @@ mod tests {
         assert_eq!(parse_stamp(&stamp(at)).unwrap(), at);
         assert_eq!(parse_stamp("2026-12-06 10:11:12.345678").unwrap(), at);
         assert!(parse_stamp("yesterday").is_err());
+    }
+
+    #[test]
+    fn the_stable_hash_is_fnv_1a() {
+        // The published FNV-1a 64-bit vectors: a lock key must not change between versions.
+        assert_eq!(stable_hash(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(stable_hash(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(stable_hash(b"foobar"), 0x8594_4171_f739_67e8);
     }
 
     #[test]

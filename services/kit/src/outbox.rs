@@ -178,13 +178,7 @@ impl Relay {
     /// The advisory lock's key: one per service outbox (locks are per database already; the
     /// topic keeps two services sharing one database apart).
     fn lock_key(&self) -> i64 {
-        // FNV-1a: stable across builds and platforms.
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in b"shoplens.outbox.".iter().chain(self.topic.as_bytes()) {
-            hash ^= u64::from(*b);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-        hash as i64
+        crate::db::stable_hash(format!("shoplens.outbox.{}", self.topic).as_bytes()) as i64
     }
 
     /// Waits until this replica holds the outbox's lock (on a session of its own, returned),

@@ -121,12 +121,8 @@ pub fn services_database() -> ServicesDb {
 /// named after both, so every process of one test finds the same database, and two tests
 /// never share one. The services create it on first use.
 pub fn postgres_database(server: &str, scope: &std::path::Path, name: &str) -> String {
-    // FNV-1a of the directory: stable, short, a valid identifier.
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in scope.as_os_str().as_encoded_bytes() {
-        hash ^= u64::from(*b);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
+    // Of the directory: stable, short, a valid identifier.
+    let hash = shoplens_kit::db::stable_hash(scope.as_os_str().as_encoded_bytes());
     let mut url = reqwest::Url::parse(server).expect("SHOPLENS_TEST_POSTGRES_URL is a URL");
     url.set_path(&format!("t{hash:016x}_{name}"));
     url.to_string()
