@@ -133,6 +133,7 @@ impl EmbeddedLog {
             cursors: HashMap::new(),
             changed: self.inner.changed.subscribe(),
             next_topic: 0,
+            pending: Vec::new(),
         })
     }
 
@@ -412,6 +413,9 @@ pub struct EmbeddedConsumer {
     cursors: HashMap<String, (u64, u64)>,
     changed: watch::Receiver<u64>,
     next_topic: usize,
+    /// Records read whose positions are already counted in `positions` but not handed out
+    /// yet: a poll dropped half-way leaves them here for the next one (cancel safety).
+    pending: Vec<ConsumedRecord>,
 }
 
 impl EmbeddedConsumer {
@@ -419,7 +423,8 @@ impl EmbeddedConsumer {
         &self.group
     }
 
-    /// The positions the consumer will read next.
+    /// The positions the consumer will read next (past any record read ahead and not yet
+    /// handed out).
     pub fn positions(&self) -> Vec<Position> {
         self.positions
             .iter()
@@ -431,11 +436,13 @@ impl EmbeddedConsumer {
             .collect()
     }
 
-    async fn read_available(&mut self, max: usize) -> Result<Vec<ConsumedRecord>> {
+    /// Reads what is available into `pending`, up to `max` records in all. Each topic's
+    /// records join `pending` in the same step as its position advances, so dropping this
+    /// future at any await loses nothing.
+    async fn read_available(&mut self, max: usize) -> Result<()> {
         let topics: Vec<String> = self.positions.keys().cloned().collect();
-        let mut out = Vec::new();
         for i in 0..topics.len() {
-            if out.len() >= max {
+            if self.pending.len() >= max {
                 break;
             }
             // Rotate the starting topic so one busy topic cannot starve the others.
@@ -445,7 +452,7 @@ impl EmbeddedConsumer {
             };
             let from = self.positions[name];
             let cursor = self.cursors.get(name).copied();
-            let want = max - out.len();
+            let want = max - self.pending.len();
             let (records, cursor) =
                 tokio::task::spawn_blocking(move || topic.read(from, want, cursor))
                     .await
@@ -454,22 +461,26 @@ impl EmbeddedConsumer {
                 self.positions.insert(name.clone(), last.offset + 1);
                 self.cursors.insert(name.clone(), cursor);
             }
-            out.extend(records);
+            self.pending.extend(records);
         }
         self.next_topic = self.next_topic.wrapping_add(1);
-        Ok(out)
+        Ok(())
     }
 }
 
 #[async_trait]
 impl EventSource for EmbeddedConsumer {
+    /// Cancel-safe: records read by a poll that was dropped are handed out by the next.
     async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<ConsumedRecord>> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             self.changed.borrow_and_update();
-            let records = self.read_available(max).await?;
-            if !records.is_empty() {
-                return Ok(records);
+            if self.pending.len() < max {
+                self.read_available(max).await?;
+            }
+            if !self.pending.is_empty() {
+                let rest = self.pending.split_off(max.min(self.pending.len()));
+                return Ok(std::mem::replace(&mut self.pending, rest));
             }
             if tokio::time::timeout_at(deadline, self.changed.changed())
                 .await
@@ -493,6 +504,8 @@ impl EventSource for EmbeddedConsumer {
         self.positions
             .insert(position.topic.clone(), position.next_offset);
         self.cursors.remove(&position.topic);
+        // What was read ahead of the new position is read again from there.
+        self.pending.retain(|r| r.topic != position.topic);
         Ok(())
     }
 
@@ -557,6 +570,53 @@ mod tests {
         let want: Vec<_> = (0..3000).map(|i| Bytes::from(format!("m{i}"))).collect();
         assert_eq!(payloads, want);
         assert_eq!(got[2999].offset, 2999);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_poll_dropped_half_way_loses_and_repeats_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path());
+        let topics = ["a", "b", "c"];
+        for t in topics {
+            let batch: Vec<_> = (0..2000).map(|i| rec(t, "k", &format!("{t}{i}"))).collect();
+            log.publish(&batch).await.unwrap();
+        }
+        let mut c = log.consumer("g", &topics).unwrap();
+        let mut got = Vec::new();
+        let mut dropped = 0;
+        // Polls over three topics, most of them given up at one of their reads.
+        for _ in 0..10_000 {
+            match tokio::time::timeout(Duration::from_micros(50), c.poll(700, Duration::ZERO)).await
+            {
+                Ok(records) => got.extend(records.unwrap()),
+                Err(_) => dropped += 1,
+            }
+            if got.len() == 6000 {
+                break;
+            }
+        }
+        got.extend(drain(&mut c).await);
+        assert!(dropped > 0, "no poll was dropped: the test shows nothing");
+        for t in topics {
+            let offsets: Vec<u64> = got
+                .iter()
+                .filter(|r| r.topic == t)
+                .map(|r| r.offset)
+                .collect();
+            assert_eq!(offsets, (0..2000).collect::<Vec<u64>>(), "topic {t}");
+        }
+        // Seeking drops what was read ahead of the new position.
+        c.seek(&Position {
+            topic: "b".into(),
+            partition: 0,
+            next_offset: 1990,
+        })
+        .unwrap();
+        let again = drain(&mut c).await;
+        assert_eq!(
+            again.iter().map(|r| r.offset).collect::<Vec<_>>(),
+            (1990..2000).collect::<Vec<u64>>()
+        );
     }
 
     #[tokio::test]
