@@ -121,6 +121,9 @@ pub struct Worker {
     /// Claimed partitions whose seek to the stored position has not succeeded yet: their
     /// records are dropped until it does (they are read again from there).
     unsought: HashSet<(String, i32)>,
+    /// The assignment changed while the worker read ahead during an apply: claim it again
+    /// once the apply is done.
+    claim_pending: bool,
 }
 
 /// A bus topic that receives a copy of every dead letter, for tools that watch the bus.
@@ -178,6 +181,7 @@ impl Worker {
             dead_letter_topic: None,
             claimed: None,
             unsought: HashSet::new(),
+            claim_pending: false,
         }
     }
 
@@ -250,11 +254,7 @@ impl Worker {
             match polled {
                 Ok(records) => {
                     drained = records.len() < room.max(1);
-                    if self.is_live() {
-                        self.metrics.events_consumed.inc_by(records.len() as u64);
-                    }
-                    self.set_status(|s| s.events_consumed += records.len() as u64);
-                    if self.assignment_changed() {
+                    if !self.take_polled(&mut state, records) {
                         // What these records hold is read again from the stored positions.
                         if !self.claim(&mut state, shutdown).await? {
                             break;
@@ -262,12 +262,6 @@ impl Worker {
                         continue;
                     }
                     self.seek_unsought(&state);
-                    let decoded = decode_all(&records, self.decode_threads());
-                    for (record, decoded) in records.into_iter().zip(decoded) {
-                        if self.takes(&record) {
-                            state.take(record, decoded);
-                        }
-                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot poll the bus; retrying");
@@ -304,7 +298,7 @@ impl Worker {
                 drain.cancel();
             })
         };
-        match self.flush(&mut state, &drain).await {
+        match self.flush(&mut state, &drain, false).await {
             // Fenced off: the new owner reads it again.
             Ok(()) | Err(IngestError::Fenced(_)) => {}
             Err(e) => return Err(e),
@@ -316,30 +310,26 @@ impl Worker {
         Ok(())
     }
 
-    fn decode_threads(&self) -> usize {
-        match self.config.decode_threads {
-            0 => std::thread::available_parallelism().map_or(1, usize::from),
-            n => n,
-        }
+    /// Decodes polled records and takes them into `state`; `false` (taking none) if the
+    /// source's assignment changed since this worker claimed it.
+    fn take_polled(&self, state: &mut BatchState, records: Vec<ConsumedRecord>) -> bool {
+        take_polled(
+            self.reporter(),
+            self.source.as_ref(),
+            &self.claimed,
+            &self.unsought,
+            state,
+            records,
+            self.config.decode_threads,
+        )
     }
 
-    /// Whether the source is a consumer-group member whose assignment differs from what
-    /// this worker claimed.
-    fn assignment_changed(&self) -> bool {
-        match self.source.owned_partitions() {
-            None => false,
-            Some(owned) => self.claimed.as_ref() != Some(&owned),
+    fn reporter(&self) -> Reporter<'_> {
+        Reporter {
+            metrics: &self.metrics,
+            status: &self.status,
+            live: &self.live,
         }
-    }
-
-    /// Whether a polled record may be taken: with a consumer group, only from a claimed
-    /// partition whose seek has succeeded.
-    fn takes(&self, record: &ConsumedRecord) -> bool {
-        let Some(claimed) = &self.claimed else {
-            return true;
-        };
-        let partition = (record.topic.clone(), record.partition);
-        claimed.contains(&partition) && !self.unsought.contains(&partition)
     }
 
     /// Flushes; if another worker fenced this one off meanwhile, claims the assignment again
@@ -349,7 +339,8 @@ impl Worker {
         state: &mut BatchState,
         shutdown: &CancellationToken,
     ) -> Result<bool, IngestError> {
-        match self.flush(state, shutdown).await {
+        match self.flush(state, shutdown, true).await {
+            Ok(()) if std::mem::take(&mut self.claim_pending) => self.claim(state, shutdown).await,
             Ok(()) => Ok(true),
             Err(IngestError::Fenced(why)) => {
                 tracing::warn!(reason = why, "fenced off; claiming the assignment again");
@@ -488,10 +479,13 @@ impl Worker {
     }
 
     /// Applies the buffered batch, retrying while the sink is unavailable, then commits.
+    /// With `read_ahead`, the next batch is read, decoded and taken into `state` while the
+    /// sink applies this one (on its own threads), so the two overlap.
     async fn flush(
         &mut self,
         state: &mut BatchState,
         shutdown: &CancellationToken,
+        read_ahead: bool,
     ) -> Result<(), IngestError> {
         if state.positions.is_empty() {
             state.first_at = None;
@@ -501,29 +495,56 @@ impl Worker {
         let batch = state.finish();
         let events = batch.row_count() + batch.dead_letters.len() + batch_duplicates;
         let span = tracing::debug_span!("apply", events, rows = batch.row_count());
-        let mut backoff = Backoff::new(&self.config);
-        let mut report = loop {
-            let started = std::time::Instant::now();
-            match self.sink.apply(&batch).instrument(span.clone()).await {
-                Ok(report) => {
-                    if self.is_live() {
-                        self.metrics
-                            .apply_seconds
-                            .observe(started.elapsed().as_secs_f64());
-                    }
-                    break report;
+        let applied = {
+            let reporter = Reporter {
+                metrics: &self.metrics,
+                status: &self.status,
+                live: &self.live,
+            };
+            let apply = apply_until_stored(&*self.sink, &batch, &self.config, reporter, shutdown)
+                .instrument(span);
+            tokio::pin!(apply);
+            loop {
+                let room = self
+                    .config
+                    .batch_max_events
+                    .saturating_sub(state.buffered());
+                if !read_ahead || room == 0 || self.claim_pending {
+                    break apply.await;
                 }
-                Err(IngestError::Corrupt(e)) => return Err(IngestError::Corrupt(e)),
-                Err(IngestError::Fenced(e)) => return Err(IngestError::Fenced(e)),
-                Err(e) => {
-                    self.sink_failed(&e);
-                    if !backoff.wait(shutdown).await {
-                        // Stopped while the sink is down: nothing was committed, so the
-                        // batch is read again on restart.
-                        return Ok(());
-                    }
+                // Both polls are cancel-safe: a poll cut short by the end of the apply leaves
+                // its records to the next one.
+                let wait = Duration::from_millis(self.config.batch_max_delay_ms.max(50));
+                tokio::select! {
+                    biased;
+                    applied = &mut apply => break applied,
+                    polled = self.source.poll(room, wait) => match polled {
+                        Ok(records) => {
+                            if !take_polled(
+                                reporter,
+                                self.source.as_ref(),
+                                &self.claimed,
+                                &self.unsought,
+                                state,
+                                records,
+                                self.config.decode_threads,
+                            ) {
+                                self.claim_pending = true;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "cannot read ahead; waiting for the apply");
+                            break apply.await;
+                        }
+                    },
                 }
             }
+        };
+        let Some(mut report) = applied? else {
+            // Stopped while the sink is down: nothing was committed, so the batch is read
+            // again on restart. What was read ahead must not be applied without it.
+            state.abandon();
+            return Ok(());
         };
         if !self
             .publish_dead_letters(&batch.dead_letters, shutdown)
@@ -531,6 +552,7 @@ impl Worker {
         {
             // Stopped while the bus is down: nothing committed, so read again on restart
             // (the sink skips what it already holds).
+            state.abandon();
             return Ok(());
         }
         state.applied(&batch.positions);
@@ -632,14 +654,7 @@ impl Worker {
     }
 
     fn sink_failed(&self, e: &IngestError) {
-        tracing::warn!(error = %e, "the read-model sink refused a request; backing off");
-        if self.is_live() {
-            self.metrics.sink_failures.inc();
-        }
-        self.set_status(|s| {
-            s.sink_up = false;
-            s.last_error = Some(e.to_string());
-        });
+        self.reporter().sink_failed(e);
     }
 
     fn update_gauges(&self, f: Freshness) {
@@ -652,7 +667,7 @@ impl Worker {
     }
 
     fn is_live(&self) -> bool {
-        self.live.load(std::sync::atomic::Ordering::Relaxed)
+        self.reporter().is_live()
     }
 
     /// Adds an applied batch to the process's counters.
@@ -681,8 +696,114 @@ impl Worker {
     }
 
     fn set_status(&self, f: impl FnOnce(&mut WorkerStatus)) {
+        self.reporter().set_status(f);
+    }
+}
+
+/// Where a worker reports what it does: its status, and the process's metrics while it
+/// writes the live generation. Borrowed apart from the worker's event source, so an apply
+/// can report while the source reads ahead.
+#[derive(Clone, Copy)]
+struct Reporter<'a> {
+    metrics: &'a IngestMetrics,
+    status: &'a SharedStatus,
+    live: &'a std::sync::atomic::AtomicBool,
+}
+
+impl Reporter<'_> {
+    fn is_live(self) -> bool {
+        self.live.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn set_status(self, f: impl FnOnce(&mut WorkerStatus)) {
         f(&mut self.status.lock().expect("status lock"));
     }
+
+    fn sink_failed(self, e: &IngestError) {
+        tracing::warn!(error = %e, "the read-model sink refused a request; backing off");
+        if self.is_live() {
+            self.metrics.sink_failures.inc();
+        }
+        self.set_status(|s| {
+            s.sink_up = false;
+            s.last_error = Some(e.to_string());
+        });
+    }
+}
+
+/// Applies `batch`, retrying while the sink is unavailable; `None` if stopped first.
+async fn apply_until_stored(
+    sink: &dyn Sink,
+    batch: &IngestBatch,
+    config: &WorkerConfig,
+    reporter: Reporter<'_>,
+    shutdown: &CancellationToken,
+) -> Result<Option<ApplyReport>, IngestError> {
+    let mut backoff = Backoff::new(config);
+    loop {
+        let started = Instant::now();
+        match sink.apply(batch).await {
+            Ok(report) => {
+                if reporter.is_live() {
+                    reporter
+                        .metrics
+                        .apply_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                }
+                return Ok(Some(report));
+            }
+            Err(IngestError::Corrupt(e)) => return Err(IngestError::Corrupt(e)),
+            Err(IngestError::Fenced(e)) => return Err(IngestError::Fenced(e)),
+            Err(e) => {
+                reporter.sink_failed(&e);
+                if !backoff.wait(shutdown).await {
+                    return Ok(None);
+                }
+            }
+        }
+    }
+}
+
+/// Decodes polled records and takes those this worker owns into `state`; `false` (taking
+/// none) if `source`'s assignment differs from `claimed`, so the caller claims it again.
+/// Records of a partition still `unsought` are dropped: they are read again once its seek
+/// succeeds.
+fn take_polled(
+    reporter: Reporter<'_>,
+    source: &dyn EventSource,
+    claimed: &Option<Vec<(String, i32)>>,
+    unsought: &HashSet<(String, i32)>,
+    state: &mut BatchState,
+    records: Vec<ConsumedRecord>,
+    decode_threads: usize,
+) -> bool {
+    if reporter.is_live() {
+        reporter
+            .metrics
+            .events_consumed
+            .inc_by(records.len() as u64);
+    }
+    reporter.set_status(|s| s.events_consumed += records.len() as u64);
+    if let Some(owned) = source.owned_partitions()
+        && claimed.as_ref() != Some(&owned)
+    {
+        return false;
+    }
+    let threads = match decode_threads {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    };
+    let decoded = decode_all(&records, threads);
+    for (record, decoded) in records.into_iter().zip(decoded) {
+        let takes = claimed.as_ref().is_none_or(|claimed| {
+            let partition = (record.topic.clone(), record.partition);
+            claimed.contains(&partition) && !unsought.contains(&partition)
+        });
+        if takes {
+            state.take(record, decoded);
+        }
+    }
+    true
 }
 
 /// New rows per table of an applied batch, for the metric. The sink reports only a total,
@@ -714,6 +835,9 @@ struct BatchState {
     ids: HashSet<uuid::Uuid>,
     /// Next offsets of what this batch covers.
     positions: HashMap<(String, i32), u64>,
+    /// Next offsets of everything taken since the last claim, in this batch or one being
+    /// applied: records below are held already.
+    taken: HashMap<(String, i32), u64>,
     /// Next offsets the sink has stored: records below are already applied.
     stored: HashMap<(String, i32), u64>,
     /// Aggregates (topic, key) with a dead-lettered event: later events are parked.
@@ -730,6 +854,7 @@ impl BatchState {
             dead_letters: Vec::new(),
             ids: HashSet::new(),
             positions: HashMap::new(),
+            taken: HashMap::new(),
             stored: stored
                 .iter()
                 .map(|p| ((p.topic.clone(), p.partition), p.next_offset))
@@ -749,7 +874,7 @@ impl BatchState {
     fn take(&mut self, record: ConsumedRecord, decoded: Result<Envelope, DecodeError>) {
         let partition = (record.topic.clone(), record.partition);
         let floor = self
-            .positions
+            .taken
             .get(&partition)
             .or_else(|| self.stored.get(&partition))
             .copied()
@@ -758,7 +883,8 @@ impl BatchState {
             // Already applied (a replay after a restart or a rebalance).
             return;
         }
-        self.positions.insert(partition, record.offset + 1);
+        self.positions.insert(partition.clone(), record.offset + 1);
+        self.taken.insert(partition, record.offset + 1);
         self.first_at.get_or_insert_with(Instant::now);
         let parked_key = (record.topic.clone(), record.key.clone());
         match decoded {
@@ -789,13 +915,12 @@ impl BatchState {
 
     /// The batch to apply; the builders start over.
     fn finish(&mut self) -> IngestBatch {
-        let mut positions: Vec<Position> = self
-            .positions
-            .iter()
-            .map(|((topic, partition), next)| Position {
-                topic: topic.clone(),
-                partition: *partition,
-                next_offset: *next,
+        let mut positions: Vec<Position> = std::mem::take(&mut self.positions)
+            .into_iter()
+            .map(|((topic, partition), next_offset)| Position {
+                topic,
+                partition,
+                next_offset,
             })
             .collect();
         positions.sort();
@@ -808,13 +933,25 @@ impl BatchState {
         }
     }
 
-    /// Records that the sink stored everything up to `positions`.
+    /// Drops everything taken and not applied, so no later flush stores positions past a
+    /// batch that was never applied (the worker is stopping; it is all read again).
+    fn abandon(&mut self) {
+        let _ = self.rows.finish();
+        self.dead_letters.clear();
+        self.ids.clear();
+        self.positions.clear();
+        self.taken.clear();
+        self.first_at = None;
+        self.batch_duplicates = 0;
+    }
+
+    /// Records that the sink stored everything up to `positions` (the records taken since
+    /// belong to the next batch).
     fn applied(&mut self, positions: &[Position]) {
         for p in positions {
             self.stored
                 .insert((p.topic.clone(), p.partition), p.next_offset);
         }
-        self.positions.clear();
     }
 
     fn stored_positions(&self) -> Vec<Position> {

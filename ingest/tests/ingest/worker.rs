@@ -458,6 +458,56 @@ async fn stopping_while_the_sink_is_down_gives_up_in_time_and_loses_nothing() {
     handle.stop().await;
 }
 
+/// While the sink is down the worker keeps reading ahead; a stop then gives all of it up.
+/// The sink coming back during the stop's last flush must not store positions past the
+/// batch that was never applied (that would lose it: a restart starts after it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_back_during_the_stop_stores_nothing_past_an_unapplied_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path());
+    let down = Arc::new(AtomicBool::new(true));
+    let store = Arc::new(Flaky {
+        inner: embedded_store(dir.path()),
+        down: down.clone(),
+    });
+    let handle = start_embedded(&log, store).await;
+    let first = shop_events(&spec(21, 20));
+    publish(&log, &first).await;
+    let start = Instant::now();
+    while handle.ingest().status().live.sink_up
+        || handle.ingest().status().live.events_consumed == 0
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "worker never tried"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Read ahead while the first batch waits for the sink.
+    let second = shop_events(&spec(22, 20));
+    publish(&log, &second).await;
+    let all: Vec<_> = first.iter().chain(&second).cloned().collect();
+    assert!(all.len() < config().worker.batch_max_events * 2);
+    while handle.ingest().status().live.events_consumed < all.len() as u64 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "worker never read ahead: {:?}",
+            handle.ingest().status().live
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stopping = tokio::spawn(handle.stop());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    down.store(false, Ordering::SeqCst);
+    stopping.await.unwrap();
+
+    let handle = start_embedded(&log, embedded_store(dir.path())).await;
+    wait_caught_up(&handle, &log, &TOPICS).await;
+    let (_, sink) = handle.ingest().live();
+    assert_read_model(&sink, &all).await;
+    handle.stop().await;
+}
+
 /// The batch policy adapts to the rate: events arriving slowly are applied once the bus has
 /// nothing more and the batch is `batch_min_delay_ms` old, long before `batch_max_delay_ms`;
 /// a backlog still goes in batches of `batch_max_events`.

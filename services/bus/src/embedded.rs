@@ -584,12 +584,25 @@ mod tests {
         let mut c = log.consumer("g", &topics).unwrap();
         let mut got = Vec::new();
         let mut dropped = 0;
-        // Polls over three topics, most of them given up at one of their reads.
-        for _ in 0..10_000 {
-            match tokio::time::timeout(Duration::from_micros(50), c.poll(700, Duration::ZERO)).await
-            {
-                Ok(records) => got.extend(records.unwrap()),
-                Err(_) => dropped += 1,
+        // Polls over three topics, each given up after a different number of steps: at one
+        // of their reads.
+        for i in 0..10_000 {
+            let poll = c.poll(700, Duration::ZERO);
+            tokio::pin!(poll);
+            let mut done = None;
+            for _ in 0..=(i % 40) {
+                tokio::select! {
+                    biased;
+                    records = &mut poll => {
+                        done = Some(records.unwrap());
+                        break;
+                    }
+                    _ = tokio::task::yield_now() => {}
+                }
+            }
+            match done {
+                Some(records) => got.extend(records),
+                None => dropped += 1,
             }
             if got.len() == 6000 {
                 break;
