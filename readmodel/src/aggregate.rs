@@ -14,7 +14,7 @@
 //! Money is kept as `i128` cents (the raw value of a `Decimal128(18, 2)`), so sums are exact.
 //! Only rows that are new to the store may be fed in: the aggregates count every row they see.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use arrow_array::{
@@ -124,16 +124,48 @@ impl CustomerSums {
 ///
 /// Every way of adding rows to a daily product or customer table adds them to its month
 /// rollup too, so a rollup is always its daily table summed by month.
+///
+/// A product or customer id is held once however many days and months it has rows on (an
+/// [`Id`] shared through the state's interner): a year of a thousand customers is a
+/// thousand strings, not one per (day, customer).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Aggregates {
     pub daily_sales: BTreeMap<i32, SalesSums>,
-    pub product_sales_daily: BTreeMap<(i32, String), ProductSums>,
-    pub customer_spend_daily: BTreeMap<(i32, String), CustomerSums>,
+    pub product_sales_daily: BTreeMap<(i32, Id), ProductSums>,
+    pub customer_spend_daily: BTreeMap<(i32, Id), CustomerSums>,
     pub monthly_sales: BTreeMap<i32, SalesSums>,
     pub yearly_sales: BTreeMap<i32, SalesSums>,
-    pub product_sales_monthly: BTreeMap<(i32, String), ProductSums>,
-    pub customer_spend_monthly: BTreeMap<(i32, String), CustomerSums>,
+    pub product_sales_monthly: BTreeMap<(i32, Id), ProductSums>,
+    pub customer_spend_monthly: BTreeMap<(i32, Id), CustomerSums>,
+    ids: Interner,
 }
+
+/// A product or customer id in an aggregate key.
+pub type Id = Arc<str>;
+
+/// The ids an [`Aggregates`] holds, each once. Not part of its value: two states with the
+/// same rows are equal whatever their interners hold.
+#[derive(Debug, Clone, Default)]
+struct Interner(HashSet<Id>);
+
+impl Interner {
+    fn get(&mut self, id: &str) -> Id {
+        if let Some(held) = self.0.get(id) {
+            return held.clone();
+        }
+        let id: Id = Arc::from(id);
+        self.0.insert(id.clone());
+        id
+    }
+}
+
+impl PartialEq for Interner {
+    fn eq(&self, _: &Interner) -> bool {
+        true
+    }
+}
+
+impl Eq for Interner {}
 
 impl Aggregates {
     pub fn new() -> Aggregates {
@@ -200,7 +232,8 @@ impl Aggregates {
                         },
                     );
                     self.add_customer(
-                        (day, customer.value(i).to_owned()),
+                        day,
+                        customer.value(i),
                         &CustomerSums {
                             orders_paid: 1,
                             revenue: 0,
@@ -233,7 +266,8 @@ impl Aggregates {
                         },
                     );
                     self.add_product(
-                        (day, product.value(i).to_owned()),
+                        day,
+                        product.value(i),
                         &ProductSums {
                             units,
                             revenue: cents,
@@ -241,7 +275,8 @@ impl Aggregates {
                         },
                     );
                     self.add_customer(
-                        (day, customer.value(i).to_owned()),
+                        day,
+                        customer.value(i),
                         &CustomerSums {
                             orders_paid: 0,
                             revenue: cents,
@@ -265,27 +300,41 @@ impl Aggregates {
     }
 
     /// Adds to a day and product, and to its month.
-    fn add_product(&mut self, (day, id): (i32, String), sums: &ProductSums) {
-        self.product_sales_monthly
-            .entry((month_of(day), id.clone()))
-            .or_default()
-            .add(sums);
-        self.product_sales_daily
-            .entry((day, id))
-            .or_default()
-            .add(sums);
+    fn add_product(&mut self, day: i32, id: &str, sums: &ProductSums) {
+        let id = self.ids.get(id);
+        add_at(
+            &mut self.product_sales_monthly,
+            month_of(day),
+            &id,
+            sums,
+            ProductSums::add,
+        );
+        add_at(
+            &mut self.product_sales_daily,
+            day,
+            &id,
+            sums,
+            ProductSums::add,
+        );
     }
 
     /// Adds to a day and customer, and to its month.
-    fn add_customer(&mut self, (day, id): (i32, String), sums: &CustomerSums) {
-        self.customer_spend_monthly
-            .entry((month_of(day), id.clone()))
-            .or_default()
-            .add(sums);
-        self.customer_spend_daily
-            .entry((day, id))
-            .or_default()
-            .add(sums);
+    fn add_customer(&mut self, day: i32, id: &str, sums: &CustomerSums) {
+        let id = self.ids.get(id);
+        add_at(
+            &mut self.customer_spend_monthly,
+            month_of(day),
+            &id,
+            sums,
+            CustomerSums::add,
+        );
+        add_at(
+            &mut self.customer_spend_daily,
+            day,
+            &id,
+            sums,
+            CustomerSums::add,
+        );
     }
 
     /// Adds a delta (or another state) key by key.
@@ -299,6 +348,19 @@ impl Aggregates {
                 add(to.entry(k.clone()).or_default(), v);
             }
         }
+        fn add_by_id<V: Default>(
+            ids: &mut Interner,
+            to: &mut BTreeMap<(i32, Id), V>,
+            from: &BTreeMap<(i32, Id), V>,
+            add: impl Fn(&mut V, &V),
+        ) {
+            for ((period, id), v) in from {
+                match to.get_mut(&(*period, id.clone())) {
+                    Some(held) => add(held, v),
+                    None => add(to.entry((*period, ids.get(id))).or_default(), v),
+                }
+            }
+        }
         add(&mut self.daily_sales, &delta.daily_sales, SalesSums::add);
         add(
             &mut self.monthly_sales,
@@ -306,22 +368,27 @@ impl Aggregates {
             SalesSums::add,
         );
         add(&mut self.yearly_sales, &delta.yearly_sales, SalesSums::add);
-        add(
+        let ids = &mut self.ids;
+        add_by_id(
+            ids,
             &mut self.product_sales_daily,
             &delta.product_sales_daily,
             ProductSums::add,
         );
-        add(
+        add_by_id(
+            ids,
             &mut self.product_sales_monthly,
             &delta.product_sales_monthly,
             ProductSums::add,
         );
-        add(
+        add_by_id(
+            ids,
             &mut self.customer_spend_daily,
             &delta.customer_spend_daily,
             CustomerSums::add,
         );
-        add(
+        add_by_id(
+            ids,
             &mut self.customer_spend_monthly,
             &delta.customer_spend_monthly,
             CustomerSums::add,
@@ -342,13 +409,25 @@ impl Aggregates {
         let name = source.name();
         if rollup == AggTable::ProductSalesMonthly {
             for ((day, id), sums) in product_rows(daily, name, "day")? {
-                let month = self.product_sales_monthly.entry((month_of(day), id));
-                month.or_default().add(&sums);
+                let id = self.ids.get(id);
+                add_at(
+                    &mut self.product_sales_monthly,
+                    month_of(day),
+                    &id,
+                    &sums,
+                    ProductSums::add,
+                );
             }
         } else {
             for ((day, id), sums) in customer_rows(daily, name, "day")? {
-                let month = self.customer_spend_monthly.entry((month_of(day), id));
-                month.or_default().add(&sums);
+                let id = self.ids.get(id);
+                add_at(
+                    &mut self.customer_spend_monthly,
+                    month_of(day),
+                    &id,
+                    &sums,
+                    CustomerSums::add,
+                );
             }
         }
         Ok(())
@@ -401,7 +480,7 @@ impl Aggregates {
                 };
                 vec![
                     Arc::new(Date32Array::from_iter_values(m.keys().map(|k| k.0))),
-                    Arc::new(StringArray::from_iter_values(m.keys().map(|k| &k.1))),
+                    Arc::new(StringArray::from_iter_values(m.keys().map(|k| &*k.1))),
                     Arc::new(UInt64Array::from_iter_values(m.values().map(|v| v.units))),
                     money_array(m.values().map(|v| v.revenue)),
                     Arc::new(UInt64Array::from_iter_values(
@@ -417,7 +496,7 @@ impl Aggregates {
                 };
                 vec![
                     Arc::new(Date32Array::from_iter_values(m.keys().map(|k| k.0))),
-                    Arc::new(StringArray::from_iter_values(m.keys().map(|k| &k.1))),
+                    Arc::new(StringArray::from_iter_values(m.keys().map(|k| &*k.1))),
                     Arc::new(UInt64Array::from_iter_values(
                         m.values().map(|v| v.orders_paid),
                     )),
@@ -465,31 +544,37 @@ impl Aggregates {
                 }
             }
             AggTable::ProductSalesDaily => {
-                for (key, sums) in product_rows(batch, name, "day")? {
-                    delta.add_product(key, &sums);
+                for ((day, id), sums) in product_rows(batch, name, "day")? {
+                    delta.add_product(day, id, &sums);
                 }
             }
             AggTable::ProductSalesMonthly => {
-                for (key, sums) in product_rows(batch, name, "month")? {
-                    delta
-                        .product_sales_monthly
-                        .entry(key)
-                        .or_default()
-                        .add(&sums);
+                for ((month, id), sums) in product_rows(batch, name, "month")? {
+                    let id = delta.ids.get(id);
+                    add_at(
+                        &mut delta.product_sales_monthly,
+                        month,
+                        &id,
+                        &sums,
+                        ProductSums::add,
+                    );
                 }
             }
             AggTable::CustomerSpendDaily => {
-                for (key, sums) in customer_rows(batch, name, "day")? {
-                    delta.add_customer(key, &sums);
+                for ((day, id), sums) in customer_rows(batch, name, "day")? {
+                    delta.add_customer(day, id, &sums);
                 }
             }
             AggTable::CustomerSpendMonthly => {
-                for (key, sums) in customer_rows(batch, name, "month")? {
-                    delta
-                        .customer_spend_monthly
-                        .entry(key)
-                        .or_default()
-                        .add(&sums);
+                for ((month, id), sums) in customer_rows(batch, name, "month")? {
+                    let id = delta.ids.get(id);
+                    add_at(
+                        &mut delta.customer_spend_monthly,
+                        month,
+                        &id,
+                        &sums,
+                        CustomerSums::add,
+                    );
                 }
             }
         }
@@ -499,11 +584,11 @@ impl Aggregates {
 }
 
 /// The rows of a batch of a per-product table, keyed by (`period` column, product id).
-fn product_rows(
-    batch: &RecordBatch,
+fn product_rows<'a>(
+    batch: &'a RecordBatch,
     name: &str,
     period: &str,
-) -> Result<Vec<((i32, String), ProductSums)>> {
+) -> Result<Vec<((i32, &'a str), ProductSums)>> {
     let period = dates(batch, name, period)?;
     let product = strings(batch, name, "product_id")?;
     let units = uint64s(batch, name, "units")?;
@@ -516,17 +601,17 @@ fn product_rows(
                 revenue: revenue.value(i),
                 order_lines: lines.value(i),
             };
-            ((period.value(i), product.value(i).to_owned()), sums)
+            ((period.value(i), product.value(i)), sums)
         })
         .collect())
 }
 
 /// The rows of a batch of a per-customer table, keyed by (`period` column, customer id).
-fn customer_rows(
-    batch: &RecordBatch,
+fn customer_rows<'a>(
+    batch: &'a RecordBatch,
     name: &str,
     period: &str,
-) -> Result<Vec<((i32, String), CustomerSums)>> {
+) -> Result<Vec<((i32, &'a str), CustomerSums)>> {
     let period = dates(batch, name, period)?;
     let customer = strings(batch, name, "customer_id")?;
     let paid = uint64s(batch, name, "orders_paid")?;
@@ -537,9 +622,20 @@ fn customer_rows(
                 orders_paid: paid.value(i),
                 revenue: revenue.value(i),
             };
-            ((period.value(i), customer.value(i).to_owned()), sums)
+            ((period.value(i), customer.value(i)), sums)
         })
         .collect())
+}
+
+/// Adds `sums` at (`period`, `id`).
+fn add_at<V: Default>(
+    map: &mut BTreeMap<(i32, Id), V>,
+    period: i32,
+    id: &Id,
+    sums: &V,
+    add: impl Fn(&mut V, &V),
+) {
+    add(map.entry((period, id.clone())).or_default(), sums);
 }
 
 fn sales_columns(key: ArrayRef, map: &BTreeMap<i32, SalesSums>) -> Vec<ArrayRef> {
@@ -804,7 +900,7 @@ mod tests {
         let products: Vec<_> = agg
             .product_sales_daily
             .iter()
-            .map(|((d, p), v)| (*d, p.as_str(), *v))
+            .map(|((d, p), v)| (*d, &**p, *v))
             .collect();
         assert_eq!(
             products,
@@ -822,7 +918,7 @@ mod tests {
         let customers: Vec<_> = agg
             .customer_spend_daily
             .iter()
-            .map(|((d, c), v)| (*d, c.as_str(), *v))
+            .map(|((d, c), v)| (*d, &**c, *v))
             .collect();
         assert_eq!(
             customers,
@@ -836,7 +932,7 @@ mod tests {
         let products_monthly: Vec<_> = agg
             .product_sales_monthly
             .iter()
-            .map(|((m, p), v)| (*m, p.as_str(), *v))
+            .map(|((m, p), v)| (*m, &**p, *v))
             .collect();
         assert_eq!(
             products_monthly,
@@ -850,7 +946,7 @@ mod tests {
         let customers_monthly: Vec<_> = agg
             .customer_spend_monthly
             .iter()
-            .map(|((m, c), v)| (*m, c.as_str(), *v))
+            .map(|((m, c), v)| (*m, &**c, *v))
             .collect();
         assert_eq!(
             customers_monthly,
@@ -860,6 +956,26 @@ mod tests {
                 (date(2027, 1, 1), "bob", customer(0, 999)),
             ]
         );
+    }
+
+    #[test]
+    fn a_state_holds_each_id_once_across_days_and_deltas() {
+        let mut state = Aggregates::new();
+        for (at, customer) in [(NOV_25, "a"), (DEC_01, "a"), (DEC_01, "b")] {
+            let p = purchases(&[(at, customer, "p1", 1, 100)]);
+            state.merge(&Aggregates::from_raw([(RawTable::ProductPurchases, &p)]).unwrap());
+        }
+        let held: Vec<&Id> = state
+            .customer_spend_daily
+            .keys()
+            .chain(state.customer_spend_monthly.keys())
+            .filter(|(_, id)| &**id == "a")
+            .map(|(_, id)| id)
+            .collect();
+        assert_eq!(held.len(), 4, "two days and two months of customer a");
+        assert!(held.iter().all(|id| Arc::ptr_eq(id, held[0])));
+        let p1: Vec<&Id> = state.product_sales_daily.keys().map(|(_, id)| id).collect();
+        assert!(p1.iter().all(|id| Arc::ptr_eq(id, p1[0])));
     }
 
     #[test]

@@ -101,7 +101,7 @@ async fn top_products_and_customers_rank_by_revenue_in_the_range() {
     let mut products: BTreeMap<String, (u64, i128)> = BTreeMap::new();
     for ((day, id), s) in &reference.product_sales_daily {
         if (lo..=hi).contains(day) {
-            let e = products.entry(id.clone()).or_default();
+            let e = products.entry(id.to_string()).or_default();
             e.0 += s.units;
             e.1 += s.revenue;
         }
@@ -150,7 +150,7 @@ async fn top_products_and_customers_rank_by_revenue_in_the_range() {
     let mut customers: BTreeMap<String, (u64, i128)> = BTreeMap::new();
     for ((day, id), s) in &reference.customer_spend_daily {
         if (lo..=hi).contains(day) {
-            let e = customers.entry(id.clone()).or_default();
+            let e = customers.entry(id.to_string()).or_default();
             e.0 += s.orders_paid;
             e.1 += s.revenue;
         }
