@@ -257,6 +257,13 @@ struct IngestArgs {
     /// Seconds of steady load for the freshness measurement (default 20).
     #[arg(long)]
     freshness_secs: Option<f64>,
+    /// Events/s of the festival burst (default 50,000; on ClickHouse at most 90% of what the
+    /// broker accepted from the producer).
+    #[arg(long)]
+    burst_rate: Option<f64>,
+    /// Seconds the festival burst lasts (default 30).
+    #[arg(long)]
+    burst_secs: Option<f64>,
     /// The embedded store's fsync (default true, the product default).
     #[arg(long)]
     store_fsync: Option<bool>,
@@ -301,6 +308,12 @@ impl IngestArgs {
         }
         if let Some(v) = self.freshness_secs {
             o.freshness_duration = Duration::from_secs_f64(v);
+        }
+        if let Some(v) = self.burst_rate {
+            o.burst_rate = v;
+        }
+        if let Some(v) = self.burst_secs {
+            o.burst_duration = Duration::from_secs_f64(v);
         }
         if let Some(v) = self.store_fsync {
             o.store_fsync = v;
@@ -494,6 +507,8 @@ async fn run() -> anyhow::Result<()> {
                 backlog: None,
                 runs: None,
                 freshness_secs: None,
+                burst_rate: None,
+                burst_secs: None,
                 store_fsync: None,
                 embedded_batch: None,
                 clickhouse_batch: None,

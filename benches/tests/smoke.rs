@@ -113,13 +113,20 @@ async fn ingest_smoke_run_writes_sane_results() {
     let (p50, p99) = (f["p50_ms"].as_f64().unwrap(), f["p99_ms"].as_f64().unwrap());
     assert!(p50 >= 0.0 && p50 <= p99, "{f}");
 
+    let burst = &b["burst"];
+    assert_eq!(burst["target_rate"].as_f64().unwrap(), 5_000.0, "{burst}");
+    assert!(burst["samples"].as_u64().unwrap() >= 1, "{burst}");
+    // The apply share is read from the worker's /metrics (with a monitor's token).
+    let apply = run["apply_secs"].as_f64().unwrap_or(f64::NAN);
+    assert!(apply > 0.0, "{run}");
+
     let m = &b["memory"];
     assert_eq!(m["backlog_events"].as_u64().unwrap(), 20_000);
     let peak = m["peak_rss_mib"].as_f64().unwrap();
     assert!(peak > 1.0, "{m}");
     assert!(m["rss_after_drain_mib"].as_f64().unwrap() <= peak, "{m}");
-    // One-core and two-core throughput, freshness and memory aims.
-    assert_eq!(json["aims"].as_array().unwrap().len(), 4);
+    // One-core and two-core throughput, steady and burst freshness, and memory aims.
+    assert_eq!(json["aims"].as_array().unwrap().len(), 5);
 }
 
 /// The analytics scenario at tiny sizes on the embedded back end (and on ClickHouse when

@@ -63,10 +63,18 @@ pub(super) async fn wait_drained(
 }
 
 /// Seconds the worker of `handle` has spent in successful applies, from its `/metrics`.
+/// NaN if they cannot be read.
 pub(super) async fn apply_secs(handle: &IngestHandle) -> f64 {
+    use shoplens_kit::identity::{AuthConfig, Identity, Role};
+    // `/metrics` is for the monitor role; the worker runs with the default (loopback) key.
+    let token = AuthConfig::default().issue(&Identity::new("bench", Role::Monitor));
     let text = async {
-        reqwest::get(format!("{}/metrics", handle.url()))
+        reqwest::Client::new()
+            .get(format!("{}/metrics", handle.url()))
+            .bearer_auth(token)
+            .send()
             .await?
+            .error_for_status()?
             .text()
             .await
     }

@@ -15,7 +15,7 @@ use shoplens_ingest::worker::WorkerConfig;
 
 use super::drain::{apply_secs, drain_run, drain_timeout, ingest_config, throughput, wait_drained};
 use super::events::{backlog_events, fill, topics};
-use super::freshness::measure_freshness;
+use super::freshness::{Load, measure_freshness};
 use super::memory::{ChildSource, ChildSpec, measure_child};
 use super::{BackendResult, BusRates, IngestOptions};
 use crate::backend::Backend;
@@ -140,8 +140,27 @@ pub(super) async fn run_embedded(opts: &IngestOptions) -> anyhow::Result<Backend
         &handle,
         Arc::new(fresh_log.clone()),
         "",
+        Load::steady(opts),
     )
     .await;
+    tracing::info!(
+        rate = opts.burst_rate,
+        "embedded: freshness through a festival burst"
+    );
+    let burst = match &freshness {
+        Ok(_) => {
+            measure_freshness(
+                opts,
+                Backend::Embedded,
+                &handle,
+                Arc::new(fresh_log.clone()),
+                "",
+                Load::burst(opts, f64::INFINITY),
+            )
+            .await
+        }
+        Err(_) => Err(anyhow::anyhow!("not measured: the steady load failed")),
+    };
     handle.stop().await;
     drop(fresh_log);
     let freshness = freshness?;
@@ -186,6 +205,7 @@ pub(super) async fn run_embedded(opts: &IngestOptions) -> anyhow::Result<Backend
         throughput,
         sink_ceiling: None,
         freshness,
+        burst: burst?,
         memory,
     })
 }

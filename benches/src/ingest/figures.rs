@@ -127,6 +127,8 @@ pub struct BackendResult {
     /// ClickHouse only: the same drain from the embedded log (one run).
     pub sink_ceiling: Option<SinkCeiling>,
     pub freshness: FreshnessResult,
+    /// Freshness through the festival burst.
+    pub burst: FreshnessResult,
     pub memory: MemoryResult,
 }
 

@@ -1,5 +1,5 @@
-//! Freshness at a steady load: events published at a fixed rate with `occurred_at` = now, and
-//! the lag of every batch the running worker applies.
+//! Freshness at a steady load, and through a festival burst: events published at a fixed rate
+//! with `occurred_at` = now, and the lag of every batch the running worker applies.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,13 +20,39 @@ fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
 }
 
-/// Publishes at `rate` with occurred_at = now and samples the worker's freshness per batch.
+/// A publishing rate held for a time.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Load {
+    pub rate: f64,
+    pub duration: Duration,
+}
+
+impl Load {
+    /// The steady load of `opts`.
+    pub fn steady(opts: &IngestOptions) -> Load {
+        Load {
+            rate: opts.freshness_rate,
+            duration: opts.freshness_duration,
+        }
+    }
+
+    /// The festival burst of `opts`, at most `ceiling` events/s.
+    pub fn burst(opts: &IngestOptions, ceiling: f64) -> Load {
+        Load {
+            rate: opts.burst_rate.min(ceiling),
+            duration: opts.burst_duration,
+        }
+    }
+}
+
+/// Publishes at `load` with occurred_at = now and samples the worker's freshness per batch.
 pub(super) async fn measure_freshness(
     opts: &IngestOptions,
     backend: Backend,
     handle: &IngestHandle,
     bus: Arc<dyn EventBus>,
     prefix: &str,
+    load: Load,
 ) -> anyhow::Result<FreshnessResult> {
     // The worker must own its partitions first (a Kafka member's group join takes seconds):
     // the lag figure is known only then.
@@ -37,8 +63,8 @@ pub(super) async fn measure_freshness(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let rate = opts.freshness_rate;
-    let total = opts.freshness_warmup + opts.freshness_duration;
+    let rate = load.rate;
+    let total = opts.freshness_warmup + load.duration;
     let prefix_owned = prefix.to_owned();
     let publisher = tokio::spawn(async move {
         let mut generator = backlog_events(99);
@@ -100,7 +126,7 @@ pub(super) async fn measure_freshness(
         target_rate: rate,
         achieved_rate: sent as f64 / secs,
         events_published: sent,
-        measured_secs: opts.freshness_duration.as_secs_f64(),
+        measured_secs: load.duration.as_secs_f64(),
         batch_max_events: w.batch_max_events,
         batch_max_delay_ms: w.batch_max_delay_ms,
         samples,

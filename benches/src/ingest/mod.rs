@@ -71,6 +71,11 @@ pub struct IngestOptions {
     pub freshness_duration: Duration,
     /// Published but not sampled at the start of the freshness measurement.
     pub freshness_warmup: Duration,
+    /// The festival burst's publishing rate (on ClickHouse at most 90% of what the broker
+    /// accepted from the producer in this run).
+    pub burst_rate: f64,
+    /// How long the burst publishes (after the same warm-up).
+    pub burst_duration: Duration,
     /// The embedded store's `fsync` (the product default is on).
     pub store_fsync: bool,
     /// Worker batching on the embedded path.
@@ -105,6 +110,8 @@ impl Default for IngestOptions {
             freshness_rate: 10_000.0,
             freshness_duration: Duration::from_secs(20),
             freshness_warmup: Duration::from_secs(2),
+            burst_rate: 50_000.0,
+            burst_duration: Duration::from_secs(30),
             store_fsync: true,
             embedded_worker: WorkerConfig::default(),
             clickhouse_worker,
@@ -129,6 +136,8 @@ impl IngestOptions {
             freshness_rate: 2_000.0,
             freshness_duration: Duration::from_secs(2),
             freshness_warmup: Duration::from_millis(500),
+            burst_rate: 5_000.0,
+            burst_duration: Duration::from_secs(2),
             smoke: true,
             out,
             worker_exe,
@@ -154,12 +163,14 @@ fn command_line(opts: &IngestOptions) -> String {
     }
     format!(
         "cargo run --release -p shoplens-benches -- ingest --backend {backend} --events {} \
-         --backlog {} --runs {} --freshness-secs {} --store-fsync {} --embedded-batch {} \
-         --clickhouse-batch {}",
+         --backlog {} --runs {} --freshness-secs {} --burst-rate {} --burst-secs {} \
+         --store-fsync {} --embedded-batch {} --clickhouse-batch {}",
         opts.events,
         opts.backlog,
         opts.runs,
         opts.freshness_duration.as_secs_f64(),
+        opts.burst_rate,
+        opts.burst_duration.as_secs_f64(),
         opts.store_fsync,
         opts.embedded_worker.batch_max_events,
         opts.clickhouse_worker.batch_max_events

@@ -53,7 +53,8 @@ fn setup(r: &IngestResults) -> String {
     let _ = writeln!(
         t,
         "- Data: {} events per throughput backlog ({} run(s), medians), memory backlog {} \
-         events, freshness at {:.0} events/s for {:.0} s (+{:.1} s warm-up). Total run time \
+         events, freshness at {:.0} events/s for {:.0} s (+{:.1} s warm-up), then a burst at \
+         {:.0} events/s for {:.0} s. Total run time \
          {:.0} s. Load average (1, 5, 15 min) at start {} and end {} (other work on the machine \
          shares the cores).",
         o.events,
@@ -62,6 +63,8 @@ fn setup(r: &IngestResults) -> String {
         o.freshness_rate,
         o.freshness_duration.as_secs_f64(),
         o.freshness_warmup.as_secs_f64(),
+        o.burst_rate,
+        o.burst_duration.as_secs_f64(),
         r.total_secs,
         r.load_average_start.as_deref().unwrap_or("unknown"),
         r.load_average_end.as_deref().unwrap_or("unknown")
@@ -186,11 +189,14 @@ fn freshness_table(r: &IngestResults) -> String {
          sampled | p50 ms | p99 ms | max ms | oldest event p50 / p99 ms |"
     );
     let _ = writeln!(t, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for b in &r.backends {
-        let f = &b.freshness;
+    for (b, f, load) in r
+        .backends
+        .iter()
+        .flat_map(|b| [(b, &b.freshness, "steady"), (b, &b.burst, "burst")])
+    {
         let _ = writeln!(
             t,
-            "| {} | {:.0} | {:.0} | {} / {} | {} | {} | **{}** | {} | {} / {} |",
+            "| {} ({load}) | {:.0} | {:.0} | {} / {} | {} | {} | **{}** | {} | {} / {} |",
             b.backend.name(),
             f.target_rate,
             f.achieved_rate,
