@@ -43,7 +43,7 @@ use shoplens_readmodel::config::ReadModelConfig;
 use shoplens_readmodel::freshness::FreshnessReport;
 
 pub use metrics::PoolMetrics;
-pub use os::{allowed_cpus, lower_priority, scheduling_policy};
+pub use os::{allowed_cpus, lower_priority, scheduling_policy, set_process_affinity};
 pub use pool::QueryPool;
 pub use protocol::{Output, SessionKind};
 pub use worker::run_if_requested;

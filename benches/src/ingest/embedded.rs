@@ -54,6 +54,12 @@ pub(super) async fn run_embedded(opts: &IngestOptions) -> anyhow::Result<Backend
         consume_secs: None,
     };
 
+    // One core for the whole process while the one-core drains run: the worker reads ahead
+    // on its thread while the store writes on the blocking pool, so without the pin the two
+    // would use both cores.
+    let all_cpus =
+        shoplens_analytics::isolation::allowed_cpus(std::process::id()).unwrap_or_default();
+    let one_cpu = all_cpus.last().copied();
     let mut runs = Vec::new();
     for run in 1..=opts.runs {
         let store_dir = scratch.path().join(format!("readmodel-{run}"));
@@ -70,28 +76,32 @@ pub(super) async fn run_embedded(opts: &IngestOptions) -> anyhow::Result<Backend
         let store_dir2 = store_dir.clone();
         // The worker on a runtime of one thread, driven from a thread of its own.
         type Drained = ((f64, f64, u64, WorkerStatus), f64, f64);
-        let (drained, cpu, apply) =
-            tokio::task::spawn_blocking(move || -> anyhow::Result<Drained> {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?;
-                rt.block_on(async move {
-                    let cpu0 = process_cpu_secs();
-                    let started = Instant::now();
-                    let store: Arc<dyn ReadModelStore> = Arc::new(EmbeddedStore::open(
-                        embedded_store_config(&store_dir2, fsync),
-                    )?);
-                    let handle =
-                        start(&config, store, embedded_sources(log, config.topics())).await?;
-                    let drained =
-                        wait_drained(&handle, started, target, drain_timeout(target)).await;
-                    let cpu = process_cpu_secs() - cpu0;
-                    let apply = apply_secs(&handle).await;
-                    handle.stop().await;
-                    Ok::<_, anyhow::Error>((drained?, cpu, apply))
-                })
+        if let Some(cpu) = one_cpu {
+            shoplens_analytics::isolation::set_process_affinity(&[cpu]);
+        }
+        let drained = tokio::task::spawn_blocking(move || -> anyhow::Result<Drained> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                let cpu0 = process_cpu_secs();
+                let started = Instant::now();
+                let store: Arc<dyn ReadModelStore> = Arc::new(EmbeddedStore::open(
+                    embedded_store_config(&store_dir2, fsync),
+                )?);
+                let handle = start(&config, store, embedded_sources(log, config.topics())).await?;
+                let drained = wait_drained(&handle, started, target, drain_timeout(target)).await;
+                let cpu = process_cpu_secs() - cpu0;
+                let apply = apply_secs(&handle).await;
+                handle.stop().await;
+                Ok::<_, anyhow::Error>((drained?, cpu, apply))
             })
-            .await??;
+        })
+        .await;
+        if !all_cpus.is_empty() {
+            shoplens_analytics::isolation::set_process_affinity(&all_cpus);
+        }
+        let (drained, cpu, apply) = drained??;
         let r = drain_run(
             run,
             opts.events,
@@ -113,7 +123,7 @@ pub(super) async fn run_embedded(opts: &IngestOptions) -> anyhow::Result<Backend
         opts,
         Backend::Embedded,
         payload_bytes,
-        "tokio current-thread runtime (one worker thread)",
+        "tokio current-thread runtime (one worker thread), the whole process pinned to one CPU",
         runs,
     );
 

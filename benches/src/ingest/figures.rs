@@ -163,18 +163,18 @@ pub const NOTES: &[&str] = &[
      durable and visible, so that is also when the last event is visible. 'steady' excludes \
      everything before the first visible batch (start-up, the Kafka group join).",
     "Embedded: the worker runs on a tokio current-thread runtime (one worker thread; the \
-     store's file writes run on tokio's blocking pool while the worker awaits them, so at \
-     most one core is busy at a time); CPU time is that of the whole bench process during \
-     the drain (the rest of it sleeps), and events per CPU-second is the one-core figure.",
+     store's file writes run on tokio's blocking pool, and the worker reads the next batch \
+     meanwhile), with the whole bench process pinned to one CPU for the drain, so one core \
+     does it all; CPU time is that of the whole bench process during the drain (the rest of \
+     it sleeps), and events per CPU-second is the one-core figure.",
     "Kafka -> ClickHouse: the broker (tansu, sqlite storage) and ClickHouse run on the same \
      2 cores as the worker (a multi-thread runtime, as in the shoplens-ingest binary). The \
      broker's produce rate is measured while filling the topics (KafkaBus::publish, \
      idempotent producer, acks=all); its consume rate with a bare KafkaSource (a new group) \
      polling the same records without decoding or applying them.",
     "Apply share: the worker's ingest_apply_duration_seconds sum (read from its /metrics \
-     right after the drain) over the drain time. The worker does not poll or decode while an \
-     apply runs, so the rest is its own polling, decoding and batching (and waiting for the \
-     bus).",
+     right after the drain) over the drain time. While an apply runs, the worker polls, \
+     decodes and takes the next batch, so the two overlap.",
     "Sink ceiling (ClickHouse): the same number of events fed from an embedded log instead \
      of the broker, drained once into a new ClickHouse database: what worker and sink reach \
      when the broker is not the bottleneck.",
