@@ -134,6 +134,7 @@ impl EmbeddedLog {
             changed: self.inner.changed.subscribe(),
             next_topic: 0,
             pending: Vec::new(),
+            reading: None,
         })
     }
 
@@ -416,7 +417,13 @@ pub struct EmbeddedConsumer {
     /// Records read whose positions are already counted in `positions` but not handed out
     /// yet: a poll dropped half-way leaves them here for the next one (cancel safety).
     pending: Vec<ConsumedRecord>,
+    /// A read of one topic that a dropped poll left running: the next poll takes its result
+    /// rather than reading the same records again.
+    reading: Option<(String, tokio::task::JoinHandle<Result<ReadResult>>)>,
 }
+
+/// Records read from one topic, and where the read ended (offset, byte position).
+type ReadResult = (Vec<ConsumedRecord>, (u64, u64));
 
 impl EmbeddedConsumer {
     pub fn group(&self) -> &str {
@@ -437,9 +444,13 @@ impl EmbeddedConsumer {
     }
 
     /// Reads what is available into `pending`, up to `max` records in all. Each topic's
-    /// records join `pending` in the same step as its position advances, so dropping this
-    /// future at any await loses nothing.
+    /// records join `pending` in the same step as its position advances, and a read under
+    /// way when this future is dropped is finished by the next call, so dropping it at any
+    /// await loses nothing and wastes nothing.
     async fn read_available(&mut self, max: usize) -> Result<()> {
+        if self.reading.is_some() {
+            self.finish_read().await?;
+        }
         let topics: Vec<String> = self.positions.keys().cloned().collect();
         for i in 0..topics.len() {
             if self.pending.len() >= max {
@@ -453,17 +464,28 @@ impl EmbeddedConsumer {
             let from = self.positions[name];
             let cursor = self.cursors.get(name).copied();
             let want = max - self.pending.len();
-            let (records, cursor) =
-                tokio::task::spawn_blocking(move || topic.read(from, want, cursor))
-                    .await
-                    .map_err(|e| BusError::Unavailable(format!("read task failed: {e}")))??;
-            if let Some(last) = records.last() {
-                self.positions.insert(name.clone(), last.offset + 1);
-                self.cursors.insert(name.clone(), cursor);
-            }
-            self.pending.extend(records);
+            let read = tokio::task::spawn_blocking(move || topic.read(from, want, cursor));
+            self.reading = Some((name.clone(), read));
+            self.finish_read().await?;
         }
         self.next_topic = self.next_topic.wrapping_add(1);
+        Ok(())
+    }
+
+    /// Waits for the read under way and takes its records.
+    async fn finish_read(&mut self) -> Result<()> {
+        let Some((_, read)) = self.reading.as_mut() else {
+            return Ok(());
+        };
+        let result = read.await;
+        let (name, _) = self.reading.take().expect("a read is under way");
+        let (records, cursor) =
+            result.map_err(|e| BusError::Unavailable(format!("read task failed: {e}")))??;
+        if let Some(last) = records.last() {
+            self.positions.insert(name.clone(), last.offset + 1);
+            self.cursors.insert(name, cursor);
+        }
+        self.pending.extend(records);
         Ok(())
     }
 }
@@ -506,6 +528,14 @@ impl EventSource for EmbeddedConsumer {
         self.cursors.remove(&position.topic);
         // What was read ahead of the new position is read again from there.
         self.pending.retain(|r| r.topic != position.topic);
+        if self
+            .reading
+            .as_ref()
+            .is_some_and(|(topic, _)| *topic == position.topic)
+        {
+            // Its result is for the old position; the task ends on its own.
+            self.reading = None;
+        }
         Ok(())
     }
 
