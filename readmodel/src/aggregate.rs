@@ -146,7 +146,7 @@ pub type Id = Arc<str>;
 /// The ids an [`Aggregates`] holds, each once. Not part of its value: two states with the
 /// same rows are equal whatever their interners hold.
 #[derive(Debug, Clone, Default)]
-struct Interner(HashSet<Id>);
+struct Interner(HashSet<Id, foldhash::fast::RandomState>);
 
 impl Interner {
     fn get(&mut self, id: &str) -> Id {
