@@ -20,7 +20,7 @@ pub const ALL: &[&str] = &[
     WORKER_APPLIED,
 ];
 
-/// Embedded: the first raw segment of an apply is on disk, the others not yet.
+/// Embedded: the first file of an apply is on disk, the others still being written.
 pub const EMBEDDED_RAW_SEGMENT_WRITTEN: &str = "embedded.raw_segment_written";
 /// Embedded: every segment of an apply is on disk; the manifest still lists none of them.
 pub const EMBEDDED_SEGMENTS_WRITTEN: &str = "embedded.segments_written";

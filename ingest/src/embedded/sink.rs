@@ -309,7 +309,39 @@ fn segment_name(table: TableId, number: u64, tag: &str) -> String {
     format!("{}/{number:08}-{tag}.parquet", table.dir())
 }
 
+/// A file of a commit, named (in the manifest's sequence) before it is written.
+struct NewFile {
+    table: TableId,
+    file: String,
+    path: PathBuf,
+    schema: arrow_schema::SchemaRef,
+    rows: RecordBatch,
+    id_range: Option<(String, String)>,
+}
+
 impl Inner {
+    /// Names the next file of `table` in `next` for `rows`.
+    fn new_file(
+        &self,
+        next: &mut Manifest,
+        tag: &str,
+        table: TableId,
+        schema: arrow_schema::SchemaRef,
+        rows: RecordBatch,
+        id_range: Option<(String, String)>,
+    ) -> NewFile {
+        let file = segment_name(table, next.next_segment, tag);
+        next.next_segment += 1;
+        NewFile {
+            table,
+            path: self.root.join(&file),
+            file,
+            schema,
+            rows,
+            id_range,
+        }
+    }
+
     /// Reads the ids of a stored raw segment.
     fn read_ids(&self, table: RawTable, seg: &Segment) -> SinkResult<Vec<u128>> {
         let mut ids = Vec::with_capacity(seg.rows as usize);
@@ -394,6 +426,10 @@ impl Inner {
         let mut as_of = next.freshness.as_of_ms;
 
         let result = (|| -> SinkResult<Aggregates> {
+            // Which rows are new, table by table against the id index; then every file of
+            // the commit is written (and synced) on a thread of its own, so the syncs
+            // overlap, and the aggregates are computed meanwhile.
+            let mut files: Vec<NewFile> = Vec::new();
             for (table, rows) in &batch.tables {
                 let table = *table;
                 if rows.schema().fields() != table.schema().fields() {
@@ -433,49 +469,19 @@ impl Inner {
                 if let Some(max) = arrow_arith_max(at) {
                     as_of = Some(as_of.map_or(max, |a| a.max(max)));
                 }
-                let id = TableId::Raw(table);
-                let file = segment_name(id, next.next_segment, &w.tag);
-                next.next_segment += 1;
-                let path = self.root.join(&file);
-                written.push(path.clone());
-                let bytes = segment::write(&path, &table.schema(), &[&fresh], fsync)?;
-                crate::failpoint::hit(crate::failpoint::EMBEDDED_RAW_SEGMENT_WRITTEN);
-                dirs.insert(id.dir());
                 let lo = fresh_ids.iter().copied().min().unwrap_or(0);
                 let hi = fresh_ids.iter().copied().max().unwrap_or(0);
-                next.segments_mut(id).push(Segment {
-                    file: file.clone(),
-                    rows: new_count as u64,
-                    bytes,
-                    id_range: Some((format_id(lo), format_id(hi))),
-                    level: 0,
-                });
-                resident.push((table, file, fresh_ids));
+                let file = self.new_file(
+                    &mut next,
+                    &w.tag,
+                    TableId::Raw(table),
+                    table.schema(),
+                    fresh.clone(),
+                    Some((format_id(lo), format_id(hi))),
+                );
+                resident.push((table, file.file.clone(), fresh_ids));
                 fresh_tables.push((table, fresh));
-            }
-
-            let delta = Aggregates::from_raw(fresh_tables.iter().map(|(t, b)| (*t, b)))
-                .map_err(|e| corrupt(format!("aggregating: {e}")))?;
-            // Month rollups are not stored: readers derive them from the daily deltas.
-            for table in AggTable::ALL {
-                if delta.len(table) == 0 || table.rolls_up().is_some() {
-                    continue;
-                }
-                let id = TableId::Agg(table);
-                let file = segment_name(id, next.next_segment, &w.tag);
-                next.next_segment += 1;
-                let path = self.root.join(&file);
-                written.push(path.clone());
-                let rows = delta.to_record_batch(table);
-                let bytes = segment::write(&path, &table.schema(), &[&rows], fsync)?;
-                dirs.insert(id.dir());
-                next.segments_mut(id).push(Segment {
-                    file,
-                    rows: rows.num_rows() as u64,
-                    bytes,
-                    id_range: None,
-                    level: 0,
-                });
+                files.push(file);
             }
 
             let mut seen = HashSet::new();
@@ -488,22 +494,84 @@ impl Inner {
                 })
                 .collect();
             if !new_letters.is_empty() {
-                let id = TableId::DeadLetters;
-                let file = segment_name(id, next.next_segment, &w.tag);
-                next.next_segment += 1;
-                let path = self.root.join(&file);
-                written.push(path.clone());
-                let rows = letters::to_batch(&new_letters);
-                let bytes = segment::write(&path, &dead_letters_schema(), &[&rows], fsync)?;
-                dirs.insert(id.dir());
-                next.segments_mut(id).push(Segment {
-                    file,
-                    rows: rows.num_rows() as u64,
+                files.push(self.new_file(
+                    &mut next,
+                    &w.tag,
+                    TableId::DeadLetters,
+                    dead_letters_schema(),
+                    letters::to_batch(&new_letters),
+                    None,
+                ));
+                report.dead_letters_written = new_letters.len();
+            }
+
+            let (delta, agg_files, sizes) = std::thread::scope(|scope| {
+                let write = |f: &NewFile| segment::write(&f.path, &f.schema, &[&f.rows], fsync);
+                let raw: Vec<_> = files
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| {
+                        scope.spawn(move || {
+                            let size = write(f);
+                            if i == 0 && size.is_ok() {
+                                crate::failpoint::hit(
+                                    crate::failpoint::EMBEDDED_RAW_SEGMENT_WRITTEN,
+                                );
+                            }
+                            size
+                        })
+                    })
+                    .collect();
+                // Aggregated while the raw files are written.
+                let delta = Aggregates::from_raw(fresh_tables.iter().map(|(t, b)| (*t, b)))
+                    .map_err(|e| corrupt(format!("aggregating: {e}")));
+                let mut agg_files = Vec::new();
+                if let Ok(delta) = &delta {
+                    // Month rollups are not stored: readers derive them from the daily deltas.
+                    for table in AggTable::ALL {
+                        if delta.len(table) == 0 || table.rolls_up().is_some() {
+                            continue;
+                        }
+                        agg_files.push(self.new_file(
+                            &mut next,
+                            &w.tag,
+                            TableId::Agg(table),
+                            table.schema(),
+                            delta.to_record_batch(table),
+                            None,
+                        ));
+                    }
+                }
+                let aggs: Vec<_> = agg_files
+                    .iter()
+                    .map(|f: &NewFile| {
+                        // Made inside the scope, so each thread takes its own (cheap) copy.
+                        let (path, schema, rows) =
+                            (f.path.clone(), f.schema.clone(), f.rows.clone());
+                        scope.spawn(move || segment::write(&path, &schema, &[&rows], fsync))
+                    })
+                    .collect();
+                let sizes: Vec<SinkResult<u64>> = raw
+                    .into_iter()
+                    .chain(aggs)
+                    .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                    .collect();
+                (delta, agg_files, sizes)
+            });
+            files.extend(agg_files);
+            // Every file named is removed again on failure, written or not.
+            written.extend(files.iter().map(|f| f.path.clone()));
+            let delta = delta?;
+            for (f, size) in files.into_iter().zip(sizes) {
+                let bytes = size?;
+                dirs.insert(f.table.dir());
+                next.segments_mut(f.table).push(Segment {
+                    file: f.file,
+                    rows: f.rows.num_rows() as u64,
                     bytes,
-                    id_range: None,
+                    id_range: f.id_range,
                     level: 0,
                 });
-                report.dead_letters_written = new_letters.len();
             }
             Ok(delta)
         })();
