@@ -3,8 +3,7 @@
 //! by reading the `event_id` column of just the segments whose id range covers them (UUIDv7
 //! ids sort by time), which then become resident in turn.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::{HashSet, VecDeque};
 
 use shoplens_contract::tables::RawTable;
 use uuid::Uuid;
@@ -19,42 +18,29 @@ pub(super) fn format_id(id: u128) -> String {
     Uuid::from_u128(id).hyphenated().to_string()
 }
 
-/// A cheap hasher for ids: UUIDv7's low bits are random, so a multiply-fold mixes enough.
-#[derive(Default)]
-pub(super) struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-
-    fn write_u128(&mut self, v: u128) {
-        let folded = (v as u64) ^ ((v >> 64) as u64).rotate_left(32);
-        let m = u128::from(folded) * 0x9E37_79B9_7F4A_7C15;
-        self.0 = (m as u64) ^ ((m >> 64) as u64);
-    }
-}
-
-pub(super) type IdSet = HashSet<u128, BuildHasherDefault<IdHasher>>;
-
-/// One segment whose ids are all in memory.
+/// One segment whose ids are all in memory, sorted.
 struct Resident {
     table: RawTable,
     file: String,
     ids: Vec<u128>,
 }
 
+impl Resident {
+    fn covers(&self, id: u128) -> bool {
+        self.ids.first().is_some_and(|lo| *lo <= id) && self.ids.last().is_some_and(|hi| id <= *hi)
+    }
+}
+
 /// The resident ids, per table, of whole segments, evicting the least recently loaded
 /// segments once more than `limit` ids are held (the newest segment always stays).
+///
+/// Each segment's ids are kept as one sorted list, and a look-up searches only the lists
+/// whose range covers the id: new ids are above the table's largest (the caller checks that
+/// first), so look-ups are for the few ids that arrive late or twice, while every applied
+/// id is added. A hash set would make each addition and each eviction a random access into
+/// a table of a million entries, and take three times the memory.
 pub(super) struct IdIndex {
     limit: usize,
-    sets: HashMap<RawTable, IdSet>,
     resident: VecDeque<Resident>,
     files: HashSet<String>,
     total: usize,
@@ -64,7 +50,6 @@ impl IdIndex {
     pub(super) fn new(limit: usize) -> IdIndex {
         IdIndex {
             limit,
-            sets: HashMap::new(),
             resident: VecDeque::new(),
             files: HashSet::new(),
             total: 0,
@@ -77,16 +62,17 @@ impl IdIndex {
     }
 
     pub(super) fn contains(&self, table: RawTable, id: u128) -> bool {
-        self.sets.get(&table).is_some_and(|s| s.contains(&id))
+        self.resident
+            .iter()
+            .any(|r| r.table == table && r.covers(id) && r.ids.binary_search(&id).is_ok())
     }
 
     /// Makes the ids of segment `file` resident, then evicts old segments over the limit.
-    pub(super) fn insert(&mut self, table: RawTable, file: String, ids: Vec<u128>) {
+    pub(super) fn insert(&mut self, table: RawTable, file: String, mut ids: Vec<u128>) {
         if self.files.contains(&file) {
             return;
         }
-        let set = self.sets.entry(table).or_default();
-        set.extend(ids.iter().copied());
+        ids.sort_unstable();
         self.total += ids.len();
         self.files.insert(file.clone());
         self.resident.push_back(Resident { table, file, ids });
@@ -110,11 +96,6 @@ impl IdIndex {
     }
 
     fn evict(&mut self, old: Resident) {
-        if let Some(set) = self.sets.get_mut(&old.table) {
-            for id in &old.ids {
-                set.remove(id);
-            }
-        }
         self.total -= old.ids.len();
         self.files.remove(&old.file);
     }
@@ -162,5 +143,16 @@ mod tests {
         assert!(index.is_resident("d"));
         assert!(!index.is_resident("c"));
         assert_eq!(index.len(), 10);
+        // Ids come in any order; look-ups search within each segment's range.
+        let mut index = IdIndex::new(100);
+        index.insert(RawTable::Orders, "e".into(), vec![30, 25, 27, 40]);
+        index.insert(RawTable::Orders, "f".into(), vec![28, 26]);
+        for id in [25, 26, 27, 28, 30, 40] {
+            assert!(index.contains(RawTable::Orders, id), "{id}");
+        }
+        for id in [24, 29, 31, 39, 41] {
+            assert!(!index.contains(RawTable::Orders, id), "{id}");
+        }
+        assert!(!index.contains(RawTable::Payments, 25));
     }
 }

@@ -16,6 +16,9 @@ use parquet::file::properties::WriterProperties;
 use crate::IngestError;
 use crate::sink::SinkResult;
 
+/// Columns written without a dictionary.
+const UNIQUE_IDS: [&str; 4] = ["event_id", "order_id", "payment_id", "shipment_id"];
+
 /// Rows per Parquet row group; large enough for scans, small enough for bounded memory.
 const ROW_GROUP_ROWS: usize = 128 * 1024;
 
@@ -47,10 +50,21 @@ pub(super) struct SegmentWriter {
 impl SegmentWriter {
     pub(super) fn create(path: &Path, schema: &SchemaRef) -> SinkResult<SegmentWriter> {
         let file = File::create(path)?;
-        let props = WriterProperties::builder()
+        let mut props = WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
-            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            .build();
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS));
+        // These ids are unique per row or nearly (an order has a few rows): a dictionary
+        // for them only costs the time to build it before Parquet falls back to plain
+        // encoding. Customer and product ids repeat, and keep theirs.
+        for field in schema.fields() {
+            if UNIQUE_IDS.contains(&field.name().as_str()) {
+                props = props.set_column_dictionary_enabled(
+                    parquet::schema::types::ColumnPath::from(field.name().as_str()),
+                    false,
+                );
+            }
+        }
+        let props = props.build();
         let writer = ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(io)?;
         Ok(SegmentWriter { writer })
     }
