@@ -309,6 +309,81 @@ fn segment_name(table: TableId, number: u64, tag: &str) -> String {
     format!("{}/{number:08}-{tag}.parquet", table.dir())
 }
 
+/// Threads that write (and sync) a commit's files side by side, so the syncs overlap. A few
+/// threads, not one per file: each thread that allocates may get a malloc arena of its own,
+/// and arenas keep what was freed in them (one thread per file took a drain's peak memory
+/// from 184 to 304 MiB).
+struct FileWriters<'scope> {
+    jobs: std::sync::mpsc::Sender<(usize, PathBuf, arrow_schema::SchemaRef, RecordBatch)>,
+    done: std::sync::mpsc::Receiver<(usize, SinkResult<u64>)>,
+    sent: std::cell::Cell<usize>,
+    _scope: std::marker::PhantomData<&'scope ()>,
+}
+
+/// Threads writing one commit's files.
+const FILE_WRITERS: usize = 3;
+
+impl<'scope> FileWriters<'scope> {
+    fn start<'env>(scope: &'scope std::thread::Scope<'scope, 'env>, fsync: bool) -> Self {
+        let (jobs, queue) =
+            std::sync::mpsc::channel::<(usize, PathBuf, arrow_schema::SchemaRef, RecordBatch)>();
+        let queue = Arc::new(std::sync::Mutex::new(queue));
+        let (report, done) = std::sync::mpsc::channel();
+        for _ in 0..FILE_WRITERS {
+            let queue = queue.clone();
+            let report = report.clone();
+            scope.spawn(move || {
+                loop {
+                    let job = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    let Ok((i, path, schema, rows)) = job else {
+                        return;
+                    };
+                    let size = segment::write(&path, &schema, &[&rows], fsync);
+                    if i == 0 && size.is_ok() {
+                        crate::failpoint::hit(crate::failpoint::EMBEDDED_RAW_SEGMENT_WRITTEN);
+                    }
+                    if report.send((i, size)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        FileWriters {
+            jobs,
+            done,
+            sent: std::cell::Cell::new(0),
+            _scope: std::marker::PhantomData,
+        }
+    }
+
+    /// Queues `file`; its size comes back from [`FileWriters::finish`] in queueing order.
+    fn write(&self, file: &NewFile) {
+        let i = self.sent.get();
+        self.sent.set(i + 1);
+        // The writers outlive this value (they end when `jobs` is dropped), so a send fails
+        // only if one panicked: `finish` then reports the file as not written.
+        let _ = self
+            .jobs
+            .send((i, file.path.clone(), file.schema.clone(), file.rows.clone()));
+    }
+
+    /// Waits for every queued file; their sizes in queueing order.
+    fn finish(self) -> Vec<SinkResult<u64>> {
+        let FileWriters {
+            jobs, done, sent, ..
+        } = self;
+        drop(jobs);
+        let mut sizes: Vec<Option<SinkResult<u64>>> = (0..sent.get()).map(|_| None).collect();
+        for (i, size) in done.iter() {
+            sizes[i] = Some(size);
+        }
+        sizes
+            .into_iter()
+            .map(|s| s.unwrap_or_else(|| Err(corrupt("a file writer thread failed"))))
+            .collect()
+    }
+}
+
 /// A file of a commit, named (in the manifest's sequence) before it is written.
 struct NewFile {
     table: TableId,
@@ -506,22 +581,10 @@ impl Inner {
             }
 
             let (delta, agg_files, sizes) = std::thread::scope(|scope| {
-                let write = |f: &NewFile| segment::write(&f.path, &f.schema, &[&f.rows], fsync);
-                let raw: Vec<_> = files
-                    .iter()
-                    .enumerate()
-                    .map(|(i, f)| {
-                        scope.spawn(move || {
-                            let size = write(f);
-                            if i == 0 && size.is_ok() {
-                                crate::failpoint::hit(
-                                    crate::failpoint::EMBEDDED_RAW_SEGMENT_WRITTEN,
-                                );
-                            }
-                            size
-                        })
-                    })
-                    .collect();
+                let writers = FileWriters::start(scope, fsync);
+                for f in &files {
+                    writers.write(f);
+                }
                 // Aggregated while the raw files are written.
                 let delta = Aggregates::from_raw(fresh_tables.iter().map(|(t, b)| (*t, b)))
                     .map_err(|e| corrupt(format!("aggregating: {e}")));
@@ -532,31 +595,19 @@ impl Inner {
                         if delta.len(table) == 0 || table.rolls_up().is_some() {
                             continue;
                         }
-                        agg_files.push(self.new_file(
+                        let file = self.new_file(
                             &mut next,
                             &w.tag,
                             TableId::Agg(table),
                             table.schema(),
                             delta.to_record_batch(table),
                             None,
-                        ));
+                        );
+                        writers.write(&file);
+                        agg_files.push(file);
                     }
                 }
-                let aggs: Vec<_> = agg_files
-                    .iter()
-                    .map(|f: &NewFile| {
-                        // Made inside the scope, so each thread takes its own (cheap) copy.
-                        let (path, schema, rows) =
-                            (f.path.clone(), f.schema.clone(), f.rows.clone());
-                        scope.spawn(move || segment::write(&path, &schema, &[&rows], fsync))
-                    })
-                    .collect();
-                let sizes: Vec<SinkResult<u64>> = raw
-                    .into_iter()
-                    .chain(aggs)
-                    .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                    .collect();
-                (delta, agg_files, sizes)
+                (delta, agg_files, writers.finish())
             });
             files.extend(agg_files);
             // Every file named is removed again on failure, written or not.
