@@ -38,7 +38,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WorkerConfig {
-    /// Flush a batch once it holds this many events (also the most events buffered).
+    /// Flush a batch once it holds this many events. The worker holds up to two batches:
+    /// one being applied, one read ahead meanwhile.
     pub batch_max_events: usize,
     /// Flush a batch at most this long after its first event arrived.
     pub batch_max_delay_ms: u64,
@@ -62,7 +63,7 @@ pub struct WorkerConfig {
 impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
-            batch_max_events: 10_000,
+            batch_max_events: 20_000,
             batch_max_delay_ms: 250,
             batch_min_delay_ms: 50,
             retry_initial_ms: 100,
