@@ -453,38 +453,46 @@ impl Aggregates {
 
     /// One table's rows in its [`AggTable::schema`], sorted by key.
     pub fn to_record_batch(&self, table: AggTable) -> RecordBatch {
+        self.rows_of(table, 0, usize::MAX)
+    }
+
+    /// Up to `len` rows of one table from row `start` (in key order), in its
+    /// [`AggTable::schema`]: a big table written piece by piece.
+    pub fn rows_of(&self, table: AggTable, start: usize, len: usize) -> RecordBatch {
+        let page = |n: usize| (start.min(n), len.min(n.saturating_sub(start)));
         let columns: Vec<ArrayRef> = match table {
-            AggTable::DailySales => sales_columns(
-                Arc::new(Date32Array::from_iter_values(
-                    self.daily_sales.keys().copied(),
-                )),
-                &self.daily_sales,
-            ),
-            AggTable::MonthlySales => sales_columns(
-                Arc::new(Date32Array::from_iter_values(
-                    self.monthly_sales.keys().copied(),
-                )),
-                &self.monthly_sales,
-            ),
-            AggTable::YearlySales => sales_columns(
-                Arc::new(Int32Array::from_iter_values(
-                    self.yearly_sales.keys().copied(),
-                )),
-                &self.yearly_sales,
-            ),
+            AggTable::DailySales | AggTable::MonthlySales | AggTable::YearlySales => {
+                let map = match table {
+                    AggTable::DailySales => &self.daily_sales,
+                    AggTable::MonthlySales => &self.monthly_sales,
+                    _ => &self.yearly_sales,
+                };
+                let (skip, take) = page(map.len());
+                let keys = map.keys().copied().skip(skip).take(take);
+                let key: ArrayRef = if table == AggTable::YearlySales {
+                    Arc::new(Int32Array::from_iter_values(keys))
+                } else {
+                    Arc::new(Date32Array::from_iter_values(keys))
+                };
+                let values: Vec<&SalesSums> = map.values().skip(skip).take(take).collect();
+                sales_columns(key, &values)
+            }
             AggTable::ProductSalesDaily | AggTable::ProductSalesMonthly => {
                 let m = if table == AggTable::ProductSalesDaily {
                     &self.product_sales_daily
                 } else {
                     &self.product_sales_monthly
                 };
+                let (skip, take) = page(m.len());
+                let m: Vec<(&(i32, Id), &ProductSums)> = m.iter().skip(skip).take(take).collect();
+                let (keys, values) = (|| m.iter().map(|e| e.0), || m.iter().map(|e| e.1));
                 vec![
-                    Arc::new(Date32Array::from_iter_values(m.keys().map(|k| k.0))),
-                    Arc::new(StringArray::from_iter_values(m.keys().map(|k| &*k.1))),
-                    Arc::new(UInt64Array::from_iter_values(m.values().map(|v| v.units))),
-                    money_array(m.values().map(|v| v.revenue)),
+                    Arc::new(Date32Array::from_iter_values(keys().map(|k| k.0))),
+                    Arc::new(StringArray::from_iter_values(keys().map(|k| &*k.1))),
+                    Arc::new(UInt64Array::from_iter_values(values().map(|v| v.units))),
+                    money_array(values().map(|v| v.revenue)),
                     Arc::new(UInt64Array::from_iter_values(
-                        m.values().map(|v| v.order_lines),
+                        values().map(|v| v.order_lines),
                     )),
                 ]
             }
@@ -494,13 +502,16 @@ impl Aggregates {
                 } else {
                     &self.customer_spend_monthly
                 };
+                let (skip, take) = page(m.len());
+                let m: Vec<(&(i32, Id), &CustomerSums)> = m.iter().skip(skip).take(take).collect();
+                let (keys, values) = (|| m.iter().map(|e| e.0), || m.iter().map(|e| e.1));
                 vec![
-                    Arc::new(Date32Array::from_iter_values(m.keys().map(|k| k.0))),
-                    Arc::new(StringArray::from_iter_values(m.keys().map(|k| &*k.1))),
+                    Arc::new(Date32Array::from_iter_values(keys().map(|k| k.0))),
+                    Arc::new(StringArray::from_iter_values(keys().map(|k| &*k.1))),
                     Arc::new(UInt64Array::from_iter_values(
-                        m.values().map(|v| v.orders_paid),
+                        values().map(|v| v.orders_paid),
                     )),
-                    money_array(m.values().map(|v| v.revenue)),
+                    money_array(values().map(|v| v.revenue)),
                 ]
             }
         };
@@ -638,19 +649,19 @@ fn add_at<V: Default>(
     add(map.entry((period, id.clone())).or_default(), sums);
 }
 
-fn sales_columns(key: ArrayRef, map: &BTreeMap<i32, SalesSums>) -> Vec<ArrayRef> {
+fn sales_columns(key: ArrayRef, values: &[&SalesSums]) -> Vec<ArrayRef> {
     vec![
         key,
         Arc::new(UInt64Array::from_iter_values(
-            map.values().map(|v| v.orders_placed),
+            values.iter().map(|v| v.orders_placed),
         )),
         Arc::new(UInt64Array::from_iter_values(
-            map.values().map(|v| v.orders_paid),
+            values.iter().map(|v| v.orders_paid),
         )),
         Arc::new(UInt64Array::from_iter_values(
-            map.values().map(|v| v.items_sold),
+            values.iter().map(|v| v.items_sold),
         )),
-        money_array(map.values().map(|v| v.revenue)),
+        money_array(values.iter().map(|v| v.revenue)),
     ]
 }
 
@@ -956,6 +967,28 @@ mod tests {
                 (date(2027, 1, 1), "bob", customer(0, 999)),
             ]
         );
+    }
+
+    #[test]
+    fn a_table_read_in_pieces_is_the_whole_table() {
+        let p = purchases(&[
+            (NOV_25, "a", "p1", 2, 200),
+            (DEC_01, "b", "p2", 1, 50),
+            (DEC_01, "a", "p1", 1, 100),
+        ]);
+        let o = orders(&[NOV_25, DEC_01]);
+        let agg = Aggregates::from_raw([(RawTable::ProductPurchases, &p), (RawTable::Orders, &o)])
+            .unwrap();
+        for table in AggTable::ALL {
+            let whole = agg.to_record_batch(table);
+            let pieces: Vec<RecordBatch> = (0..whole.num_rows() + 2)
+                .step_by(2)
+                .map(|start| agg.rows_of(table, start, 2))
+                .collect();
+            let joined = arrow_select::concat::concat_batches(&whole.schema(), &pieces).unwrap();
+            assert_eq!(joined, whole, "{}", table.name());
+            assert_eq!(agg.rows_of(table, whole.num_rows(), 5).num_rows(), 0);
+        }
     }
 
     #[test]

@@ -384,6 +384,9 @@ impl<'scope> FileWriters<'scope> {
     }
 }
 
+/// Rows of an aggregate snapshot built and written at a time.
+const SNAPSHOT_PIECE_ROWS: usize = 32 * 1024;
+
 /// A file of a commit, named (in the manifest's sequence) before it is written.
 struct NewFile {
     table: TableId,
@@ -723,23 +726,35 @@ impl Inner {
                     {
                         continue;
                     }
-                    let rows = self
-                        .view
-                        .read()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .aggregates
-                        .to_record_batch(agg);
                     let file = segment_name(table, next.next_segment, &w.tag);
                     next.next_segment += 1;
                     let path = self.root.join(&file);
                     written.push(path.clone());
-                    let bytes = segment::write(&path, &agg.schema(), &[&rows], self.config.fsync)?;
+                    // Written a piece at a time, so a snapshot never needs a copy of the
+                    // whole table in memory (the view does not change meanwhile: only this
+                    // writer changes it).
+                    let mut out = segment::SegmentWriter::create(&path, &agg.schema())?;
+                    let mut rows = 0;
+                    loop {
+                        let piece = self
+                            .view
+                            .read()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .aggregates
+                            .rows_of(agg, rows, SNAPSHOT_PIECE_ROWS);
+                        if piece.num_rows() == 0 {
+                            break;
+                        }
+                        rows += piece.num_rows();
+                        out.write(&piece)?;
+                    }
+                    let bytes = out.finish(self.config.fsync)?;
                     dirs.insert(table.dir());
                     let old = std::mem::replace(
                         next.segments_mut(table),
                         vec![Segment {
                             file,
-                            rows: rows.num_rows() as u64,
+                            rows: rows as u64,
                             bytes,
                             id_range: None,
                             level: 1,
