@@ -419,6 +419,20 @@ async fn a_rebuild_fills_a_new_generation_and_switches_without_going_blank() {
     handle.stop().await;
 }
 
+/// Waits until the worker has consumed events and failed to apply them.
+async fn wait_until_an_apply_failed(handle: &IngestHandle) {
+    let start = Instant::now();
+    while handle.ingest().status().live.sink_up
+        || handle.ingest().status().live.events_consumed == 0
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "worker never tried"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
 async fn stopping_while_the_sink_is_down_gives_up_in_time_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -431,16 +445,7 @@ async fn stopping_while_the_sink_is_down_gives_up_in_time_and_loses_nothing() {
     let handle = start_embedded(&log, store).await;
     let events = shop_events(&spec(8, 50));
     publish(&log, &events).await;
-    let start = Instant::now();
-    while handle.ingest().status().live.sink_up
-        || handle.ingest().status().live.events_consumed == 0
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "worker never tried"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until_an_apply_failed(&handle).await;
     let stopping = Instant::now();
     handle.stop().await;
     assert!(
@@ -477,16 +482,8 @@ async fn a_sink_back_during_the_stop_stores_nothing_past_an_unapplied_batch() {
     let handle = start_embedded(&log, store).await;
     let first = shop_events(&spec(21, 20));
     publish(&log, &first).await;
+    wait_until_an_apply_failed(&handle).await;
     let start = Instant::now();
-    while handle.ingest().status().live.sink_up
-        || handle.ingest().status().live.events_consumed == 0
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "worker never tried"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
     // Read ahead while the first batch waits for the sink.
     let second = shop_events(&spec(22, 20));
     publish(&log, &second).await;
