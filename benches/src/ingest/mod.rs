@@ -138,6 +138,11 @@ impl IngestOptions {
             freshness_warmup: Duration::from_millis(500),
             burst_rate: 5_000.0,
             burst_duration: Duration::from_secs(2),
+            // Several batches even at these sizes.
+            embedded_worker: WorkerConfig {
+                batch_max_events: 5_000,
+                ..WorkerConfig::default()
+            },
             smoke: true,
             out,
             worker_exe,
