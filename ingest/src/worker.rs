@@ -3,16 +3,17 @@
 //!
 //! Guarantees (with a sink that keeps the rules of [`crate::sink`]):
 //! - nothing is lost: a bus position is committed only after the sink has durably stored
-//!   everything before it, and a failed apply is retried (with back-off, without polling
-//!   more) until it succeeds or the worker is stopped;
+//!   everything before it, and a failed apply is retried (with back-off, reading no further
+//!   than the next batch) until it succeeds or the worker is stopped;
 //! - nothing is counted twice: records below the position the sink stored are skipped, and
 //!   the sink skips event ids it already holds (relay duplicates, replays after a crash or a
 //!   rebalance);
 //! - one bad record never stops a partition: it becomes a dead letter with its reason, and
 //!   later events of the same aggregate (same topic and key) are parked behind it as dead
 //!   letters too, so they cannot silently overtake it;
-//! - memory is bounded: at most `batch_max_events` events are buffered, and the worker does
-//!   not poll while the sink refuses a batch (backpressure).
+//! - memory is bounded: at most two batches of `batch_max_events` events are held, the one
+//!   being applied and the one read ahead meanwhile (backpressure: while the sink refuses a
+//!   batch, the worker reads no more than the next).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -130,6 +131,9 @@ pub struct Worker {
     /// caches than they win by filling the store's fsync waits (measured: 20% more CPU per
     /// event).
     read_ahead: bool,
+    /// Threads that decode a polled batch (`decode_threads`, 0 resolved to the CPUs this
+    /// process may use, once: finding that out reads cgroup files).
+    decode_threads: usize,
 }
 
 /// A bus topic that receives a copy of every dead letter, for tools that watch the bus.
@@ -177,6 +181,11 @@ impl Worker {
             generation,
             ..Default::default()
         };
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        let decode_threads = match config.decode_threads {
+            0 => cpus,
+            n => n,
+        };
         Worker {
             source,
             sink,
@@ -188,7 +197,8 @@ impl Worker {
             claimed: None,
             unsought: HashSet::new(),
             claim_pending: false,
-            read_ahead: std::thread::available_parallelism().is_ok_and(|n| n.get() > 1),
+            read_ahead: cpus > 1,
+            decode_threads,
         }
     }
 
@@ -327,7 +337,7 @@ impl Worker {
             &self.unsought,
             state,
             records,
-            self.config.decode_threads,
+            self.decode_threads,
         )
     }
 
@@ -499,6 +509,8 @@ impl Worker {
         let events = batch.row_count() + batch.dead_letters.len() + batch_duplicates;
         let span = tracing::debug_span!("apply", events, rows = batch.row_count());
         let applied = {
+            // Built from the fields, not `self.reporter()`: the source is polled mutably
+            // while the apply future holds this.
             let reporter = Reporter {
                 metrics: &self.metrics,
                 status: &self.status,
@@ -530,7 +542,7 @@ impl Worker {
                                 &self.unsought,
                                 state,
                                 records,
-                                self.config.decode_threads,
+                                self.decode_threads,
                             ) {
                                 self.claim_pending = true;
                             }
@@ -788,15 +800,15 @@ fn take_polled(
     {
         return false;
     }
-    let threads = match decode_threads {
-        0 => std::thread::available_parallelism().map_or(1, usize::from),
-        n => n,
-    };
-    let decoded = decode_all(&records, threads);
+    let decoded = decode_all(&records, decode_threads);
     for (record, decoded) in records.into_iter().zip(decoded) {
+        // No owned key is built for the look-ups unless a seek is still outstanding.
         let takes = claimed.as_ref().is_none_or(|claimed| {
-            let partition = (record.topic.clone(), record.partition);
-            claimed.contains(&partition) && !unsought.contains(&partition)
+            claimed
+                .iter()
+                .any(|(t, p)| *p == record.partition && *t == record.topic)
+                && (unsought.is_empty()
+                    || !unsought.contains(&(record.topic.clone(), record.partition)))
         });
         if takes {
             state.take(record, decoded);
