@@ -459,7 +459,6 @@ impl Aggregates {
     /// Up to `len` rows of one table from row `start` (in key order), in its
     /// [`AggTable::schema`]: a big table written piece by piece.
     pub fn rows_of(&self, table: AggTable, start: usize, len: usize) -> RecordBatch {
-        let page = |n: usize| (start.min(n), len.min(n.saturating_sub(start)));
         let columns: Vec<ArrayRef> = match table {
             AggTable::DailySales | AggTable::MonthlySales | AggTable::YearlySales => {
                 let map = match table {
@@ -467,14 +466,13 @@ impl Aggregates {
                     AggTable::MonthlySales => &self.monthly_sales,
                     _ => &self.yearly_sales,
                 };
-                let (skip, take) = page(map.len());
-                let keys = map.keys().copied().skip(skip).take(take);
+                let keys = map.keys().copied().skip(start).take(len);
                 let key: ArrayRef = if table == AggTable::YearlySales {
                     Arc::new(Int32Array::from_iter_values(keys))
                 } else {
                     Arc::new(Date32Array::from_iter_values(keys))
                 };
-                let values: Vec<&SalesSums> = map.values().skip(skip).take(take).collect();
+                let values: Vec<&SalesSums> = map.values().skip(start).take(len).collect();
                 sales_columns(key, &values)
             }
             AggTable::ProductSalesDaily | AggTable::ProductSalesMonthly => {
@@ -483,8 +481,7 @@ impl Aggregates {
                 } else {
                     &self.product_sales_monthly
                 };
-                let (skip, take) = page(m.len());
-                let m: Vec<(&(i32, Id), &ProductSums)> = m.iter().skip(skip).take(take).collect();
+                let m: Vec<(&(i32, Id), &ProductSums)> = m.iter().skip(start).take(len).collect();
                 let (keys, values) = (|| m.iter().map(|e| e.0), || m.iter().map(|e| e.1));
                 vec![
                     Arc::new(Date32Array::from_iter_values(keys().map(|k| k.0))),
@@ -502,8 +499,7 @@ impl Aggregates {
                 } else {
                     &self.customer_spend_monthly
                 };
-                let (skip, take) = page(m.len());
-                let m: Vec<(&(i32, Id), &CustomerSums)> = m.iter().skip(skip).take(take).collect();
+                let m: Vec<(&(i32, Id), &CustomerSums)> = m.iter().skip(start).take(len).collect();
                 let (keys, values) = (|| m.iter().map(|e| e.0), || m.iter().map(|e| e.1));
                 vec![
                     Arc::new(Date32Array::from_iter_values(keys().map(|k| k.0))),

@@ -313,20 +313,22 @@ fn segment_name(table: TableId, number: u64, tag: &str) -> String {
 /// threads, not one per file: each thread that allocates may get a malloc arena of its own,
 /// and arenas keep what was freed in them (one thread per file took a drain's peak memory
 /// from 184 to 304 MiB).
-struct FileWriters<'scope> {
-    jobs: std::sync::mpsc::Sender<(usize, PathBuf, arrow_schema::SchemaRef, RecordBatch)>,
+struct FileWriters {
+    jobs: std::sync::mpsc::Sender<WriteJob>,
     done: std::sync::mpsc::Receiver<(usize, SinkResult<u64>)>,
     sent: std::cell::Cell<usize>,
-    _scope: std::marker::PhantomData<&'scope ()>,
 }
+
+/// A file to write: its place in the queue, path, schema and rows.
+type WriteJob = (usize, PathBuf, arrow_schema::SchemaRef, RecordBatch);
 
 /// Threads writing one commit's files.
 const FILE_WRITERS: usize = 3;
 
-impl<'scope> FileWriters<'scope> {
-    fn start<'env>(scope: &'scope std::thread::Scope<'scope, 'env>, fsync: bool) -> Self {
-        let (jobs, queue) =
-            std::sync::mpsc::channel::<(usize, PathBuf, arrow_schema::SchemaRef, RecordBatch)>();
+impl FileWriters {
+    /// Starts the threads in `scope`; they end once this value is finished or dropped.
+    fn start<'scope>(scope: &'scope std::thread::Scope<'scope, '_>, fsync: bool) -> Self {
+        let (jobs, queue) = std::sync::mpsc::channel::<WriteJob>();
         let queue = Arc::new(std::sync::Mutex::new(queue));
         let (report, done) = std::sync::mpsc::channel();
         for _ in 0..FILE_WRITERS {
@@ -352,7 +354,6 @@ impl<'scope> FileWriters<'scope> {
             jobs,
             done,
             sent: std::cell::Cell::new(0),
-            _scope: std::marker::PhantomData,
         }
     }
 
@@ -398,6 +399,14 @@ struct NewFile {
 }
 
 impl Inner {
+    /// The name (in `next`'s sequence) and path of the next file of `table`.
+    fn next_file(&self, next: &mut Manifest, tag: &str, table: TableId) -> (String, PathBuf) {
+        let file = segment_name(table, next.next_segment, tag);
+        next.next_segment += 1;
+        let path = self.root.join(&file);
+        (file, path)
+    }
+
     /// Names the next file of `table` in `next` for `rows`.
     fn new_file(
         &self,
@@ -408,12 +417,11 @@ impl Inner {
         rows: RecordBatch,
         id_range: Option<(String, String)>,
     ) -> NewFile {
-        let file = segment_name(table, next.next_segment, tag);
-        next.next_segment += 1;
+        let (file, path) = self.next_file(next, tag, table);
         NewFile {
             table,
-            path: self.root.join(&file),
             file,
+            path,
             schema,
             rows,
             id_range,
@@ -504,8 +512,8 @@ impl Inner {
         let mut as_of = next.freshness.as_of_ms;
 
         let result = (|| -> SinkResult<Aggregates> {
-            // Which rows are new, table by table against the id index; then every file of
-            // the commit is written (and synced) on a thread of its own, so the syncs
+            // Which rows are new, table by table against the id index; then the commit's
+            // files are written (and synced) by a few threads side by side, so the syncs
             // overlap, and the aggregates are computed meanwhile.
             let mut files: Vec<NewFile> = Vec::new();
             for (table, rows) in &batch.tables {
@@ -726,9 +734,7 @@ impl Inner {
                     {
                         continue;
                     }
-                    let file = segment_name(table, next.next_segment, &w.tag);
-                    next.next_segment += 1;
-                    let path = self.root.join(&file);
+                    let (file, path) = self.next_file(&mut next, &w.tag, table);
                     written.push(path.clone());
                     // Written a piece at a time, so a snapshot never needs a copy of the
                     // whole table in memory (the view does not change meanwhile: only this
@@ -785,9 +791,7 @@ impl Inner {
                     .iter()
                     .map(|&i| next.segments(table)[i].clone())
                     .collect();
-                let file = segment_name(table, next.next_segment, &w.tag);
-                next.next_segment += 1;
-                let path = self.root.join(&file);
+                let (file, path) = self.next_file(&mut next, &w.tag, table);
                 written.push(path.clone());
                 // The merged file's ids stay in memory only if all of its sources' were.
                 let keep_ids = sources.iter().all(|s| w.ids.is_resident(&s.file));

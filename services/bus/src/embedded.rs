@@ -448,9 +448,7 @@ impl EmbeddedConsumer {
     /// way when this future is dropped is finished by the next call, so dropping it at any
     /// await loses nothing and wastes nothing.
     async fn read_available(&mut self, max: usize) -> Result<()> {
-        if self.reading.is_some() {
-            self.finish_read().await?;
-        }
+        self.finish_read().await?;
         let topics: Vec<String> = self.positions.keys().cloned().collect();
         for i in 0..topics.len() {
             if self.pending.len() >= max {
