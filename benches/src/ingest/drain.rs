@@ -65,13 +65,11 @@ pub(super) async fn wait_drained(
 /// Seconds the worker of `handle` has spent in successful applies, from its `/metrics`.
 /// NaN if they cannot be read.
 pub(super) async fn apply_secs(handle: &IngestHandle) -> f64 {
-    use shoplens_kit::identity::{AuthConfig, Identity, Role};
-    // `/metrics` is for the monitor role; the worker runs with the default (loopback) key.
-    let token = AuthConfig::default().issue(&Identity::new("bench", Role::Monitor));
+    // `/metrics` is for monitors and administrators; the worker runs with the default
+    // (loopback) key.
     let text = async {
-        reqwest::Client::new()
+        crate::admin_client(reqwest::Client::builder())?
             .get(format!("{}/metrics", handle.url()))
-            .bearer_auth(token)
             .send()
             .await?
             .error_for_status()?
