@@ -137,6 +137,13 @@ pub struct WorkersConfig {
     pub queue_timeout_ms: u64,
     /// How long a worker may take to start (ms).
     pub start_timeout_ms: u64,
+    /// After a query of a user ends its worker (killed at its deadline, past its memory or
+    /// CPU cap, or abandoned by its client), that user's queries start at most one per this
+    /// many ms, doubled with each such query in a row up to `max_cool_down_ms`, until one
+    /// ends normally. 0: no cool-down.
+    pub cool_down_ms: u64,
+    /// The longest cool-down (ms).
+    pub max_cool_down_ms: u64,
 }
 
 impl Default for WorkersConfig {
@@ -159,6 +166,8 @@ impl Default for WorkersConfig {
             max_queued: 32,
             queue_timeout_ms: 10_000,
             start_timeout_ms: 30_000,
+            cool_down_ms: 1_000,
+            max_cool_down_ms: 30_000,
         }
     }
 }

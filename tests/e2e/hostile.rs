@@ -170,6 +170,10 @@ async fn start(dir: &std::path::Path, extra_env: &[(&str, &str)]) -> System {
             "4",
         ),
         ("SHOPLENS_ANALYTICS__QUERY__WORKERS__MAX_QUEUED", "4"),
+        // Attacks at full rate: without the cool-down that slows down a user whose queries
+        // keep ending their workers (the analytics tests check it), so every attack meets
+        // its own limit and the shop meets the most churn.
+        ("SHOPLENS_ANALYTICS__QUERY__WORKERS__COOL_DOWN_MS", "0"),
     ];
     env.extend_from_slice(extra_env);
     let mut shop = Shoplens::spawn(dir, &[], &env);

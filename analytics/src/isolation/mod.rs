@@ -52,7 +52,7 @@ use crate::AnalyticsError;
 use crate::cache::{Key, Query, ResultCache};
 use crate::engine::{Engine, Pii, QueryConfig};
 use crate::export::Encoder;
-use admission::Admission;
+use admission::{Admission, CoolDown};
 use protocol::{Init, Request};
 
 /// An answer's bytes.
@@ -149,6 +149,8 @@ impl Executor {
                     w.max_concurrent_per_user,
                     w.max_queued,
                     Duration::from_millis(w.queue_timeout_ms),
+                    // No query here ends a worker.
+                    CoolDown::default(),
                 )),
             }
         };

@@ -28,7 +28,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::time::Instant;
 
-use super::admission::{Admission, Permit};
+use super::admission::{Admission, CoolDown, Permit};
 use super::cpus::CpuPlan;
 use super::metrics::PoolMetrics;
 use super::protocol::{
@@ -189,7 +189,7 @@ fn classify(status: ExitStatus, stderr: &[String], cpu_seconds: u64) -> Analytic
 pub struct Running {
     pool: Arc<Inner>,
     worker: Option<Worker>,
-    _permit: Permit,
+    permit: Permit,
     kill_at: Instant,
     timeout: Duration,
     cpu_seconds: u64,
@@ -212,6 +212,7 @@ impl Running {
         match tokio::time::timeout_at(self.kill_at, read_frame(&mut worker.stdout)).await {
             Err(_) => {
                 self.pool.metrics.killed("deadline");
+                self.permit.strike();
                 if let Some(w) = self.take_worker() {
                     w.kill();
                 }
@@ -220,6 +221,7 @@ impl Running {
             Ok(Ok(Some(frame))) => Ok(frame),
             Ok(Ok(None)) | Ok(Err(_)) => {
                 self.pool.metrics.killed("died");
+                self.permit.strike();
                 let worker = self.take_worker();
                 Err(match worker {
                     Some(w) => w.death(self.cpu_seconds).await,
@@ -245,6 +247,7 @@ impl Running {
                 if let (Some(rows), Ok(end)) = (&self.rows, protocol::parse::<End>(&payload)) {
                     rows.fetch_add(end.rows, Ordering::Relaxed);
                 }
+                self.permit.clear();
                 if let Some(w) = self.take_worker() {
                     self.pool.give_back(w);
                 }
@@ -334,6 +337,7 @@ impl Drop for Running {
             // The answer was abandoned (the client went away): the worker may still be
             // computing, and only killing it stops that.
             self.pool.metrics.killed("abandoned");
+            self.permit.strike();
             worker.kill();
         }
     }
@@ -409,6 +413,7 @@ impl QueryPool {
                     config.max_concurrent_per_user,
                     config.max_queued,
                     Duration::from_millis(config.queue_timeout_ms),
+                    CoolDown::of(config),
                 ),
                 config: config.clone(),
                 idle: Mutex::new(Vec::new()),
@@ -493,7 +498,7 @@ impl QueryPool {
         let mut running = Running {
             pool: self.inner.clone(),
             worker: Some(worker),
-            _permit: permit,
+            permit,
             kill_at: deadline + GRACE,
             timeout,
             cpu_seconds: request.cpu_seconds,

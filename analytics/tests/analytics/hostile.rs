@@ -655,3 +655,64 @@ async fn beyond_the_concurrency_limits_queries_are_refused_as_too_busy() {
     assert!(busy >= 2, "{codes:?}");
     assert!(codes.iter().any(|(_, c)| c == "query_timeout"), "{codes:?}");
 }
+
+#[tokio::test]
+async fn a_user_whose_queries_keep_ending_their_workers_is_slowed_down_and_nobody_else() {
+    use shoplens_kit::identity::Role;
+    use std::time::{Duration, Instant};
+    let events = support::events();
+    let dir = support::embedded_store(&events).await;
+    let mut config = QueryConfig {
+        timeout_ms: 2_000,
+        ..support::query_config()
+    };
+    config.workers.cool_down_ms = 1_500;
+    config.workers.max_cool_down_ms = 10_000;
+    let engine = support::embedded_engine_at(&dir, &config).await;
+    let app = support::spawn_app(engine).await;
+    let spin = "SELECT levenshtein(repeat('a', 200000), repeat('b', 200000)) AS d";
+
+    // Killed at its deadline: a strike against the admin.
+    let (status, body) = attack(&app, spin).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (503, Some("query_timeout"))
+    );
+    // The analyst is not held up by it.
+    let started = Instant::now();
+    let analyst = support::client_as(Role::Analyst)
+        .post(format!("{}/api/v1/sql", app.url))
+        .json(&serde_json::json!({ "sql": "SELECT 1 AS n" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(analyst.status().as_u16(), 200);
+    assert!(started.elapsed() < Duration::from_millis(1_000));
+    // The admin's next query waits out the cool-down, then runs; ending normally lifts it.
+    let started = Instant::now();
+    let (status, body) = attack(&app, "SELECT 1 AS n").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1_000),
+        "{:?}",
+        started.elapsed()
+    );
+    let started = Instant::now();
+    let (status, _) = attack(&app, "SELECT 1 AS n").await;
+    assert_eq!(status, 200);
+    assert!(started.elapsed() < Duration::from_millis(1_000));
+
+    // Two strikes in a row: the cool-down (3 s) is past a query's deadline (2 s), so the
+    // next query is refused as too busy when its deadline comes, saying why.
+    for _ in 0..2 {
+        let (status, body) = attack(&app, spin).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (503, Some("query_timeout"))
+        );
+    }
+    let (status, body) = attack(&app, "SELECT 1 AS n").await;
+    assert_eq!((status, body["code"].as_str()), (503, Some("too_busy")));
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(message.contains("one per 3.0 s"), "{body}");
+}

@@ -76,6 +76,9 @@ pub fn query_config() -> QueryConfig {
     // Likewise every test's workers on the same last CPU would queue behind each other
     // (`hostile.rs` checks the default CPU plan).
     config.workers.share_cpus = true;
+    // Tests send attack after attack as one user, each to meet its own limit; `hostile.rs`
+    // checks the cool-down that would slow such a user down.
+    config.workers.cool_down_ms = 0;
     config
 }
 
