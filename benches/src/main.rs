@@ -10,7 +10,7 @@ use shoplens_benches::compare::{self, CompareOptions};
 use shoplens_benches::components::{self, ComponentsOptions};
 use shoplens_benches::composer::{self, ComposerOptions};
 use shoplens_benches::ingest::{self, IngestOptions};
-use shoplens_benches::isolation::{self, IsolationOptions};
+use shoplens_benches::isolation::{self, Bombs, IsolationOptions};
 use shoplens_benches::report::Report;
 use shoplens_benches::results::data_dir;
 use shoplens_benches::writes::{self, WritesOptions};
@@ -60,6 +60,12 @@ enum Command {
         /// `--worker-cpus 1`; default: any.
         #[arg(long, value_delimiter = ',')]
         worker_cpus: Vec<usize>,
+        /// Which hostile queries run: CPU and memory bombs in turn, or one kind.
+        #[arg(long, value_enum, default_value_t = Bombs::All)]
+        bombs: Bombs,
+        /// `analytics.query.workers.cool_down_ms` (0: none); default: the product's.
+        #[arg(long)]
+        cool_down_ms: Option<u64>,
         /// Repeats; medians are reported.
         #[arg(long)]
         runs: Option<usize>,
@@ -258,7 +264,7 @@ struct IngestArgs {
     #[arg(long)]
     freshness_secs: Option<f64>,
     /// Events/s of the festival burst (default 50,000; on ClickHouse at most 90% of what the
-    /// broker accepted from the producer).
+    /// broker sustains taking and serving each event).
     #[arg(long)]
     burst_rate: Option<f64>,
     /// Seconds the festival burst lasts (default 30).
@@ -544,6 +550,8 @@ async fn run() -> anyhow::Result<()> {
         Command::Isolation {
             duration_secs,
             worker_cpus,
+            bombs,
+            cool_down_ms,
             runs,
             smoke,
             out,
@@ -557,6 +565,8 @@ async fn run() -> anyhow::Result<()> {
                 opts.duration = Duration::from_secs_f64(v);
             }
             opts.worker_cpus = worker_cpus;
+            opts.bombs = bombs;
+            opts.cool_down_ms = cool_down_ms;
             if let Some(v) = runs {
                 opts.runs = v;
             }

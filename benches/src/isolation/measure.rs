@@ -1,5 +1,6 @@
-//! One run of the isolation scenario: the system started with query workers, the shop timed
-//! idle and under hostile queries, then a small query timed with workers and without.
+//! One run of the isolation scenario: the system started with query workers, a small query
+//! timed, the shop timed idle and under hostile queries; then the small query timed on a
+//! system without workers holding the same seeded data.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,20 +8,33 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use super::{IsolationOptions, Latency, Run};
+use super::{Bombs, IsolationOptions, Latency, Run};
 use crate::histogram::Histogram;
 use crate::shop::{Shop, ShopSize};
 
 use crate::SECRET;
 
-/// The hostile queries the clients cycle through.
-const HOSTILE: &[&str] = &[
+/// Hostile queries that spin until the deadline or the CPU cap.
+const CPU_BOMBS: &[&str] = &[
     "SELECT levenshtein(repeat('a', 200000), repeat('b', 200000))",
     "SELECT count(*) FROM generate_series(1, 200000) a CROSS JOIN generate_series(1, 200000) b",
+];
+
+/// Hostile queries that allocate until the memory cap.
+const MEMORY_BOMBS: &[&str] = &[
     "SELECT cardinality(array_agg(value)) FROM generate_series(1, 2000000000)",
     "SELECT length(concat(r, r, r, r, r, r, r, r, r, r, r, r, r, r, r, r)) \
      FROM (SELECT repeat('x', 60000000) AS r)",
 ];
+
+/// The hostile queries the clients cycle through: CPU and memory bombs in turn, or one kind.
+fn hostile_queries(bombs: Bombs) -> Vec<&'static str> {
+    match bombs {
+        Bombs::All => CPU_BOMBS.iter().chain(MEMORY_BOMBS).copied().collect(),
+        Bombs::Cpu => CPU_BOMBS.to_vec(),
+        Bombs::Memory => MEMORY_BOMBS.to_vec(),
+    }
+}
 
 const SMALL_SQL: &str = "SELECT count(*) AS n, sum(total) AS revenue FROM orders";
 
@@ -35,18 +49,24 @@ async fn start(opts: &IsolationOptions, isolated: bool) -> anyhow::Result<Shop> 
         config.auth.secret = SECRET.into();
         let q = &mut config.analytics.query;
         q.timeout_ms = 3_000;
+        // Every query computed: a cached answer never reaches a worker, so it would not show
+        // what running queries in workers costs.
+        q.result_cache_mb = 0;
         q.workers.enabled = isolated;
         q.workers.memory_mb = 512;
         q.workers.cpu_seconds = 6;
         q.workers.max_concurrent = opts.hostile.max(1);
         q.workers.max_concurrent_per_user = opts.hostile.max(1);
         q.workers.cpus = opts.worker_cpus.clone();
+        if let Some(ms) = opts.cool_down_ms {
+            q.workers.cool_down_ms = ms;
+        }
     })
     .await
 }
 
-/// One run: the shop idle and under hostile queries, then the query cost with workers and
-/// without, each on a system of its own.
+/// One run: the query cost with workers, the shop idle and under hostile queries, then the
+/// query cost without workers, on a system of its own with the same seeded data.
 pub(super) async fn one_run(opts: &IsolationOptions) -> anyhow::Result<Run> {
     let mut run = Run::default();
     let shop = start(opts, true)
@@ -60,17 +80,24 @@ pub(super) async fn one_run(opts: &IsolationOptions) -> anyhow::Result<Run> {
         .context("no analytics server")?;
     let http = crate::admin_client(reqwest::Client::builder())?;
 
-    // 1. The shop, idle and under hostile queries.
+    // 1. What isolation costs a normal query, with a warm pool: first, while this system
+    // holds the same data as the in-process one below (the shop phases add thousands of
+    // orders).
+    (run.sql_isolated, run.dashboard_isolated) = query_latency(&http, &analytics, opts).await;
+
+    // 2. The shop, idle and under hostile queries.
     (run.create_idle, run.summary_idle) = shop_latency(&shop, &http, opts.duration).await;
     let stop = Arc::new(AtomicBool::new(false));
     let mut hostile = tokio::task::JoinSet::new();
+    let queries = hostile_queries(opts.bombs);
     for h in 0..opts.hostile {
         let (http, analytics, stop) = (http.clone(), analytics.clone(), stop.clone());
+        let queries = queries.clone();
         hostile.spawn(async move {
             let mut answered = 0u64;
             let mut k = h;
             while !stop.load(Ordering::SeqCst) {
-                let sql = HOSTILE[k % HOSTILE.len()];
+                let sql = queries[k % queries.len()];
                 k += 1;
                 if http
                     .post(format!("{analytics}/api/v1/sql"))
@@ -93,8 +120,6 @@ pub(super) async fn one_run(opts: &IsolationOptions) -> anyhow::Result<Run> {
         run.hostile_answered += done.unwrap_or(0);
     }
 
-    // 2. What isolation costs a normal query, with a warm pool.
-    (run.sql_isolated, run.dashboard_isolated) = query_latency(&http, &analytics, opts).await;
     shop.stop().await;
     let shop = start(opts, false)
         .await

@@ -47,6 +47,23 @@ pub struct IsolationOptions {
     pub smoke: bool,
     /// The CPUs the query workers may run on; empty: any.
     pub worker_cpus: Vec<usize>,
+    /// Which hostile queries the clients cycle through.
+    pub bombs: Bombs,
+    /// `analytics.query.workers.cool_down_ms`; `None`: the product's default.
+    pub cool_down_ms: Option<u64>,
+}
+
+/// The kinds of hostile query.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Bombs {
+    /// CPU and memory bombs, in turn.
+    #[default]
+    All,
+    /// Queries that spin until the deadline or the CPU cap.
+    Cpu,
+    /// Queries that allocate until the memory cap.
+    Memory,
 }
 
 impl Default for IsolationOptions {
@@ -60,6 +77,8 @@ impl Default for IsolationOptions {
             runs: 3,
             smoke: false,
             worker_cpus: Vec::new(),
+            bombs: Bombs::All,
+            cool_down_ms: None,
         }
     }
 }
@@ -75,6 +94,8 @@ impl IsolationOptions {
             runs: 1,
             smoke: true,
             worker_cpus: Vec::new(),
+            bombs: Bombs::All,
+            cool_down_ms: None,
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::{IsolationResults, Pick, median};
+use super::{Bombs, IsolationResults, Pick, median};
 use crate::machine::Machine;
 use crate::report::Report;
 use crate::results::command_line;
@@ -45,12 +45,24 @@ fn setup(m: &Machine, r: &IsolationResults) -> String {
     let o = &r.options;
     let _ = writeln!(
         t,
-        "- {} orders seeded; {} s per phase; {} hostile clients cycling CPU and memory bombs \
-         (deadline 3 s, 512 MiB and 6 CPU-s per worker); query workers on {}; {} sequential \
-         requests per query shape; medians of {} runs.\n",
+        "- {} orders seeded; {} s per phase; {} hostile clients cycling {} \
+         (deadline 3 s, 512 MiB and 6 CPU-s per worker), all as one user; {}; query workers \
+         on {}; {} sequential requests per query shape; medians of {} runs.\n",
         o.orders,
         o.duration.as_secs_f64(),
         o.hostile,
+        match o.bombs {
+            Bombs::All => "CPU and memory bombs",
+            Bombs::Cpu => "CPU bombs only (`--bombs cpu`)",
+            Bombs::Memory => "memory bombs only (`--bombs memory`)",
+        },
+        match o.cool_down_ms {
+            None => "the product's cool-down for a user whose queries keep ending their \
+                     workers (`analytics.query.workers.cool_down_ms`)"
+                .to_owned(),
+            Some(0) => "no cool-down (`--cool-down-ms 0`)".to_owned(),
+            Some(ms) => format!("a cool-down of {ms} ms (`--cool-down-ms`)"),
+        },
         if o.worker_cpus.is_empty() {
             "the default CPU plan (`analytics.query.workers.cpus`: on four CPUs or more the \
              last quarter is theirs and the rest the shop's; on fewer, none set apart)"
