@@ -72,7 +72,8 @@ pub struct IngestOptions {
     /// Published but not sampled at the start of the freshness measurement.
     pub freshness_warmup: Duration,
     /// The festival burst's publishing rate (on ClickHouse at most 90% of what the broker
-    /// accepted from the producer in this run).
+    /// sustains when it both takes each event from the producer and serves it to the worker,
+    /// from the rates measured in this run).
     pub burst_rate: f64,
     /// How long the burst publishes (after the same warm-up).
     pub burst_duration: Duration,
