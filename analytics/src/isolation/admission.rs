@@ -202,11 +202,12 @@ impl Admission {
         let start_at = {
             let mut c = mine.cooling();
             (c.strikes > 0).then(|| {
+                let every = self.cool_down.after(c.strikes);
                 let at = c.next_start.unwrap_or(now).max(now);
                 if at <= until {
-                    c.next_start = Some(at + self.cool_down.after(c.strikes));
+                    c.next_start = Some(at + every);
                 }
-                (at, self.cool_down.after(c.strikes))
+                (at, every)
             })
         };
         if let Some((at, every)) = start_at.filter(|(at, _)| *at > now) {
@@ -320,6 +321,7 @@ mod tests {
         assert!(a.acquire("bob", later(100)).await.is_err());
         assert!(started.elapsed() < Duration::from_millis(500));
     }
+
     fn cooling(first_ms: u64, max_ms: u64) -> Admission {
         let cool_down = CoolDown {
             first: Duration::from_millis(first_ms),
