@@ -3,10 +3,11 @@
 //!
 //! Two moka caches per section: `fresh` holds entries for the section's TTL and is what
 //! requests read; concurrent misses for one key run one load and the others wait for it
-//! (`entry().or_try_insert_with`). `last_good` holds every successful load for TTL +
-//! `stale_for`, and is read only when a load fails or misses the deadline: its entry is then
-//! served, marked stale, with its age. Event-driven invalidation removes keys from `fresh`
-//! only: what was true a moment ago is still the best answer when the service is down.
+//! (`entry().or_try_insert_with`; batch look-ups keep their own map of loads in flight).
+//! `last_good` holds every successful load for TTL + `stale_for`, and is read only when a
+//! load fails or misses the deadline: its entry is then served, marked stale, with its age.
+//! Event-driven invalidation removes keys from `fresh` only: what was true a moment ago is
+//! still the best answer when the service is down.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -17,11 +18,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
 use moka::future::Cache;
 use tokio::time::Instant;
 
-use crate::downstream::FetchError;
+use crate::downstream::{FetchError, REQUEST_CALLS};
 use crate::metrics::{ComposerMetrics, SectionLabels};
+use tracing::Instrument;
 
 /// A value and when it was fetched from its service.
 #[derive(Clone, Debug)]
@@ -80,7 +83,25 @@ pub struct SectionCache<V> {
     enabled: bool,
     fresh: Cache<String, Fetched<V>>,
     last_good: Cache<String, Fetched<V>>,
+    /// The batch loads of [`SectionCache::get_many`] in flight, by key.
+    in_flight: Arc<tokio::sync::Mutex<InFlight<V>>>,
     metrics: Arc<ComposerMetrics>,
+}
+
+/// A batch load's outcome, shared by every request that waits for it.
+type Batch<V> = Shared<BoxFuture<'static, Result<Arc<HashMap<String, Fetched<V>>>, FetchError>>>;
+
+struct InFlight<V> {
+    next_id: u64,
+    loads: HashMap<String, InFlightLoad<V>>,
+}
+
+struct InFlightLoad<V> {
+    /// Which batch: a key's entry is removed only by the batch that put it there.
+    id: u64,
+    /// The deadline of the request that started it, which its calls keep to.
+    deadline: Instant,
+    batch: Batch<V>,
 }
 
 impl<V: Clone + Send + Sync + 'static> SectionCache<V> {
@@ -105,6 +126,10 @@ impl<V: Clone + Send + Sync + 'static> SectionCache<V> {
             enabled: settings.enabled,
             fresh,
             last_good,
+            in_flight: Arc::new(tokio::sync::Mutex::new(InFlight {
+                next_id: 0,
+                loads: HashMap::new(),
+            })),
             metrics,
         }
     }
@@ -186,6 +211,12 @@ impl<V: Clone + Send + Sync + 'static> SectionCache<V> {
 
     /// The values of many keys; the misses are loaded with one call of `load` (which gets
     /// the missing keys and returns what it found; keys it leaves out are not found).
+    ///
+    /// Keys another request is already loading wait for that load instead. A request
+    /// registers all its misses under one lock, so two requests for overlapping keys (two
+    /// readers of one cold order, with its two products) make one call per key, never two.
+    /// Per-key coalescing (as in [`SectionCache::get`]) cannot promise that: each request
+    /// could win the race for a different key and make its own call for it.
     pub async fn get_many<F, Fut>(
         &self,
         keys: &[String],
@@ -196,43 +227,144 @@ impl<V: Clone + Send + Sync + 'static> SectionCache<V> {
         F: FnOnce(Vec<String>) -> Fut,
         Fut: Future<Output = Result<HashMap<String, V>, FetchError>> + Send + 'static,
     {
+        let labels = self.labels();
+        let keys = dedup(keys);
+        if !self.enabled {
+            self.metrics
+                .cache_misses
+                .get_or_create(&labels)
+                .inc_by(keys.len() as u64);
+            let result = tokio::time::timeout_at(deadline, load(keys.clone())).await;
+            return keys
+                .into_iter()
+                .map(|key| {
+                    let lookup = match &result {
+                        Ok(Ok(found)) => match found.get(&key) {
+                            Some(v) => Lookup::Fresh(Fetched::now(v.clone())),
+                            None => Lookup::Failed(FetchError::NotFound),
+                        },
+                        Ok(Err(e)) => Lookup::Failed(e.clone()),
+                        Err(_) => Lookup::Failed(self.deadline_error()),
+                    };
+                    (key, lookup)
+                })
+                .collect();
+        }
         let mut out = HashMap::new();
         let mut misses = Vec::new();
-        for key in dedup(keys) {
-            match self.enabled {
-                true => match self.fresh.get(&key).await {
-                    Some(hit) => {
-                        self.metrics.cache_hits.get_or_create(&self.labels()).inc();
-                        out.insert(key, Lookup::Fresh(hit));
-                    }
-                    None => misses.push(key),
-                },
-                false => misses.push(key),
+        for key in keys {
+            match self.fresh.get(&key).await {
+                Some(hit) => {
+                    self.metrics.cache_hits.get_or_create(&labels).inc();
+                    out.insert(key, Lookup::Fresh(hit));
+                }
+                None => misses.push(key),
             }
         }
         if misses.is_empty() {
             return out;
         }
-        // One batch call, started by whichever key's load runs first; keys another request
-        // is already loading wait for that load instead.
-        let batch = load(misses.clone())
-            .map(|r| r.map(Arc::new))
-            .boxed()
-            .shared();
-        let lookups = misses.into_iter().map(|key| {
-            let batch = batch.clone();
-            async move {
-                let k = key.clone();
-                let one = async move {
-                    let found = batch.await?;
-                    found.get(&k).cloned().ok_or(FetchError::NotFound)
-                };
-                let lookup = self.get(&key, deadline, one).await;
-                (key, lookup)
+        let mut waits = Vec::with_capacity(misses.len());
+        {
+            let mut in_flight = self.in_flight.lock().await;
+            let mut mine = Vec::new();
+            for key in misses {
+                // A load whose owner's deadline has passed is given up on, not joined.
+                if let Some(load) = in_flight.loads.get(&key)
+                    && load.deadline > Instant::now()
+                {
+                    self.metrics.cache_coalesced.get_or_create(&labels).inc();
+                    waits.push((key, load.batch.clone()));
+                } else if let Some(hit) = self.fresh.get(&key).await {
+                    // Loaded (and no longer in flight) since the look-up above.
+                    self.metrics.cache_hits.get_or_create(&labels).inc();
+                    out.insert(key, Lookup::Fresh(hit));
+                } else {
+                    self.metrics.cache_misses.get_or_create(&labels).inc();
+                    mine.push(key);
+                }
             }
+            if !mine.is_empty() {
+                let id = in_flight.next_id;
+                in_flight.next_id += 1;
+                let batch = self.batch(id, mine.clone(), deadline, load(mine.clone()));
+                for key in mine {
+                    let entry = InFlightLoad {
+                        id,
+                        deadline,
+                        batch: batch.clone(),
+                    };
+                    in_flight.loads.insert(key.clone(), entry);
+                    waits.push((key, batch.clone()));
+                }
+            }
+        }
+        let lookups = waits.into_iter().map(|(key, batch)| async move {
+            let lookup = match tokio::time::timeout_at(deadline, batch).await {
+                Ok(Ok(found)) => match found.get(&key) {
+                    Some(v) => Lookup::Fresh(v.clone()),
+                    None => Lookup::Failed(FetchError::NotFound),
+                },
+                Ok(Err(e)) => self.fallback(&key, e).await,
+                Err(_) => self.fallback(&key, self.deadline_error()).await,
+            };
+            (key, lookup)
         });
         out.extend(futures::future::join_all(lookups).await);
         out
+    }
+
+    /// The load of `keys` as a future any number of requests can wait for. It runs as a
+    /// task of its own, until the `deadline` of the request that started it at the latest,
+    /// so it completes (and leaves the in-flight map) even when that request has gone. It
+    /// stores what it found in both caches, then leaves the map, in that order: a request
+    /// that finds no load in flight for a key finds its result in `fresh`.
+    fn batch<Fut>(&self, id: u64, keys: Vec<String>, deadline: Instant, load: Fut) -> Batch<V>
+    where
+        Fut: Future<Output = Result<HashMap<String, V>, FetchError>> + Send + 'static,
+    {
+        let (fresh, last_good) = (self.fresh.clone(), self.last_good.clone());
+        let in_flight = self.in_flight.clone();
+        let late = self.deadline_error();
+        let section = self.section;
+        // The calls count towards the request that started the load, and its span.
+        let load = match REQUEST_CALLS.try_with(Arc::clone) {
+            Ok(calls) => REQUEST_CALLS.scope(calls, load).boxed(),
+            Err(_) => load.boxed(),
+        }
+        .instrument(tracing::Span::current());
+        let task = tokio::spawn(async move {
+            let result = match tokio::time::timeout_at(deadline, load).await {
+                Ok(result) => result.map(|mut found| {
+                    keys.iter()
+                        .filter_map(|k| Some((k.clone(), Fetched::now(found.remove(k)?))))
+                        .collect::<HashMap<_, _>>()
+                }),
+                Err(_) => Err(late),
+            };
+            if let Ok(found) = &result {
+                for (key, value) in found {
+                    fresh.insert(key.clone(), value.clone()).await;
+                    last_good.insert(key.clone(), value.clone()).await;
+                }
+            }
+            let mut in_flight = in_flight.lock().await;
+            for key in &keys {
+                if in_flight.loads.get(key).is_some_and(|l| l.id == id) {
+                    in_flight.loads.remove(key);
+                }
+            }
+            result.map(Arc::new)
+        });
+        async move {
+            task.await.unwrap_or_else(|e| {
+                Err(FetchError::Unavailable(format!(
+                    "{section} load failed: {e}"
+                )))
+            })
+        }
+        .boxed()
+        .shared()
     }
 
     /// Stores a value loaded some other way (e.g. the orders of a page are fresh orders).
@@ -457,6 +589,80 @@ mod tests {
             &out["zz"],
             Lookup::Failed(FetchError::Unavailable(_))
         ));
+    }
+
+    /// A batch load that counts the calls for each key and takes a while.
+    fn counted_load(
+        calls: &Arc<std::sync::Mutex<HashMap<String, usize>>>,
+    ) -> impl FnOnce(Vec<String>) -> BoxFuture<'static, Result<HashMap<String, String>, FetchError>>
+    + use<> {
+        let calls = calls.clone();
+        move |keys| {
+            for k in &keys {
+                *calls.lock().unwrap().entry(k.clone()).or_default() += 1;
+            }
+            async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Ok(keys
+                    .into_iter()
+                    .map(|k| (k.clone(), k.to_uppercase()))
+                    .collect())
+            }
+            .boxed()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_batches_for_overlapping_keys_make_one_call_per_key() {
+        let c = Arc::new(cache(10_000, 10_000));
+        let calls = Arc::new(std::sync::Mutex::new(HashMap::new()));
+        for round in 0..30 {
+            let keys: Vec<String> = vec![format!("a{round}"), format!("b{round}")];
+            let tasks: Vec<_> = (0..20)
+                .map(|_| {
+                    let (c, keys, load) = (c.clone(), keys.clone(), counted_load(&calls));
+                    tokio::spawn(async move { c.get_many(&keys, soon(), load).await })
+                })
+                .collect();
+            for task in tasks {
+                let out = task.await.unwrap();
+                for k in &keys {
+                    assert!(matches!(&out[k], Lookup::Fresh(f) if *f.value == k.to_uppercase()));
+                }
+            }
+        }
+        let calls = calls.lock().unwrap();
+        assert_eq!(calls.len(), 60);
+        assert!(calls.values().all(|&n| n == 1), "{calls:?}");
+        assert_eq!(counter(&c, "misses"), 60);
+        assert_eq!(counter(&c, "hits") + counter(&c, "coalesced"), 30 * 19 * 2);
+    }
+
+    #[tokio::test]
+    async fn a_batch_joins_the_keys_in_flight_and_outlives_the_request_that_started_it() {
+        let c = Arc::new(cache(10_000, 10_000));
+        let calls = Arc::new(std::sync::Mutex::new(HashMap::new()));
+        let first = {
+            let (c, load) = (c.clone(), counted_load(&calls));
+            tokio::spawn(async move { c.get_many(&["a".into(), "b".into()], soon(), load).await })
+        };
+        while calls.lock().unwrap().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        first.abort();
+        let out = c
+            .get_many(&["b".into(), "c".into()], soon(), counted_load(&calls))
+            .await;
+        assert!(matches!(&out["b"], Lookup::Fresh(f) if *f.value == "B"));
+        assert!(matches!(&out["c"], Lookup::Fresh(f) if *f.value == "C"));
+        let out = c
+            .get_many(&["a".into()], soon(), counted_load(&calls))
+            .await;
+        assert!(matches!(&out["a"], Lookup::Fresh(f) if *f.value == "A"));
+        let calls = calls.lock().unwrap();
+        assert_eq!(calls.len(), 3);
+        assert!(calls.values().all(|&n| n == 1), "{calls:?}");
+        assert_eq!(counter(&c, "coalesced"), 1);
     }
 
     #[tokio::test]

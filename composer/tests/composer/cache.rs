@@ -31,8 +31,8 @@ async fn concurrent_requests_for_a_cold_order_make_one_call_per_service() {
     let coalesced = composer
         .metric("shoplens_composer_cache_coalesced_total", &label)
         .await;
-    assert_eq!(misses, 1.0);
-    assert_eq!(hits + coalesced, 19.0);
+    assert_eq!(misses, 1.0, "order misses");
+    assert_eq!(hits + coalesced, 19.0, "{hits} hits, {coalesced} coalesced");
 }
 
 #[tokio::test]
