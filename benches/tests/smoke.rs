@@ -367,7 +367,8 @@ async fn isolation_smoke_run_writes_sane_results() {
 
 /// The scale-out scenario at tiny sizes on the test script's broker and ClickHouse: 1, 2 and
 /// 3 worker processes and the embedded-log ceiling each drained the whole backlog (the
-/// harness fails otherwise), and both membership changes were measured.
+/// harness fails otherwise), and both membership changes were measured or the stall that
+/// kept them from it was reported.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_out_smoke_run_drains_with_one_two_and_three_workers() {
     use shoplens_benches::ingest::IngestOptions;
@@ -413,9 +414,17 @@ async fn scale_out_smoke_run_drains_with_one_two_and_three_workers() {
         assert!(r["events_per_sec"].as_f64().unwrap() > 0.0, "{r}");
         assert!(r["worker_cpu_secs"].as_f64().unwrap() > 0.0, "{r}");
     }
-    assert_eq!(json["pauses"].as_array().unwrap().len(), 2);
     let md = std::fs::read_to_string(dir.path().join("RESULTS.md")).unwrap();
     assert!(md.contains("## Ingest scale-out"), "{md}");
+    // tansu 0.6 at times never gives a departed member's partitions to anyone (issue 17):
+    // the harness then reports the stall in place of the pauses, and keeps the drains.
+    match json["pauses_error"].as_str() {
+        None => assert_eq!(json["pauses"].as_array().unwrap().len(), 2, "{json}"),
+        Some(stall) => {
+            assert!(stall.contains("applied nothing for"), "{stall}");
+            assert!(md.contains(&format!("**Not measured: {stall}.**")), "{md}");
+        }
+    }
 }
 
 /// The write-side scenario at tiny sizes (it starts its own PostgreSQL server): three
