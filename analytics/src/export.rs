@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 
 use arrow_array::RecordBatch;
 use bytes::Bytes;
-use datafusion::arrow::csv::WriterBuilder;
 use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchReceiverStream;
 use futures::StreamExt;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -20,6 +20,9 @@ use shoplens_readmodel::freshness::FreshnessReport;
 use crate::AnalyticsError;
 use crate::dashboard::{BadParam, DateRange};
 pub use crate::isolation::protocol::Output;
+
+mod csv;
+pub use csv::CsvEncoder;
 
 /// Rows per Parquet row group: what the writer holds in memory at most.
 const ROW_GROUP_ROWS: usize = 64 * 1024;
@@ -245,7 +248,7 @@ pub struct Encoder {
 }
 
 enum EncoderKind {
-    Csv(Box<datafusion::arrow::csv::Writer<Buffer>>),
+    Csv(CsvEncoder),
     Parquet(Box<ArrowWriter<Buffer>>),
     Arrow(Box<StreamWriter<Buffer>>),
     /// The rows so far as a JSON array's elements; the document's head needs the row
@@ -271,12 +274,7 @@ impl Encoder {
     ) -> crate::Result<Encoder> {
         let buffer = Buffer::default();
         let inner = match output {
-            Output::Csv => EncoderKind::Csv(Box::new(
-                WriterBuilder::new()
-                    .with_header(true)
-                    .with_timestamp_tz_format("%Y-%m-%dT%H:%M:%S%.3fZ".to_owned())
-                    .build(buffer.clone()),
-            )),
+            Output::Csv => EncoderKind::Csv(CsvEncoder::new()),
             Output::Parquet => {
                 let props = WriterProperties::builder()
                     .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
@@ -314,7 +312,12 @@ impl Encoder {
     /// row group is full, and is always empty for JSON).
     pub fn write(&mut self, batch: &RecordBatch) -> crate::Result<Vec<u8>> {
         match &mut self.inner {
-            EncoderKind::Csv(w) => w.write(batch).map_err(encoding)?,
+            EncoderKind::Csv(w) => {
+                let mut bytes = Vec::new();
+                w.write(batch, &mut bytes).map_err(encoding)?;
+                self.rows += batch.num_rows() as u64;
+                return Ok(bytes);
+            }
             EncoderKind::Parquet(w) => w.write(batch).map_err(encoding)?,
             EncoderKind::Arrow(w) => w.write(batch).map_err(encoding)?,
             EncoderKind::Json { rows, .. } => {
@@ -330,7 +333,7 @@ impl Encoder {
     /// Finishes the answer; returns its last bytes (all of a JSON answer).
     pub fn finish(self) -> crate::Result<Vec<u8>> {
         match self.inner {
-            EncoderKind::Csv(w) => drop(w.into_inner()),
+            EncoderKind::Csv(_) => {}
             EncoderKind::Parquet(w) => {
                 w.close().map_err(encoding)?;
             }
@@ -438,10 +441,30 @@ fn tokio_stream_from<T: Send + 'static>(
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
+/// Batches a read-ahead task pulls from the query while the caller encodes.
+const READ_AHEAD_BATCHES: usize = 2;
+
+/// `stream` read by a task of its own, [`READ_AHEAD_BATCHES`] ahead of the caller: reading
+/// and decoding the answer (ClickHouse's blocks, the store's files) then runs on one core
+/// while the caller encodes on the other. Dropping the stream stops the task.
+pub fn read_ahead(mut stream: SendableRecordBatchStream) -> SendableRecordBatchStream {
+    let mut builder = RecordBatchReceiverStream::builder(stream.schema(), READ_AHEAD_BATCHES);
+    let tx = builder.tx();
+    builder.spawn(async move {
+        while let Some(batch) = stream.next().await {
+            if tx.send(batch).await.is_err() {
+                break; // the reader went away
+            }
+        }
+        Ok(())
+    });
+    builder.build()
+}
+
 /// Writes the stream's rows to `out`, calling `progress` with the rows so far after every
 /// batch; returns the row count.
 pub async fn write_stream(
-    mut stream: SendableRecordBatchStream,
+    stream: SendableRecordBatchStream,
     format: ExportFormat,
     out: &mut (dyn Write + Send),
     mut progress: impl FnMut(u64),
@@ -449,6 +472,7 @@ pub async fn write_stream(
     let output =
         |e: std::io::Error| AnalyticsError::Output(format!("cannot write the export: {e}"));
     let mut encoder = Encoder::new(format, stream.schema())?;
+    let mut stream = read_ahead(stream);
     while let Some(batch) = stream.next().await {
         let bytes = encoder.write(&batch?)?;
         out.write_all(&bytes).map_err(output)?;

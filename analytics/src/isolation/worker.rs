@@ -186,7 +186,7 @@ async fn answer<W: AsyncWrite + Unpin>(
         .run_in(request.session, request.pii, &request.sql, params)
         .await
     {
-        Ok(stream) => stream,
+        Ok(stream) => crate::export::read_ahead(stream),
         Err(e) => return send_error(out, &e).await,
     };
     let mut encoder =
