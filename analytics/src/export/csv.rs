@@ -22,6 +22,9 @@ use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 /// The format of timestamps with a time zone (the fast path writes exactly this).
 pub const TIMESTAMP_TZ_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.3fZ";
 
+/// The most a batch reserves of its output up front.
+const RESERVE_CAP: usize = 1 << 20;
+
 /// Days from 0001-01-01 (chrono's day 1 of the common era) to 1970-01-01.
 const UNIX_EPOCH_FROM_CE: i32 = 719_163;
 
@@ -61,7 +64,14 @@ impl CsvEncoder {
             .iter()
             .map(|a| Column::new(a, &options))
             .collect::<Result<Vec<_>, _>>()?;
-        out.reserve(batch.num_rows() * 16 * columns.len().max(1));
+        // A guess of the batch's text, capped: a query of a thousand columns must not
+        // reserve its whole answer up front.
+        out.reserve(
+            batch
+                .num_rows()
+                .saturating_mul(16 * columns.len().max(1))
+                .min(RESERVE_CAP),
+        );
         let mut days = DayCache::default();
         for row in 0..batch.num_rows() {
             let start = out.len();
