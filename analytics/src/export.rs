@@ -6,7 +6,6 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use arrow_array::RecordBatch;
-use bytes::Bytes;
 use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchReceiverStream;
@@ -404,41 +403,6 @@ fn json_document(
     out.extend(rows);
     out.push(b'}');
     Ok(out)
-}
-
-/// The stream's rows as a file's bytes, chunk by chunk; an error ends the stream (the
-/// HTTP response is then cut off, so a client never mistakes it for a whole file).
-pub fn encode_stream(
-    mut stream: SendableRecordBatchStream,
-    format: ExportFormat,
-) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
-    tokio::spawn(async move {
-        let result: crate::Result<()> = async {
-            let mut encoder = Encoder::new(format, stream.schema())?;
-            while let Some(batch) = stream.next().await {
-                let bytes = encoder.write(&batch?)?;
-                if !bytes.is_empty() && tx.send(Ok(Bytes::from(bytes))).await.is_err() {
-                    return Ok(()); // the client went away
-                }
-            }
-            let bytes = encoder.finish()?;
-            let _ = tx.send(Ok(Bytes::from(bytes))).await;
-            Ok(())
-        }
-        .await;
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "export failed mid-stream");
-            let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
-        }
-    });
-    tokio_stream_from(rx)
-}
-
-fn tokio_stream_from<T: Send + 'static>(
-    mut rx: tokio::sync::mpsc::Receiver<T>,
-) -> impl futures::Stream<Item = T> + Send + 'static {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 /// Batches a read-ahead task pulls from the query while the caller encodes.
