@@ -10,6 +10,7 @@
 //! through arrow's own formatter.
 
 use arrow_array::cast::AsArray;
+use arrow_array::temporal_conversions::date32_to_datetime;
 use arrow_array::types::{
     Date32Type, Decimal128Type, Int8Type, Int16Type, Int32Type, Int64Type,
     TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
@@ -24,9 +25,6 @@ pub const TIMESTAMP_TZ_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.3fZ";
 
 /// The most a batch reserves of its output up front.
 const RESERVE_CAP: usize = 1 << 20;
-
-/// Days from 0001-01-01 (chrono's day 1 of the common era) to 1970-01-01.
-const UNIX_EPOCH_FROM_CE: i32 = 719_163;
 
 /// Writes batches as CSV; the header goes before the first batch, as arrow's writer does
 /// (so an answer with no batch is an empty file).
@@ -273,7 +271,7 @@ impl<'a> Column<'a> {
                 }
             }
             Column::Date32 { array, slow } => {
-                if array.is_valid(row) && !days.write(out, array.value(row)) {
+                if array.is_valid(row) && !days.write(out, i64::from(array.value(row))) {
                     slow_value(out, slow, row, scratch)?;
                 }
             }
@@ -312,7 +310,7 @@ fn slow_value(
 }
 
 /// A decimal as arrow prints it; false (nothing written) when the value has more digits
-/// than its precision or the scale is not positive, which arrow's formatter handles.
+/// than its precision or the scale is negative, which arrow's formatter handles.
 fn decimal(out: &mut Vec<u8>, value: i128, precision: u8, scale: i8) -> bool {
     let mut buffer = itoa::Buffer::new();
     let text = buffer.format(value);
@@ -320,14 +318,14 @@ fn decimal(out: &mut Vec<u8>, value: i128, precision: u8, scale: i8) -> bool {
         Some(rest) => ("-", rest),
         None => ("", text),
     };
-    if scale <= 0 || digits.len() > precision as usize {
-        if scale == 0 && digits.len() <= precision as usize {
-            out.extend_from_slice(text.as_bytes());
-            return true;
-        }
+    if scale < 0 || digits.len() > precision as usize {
         return false;
     }
     let scale = scale as usize;
+    if scale == 0 {
+        out.extend_from_slice(text.as_bytes());
+        return true;
+    }
     out.extend_from_slice(sign.as_bytes());
     if digits.len() > scale {
         let (whole, fraction) = digits.split_at(digits.len() - scale);
@@ -350,18 +348,14 @@ struct DayCache {
 }
 
 impl DayCache {
-    /// Writes the day `days` after 1970-01-01; false (nothing written) outside years
-    /// 0-9999, which chrono prints with a sign.
-    fn write(&mut self, out: &mut Vec<u8>, days: i32) -> bool {
-        self.write_i64(out, i64::from(days))
-    }
-
-    fn write_i64(&mut self, out: &mut Vec<u8>, days: i64) -> bool {
+    /// Writes the day `days` after 1970-01-01 (arrow's conversion of a `Date32`); false
+    /// (nothing written) outside years 0-9999, which chrono prints with a sign.
+    fn write(&mut self, out: &mut Vec<u8>, days: i64) -> bool {
         if self.day != Some(days) {
             let Some(date) = i32::try_from(days)
                 .ok()
-                .and_then(|d| d.checked_add(UNIX_EPOCH_FROM_CE))
-                .and_then(chrono::NaiveDate::from_num_days_from_ce_opt)
+                .and_then(date32_to_datetime)
+                .map(|t| t.date())
             else {
                 return false;
             };
@@ -399,7 +393,7 @@ fn timestamp(out: &mut Vec<u8>, value: i64, per_second: i64, days: &mut DayCache
     let millis = value.rem_euclid(per_second) * 1000 / per_second;
     let day = seconds.div_euclid(86_400);
     let of_day = seconds.rem_euclid(86_400) as u32;
-    if !days.write_i64(out, day) {
+    if !days.write(out, day) {
         return false;
     }
     let mut text = *b"T00:00:00.000Z";
