@@ -15,7 +15,8 @@
 //!   the per-key merge ([`sums_of_keys`]);
 //! - **Top-N**: a sort of plain columns with a fetch becomes `ORDER BY .. LIMIT n` in
 //!   ClickHouse, with the nulls placed explicitly (DataFusion's `NULLS FIRST` for
-//!   descending, `LAST` for ascending; ClickHouse's default differs). The sort itself stays
+//!   descending, `LAST` for ascending; ClickHouse's default differs), and a decimal key of
+//!   several preceded by its value as a float (see [`top`]). The sort itself stays
 //!   above the node, now over at most `n` rows: DataFusion then knows the order and keeps it;
 //! - **Limits** without a sort (any `n` rows are a right answer);
 //! - **Unions** (`UNION ALL`) of such sub-plans with columns stored alike;
@@ -476,16 +477,28 @@ fn top(r: &Remote, s: &Sort) -> Option<LogicalPlan> {
     if r.top == wanted {
         return None;
     }
+    let several = s.expr.len() > 1;
     let order = s
         .expr
         .iter()
         .map(|e| {
-            let (name, _) = &r.columns[r.column(&e.expr)?];
-            Some(format!(
-                "{name} {} NULLS {}",
+            let (name, kind) = &r.columns[r.column(&e.expr)?];
+            let direction = format!(
+                "{} NULLS {}",
                 if e.asc { "ASC" } else { "DESC" },
                 if e.nulls_first { "FIRST" } else { "LAST" }
-            ))
+            );
+            Some(match kind {
+                // ClickHouse 18.16 compares a decimal row by row, so slowly that sorting
+                // 10,000 sums by `revenue DESC, id` takes 40 ms (a decimal alone takes its
+                // fast path). Its value as a float orders the same way (the conversion is
+                // monotonic) and fast; the decimal after it orders the rare rows whose
+                // floats are equal, so the order stays exact.
+                Kind::Decimal { .. } if several => {
+                    format!("toFloat64({name}) {direction}, {name} {direction}")
+                }
+                _ => format!("{name} {direction}"),
+            })
         })
         .collect::<Option<Vec<_>>>()?;
     let mut cut = r.wrap(

@@ -21,7 +21,8 @@ use shoplens_analytics::{AnalyticsError, Engine, ReadModel, ReadModelError, Tabl
 use shoplens_contract::tables::RawTable;
 use shoplens_contract::{
     CustomerRegistered, CustomerUpdated, Envelope, OrderStatus, OrderStatusChanged, PaymentFailed,
-    PaymentRefunded, ProductPriceChanged, ShipmentDelivered, ShipmentLocationUpdated,
+    PaymentRefunded, ProductPriceChanged, ProductPurchased, ShipmentDelivered,
+    ShipmentLocationUpdated,
 };
 use shoplens_ingest::clickhouse::ClickHouseStore;
 use shoplens_ingest::embedded::EmbeddedStore;
@@ -240,6 +241,13 @@ const PARITY: &[(&str, usize)] = &[
         "SELECT order_id, total FROM orders ORDER BY total DESC, order_id LIMIT 5",
         5,
     ),
+    // A top-N ranked in ClickHouse by a decimal sum, then by id: of two sums a cent apart
+    // whose floats are equal (`extra_events`), the larger one is the top one.
+    (
+        "SELECT product_id, sum(revenue) AS revenue FROM product_sales_daily \
+         GROUP BY product_id ORDER BY revenue DESC, product_id LIMIT 1",
+        1,
+    ),
 ];
 
 fn at(secs: i64) -> DateTime<Utc> {
@@ -320,6 +328,10 @@ fn extra_events() -> Vec<Envelope> {
             },
             t,
         ),
+        // Two product sales a cent apart above 2^53 cents, where a float cannot tell them
+        // apart; the lower id has the lower revenue.
+        big_purchase("p-big-1", "90071992547409.92", t),
+        big_purchase("p-big-2", "90071992547409.93", t),
         Envelope::at(
             OrderStatusChanged {
                 order_id: "o00000004".into(),
@@ -330,6 +342,23 @@ fn extra_events() -> Vec<Envelope> {
             t,
         ),
     ]
+}
+
+/// One purchase of `revenue` of product `product_id` (not in the catalogue).
+fn big_purchase(product_id: &str, revenue: &str, t: DateTime<Utc>) -> Envelope {
+    Envelope::at(
+        ProductPurchased {
+            order_id: format!("o-{product_id}"),
+            line_no: 1,
+            customer_id: "c00005".into(),
+            product_id: product_id.into(),
+            quantity: 1,
+            unit_price: money(revenue),
+            revenue: money(revenue),
+            currency: "EUR".into(),
+        },
+        t,
+    )
 }
 
 /// Dead letters with a payload that is not UTF-8, one that is, and NULL ids.
@@ -665,7 +694,10 @@ async fn whole_sub_plans_run_in_clickhouse() {
              AND (toInt32(`day`) <= 20463)))"
         ),
         "UNION ALL".to_owned(),
-        "ORDER BY q3_1 DESC NULLS FIRST, q3_0 ASC NULLS LAST LIMIT 10".to_owned(),
+        // The decimal key first as a float: ClickHouse 18.16's fast sort.
+        "ORDER BY toFloat64(q3_1) DESC NULLS FIRST, q3_1 DESC NULLS FIRST, q3_0 ASC NULLS LAST \
+         LIMIT 10"
+            .to_owned(),
     ] {
         assert!(explained.contains(&part), "{part}\n{explained}");
     }
