@@ -1,10 +1,14 @@
 //! The result cache through the real server: repeated reads between two applied batches are
 //! look-ups on every surface (dashboard, HTTP SQL, Postgres), a new batch is seen at once,
 //! what depends on the moment or the reader is never served from it, and an administrator's
-//! unmasked answer never reaches anyone else.
+//! unmasked answer never reaches anyone else. Below the result cache, the dashboard's kept
+//! query plans and the customer events kept decoded never hide a new batch either.
 
 use std::sync::Arc;
 
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use shoplens_analytics::engine::Pii;
+use shoplens_contract::{CustomerRegistered, CustomerUpdated, Envelope};
 use shoplens_ingest::sink::Sink;
 use shoplens_kit::identity::Role;
 
@@ -32,12 +36,7 @@ async fn lookups(app: &TestApp, outcome: &str) -> u64 {
 
 /// A server over an embedded store holding the first half of the test stream, and the
 /// sink that can add the rest.
-async fn half_filled() -> (
-    tempfile::TempDir,
-    Arc<dyn Sink>,
-    Vec<shoplens_contract::Envelope>,
-    TestApp,
-) {
+async fn half_filled() -> (tempfile::TempDir, Arc<dyn Sink>, Vec<Envelope>, TestApp) {
     let all = events();
     let (first, rest) = all.split_at(all.len() / 2);
     let (dir, sink) = embedded_store_and_sink(first).await;
@@ -161,4 +160,65 @@ async fn an_administrators_answer_is_never_served_to_anyone_else() {
     let pg = app.pg_client_as(ANALYST, "").await;
     let row = pg.query_one(sql, &[]).await.expect("an analyst's query");
     assert_eq!(row.get::<_, String>(0), "(redacted)");
+}
+
+/// The rows of `sql` as the dashboard reads them (no result cache: this engine has none),
+/// as text.
+async fn dashboard_read(engine: &shoplens_analytics::Engine, sql: &str) -> String {
+    let seen = engine.freshness().await.expect("freshness");
+    let answer = engine
+        .collect_cached(Pii::Visible, sql, &seen)
+        .await
+        .expect("the query runs");
+    pretty_format_batches(&answer.batches)
+        .expect("printable")
+        .to_string()
+}
+
+#[tokio::test]
+async fn kept_plans_and_resident_customer_events_see_every_new_batch() {
+    let all = events();
+    let (first, rest) = all.split_at(all.len() / 2);
+    let (dir, sink) = embedded_store_and_sink(first).await;
+    let engine = embedded_engine_at(&dir, &query_config()).await;
+    let names = "SELECT customer_id, name FROM customers WHERE customer_id IN ('c00001', 'c-new') \
+                 ORDER BY customer_id";
+    let orders = "SELECT count(*) AS n FROM orders";
+    let (names_before, orders_before) = (
+        dashboard_read(&engine, names).await,
+        dashboard_read(&engine, orders).await,
+    );
+    // Asked again: the kept plan and the decoded customer events give the same answer.
+    assert_eq!(dashboard_read(&engine, names).await, names_before);
+    assert_eq!(dashboard_read(&engine, orders).await, orders_before);
+    assert!(!names_before.contains("c-new"), "{names_before}");
+
+    // A batch appends files: the rest of the orders, a new customer and a renamed one.
+    let mut more = rest.to_vec();
+    let at = chrono::DateTime::from_timestamp(1_767_000_000, 0).expect("a time");
+    more.push(Envelope::at(
+        CustomerRegistered {
+            customer_id: "c-new".into(),
+            name: "Newly Registered".into(),
+            email: "new@example.com".into(),
+            country: "PT".into(),
+        },
+        at,
+    ));
+    more.push(Envelope::at(
+        CustomerUpdated {
+            customer_id: "c00001".into(),
+            name: "Renamed Since".into(),
+            email: "renamed@example.com".into(),
+            country: "PT".into(),
+        },
+        at,
+    ));
+    apply(&sink, &more, 10_000).await;
+    let names_after = dashboard_read(&engine, names).await;
+    assert!(
+        names_after.contains("Newly Registered") && names_after.contains("Renamed Since"),
+        "{names_after}"
+    );
+    assert_ne!(dashboard_read(&engine, orders).await, orders_before);
 }
