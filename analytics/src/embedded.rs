@@ -15,10 +15,14 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use arrow_array::RecordBatch;
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Date32Type, Int32Type};
+use arrow_schema::DataType;
 use arrow_schema::SchemaRef;
 use async_trait::async_trait;
 use datafusion::arrow::compute::cast;
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::ScalarValue;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
@@ -376,12 +380,9 @@ impl TableProvider for EmbeddedTable {
         &self,
         filters: &[&Expr],
     ) -> DfResult<Vec<TableProviderFilterPushDown>> {
-        // Raw files prune row groups with the filters; DataFusion still applies them.
-        let support = match self.table {
-            Table::Agg(_) => TableProviderFilterPushDown::Unsupported,
-            _ => TableProviderFilterPushDown::Inexact,
-        };
-        Ok(vec![support; filters.len()])
+        // Raw files prune row groups with the filters, merged aggregates skip the batches
+        // outside the period range ([`period_range`]); DataFusion still applies them.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
     }
 
     async fn scan(
@@ -407,7 +408,12 @@ impl TableProvider for EmbeddedTable {
         };
         if let Table::Agg(t) = self.table {
             let partitions = self.model.merged(t, &snapshot).await?;
-            let mem = MemTable::try_new(self.schema.clone(), partitions.as_ref().clone())?;
+            let period = self.schema.field(0).name();
+            let partitions = match period_range(period, filters) {
+                Some(range) => in_range(&partitions, range),
+                None => partitions.as_ref().clone(),
+            };
+            let mem = MemTable::try_new(self.schema.clone(), partitions)?;
             return mem.scan(state, projection, filters, limit).await;
         }
         let files = self.files(&snapshot);
@@ -432,5 +438,168 @@ impl TableProvider for EmbeddedTable {
         ListingTable::try_new(config)?
             .scan(state, projection, filters, limit)
             .await
+    }
+}
+
+/// The inclusive range of the period column `period` (an aggregate table's first column:
+/// its day, month or year, as an `i32`) that `filters` allow, if they bound it with
+/// comparisons to literals; `None` if they do not.
+fn period_range(period: &str, filters: &[Expr]) -> Option<(i32, i32)> {
+    use datafusion::logical_expr::{Between, BinaryExpr, Operator};
+    let value = |e: &Expr| match e {
+        Expr::Literal(ScalarValue::Date32(Some(v)) | ScalarValue::Int32(Some(v)), _) => Some(*v),
+        _ => None,
+    };
+    let is_period = |e: &Expr| matches!(e, Expr::Column(c) if c.name == period);
+    let (mut lo, mut hi) = (i32::MIN, i32::MAX);
+    let mut bounded = false;
+    let mut pending: Vec<&Expr> = filters.iter().collect();
+    while let Some(e) = pending.pop() {
+        match e {
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+                if *op == Operator::And {
+                    pending.extend([left.as_ref(), right.as_ref()]);
+                    continue;
+                }
+                // `period op v`, or `v op period` read the other way round.
+                let (op, v) = match (is_period(left), value(right), value(left), is_period(right)) {
+                    (true, Some(v), _, _) => (*op, v),
+                    (_, _, Some(v), true) => match op.swap() {
+                        Some(op) => (op, v),
+                        None => continue,
+                    },
+                    _ => continue,
+                };
+                match op {
+                    Operator::Eq => (lo, hi) = (lo.max(v), hi.min(v)),
+                    Operator::GtEq => lo = lo.max(v),
+                    Operator::Gt => lo = lo.max(v.saturating_add(1)),
+                    Operator::LtEq => hi = hi.min(v),
+                    Operator::Lt => hi = hi.min(v.saturating_sub(1)),
+                    _ => continue,
+                }
+                bounded = true;
+            }
+            Expr::Between(Between {
+                expr,
+                negated: false,
+                low,
+                high,
+            }) if is_period(expr) => {
+                if let (Some(l), Some(h)) = (value(low), value(high)) {
+                    (lo, hi) = (lo.max(l), hi.min(h));
+                    bounded = true;
+                }
+            }
+            _ => {}
+        }
+    }
+    bounded.then_some((lo, hi))
+}
+
+/// The batches of `partitions` that may hold a period in `range`. A merged table is sorted
+/// by its period (its state is ordered by period, then id), so a batch's first and last
+/// rows bound its periods.
+fn in_range(partitions: &Partitions, (lo, hi): (i32, i32)) -> Vec<Vec<RecordBatch>> {
+    let bounds = |b: &RecordBatch| {
+        let c = b.column(0);
+        if c.null_count() > 0 {
+            return None;
+        }
+        let values = match c.data_type() {
+            DataType::Date32 => c.as_primitive::<Date32Type>().values(),
+            DataType::Int32 => c.as_primitive::<Int32Type>().values(),
+            _ => return None,
+        };
+        Some((*values.first()?, *values.last()?))
+    };
+    partitions
+        .iter()
+        .map(|part| {
+            part.iter()
+                .filter(|b| match bounds(b) {
+                    Some((first, last)) => first <= hi && last >= lo,
+                    None => b.num_rows() > 0,
+                })
+                .cloned()
+                .collect()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::Date32Array;
+    use datafusion::logical_expr::{col, lit};
+
+    fn day(v: i32) -> Expr {
+        lit(ScalarValue::Date32(Some(v)))
+    }
+
+    #[test]
+    fn the_period_range_is_read_from_comparisons_with_literals() {
+        let range = |filters: Vec<Expr>| period_range("day", &filters);
+        assert_eq!(
+            range(vec![col("day").between(day(10), day(20))]),
+            Some((10, 20))
+        );
+        assert_eq!(
+            range(vec![col("day").gt_eq(day(10)).and(col("day").lt(day(20)))]),
+            Some((10, 19))
+        );
+        // Both ends in separate filters, one written the other way round.
+        assert_eq!(
+            range(vec![day(20).gt_eq(col("day")), col("day").gt(day(10))]),
+            Some((11, 20))
+        );
+        assert_eq!(range(vec![col("day").eq(day(7))]), Some((7, 7)));
+        assert_eq!(
+            range(vec![col("year").eq(lit(2025)), col("day").lt_eq(day(3))]),
+            Some((i32::MIN, 3))
+        );
+        // Nothing that bounds the period: every batch is read.
+        for filters in [
+            vec![],
+            vec![col("day").not_eq(day(3))],
+            vec![col("day").gt(day(3)).or(col("day").lt(day(1)))],
+            vec![col("units").gt(lit(3))],
+            vec![col("day").not_between(day(1), day(2))],
+        ] {
+            assert_eq!(range(filters.clone()), None, "{filters:?}");
+        }
+    }
+
+    #[test]
+    fn only_batches_outside_the_range_are_skipped() {
+        let schema = Arc::new(arrow_schema::Schema::new(vec![arrow_schema::Field::new(
+            "day",
+            DataType::Date32,
+            false,
+        )]));
+        let batch = |days: &[i32]| {
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![Arc::new(Date32Array::from(days.to_vec()))],
+            )
+            .unwrap()
+        };
+        // Sorted by day, cut into batches taken in turn by two partitions.
+        let partitions: Partitions = Arc::new(vec![
+            vec![batch(&[1, 2, 3]), batch(&[7, 8, 9])],
+            vec![batch(&[4, 5, 6]), batch(&[10, 10, 11])],
+        ]);
+        let kept = |range| -> Vec<Vec<i32>> {
+            in_range(&partitions, range)
+                .iter()
+                .flatten()
+                .map(|b| b.column(0).as_primitive::<Date32Type>().values().to_vec())
+                .collect()
+        };
+        assert_eq!(kept((3, 4)), vec![vec![1, 2, 3], vec![4, 5, 6]]);
+        assert_eq!(kept((9, 10)), vec![vec![7, 8, 9], vec![10, 10, 11]]);
+        assert_eq!(kept((12, 20)), Vec::<Vec<i32>>::new());
+        assert_eq!(kept((5, 5)), vec![vec![4, 5, 6]]);
+        assert_eq!(kept((i32::MIN, i32::MAX)).len(), 4);
     }
 }
