@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::process::{Shoplens, open_db};
 use crate::reconcile::reconcile_json;
-use crate::servers::{IngestWorker, PrivateKafka, free_port};
+use crate::servers::{IngestWorker, LogsOnFailure, PrivateKafka, free_port};
 use shoplens_test_support::clickhouse::LocalClickHouse;
 
 /// The run's seed: `SHOPLENS_TEST_FAULT_SEED`, or the clock; printed so a failure can be repeated.
@@ -120,6 +120,15 @@ async fn rig(private_clickhouse: bool, workers: usize) -> Rig {
         _shop: shop,
         info,
         workers,
+    }
+}
+
+impl Rig {
+    /// The broker's and every worker's log, printed if the test fails.
+    fn logs_on_failure(&self) -> LogsOnFailure {
+        let mut logs = vec![self.kafka.log_path()];
+        logs.extend(self.workers.iter().map(IngestWorker::log_path));
+        LogsOnFailure(logs)
     }
 }
 
@@ -226,6 +235,7 @@ async fn killing_the_ingest_worker_under_load_loses_and_double_counts_nothing() 
     let seed = seed("worker kills");
     let mut rng = Rng(seed);
     let mut rig = rig(false, 1).await;
+    let _logs = rig.logs_on_failure();
     let urls = rig.info.shop_urls(crate::process::service_token());
     let catalogue = catalogue(&urls, seed).await;
     let orders = 240;
@@ -329,6 +339,7 @@ async fn the_broker_and_clickhouse_stopped_under_load_lose_nothing() {
     let seed = seed("server outages");
     let mut rng = Rng(seed);
     let mut rig = rig(true, 1).await;
+    let _logs = rig.logs_on_failure();
     let urls = rig.info.shop_urls(crate::process::service_token());
     let catalogue = catalogue(&urls, seed).await;
     let per_phase = 120;
@@ -438,6 +449,7 @@ async fn three_ingest_workers_with_kills_zombies_and_rebalances_count_every_even
     let seed = seed("worker group");
     let mut rng = Rng(seed);
     let mut rig = rig(false, 3).await;
+    let _logs = rig.logs_on_failure();
     let urls = rig.info.shop_urls(crate::process::service_token());
     let catalogue = catalogue(&urls, seed).await;
     let orders = 300;

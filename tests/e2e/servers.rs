@@ -109,6 +109,9 @@ impl PrivateKafka {
             .args(["broker", "--listener-url", &listener])
             .args(["--advertised-listener-url", &listener])
             .args(["--storage-engine", "sqlite://broker.db"])
+            // The group coordinator's joins, assignments and missed heartbeats.
+            .env("RUST_LOG", "warn,tansu_broker::coordinator=info")
+            .env("NO_COLOR", "1")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -121,6 +124,32 @@ impl PrivateKafka {
     /// SIGKILL: the broker gets no chance to finish anything.
     pub fn kill(&mut self) {
         self.child.kill();
+    }
+
+    /// Where the broker logs (its group coordinator's decisions among them).
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("tansu.log")
+    }
+}
+
+/// Prints the last lines of each log when dropped while its test panics, so that a fault
+/// test failing in CI (which keeps nothing else) shows what the broker and workers did.
+pub struct LogsOnFailure(pub Vec<PathBuf>);
+
+impl Drop for LogsOnFailure {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for path in &self.0 {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let last = &lines[lines.len().saturating_sub(300)..];
+            eprintln!("---- last {} lines of {} ----", last.len(), path.display());
+            for line in last {
+                eprintln!("{line}");
+            }
+        }
     }
 }
 
@@ -192,23 +221,39 @@ request_timeout_ms = 3000
 
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "already running");
+        // Every claim and seek goes to the member's log file (appended across restarts),
+        // which a failing fault test prints (`LogsOnFailure`); `SHOPLENS_TEST_WORKER_LOG=info`
+        // shows it live instead.
+        let (level, stdout, stderr) = match std::env::var("SHOPLENS_TEST_WORKER_LOG") {
+            Ok(level) => (level, Stdio::inherit(), Stdio::inherit()),
+            Err(_) => {
+                let log = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.log_path())
+                    .unwrap();
+                (
+                    "info".to_owned(),
+                    Stdio::from(log.try_clone().unwrap()),
+                    Stdio::from(log),
+                )
+            }
+        };
         let child = Command::new(ingest_bin())
             .arg("--config")
             .arg(&self.config)
-            // `SHOPLENS_TEST_WORKER_LOG=info` shows every claim and seek when debugging.
-            .env(
-                "RUST_LOG",
-                std::env::var("SHOPLENS_TEST_WORKER_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdout(if std::env::var_os("SHOPLENS_TEST_WORKER_LOG").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
-            .stderr(Stdio::inherit())
+            .env("RUST_LOG", level)
+            .env("NO_COLOR", "1")
+            .stdout(stdout)
+            .stderr(stderr)
             .spawn()
             .expect("start shoplens-ingest");
         self.child = Some(child);
+    }
+
+    /// Where this member logs (every run of it, appended).
+    pub fn log_path(&self) -> PathBuf {
+        self.config.with_extension("log")
     }
 
     /// SIGKILL: mid-batch, mid-commit, wherever it is.
