@@ -226,9 +226,7 @@ impl Inner {
         );
         Ok(partitions)
     }
-}
 
-impl Inner {
     /// `table`'s rows in `files`, decoded, if it is a dimension table that fits in
     /// [`RESIDENT_BYTES`]; `None` means: scan the files. Files only appended since the last
     /// call are the only ones decoded.

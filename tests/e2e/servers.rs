@@ -98,11 +98,7 @@ impl PrivateKafka {
     pub fn restart(&mut self) {
         assert!(self.child.0.is_none(), "already running");
         let listener = format!("tcp://127.0.0.1:{}", self.port);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("tansu.log"))
-            .unwrap();
+        let log = append_to(&self.log_path());
         // In its own directory: tansu reads `sqlite:///abs/path` as a relative path.
         let mut child = Command::new(tansu_bin())
             .current_dir(&self.dir)
@@ -130,6 +126,15 @@ impl PrivateKafka {
     pub fn log_path(&self) -> PathBuf {
         self.dir.join("tansu.log")
     }
+}
+
+/// A log file a restarted process writes on after its earlier runs.
+fn append_to(path: &Path) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap()
 }
 
 /// Prints the last lines of each log when dropped while its test panics, so that a fault
@@ -227,11 +232,7 @@ request_timeout_ms = 3000
         let (level, stdout, stderr) = match std::env::var("SHOPLENS_TEST_WORKER_LOG") {
             Ok(level) => (level, Stdio::inherit(), Stdio::inherit()),
             Err(_) => {
-                let log = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(self.log_path())
-                    .unwrap();
+                let log = append_to(&self.log_path());
                 (
                     "info".to_owned(),
                     Stdio::from(log.try_clone().unwrap()),
