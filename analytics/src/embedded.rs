@@ -379,7 +379,7 @@ impl TableProvider for EmbeddedTable {
         filters: &[&Expr],
     ) -> DfResult<Vec<TableProviderFilterPushDown>> {
         // Raw files prune row groups with the filters, merged aggregates skip the batches
-        // outside the period range ([`period_range`]); DataFusion still applies them.
+        // outside the period ranges ([`period_ranges`]); DataFusion still applies them.
         Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
     }
 
@@ -407,8 +407,8 @@ impl TableProvider for EmbeddedTable {
         if let Table::Agg(t) = self.table {
             let partitions = self.model.merged(t, &snapshot).await?;
             let period = self.schema.field(0).name();
-            let partitions = match period_range(period, filters) {
-                Some(range) => in_range(&partitions, range),
+            let partitions = match period_ranges(period, filters) {
+                Some(ranges) => in_ranges(&partitions, &ranges),
                 None => partitions.as_ref().clone(),
             };
             let mem = MemTable::try_new(self.schema.clone(), partitions)?;
@@ -439,66 +439,98 @@ impl TableProvider for EmbeddedTable {
     }
 }
 
-/// The inclusive range of the period column `period` (an aggregate table's first column:
+/// The inclusive ranges of the period column `period` (an aggregate table's first column:
 /// its day, month or year, as an `i32`) that `filters` allow, if they bound it with
-/// comparisons to literals; `None` if they do not.
-fn period_range(period: &str, filters: &[Expr]) -> Option<(i32, i32)> {
+/// comparisons to literals, `AND`s and `OR`s of them (a rollup's edge days are two ranges,
+/// `crate::rollup`); `None` if they do not bound it. No range: no period passes.
+fn period_ranges(period: &str, filters: &[Expr]) -> Option<Vec<(i32, i32)>> {
+    filters
+        .iter()
+        .map(|f| expr_ranges(period, f))
+        .fold(None, |all, one| match (all, one) {
+            (Some(a), Some(b)) => Some(intersect(&a, &b)),
+            (a, b) => a.or(b),
+        })
+}
+
+/// At most this many ranges are kept apart; more become the one range spanning them all
+/// (fewer batches skipped, never a batch wrongly skipped).
+const MAX_RANGES: usize = 64;
+
+/// The ranges of `period` that `e` allows (see [`period_ranges`]).
+fn expr_ranges(period: &str, e: &Expr) -> Option<Vec<(i32, i32)>> {
     use datafusion::logical_expr::{Between, BinaryExpr, Operator};
     let value = |e: &Expr| match e {
         Expr::Literal(ScalarValue::Date32(Some(v)) | ScalarValue::Int32(Some(v)), _) => Some(*v),
         _ => None,
     };
     let is_period = |e: &Expr| matches!(e, Expr::Column(c) if c.name == period);
-    let (mut lo, mut hi) = (i32::MIN, i32::MAX);
-    let mut bounded = false;
-    let mut pending: Vec<&Expr> = filters.iter().collect();
-    while let Some(e) = pending.pop() {
-        match e {
-            Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
-                if *op == Operator::And {
-                    pending.extend([left.as_ref(), right.as_ref()]);
-                    continue;
-                }
+    match e {
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => match op {
+            Operator::And => match (expr_ranges(period, left), expr_ranges(period, right)) {
+                (Some(a), Some(b)) => Some(intersect(&a, &b)),
+                (a, b) => a.or(b),
+            },
+            Operator::Or => {
+                let mut both = expr_ranges(period, left)?;
+                both.extend(expr_ranges(period, right)?);
+                Some(bounded(both))
+            }
+            _ => {
                 // `period op v`, or `v op period` read the other way round.
                 let (op, v) = match (is_period(left), value(right), value(left), is_period(right)) {
                     (true, Some(v), _, _) => (*op, v),
-                    (_, _, Some(v), true) => match op.swap() {
-                        Some(op) => (op, v),
-                        None => continue,
-                    },
-                    _ => continue,
+                    (_, _, Some(v), true) => (op.swap()?, v),
+                    _ => return None,
                 };
-                match op {
-                    Operator::Eq => (lo, hi) = (lo.max(v), hi.min(v)),
-                    Operator::GtEq => lo = lo.max(v),
-                    Operator::Gt => lo = lo.max(v.saturating_add(1)),
-                    Operator::LtEq => hi = hi.min(v),
-                    Operator::Lt => hi = hi.min(v.saturating_sub(1)),
-                    _ => continue,
-                }
-                bounded = true;
+                let range = match op {
+                    Operator::Eq => (v, v),
+                    Operator::GtEq => (v, i32::MAX),
+                    Operator::Gt => (v.checked_add(1)?, i32::MAX),
+                    Operator::LtEq => (i32::MIN, v),
+                    Operator::Lt => (i32::MIN, v.checked_sub(1)?),
+                    _ => return None,
+                };
+                Some(vec![range])
             }
-            Expr::Between(Between {
-                expr,
-                negated: false,
-                low,
-                high,
-            }) if is_period(expr) => {
-                if let (Some(l), Some(h)) = (value(low), value(high)) {
-                    (lo, hi) = (lo.max(l), hi.min(h));
-                    bounded = true;
-                }
-            }
-            _ => {}
-        }
+        },
+        Expr::Between(Between {
+            expr,
+            negated: false,
+            low,
+            high,
+        }) if is_period(expr) => Some(vec![(value(low)?, value(high)?)]),
+        _ => None,
     }
-    bounded.then_some((lo, hi))
 }
 
-/// The batches of `partitions` that may hold a period in `range`. A merged table is sorted
-/// by its period (its state is ordered by period, then id), so a batch's first and last
-/// rows bound its periods.
-fn in_range(partitions: &Partitions, (lo, hi): (i32, i32)) -> Vec<Vec<RecordBatch>> {
+/// The periods in both `a` and `b`.
+fn intersect(a: &[(i32, i32)], b: &[(i32, i32)]) -> Vec<(i32, i32)> {
+    let both = a
+        .iter()
+        .flat_map(|&(alo, ahi)| {
+            b.iter()
+                .map(move |&(blo, bhi)| (alo.max(blo), ahi.min(bhi)))
+        })
+        .filter(|(lo, hi)| lo <= hi)
+        .collect();
+    bounded(both)
+}
+
+/// `ranges`, or the one range spanning them if there are more than [`MAX_RANGES`].
+fn bounded(ranges: Vec<(i32, i32)>) -> Vec<(i32, i32)> {
+    if ranges.len() <= MAX_RANGES {
+        return ranges;
+    }
+    let lo = ranges.iter().map(|r| r.0).min().unwrap_or(i32::MIN);
+    let hi = ranges.iter().map(|r| r.1).max().unwrap_or(i32::MAX);
+    vec![(lo, hi)]
+}
+
+/// The batches of `partitions` that may hold a period in one of `ranges`. A merged table is
+/// sorted by its period (its state is ordered by period, then id), so a batch's first and
+/// last rows bound its periods.
+fn in_ranges(partitions: &Partitions, ranges: &[(i32, i32)]) -> Vec<Vec<RecordBatch>> {
     let bounds = |b: &RecordBatch| {
         let c = b.column(0);
         if c.null_count() > 0 {
@@ -516,7 +548,7 @@ fn in_range(partitions: &Partitions, (lo, hi): (i32, i32)) -> Vec<Vec<RecordBatc
         .map(|part| {
             part.iter()
                 .filter(|b| match bounds(b) {
-                    Some((first, last)) => first <= hi && last >= lo,
+                    Some((first, last)) => ranges.iter().any(|&(lo, hi)| first <= hi && last >= lo),
                     None => b.num_rows() > 0,
                 })
                 .cloned()
@@ -536,31 +568,64 @@ mod tests {
     }
 
     #[test]
-    fn the_period_range_is_read_from_comparisons_with_literals() {
-        let range = |filters: Vec<Expr>| period_range("day", &filters);
+    fn the_period_ranges_are_read_from_comparisons_with_literals() {
+        let range = |filters: Vec<Expr>| period_ranges("day", &filters);
         assert_eq!(
             range(vec![col("day").between(day(10), day(20))]),
-            Some((10, 20))
+            Some(vec![(10, 20)])
         );
         assert_eq!(
             range(vec![col("day").gt_eq(day(10)).and(col("day").lt(day(20)))]),
-            Some((10, 19))
+            Some(vec![(10, 19)])
         );
         // Both ends in separate filters, one written the other way round.
         assert_eq!(
             range(vec![day(20).gt_eq(col("day")), col("day").gt(day(10))]),
-            Some((11, 20))
+            Some(vec![(11, 20)])
         );
-        assert_eq!(range(vec![col("day").eq(day(7))]), Some((7, 7)));
+        assert_eq!(range(vec![col("day").eq(day(7))]), Some(vec![(7, 7)]));
         assert_eq!(
             range(vec![col("year").eq(lit(2025)), col("day").lt_eq(day(3))]),
-            Some((i32::MIN, 3))
+            Some(vec![(i32::MIN, 3)])
         );
+        // A rollup's edge days: two ranges, each kept.
+        let edges = col("day")
+            .gt_eq(day(1))
+            .and(col("day").lt_eq(day(5)))
+            .or(col("day").gt_eq(day(40)).and(col("day").lt_eq(day(44))));
+        assert_eq!(range(vec![edges]), Some(vec![(1, 5), (40, 44)]));
+        assert_eq!(
+            range(vec![col("day").gt(day(3)).or(col("day").lt(day(1)))]),
+            Some(vec![(4, i32::MAX), (i32::MIN, 0)])
+        );
+        // An OR within an AND: each range cut to the bounds around it.
+        assert_eq!(
+            range(vec![
+                col("day").between(day(1), day(10)),
+                col("day").lt(day(3)).or(col("day").gt(day(8)))
+            ]),
+            Some(vec![(1, 2), (9, 10)])
+        );
+        // Bounds no period meets: nothing to read.
+        assert_eq!(
+            range(vec![col("day").eq(day(1)), col("day").eq(day(2))]),
+            Some(vec![])
+        );
+        // Many ranges are bounded in number, spanning every period allowed.
+        let many = (0..100)
+            .map(|i| col("day").eq(day(i * 10)))
+            .reduce(Expr::or)
+            .unwrap();
+        let ranges = range(vec![many]).unwrap();
+        assert!(ranges.len() <= MAX_RANGES, "{ranges:?}");
+        for i in 0..100 {
+            assert!(ranges.iter().any(|&(lo, hi)| lo <= i * 10 && i * 10 <= hi));
+        }
         // Nothing that bounds the period: every batch is read.
         for filters in [
             vec![],
             vec![col("day").not_eq(day(3))],
-            vec![col("day").gt(day(3)).or(col("day").lt(day(1)))],
+            vec![col("day").lt(day(3)).or(col("units").gt(lit(3)))],
             vec![col("units").gt(lit(3))],
             vec![col("day").not_between(day(1), day(2))],
         ] {
@@ -588,7 +653,7 @@ mod tests {
             vec![batch(&[4, 5, 6]), batch(&[10, 10, 11])],
         ]);
         let kept = |range| -> Vec<Vec<i32>> {
-            in_range(&partitions, range)
+            in_ranges(&partitions, &[range])
                 .iter()
                 .flatten()
                 .map(|b| b.column(0).as_primitive::<Date32Type>().values().to_vec())
@@ -599,5 +664,12 @@ mod tests {
         assert_eq!(kept((12, 20)), Vec::<Vec<i32>>::new());
         assert_eq!(kept((5, 5)), vec![vec![4, 5, 6]]);
         assert_eq!(kept((i32::MIN, i32::MAX)).len(), 4);
+        // Two ranges: the batches of either, none between them.
+        let both: Vec<Vec<i32>> = in_ranges(&partitions, &[(2, 2), (11, 12)])
+            .iter()
+            .flatten()
+            .map(|b| b.column(0).as_primitive::<Date32Type>().values().to_vec())
+            .collect();
+        assert_eq!(both, vec![vec![1, 2, 3], vec![10, 10, 11]]);
     }
 }
