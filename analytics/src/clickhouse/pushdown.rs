@@ -362,13 +362,20 @@ fn union(u: &Union) -> Option<Remote> {
 /// The stored rows of a union whose every branch has them (e.g. the month rollup's and
 /// the daily table's, `crate::rollup`): one `UNION ALL` of them, so that a sum over the
 /// union groups the stored rows once instead of merging each branch per key first
-/// (measured 6x slower over a year of `customer_spend_*`). A column is a key of the union
-/// when it is one in every branch.
+/// (measured 6x slower over a year of `customer_spend_*`). Each column must be a key in
+/// every branch or a sum in every branch: a key summed over stored rows would count each
+/// of its rows.
 fn unmerged_union(inputs: &[&Remote], names: &[String], level: usize) -> Option<Unmerged> {
     let branches = inputs
         .iter()
         .map(|r| r.unmerged.as_ref())
         .collect::<Option<Vec<&Unmerged>>>()?;
+    let first = branches.first()?;
+    if branches.iter().any(|b| {
+        b.cols.len() != first.cols.len() || b.cols.iter().zip(&first.cols).any(|(c, f)| c.1 != f.1)
+    }) {
+        return None;
+    }
     let contributions = format!("q{level}_n");
     let selects: Vec<String> = branches
         .iter()
@@ -385,8 +392,8 @@ fn unmerged_union(inputs: &[&Remote], names: &[String], level: usize) -> Option<
         .collect();
     let cols = names
         .iter()
-        .enumerate()
-        .map(|(i, name)| (name.clone(), branches.iter().all(|b| b.cols[i].1)))
+        .zip(&first.cols)
+        .map(|(name, (_, key))| (name.clone(), *key))
         .collect();
     Some(Unmerged {
         from: format!("({})", selects.join(" UNION ALL ")),
