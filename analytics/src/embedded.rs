@@ -22,7 +22,6 @@ use arrow_schema::SchemaRef;
 use async_trait::async_trait;
 use datafusion::arrow::compute::cast;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::ScalarValue;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
@@ -38,6 +37,7 @@ use shoplens_readmodel::config::{ReadModelConfig, ReadModelKind};
 use shoplens_readmodel::embedded::{LiveFile, Snapshot, live_manifest, read_snapshot};
 use shoplens_readmodel::tables::{AggTable, RawTable};
 
+use crate::plan::column_bounds;
 use crate::read_model::{REVENUE_SUM, ReadModel, ReadModelError, Table, Watermark};
 
 /// The embedded read model under `dir` (the store's directory, `data/readmodel` by default).
@@ -447,10 +447,7 @@ fn period_ranges(period: &str, filters: &[Expr]) -> Option<Vec<(i32, i32)>> {
     filters
         .iter()
         .map(|f| expr_ranges(period, f))
-        .fold(None, |all, one| match (all, one) {
-            (Some(a), Some(b)) => Some(intersect(&a, &b)),
-            (a, b) => a.or(b),
-        })
+        .fold(None, both)
 }
 
 /// At most this many ranges are kept apart; more become the one range spanning them all
@@ -459,48 +456,34 @@ const MAX_RANGES: usize = 64;
 
 /// The ranges of `period` that `e` allows (see [`period_ranges`]).
 fn expr_ranges(period: &str, e: &Expr) -> Option<Vec<(i32, i32)>> {
-    use datafusion::logical_expr::{Between, BinaryExpr, Operator};
-    let value = |e: &Expr| match e {
-        Expr::Literal(ScalarValue::Date32(Some(v)) | ScalarValue::Int32(Some(v)), _) => Some(*v),
-        _ => None,
-    };
-    let is_period = |e: &Expr| matches!(e, Expr::Column(c) if c.name == period);
+    use datafusion::logical_expr::{BinaryExpr, Operator};
     match e {
-        Expr::BinaryExpr(BinaryExpr { left, op, right }) => match op {
-            Operator::And => match (expr_ranges(period, left), expr_ranges(period, right)) {
-                (Some(a), Some(b)) => Some(intersect(&a, &b)),
-                (a, b) => a.or(b),
-            },
-            Operator::Or => {
-                let mut both = expr_ranges(period, left)?;
-                both.extend(expr_ranges(period, right)?);
-                Some(bounded(both))
-            }
-            _ => {
-                // `period op v`, or `v op period` read the other way round.
-                let (op, v) = match (is_period(left), value(right), value(left), is_period(right)) {
-                    (true, Some(v), _, _) => (*op, v),
-                    (_, _, Some(v), true) => (op.swap()?, v),
-                    _ => return None,
-                };
-                let range = match op {
-                    Operator::Eq => (v, v),
-                    Operator::GtEq => (v, i32::MAX),
-                    Operator::Gt => (v.checked_add(1)?, i32::MAX),
-                    Operator::LtEq => (i32::MIN, v),
-                    Operator::Lt => (i32::MIN, v.checked_sub(1)?),
-                    _ => return None,
-                };
-                Some(vec![range])
-            }
-        },
-        Expr::Between(Between {
-            expr,
-            negated: false,
-            low,
-            high,
-        }) if is_period(expr) => Some(vec![(value(low)?, value(high)?)]),
-        _ => None,
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::And,
+            right,
+        }) => both(expr_ranges(period, left), expr_ranges(period, right)),
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Or,
+            right,
+        }) => {
+            let mut either = expr_ranges(period, left)?;
+            either.extend(expr_ranges(period, right)?);
+            Some(bounded(either))
+        }
+        _ => {
+            let (lo, hi) = column_bounds(e, period)?;
+            Some(vec![(lo.unwrap_or(i32::MIN), hi.unwrap_or(i32::MAX))])
+        }
+    }
+}
+
+/// The ranges both conditions allow (`None`: a condition that does not bound the period).
+fn both(a: Option<Vec<(i32, i32)>>, b: Option<Vec<(i32, i32)>>) -> Option<Vec<(i32, i32)>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(intersect(&a, &b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -561,6 +544,7 @@ fn in_ranges(partitions: &Partitions, ranges: &[(i32, i32)]) -> Vec<Vec<RecordBa
 mod tests {
     use super::*;
     use arrow_array::Date32Array;
+    use datafusion::common::ScalarValue;
     use datafusion::logical_expr::{col, lit};
 
     fn day(v: i32) -> Expr {
@@ -652,24 +636,22 @@ mod tests {
             vec![batch(&[1, 2, 3]), batch(&[7, 8, 9])],
             vec![batch(&[4, 5, 6]), batch(&[10, 10, 11])],
         ]);
-        let kept = |range| -> Vec<Vec<i32>> {
-            in_ranges(&partitions, &[range])
+        let kept = |ranges: &[(i32, i32)]| -> Vec<Vec<i32>> {
+            in_ranges(&partitions, ranges)
                 .iter()
                 .flatten()
                 .map(|b| b.column(0).as_primitive::<Date32Type>().values().to_vec())
                 .collect()
         };
-        assert_eq!(kept((3, 4)), vec![vec![1, 2, 3], vec![4, 5, 6]]);
-        assert_eq!(kept((9, 10)), vec![vec![7, 8, 9], vec![10, 10, 11]]);
-        assert_eq!(kept((12, 20)), Vec::<Vec<i32>>::new());
-        assert_eq!(kept((5, 5)), vec![vec![4, 5, 6]]);
-        assert_eq!(kept((i32::MIN, i32::MAX)).len(), 4);
+        assert_eq!(kept(&[(3, 4)]), vec![vec![1, 2, 3], vec![4, 5, 6]]);
+        assert_eq!(kept(&[(9, 10)]), vec![vec![7, 8, 9], vec![10, 10, 11]]);
+        assert_eq!(kept(&[(12, 20)]), Vec::<Vec<i32>>::new());
+        assert_eq!(kept(&[(5, 5)]), vec![vec![4, 5, 6]]);
+        assert_eq!(kept(&[(i32::MIN, i32::MAX)]).len(), 4);
         // Two ranges: the batches of either, none between them.
-        let both: Vec<Vec<i32>> = in_ranges(&partitions, &[(2, 2), (11, 12)])
-            .iter()
-            .flatten()
-            .map(|b| b.column(0).as_primitive::<Date32Type>().values().to_vec())
-            .collect();
-        assert_eq!(both, vec![vec![1, 2, 3], vec![10, 10, 11]]);
+        assert_eq!(
+            kept(&[(2, 2), (11, 12)]),
+            vec![vec![1, 2, 3], vec![10, 10, 11]]
+        );
     }
 }

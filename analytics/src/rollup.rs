@@ -37,16 +37,13 @@ use datafusion::catalog::TableProvider;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, Result as DfResult, ScalarValue};
 use datafusion::datasource::{provider_as_source, source_as_provider};
-use datafusion::logical_expr::expr::{Between, BinaryExpr};
 use datafusion::logical_expr::utils::{conjunction, disjunction, split_conjunction};
-use datafusion::logical_expr::{
-    Aggregate, Expr, LogicalPlan, LogicalPlanBuilder, Operator, col, lit,
-};
+use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan, LogicalPlanBuilder, col, lit};
 use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
 use shoplens_readmodel::aggregate::month_of;
 use shoplens_readmodel::tables::AggTable;
 
-use crate::plan::plain_aggregate;
+use crate::plan::{column_bounds, plain_aggregate};
 
 /// The optimizer rule; holds the providers of the daily tables and their rollups as the
 /// session registered them.
@@ -143,7 +140,7 @@ impl RollupRule {
         let (mut lo, mut hi) = (None::<i32>, None::<i32>);
         let mut on_keys = Vec::new();
         for c in conjuncts {
-            if let Some((l, h)) = day_bounds(&c, period) {
+            if let Some((l, h)) = column_bounds(&c, period) {
                 lo = max_bound(lo, l);
                 hi = min_bound(hi, h);
                 continue;
@@ -255,42 +252,6 @@ impl OptimizerRule for RollupRule {
 fn summed_column(e: &Expr) -> Option<&Column> {
     match plain_aggregate(e)? {
         ("sum", Expr::Column(c)) => Some(c),
-        _ => None,
-    }
-}
-
-/// The inclusive bounds a conjunct puts on column `day`, if it is a bound on it against a
-/// date literal.
-fn day_bounds(e: &Expr, day: &str) -> Option<(Option<i32>, Option<i32>)> {
-    let is_day = |e: &Expr| matches!(e, Expr::Column(c) if c.name == day);
-    let date = |e: &Expr| match e {
-        Expr::Literal(ScalarValue::Date32(Some(d)), _) => Some(*d),
-        _ => None,
-    };
-    match e {
-        Expr::Between(Between {
-            expr,
-            negated: false,
-            low,
-            high,
-        }) if is_day(expr) => Some((Some(date(low)?), Some(date(high)?))),
-        Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
-            let (op, d) = if is_day(left) {
-                (*op, date(right)?)
-            } else if is_day(right) {
-                (op.swap()?, date(left)?)
-            } else {
-                return None;
-            };
-            match op {
-                Operator::Eq => Some((Some(d), Some(d))),
-                Operator::GtEq => Some((Some(d), None)),
-                Operator::Gt => Some((Some(d.checked_add(1)?), None)),
-                Operator::LtEq => Some((None, Some(d))),
-                Operator::Lt => Some((None, Some(d.checked_sub(1)?))),
-                _ => None,
-            }
-        }
         _ => None,
     }
 }
