@@ -126,6 +126,7 @@ async fn serve(init: Init) -> io::Result<()> {
         .map_err(|e| io::Error::other(format!("cannot build the engine: {e}")))?;
     for ctx in engine.contexts() {
         crate::pg::install_catalog(&ctx, &init.pg_users)
+            .await
             .map_err(|e| io::Error::other(format!("cannot set up pg_catalog: {e}")))?;
     }
     // The first query of a session sets up what every later one reuses.

@@ -1,6 +1,14 @@
-//! Corrections to the borrowed `pg_catalog` where BI tools need Postgres's column types.
+//! Corrections to the borrowed `pg_catalog` where BI tools need Postgres's column types and
+//! stable object ids.
 //!
-//! The catalog (datafusion-pg-catalog) stores `pg_index.indkey` and `pg_constraint.conkey`
+//! Object ids: the borrowed catalog numbers schemas and tables from a counter, in the order
+//! its tables first meet them, and the session's name maps (hash maps) list them in an
+//! order that changes with every process. Each query worker is its own process, so a tool
+//! that read `orders`' oid from one worker and asked a second for that oid's columns got
+//! another table's (DBeaver browses this way). [`SortedCatalogs`] lists names sorted, and
+//! [`number_objects`] numbers every object once, in that order, before any client query.
+//!
+//! Column types: the catalog (datafusion-pg-catalog) stores `pg_index.indkey` and `pg_constraint.conkey`
 //! (and their siblings) as text, so `unnest(ix.indkey)` (SQLAlchemy's primary-key
 //! reflection) and `attnum = ANY(c.conkey)` (Metabase's foreign keys) are refused while
 //! planning. No ShopLens table has an index or a constraint, so the corrected tables are
@@ -9,10 +17,69 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::catalog::{SchemaProvider, TableProvider};
-use datafusion::datasource::MemTable;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::{CatalogProviderList, SchemaProvider, TableProvider};
+use datafusion::datasource::{MemTable, TableType};
 use datafusion::error::{DataFusionError, Result};
+use datafusion::prelude::SessionContext;
+use datafusion_postgres::datafusion_pg_catalog::pg_catalog::catalog_info::CatalogInfo;
+
+/// The session's catalogs, schemas and tables as the borrowed `pg_catalog` sees them, each
+/// list sorted by name: the same objects are listed in the same order in every process.
+#[derive(Debug, Clone)]
+pub struct SortedCatalogs(pub Arc<dyn CatalogProviderList>);
+
+fn sorted(names: Option<Vec<String>>) -> Option<Vec<String>> {
+    names.map(|mut names| {
+        names.sort_unstable();
+        names
+    })
+}
+
+#[async_trait]
+impl CatalogInfo for SortedCatalogs {
+    async fn catalog_names(&self) -> Result<Vec<String>> {
+        Ok(sorted(Some(self.0.catalog_names().await?)).unwrap_or_default())
+    }
+
+    async fn schema_names(&self, catalog_name: &str) -> Result<Option<Vec<String>>> {
+        Ok(sorted(self.0.schema_names(catalog_name).await?))
+    }
+
+    async fn table_names(&self, catalog: &str, schema: &str) -> Result<Option<Vec<String>>> {
+        Ok(sorted(self.0.table_names(catalog, schema).await?))
+    }
+
+    async fn table_schema(
+        &self,
+        catalog: &str,
+        schema: &str,
+        table: &str,
+    ) -> Result<Option<SchemaRef>> {
+        self.0.table_schema(catalog, schema, table).await
+    }
+
+    async fn table_type(
+        &self,
+        catalog: &str,
+        schema: &str,
+        table: &str,
+    ) -> Result<Option<TableType>> {
+        self.0.table_type(catalog, schema, table).await
+    }
+}
+
+/// Numbers every catalog, schema and table of `ctx` before a client asks: `pg_class` meets
+/// them all, catalog by catalog and schema by schema, in [`SortedCatalogs`]' order. Left to
+/// the first client query, the numbering would follow whichever catalog table it read
+/// first (`pg_namespace` numbers schemas only, `pg_attribute` tables only).
+pub async fn number_objects(ctx: &SessionContext) -> Result<()> {
+    ctx.sql("SELECT count(*) FROM pg_catalog.pg_class")
+        .await?
+        .collect()
+        .await?;
+    Ok(())
+}
 
 /// The columns that are arrays of attribute numbers in Postgres, per catalog table.
 const ATTNUM_ARRAYS: &[(&str, &[&str])] = &[
@@ -85,5 +152,87 @@ impl SchemaProvider for CorrectedCatalog {
 
     fn deregister_table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
         self.inner.deregister_table(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::RecordBatch;
+    use datafusion::arrow::util::pretty::pretty_format_batches;
+    use datafusion::prelude::SessionConfig;
+
+    use super::*;
+    use crate::engine::{CATALOG, SCHEMA};
+
+    /// A session like a worker's, its tables registered in the given order.
+    async fn session(tables: &[&str]) -> SessionContext {
+        let config = SessionConfig::new()
+            .with_default_catalog_and_schema(CATALOG, SCHEMA)
+            .with_information_schema(true);
+        let ctx = SessionContext::new_with_config(config);
+        for table in tables {
+            let columns: Vec<Field> = (0..table.len() % 3 + 1)
+                .map(|c| Field::new(format!("{table}_{c}"), DataType::Int64, true))
+                .collect();
+            let schema = Arc::new(Schema::new(columns));
+            let provider = MemTable::try_new(schema, vec![vec![]]).expect("table");
+            ctx.register_table(*table, Arc::new(provider))
+                .expect("register");
+        }
+        crate::pg::install_catalog(&ctx, &["analyst".to_owned()])
+            .await
+            .expect("pg_catalog");
+        ctx
+    }
+
+    async fn answer(ctx: &SessionContext, sql: &str) -> String {
+        let batches: Vec<RecordBatch> = ctx
+            .sql(sql)
+            .await
+            .expect("plan")
+            .collect()
+            .await
+            .expect("run");
+        pretty_format_batches(&batches).expect("format").to_string()
+    }
+
+    const OIDS: &str = "SELECT c.oid, n.nspname, c.relname, n.oid AS nspoid \
+        FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON c.relnamespace = n.oid \
+        ORDER BY n.nspname, c.relname";
+    const COLUMNS: &str = "SELECT attrelid, attnum, attname FROM pg_catalog.pg_attribute \
+        WHERE attrelid IN (SELECT oid FROM pg_catalog.pg_class WHERE relnamespace = \
+        (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = 'public')) \
+        ORDER BY attrelid, attnum";
+
+    /// Two processes (here two sessions, each with its own name maps and counter) that
+    /// registered the same tables in another order, and whose first client queries read
+    /// different catalog tables, give every schema, table and column the same oid.
+    #[tokio::test]
+    async fn every_process_gives_an_object_the_same_oid() {
+        let names = [
+            "orders",
+            "payments",
+            "daily_sales",
+            "customers",
+            "shipments",
+            "products",
+        ];
+        let mut reversed = names;
+        reversed.reverse();
+        let one = session(&names).await;
+        let other = session(&reversed).await;
+        // What each is asked first differs: the columns (which meet tables only), or the
+        // schemas.
+        answer(
+            &one,
+            "SELECT attrelid, attname FROM pg_catalog.pg_attribute",
+        )
+        .await;
+        answer(&other, "SELECT oid, nspname FROM pg_catalog.pg_namespace").await;
+        assert_eq!(answer(&one, COLUMNS).await, answer(&other, COLUMNS).await);
+        let oids = answer(&one, OIDS).await;
+        assert_eq!(oids, answer(&other, OIDS).await);
+        assert!(oids.contains("| public "), "{oids}");
+        assert!(oids.contains("orders"), "{oids}");
     }
 }

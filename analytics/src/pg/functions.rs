@@ -2,7 +2,7 @@
 //! `version()` and `current_setting()`. Installed on the server's session (for planning) and
 //! on every query worker's (where queries run).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{Array, Int32Array, ListArray, StringArray, StructArray};
@@ -17,41 +17,61 @@ use datafusion::prelude::SessionContext;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::{
     PgCatalogContextProvider, Role,
 };
-use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
+use datafusion_postgres::datafusion_pg_catalog::pg_catalog::{
+    PgCatalogSchemaProvider, PgCatalogStaticTables, setup_pg_catalog,
+};
 
 use super::SERVER_VERSION;
+use super::catalog::{CorrectedCatalog, SortedCatalogs, number_objects};
 use super::session::current_setting;
 use crate::engine::CATALOG;
 
 /// Adds `pg_catalog`, `information_schema`'s Postgres functions, `version()` and
 /// `current_setting()` to the session, once (a second server on the same engine reuses them).
-pub fn install_catalog(ctx: &SessionContext, users: &[String]) -> Result<(), DataFusionError> {
+/// Every table must be registered before: object ids are given out here.
+pub async fn install_catalog(
+    ctx: &SessionContext,
+    users: &[String],
+) -> Result<(), DataFusionError> {
     let catalog = ctx
         .catalog(CATALOG)
         .ok_or_else(|| DataFusionError::Plan(format!("catalog {CATALOG} is missing")))?;
     if catalog.schema("pg_catalog").is_some() {
         return Ok(());
     }
-    setup_pg_catalog(
-        ctx,
-        CATALOG,
-        CatalogRoles {
-            users: users.to_vec(),
-        },
-    )
-    .map_err(|e| *e)?;
-    if let Some(pg_catalog) = catalog.schema("pg_catalog") {
-        catalog.register_schema(
-            "pg_catalog",
-            Arc::new(super::catalog::CorrectedCatalog::new(pg_catalog)),
-        )?;
-    }
+    let roles = CatalogRoles {
+        users: users.to_vec(),
+    };
+    // Registers the functions, types and a `pg_catalog` that lists objects in hash-map
+    // order; that schema is replaced by one over the sorted lists.
+    setup_pg_catalog(ctx, CATALOG, roles.clone()).map_err(|e| *e)?;
+    let pg_catalog = PgCatalogSchemaProvider::try_new(
+        SortedCatalogs(ctx.state().catalog_list().clone()),
+        static_tables()?,
+        roles,
+    )?;
+    catalog.register_schema(
+        "pg_catalog",
+        Arc::new(CorrectedCatalog::new(Arc::new(pg_catalog))),
+    )?;
+    number_objects(ctx).await?;
     ctx.register_udf(ScalarUDF::from(PgVersion::new()));
     ctx.register_udf(ScalarUDF::from(CurrentSetting::new()));
     ctx.register_udf(ScalarUDF::from(TypeIsVisible::new()));
     ctx.register_udf(ScalarUDF::from(PgExpandArray::new()));
     ctx.register_udf(ScalarUDF::from(Format::new()));
     Ok(())
+}
+
+/// Postgres's built-in catalog rows (types, functions, ...), read once per process: every
+/// session's `pg_catalog` shares them.
+fn static_tables() -> Result<Arc<PgCatalogStaticTables>, DataFusionError> {
+    static TABLES: OnceLock<Arc<PgCatalogStaticTables>> = OnceLock::new();
+    if let Some(tables) = TABLES.get() {
+        return Ok(tables.clone());
+    }
+    let tables = Arc::new(PgCatalogStaticTables::try_new()?);
+    Ok(TABLES.get_or_init(|| tables).clone())
 }
 
 /// The roles `pg_catalog.pg_roles` lists: the configured users, who can log in and read.

@@ -112,7 +112,7 @@ pub async fn serve(
     } = settings;
     let ctx = engine.interactive_context();
     for session in engine.contexts() {
-        if let Err(e) = install_catalog(&session, &users.names()) {
+        if let Err(e) = install_catalog(&session, &users.names()).await {
             tracing::error!(error = %e, "cannot set up pg_catalog; the Postgres endpoint is off");
             return Err(std::io::Error::other(e.to_string()));
         }
