@@ -23,11 +23,23 @@ pub fn read_spec<T: DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
 
 /// Starts `exe command --spec spec`, logging warnings only, to `stderr`.
 pub fn spawn(exe: &Path, command: &str, spec: &Path, stderr: Stdio) -> anyhow::Result<Child> {
+    spawn_with(exe, command, spec, stderr, &[])
+}
+
+/// [`spawn`] with these environment variables set too.
+pub fn spawn_with(
+    exe: &Path,
+    command: &str,
+    spec: &Path,
+    stderr: Stdio,
+    envs: &[(&str, &str)],
+) -> anyhow::Result<Child> {
     Command::new(exe)
         .arg(command)
         .arg("--spec")
         .arg(spec)
         .env("RUST_LOG", "warn")
+        .envs(envs.iter().copied())
         .stdout(Stdio::null())
         .stderr(stderr)
         .spawn()

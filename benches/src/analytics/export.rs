@@ -42,6 +42,11 @@ pub struct ExportReport {
 
 /// The hidden `analytics-export` command: one export as the `export` command runs it.
 pub async fn run_export_child(spec: &Path) -> anyhow::Result<()> {
+    // `shoplens export` runs in a process with few malloc arenas (`cli::run`); the parent
+    // starts this one so (no second process, so that its memory is this one's).
+    if let Some(code) = shoplens_analytics::cli::rerun_with_few_malloc_arenas() {
+        std::process::exit(code);
+    }
     let spec: ExportSpec = child::read_spec(spec)?;
     let started = Instant::now();
     let engine = shoplens_analytics::startup::engine(&spec.read_model, &QueryConfig::default())
@@ -101,7 +106,13 @@ pub(super) async fn export(
         let log_path = dir.join("child.log");
         let log = std::fs::File::create(&log_path)?;
         let started = Instant::now();
-        let mut child = child::spawn(&opts.exe, "analytics-export", &spec_path, log.into())?;
+        let mut child = child::spawn_with(
+            &opts.exe,
+            "analytics-export",
+            &spec_path,
+            log.into(),
+            &[("MALLOC_ARENA_MAX", "2")],
+        )?;
         let pid = child.id().to_string();
         let mut max_rss = 0.0f64;
         let timeout = Duration::from_secs(1800);
