@@ -8,10 +8,10 @@
 //! another table's (DBeaver browses this way). [`SortedCatalogs`] lists names sorted, and
 //! [`number_objects`] numbers every object once, in that order, before any client query.
 //!
-//! Column types: the catalog (datafusion-pg-catalog) stores `pg_index.indkey` and `pg_constraint.conkey`
-//! (and their siblings) as text, so `unnest(ix.indkey)` (SQLAlchemy's primary-key
-//! reflection) and `attnum = ANY(c.conkey)` (Metabase's foreign keys) are refused while
-//! planning. No ShopLens table has an index or a constraint, so the corrected tables are
+//! Column types: the catalog (datafusion-pg-catalog) stores `pg_index.indkey` and
+//! `pg_constraint.conkey` (and their siblings) as text, so `unnest(ix.indkey)`
+//! (SQLAlchemy's primary-key reflection) and `attnum = ANY(c.conkey)` (Metabase's foreign
+//! keys) are refused while planning. No ShopLens table has an index or a constraint, so the corrected tables are
 //! empty, with the array columns Postgres has (`int2vector`/`int2[]` as a list of Int16).
 
 use std::sync::Arc;
