@@ -91,15 +91,15 @@ pub fn report_list() -> String {
 /// arenas, in about the same time (benches/RESULTS.md).
 /// `None`: go on in this process (the setting is there, or this is not glibc, or the child
 /// could not be started).
-pub fn rerun_with_few_malloc_arenas() -> Option<i32> {
-    const VAR: &str = "MALLOC_ARENA_MAX";
-    if !cfg!(all(target_os = "linux", target_env = "gnu")) || std::env::var_os(VAR).is_some() {
+fn rerun_with_few_malloc_arenas() -> Option<i32> {
+    let (var, value) = crate::isolation::pool::FEW_MALLOC_ARENAS;
+    if !cfg!(all(target_os = "linux", target_env = "gnu")) || std::env::var_os(var).is_some() {
         return None;
     }
     let exe = std::env::current_exe().ok()?;
     let status = std::process::Command::new(exe)
         .args(std::env::args_os().skip(1))
-        .env(VAR, "2")
+        .env(var, value)
         .status()
         .ok()?;
     // Ended by a signal: no code; an export that did not finish is a failure.

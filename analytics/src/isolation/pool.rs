@@ -43,6 +43,13 @@ use crate::guard::GuardError;
 /// engine's own guard) before the server kills it.
 const GRACE: Duration = Duration::from_millis(300);
 
+/// The environment variable, and its value, that start a process with two malloc arenas
+/// instead of glibc's up to eight per core: less address space reserved per thread (query
+/// workers run under an address-space limit), and a lower peak for a long export, whose
+/// freed buffers would otherwise stay spread over many arenas. glibc reads it only when a
+/// process starts. Query workers and `shoplens export` (`crate::cli`) run so.
+pub const FEW_MALLOC_ARENAS: (&str, &str) = ("MALLOC_ARENA_MAX", "2");
+
 /// Lines of a worker's stderr kept to explain its death.
 const STDERR_LINES: usize = 20;
 
@@ -602,8 +609,7 @@ impl Inner {
             .arg(SUBCOMMAND)
             .env_clear()
             .env("TMPDIR", &tmp)
-            // Fewer malloc arenas: less address space reserved per thread.
-            .env("MALLOC_ARENA_MAX", "2")
+            .env(FEW_MALLOC_ARENAS.0, FEW_MALLOC_ARENAS.1)
             .env("RUST_BACKTRACE", "0")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -29,25 +29,23 @@ use datafusion_postgres::datafusion_pg_catalog::pg_catalog::catalog_info::Catalo
 #[derive(Debug, Clone)]
 pub struct SortedCatalogs(pub Arc<dyn CatalogProviderList>);
 
-fn sorted(names: Option<Vec<String>>) -> Option<Vec<String>> {
-    names.map(|mut names| {
-        names.sort_unstable();
-        names
-    })
+fn sorted(mut names: Vec<String>) -> Vec<String> {
+    names.sort_unstable();
+    names
 }
 
 #[async_trait]
 impl CatalogInfo for SortedCatalogs {
     async fn catalog_names(&self) -> Result<Vec<String>> {
-        Ok(sorted(Some(self.0.catalog_names().await?)).unwrap_or_default())
+        Ok(sorted(self.0.catalog_names().await?))
     }
 
     async fn schema_names(&self, catalog_name: &str) -> Result<Option<Vec<String>>> {
-        Ok(sorted(self.0.schema_names(catalog_name).await?))
+        Ok(self.0.schema_names(catalog_name).await?.map(sorted))
     }
 
     async fn table_names(&self, catalog: &str, schema: &str) -> Result<Option<Vec<String>>> {
-        Ok(sorted(self.0.table_names(catalog, schema).await?))
+        Ok(self.0.table_names(catalog, schema).await?.map(sorted))
     }
 
     async fn table_schema(

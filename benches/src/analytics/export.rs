@@ -43,10 +43,8 @@ pub struct ExportReport {
 /// The hidden `analytics-export` command: one export as the `export` command runs it.
 pub async fn run_export_child(spec: &Path) -> anyhow::Result<()> {
     // `shoplens export` runs in a process with few malloc arenas (`cli::run`); the parent
-    // starts this one so (no second process, so that its memory is this one's).
-    if let Some(code) = shoplens_analytics::cli::rerun_with_few_malloc_arenas() {
-        std::process::exit(code);
-    }
+    // starts this one so (`export` below), rather than this one starting a second process,
+    // so that the memory the parent samples is the exporting process's.
     let spec: ExportSpec = child::read_spec(spec)?;
     let started = Instant::now();
     let engine = shoplens_analytics::startup::engine(&spec.read_model, &QueryConfig::default())
@@ -111,7 +109,7 @@ pub(super) async fn export(
             "analytics-export",
             &spec_path,
             log.into(),
-            &[("MALLOC_ARENA_MAX", "2")],
+            &[shoplens_analytics::isolation::pool::FEW_MALLOC_ARENAS],
         )?;
         let pid = child.id().to_string();
         let mut max_rss = 0.0f64;
