@@ -464,7 +464,7 @@ impl DomainEvent {
     }
 
     /// The payload of `event_type`, from any serde source.
-    fn deserialize_as<'de, D: serde::Deserializer<'de>>(
+    pub(crate) fn deserialize_as<'de, D: serde::Deserializer<'de>>(
         event_type: EventType,
         d: D,
     ) -> Result<DomainEvent, D::Error> {
@@ -552,9 +552,13 @@ impl DomainEvent {
                 }
                 let mut sum = Decimal::ZERO;
                 for (i, line) in e.lines.iter().enumerate() {
-                    check_id(&format!("lines[{i}].product_id"), &line.product_id)?;
-                    check_quantity(&format!("lines[{i}].quantity"), line.quantity)?;
-                    check_money(&format!("lines[{i}].unit_price"), line.unit_price)?;
+                    // The line's field names are spelled out only for a fault (no
+                    // allocation per valid line).
+                    let in_line =
+                        |e: InvalidField| invalid(format!("lines[{i}].{}", e.field), e.reason);
+                    check_id("product_id", &line.product_id).map_err(in_line)?;
+                    check_quantity("quantity", line.quantity).map_err(in_line)?;
+                    check_money("unit_price", line.unit_price).map_err(in_line)?;
                     if line.line_no != i as i32 + 1 {
                         return Err(invalid(format!("lines[{i}].line_no"), "must count from 1"));
                     }
