@@ -109,6 +109,14 @@ mod tests {
     }
 
     #[test]
+    fn a_table_is_at_its_own_place_in_all() {
+        // `TableRows` indexes its builders by `table as usize`.
+        for (i, table) in RawTable::ALL.into_iter().enumerate() {
+            assert_eq!(table as usize, i, "{table:?}");
+        }
+    }
+
+    #[test]
     fn column_names_are_unique_within_a_table() {
         for t in RawTable::ALL {
             let names: std::collections::HashSet<_> =

@@ -2,7 +2,6 @@
 //! [`RawTable::columns`] filled from each envelope, so the batches have exactly the tables'
 //! schemas. Both sinks receive this output, and the aggregates' reference computes from it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow_array::builder::{
@@ -128,7 +127,9 @@ impl TableBuilder {
 /// Accumulates envelopes as rows of their raw tables.
 #[derive(Default)]
 pub struct TableRows {
-    tables: HashMap<RawTable, TableBuilder>,
+    /// Indexed by the table's place in [`RawTable::ALL`] (a look-up per event, so no hashing);
+    /// a table's builders are made when its first row comes.
+    tables: [Option<TableBuilder>; RawTable::ALL.len()],
     rows: usize,
 }
 
@@ -141,10 +142,7 @@ impl TableRows {
     /// `Envelope::decode` (or `DomainEvent::validate`): money fits `Decimal(18, 2)`.
     pub fn push(&mut self, env: &Envelope) {
         let table = RawTable::for_event(env.event_type());
-        let builder = self
-            .tables
-            .entry(table)
-            .or_insert_with(|| TableBuilder::new(table));
+        let builder = self.tables[table as usize].get_or_insert_with(|| TableBuilder::new(table));
         for column in &mut builder.columns {
             column.append(env);
         }
@@ -163,7 +161,8 @@ impl TableRows {
     /// The largest number of rows waiting for one table.
     pub fn largest_table(&self) -> usize {
         self.tables
-            .values()
+            .iter()
+            .flatten()
             .map(TableBuilder::len)
             .max()
             .unwrap_or(0)
@@ -174,7 +173,7 @@ impl TableRows {
     pub fn finish(&mut self) -> Vec<(RawTable, RecordBatch)> {
         let mut out = Vec::new();
         for table in RawTable::ALL {
-            let Some(builder) = self.tables.get_mut(&table) else {
+            let Some(builder) = &mut self.tables[table as usize] else {
                 continue;
             };
             if builder.len() == 0 {
