@@ -800,8 +800,7 @@ fn take_polled(
     {
         return false;
     }
-    let decoded = decode_all(&records, decode_threads);
-    for (record, decoded) in records.into_iter().zip(decoded) {
+    let mut take = |record: ConsumedRecord, decoded: Result<Envelope, DecodeError>| {
         // No owned key is built for the look-ups unless a seek is still outstanding.
         let takes = claimed.as_ref().is_none_or(|claimed| {
             claimed
@@ -812,6 +811,19 @@ fn take_polled(
         });
         if takes {
             state.take(record, decoded);
+        }
+    };
+    if decoding_threads(records.len(), decode_threads) == 1 {
+        // Each record decoded as it is taken: no list of decoded events to fill and move
+        // out of again.
+        for record in records {
+            let decoded = Envelope::decode(&record.payload);
+            take(record, decoded);
+        }
+    } else {
+        let decoded = decode_all(&records, decode_threads);
+        for (record, decoded) in records.into_iter().zip(decoded) {
+            take(record, decoded);
         }
     }
     true
@@ -881,9 +893,9 @@ impl BatchState {
     /// skips it).
     fn take(&mut self, record: ConsumedRecord, decoded: Result<Envelope, DecodeError>) {
         let (topic, partition) = (record.topic.as_str(), record.partition);
-        let floor = self
-            .taken
-            .get(topic, partition)
+        let held = self.taken.find(topic, partition);
+        let floor = held
+            .map(|i| self.taken.0[i].2)
             .or_else(|| self.stored.get(topic, partition))
             .unwrap_or(0);
         if record.offset < floor {
@@ -891,7 +903,10 @@ impl BatchState {
             return;
         }
         self.positions.set(topic, partition, record.offset + 1);
-        self.taken.set(topic, partition, record.offset + 1);
+        match held {
+            Some(i) => self.taken.0[i].2 = record.offset + 1,
+            None => self.taken.set(topic, partition, record.offset + 1),
+        }
         self.first_at.get_or_insert_with(Instant::now);
         match decoded {
             Err(e) => {
@@ -976,11 +991,15 @@ impl Offsets {
         offsets
     }
 
-    fn get(&self, topic: &str, partition: i32) -> Option<u64> {
+    /// Where (topic, partition) is held in the list.
+    fn find(&self, topic: &str, partition: i32) -> Option<usize> {
         self.0
             .iter()
-            .find(|(t, p, _)| *p == partition && t == topic)
-            .map(|(_, _, next)| *next)
+            .position(|(t, p, _)| *p == partition && t == topic)
+    }
+
+    fn get(&self, topic: &str, partition: i32) -> Option<u64> {
+        self.find(topic, partition).map(|i| self.0[i].2)
     }
 
     fn set(&mut self, topic: &str, partition: i32, next: u64) {
@@ -1022,11 +1041,16 @@ impl Offsets {
 /// it saves.
 const MIN_RECORDS_PER_THREAD: usize = 512;
 
+/// How many threads decode `records` records, given at most `threads`.
+fn decoding_threads(records: usize, threads: usize) -> usize {
+    threads.min(records / MIN_RECORDS_PER_THREAD).max(1)
+}
+
 /// Decodes every record's payload, on up to `threads` threads (this one included), each a
 /// contiguous run of the records; the results in the records' order.
 fn decode_all(records: &[ConsumedRecord], threads: usize) -> Vec<Result<Envelope, DecodeError>> {
     let decode = |r: &ConsumedRecord| Envelope::decode(&r.payload);
-    let threads = threads.min(records.len() / MIN_RECORDS_PER_THREAD).max(1);
+    let threads = decoding_threads(records.len(), threads);
     if threads == 1 {
         return records.iter().map(decode).collect();
     }
