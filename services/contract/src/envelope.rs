@@ -389,6 +389,16 @@ mod tests {
     }
 
     #[test]
+    fn invalid_utf8_in_a_value_nobody_reads_is_still_malformed() {
+        let mut bytes = b"{\"note\":\"\xff\",".to_vec();
+        bytes.extend_from_slice(&order_created().to_json()[1..]);
+        assert_eq!(
+            Envelope::decode(&bytes).unwrap_err().kind(),
+            "malformed_json"
+        );
+    }
+
+    #[test]
     fn illegal_status_transition_is_rejected() {
         let env = Envelope::new(OrderStatusChanged {
             order_id: "o-1".into(),

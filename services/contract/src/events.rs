@@ -452,17 +452,6 @@ impl DomainEvent {
         DomainEvent::deserialize_as(event_type, payload)
     }
 
-    /// [`DomainEvent::from_json`] from the payload's JSON text, without a tree in between.
-    pub fn from_json_str(
-        event_type: EventType,
-        payload: &str,
-    ) -> Result<DomainEvent, serde_json::Error> {
-        let mut de = serde_json::Deserializer::from_str(payload);
-        let event = DomainEvent::deserialize_as(event_type, &mut de)?;
-        de.end()?;
-        Ok(event)
-    }
-
     /// The payload of `event_type`, from any serde source.
     pub(crate) fn deserialize_as<'de, D: serde::Deserializer<'de>>(
         event_type: EventType,
