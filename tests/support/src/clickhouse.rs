@@ -14,7 +14,9 @@ pub struct Ports {
 
 /// Creates `dir`'s data directories and writes `users.xml` and `config.xml` (passwordless
 /// `default` user, loopback only, UTC, logs in `dir`); returns the path of `config.xml`, for
-/// `clickhouse-server --config-file=...`.
+/// `clickhouse-server --config-file=...`. Tests kill these servers under load on purpose, so
+/// a table with many parts left half-written still loads (they are set aside as broken; the
+/// default of 10 would stop the server from starting).
 pub fn write_config(dir: &Path, ports: Ports) -> std::io::Result<PathBuf> {
     for sub in ["data", "tmp", "user_files", "format_schemas"] {
         std::fs::create_dir_all(dir.join(sub))?;
@@ -57,6 +59,7 @@ pub fn write_config(dir: &Path, ports: Ports) -> std::io::Result<PathBuf> {
   <timezone>UTC</timezone>
   <mark_cache_size>536870912</mark_cache_size>
   <max_concurrent_queries>100</max_concurrent_queries>
+  <merge_tree><max_suspicious_broken_parts>1000</max_suspicious_broken_parts></merge_tree>
 </yandex>
 "#
         ),
@@ -101,6 +104,19 @@ impl LocalClickHouse {
 
     /// Starts the server (again, on the same ports and data) and waits until it answers.
     pub fn restart(&mut self) -> std::io::Result<()> {
+        match self.start_once() {
+            Err(e) if self.child.is_none() && e.to_string().contains("exited during start-up") => {
+                // Once more, as an operator would after a crash; the first failure stays in
+                // the test's output.
+                eprintln!("clickhouse-server failed to start, trying once more: {e}");
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                self.start_once()
+            }
+            other => other,
+        }
+    }
+
+    fn start_once(&mut self) -> std::io::Result<()> {
         if self.child.is_some() {
             return Err(std::io::Error::other("the server is already running"));
         }
@@ -116,9 +132,12 @@ impl LocalClickHouse {
         let start = std::time::Instant::now();
         loop {
             if let Some(status) = child.try_wait()? {
+                // The directory is usually a temporary one, gone by the time anyone reads
+                // the failure: the log's last lines go into the error itself.
                 return Err(std::io::Error::other(format!(
-                    "clickhouse-server exited during start-up ({status}); see {}/error.log",
-                    self.dir.display()
+                    "clickhouse-server exited during start-up ({status}); the end of {}/error.log:\n{}",
+                    self.dir.display(),
+                    self.error_log_tail()
                 )));
             }
             if answers_200(&ping) {
@@ -135,6 +154,13 @@ impl LocalClickHouse {
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
+    }
+
+    /// The last lines of the server's error log.
+    fn error_log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
     /// Kills the server (SIGKILL: no chance to finish anything) and waits for it to exit.
