@@ -9,7 +9,7 @@
 //! same parser the careful reading uses.
 //!
 //! Invariant: this reading accepts only what the careful one accepts, with the same values.
-//! Where it is unsure (a duplicated key, a string it would have to unescape to compare) it
+//! Where it is unsure (a duplicated key, whose last value the careful reading keeps) it
 //! fails, and the caller takes the careful reading.
 
 use std::fmt;
@@ -180,10 +180,7 @@ impl Visitor<'_> for TypeSeed {
         f.write_str("an event type")
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<EventType, E> {
-        EventType::ALL
-            .into_iter()
-            .find(|t| t.as_str() == v)
-            .ok_or_else(|| E::custom("unknown event type"))
+        v.parse().map_err(E::custom)
     }
 }
 
