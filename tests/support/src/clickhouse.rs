@@ -102,43 +102,34 @@ impl LocalClickHouse {
         format!("http://127.0.0.1:{}", self.http_port)
     }
 
-    /// Starts the server (again, on the same ports and data) and waits until it answers.
+    /// Starts the server (again, on the same ports and data) and waits until it answers. A
+    /// server that exits during start-up is started once more, as an operator would after a
+    /// crash; the first failure stays in the test's output.
     pub fn restart(&mut self) -> std::io::Result<()> {
-        match self.start_once() {
-            Err(e) if self.child.is_none() && e.to_string().contains("exited during start-up") => {
-                // Once more, as an operator would after a crash; the first failure stays in
-                // the test's output.
-                eprintln!("clickhouse-server failed to start, trying once more: {e}");
-                std::thread::sleep(std::time::Duration::from_secs(1));
-                self.start_once()
-            }
-            other => other,
-        }
-    }
-
-    fn start_once(&mut self) -> std::io::Result<()> {
         if self.child.is_some() {
             return Err(std::io::Error::other("the server is already running"));
         }
-        let mut child = std::process::Command::new("clickhouse-server")
-            .arg(format!(
-                "--config-file={}",
-                self.dir.join("config.xml").display()
-            ))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()?;
+        let mut child = self.spawn()?;
+        let mut retried = false;
         let ping = format!("{}/ping", self.url());
         let start = std::time::Instant::now();
         loop {
             if let Some(status) = child.try_wait()? {
                 // The directory is usually a temporary one, gone by the time anyone reads
-                // the failure: the log's last lines go into the error itself.
-                return Err(std::io::Error::other(format!(
+                // the failure: the log's last lines go into the message itself.
+                let failure = format!(
                     "clickhouse-server exited during start-up ({status}); the end of {}/error.log:\n{}",
                     self.dir.display(),
                     self.error_log_tail()
-                )));
+                );
+                if retried {
+                    return Err(std::io::Error::other(failure));
+                }
+                eprintln!("{failure}\ntrying once more");
+                retried = true;
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                child = self.spawn()?;
+                continue;
             }
             if answers_200(&ping) {
                 self.child = Some(child);
@@ -154,6 +145,17 @@ impl LocalClickHouse {
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
+    }
+
+    fn spawn(&self) -> std::io::Result<std::process::Child> {
+        std::process::Command::new("clickhouse-server")
+            .arg(format!(
+                "--config-file={}",
+                self.dir.join("config.xml").display()
+            ))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
     }
 
     /// The last lines of the server's error log.
