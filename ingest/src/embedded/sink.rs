@@ -52,6 +52,9 @@ struct Writer {
     retired: Vec<(PathBuf, Instant)>,
     /// A manifest replacement failed half-way: what is on disk is unknown until reopened.
     poisoned: bool,
+    /// Where (in `TableId::all()`) the next compaction starts: at the table whose merge the
+    /// last one left for later.
+    compact_from: usize,
     /// Random, per open: part of every file name this writer creates.
     tag: String,
 }
@@ -221,6 +224,7 @@ impl EmbeddedSink {
             letters,
             retired: Vec::new(),
             poisoned: false,
+            compact_from: 0,
             tag: format!("{:08x}", uuid::Uuid::now_v7().as_u128() as u32),
         };
         Ok(EmbeddedSink {
@@ -697,7 +701,7 @@ impl Inner {
             view.aggregates.merge(&delta);
             view.parked.extend(parked);
         }
-        if let Err(e) = self.compact(w) {
+        if let Err(e) = self.compact(w, report.rows_written as u64) {
             tracing::warn!(error = %e, generation = self.generation, "compaction failed; will retry");
         }
         self.delete_retired(w);
@@ -709,15 +713,33 @@ impl Inner {
     }
 
     /// Merges small files into bigger ones where a table has many, in its own commit.
-    fn compact(&self, w: &mut Writer) -> SinkResult<()> {
+    ///
+    /// At least one merge if one is due, more while their rows stay within a budget (a
+    /// merge left for later is the first the next compaction looks at): each row is merged
+    /// once per level, so a budget of `new_rows` (what the apply wrote) per level, and one
+    /// more, keeps up with the applies, while no apply takes every table's merges at once
+    /// (all tables reach the fan-in together), which would hold up the batch read meanwhile.
+    fn compact(&self, w: &mut Writer, new_rows: u64) -> SinkResult<()> {
         let fan_in = self.config.compact_fan_in.max(2);
         let mut next = w.manifest.clone();
+        let levels = TableId::all()
+            .flat_map(|t| next.segments(t).iter().map(|s| u64::from(s.level)))
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let budget_rows = new_rows.max(1) * (levels + 1);
         let mut replaced: Vec<String> = Vec::new();
         let mut written: Vec<PathBuf> = Vec::new();
         let mut merged_ids: Vec<(RawTable, String, Vec<u128>)> = Vec::new();
         let mut dirs = BTreeSet::new();
+        let tables: Vec<TableId> = TableId::all().collect();
+        let start = w.compact_from % tables.len();
+        let mut merged_rows = 0u64;
+        let mut deferred = None;
         let result = (|| -> SinkResult<()> {
-            for table in TableId::all() {
+            for k in 0..tables.len() {
+                let at = (start + k) % tables.len();
+                let table = tables[at];
                 if let TableId::Agg(agg) = table {
                     // Aggregates: all deltas become one snapshot of the state, once there
                     // are many and they hold at least as many rows as the last snapshot (so
@@ -780,12 +802,17 @@ impl Inner {
                         *rows += s.rows;
                     }
                 }
-                let Some((level, (picked, _))) = by_level
+                let Some((level, (picked, rows))) = by_level
                     .into_iter()
                     .find(|(_, (picked, _))| picked.len() >= fan_in)
                 else {
                     continue;
                 };
+                if merged_rows > 0 && merged_rows + rows > budget_rows {
+                    deferred = Some(at);
+                    break;
+                }
+                merged_rows += rows;
                 let schema = schema_of(table);
                 let sources: Vec<Segment> = picked
                     .iter()
@@ -843,6 +870,7 @@ impl Inner {
             remove_quietly(&written);
             return Err(e);
         }
+        w.compact_from = deferred.unwrap_or(start);
         if written.is_empty() {
             return Ok(());
         }

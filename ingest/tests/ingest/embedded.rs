@@ -356,6 +356,67 @@ async fn the_read_model_equals_the_reference_and_survives_reopening() {
     assert!(freshness.visible_at_ms.is_some());
 }
 
+/// Each apply's raw files, per table in `RawTable::ALL`.
+fn raw_files(sink: &EmbeddedSink) -> Vec<usize> {
+    let snapshot = sink.snapshot();
+    RawTable::ALL
+        .iter()
+        .map(|t| snapshot.raw.get(t).map_or(0, Vec::len))
+        .collect()
+}
+
+#[tokio::test]
+async fn compaction_spreads_merges_that_come_due_together_and_keeps_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let fan_in = 8;
+    let config = EmbeddedConfig {
+        compact_fan_in: fan_in,
+        aggregate_snapshot_after: 10_000,
+        retired_grace_secs: 0,
+        ..config(dir.path())
+    };
+    let events = shop_events(400, "s");
+    let (_store, sink) = open(&config, 1).await;
+    let applies = 48;
+    // Tables written by every apply until the first merges come due: they come due together.
+    let mut in_step = vec![true; RawTable::ALL.len()];
+    let mut most_merged_at_once = 0;
+    for (i, chunk) in events.chunks(events.len().div_ceil(applies)).enumerate() {
+        let before = raw_files(&sink);
+        sink.apply(&batch(chunk, vec![])).await.unwrap();
+        let after = raw_files(&sink);
+        // (Not the first apply: it alone writes customers and products.)
+        if (1..fan_in - 1).contains(&i) {
+            for (t, step) in in_step.iter_mut().enumerate() {
+                *step &= after[t] > before[t];
+            }
+        }
+        // An apply adds at most one file per table, and a merge takes `fan_in` away.
+        let merged = before.iter().zip(&after).filter(|(b, a)| a < b).count();
+        most_merged_at_once = most_merged_at_once.max(merged);
+    }
+    let in_step: Vec<usize> = (0..in_step.len()).filter(|&t| in_step[t]).collect();
+    assert!(in_step.len() >= 3, "{in_step:?}");
+    // Their merges are spread over the following applies rather than all made in one.
+    assert!(most_merged_at_once >= 1, "compaction ran");
+    assert!(
+        most_merged_at_once < in_step.len(),
+        "{most_merged_at_once} of {} tables merged in one apply",
+        in_step.len()
+    );
+    // And compaction keeps up: 48 files per table without it.
+    let files = raw_files(&sink);
+    for t in in_step {
+        assert!(
+            files[t] <= 2 * fan_in,
+            "{:?}: {} files",
+            RawTable::ALL[t],
+            files[t]
+        );
+    }
+    assert_holds(sink.as_ref(), &events).await;
+}
+
 #[tokio::test]
 async fn every_event_counts_once_across_batches_reopening_and_compaction() {
     let dir = tempfile::tempdir().unwrap();
@@ -398,7 +459,12 @@ async fn every_event_counts_once_across_batches_reopening_and_compaction() {
     }
     let snapshot = sink.snapshot();
     let orders = &snapshot.raw[&RawTable::Orders];
-    assert!(orders.len() < 4, "raw files were compacted: {orders:?}");
+    // Six applies wrote orders, each fewer than 40 rows; compaction merged some (at its own
+    // pace: a few merges per apply).
+    assert!(
+        orders.len() < 6 && orders.iter().any(|f| f.rows >= 40),
+        "raw files were compacted: {orders:?}"
+    );
     // Every apply above wrote a daily_sales delta; snapshots replaced most of them.
     let applies = old.len().div_ceil(40) + 1 + (new.len() - 30).div_ceil(20);
     let daily = snapshot.aggregates[&AggTable::DailySales].len();
