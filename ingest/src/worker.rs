@@ -264,28 +264,31 @@ impl Worker {
                 .config
                 .batch_max_events
                 .saturating_sub(state.buffered());
-            let polled = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                polled = self.source.poll(room.max(1), wait) => polled,
-            };
-            match polled {
-                Ok(records) => {
-                    drained = records.len() < room.max(1);
-                    if !self.take_polled(&mut state, records) {
-                        // What these records hold is read again from the stored positions.
-                        if !self.claim(&mut state, shutdown).await? {
-                            break;
+            // A batch filled while the last one was applied goes without another poll.
+            if room > 0 {
+                let polled = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    polled = self.source.poll(room, wait) => polled,
+                };
+                match polled {
+                    Ok(records) => {
+                        drained = records.len() < room;
+                        if !self.take_polled(&mut state, records) {
+                            // What these records hold is read again from the stored positions.
+                            if !self.claim(&mut state, shutdown).await? {
+                                break;
+                            }
+                            continue;
                         }
-                        continue;
+                        self.seek_unsought(&state);
                     }
-                    self.seek_unsought(&state);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot poll the bus; retrying");
-                    self.set_status(|s| s.last_error = Some(format!("bus: {e}")));
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(Duration::from_millis(self.config.retry_initial_ms)) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot poll the bus; retrying");
+                        self.set_status(|s| s.last_error = Some(format!("bus: {e}")));
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break,
+                            _ = tokio::time::sleep(Duration::from_millis(self.config.retry_initial_ms)) => {}
+                        }
                     }
                 }
             }
