@@ -15,7 +15,7 @@
 //!   being applied and the one read ahead meanwhile (backpressure: while the sink refuses a
 //!   batch, the worker reads no more than the next).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -803,7 +803,7 @@ fn take_polled(
     {
         return false;
     }
-    let mut take = |record: ConsumedRecord, decoded: Result<Envelope, DecodeError>| {
+    let take = |record: &ConsumedRecord, decoded: Result<Envelope, DecodeError>| {
         // No owned key is built for the look-ups unless a seek is still outstanding.
         let takes = claimed.as_ref().is_none_or(|claimed| {
             claimed
@@ -816,19 +816,7 @@ fn take_polled(
             state.take(record, decoded);
         }
     };
-    if decoding_threads(records.len(), decode_threads) == 1 {
-        // Each record decoded as it is taken: no list of decoded events to fill and move
-        // out of again.
-        for record in records {
-            let decoded = Envelope::decode(&record.payload);
-            take(record, decoded);
-        }
-    } else {
-        let decoded = decode_all(&records, decode_threads);
-        for (record, decoded) in records.into_iter().zip(decoded) {
-            take(record, decoded);
-        }
-    }
+    decode_in_order(&records, decode_threads, take);
     true
 }
 
@@ -894,7 +882,7 @@ impl BatchState {
 
     /// Takes one consumed record, with what decoding its payload gave, into the batch (or
     /// skips it).
-    fn take(&mut self, record: ConsumedRecord, decoded: Result<Envelope, DecodeError>) {
+    fn take(&mut self, record: &ConsumedRecord, decoded: Result<Envelope, DecodeError>) {
         let (topic, partition) = (record.topic.as_str(), record.partition);
         let held = self.taken.find(topic, partition);
         let floor = held
@@ -1049,37 +1037,90 @@ fn decoding_threads(records: usize, threads: usize) -> usize {
     threads.min(records / MIN_RECORDS_PER_THREAD).max(1)
 }
 
-/// Decodes every record's payload, on up to `threads` threads (this one included), each a
-/// contiguous run of the records; the results in the records' order.
-fn decode_all(records: &[ConsumedRecord], threads: usize) -> Vec<Result<Envelope, DecodeError>> {
+/// Records decoded at a time by one thread: small enough that a thread the OS set aside
+/// (the cores are shared with the apply) holds up little, large enough that handing runs
+/// over costs nothing.
+const DECODE_RUN: usize = 256;
+
+/// Decodes every record's payload and hands each record with what its decoding gave to
+/// `take`, in the records' order, on this thread.
+///
+/// With several `threads` (see [`decoding_threads`]), the others decode runs of records in
+/// the background, each taking the next run as it is free, while this one takes the decoded
+/// runs in order and, when the next is not ready yet, decodes a run itself; so taking
+/// overlaps decoding.
+fn decode_in_order(
+    records: &[ConsumedRecord],
+    threads: usize,
+    mut take: impl FnMut(&ConsumedRecord, Result<Envelope, DecodeError>),
+) {
     let decode = |r: &ConsumedRecord| Envelope::decode(&r.payload);
     let threads = decoding_threads(records.len(), threads);
     if threads == 1 {
-        return records.iter().map(decode).collect();
-    }
-    let chunk = records.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let others: Vec<_> = records
-            .chunks(chunk)
-            .skip(1)
-            .map(|part| scope.spawn(move || part.iter().map(decode).collect::<Vec<_>>()))
-            .collect();
-        let mut out = Vec::with_capacity(records.len());
-        out.extend(records[..chunk].iter().map(decode));
-        for other in others {
-            // Decoding never panics; if it did, the worker fails as it would have inline.
-            out.extend(
-                other
-                    .join()
-                    .unwrap_or_else(|p| std::panic::resume_unwind(p)),
-            );
+        // Each record decoded as it is taken: no list of decoded events in between.
+        for record in records {
+            take(record, decode(record));
         }
-        out
-    })
+        return;
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let claim = || {
+        let start = next.fetch_add(DECODE_RUN, std::sync::atomic::Ordering::Relaxed);
+        (start < records.len()).then_some(start)
+    };
+    let decode_run = |start: usize| -> Vec<_> {
+        records[start..(start + DECODE_RUN).min(records.len())]
+            .iter()
+            .map(decode)
+            .collect()
+    };
+    std::thread::scope(|scope| {
+        let (done, ready) = std::sync::mpsc::channel();
+        for _ in 1..threads {
+            let done = done.clone();
+            scope.spawn(move || {
+                while let Some(start) = claim() {
+                    if done.send((start, decode_run(start))).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(done);
+        let mut decoded: BTreeMap<usize, Vec<Result<Envelope, DecodeError>>> = BTreeMap::new();
+        let mut taken = 0;
+        while taken < records.len() {
+            if let Some(run) = decoded.remove(&taken) {
+                for (record, result) in records[taken..].iter().zip(run) {
+                    take(record, result);
+                    taken += 1;
+                }
+                continue;
+            }
+            while let Ok((start, run)) = ready.try_recv() {
+                decoded.insert(start, run);
+            }
+            if decoded.contains_key(&taken) {
+                continue;
+            }
+            if let Some(start) = claim() {
+                decoded.insert(start, decode_run(start));
+            } else {
+                match ready.recv() {
+                    Ok((start, run)) => {
+                        decoded.insert(start, run);
+                    }
+                    // A decoding thread panicked (decoding never does); the scope
+                    // re-raises it.
+                    Err(_) => break,
+                }
+            }
+        }
+    });
 }
 
 fn dead_letter(
-    record: ConsumedRecord,
+    record: &ConsumedRecord,
     env: Option<&Envelope>,
     kind: &str,
     reason: String,
@@ -1093,15 +1134,15 @@ fn dead_letter(
         None => peek_identity(&record.payload),
     };
     DeadLetter {
-        topic: record.topic,
+        topic: record.topic.clone(),
         partition: record.partition,
         offset: record.offset,
-        key: record.key,
+        key: record.key.clone(),
         event_id,
         event_type,
         reason_kind: kind.to_owned(),
         reason,
-        payload: record.payload,
+        payload: record.payload.clone(),
         received_at_ms: chrono::Utc::now().timestamp_millis(),
     }
 }
@@ -1157,7 +1198,7 @@ mod tests {
 
     fn take(state: &mut BatchState, record: ConsumedRecord) {
         let decoded = Envelope::decode(&record.payload);
-        state.take(record, decoded);
+        state.take(&record, decoded);
     }
 
     #[test]
@@ -1172,11 +1213,19 @@ mod tests {
                 record(i, &format!("o{i}"), payload)
             })
             .collect();
-        let inline = decode_all(&records, 1);
+        let decode_all = |threads| {
+            let mut taken = Vec::new();
+            decode_in_order(&records, threads, |r, decoded| {
+                taken.push((r.offset, decoded))
+            });
+            taken
+        };
+        let inline = decode_all(1);
+        assert!(inline.iter().map(|(o, _)| *o).eq(0..3_000));
         for threads in [2, 3, 8] {
-            assert_eq!(decode_all(&records, threads), inline, "{threads} threads");
+            assert_eq!(decode_all(threads), inline, "{threads} threads");
         }
-        assert_eq!(inline.iter().filter(|d| d.is_err()).count(), 429);
+        assert_eq!(inline.iter().filter(|(_, d)| d.is_err()).count(), 429);
     }
 
     fn record(offset: u64, key: &str, payload: Vec<u8>) -> ConsumedRecord {
