@@ -61,7 +61,8 @@ pub struct EmbeddedConfig {
     /// safe where losing the last commits on power loss is acceptable (tests, benchmarks).
     pub fsync: bool,
     /// How many files of one compaction level a raw or dead-letter table collects before they
-    /// are merged into one file of the next level.
+    /// are merged into one file of the next level (when several tables come due at once, over
+    /// the next few applies rather than all in one).
     pub compact_fan_in: usize,
     /// Files with at least this many rows are not merged any further.
     pub compact_max_rows: u64,
