@@ -260,10 +260,10 @@ impl Worker {
                 }
                 None => Duration::from_millis(self.config.batch_max_delay_ms.max(50)),
             };
-            let room = self
-                .config
-                .batch_max_events
-                .saturating_sub(state.buffered());
+            // (A batch holds at least one event, whatever the configuration says: with none
+            // the loop below would flush an empty batch without ever polling.)
+            let max_events = self.config.batch_max_events.max(1);
+            let room = max_events.saturating_sub(state.buffered());
             // A batch filled while the last one was applied goes without another poll.
             if room > 0 {
                 let polled = tokio::select! {
@@ -297,7 +297,7 @@ impl Worker {
                 age >= Duration::from_millis(self.config.batch_max_delay_ms)
                     || (drained && age >= Duration::from_millis(self.config.batch_min_delay_ms))
             });
-            if (state.buffered() >= self.config.batch_max_events || due)
+            if (state.buffered() >= max_events || due)
                 && !self.flush_or_claim(&mut state, shutdown).await?
             {
                 break;
