@@ -540,3 +540,44 @@ async fn a_quiet_bus_makes_events_visible_without_waiting_for_the_longest_delay(
     }
     handle.stop().await;
 }
+
+/// `batch_max_events = 0` is read as batches of one event: the worker still polls and
+/// applies everything. (Its own runtime, left running if the worker never catches up: a
+/// worker spinning without polling would hold up that runtime's shutdown forever.)
+#[test]
+fn a_batch_size_of_zero_still_applies_every_event() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = open_log(dir.path());
+    let caught_up = runtime.block_on(async {
+        let mut config = config();
+        config.worker.batch_max_events = 0;
+        let topics = TOPICS.iter().map(|t| t.to_string()).collect();
+        let handle = start(
+            &config,
+            embedded_store(dir.path()),
+            embedded_sources(log.clone(), topics),
+        )
+        .await
+        .expect("start ingest");
+        publish(&log, &shop_events(&spec(9, 5))).await;
+        let end: u64 = TOPICS.iter().map(|t| log.end_offset(t)).sum();
+        let started = Instant::now();
+        while handle.ingest().status().live.applied_offsets() < end {
+            if started.elapsed() > Duration::from_secs(20) {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        handle.stop().await;
+        true
+    });
+    if !caught_up {
+        std::mem::forget(runtime);
+        panic!("the worker did not apply the events within 20 s");
+    }
+}
