@@ -68,18 +68,32 @@ pub async fn assert_read_model(sink: &Arc<dyn Sink>, events: &[Envelope]) {
 
 /// Waits until the live worker has applied everything up to the log's end.
 pub async fn wait_caught_up(handle: &IngestHandle, log: &EmbeddedLog, topics: &[&str]) {
+    if let Err(e) = catch_up_within(handle, log, topics, Duration::from_secs(60)).await {
+        panic!("{e}");
+    }
+}
+
+/// Waits up to `limit` until the live worker has applied everything up to the log's end;
+/// what it had applied if it did not.
+pub async fn catch_up_within(
+    handle: &IngestHandle,
+    log: &EmbeddedLog,
+    topics: &[&str],
+    limit: Duration,
+) -> Result<(), String> {
     let end: u64 = topics.iter().map(|t| log.end_offset(t)).sum();
     let start = Instant::now();
     loop {
         let status = handle.ingest().status();
         let applied = status.live.applied_offsets();
         if applied >= end {
-            return;
+            return Ok(());
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "ingest did not catch up: {applied}/{end}: {status:?}"
-        );
+        if start.elapsed() >= limit {
+            return Err(format!(
+                "ingest did not catch up: {applied}/{end}: {status:?}"
+            ));
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -39,8 +39,17 @@ async fn start_embedded(
     log: &shoplens_bus::EmbeddedLog,
     store: Arc<dyn ReadModelStore>,
 ) -> IngestHandle {
+    start_embedded_with(&config(), log, store).await
+}
+
+/// The worker with `config`, reading every topic of `log` into `store`.
+async fn start_embedded_with(
+    config: &IngestConfig,
+    log: &shoplens_bus::EmbeddedLog,
+    store: Arc<dyn ReadModelStore>,
+) -> IngestHandle {
     let topics = TOPICS.iter().map(|t| t.to_string()).collect();
-    start(&config(), store, embedded_sources(log.clone(), topics))
+    start(config, store, embedded_sources(log.clone(), topics))
         .await
         .expect("start ingest")
 }
@@ -519,14 +528,7 @@ async fn a_quiet_bus_makes_events_visible_without_waiting_for_the_longest_delay(
     let mut config = config();
     config.worker.batch_max_delay_ms = 30_000;
     config.worker.batch_min_delay_ms = 20;
-    let topics = TOPICS.iter().map(|t| t.to_string()).collect();
-    let handle = start(
-        &config,
-        embedded_store(dir.path()),
-        embedded_sources(log.clone(), topics),
-    )
-    .await
-    .expect("start ingest");
+    let handle = start_embedded_with(&config, &log, embedded_store(dir.path())).await;
     let events = shop_events(&spec(5, 20));
     for chunk in events.chunks(10).take(5) {
         let started = Instant::now();
@@ -556,28 +558,16 @@ fn a_batch_size_of_zero_still_applies_every_event() {
     let caught_up = runtime.block_on(async {
         let mut config = config();
         config.worker.batch_max_events = 0;
-        let topics = TOPICS.iter().map(|t| t.to_string()).collect();
-        let handle = start(
-            &config,
-            embedded_store(dir.path()),
-            embedded_sources(log.clone(), topics),
-        )
-        .await
-        .expect("start ingest");
+        let handle = start_embedded_with(&config, &log, embedded_store(dir.path())).await;
         publish(&log, &shop_events(&spec(9, 5))).await;
-        let end: u64 = TOPICS.iter().map(|t| log.end_offset(t)).sum();
-        let started = Instant::now();
-        while handle.ingest().status().live.applied_offsets() < end {
-            if started.elapsed() > Duration::from_secs(20) {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let caught_up = catch_up_within(&handle, &log, &TOPICS, Duration::from_secs(20)).await;
+        if caught_up.is_ok() {
+            handle.stop().await;
         }
-        handle.stop().await;
-        true
+        caught_up
     });
-    if !caught_up {
+    if let Err(e) = caught_up {
         std::mem::forget(runtime);
-        panic!("the worker did not apply the events within 20 s");
+        panic!("{e}");
     }
 }
