@@ -117,7 +117,10 @@ pub async fn run(read_model: &ReadModelConfig, query: &QueryConfig, args: &Expor
         std::process::exit(code);
     }
     let result = async {
-        let engine = crate::startup::engine(read_model, query).await?;
+        // An export's memory is its spilling pool's.
+        let memory = (query.export_memory_limit_mb as u64).saturating_mul(1024 * 1024);
+        let model = crate::startup::read_model_within(read_model, Some(memory)).await?;
+        let engine = crate::engine::Engine::new(model, query).await?;
         export(&engine, args, &mut std::io::stderr()).await
     }
     .await;

@@ -23,8 +23,22 @@ use shoplens_kit::identity::Verifier;
 
 /// The read model `config` names, for reading only.
 pub async fn read_model(config: &ReadModelConfig) -> Result<Arc<dyn ReadModel>, ReadModelError> {
+    read_model_within(config, None).await
+}
+
+/// [`read_model`] for a process with `memory` bytes for its queries (a query worker, the
+/// export command), if limited: the embedded store merges an aggregate table too large
+/// for it a period at a time ([`EmbeddedReadModel::within`]).
+pub async fn read_model_within(
+    config: &ReadModelConfig,
+    memory: Option<u64>,
+) -> Result<Arc<dyn ReadModel>, ReadModelError> {
+    let dir = config.embedded.dir.clone();
     Ok(match config.kind {
-        ReadModelKind::Embedded => Arc::new(EmbeddedReadModel::new(config.embedded.dir.clone())),
+        ReadModelKind::Embedded => Arc::new(match memory {
+            Some(bytes) => EmbeddedReadModel::within(dir, bytes),
+            None => EmbeddedReadModel::new(dir),
+        }),
         ReadModelKind::Clickhouse => {
             Arc::new(crate::clickhouse::ClickHouseReadModel::connect(&config.clickhouse).await?)
         }

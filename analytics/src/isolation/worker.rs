@@ -118,7 +118,8 @@ pub fn worker_query_config(config: &QueryConfig) -> QueryConfig {
 
 async fn serve(init: Init) -> io::Result<()> {
     let config = worker_query_config(&init.query);
-    let read_model = crate::startup::read_model(&init.read_model)
+    let budget = config.workers.memory_mb.saturating_mul(1024 * 1024);
+    let read_model = crate::startup::read_model_within(&init.read_model, Some(budget))
         .await
         .map_err(|e| io::Error::other(format!("cannot open the read model: {e}")))?;
     let engine = Engine::new(read_model, &config)
@@ -135,7 +136,6 @@ async fn serve(init: Init) -> io::Result<()> {
     }
 
     let baseline = os::address_space_bytes().unwrap_or(0);
-    let budget = config.workers.memory_mb.saturating_mul(1024 * 1024);
     let spill = config.spill_quota_mb.saturating_mul(1024 * 1024);
     os::cap_memory_and_files(baseline.saturating_add(budget), spill.max(1024 * 1024))?;
 

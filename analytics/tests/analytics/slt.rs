@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use arrow_array::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use shoplens_analytics::Engine;
+use shoplens_analytics::embedded::EmbeddedReadModel;
 use shoplens_analytics::engine::Pii;
 
 use crate::support;
@@ -244,4 +245,22 @@ async fn sql_files_give_their_expected_answers_on_both_back_ends() {
         bless_mode || records_run >= 20,
         "only {records_run} records ran"
     );
+}
+
+/// The same files on the embedded store with every aggregate table merged a period at a
+/// time at each scan, as a query worker merges a table too large for its memory.
+#[tokio::test]
+async fn sql_files_give_their_expected_answers_with_aggregates_merged_a_period_at_a_time() {
+    let dir = support::embedded_store(&support::events()).await;
+    // No merged row fits: every aggregate table is merged by periods.
+    let model = EmbeddedReadModel::within(dir.path().join("readmodel"), 0);
+    let engine = Engine::new(std::sync::Arc::new(model), &support::query_config())
+        .await
+        .expect("engine");
+    let mut failures = Vec::new();
+    for file in files() {
+        let text = std::fs::read_to_string(&file).expect("read the .slt file");
+        failures.extend(check(&engine, &file, &parse(&text, &file)).await);
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }

@@ -47,6 +47,12 @@ pub async fn embedded_store(events: &[Envelope]) -> TempDir {
 
 /// [`embedded_store`], and the sink that can add more events to it.
 pub async fn embedded_store_and_sink(events: &[Envelope]) -> (TempDir, Arc<dyn Sink>) {
+    // Several applies, so aggregates are several delta files.
+    embedded_store_applied(events, 97).await
+}
+
+/// [`embedded_store_and_sink`] with `events` applied `chunk` at a time.
+pub async fn embedded_store_applied(events: &[Envelope], chunk: usize) -> (TempDir, Arc<dyn Sink>) {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = EmbeddedStore::open(EmbeddedConfig {
         dir: dir.path().join("readmodel"),
@@ -55,8 +61,7 @@ pub async fn embedded_store_and_sink(events: &[Envelope]) -> (TempDir, Arc<dyn S
     })
     .expect("open the embedded store");
     let sink = store.open(1).await.expect("open generation 1");
-    // Several applies, so aggregates are several delta files.
-    apply(&sink, events, 97).await;
+    apply(&sink, events, chunk).await;
     store.set_live(1).await.expect("make generation 1 live");
     (dir, sink)
 }

@@ -31,6 +31,7 @@ use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::streaming::StreamingTableExec;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use shoplens_readmodel::aggregate::Aggregates;
 use shoplens_readmodel::config::{ReadModelConfig, ReadModelKind};
@@ -38,7 +39,11 @@ use shoplens_readmodel::embedded::{LiveFile, Snapshot, live_manifest, read_snaps
 use shoplens_readmodel::tables::{AggTable, RawTable};
 
 use crate::plan::column_bounds;
+
+mod merge;
+
 use crate::read_model::{REVENUE_SUM, ReadModel, ReadModelError, Table, Watermark};
+use merge::MergeStream;
 
 /// The embedded read model under `dir` (the store's directory, `data/readmodel` by default).
 #[derive(Clone)]
@@ -48,6 +53,9 @@ pub struct EmbeddedReadModel {
 
 struct Inner {
     dir: PathBuf,
+    /// The most rows a merged aggregate table may have to be kept in memory; `None`: no
+    /// limit. A larger one is merged a period at a time at every scan.
+    resident_rows: Option<u64>,
     /// The last snapshot read, with the identity of the files it was read from.
     snapshot: Mutex<Option<(SnapshotKey, Arc<Snapshot>)>>,
     /// Per aggregate table: the delta files merged so far, their merged state, and that
@@ -72,11 +80,22 @@ struct Resident {
     batches: Option<Vec<RecordBatch>>,
 }
 
-struct Merged {
-    files: Vec<PathBuf>,
-    state: Aggregates,
-    partitions: Partitions,
+enum Merged {
+    /// Merged in memory.
+    Resident {
+        files: Vec<PathBuf>,
+        state: Box<Aggregates>,
+        partitions: Partitions,
+    },
+    /// More rows than this process keeps in memory, in this generation (whose tables only
+    /// ever gain keys): scanned with a [`MergeStream`].
+    Oversized { generation: u32 },
 }
+
+/// What one row of a merged table costs in memory, as a bound: its entry in the merged state
+/// (a B-tree entry of 56 bytes and the tree's slack) plus its row in the batch queries scan,
+/// which is built once whole and then copied into partitions.
+pub const MERGED_ROW_BYTES: u64 = 256;
 
 /// A merged table as the scans read it: [`PARTITIONS`] partitions of batches of at most
 /// [`BATCH_ROWS`] rows, each with buffers of its own.
@@ -142,9 +161,22 @@ fn unavailable(e: impl fmt::Display) -> ReadModelError {
 impl EmbeddedReadModel {
     /// Reads the store under `dir`; nothing is opened until the first query.
     pub fn new(dir: impl Into<PathBuf>) -> EmbeddedReadModel {
+        EmbeddedReadModel::with_resident_rows(dir.into(), None)
+    }
+
+    /// Reads the store under `dir` in a process with about `bytes` of memory for merged
+    /// aggregate tables: one that would take more than a quarter of it (at
+    /// [`MERGED_ROW_BYTES`] a row) is merged a period at a time at every scan instead of
+    /// being kept merged in memory. Slower for it, but the query does not run out of memory.
+    pub fn within(dir: impl Into<PathBuf>, bytes: u64) -> EmbeddedReadModel {
+        EmbeddedReadModel::with_resident_rows(dir.into(), Some(bytes / 4 / MERGED_ROW_BYTES))
+    }
+
+    fn with_resident_rows(dir: PathBuf, resident_rows: Option<u64>) -> EmbeddedReadModel {
         EmbeddedReadModel {
             inner: Arc::new(Inner {
-                dir: dir.into(),
+                dir,
+                resident_rows,
                 snapshot: Mutex::new(None),
                 merged: tokio::sync::Mutex::new(HashMap::new()),
                 resident: tokio::sync::Mutex::new(HashMap::new()),
@@ -174,57 +206,87 @@ impl Inner {
         Ok(Some(snap))
     }
 
-    /// `table` merged to one row per key, as of `snapshot`.
+    /// `table` merged to one row per key, as of `snapshot`; `None` if it has more rows than
+    /// this process keeps in memory (`resident_rows`): scan it with a [`MergeStream`].
     /// A month rollup is not stored: it is its daily table's deltas, each row at its month.
-    async fn merged(&self, table: AggTable, snapshot: &Snapshot) -> DfResult<Partitions> {
+    async fn merged(&self, table: AggTable, snapshot: &Snapshot) -> DfResult<Option<Partitions>> {
         let stored = table.rolls_up().unwrap_or(table);
-        let files: Vec<PathBuf> = snapshot
+        let stored_files = snapshot
             .aggregates
             .get(&stored)
-            .map(|f| f.iter().map(|f| f.path.clone()).collect())
-            .unwrap_or_default();
+            .map_or(&[][..], Vec::as_slice);
+        let limit = self.resident_rows;
+        // A stored table has at least as many keys as its largest file (a snapshot has a
+        // row per key): no need to find out by merging.
+        let largest = stored_files.iter().map(|f| f.rows).max().unwrap_or(0);
+        if stored == table && limit.is_some_and(|limit| largest > limit) {
+            return Ok(None);
+        }
+        let files: Vec<PathBuf> = stored_files.iter().map(|f| f.path.clone()).collect();
+        let generation = snapshot.generation;
         let mut all = self.merged.lock().await;
-        let entry = all.remove(&table);
-        let (mut state, done) = match entry {
-            Some(m) if m.files == files => {
-                let partitions = m.partitions.clone();
-                all.insert(table, m);
-                return Ok(partitions);
+        let (mut state, done) = match all.remove(&table) {
+            Some(Merged::Resident {
+                files: old,
+                partitions,
+                state,
+            }) if old == files => {
+                all.insert(
+                    table,
+                    Merged::Resident {
+                        files: old,
+                        partitions: partitions.clone(),
+                        state,
+                    },
+                );
+                return Ok(Some(partitions));
+            }
+            Some(Merged::Oversized { generation: g }) if g == generation => {
+                all.insert(table, Merged::Oversized { generation });
+                return Ok(None);
             }
             // Only new deltas appended: merge just those.
-            Some(m) if files.starts_with(&m.files) => {
-                let done = m.files.len();
-                (m.state, done)
-            }
+            Some(Merged::Resident {
+                files: old, state, ..
+            }) if files.starts_with(&old) => (*state, old.len()),
             // Compacted (or a new generation): start over.
             _ => (Aggregates::new(), 0),
         };
         let new_files = files[done..].to_vec();
-        state = tokio::task::spawn_blocking(move || -> DfResult<Aggregates> {
+        let within = tokio::task::spawn_blocking(move || -> DfResult<Option<Aggregates>> {
             for path in &new_files {
-                for batch in read_parquet(path)? {
+                let file = File::open(path)?;
+                for batch in ParquetRecordBatchReaderBuilder::try_new(file)?.build()? {
+                    let batch = batch?;
                     let merged = if stored == table {
                         state.merge_record_batch(table, &batch)
                     } else {
                         state.roll_up(table, &batch)
                     };
                     merged.map_err(|e| DataFusionError::External(Box::new(e)))?;
+                    if limit.is_some_and(|limit| state.len(table) as u64 > limit) {
+                        return Ok(None);
+                    }
                 }
             }
-            Ok(state)
+            Ok(Some(state))
         })
         .await
         .map_err(|e| DataFusionError::External(Box::new(e)))??;
+        let Some(state) = within else {
+            all.insert(table, Merged::Oversized { generation });
+            return Ok(None);
+        };
         let partitions = partitions(&widen_revenue(table, state.to_record_batch(table))?)?;
         all.insert(
             table,
-            Merged {
+            Merged::Resident {
                 files,
-                state,
+                state: Box::new(state),
                 partitions: partitions.clone(),
             },
         );
-        Ok(partitions)
+        Ok(Some(partitions))
     }
 
     /// `table`'s rows in `files`, decoded, if it is a dimension table that fits in
@@ -405,8 +467,28 @@ impl TableProvider for EmbeddedTable {
             return empty();
         };
         if let Table::Agg(t) = self.table {
-            let partitions = self.model.merged(t, &snapshot).await?;
             let period = self.schema.field(0).name();
+            let Some(partitions) = self.model.merged(t, &snapshot).await? else {
+                let stored = t.rolls_up().unwrap_or(t);
+                let files = snapshot
+                    .aggregates
+                    .get(&stored)
+                    .map_or(&[][..], Vec::as_slice);
+                let merge = MergeStream {
+                    table: t,
+                    files: files.iter().map(|f| f.path.clone()).collect(),
+                    ranges: period_ranges(period, filters),
+                    schema: self.schema.clone(),
+                };
+                return Ok(Arc::new(StreamingTableExec::try_new(
+                    self.schema.clone(),
+                    vec![Arc::new(merge)],
+                    projection,
+                    [],
+                    false,
+                    limit,
+                )?));
+            };
             let partitions = match period_ranges(period, filters) {
                 Some(ranges) => in_ranges(&partitions, &ranges),
                 None => partitions.as_ref().clone(),
