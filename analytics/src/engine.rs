@@ -104,7 +104,9 @@ pub struct WorkersConfig {
     /// A worker is replaced after this many queries.
     pub max_queries_per_worker: u32,
     /// Address space one worker may use beyond what it holds at start (MiB); a query that
-    /// needs more gets an out-of-memory error.
+    /// needs more gets an out-of-memory error. On the embedded store an aggregate table
+    /// whose merged rows would take more than a quarter of it is merged a period at a time
+    /// at each scan instead of being kept merged in the worker.
     pub memory_mb: u64,
     /// CPU seconds an interactive query may use.
     pub cpu_seconds: u64,
