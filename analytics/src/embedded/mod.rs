@@ -5,7 +5,9 @@
 //! so it runs beside the worker in the same process or in another one. Raw tables and dead
 //! letters are scanned from their files (with Parquet pruning); an aggregate table is its
 //! delta files merged into one row per key, kept in memory until the files change, and
-//! merged incrementally while new deltas are only appended.
+//! merged incrementally while new deltas are only appended. In a process with a memory
+//! budget ([`EmbeddedReadModel::within`]) a table too large for it is instead merged a
+//! period at a time at each scan (`merge`).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -39,10 +41,10 @@ use shoplens_readmodel::embedded::{LiveFile, Snapshot, live_manifest, read_snaps
 use shoplens_readmodel::tables::{AggTable, RawTable};
 
 use crate::plan::column_bounds;
+use crate::read_model::{REVENUE_SUM, ReadModel, ReadModelError, Table, Watermark};
 
 mod merge;
 
-use crate::read_model::{REVENUE_SUM, ReadModel, ReadModelError, Table, Watermark};
 use merge::MergeStream;
 
 /// The embedded read model under `dir` (the store's directory, `data/readmodel` by default).
