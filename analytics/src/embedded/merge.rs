@@ -25,7 +25,7 @@ use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchR
 use shoplens_readmodel::aggregate::{Aggregates, month_of};
 use shoplens_readmodel::tables::AggTable;
 
-use super::{BATCH_ROWS, widen_revenue};
+use super::{BATCH_ROWS, add_rows, widen_revenue};
 
 /// `table` merged from `files` (its stored table's files, [`AggTable::rolls_up`]) as a
 /// stream of batches sorted by key, each of about [`BATCH_ROWS`] rows; only the periods in
@@ -142,12 +142,7 @@ impl SortedMerge {
             } else {
                 let mut merged = Aggregates::new();
                 for rows in &taken {
-                    let added = if self.table.rolls_up().is_some() {
-                        merged.roll_up(self.table, rows)
-                    } else {
-                        merged.merge_record_batch(self.table, rows)
-                    };
-                    added.map_err(|e| DataFusionError::External(Box::new(e)))?;
+                    add_rows(&mut merged, self.table, rows)?;
                 }
                 merged.to_record_batch(self.table)
             };
@@ -323,12 +318,7 @@ mod tests {
                 .build()
                 .unwrap();
             for b in reader {
-                let b = b.unwrap();
-                if table.rolls_up().is_some() {
-                    state.roll_up(table, &b).unwrap();
-                } else {
-                    state.merge_record_batch(table, &b).unwrap();
-                }
+                add_rows(&mut state, table, &b.unwrap()).unwrap();
             }
         }
         widen_revenue(table, state.to_record_batch(table)).unwrap()

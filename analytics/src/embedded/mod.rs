@@ -227,26 +227,16 @@ impl Inner {
         let files: Vec<PathBuf> = stored_files.iter().map(|f| f.path.clone()).collect();
         let generation = snapshot.generation;
         let mut all = self.merged.lock().await;
-        let (mut state, done) = match all.remove(&table) {
+        match all.get(&table) {
             Some(Merged::Resident {
                 files: old,
                 partitions,
-                state,
-            }) if old == files => {
-                all.insert(
-                    table,
-                    Merged::Resident {
-                        files: old,
-                        partitions: partitions.clone(),
-                        state,
-                    },
-                );
-                return Ok(Some(partitions));
-            }
-            Some(Merged::Oversized { generation: g }) if g == generation => {
-                all.insert(table, Merged::Oversized { generation });
-                return Ok(None);
-            }
+                ..
+            }) if *old == files => return Ok(Some(partitions.clone())),
+            Some(Merged::Oversized { generation: g }) if *g == generation => return Ok(None),
+            _ => {}
+        }
+        let (mut state, done) = match all.remove(&table) {
             // Only new deltas appended: merge just those.
             Some(Merged::Resident {
                 files: old, state, ..
@@ -259,13 +249,7 @@ impl Inner {
             for path in &new_files {
                 let file = File::open(path)?;
                 for batch in ParquetRecordBatchReaderBuilder::try_new(file)?.build()? {
-                    let batch = batch?;
-                    let merged = if stored == table {
-                        state.merge_record_batch(table, &batch)
-                    } else {
-                        state.roll_up(table, &batch)
-                    };
-                    merged.map_err(|e| DataFusionError::External(Box::new(e)))?;
+                    add_rows(&mut state, table, &batch?)?;
                     if limit.is_some_and(|limit| state.len(table) as u64 > limit) {
                         return Ok(None);
                     }
@@ -344,6 +328,17 @@ fn read_parquet(path: &Path) -> DfResult<Vec<RecordBatch>> {
     let file = File::open(path)?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
     Ok(reader.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Adds `rows` of `table`'s stored table ([`AggTable::rolls_up`]: the daily table of a month
+/// rollup) to `state`.
+fn add_rows(state: &mut Aggregates, table: AggTable, rows: &RecordBatch) -> DfResult<()> {
+    let added = if table.rolls_up().is_some() {
+        state.roll_up(table, rows)
+    } else {
+        state.merge_record_batch(table, rows)
+    };
+    added.map_err(|e| DataFusionError::External(Box::new(e)))
 }
 
 /// The merged batch in [`Table::schema`]: revenue as [`REVENUE_SUM`].
