@@ -1,9 +1,9 @@
 //! Reconciliation: the read model against the sources of truth. The services' own figures
 //! come from the composer's ledger (`/api/v1/sales/ledger`, which pages through every order
 //! of the order service); the read model's come from the aggregate tables (`daily_sales`,
-//! `product_sales_daily`, `customer_spend_daily` (read through their month rollups for the
-//! range's whole months, `crate::rollup`), and `monthly_sales` and `yearly_sales` for the
-//! whole months and years inside the range) for the same range. Every field of every day,
+//! `product_sales_daily`, `customer_spend_daily` (read through their week and month rollups
+//! for the range's whole weeks and months, `crate::rollup`), and `monthly_sales` and
+//! `yearly_sales` for the whole months and years inside the range) for the same range. Every field of every day,
 //! month, year, product and customer is compared, and each difference is reported with its
 //! key.
 //!

@@ -50,13 +50,30 @@ pub fn day_of(ms: i64) -> i32 {
 }
 
 fn date_of(day: i32) -> NaiveDate {
-    NaiveDate::from_num_days_from_ce_opt(day + EPOCH_DAYS_FROM_CE).unwrap_or(NaiveDate::MIN)
+    // A day past chrono's range (a hostile date literal) reads as its last or first day.
+    day.checked_add(EPOCH_DAYS_FROM_CE)
+        .and_then(NaiveDate::from_num_days_from_ce_opt)
+        .unwrap_or(if day > 0 {
+            NaiveDate::MAX
+        } else {
+            NaiveDate::MIN
+        })
 }
 
 /// The first day of the month of `day` (both `Date32`).
 pub fn month_of(day: i32) -> i32 {
     let date = date_of(day);
     date.with_day(1).unwrap_or(date).num_days_from_ce() - EPOCH_DAYS_FROM_CE
+}
+
+/// The Monday of the week of `day` (both `Date32`; 1970-01-01 was a Thursday), except that
+/// the first days of 1970 (Thursday 1 to Sunday 4 January) are a week of their own starting
+/// on 1 January, as in ClickHouse, whose `Date` starts there (`toMonday` clamps to it).
+pub fn week_of(day: i32) -> i32 {
+    if (0..4).contains(&day) {
+        return 0;
+    }
+    day.saturating_sub((i64::from(day) + 3).rem_euclid(7) as i32)
 }
 
 /// The calendar year of `day` (`Date32`).
@@ -119,11 +136,14 @@ impl CustomerSums {
 ///
 /// Keys: `daily_sales` by day, `product_sales_daily` by (day, product id),
 /// `customer_spend_daily` by (day, customer id), `monthly_sales` by the month's first day,
-/// `yearly_sales` by year, the month rollups by (the month's first day, id). A key is
-/// present only if some row contributed to it.
+/// `yearly_sales` by year, the rollups by (the first day of their week or month, id). A key
+/// is present only if some row contributed to it.
 ///
-/// Every way of adding rows to a daily product or customer table adds them to its month
-/// rollup too, so a rollup is always its daily table summed by month.
+/// A rollup is its daily table summed by its grain: [`Aggregates::from_raw`] and
+/// [`Aggregates::add_raw`] (the reference a store is compared with) fill both; a store's
+/// writer keeps the daily tables alone ([`Aggregates::from_raw_daily`],
+/// [`Aggregates::merge_record_batch`]), and readers derive the rollups
+/// ([`Aggregates::roll_up`]).
 ///
 /// A product or customer id is held once however many days and months it has rows on (an
 /// [`Id`] shared through the state's interner): a year of a thousand customers is a
@@ -137,6 +157,8 @@ pub struct Aggregates {
     pub yearly_sales: BTreeMap<i32, SalesSums>,
     pub product_sales_monthly: BTreeMap<(i32, Id), ProductSums>,
     pub customer_spend_monthly: BTreeMap<(i32, Id), CustomerSums>,
+    pub product_sales_weekly: BTreeMap<(i32, Id), ProductSums>,
+    pub customer_spend_weekly: BTreeMap<(i32, Id), CustomerSums>,
     ids: Interner,
 }
 
@@ -195,9 +217,27 @@ impl Aggregates {
             .expect("`to_batches` builds the raw schemas")
     }
 
-    /// Adds what the rows of one raw batch contribute. Tables that feed no aggregate are
-    /// ignored. On error nothing has been added.
+    /// The delta that the given new raw rows contribute to the stored tables, without the
+    /// rollups (derived from the daily tables by whoever reads them, [`Aggregates::roll_up`]):
+    /// what a store's writer keeps and writes.
+    pub fn from_raw_daily<'a>(
+        tables: impl IntoIterator<Item = (RawTable, &'a RecordBatch)>,
+    ) -> Result<Aggregates> {
+        let mut delta = Aggregates::new();
+        for (table, batch) in tables {
+            delta.add_raw_to(table, batch, false)?;
+        }
+        Ok(delta)
+    }
+
+    /// Adds what the rows of one raw batch contribute, rollups included. Tables that feed
+    /// no aggregate are ignored. On error nothing has been added.
     pub fn add_raw(&mut self, table: RawTable, batch: &RecordBatch) -> Result<()> {
+        self.add_raw_to(table, batch, true)
+    }
+
+    /// As [`Aggregates::add_raw`]; the rollups only if `rollups`.
+    fn add_raw_to(&mut self, table: RawTable, batch: &RecordBatch, rollups: bool) -> Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
@@ -238,6 +278,7 @@ impl Aggregates {
                             orders_paid: 1,
                             revenue: 0,
                         },
+                        rollups,
                     );
                 }
             }
@@ -273,6 +314,7 @@ impl Aggregates {
                             revenue: cents,
                             order_lines: 1,
                         },
+                        rollups,
                     );
                     self.add_customer(
                         day,
@@ -281,6 +323,7 @@ impl Aggregates {
                             orders_paid: 0,
                             revenue: cents,
                         },
+                        rollups,
                     );
                 }
             }
@@ -299,16 +342,19 @@ impl Aggregates {
         self.yearly_sales.entry(year_of(day)).or_default().add(sums);
     }
 
-    /// Adds to a day and product, and to its month.
-    fn add_product(&mut self, day: i32, id: &str, sums: &ProductSums) {
+    /// Adds to a day and product, and (if `rollups`) to its week and month.
+    fn add_product(&mut self, day: i32, id: &str, sums: &ProductSums, rollups: bool) {
         let id = self.ids.get(id);
-        add_at(
-            &mut self.product_sales_monthly,
-            month_of(day),
-            &id,
-            sums,
-            ProductSums::add,
-        );
+        for rollup in PRODUCT_ROLLUPS.into_iter().filter(|_| rollups) {
+            let start = period_of(rollup, day);
+            add_at(
+                self.products_mut(rollup),
+                start,
+                &id,
+                sums,
+                ProductSums::add,
+            );
+        }
         add_at(
             &mut self.product_sales_daily,
             day,
@@ -318,16 +364,19 @@ impl Aggregates {
         );
     }
 
-    /// Adds to a day and customer, and to its month.
-    fn add_customer(&mut self, day: i32, id: &str, sums: &CustomerSums) {
+    /// Adds to a day and customer, and (if `rollups`) to its week and month.
+    fn add_customer(&mut self, day: i32, id: &str, sums: &CustomerSums, rollups: bool) {
         let id = self.ids.get(id);
-        add_at(
-            &mut self.customer_spend_monthly,
-            month_of(day),
-            &id,
-            sums,
-            CustomerSums::add,
-        );
+        for rollup in CUSTOMER_ROLLUPS.into_iter().filter(|_| rollups) {
+            let start = period_of(rollup, day);
+            add_at(
+                self.customers_mut(rollup),
+                start,
+                &id,
+                sums,
+                CustomerSums::add,
+            );
+        }
         add_at(
             &mut self.customer_spend_daily,
             day,
@@ -368,66 +417,95 @@ impl Aggregates {
             SalesSums::add,
         );
         add(&mut self.yearly_sales, &delta.yearly_sales, SalesSums::add);
-        let ids = &mut self.ids;
-        add_by_id(
-            ids,
-            &mut self.product_sales_daily,
-            &delta.product_sales_daily,
-            ProductSums::add,
-        );
-        add_by_id(
-            ids,
-            &mut self.product_sales_monthly,
-            &delta.product_sales_monthly,
-            ProductSums::add,
-        );
-        add_by_id(
-            ids,
-            &mut self.customer_spend_daily,
-            &delta.customer_spend_daily,
-            CustomerSums::add,
-        );
-        add_by_id(
-            ids,
-            &mut self.customer_spend_monthly,
-            &delta.customer_spend_monthly,
-            CustomerSums::add,
-        );
+        for table in [AggTable::ProductSalesDaily]
+            .into_iter()
+            .chain(PRODUCT_ROLLUPS)
+        {
+            let (ids, to) = self.products_mut_with_ids(table);
+            add_by_id(ids, to, delta.products(table), ProductSums::add);
+        }
+        for table in [AggTable::CustomerSpendDaily]
+            .into_iter()
+            .chain(CUSTOMER_ROLLUPS)
+        {
+            let (ids, to) = self.customers_mut_with_ids(table);
+            add_by_id(ids, to, delta.customers(table), CustomerSums::add);
+        }
+    }
+
+    /// A per-product table (daily or a rollup); any other table is read as the daily one.
+    fn products(&self, table: AggTable) -> &BTreeMap<(i32, Id), ProductSums> {
+        match table {
+            AggTable::ProductSalesMonthly => &self.product_sales_monthly,
+            AggTable::ProductSalesWeekly => &self.product_sales_weekly,
+            _ => &self.product_sales_daily,
+        }
+    }
+
+    fn products_mut(&mut self, table: AggTable) -> &mut BTreeMap<(i32, Id), ProductSums> {
+        self.products_mut_with_ids(table).1
+    }
+
+    fn products_mut_with_ids(
+        &mut self,
+        table: AggTable,
+    ) -> (&mut Interner, &mut BTreeMap<(i32, Id), ProductSums>) {
+        let map = match table {
+            AggTable::ProductSalesMonthly => &mut self.product_sales_monthly,
+            AggTable::ProductSalesWeekly => &mut self.product_sales_weekly,
+            _ => &mut self.product_sales_daily,
+        };
+        (&mut self.ids, map)
+    }
+
+    /// A per-customer table (daily or a rollup); any other table is read as the daily one.
+    fn customers(&self, table: AggTable) -> &BTreeMap<(i32, Id), CustomerSums> {
+        match table {
+            AggTable::CustomerSpendMonthly => &self.customer_spend_monthly,
+            AggTable::CustomerSpendWeekly => &self.customer_spend_weekly,
+            _ => &self.customer_spend_daily,
+        }
+    }
+
+    fn customers_mut(&mut self, table: AggTable) -> &mut BTreeMap<(i32, Id), CustomerSums> {
+        self.customers_mut_with_ids(table).1
+    }
+
+    fn customers_mut_with_ids(
+        &mut self,
+        table: AggTable,
+    ) -> (&mut Interner, &mut BTreeMap<(i32, Id), CustomerSums>) {
+        let map = match table {
+            AggTable::CustomerSpendMonthly => &mut self.customer_spend_monthly,
+            AggTable::CustomerSpendWeekly => &mut self.customer_spend_weekly,
+            _ => &mut self.customer_spend_daily,
+        };
+        (&mut self.ids, map)
     }
 
     /// Adds the rows of a batch of `rollup`'s daily table ([`AggTable::rolls_up`]) to
-    /// `rollup` alone, each at its month: how a reader derives a rollup from stored daily
-    /// deltas without keeping the daily table too.
+    /// `rollup` alone, each at the start of its week or month: how a reader derives a rollup
+    /// from stored daily deltas without keeping the daily table too.
     pub fn roll_up(&mut self, rollup: AggTable, daily: &RecordBatch) -> Result<()> {
         let Some(source) = rollup.rolls_up() else {
             return Err(AggregateError(format!(
-                "`{}` is not a month rollup",
+                "`{}` is not a rollup",
                 rollup.name()
             )));
         };
         // The batch is read whole before anything is added: on error nothing is.
         let name = source.name();
-        if rollup == AggTable::ProductSalesMonthly {
+        if source == AggTable::ProductSalesDaily {
             for ((day, id), sums) in product_rows(daily, name, "day")? {
-                let id = self.ids.get(id);
-                add_at(
-                    &mut self.product_sales_monthly,
-                    month_of(day),
-                    &id,
-                    &sums,
-                    ProductSums::add,
-                );
+                let (ids, to) = self.products_mut_with_ids(rollup);
+                let id = ids.get(id);
+                add_at(to, period_of(rollup, day), &id, &sums, ProductSums::add);
             }
         } else {
             for ((day, id), sums) in customer_rows(daily, name, "day")? {
-                let id = self.ids.get(id);
-                add_at(
-                    &mut self.customer_spend_monthly,
-                    month_of(day),
-                    &id,
-                    &sums,
-                    CustomerSums::add,
-                );
+                let (ids, to) = self.customers_mut_with_ids(rollup);
+                let id = ids.get(id);
+                add_at(to, period_of(rollup, day), &id, &sums, CustomerSums::add);
             }
         }
         Ok(())
@@ -448,6 +526,8 @@ impl Aggregates {
             AggTable::YearlySales => self.yearly_sales.len(),
             AggTable::ProductSalesMonthly => self.product_sales_monthly.len(),
             AggTable::CustomerSpendMonthly => self.customer_spend_monthly.len(),
+            AggTable::ProductSalesWeekly => self.product_sales_weekly.len(),
+            AggTable::CustomerSpendWeekly => self.customer_spend_weekly.len(),
         }
     }
 
@@ -475,13 +555,11 @@ impl Aggregates {
                 let values: Vec<&SalesSums> = map.values().skip(start).take(len).collect();
                 sales_columns(key, &values)
             }
-            AggTable::ProductSalesDaily | AggTable::ProductSalesMonthly => {
-                let m = if table == AggTable::ProductSalesDaily {
-                    &self.product_sales_daily
-                } else {
-                    &self.product_sales_monthly
-                };
-                let m: Vec<(&(i32, Id), &ProductSums)> = m.iter().skip(start).take(len).collect();
+            AggTable::ProductSalesDaily
+            | AggTable::ProductSalesMonthly
+            | AggTable::ProductSalesWeekly => {
+                let m: Vec<(&(i32, Id), &ProductSums)> =
+                    self.products(table).iter().skip(start).take(len).collect();
                 let (keys, values) = (|| m.iter().map(|e| e.0), || m.iter().map(|e| e.1));
                 vec![
                     Arc::new(Date32Array::from_iter_values(keys().map(|k| k.0))),
@@ -493,13 +571,11 @@ impl Aggregates {
                     )),
                 ]
             }
-            AggTable::CustomerSpendDaily | AggTable::CustomerSpendMonthly => {
-                let m = if table == AggTable::CustomerSpendDaily {
-                    &self.customer_spend_daily
-                } else {
-                    &self.customer_spend_monthly
-                };
-                let m: Vec<(&(i32, Id), &CustomerSums)> = m.iter().skip(start).take(len).collect();
+            AggTable::CustomerSpendDaily
+            | AggTable::CustomerSpendMonthly
+            | AggTable::CustomerSpendWeekly => {
+                let m: Vec<(&(i32, Id), &CustomerSums)> =
+                    self.customers(table).iter().skip(start).take(len).collect();
                 let (keys, values) = (|| m.iter().map(|e| e.0), || m.iter().map(|e| e.1));
                 vec![
                     Arc::new(Date32Array::from_iter_values(keys().map(|k| k.0))),
@@ -516,7 +592,9 @@ impl Aggregates {
     }
 
     /// Adds the rows of a batch in `table`'s [`AggTable::schema`] (as written by
-    /// [`Aggregates::to_record_batch`]), e.g. a stored delta. On error nothing has been added.
+    /// [`Aggregates::to_record_batch`]), e.g. a stored delta, to `table` alone (a daily
+    /// table's rollups are derived with [`Aggregates::roll_up`]). On error nothing has been
+    /// added.
     pub fn merge_record_batch(&mut self, table: AggTable, batch: &RecordBatch) -> Result<()> {
         let name = table.name();
         let mut delta = Aggregates::new();
@@ -552,42 +630,47 @@ impl Aggregates {
             }
             AggTable::ProductSalesDaily => {
                 for ((day, id), sums) in product_rows(batch, name, "day")? {
-                    delta.add_product(day, id, &sums);
+                    delta.add_product(day, id, &sums, false);
                 }
             }
-            AggTable::ProductSalesMonthly => {
-                for ((month, id), sums) in product_rows(batch, name, "month")? {
-                    let id = delta.ids.get(id);
-                    add_at(
-                        &mut delta.product_sales_monthly,
-                        month,
-                        &id,
-                        &sums,
-                        ProductSums::add,
-                    );
+            AggTable::ProductSalesMonthly | AggTable::ProductSalesWeekly => {
+                let period = table.schema().field(0).name().clone();
+                for ((start, id), sums) in product_rows(batch, name, &period)? {
+                    let (ids, to) = delta.products_mut_with_ids(table);
+                    let id = ids.get(id);
+                    add_at(to, start, &id, &sums, ProductSums::add);
                 }
             }
             AggTable::CustomerSpendDaily => {
                 for ((day, id), sums) in customer_rows(batch, name, "day")? {
-                    delta.add_customer(day, id, &sums);
+                    delta.add_customer(day, id, &sums, false);
                 }
             }
-            AggTable::CustomerSpendMonthly => {
-                for ((month, id), sums) in customer_rows(batch, name, "month")? {
-                    let id = delta.ids.get(id);
-                    add_at(
-                        &mut delta.customer_spend_monthly,
-                        month,
-                        &id,
-                        &sums,
-                        CustomerSums::add,
-                    );
+            AggTable::CustomerSpendMonthly | AggTable::CustomerSpendWeekly => {
+                let period = table.schema().field(0).name().clone();
+                for ((start, id), sums) in customer_rows(batch, name, &period)? {
+                    let (ids, to) = delta.customers_mut_with_ids(table);
+                    let id = ids.get(id);
+                    add_at(to, start, &id, &sums, CustomerSums::add);
                 }
             }
         }
         self.merge(&delta);
         Ok(())
     }
+}
+
+/// The rollups of `product_sales_daily` and of `customer_spend_daily`.
+const PRODUCT_ROLLUPS: [AggTable; 2] =
+    [AggTable::ProductSalesMonthly, AggTable::ProductSalesWeekly];
+const CUSTOMER_ROLLUPS: [AggTable; 2] = [
+    AggTable::CustomerSpendMonthly,
+    AggTable::CustomerSpendWeekly,
+];
+
+/// The first day of `rollup`'s period holding `day`.
+fn period_of(rollup: AggTable, day: i32) -> i32 {
+    rollup.grain().map_or(day, |g| g.start(day))
 }
 
 /// The rows of a batch of a per-product table, keyed by (`period` column, product id).
@@ -843,6 +926,16 @@ mod tests {
         assert_eq!(month_of(date(2026, 11, 30)), date(2026, 11, 1));
         assert_eq!(month_of(date(2024, 2, 29)), date(2024, 2, 1));
         assert_eq!(month_of(-1), date(1969, 12, 1));
+        // Weeks start on Monday: 2026-11-30 was one, 1970-01-01 a Thursday.
+        assert_eq!(week_of(date(2026, 11, 30)), date(2026, 11, 30));
+        assert_eq!(week_of(date(2026, 12, 6)), date(2026, 11, 30));
+        assert_eq!(week_of(date(2026, 12, 7)), date(2026, 12, 7));
+        assert_eq!(week_of(-1), date(1969, 12, 29));
+        assert_eq!(week_of(-4), date(1969, 12, 22));
+        // ClickHouse's first week: its `Date` cannot hold 29 December 1969.
+        assert_eq!(week_of(0), 0);
+        assert_eq!(week_of(3), 0);
+        assert_eq!(week_of(4), date(1970, 1, 5));
         assert_eq!(year_of(date(2026, 12, 31)), 2026);
         assert_eq!(year_of(day_of(JAN_01_2027)), 2027);
     }
@@ -961,6 +1054,20 @@ mod tests {
                 (date(2026, 11, 1), "alice", customer(1, 2498)),
                 (date(2026, 12, 1), "alice", customer(1, 2997)),
                 (date(2027, 1, 1), "bob", customer(0, 999)),
+            ]
+        );
+        // The week rollup: Monday 30 November and Tuesday 1 December are one week; Friday
+        // 1 January 2027 is in the week of Monday 28 December.
+        let customers_weekly: Vec<_> = agg
+            .customer_spend_weekly
+            .iter()
+            .map(|((w, c), v)| (*w, &**c, *v))
+            .collect();
+        assert_eq!(
+            customers_weekly,
+            vec![
+                (date(2026, 11, 30), "alice", customer(2, 5495)),
+                (date(2026, 12, 28), "bob", customer(0, 999)),
             ]
         );
     }
@@ -1083,18 +1190,21 @@ mod tests {
             .unwrap();
         assert_eq!(years.values().to_vec(), vec![2026]);
 
-        // A rollup comes back with its daily table.
+        // Every table comes back from the stored tables' rows, the rollups rolled up from
+        // their daily tables'; a stored table's rows add to it alone.
         let mut back = Aggregates::new();
         for table in AggTable::ALL.into_iter().filter(|t| t.rolls_up().is_none()) {
             back.merge_record_batch(table, &agg.to_record_batch(table))
                 .unwrap();
         }
+        for rollup in PRODUCT_ROLLUPS.into_iter().chain(CUSTOMER_ROLLUPS) {
+            assert_eq!(back.len(rollup), 0, "{}", rollup.name());
+            let daily = agg.to_record_batch(rollup.rolls_up().unwrap());
+            back.roll_up(rollup, &daily).unwrap();
+        }
         assert_eq!(back, agg);
         // And on its own, from its own rows or its daily table's.
-        for rollup in [
-            AggTable::ProductSalesMonthly,
-            AggTable::CustomerSpendMonthly,
-        ] {
+        for rollup in PRODUCT_ROLLUPS.into_iter().chain(CUSTOMER_ROLLUPS) {
             let rows = agg.to_record_batch(rollup);
             assert_eq!(rows.schema(), rollup.schema());
             let mut own = Aggregates::new();
@@ -1111,6 +1221,28 @@ mod tests {
                 .roll_up(AggTable::DailySales, &daily)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_writers_delta_holds_the_stored_tables_alone() {
+        let p = purchases(&[(NOV_25, "a", "p1", 2, 200), (DEC_01, "b", "p2", 1, 50)]);
+        let o = orders(&[NOV_25, DEC_01]);
+        let raw = [(RawTable::ProductPurchases, &p), (RawTable::Orders, &o)];
+        let all = Aggregates::from_raw(raw).unwrap();
+        let daily = Aggregates::from_raw_daily(raw).unwrap();
+        for table in AggTable::ALL {
+            if table.rolls_up().is_some() {
+                assert!(all.len(table) > 0, "{}", table.name());
+                assert_eq!(daily.len(table), 0, "{}", table.name());
+            } else {
+                assert_eq!(
+                    daily.to_record_batch(table),
+                    all.to_record_batch(table),
+                    "{}",
+                    table.name()
+                );
+            }
+        }
     }
 
     #[test]

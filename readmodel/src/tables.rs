@@ -45,10 +45,52 @@ pub enum AggTable {
     /// Per month (its first day) and customer: as `CustomerSpendDaily`. A rollup, as
     /// `ProductSalesMonthly`.
     CustomerSpendMonthly,
+    /// Per week (its Monday) and product: as `ProductSalesDaily`. A rollup: a range's whole
+    /// weeks outside its whole months read it.
+    ProductSalesWeekly,
+    /// Per week (its Monday) and customer: as `CustomerSpendDaily`. A rollup, as
+    /// `ProductSalesWeekly`.
+    CustomerSpendWeekly,
+}
+
+/// The period a rollup sums its daily table by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Grain {
+    /// Monday to Sunday (ISO weeks; ClickHouse's `toMonday`).
+    Week,
+    /// A calendar month.
+    Month,
+}
+
+impl Grain {
+    /// The first day of the period holding `day` (both `Date32`).
+    pub fn start(self, day: i32) -> i32 {
+        match self {
+            Grain::Week => crate::aggregate::week_of(day),
+            Grain::Month => crate::aggregate::month_of(day),
+        }
+    }
+
+    /// The first day of the period after the one holding `day`.
+    pub fn next(self, day: i32) -> i32 {
+        match self {
+            Grain::Week => match crate::aggregate::week_of(day) {
+                // The first week of 1970 is clamped (see `week_of`): the week of Monday
+                // 29 December 1969 ends on the 31st, and the next one starts on the 5th.
+                -3 => 0,
+                0 => 4,
+                week => week.saturating_add(7),
+            },
+            // Every month is at most 31 days long: 31 days on is in the next month.
+            Grain::Month => {
+                crate::aggregate::month_of(crate::aggregate::month_of(day).saturating_add(31))
+            }
+        }
+    }
 }
 
 impl AggTable {
-    pub const ALL: [AggTable; 7] = [
+    pub const ALL: [AggTable; 9] = [
         AggTable::DailySales,
         AggTable::ProductSalesDaily,
         AggTable::CustomerSpendDaily,
@@ -56,6 +98,8 @@ impl AggTable {
         AggTable::YearlySales,
         AggTable::ProductSalesMonthly,
         AggTable::CustomerSpendMonthly,
+        AggTable::ProductSalesWeekly,
+        AggTable::CustomerSpendWeekly,
     ];
 
     pub fn name(self) -> &'static str {
@@ -67,25 +111,40 @@ impl AggTable {
             AggTable::YearlySales => "yearly_sales",
             AggTable::ProductSalesMonthly => "product_sales_monthly",
             AggTable::CustomerSpendMonthly => "customer_spend_monthly",
+            AggTable::ProductSalesWeekly => "product_sales_weekly",
+            AggTable::CustomerSpendWeekly => "customer_spend_weekly",
         }
     }
 
-    /// For a month rollup: the daily table it sums by month (its rows are that table's rows
-    /// with `day` replaced by the first day of its month, summed per key). The embedded
-    /// store derives a rollup from that table's deltas rather than storing it.
+    /// For a rollup: the daily table it sums by its [`AggTable::grain`] (its rows are that
+    /// table's rows with `day` replaced by the first day of its period, summed per key). The
+    /// embedded store derives a rollup from that table's deltas rather than storing it.
     pub fn rolls_up(self) -> Option<AggTable> {
         match self {
-            AggTable::ProductSalesMonthly => Some(AggTable::ProductSalesDaily),
-            AggTable::CustomerSpendMonthly => Some(AggTable::CustomerSpendDaily),
+            AggTable::ProductSalesMonthly | AggTable::ProductSalesWeekly => {
+                Some(AggTable::ProductSalesDaily)
+            }
+            AggTable::CustomerSpendMonthly | AggTable::CustomerSpendWeekly => {
+                Some(AggTable::CustomerSpendDaily)
+            }
             _ => None,
         }
     }
 
-    /// The month rollup of this daily table, if it has one.
-    pub fn rollup(self) -> Option<AggTable> {
+    /// For a rollup: the period it sums by.
+    pub fn grain(self) -> Option<Grain> {
+        match self {
+            AggTable::ProductSalesMonthly | AggTable::CustomerSpendMonthly => Some(Grain::Month),
+            AggTable::ProductSalesWeekly | AggTable::CustomerSpendWeekly => Some(Grain::Week),
+            _ => None,
+        }
+    }
+
+    /// The rollup of this daily table by `grain`, if it has one.
+    pub fn rollup(self, grain: Grain) -> Option<AggTable> {
         AggTable::ALL
             .into_iter()
-            .find(|t| t.rolls_up() == Some(self))
+            .find(|t| t.rolls_up() == Some(self) && t.grain() == Some(grain))
     }
 
     /// How many leading columns form the key; the rest are sums.
@@ -94,7 +153,9 @@ impl AggTable {
             AggTable::ProductSalesDaily
             | AggTable::CustomerSpendDaily
             | AggTable::ProductSalesMonthly
-            | AggTable::CustomerSpendMonthly => 2,
+            | AggTable::CustomerSpendMonthly
+            | AggTable::ProductSalesWeekly
+            | AggTable::CustomerSpendWeekly => 2,
             _ => 1,
         }
     }
@@ -104,6 +165,7 @@ impl AggTable {
         let money = |name: &str| Field::new(name, MONEY, false);
         let day = Field::new("day", DataType::Date32, false);
         let month = Field::new("month", DataType::Date32, false);
+        let week = Field::new("week", DataType::Date32, false);
         let sales = || {
             vec![
                 count("orders_placed"),
@@ -135,6 +197,8 @@ impl AggTable {
             AggTable::CustomerSpendDaily => customer(day),
             AggTable::ProductSalesMonthly => product(month),
             AggTable::CustomerSpendMonthly => customer(month),
+            AggTable::ProductSalesWeekly => product(week),
+            AggTable::CustomerSpendWeekly => customer(week),
             AggTable::MonthlySales => [vec![month], sales()].concat(),
             AggTable::YearlySales => {
                 [vec![Field::new("year", DataType::Int32, false)], sales()].concat()

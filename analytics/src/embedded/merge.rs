@@ -3,7 +3,7 @@
 //!
 //! Every aggregate file the store writes, a delta or a snapshot, is sorted by key, its
 //! period first (`Aggregates::rows_of`). So in each file the rows of one period (a day; for
-//! a month rollup read from the daily files, a month) are contiguous, and that period's
+//! a rollup read from the daily files, a week or a month) are contiguous, and that period's
 //! merged rows depend on those rows alone. Memory: one decoded batch per file and the rows
 //! of the periods being merged, whatever the size of the table.
 
@@ -22,7 +22,7 @@ use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchReceiverStream;
 use datafusion::physical_plan::streaming::PartitionStream;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
-use shoplens_readmodel::aggregate::{Aggregates, month_of};
+use shoplens_readmodel::aggregate::Aggregates;
 use shoplens_readmodel::tables::AggTable;
 
 use super::{BATCH_ROWS, add_rows, widen_revenue};
@@ -156,14 +156,11 @@ impl SortedMerge {
     }
 
     /// The output period a stored period belongs to, and the end (exclusive) of the stored
-    /// periods it covers: a day is its own period, a month rollup's is the day's month.
+    /// periods it covers: a day is its own period, a rollup's is the day's week or month.
     fn period_of(&self, stored: i32) -> (i32, i64) {
-        if self.table.rolls_up().is_some() {
-            let month = month_of(stored);
-            // Every month is at most 31 days long: 31 days on is in the next month.
-            (month, i64::from(month_of(month.saturating_add(31))))
-        } else {
-            (stored, i64::from(stored) + 1)
+        match self.table.grain() {
+            Some(grain) => (grain.start(stored), i64::from(grain.next(stored))),
+            None => (stored, i64::from(stored) + 1),
         }
     }
 }
@@ -334,7 +331,11 @@ mod tests {
             file(dir.path(), "delta-1", &[19_750, 19_751, 19_800], 300, 2),
             file(dir.path(), "delta-2", &[19_690, 19_751], 10, 4),
         ];
-        for table in [DAILY, AggTable::CustomerSpendMonthly] {
+        for table in [
+            DAILY,
+            AggTable::CustomerSpendMonthly,
+            AggTable::CustomerSpendWeekly,
+        ] {
             let expected = in_memory(table, &files);
             assert_eq!(merged(table, &files, None), expected, "{}", table.name());
         }

@@ -210,7 +210,7 @@ impl Inner {
 
     /// `table` merged to one row per key, as of `snapshot`; `None` if it has more rows than
     /// this process keeps in memory (`resident_rows`): scan it with a [`MergeStream`].
-    /// A month rollup is not stored: it is its daily table's deltas, each row at its month.
+    /// A rollup is not stored: it is its daily table's deltas, each row at its week or month.
     async fn merged(&self, table: AggTable, snapshot: &Snapshot) -> DfResult<Option<Partitions>> {
         let stored = table.rolls_up().unwrap_or(table);
         let stored_files = snapshot
@@ -330,7 +330,7 @@ fn read_parquet(path: &Path) -> DfResult<Vec<RecordBatch>> {
     Ok(reader.collect::<Result<Vec<_>, _>>()?)
 }
 
-/// Adds `rows` of `table`'s stored table ([`AggTable::rolls_up`]: the daily table of a month
+/// Adds `rows` of `table`'s stored table ([`AggTable::rolls_up`]: the daily table of a
 /// rollup) to `state`.
 fn add_rows(state: &mut Aggregates, table: AggTable, rows: &RecordBatch) -> DfResult<()> {
     let added = if table.rolls_up().is_some() {

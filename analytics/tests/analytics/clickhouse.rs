@@ -689,18 +689,19 @@ async fn whole_sub_plans_run_in_clickhouse() {
         let clickhouse = clickhouse.clone();
         async move { text(&rows(&clickhouse, &sql).await) }
     };
-    // Within one month: summed straight from the stored daily rows, without merging them
-    // per (day, product) first.
-    let explained = explain("day BETWEEN DATE '2026-01-05' AND DATE '2026-01-20'").await;
+    // Within one week (Tuesday 6 to Sunday 11 January): summed straight from the stored
+    // daily rows, without merging them per (day, product) first.
+    let explained = explain("day BETWEEN DATE '2026-01-06' AND DATE '2026-01-11'").await;
     assert!(
         explained.contains(&format!(
             "SELECT `product_id` AS q1_0, sum(`revenue`) AS q1_1 \
-             FROM {database}.`product_sales_daily` WHERE (toInt32(`day`) >= 20458) \
-             AND (toInt32(`day`) <= 20473) GROUP BY `product_id` HAVING sum(`contributions`) != 0"
+             FROM {database}.`product_sales_daily` WHERE (toInt32(`day`) >= 20459) \
+             AND (toInt32(`day`) <= 20464) GROUP BY `product_id` HAVING sum(`contributions`) != 0"
         )) && explained.contains("LIMIT 10"),
         "{explained}"
     );
     assert!(!explained.contains("product_sales_monthly"), "{explained}");
+    assert!(!explained.contains("product_sales_weekly"), "{explained}");
     assert!(!explained.contains("AggregateExec"), "{explained}");
     // Whole months from the month rollup, the edge days from the daily table, in one
     // statement (`crate::rollup`).
@@ -727,6 +728,30 @@ async fn whole_sub_plans_run_in_clickhouse() {
         !explained.contains("GROUP BY `month`") && !explained.contains("GROUP BY `day`"),
         "{explained}"
     );
+    // December from the month rollup, the weeks of 24 November, 5 and 12 January from the
+    // week rollup, the days left at both ends from the daily table: one statement, its three
+    // tables' stored rows grouped once.
+    let explained = explain("day BETWEEN DATE '2025-11-20' AND DATE '2026-01-20'").await;
+    for part in [
+        format!("FROM {database}.`product_sales_monthly` WHERE (toInt32(`month`) = 20423)"),
+        format!(
+            "FROM {database}.`product_sales_weekly` WHERE ((toInt32(`week`) = 20416) \
+             OR ((toInt32(`week`) >= 20458) AND (toInt32(`week`) <= 20465)))"
+        ),
+        format!("FROM {database}.`product_sales_daily` WHERE"),
+        ") GROUP BY q1_0 HAVING sum(q1_n) != 0".to_owned(),
+    ] {
+        assert!(explained.contains(&part), "{part}\n{explained}");
+    }
+    // Three branches in the one statement (shown twice: the logical and the physical plan).
+    assert!(
+        explained
+            .lines()
+            .filter(|l| l.contains("UNION ALL"))
+            .all(|l| l.matches("UNION ALL").count() == 2),
+        "{explained}"
+    );
+    assert!(!explained.contains("AggregateExec"), "{explained}");
 
     // A filter over an aggregate's sums (HAVING) runs in ClickHouse too.
     let explained = text(

@@ -34,17 +34,27 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0005_fencing",
         include_str!("../../../sql/0005_fencing.sql"),
     ),
+    (
+        "0006_week_rollups",
+        include_str!("../../../sql/0006_week_rollups.sql"),
+    ),
 ];
 
 /// The aggregate tables a migration creates over events already stored: filled from the raw
 /// tables before the migration is recorded (its views see only later inserts).
-const FILLS: &[(&str, &[AggTable])] = &[(
-    "0004_month_rollups",
-    &[
-        AggTable::ProductSalesMonthly,
-        AggTable::CustomerSpendMonthly,
-    ],
-)];
+const FILLS: &[(&str, &[AggTable])] = &[
+    (
+        "0004_month_rollups",
+        &[
+            AggTable::ProductSalesMonthly,
+            AggTable::CustomerSpendMonthly,
+        ],
+    ),
+    (
+        "0006_week_rollups",
+        &[AggTable::ProductSalesWeekly, AggTable::CustomerSpendWeekly],
+    ),
+];
 
 /// The statements of one migration file for database `db`.
 pub fn migration_statements(sql: &str, db: &str) -> Vec<String> {
@@ -204,7 +214,7 @@ mod tests {
                 .filter(|(target, _)| target == t.name())
                 .count()
         };
-        assert_eq!(views.len(), 15);
+        assert_eq!(views.len(), 18);
         assert_eq!(count(AggTable::DailySales), 3);
         assert_eq!(count(AggTable::MonthlySales), 3);
         assert_eq!(count(AggTable::YearlySales), 3);
@@ -212,6 +222,8 @@ mod tests {
         assert_eq!(count(AggTable::CustomerSpendDaily), 2);
         assert_eq!(count(AggTable::ProductSalesMonthly), 1);
         assert_eq!(count(AggTable::CustomerSpendMonthly), 2);
+        assert_eq!(count(AggTable::ProductSalesWeekly), 1);
+        assert_eq!(count(AggTable::CustomerSpendWeekly), 2);
         for (_, select) in &views {
             assert!(select.starts_with("SELECT"), "{select}");
             assert!(select.contains("FROM d."), "{select}");

@@ -89,7 +89,9 @@ impl ClickHouseSink {
             AggTable::DailySales => self.sales(table, "day").await,
             AggTable::MonthlySales => self.sales(table, "month").await,
             AggTable::YearlySales => self.sales(table, "year").await,
-            AggTable::ProductSalesDaily | AggTable::ProductSalesMonthly => {
+            AggTable::ProductSalesDaily
+            | AggTable::ProductSalesMonthly
+            | AggTable::ProductSalesWeekly => {
                 let sql = format!(
                     "SELECT toInt32({period}) AS d, product_id, sum(units), sum(revenue), \
                      sum(order_lines) FROM {}.{} GROUP BY d, product_id \
@@ -113,7 +115,9 @@ impl ClickHouseSink {
                     ],
                 )
             }
-            AggTable::CustomerSpendDaily | AggTable::CustomerSpendMonthly => {
+            AggTable::CustomerSpendDaily
+            | AggTable::CustomerSpendMonthly
+            | AggTable::CustomerSpendWeekly => {
                 let sql = format!(
                     "SELECT toInt32({period}) AS d, customer_id, sum(orders_paid), sum(revenue) \
                      FROM {}.{} GROUP BY d, customer_id \

@@ -601,11 +601,12 @@ impl Inner {
                     writers.write(f);
                 }
                 // Aggregated while the raw files are written.
-                let delta = Aggregates::from_raw(fresh_tables.iter().map(|(t, b)| (*t, b)))
+                let delta = Aggregates::from_raw_daily(fresh_tables.iter().map(|(t, b)| (*t, b)))
                     .map_err(|e| corrupt(format!("aggregating: {e}")));
                 let mut agg_files = Vec::new();
                 if let Ok(delta) = &delta {
-                    // Month rollups are not stored: readers derive them from the daily deltas.
+                    // Rollups are neither computed nor stored: readers derive them from the
+                    // daily deltas.
                     for table in AggTable::ALL {
                         if delta.len(table) == 0 || table.rolls_up().is_some() {
                             continue;
@@ -965,7 +966,16 @@ impl Sink for EmbeddedSink {
     }
 
     async fn aggregate(&self, table: AggTable) -> SinkResult<RecordBatch> {
-        Ok(self.read_view(|v| v.aggregates.to_record_batch(table)))
+        let Some(daily) = table.rolls_up() else {
+            return Ok(self.read_view(|v| v.aggregates.to_record_batch(table)));
+        };
+        // The writer keeps no rollup: derived here, as readers of the store derive it.
+        let rows = self.read_view(|v| v.aggregates.to_record_batch(daily));
+        let mut rolled = Aggregates::new();
+        rolled
+            .roll_up(table, &rows)
+            .map_err(|e| corrupt(format!("rolling up `{}`: {e}", table.name())))?;
+        Ok(rolled.to_record_batch(table))
     }
 
     async fn raw_row_count(&self, table: RawTable) -> SinkResult<u64> {

@@ -675,7 +675,8 @@ async fn a_view_that_fails_after_the_raw_insert_is_repaired_on_retry() {
 }
 
 /// A generation written before the month rollups existed (migrations up to 0003 recorded,
-/// events stored) gets them, filled from its raw tables, when a worker opens it.
+/// events stored) gets them, and the week rollups of 0006, filled from its raw tables when a
+/// worker opens it (`assert_read_model` compares every aggregate table).
 #[tokio::test]
 async fn a_database_from_before_the_month_rollups_gets_them_filled_when_opened() {
     let config = config("rollups");
