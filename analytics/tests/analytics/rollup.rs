@@ -1,10 +1,12 @@
-//! The week and month rollups are chosen per query (`shoplens_analytics::rollup`): shown by the plans
-//! of the embedded store (ClickHouse's: `clickhouse::whole_sub_plans_run_in_clickhouse`);
-//! that the answers are the same with and without them: `tests/slt/rollups.slt`.
+//! The week and month rollups are chosen per query (`shoplens_analytics::rollup`): shown by
+//! the plans of the embedded store (ClickHouse's:
+//! `clickhouse::whole_sub_plans_run_in_clickhouse`); that the answers are the same with and
+//! without them: `tests/slt/rollups.slt` and `any_range_sums_alike_with_and_without_the_rollups`
+//! below.
 
 use arrow_array::RecordBatch;
 use datafusion::arrow::util::pretty::pretty_format_batches;
-use shoplens_analytics::engine::Pii;
+use shoplens_analytics::engine::{Engine, Pii};
 
 use crate::support;
 
@@ -15,13 +17,7 @@ async fn whole_months_and_weeks_are_read_from_the_rollups() {
     let (_dir, engine) = support::embedded_engine(&support::events()).await;
     let plan = |sql: String| {
         let engine = engine.clone();
-        async move {
-            let batches: Vec<RecordBatch> = engine
-                .collect(Pii::Visible, &format!("EXPLAIN {sql}"))
-                .await
-                .unwrap_or_else(|e| panic!("{sql}: {e}"));
-            pretty_format_batches(&batches).expect("format").to_string()
-        }
+        async move { text(&engine, &format!("EXPLAIN {sql}")).await }
     };
     let rolled_up = [
         format!(
@@ -111,13 +107,7 @@ async fn any_range_sums_alike_with_and_without_the_rollups() {
     let (_dir, engine) = support::embedded_engine(&support::events()).await;
     let answer = |sql: String| {
         let engine = engine.clone();
-        async move {
-            let batches: Vec<RecordBatch> = engine
-                .collect(Pii::Visible, &sql)
-                .await
-                .unwrap_or_else(|e| panic!("{sql}: {e}"));
-            pretty_format_batches(&batches).expect("format").to_string()
-        }
+        async move { text(&engine, &sql).await }
     };
     // 2025-11-10 is day 20402, a Monday.
     let mut rolled = 0;
@@ -153,6 +143,15 @@ async fn any_range_sums_alike_with_and_without_the_rollups() {
         }
     }
     assert!(rolled > 100, "only {rolled} ranges read a week rollup");
+}
+
+/// The answer to `sql`, as a text table.
+async fn text(engine: &Engine, sql: &str) -> String {
+    let batches: Vec<RecordBatch> = engine
+        .collect(Pii::Visible, sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    pretty_format_batches(&batches).expect("format").to_string()
 }
 
 /// `Date32` day `d` as `YYYY-MM-DD`.
