@@ -170,21 +170,7 @@ impl RollupRule {
         // The whole months inside [lo, hi]; the days outside them, as spans.
         let months = whole_periods(Grain::Month, lo, hi);
         let rest = match months {
-            Some((first, last)) => {
-                let mut rest = Vec::new();
-                if let (Some(l), Some(f)) = (lo, first)
-                    && l < f
-                {
-                    rest.push((l, f.saturating_sub(1)));
-                }
-                if let (Some(l), Some(h)) = (last, hi) {
-                    let after = Grain::Month.next(l);
-                    if after <= h {
-                        rest.push((after, h));
-                    }
-                }
-                rest
-            }
+            Some((first, last)) => outside(Grain::Month, (lo, hi), (first, last)),
             // No whole month: both bounds are set (an open range holds months).
             None => vec![(lo.unwrap_or(i32::MIN), hi.unwrap_or(i32::MAX))],
         };
@@ -194,13 +180,11 @@ impl RollupRule {
             match whole_periods(Grain::Week, Some(a), Some(b)) {
                 Some((Some(first), Some(last))) => {
                     weeks.push((first, last));
-                    if a < first {
-                        days.push((a, first.saturating_sub(1)));
-                    }
-                    let after = Grain::Week.next(last);
-                    if after <= b {
-                        days.push((after, b));
-                    }
+                    days.extend(outside(
+                        Grain::Week,
+                        (Some(a), Some(b)),
+                        (Some(first), Some(last)),
+                    ));
                 }
                 _ => days.push((a, b)),
             }
@@ -339,6 +323,28 @@ fn whole_periods(
         (Some(f), Some(l)) if f > l => None,
         bounds => Some(bounds),
     }
+}
+
+/// The days of `[lo, hi]` before and after its whole periods from `first` to `last` (first
+/// days, as [`whole_periods`] gives them), as spans; an unbounded side has none.
+fn outside(
+    grain: Grain,
+    (lo, hi): (Option<i32>, Option<i32>),
+    (first, last): (Option<i32>, Option<i32>),
+) -> Vec<(i32, i32)> {
+    let mut spans = Vec::new();
+    if let (Some(l), Some(f)) = (lo, first)
+        && l < f
+    {
+        spans.push((l, f.saturating_sub(1)));
+    }
+    if let (Some(l), Some(h)) = (last, hi) {
+        let after = grain.next(l);
+        if after <= h {
+            spans.push((after, h));
+        }
+    }
+    spans
 }
 
 /// `e` with its columns unqualified, to apply to either branch's scan.
